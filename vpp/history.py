@@ -1,0 +1,298 @@
+"""The history store: clickhouse-connect clients, the DDL, batched inserts and typed queries.
+
+Every process reaches ClickHouse through :func:`connect`, locally the embedded
+history server and in production a real server (``VPP_CLICKHOUSE_URL``). Rows
+are frozen dataclasses whose field names are the table's columns, so an insert
+is one ``client.insert`` per batch.
+
+Replays are harmless by design: the minute tables are ReplacingMergeTree keyed
+by id and minute and read with ``FINAL``; the hour and day rollups are
+recomputed from them for the periods a batch touched
+(:meth:`HistoryStore.refresh_rollups`), so a replayed window replaces its
+rollup rather than adding to it.
+
+Errors from ClickHouse surface as ``clickhouse_connect.driver.exceptions.DatabaseError``
+carrying the server's message (``Code: 60. DB::Exception: ... (UNKNOWN_TABLE)``).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import astuple, dataclass, fields
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from typing import Any, Literal, TypeVar
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+
+from vpp.config import Settings, get_settings
+
+Resolution = Literal["minute", "hour", "day"]
+_CREATE_TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS\s+([\w.]+)", re.IGNORECASE)
+
+
+def connect(settings: Settings | None = None) -> Client:
+    """A client for the configured ClickHouse (compression off: the embedded server takes none)."""
+    settings = settings or get_settings()
+    return clickhouse_connect.get_client(
+        dsn=settings.clickhouse,
+        compress=False,
+        connect_timeout=5,
+        send_receive_timeout=60,
+        query_retries=1,
+    )
+
+
+def ddl_statements() -> list[str]:
+    """Every DDL statement of schemas/clickhouse, files in lexical order."""
+    folder = resources.files("schemas").joinpath("clickhouse")
+    statements: list[str] = []
+    for name in sorted(entry.name for entry in folder.iterdir() if entry.name.endswith(".sql")):
+        text = folder.joinpath(name).read_text()
+        body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
+        statements.extend(stmt.strip() for stmt in body.split(";") if stmt.strip())
+    return statements
+
+
+def apply_ddl(client: Client) -> list[str]:
+    """Apply the DDL (idempotent); return the tables it defines."""
+    tables = []
+    for statement in ddl_statements():
+        client.command(statement)
+        match = _CREATE_TABLE.search(statement)
+        if match:
+            tables.append(match.group(1))
+    return tables
+
+
+@dataclass(frozen=True)
+class SiteWindow:
+    """One site over one window (a minute, or an hour/day rollup); powers in kW."""
+
+    site_id: str
+    start: datetime
+    battery_kw_mean: float
+    battery_kw_min: float
+    battery_kw_max: float
+    solar_kw_mean: float
+    load_kw_mean: float
+    grid_kw_mean: float
+    soc_pct_last: float
+    energy_available_kwh_last: float
+    samples: int
+    coverage: float
+    version: int
+
+
+@dataclass(frozen=True)
+class NodeWindow:
+    """One node's aggregate over one window; powers are the node's summed kW."""
+
+    node_id: str
+    hierarchy: str
+    start: datetime
+    battery_kw: float
+    battery_kw_min: float
+    battery_kw_max: float
+    solar_kw: float
+    load_kw: float
+    grid_kw: float
+    energy_available_kwh: float
+    charge_headroom_kwh: float
+    expected_sites: int
+    reporting_sites: int
+    coverage: float
+    version: int
+
+
+@dataclass(frozen=True)
+class MembershipEdge:
+    """One effective-dated edge of a hierarchy; ``valid_to`` None means still valid."""
+
+    child_id: str
+    child_kind: str
+    parent_id: str
+    hierarchy: str
+    valid_from: datetime
+    valid_to: datetime | None
+    change_id: str
+    recorded_at: datetime
+
+
+@dataclass(frozen=True)
+class DispatchLogEntry:
+    """One status of a dispatch, as published on dispatch.status."""
+
+    dispatch_id: str
+    event_time: datetime
+    state: str
+    node_id: str | None
+    target_kw: float
+    measured_kw: float
+    error_kw: float
+    shortfall_kw: float
+    sites_total: int
+    sites_acked: int
+    sites_pending: int
+    sites_rejected: int
+
+
+@dataclass(frozen=True)
+class CommandLogEntry:
+    """One command to a site and what became of it."""
+
+    command_id: str
+    dispatch_id: str
+    site_id: str
+    setpoint_kw: float
+    valid_from: datetime
+    valid_until: datetime
+    attempt: int
+    status: str
+    event_time: datetime
+
+
+Row = TypeVar("Row", SiteWindow, NodeWindow)
+
+_SITE_VALUES = (
+    "sum(battery_kw_mean * samples) / greatest(sum(samples), 1) AS battery_kw_mean, "
+    "min(battery_kw_min) AS battery_kw_min, max(battery_kw_max) AS battery_kw_max, "
+    "sum(solar_kw_mean * samples) / greatest(sum(samples), 1) AS solar_kw_mean, "
+    "sum(load_kw_mean * samples) / greatest(sum(samples), 1) AS load_kw_mean, "
+    "sum(grid_kw_mean * samples) / greatest(sum(samples), 1) AS grid_kw_mean, "
+    "argMax(soc_pct_last, {t}) AS soc_pct_last, "
+    "argMax(energy_available_kwh_last, {t}) AS energy_available_kwh_last, "
+    "sum(samples) AS samples, avg(coverage) AS coverage"
+)
+_NODE_VALUES = (
+    "any(hierarchy) AS hierarchy, "
+    "avg(battery_kw) AS battery_kw, min(battery_kw_min) AS battery_kw_min, "
+    "max(battery_kw_max) AS battery_kw_max, avg(solar_kw) AS solar_kw, avg(load_kw) AS load_kw, "
+    "avg(grid_kw) AS grid_kw, argMax(energy_available_kwh, {t}) AS energy_available_kwh, "
+    "argMax(charge_headroom_kwh, {t}) AS charge_headroom_kwh, "
+    "toUInt32(round(avg(expected_sites))) AS expected_sites, "
+    "toUInt32(round(avg(reporting_sites))) AS reporting_sites, avg(coverage) AS coverage"
+)
+
+
+def _rollup_columns(values: str, key: str, kind: str) -> str:
+    """The target columns of a rollup INSERT ... SELECT, in the SELECT's order."""
+    aliases = re.findall(r"AS (\w+)", values)
+    extra = ["minutes"] if kind == "node" else []
+    return ", ".join([key, "period", *aliases, *extra, "version"])
+
+
+def choose_resolution(start: datetime, end: datetime) -> Resolution:
+    """Minutes up to two days, hours up to 90 days, days beyond: a few thousand points at most."""
+    span = end - start
+    if span <= timedelta(days=2):
+        return "minute"
+    if span <= timedelta(days=90):
+        return "hour"
+    return "day"
+
+
+def _utc(value: datetime) -> datetime:
+    """clickhouse-connect returns naive datetimes for UTC columns; make them aware."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class HistoryStore:
+    """Batched inserts and typed queries over the history tables."""
+
+    def __init__(self, client: Client, database: str = "vpp") -> None:
+        self.client = client
+        self.db = database
+
+    def _insert(self, table: str, rows: list[Any], columns: list[str] | None = None) -> None:
+        if not rows:
+            return
+        names = columns or [f.name for f in fields(rows[0])]
+        self.client.insert(f"{self.db}.{table}", [astuple(row) for row in rows], column_names=names)
+
+    def insert_site_minutes(self, rows: list[SiteWindow]) -> None:
+        """Insert minute windows and refresh the hour/day rollups they touch."""
+        names = ["minute" if f.name == "start" else f.name for f in fields(SiteWindow)]
+        self._insert("site_minute", rows, names)
+        if rows:
+            self.refresh_rollups("site", min(r.start for r in rows), max(r.start for r in rows))
+
+    def insert_node_minutes(self, rows: list[NodeWindow]) -> None:
+        """Insert node minute windows and refresh the hour/day rollups they touch."""
+        names = ["minute" if f.name == "start" else f.name for f in fields(NodeWindow)]
+        self._insert("node_minute", rows, names)
+        if rows:
+            self.refresh_rollups("node", min(r.start for r in rows), max(r.start for r in rows))
+
+    def insert_membership(self, rows: list[MembershipEdge]) -> None:
+        """Record effective-dated hierarchy edges."""
+        self._insert("asset_membership", rows)
+
+    def insert_dispatch_log(self, rows: list[DispatchLogEntry]) -> None:
+        """Journal dispatch statuses."""
+        self._insert("dispatch_log", rows)
+
+    def insert_command_log(self, rows: list[CommandLogEntry]) -> None:
+        """Journal commands and their outcomes."""
+        self._insert("command_log", rows)
+
+    def refresh_rollups(self, kind: Literal["site", "node"], first: datetime, last: datetime) -> None:
+        """Recompute the hour and day rows covering [first, last] from the minute rows.
+
+        The new rows carry a higher version than any before, so they replace
+        earlier rollups of the same periods: replaying a minute batch and
+        refreshing again gives the same rollups, never doubled ones.
+        """
+        version = time.time_ns()
+        values = _SITE_VALUES if kind == "site" else _NODE_VALUES
+        key = f"{kind}_id"
+        day_from = first.replace(hour=0, minute=0, second=0, microsecond=0)
+        day_to = last.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+        hour_from = first.replace(minute=0, second=0, microsecond=0)
+        hour_to = last.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+        for target, source, time_col, bucket, lo, hi in (
+            ("hour", "minute", "minute", "toStartOfHour", hour_from, hour_to),
+            ("day", "hour", "period", "toStartOfDay", day_from, day_to),
+        ):
+            self.client.command(
+                f"INSERT INTO {self.db}.{kind}_{target} ({_rollup_columns(values, key, kind)}) "
+                f"SELECT {key}, {bucket}({time_col}) AS period, {values.format(t=time_col)}, "
+                + ("count() AS minutes, " if kind == "node" and target == "hour" else "")
+                + ("sum(minutes) AS minutes, " if kind == "node" and target == "day" else "")
+                + f"{version} AS version FROM {self.db}.{kind}_{source} FINAL "
+                f"WHERE {time_col} >= %(lo)s AND {time_col} < %(hi)s GROUP BY {key}, {bucket}({time_col}) "
+                # Aliases reuse the column names; aggregate over the columns, not the aliases.
+                "SETTINGS prefer_column_name_to_alias = 1",
+                parameters={"lo": lo, "hi": hi},
+            )
+
+    def site_history(self, site_id: str, start: datetime, end: datetime,
+                     resolution: Resolution | Literal["auto"] = "auto") -> list[SiteWindow]:
+        """Windows of one site in [start, end), at the requested or an automatic resolution."""
+        return self._history(SiteWindow, "site", site_id, start, end, resolution)
+
+    def node_history(self, node_id: str, start: datetime, end: datetime,
+                     resolution: Resolution | Literal["auto"] = "auto") -> list[NodeWindow]:
+        """Windows of one node in [start, end), at the requested or an automatic resolution."""
+        return self._history(NodeWindow, "node", node_id, start, end, resolution)
+
+    def _history(self, row_type: type[Row], kind: str, ident: str, start: datetime, end: datetime,
+                 resolution: Resolution | Literal["auto"]) -> list[Row]:
+        if end <= start:
+            raise ValueError(f"history range is empty: end {end.isoformat()} is not after {start.isoformat()}")
+        chosen = choose_resolution(start, end) if resolution == "auto" else resolution
+        time_col = "minute" if chosen == "minute" else "period"
+        columns = [time_col if f.name == "start" else f.name for f in fields(row_type)]
+        result = self.client.query(
+            f"SELECT {', '.join(columns)} FROM {self.db}.{kind}_{chosen} FINAL "
+            f"WHERE {kind}_id = %(id)s AND {time_col} >= %(start)s AND {time_col} < %(end)s "
+            f"ORDER BY {time_col}",
+            parameters={"id": ident, "start": start, "end": end},
+        )
+        start_index = columns.index(time_col)
+        return [
+            row_type(*(_utc(v) if i == start_index else v for i, v in enumerate(row)))
+            for row in result.result_rows
+        ]
