@@ -165,7 +165,7 @@ def _probe_redis(settings: Settings) -> bool:
         return False
 
 
-def _probe_history(settings: Settings) -> bool:
+def probe_history(settings: Settings) -> bool:
     try:
         with urllib.request.urlopen(f"{settings.clickhouse.rstrip('/')}/ping", timeout=1.0) as response:
             return bool(response.read().strip() == b"Ok.")
@@ -247,7 +247,7 @@ class Stack:
                     "--port",
                     str(s.clickhouse_port),
                 ],
-                probe=lambda: _probe_history(s),
+                probe=lambda: probe_history(s),
             ),
         ]
 

@@ -14,7 +14,7 @@ CREATE TABLE IF NOT EXISTS vpp.site_minute
     soc_pct_last Float64,
     energy_available_kwh_last Float64,
     samples UInt32,
-    coverage Float32,
+    coverage Float64,
     version UInt64
 )
 ENGINE = ReplacingMergeTree(version)
@@ -38,7 +38,7 @@ CREATE TABLE IF NOT EXISTS vpp.site_hour
     soc_pct_last Float64,
     energy_available_kwh_last Float64,
     samples UInt64,
-    coverage Float32,
+    coverage Float64,
     version UInt64
 )
 ENGINE = ReplacingMergeTree(version)

@@ -15,7 +15,7 @@ CREATE TABLE IF NOT EXISTS vpp.node_minute
     charge_headroom_kwh Float64,
     expected_sites UInt32,
     reporting_sites UInt32,
-    coverage Float32,
+    coverage Float64,
     version UInt64
 )
 ENGINE = ReplacingMergeTree(version)
@@ -37,7 +37,7 @@ CREATE TABLE IF NOT EXISTS vpp.node_hour
     charge_headroom_kwh Float64,
     expected_sites UInt32,
     reporting_sites UInt32,
-    coverage Float32,
+    coverage Float64,
     minutes UInt32,
     version UInt64
 )

@@ -1,0 +1,83 @@
+"""Topics on the real broker, and Avro records through the codec to a topic and back."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import ConfigResource
+
+from schemas import DecodeError, DecodeErrorReason, packaged_codec
+from vpp import kafka
+from vpp.config import Settings
+from vpp.topics import ASSETS_CHANGES, TELEMETRY_RAW, TOPICS
+
+pytestmark = pytest.mark.integration
+
+
+def test_every_topic_exists_with_its_configured_partitions(stack_settings: Settings) -> None:
+    topics = kafka.admin(stack_settings).list_topics(timeout=10).topics
+    for spec in TOPICS:
+        assert spec.name in topics, f"{spec.name} was not created"
+        assert len(topics[spec.name].partitions) == stack_settings.partitions_of(spec.name)
+    assert len(topics[TELEMETRY_RAW].partitions) == 6  # the per-topic override of the fixture
+    assert len(topics["commands.site"].partitions) == 3  # the default of the fixture
+
+
+def test_assets_changes_is_compacted(stack_settings: Settings) -> None:
+    resource = ConfigResource(ConfigResource.Type.TOPIC, ASSETS_CHANGES)
+    admin = kafka.admin(stack_settings)  # keep the client alive until the future resolves
+    future = admin.describe_configs([resource])[resource]
+    assert future.result(timeout=10)["cleanup.policy"].value == "compact"
+
+
+def test_avro_round_trip_through_the_broker(stack_settings: Settings) -> None:
+    codec = packaged_codec()
+    now = datetime.now(UTC).replace(microsecond=0)
+    readings = [
+        {
+            "site_id": f"site-{i}", "seq": i, "event_time": now, "received_time": None, "soc_pct": 50.0 + i,
+            "battery_kw": 1.5 * i, "solar_kw": 2.0, "load_kw": 0.5, "grid_kw": -1.0, "battery_temp_c": None,
+            "mode": "SELF_CONSUMPTION", "active_command_id": None, "firmware": None,
+        }
+        for i in range(50)
+    ]
+    topic = TELEMETRY_RAW
+    producer = Producer(kafka.client_config(stack_settings))
+    for reading in readings:
+        producer.produce(topic, key=reading["site_id"].encode(), value=codec.encode("SiteTelemetry", reading))
+    assert producer.flush(10) == 0
+
+    consumer = Consumer(kafka.client_config(
+        stack_settings, **{"group.id": f"test-{uuid.uuid4()}", "enable.auto.commit": False}))
+    partitions = kafka.admin(stack_settings).list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+    received: dict[str, dict[str, object]] = {}
+    for _ in range(100):
+        for message in consumer.consume(num_messages=100, timeout=0.5):
+            assert message.error() is None
+            value = codec.decode(message.value(), expected="SiteTelemetry")
+            assert message.key().decode() == value["site_id"]
+            received[value["site_id"]] = value
+        if len(received) >= len(readings):
+            break
+    consumer.close()
+    assert set(received) >= {r["site_id"] for r in readings}
+    for reading in readings:
+        assert {k: received[reading["site_id"]][k] for k in reading} == reading
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"\x01\x00\x00\x00\x01abc", DecodeErrorReason.WRONG_MAGIC),
+        (b"\x00\x7f\xff\xff\xfeabc", DecodeErrorReason.UNKNOWN_SCHEMA_ID),
+        (b"\x00\x00", DecodeErrorReason.TRUNCATED),
+    ],
+)
+def test_malformed_bytes_raise_the_typed_error(data: bytes, reason: DecodeErrorReason) -> None:
+    with pytest.raises(DecodeError) as caught:
+        packaged_codec().decode(data)
+    assert caught.value.reason == reason
