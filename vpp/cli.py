@@ -46,7 +46,7 @@ def _stack_up(settings: Settings) -> UpResult:
     stack = Stack(settings)
     try:
         with console.status("starting the local stack") as status:
-            result = stack.up(progress=lambda message: status.update(message))
+            result = stack.up(progress=status.update)
     except StackError as exc:
         err_console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(code=1) from exc

@@ -46,7 +46,10 @@ class Settings(BaseSettings):
         default="vpp", description="ClickHouse database holding the history tables (VPP_CLICKHOUSE_DATABASE)."
     )
     default_partitions: int = Field(
-        default=4, ge=1, le=1024, description="Partitions of each topic unless overridden (VPP_DEFAULT_PARTITIONS)."
+        default=4,
+        ge=1,
+        le=1024,
+        description="Partitions of each topic unless overridden (VPP_DEFAULT_PARTITIONS).",
     )
     topic_partitions: dict[str, int] = Field(
         default_factory=dict,

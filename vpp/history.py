@@ -281,7 +281,9 @@ class HistoryStore:
     def _history(self, row_type: type[Row], kind: str, ident: str, start: datetime, end: datetime,
                  resolution: Resolution | Literal["auto"]) -> list[Row]:
         if end <= start:
-            raise ValueError(f"history range is empty: end {end.isoformat()} is not after {start.isoformat()}")
+            raise ValueError(
+                f"history range is empty: end {end.isoformat()} is not after {start.isoformat()}"
+            )
         chosen = choose_resolution(start, end) if resolution == "auto" else resolution
         time_col = "minute" if chosen == "minute" else "period"
         columns = [time_col if f.name == "start" else f.name for f in fields(row_type)]
@@ -292,7 +294,9 @@ class HistoryStore:
             parameters={"id": ident, "start": start, "end": end},
         )
         start_index = columns.index(time_col)
-        return [
-            row_type(*(_utc(v) if i == start_index else v for i, v in enumerate(row)))
-            for row in result.result_rows
-        ]
+        rows = []
+        for raw in result.result_rows:
+            values: list[Any] = list(raw)
+            values[start_index] = _utc(values[start_index])
+            rows.append(row_type(*values))
+        return rows

@@ -61,7 +61,7 @@ class HistoryServerError(RuntimeError):
     """The server cannot start; the message says what to do."""
 
 
-class QueryFailed(Exception):
+class QueryError(Exception):
     """A query failed inside chDB; carries ClickHouse's error code and message."""
 
     def __init__(self, code: int, message: str) -> None:
@@ -70,13 +70,13 @@ class QueryFailed(Exception):
         self.message = message
 
 
-def _failure(message: str) -> QueryFailed:
+def _failure(message: str) -> QueryError:
     match = _ERROR_CODE.search(message)
     code = int(match.group(1)) if match else 1000
     text = message.strip()
     if not text.startswith("Code:"):
         text = f"Code: {code}. DB::Exception: {text}"
-    return QueryFailed(code, text)
+    return QueryError(code, text)
 
 
 class ChdbEngine:
@@ -111,7 +111,7 @@ class ChdbEngine:
         upload: Path | None = None
         if insert_body is not None:
             if not match:
-                raise QueryFailed(62, "Code: 62. DB::Exception: an insert with a body needs FORMAT <name>")
+                raise QueryError(62, "Code: 62. DB::Exception: an insert with a body needs FORMAT <name>")
             upload = self.upload_dir / f"{uuid.uuid4().hex}.bin"
             upload.write_bytes(insert_body)
             sql = f"{sql[: match.start()]} FROM INFILE '{upload}' FORMAT {fmt}"
@@ -182,7 +182,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _read_body(self) -> bytes:
         """The request body, whole: clickhouse-connect streams inserts with chunked encoding."""
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            chunks = []
+            chunks: list[bytes] = []
             while True:
                 size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
                 if size == 0:
@@ -207,21 +207,21 @@ class _Handler(BaseHTTPRequestHandler):
         params = {k: v[-1] for k, v in parse_qs(urlparse(self.path).query).items()}
         query_id = params.get("query_id") or str(uuid.uuid4())
         if self.headers.get("Content-Encoding"):
-            self._error(query_id, QueryFailed(
+            self._error(query_id, QueryError(
                 1000, "Code: 1000. DB::Exception: compressed request bodies are not supported by the "
                 "embedded history server; create the client with compress=False (vpp.history.connect does)"))
             return
         try:
             sql, insert_body = _split_request(params, body)
         except UnicodeDecodeError:
-            self._error(query_id, QueryFailed(62, "Code: 62. DB::Exception: the query is not valid UTF-8"))
+            self._error(query_id, QueryError(62, "Code: 62. DB::Exception: the query is not valid UTF-8"))
             return
         if not sql.strip():
-            self._error(query_id, QueryFailed(62, "Code: 62. DB::Exception: Empty query. (SYNTAX_ERROR)"))
+            self._error(query_id, QueryError(62, "Code: 62. DB::Exception: Empty query. (SYNTAX_ERROR)"))
             return
         try:
             data, fmt = self.server.engine.execute(sql, params.get("database"), insert_body)
-        except QueryFailed as failure:
+        except QueryError as failure:
             self._error(query_id, failure)
             return
         self.send_response(200)
@@ -235,7 +235,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _error(self, query_id: str, failure: QueryFailed) -> None:
+    def _error(self, query_id: str, failure: QueryError) -> None:
         payload = (failure.message.rstrip() + "\n").encode()
         self.send_response(_status_for(failure.code))
         self.send_header("Content-Type", "text/plain; charset=UTF-8")

@@ -9,6 +9,7 @@ the command it recorded: a recycled pid never makes us stop a stranger.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -137,10 +138,8 @@ def stop(record: ProcessRecord, timeout_s: float = 10.0) -> bool:
 
 def _reap(pid: int) -> None:
     """Collect the exit status if ``pid`` is our own child, so it does not linger as a zombie."""
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def log_tail(path: Path, lines: int = 20) -> str:

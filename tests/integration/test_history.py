@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from tests.conftest import free_port
 from vpp import history
 from vpp.config import Settings
-from vpp.stack import probe_history
 from vpp.history import HistoryStore, MembershipEdge, NodeWindow, SiteWindow
+from vpp.stack import probe_history
 
 pytestmark = pytest.mark.integration
 
@@ -33,18 +33,35 @@ def store(stack_settings: Settings) -> HistoryStore:
 
 def _site_minute(site_id: str, minute: int, battery_kw: float, samples: int = 60) -> SiteWindow:
     return SiteWindow(
-        site_id=site_id, start=T0 + timedelta(minutes=minute), battery_kw_mean=battery_kw,
-        battery_kw_min=battery_kw - 1, battery_kw_max=battery_kw + 1, solar_kw_mean=2.0, load_kw_mean=1.5,
-        grid_kw_mean=-0.5, soc_pct_last=40.0 + minute % 50, energy_available_kwh_last=6.0,
-        samples=samples, coverage=samples / 60, version=1,
+        site_id=site_id,
+        start=T0 + timedelta(minutes=minute),
+        battery_kw_mean=battery_kw,
+        battery_kw_min=battery_kw - 1,
+        battery_kw_max=battery_kw + 1,
+        solar_kw_mean=2.0,
+        load_kw_mean=1.5,
+        grid_kw_mean=-0.5,
+        soc_pct_last=40.0 + minute % 50,
+        energy_available_kwh_last=6.0,
+        samples=samples,
+        coverage=samples / 60,
+        version=1,
     )
 
 
 def test_ddl_is_idempotent(store: HistoryStore) -> None:
     first = history.apply_ddl(store.client)
     assert history.apply_ddl(store.client) == first
-    assert {"vpp.site_minute", "vpp.node_minute", "vpp.asset_membership", "vpp.dispatch_log",
-            "vpp.command_log", "vpp.workflow_artifacts", "vpp.site_hour", "vpp.node_day"} <= set(first)
+    assert {
+        "vpp.site_minute",
+        "vpp.node_minute",
+        "vpp.asset_membership",
+        "vpp.dispatch_log",
+        "vpp.command_log",
+        "vpp.workflow_artifacts",
+        "vpp.site_hour",
+        "vpp.node_day",
+    } <= set(first)
     assert store.client.query("SELECT version()").result_rows[0][0].startswith("26.")
 
 
@@ -63,8 +80,14 @@ def test_replayed_minutes_replace_and_rollups_do_not_double(store: HistoryStore)
 
 
 @settings(max_examples=15, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 3 * 24 * 60 - 1), st.floats(-10, 10), st.integers(1, 60)),
-                min_size=1, max_size=40, unique_by=lambda t: t[0]))
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 3 * 24 * 60 - 1), st.floats(-10, 10), st.integers(1, 60)),
+        min_size=1,
+        max_size=40,
+        unique_by=lambda t: t[0],
+    )
+)
 def test_rollups_agree_with_brute_force(store: HistoryStore, minutes: list[tuple[int, float, int]]) -> None:
     site = f"site-{uuid.uuid4().hex[:8]}"
     rows = [_site_minute(site, m, kw, n) for m, kw, n in minutes]
@@ -80,7 +103,9 @@ def test_rollups_agree_with_brute_force(store: HistoryStore, minutes: list[tuple
             group = expected[r.start]
             samples = sum(g.samples for g in group)
             assert r.samples == samples
-            assert r.battery_kw_mean == pytest.approx(sum(g.battery_kw_mean * g.samples for g in group) / samples)
+            assert r.battery_kw_mean == pytest.approx(
+                sum(g.battery_kw_mean * g.samples for g in group) / samples
+            )
             assert r.battery_kw_min == min(g.battery_kw_min for g in group)
             assert r.battery_kw_max == max(g.battery_kw_max for g in group)
             assert r.soc_pct_last == max(group, key=lambda g: g.start).soc_pct_last
@@ -88,8 +113,26 @@ def test_rollups_agree_with_brute_force(store: HistoryStore, minutes: list[tuple
 
 def test_node_minutes_membership_round_trip(store: HistoryStore) -> None:
     node = f"feeder-{uuid.uuid4().hex[:8]}"
-    rows = [NodeWindow(node, "electrical", T0 + timedelta(minutes=m), 100.0 + m, 90.0, 120.0, 5.0, 3.0, -2.0,
-                       400.0, 100.0, 200, 190, 0.95, 1) for m in range(3)]
+    rows = [
+        NodeWindow(
+            node,
+            "electrical",
+            T0 + timedelta(minutes=m),
+            100.0 + m,
+            90.0,
+            120.0,
+            5.0,
+            3.0,
+            -2.0,
+            400.0,
+            100.0,
+            200,
+            190,
+            0.95,
+            1,
+        )
+        for m in range(3)
+    ]
     store.insert_node_minutes(rows)
     assert store.node_history(node, T0, T0 + timedelta(hours=1)) == rows  # auto: minute resolution
     day = store.node_history(node, T0, T0 + timedelta(days=365))  # auto: day resolution
@@ -115,7 +158,9 @@ def test_concurrent_readers_and_a_writer(stack_settings: Settings) -> None:
     def read() -> None:
         reader = history.connect(stack_settings)
         for _ in range(20):
-            reader.query("SELECT count() FROM vpp.site_minute FINAL WHERE site_id = %(s)s", parameters={"s": site})
+            reader.query(
+                "SELECT count() FROM vpp.site_minute FINAL WHERE site_id = %(s)s", parameters={"s": site}
+            )
 
     def guarded(target: object) -> None:
         try:
@@ -161,8 +206,19 @@ def test_a_second_server_on_the_same_directory_says_who_holds_it(tmp_path: Path)
         client = history.connect(settings)
         assert client.query("SELECT 1").result_rows == [(1,)]
         second = subprocess.run(
-            [sys.executable, "-m", "vpp.history_server", "--data-dir", str(tmp_path), "--port", str(free_port())],
-            capture_output=True, text=True, timeout=60,
+            [
+                sys.executable,
+                "-m",
+                "vpp.history_server",
+                "--data-dir",
+                str(tmp_path),
+                "--port",
+                str(free_port()),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
         )
         assert second.returncode == 2
         assert "in use by another process" in second.stderr

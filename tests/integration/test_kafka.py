@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -36,7 +37,7 @@ def test_assets_changes_is_compacted(stack_settings: Settings) -> None:
 def test_avro_round_trip_through_the_broker(stack_settings: Settings) -> None:
     codec = packaged_codec()
     now = datetime.now(UTC).replace(microsecond=0)
-    readings = [
+    readings: list[dict[str, Any]] = [
         {
             "site_id": f"site-{i}", "seq": i, "event_time": now, "received_time": None, "soc_pct": 50.0 + i,
             "battery_kw": 1.5 * i, "solar_kw": 2.0, "load_kw": 0.5, "grid_kw": -1.0, "battery_temp_c": None,
@@ -58,8 +59,10 @@ def test_avro_round_trip_through_the_broker(stack_settings: Settings) -> None:
     for _ in range(100):
         for message in consumer.consume(num_messages=100, timeout=0.5):
             assert message.error() is None
-            value = codec.decode(message.value(), expected="SiteTelemetry")
-            assert message.key().decode() == value["site_id"]
+            raw_value, raw_key = message.value(), message.key()
+            assert raw_value is not None and raw_key is not None
+            value = codec.decode(raw_value, expected="SiteTelemetry")
+            assert raw_key.decode() == value["site_id"]
             received[value["site_id"]] = value
         if len(received) >= len(readings):
             break

@@ -32,7 +32,12 @@ def _env(data_dir: Path, ports: dict[str, int]) -> dict[str, str]:
 
 def _vpp(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "vpp.cli", *args], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "vpp.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
     )
 
 
