@@ -227,3 +227,13 @@ def test_a_second_server_on_the_same_directory_says_who_holds_it(tmp_path: Path)
         first.terminate()
         first.wait(timeout=30)
     assert first.returncode == 0
+
+
+def test_rowbinary_insert_body(store: HistoryStore) -> None:
+    """Not only Native: a RowBinary body (as the Grafana plugin and other clients send) loads too."""
+    table = f"vpp.rowbinary_{uuid.uuid4().hex[:8]}"
+    store.client.command(f"CREATE TABLE {table} (name String, value UInt32) ENGINE = MergeTree ORDER BY name")
+    rows = [("alpha", 1), ("beta", 70000)]
+    body = b"".join(bytes([len(n)]) + n.encode() + v.to_bytes(4, "little") for n, v in rows)
+    store.client.raw_insert(table, ["name", "value"], insert_block=body, fmt="RowBinary")
+    assert store.client.query(f"SELECT name, value FROM {table} ORDER BY name").result_rows == rows
