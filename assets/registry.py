@@ -97,6 +97,11 @@ class Registry:
         """Every edge ever recorded, in the order they were opened (closed ones included)."""
         return list(self._edges)
 
+    def edges_of(self, child_id: str) -> list[Edge]:
+        """Every edge, open or closed, below which ``child_id`` hangs: what a change to it touched."""
+        return [self._edges[i] for (_, child), indices in self._by_child.items() if child == child_id
+                for i in indices]
+
     def _change_id(self) -> str:
         self._changes += 1
         return f"chg-{self._changes:08d}"
@@ -285,3 +290,40 @@ class Registry:
             chains[hierarchy] = chain
         chains[PROGRAM] = sorted(self.parents(site_id, PROGRAM, at))
         return chains
+
+    def ancestry_paths(self, site_id: str, at: datetime) -> list[AncestryPath]:
+        """The site's ancestor chains at ``at``, each with the interval over which that exact chain holds.
+
+        A chain holds from the latest ``valid_from`` of its edges to the earliest
+        ``valid_to``: re-parenting the feeder changes the site's chain from then on.
+        This flattened form is what ``assets.changes`` carries, so dataflows never
+        walk the tree per message.
+        """
+        paths = []
+        for hierarchy in (*TREE_HIERARCHIES, PROGRAM):
+            for first in self._holding(site_id, hierarchy, at):
+                chain = [first]
+                while hierarchy != PROGRAM and (up := self._holding(chain[-1].parent_id, hierarchy, at)):
+                    chain.append(up[0])
+                ends = [e.valid_to for e in chain if e.valid_to is not None]
+                paths.append(AncestryPath(
+                    hierarchy=hierarchy,
+                    node_ids=tuple(e.parent_id for e in chain),
+                    valid_from=max(e.valid_from for e in chain),
+                    valid_to=min(ends) if ends else None,
+                ))
+        return paths
+
+    def _holding(self, child_id: str, hierarchy: str, at: datetime) -> list[Edge]:
+        return [self._edges[i] for i in self._by_child.get((hierarchy, child_id), [])
+                if self._edges[i].holds_at(at)]
+
+
+@dataclass(frozen=True)
+class AncestryPath:
+    """A site's chain of ancestors in one hierarchy (nearest first) and when it holds."""
+
+    hierarchy: str
+    node_ids: tuple[str, ...]
+    valid_from: datetime
+    valid_to: datetime | None

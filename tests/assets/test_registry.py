@@ -157,3 +157,18 @@ def test_bad_input_is_refused_with_a_clear_message(operation: object, message: s
     with pytest.raises(RegistryError, match=message):
         operation(reg)  # type: ignore[operator]
     assert reg.edges == edges
+
+
+def test_ancestry_paths_carry_the_interval_of_the_whole_chain() -> None:
+    reg = base_registry()
+    added, moved = T0 + timedelta(hours=1), T0 + timedelta(days=3)
+    reg.add_site("a", {ELECTRICAL: "f0", GEOGRAPHIC: "p0"}, ["prog1"], added)
+    reg.reparent_node("f0", "s1", moved)
+    before = {p.hierarchy: p for p in reg.ancestry_paths("a", moved - timedelta(seconds=1))}
+    after = {p.hierarchy: p for p in reg.ancestry_paths("a", moved)}
+    assert before[ELECTRICAL].node_ids == ("f0", "s0", "r0")
+    assert (before[ELECTRICAL].valid_from, before[ELECTRICAL].valid_to) == (added, moved)
+    assert after[ELECTRICAL].node_ids == ("f0", "s1", "r1")
+    assert (after[ELECTRICAL].valid_from, after[ELECTRICAL].valid_to) == (moved, None)
+    assert after[GEOGRAPHIC].node_ids == ("p0", "c0", "st0")
+    assert after[PROGRAM].node_ids == ("prog1",)
