@@ -90,6 +90,26 @@ def up() -> None:
     console.print("stop everything with [bold]vpp down[/]")
 
 
+@app.command("bench")
+def bench(
+    name: str = typer.Argument(help="Which benchmark: assets"),
+    quick: bool = typer.Option(False, "--quick", help="A smaller run that finishes in under a minute."),
+) -> None:
+    """Run one benchmark, print its figures and write bench/results/NAME.json."""
+    from bench import assets as assets_bench
+    from bench.results import write_result
+
+    benchmarks = {"assets": assets_bench.run}
+    if name not in benchmarks:
+        known = ", ".join(sorted(benchmarks))
+        err_console.print(f"[red]error:[/] unknown benchmark {name!r}; one of {known}")
+        raise typer.Exit(code=2)
+    with console.status(f"running bench {name}"):
+        figures = benchmarks[name](quick)
+    path = write_result(name, figures, quick, console)
+    console.print(f"written to {path}")
+
+
 @app.command("down")
 def down() -> None:
     """Stop the whole local system."""
