@@ -17,6 +17,8 @@ from vpp.stack import PartState, PartStatus, Stack, StackError, UpResult
 app = typer.Typer(no_args_is_help=True, help="An open virtual power plant: run it, inspect it, drive it.")
 stack_app = typer.Typer(no_args_is_help=True, help="The local runtime parts: broker, Redis, history server.")
 app.add_typer(stack_app, name="stack")
+fleet_app = typer.Typer(no_args_is_help=True, help="The fleet: generate and load sites and hierarchies.")
+app.add_typer(fleet_app, name="fleet")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -88,6 +90,30 @@ def up() -> None:
     """Start the whole local system on embedded defaults and say where to look."""
     _stack_up(Settings())
     console.print("stop everything with [bold]vpp down[/]")
+
+
+@fleet_app.command("generate")
+def fleet_generate(
+    sites: int = typer.Option(1000, "--sites", min=1, max=1_000_000, help="How many sites."),
+    seed: int = typer.Option(0, "--seed", help="Same seed, same fleet."),
+) -> None:
+    """Generate a deterministic fleet and load it into ClickHouse, Redis and assets.changes."""
+    from datetime import UTC, datetime
+
+    from assets.generator import generate_fleet
+    from assets.loader import load_fleet
+
+    now = datetime.now(UTC)
+    with console.status(f"generating {sites:,} sites (seed {seed})") as status:
+        fleet = generate_fleet(now, sites, seed)
+        try:
+            report = load_fleet(Settings(), fleet, now, int(now.timestamp() * 1000), status.update)
+        except Exception as exc:
+            err_console.print(f"[red]error:[/] loading the fleet failed: {exc}\n"
+                              "is the stack running? start it with `vpp stack up`")
+            raise typer.Exit(code=1) from exc
+    console.print(f"loaded {report.sites:,} sites, {report.nodes:,} nodes, {report.edges:,} edges; "
+                  f"published {report.published:,} ancestries to assets.changes")
 
 
 @app.command("bench")
