@@ -90,6 +90,22 @@ class Registry:
         self._by_parent: dict[str, list[int]] = defaultdict(list)
         self._changes = 0
 
+    @classmethod
+    def from_history(cls, nodes: list[Node], added: dict[str, datetime], retired: dict[str, datetime],
+                     edges: list[Edge]) -> Registry:
+        """Rebuild a registry from its durable form (nodes, site add/retire times, every edge)."""
+        registry = cls()
+        registry.nodes = {node.node_id: node for node in nodes}
+        registry.sites = dict(added)
+        registry.retired = dict(retired)
+        for edge in sorted(edges, key=lambda e: (e.valid_from, e.change_id)):
+            index = len(registry._edges)
+            registry._edges.append(edge)
+            registry._by_child[(edge.hierarchy, edge.child_id)].append(index)
+            registry._by_parent[edge.parent_id].append(index)
+        registry._changes = max((int(e.change_id.rsplit("-", 1)[-1]) for e in edges), default=0)
+        return registry
+
     # -- history ---------------------------------------------------------------
 
     @property

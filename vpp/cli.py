@@ -60,7 +60,21 @@ def _stack_up(settings: Settings) -> UpResult:
     )
     if result.already_running:
         console.print("[yellow]the local stack was already running[/]; nothing was started")
+    else:
+        _republish_fleet(settings)
     return result
+
+
+def _republish_fleet(settings: Settings) -> None:
+    """The local broker keeps nothing across restarts: re-publish the fleet kept in ClickHouse."""
+    from datetime import UTC, datetime
+
+    from assets.loader import republish
+
+    with console.status("looking for a fleet in the history store") as status:
+        report = republish(settings, datetime.now(UTC), status.update)
+    if report is not None:
+        console.print(f"re-published {report.published:,} stored sites to assets.changes and Redis")
 
 
 @stack_app.command("up")

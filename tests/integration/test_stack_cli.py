@@ -9,11 +9,15 @@ import sys
 from pathlib import Path
 
 import pytest
+import redis
+from confluent_kafka import Consumer, TopicPartition
 
 from tests.conftest import free_port
+from vpp import kafka
 from vpp.config import Settings
 from vpp.processes import is_alive
 from vpp.stack import Stack
+from vpp.topics import ASSETS_CHANGES
 
 pytestmark = pytest.mark.integration
 
@@ -91,3 +95,33 @@ def test_busy_port_is_a_clear_error_and_starts_nothing(tmp_path: Path) -> None:
     assert Stack(Settings(data_dir=tmp_path)).pids.read("broker") is None
     with socket.socket() as sock, pytest.raises(OSError):
         sock.connect(("127.0.0.1", ports["kafka"]))
+
+
+def test_the_fleet_survives_a_restart_of_the_local_stack(tmp_path: Path) -> None:
+    ports = {"kafka": free_port(), "redis": free_port(), "clickhouse": free_port()}
+    env = _env(tmp_path, ports)
+    try:
+        assert _vpp(env, "stack", "up").returncode == 0
+        loaded = _vpp(env, "fleet", "generate", "--sites", "200", "--seed", "2")
+        assert loaded.returncode == 0, loaded.stderr
+        assert _vpp(env, "stack", "down").returncode == 0
+        # The broker kept nothing; the restart re-publishes from the history store.
+        restarted = _vpp(env, "stack", "up")
+        assert restarted.returncode == 0, restarted.stderr
+        assert "re-published 200 stored sites" in " ".join(restarted.stdout.split())
+        settings = Settings(data_dir=tmp_path, kafka_port=ports["kafka"], redis_port=ports["redis"],
+                            clickhouse_port=ports["clickhouse"])
+        with redis.Redis.from_url(settings.redis, decode_responses=True) as rds:
+            assert rds.scard("node:region-0:sites") == 200
+        consumer = Consumer(kafka.client_config(settings, **{"group.id": "restart-test"}))
+        topic = kafka.admin(settings).list_topics(ASSETS_CHANGES, timeout=10).topics[ASSETS_CHANGES]
+        consumer.assign([TopicPartition(ASSETS_CHANGES, p, 0) for p in topic.partitions])
+        sites: set[bytes] = set()
+        for _ in range(40):
+            sites |= {m.key() or b"" for m in consumer.consume(500, timeout=0.5)}
+            if len(sites) >= 200:
+                break
+        consumer.close()
+        assert len(sites) == 200
+    finally:
+        _vpp(env, "stack", "down")
