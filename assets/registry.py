@@ -281,7 +281,12 @@ class Registry:
 
     def members(self, node_id: str, at: datetime) -> frozenset[str]:
         """Every site in the subtree of ``node_id`` at ``at``."""
+        return self.subtree(node_id, at)[1]
+
+    def subtree(self, node_id: str, at: datetime) -> tuple[frozenset[str], frozenset[str]]:
+        """The nodes and the sites below ``node_id`` at ``at``."""
         self._node(node_id)
+        nodes: set[str] = set()
         sites: set[str] = set()
         stack = [node_id]
         while stack:
@@ -289,8 +294,9 @@ class Registry:
                 if edge.child_kind == "site":
                     sites.add(edge.child_id)
                 else:
+                    nodes.add(edge.child_id)
                     stack.append(edge.child_id)
-        return frozenset(sites)
+        return frozenset(nodes), frozenset(sites)
 
     def ancestors(self, site_id: str, at: datetime) -> dict[str, list[str]]:
         """Per hierarchy, the site's ancestors at ``at``, nearest first (programs: all of them)."""
