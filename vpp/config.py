@@ -12,7 +12,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -60,6 +60,43 @@ class Settings(BaseSettings):
     )
     startup_timeout_s: float = Field(
         default=30.0, gt=0, description="How long `vpp stack up` waits for each part to be healthy."
+    )
+    gateway_port: int = Field(default=8765, ge=1, le=65535, description="Edge gateway WebSocket port.")
+    gateway_metrics_port: int = Field(
+        default=9108, ge=1, le=65535, description="Edge gateway /healthz and /metrics port."
+    )
+    gateway_token_secret: SecretStr = Field(
+        default=SecretStr("vpp-local-gateway-secret-not-for-production"),
+        description="HS256 secret of device tokens; the default is for the local stack only "
+        "(VPP_GATEWAY_TOKEN_SECRET).",
+    )
+    gateway_token_ttl_hours: float = Field(
+        default=24.0 * 30, gt=0, description="Lifetime of an issued device token in hours."
+    )
+    gateway_max_frame_bytes: int = Field(
+        default=64 * 1024, ge=256, description="Largest device frame; bigger ones close with 1009."
+    )
+    gateway_rate_per_s: float = Field(
+        default=10.0, gt=0, description="Sustained frames per second a device connection may send."
+    )
+    gateway_rate_burst: float = Field(
+        default=30.0, ge=1, description="Frames a device connection may send in one burst."
+    )
+    gateway_route_ttl_s: float = Field(
+        default=15.0, gt=0, description="Lifetime of a gateway:route:{site} entry without a heartbeat."
+    )
+    gateway_heartbeat_s: float = Field(
+        default=2.0, gt=0,
+        description="How often an instance refreshes its routes and closes revoked or expired connections.",
+    )
+    gateway_consumer_group: str = Field(
+        default="vpp-gateway", description="Kafka consumer group the instances share for commands.site."
+    )
+    simulator_interval_s: float = Field(
+        default=1.0, gt=0, description="Simulated seconds between two telemetry samples of a site."
+    )
+    simulator_speed: float = Field(
+        default=1.0, gt=0, description="How many times faster than the wall clock simulated time runs."
     )
 
     @property

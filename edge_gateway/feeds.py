@@ -1,0 +1,84 @@
+"""Kafka topics the gateway reads, as async batch iterators over confluent-kafka consumers.
+
+``commands.site`` is read by one consumer group shared by all instances:
+each command is consumed once, by whichever instance owns its partition, which
+then delivers it locally or forwards it to the instance holding the site (see
+``routing``). ``prices.forecast`` is small and goes to every site of a region,
+so every instance reads all of it, from the beginning, without a group: a new
+instance learns each region's latest forecast and can hand it to devices as
+they connect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+
+from vpp import kafka
+from vpp.config import Settings
+from vpp.topics import COMMANDS_SITE, PRICES_FORECAST
+
+
+class Feed:
+    """Batches of good messages from a consumer polled in a worker thread, until ``stop``."""
+
+    def __init__(self, consumer: Consumer, batch: int = 500, wait_s: float = 0.25) -> None:
+        self.consumer = consumer
+        self.assigned: set[int] = set()
+        self._batch = batch
+        self._wait_s = wait_s
+        self._stopped = False
+
+    async def batches(self) -> AsyncIterator[list[Message]]:
+        """Yield each non-empty batch; broker-side errors (e.g. partition EOF) are skipped."""
+        while not self._stopped:
+            messages = await asyncio.to_thread(self.consumer.consume, self._batch, self._wait_s)
+            good = [m for m in messages if m.error() is None and m.value() is not None]
+            if good:
+                yield good
+
+    def stop(self) -> None:
+        """End ``batches`` after the poll in flight returns."""
+        self._stopped = True
+
+    def close(self) -> None:
+        """Leave the group (if any) and release the consumer."""
+        self.consumer.close()
+
+
+def commands_feed(settings: Settings, instance_id: str) -> Feed:
+    """commands.site through the instances' shared consumer group; a new group starts at the end."""
+    consumer = Consumer(kafka.client_config(
+        settings, **{"group.id": settings.gateway_consumer_group, "client.id": f"gateway-{instance_id}",
+                     "auto.offset.reset": "latest", "enable.auto.commit": True,
+                     "session.timeout.ms": 10_000, "heartbeat.interval.ms": 1_000}))
+    feed = Feed(consumer)
+
+    def on_assign(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Resolve "latest" now rather than at the first fetch, so a command produced after the
+        # assignment is never skipped; committed positions (a partition moving between instances) win.
+        positions = consumer.committed(partitions, timeout=10)
+        for position in positions:
+            if position.offset < 0:
+                position.offset = consumer.get_watermark_offsets(position, timeout=10)[1]
+        consumer.assign(positions)
+        feed.assigned = {p.partition for p in partitions}
+
+    def on_revoke(_consumer: Consumer, _partitions: list[TopicPartition]) -> None:
+        feed.assigned = set()
+
+    consumer.subscribe([COMMANDS_SITE], on_assign=on_assign, on_revoke=on_revoke)
+    return feed
+
+
+def prices_feed(settings: Settings, instance_id: str) -> Feed:
+    """All of prices.forecast from the beginning, assigned directly (no group, no commits)."""
+    consumer = Consumer(kafka.client_config(
+        settings, **{"group.id": f"gateway-prices-{instance_id}", "enable.auto.commit": False}))
+    partitions = consumer.list_topics(PRICES_FORECAST, timeout=10).topics[PRICES_FORECAST].partitions
+    consumer.assign([TopicPartition(PRICES_FORECAST, p, OFFSET_BEGINNING) for p in partitions])
+    feed = Feed(consumer)
+    feed.assigned = set(partitions)
+    return feed

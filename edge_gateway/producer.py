@@ -1,0 +1,82 @@
+"""Produce device records without dropping any: when librdkafka's queue is full, the reader waits.
+
+``Producer.produce`` raises BufferError when its local queue is full. Dropping
+would lose telemetry silently, so the connection's reader instead polls and
+retries; while it waits it reads nothing more from its socket, the WebSocket
+receive queue fills, and TCP flow control pushes back on the device. Memory
+stays bounded by the producer queue plus ``max_queue`` frames per connection.
+Delivery reports are served by a thread of their own, which also times each
+record from produce() to acknowledgement by the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from confluent_kafka import KafkaError, Message
+
+from edge_gateway.metrics import GatewayMetrics
+
+
+class ProducerLike(Protocol):
+    """The part of confluent_kafka.Producer this module uses."""
+
+    def produce(self, topic: str, value: str | bytes | None = ..., key: str | bytes | None = ..., *,
+                on_delivery: Callable[[KafkaError | None, Message], None] | None = ...) -> None: ...
+    def poll(self, timeout: float) -> int: ...
+    def flush(self, timeout: float) -> int: ...
+
+
+class BackpressureProducer:
+    """A producer whose ``produce`` awaits room in the queue instead of failing."""
+
+    def __init__(self, producer: ProducerLike, metrics: GatewayMetrics, retry_s: float = 0.005) -> None:
+        self._producer = producer
+        self._metrics = metrics
+        self._retry_s = retry_s
+        self._stop = threading.Event()
+        self._poller: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start serving delivery reports."""
+        self._poller = threading.Thread(target=self._poll_forever, name="gateway-delivery", daemon=True)
+        self._poller.start()
+
+    async def produce(self, topic: str, key: bytes, value: bytes) -> None:
+        """Queue one record; while the queue is full, let deliveries drain and try again."""
+        sent = time.perf_counter()
+        callback = self._on_delivery(sent)
+        while True:
+            try:
+                self._producer.produce(topic, value=value, key=key, on_delivery=callback)
+            except BufferError:
+                self._metrics.backpressure_waits.inc()
+                await asyncio.sleep(self._retry_s)
+            else:
+                return
+
+    def close(self, timeout_s: float = 10.0) -> int:
+        """Stop the delivery thread and flush; returns how many records were still undelivered."""
+        self._stop.set()
+        if self._poller is not None:
+            self._poller.join()
+        return self._producer.flush(timeout_s)
+
+    def _poll_forever(self) -> None:
+        while not self._stop.is_set():
+            self._producer.poll(0.05)
+
+    def _on_delivery(self, sent: float) -> Callable[[KafkaError | None, Message], None]:
+        metrics = self._metrics
+
+        def delivered(error: KafkaError | None, _message: Message) -> None:
+            if error is not None:
+                metrics.produce_errors.inc()
+            else:
+                metrics.produce_latency.observe(time.perf_counter() - sent)
+
+        return delivered

@@ -1,0 +1,415 @@
+"""The edge gateway: one WebSocket per device; telemetry, acks and plans up; commands and prices down.
+
+Instances are stateless and interchangeable behind a TCP load balancer; what
+they share lives in Redis (routes, inboxes, revoked tokens) and Kafka. A
+connection is authenticated once at the handshake by its token, and that
+token's site is the only site the connection can speak for or be spoken to as.
+
+Command routing: all instances share one consumer group on ``commands.site``,
+so each command is read once. The reading instance delivers it if it holds the
+site's connection, else looks up ``gateway:route:{site}`` and appends the raw
+record to the holder's inbox stream, which the holder reads and delivers. A
+device that reconnects elsewhere claims its route there, so the next command
+(and every retry of the control loop) follows it. Reading every command on
+every instance would also work, but costs each instance the whole command
+stream, which is what scaling out should avoid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from confluent_kafka import Message, Producer
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from websockets import ConnectionClosed, ConnectionClosedError, Headers
+from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
+from websockets.frames import CloseCode
+from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
+
+from edge_gateway.feeds import Feed, commands_feed, prices_feed
+from edge_gateway.frames import FrameRejectedError, parse_frame
+from edge_gateway.health import serve_health
+from edge_gateway.metrics import GatewayMetrics
+from edge_gateway.producer import BackpressureProducer
+from edge_gateway.ratelimit import TokenBucket
+from edge_gateway.routing import Routes
+from edge_gateway.tokens import REVOKED_KEY, DeviceClaims, TokenError, verify_token
+from edge_gateway.wire import AVRO_SUBPROTOCOL, JSON_SUBPROTOCOL, Encoding, error_frame, json_frame
+from schemas import packaged_codec
+from schemas.codec import DecodeError
+from vpp import kafka
+from vpp.config import Settings
+
+log = logging.getLogger(__name__)
+
+SEND_TIMEOUT_S = 5.0
+
+
+def default_instance_id() -> str:
+    """Host name and pid: unique per process, and the pod name on Kubernetes."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(eq=False)
+class Session:
+    """One open device connection and what its token says."""
+
+    ws: ServerConnection
+    claims: DeviceClaims
+    encoding: Encoding
+
+
+@dataclass(frozen=True)
+class _Forecast:
+    issued_at: datetime
+    raw: bytes
+    text: str
+
+
+class Gateway:
+    """One gateway instance: ``await start()``, serve, ``await stop()``."""
+
+    def __init__(self, settings: Settings, *, host: str | None = None, port: int | None = None,
+                 metrics_port: int | None = None, instance_id: str | None = None) -> None:
+        self.settings = settings
+        self.instance_id = instance_id or default_instance_id()
+        self.metrics = GatewayMetrics()
+        self._host = host or settings.host
+        self._port = settings.gateway_port if port is None else port
+        self._metrics_port = settings.gateway_metrics_port if metrics_port is None else metrics_port
+        self._codec = packaged_codec()
+        self._rds: Redis = Redis.from_url(settings.redis)
+        self._routes = Routes(self._rds, self.instance_id, settings.gateway_route_ttl_s)
+        self._producer = BackpressureProducer(
+            Producer(kafka.client_config(settings, **{"linger.ms": 5,
+                                                      "client.id": f"gateway-{self.instance_id}"})),
+            self.metrics)
+        self._sessions: dict[str, Session] = {}
+        # Claims between the handshake and the handler; weak, so an aborted handshake leaves nothing.
+        self._handshakes: weakref.WeakKeyDictionary[ServerConnection, DeviceClaims] = (
+            weakref.WeakKeyDictionary())
+        self._prices: dict[str, _Forecast] = {}
+        self._feeds: list[Feed] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._server: Server | None = None
+        self._health: asyncio.Server | None = None
+        self._last_heartbeat = 0.0
+
+    @property
+    def port(self) -> int:
+        """The WebSocket port actually bound."""
+        assert self._server is not None, "not started"
+        return int(next(iter(self._server.sockets)).getsockname()[1])
+
+    @property
+    def metrics_port(self) -> int:
+        """The health and metrics port actually bound."""
+        assert self._health is not None, "not started"
+        return int(self._health.sockets[0].getsockname()[1])
+
+    @property
+    def command_partitions(self) -> set[int]:
+        """Partitions of commands.site this instance consumes right now."""
+        return set(self._feeds[0].assigned) if self._feeds else set()
+
+    async def start(self) -> None:
+        """Open Kafka and Redis, start the listeners and the background loops."""
+        await self._rds.ping()
+        self._producer.start()
+        commands, prices = commands_feed(self.settings, self.instance_id), prices_feed(self.settings,
+                                                                                      self.instance_id)
+        self._feeds = [commands, prices]
+        inbox_start = await self._routes.inbox_position()
+        self._spawn(self._consume_commands(commands))
+        self._spawn(self._consume_prices(prices))
+        self._spawn(self._read_inbox(inbox_start))
+        self._spawn(self._heartbeat())
+        self._server = await serve(
+            self._handle, self._host, self._port, process_request=self._authenticate,
+            select_subprotocol=_select_subprotocol,
+            subprotocols=[Subprotocol(AVRO_SUBPROTOCOL), Subprotocol(JSON_SUBPROTOCOL)],
+            max_size=self.settings.gateway_max_frame_bytes, max_queue=16, server_header=None)
+        self._health = await serve_health(self._host, self._metrics_port, self._healthz,
+                                          self.metrics.registry)
+        self._last_heartbeat = time.monotonic()
+        log.info("gateway %s listening on %s:%d", self.instance_id, self._host, self.port)
+
+    async def stop(self) -> None:
+        """Close every connection (1001), stop the loops, flush the producer, release routes."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        if self._health is not None:
+            self._health.close()
+            await self._health.wait_closed()
+        for feed in self._feeds:
+            feed.stop()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for feed in self._feeds:
+            await asyncio.to_thread(feed.close)
+        await asyncio.to_thread(self._producer.close)
+        await self._rds.aclose()
+
+    async def serve_forever(self) -> None:
+        """Run until cancelled."""
+        assert self._server is not None, "not started"
+        await self._server.serve_forever()
+
+    def _spawn(self, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _healthz(self) -> tuple[bool, dict[str, Any]]:
+        fresh = time.monotonic() - self._last_heartbeat < 3 * self.settings.gateway_heartbeat_s
+        return fresh, {"status": "ok" if fresh else "redis heartbeat failing", "instance": self.instance_id,
+                       "connections": len(self._sessions),
+                       "command_partitions": sorted(self.command_partitions)}
+
+    # -- handshake and connections ---------------------------------------------------------------
+
+    async def _authenticate(self, connection: ServerConnection, request: Request) -> Response | None:
+        """Refuse the upgrade unless the request carries a valid, unrevoked token (401 / 403)."""
+        token = _token_of(request)
+        if token is None:
+            return self._refuse(connection, 401, "missing_token", "a device token is required")
+        try:
+            claims = verify_token(self.settings, token)
+        except TokenError as exc:
+            return self._refuse(connection, 401, "invalid_token", f"invalid token: {exc}")
+        try:
+            revoked = await self._rds.sismember(REVOKED_KEY, claims.jti)
+        except RedisError:
+            return self._refuse(connection, 503, "revocation_unknown", "cannot check revocation; retry")
+        if revoked:
+            return self._refuse(connection, 403, "revoked", "token revoked")
+        self._handshakes[connection] = claims
+        return None
+
+    def _refuse(self, connection: ServerConnection, status: int, reason: str, text: str) -> Response:
+        self.metrics.rejects.labels(reason).inc()
+        response = connection.respond(status, text + "\n")
+        if status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="vpp-gateway"'
+        return response
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        claims = self._handshakes.pop(ws)
+        session = Session(ws, claims, Encoding.AVRO if ws.subprotocol == AVRO_SUBPROTOCOL else Encoding.JSON)
+        site = claims.site_id
+        previous = self._sessions.get(site)
+        self._sessions[site] = session
+        if previous is not None:
+            await previous.ws.close(CloseCode.POLICY_VIOLATION, "superseded by a newer connection")
+        self.metrics.connections.inc()
+        try:
+            await self._routes.claim(site)
+            self._send_latest_prices(session)
+            await self._read(session)
+        except ConnectionClosedError as exc:
+            if exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG:
+                self.metrics.rejects.labels("oversized").inc()
+        except RedisError:
+            log.warning("redis failed while serving %s; closing its connection", site, exc_info=True)
+            await ws.close(CloseCode.TRY_AGAIN_LATER, "gateway cannot reach its route store")
+        finally:
+            self.metrics.connections.dec()
+            if self._sessions.get(site) is session:
+                del self._sessions[site]
+                with contextlib.suppress(RedisError):
+                    await self._routes.release(site)
+
+    async def _read(self, session: Session) -> None:
+        """Forward each frame the device sends until it closes, breaks the rate limit or oversends."""
+        settings, ws, site = self.settings, session.ws, session.claims.site_id
+        bucket = TokenBucket(settings.gateway_rate_per_s, settings.gateway_rate_burst, time.monotonic())
+        async for frame in ws:
+            if not bucket.allow(time.monotonic()):
+                self.metrics.rejects.labels("rate_limited").inc()
+                await ws.close(CloseCode.POLICY_VIOLATION, "rate limit exceeded")
+                return
+            try:
+                accepted = parse_frame(self._codec, frame, site, datetime.now(UTC))
+            except FrameRejectedError as rejected:
+                self.metrics.rejects.labels(rejected.reason).inc()
+                with contextlib.suppress(ConnectionClosed):
+                    await ws.send(error_frame(rejected.reason, rejected.detail))
+                self.metrics.frames_out.labels("error").inc()
+                continue
+            await self._producer.produce(accepted.kind.topic, site.encode(), accepted.value)
+            self.metrics.frames_in.labels(accepted.kind.type).inc()
+
+    # -- downstream ---------------------------------------------------------------------------------
+
+    async def _consume_commands(self, feed: Feed) -> None:
+        async for batch in feed.batches():
+            try:
+                await self._route_commands(batch)
+            except RedisError:
+                log.warning("redis failed while routing %d commands; the control loop retries them",
+                            len(batch), exc_info=True)
+                self.metrics.commands.labels("unroutable").inc(len(batch))
+
+    async def _route_commands(self, batch: list[Message]) -> None:
+        remote: list[tuple[str, bytes]] = []
+        for message in batch:
+            raw = message.value()
+            assert raw is not None  # Feed yields only messages with a value
+            site = self._command_site(raw)
+            if site is None:
+                continue
+            if site in self._sessions:
+                self._deliver_command(site, raw)
+            else:
+                remote.append((site, raw))
+        owners = await self._routes.owners(sorted({site for site, _ in remote}))
+        forwards = []
+        for site, raw in remote:
+            owner = owners.get(site)
+            if owner is None or owner == self.instance_id:
+                self.metrics.commands.labels("unroutable").inc()
+            else:
+                forwards.append((owner, raw))
+                self.metrics.commands.labels("forwarded").inc()
+        if forwards:
+            await self._routes.forward(forwards)
+
+    async def _read_inbox(self, position: bytes) -> None:
+        block_ms = int(self.settings.gateway_heartbeat_s * 1000)
+        while True:
+            try:
+                position, records = await self._routes.read_inbox(position, block_ms)
+            except RedisError:
+                log.warning("reading the inbox failed; retrying", exc_info=True)
+                await asyncio.sleep(self.settings.gateway_heartbeat_s)
+                continue
+            for raw in records:
+                site = self._command_site(raw)
+                if site is None:
+                    continue
+                if site in self._sessions:
+                    self._deliver_command(site, raw)
+                else:
+                    self.metrics.commands.labels("unroutable").inc()
+
+    def _command_site(self, raw: bytes) -> str | None:
+        try:
+            return str(self._codec.decode(raw, expected="SiteCommand")["site_id"])
+        except DecodeError:
+            self.metrics.commands.labels("undecodable").inc()
+            return None
+
+    def _deliver_command(self, site: str, raw: bytes) -> None:
+        session = self._sessions[site]
+        frame: bytes | str = raw
+        if session.encoding is Encoding.JSON:
+            frame = json_frame("command", self._codec.decode(raw, expected="SiteCommand"))
+        self.metrics.commands.labels("delivered").inc()
+        self._spawn(self._send(session, frame, "command"))
+
+    async def _send(self, session: Session, frame: bytes | str, kind: str) -> None:
+        try:
+            await asyncio.wait_for(session.ws.send(frame), SEND_TIMEOUT_S)
+        except (ConnectionClosed, TimeoutError):
+            self.metrics.rejects.labels(f"{kind}_send_failed").inc()
+        else:
+            self.metrics.frames_out.labels(kind).inc()
+
+    async def _consume_prices(self, feed: Feed) -> None:
+        async for batch in feed.batches():
+            for message in batch:
+                raw = message.value()
+                assert raw is not None
+                try:
+                    forecast = self._codec.decode(raw, expected="PriceForecast")
+                except DecodeError:
+                    self.metrics.rejects.labels("prices_undecodable").inc()
+                    continue
+                region, cached = forecast["region"], self._prices.get(forecast["region"])
+                if cached is not None and cached.issued_at >= forecast["issued_at"]:
+                    continue
+                latest = _Forecast(forecast["issued_at"], raw, json_frame("prices", forecast))
+                self._prices[region] = latest
+                listeners = [s for s in self._sessions.values() if s.claims.region == region]
+                self._broadcast_prices(listeners, latest)
+
+    def _send_latest_prices(self, session: Session) -> None:
+        latest = self._prices.get(session.claims.region or "")
+        if latest is not None:
+            self._broadcast_prices([session], latest)
+
+    def _broadcast_prices(self, sessions: list[Session], forecast: _Forecast) -> None:
+        """Send without awaiting: a device too slow to take a forecast skips it and gets the next one."""
+        avro = [s.ws for s in sessions if s.encoding is Encoding.AVRO]
+        text = [s.ws for s in sessions if s.encoding is Encoding.JSON]
+        broadcast(avro, forecast.raw)
+        broadcast(text, forecast.text)
+        self.metrics.frames_out.labels("prices").inc(len(sessions))
+
+    # -- heartbeat --------------------------------------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        """Refresh routes; close connections whose token was revoked or expired, or whose site moved."""
+        while True:
+            await asyncio.sleep(self.settings.gateway_heartbeat_s)
+            try:
+                await self._sweep()
+            except RedisError:
+                log.warning("heartbeat failed; routes expire if this persists", exc_info=True)
+            else:
+                self._last_heartbeat = time.monotonic()
+
+    async def _sweep(self) -> None:
+        sessions = list(self._sessions.values())
+        sites = [s.claims.site_id for s in sessions]
+        moved = set(await self._routes.refresh(sites))
+        revoked: list[bool] = []
+        for start in range(0, len(sessions), 1000):
+            chunk = [s.claims.jti for s in sessions[start:start + 1000]]
+            revoked.extend(bool(flag) for flag in await self._rds.smismember(REVOKED_KEY, chunk))
+        now = datetime.now(UTC)
+        for session, is_revoked in zip(sessions, revoked, strict=True):
+            if is_revoked:
+                reason, label = "token revoked", "revoked"
+            elif session.claims.expires_at <= now:
+                reason, label = "token expired", "expired"
+            elif session.claims.site_id in moved:
+                reason, label = "site connected to another gateway instance", "moved"
+            else:
+                continue
+            self.metrics.rejects.labels(label).inc()
+            self._spawn(session.ws.close(CloseCode.POLICY_VIOLATION, reason))
+
+
+def _token_of(request: Request) -> str | None:
+    """The bearer token from the Authorization header, else the ``token`` query parameter."""
+    headers: Headers = request.headers
+    authorization = headers.get("Authorization", "")
+    scheme, _, credentials = authorization.partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    values = parse_qs(urlsplit(request.path).query).get("token")
+    return values[0] if values else None
+
+
+def _select_subprotocol(_connection: ServerConnection, offered: Sequence[Subprotocol]) -> Subprotocol | None:
+    """Avro if the device offers it, else JSON; a device offering nothing gets JSON rather than a 400."""
+    for protocol in (AVRO_SUBPROTOCOL, JSON_SUBPROTOCOL):
+        if protocol in offered:
+            return Subprotocol(protocol)
+    return None

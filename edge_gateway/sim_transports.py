@@ -1,0 +1,254 @@
+"""Carry the simulated fleet's traffic: through the gateway over WebSocket, or straight to Kafka.
+
+The WebSocket transport is what real devices do: one asyncio task per site,
+each holding its own connection with its own token, many sites per process.
+The Kafka transport skips the gateway (for loading the dataflows without it):
+it produces telemetry and acks itself and consumes ``commands.site`` and
+``prices.forecast`` directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import resource
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from clickhouse_connect.driver.exceptions import ClickHouseError
+from confluent_kafka import Consumer, Producer
+from websockets import ConnectionClosed, InvalidHandshake
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.typing import Subprotocol
+
+from assets.generator import Site, generate_fleet
+from assets.loader import restore_fleet
+from edge_gateway.simulator import FleetSimulator, SimClock, SimulatedSite
+from edge_gateway.tokens import issue_token
+from edge_gateway.wire import DOWNSTREAM_RECORDS, Encoding, json_frame
+from schemas import packaged_codec
+from schemas.codec import AvroCodec, DecodeError
+from vpp import kafka
+from vpp.config import Settings
+from vpp.topics import COMMANDS_ACKS, COMMANDS_SITE, PLANS_SITE, PRICES_FORECAST, TELEMETRY_RAW
+
+RECONNECT_S = 1.0
+
+
+@dataclass
+class SimStats:
+    """What the transports did, for the summary line and for tests."""
+
+    telemetry: int = 0
+    acks: int = 0
+    plans: int = 0
+    commands: int = 0
+    forecasts: int = 0
+    corrupt: int = 0
+    errors: int = 0
+    connects: int = 0
+    refused: int = 0
+
+
+def fleet_sites(settings: Settings, n_sites: int, seed: int) -> list[Site]:
+    """The first ``n_sites`` of the registry's fleet, or of a generated one if none is stored or reachable."""
+    try:
+        fleet = restore_fleet(settings)
+    except (ClickHouseError, OSError):
+        fleet = None
+    if fleet is None or len(fleet.sites) < n_sites:
+        fleet = generate_fleet(datetime.now(UTC), n_sites, seed)
+    return [fleet.sites[site_id] for site_id in sorted(fleet.sites)[:n_sites]]
+
+
+def raise_fd_limit() -> int:
+    """Lift the soft open-files limit to the hard one (each connection is a descriptor); the new limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def mangle(frame: bytes | str, rng: random.Random) -> bytes | str:
+    """A corrupted copy of a frame: Avro loses its tail or its magic byte, JSON is cut mid-object."""
+    if isinstance(frame, str):
+        return frame[: len(frame) // 2]
+    if rng.random() < 0.5:
+        return frame[: max(1, len(frame) // 2)]
+    return b"\x07" + frame[1:]
+
+
+class WebSocketTransport:
+    """Each online site holds a connection to the gateway, sends telemetry each interval, answers commands."""
+
+    def __init__(self, fleet: FleetSimulator, clock: SimClock, settings: Settings, url: str,
+                 encoding: Encoding = Encoding.AVRO, interval_s: float = 1.0, seed: int = 0) -> None:
+        self.fleet = fleet
+        self.clock = clock
+        self.url = url
+        self.encoding = encoding
+        self.interval_s = interval_s
+        self.stats = SimStats()
+        self._codec = packaged_codec()
+        self._rng = random.Random(seed)
+        self._tokens = {site_id: issue_token(settings, site_id, region=site.site.region).token
+                        for site_id, site in fleet.sites.items()}
+
+    async def run(self, duration_s: float | None = None) -> SimStats:
+        """Run every site for ``duration_s`` of wall time (forever if None)."""
+        tasks = [asyncio.create_task(self._site(site)) for site in self.fleet.sites.values()]
+        try:
+            await asyncio.wait(tasks, timeout=duration_s)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return self.stats
+
+    async def _site(self, site: SimulatedSite) -> None:
+        await asyncio.sleep(self._rng.uniform(0.0, self.clock.wall_seconds(self.interval_s)))
+        last = self.clock.now()
+        while True:
+            if not site.online(self.clock.now()):
+                last = await self._tick(site, last, None)
+                continue
+            auth = {"Authorization": f"Bearer {self._tokens[site.site_id]}"}
+            try:
+                async with connect(self.url, open_timeout=30, additional_headers=auth,
+                                   subprotocols=[Subprotocol(self.encoding.subprotocol)]) as ws:
+                    self.stats.connects += 1
+                    listener = asyncio.create_task(self._listen(site, ws))
+                    try:
+                        while site.online(self.clock.now()):
+                            last = await self._tick(site, last, ws)
+                    finally:
+                        listener.cancel()
+            except InvalidHandshake:
+                self.stats.refused += 1
+                await asyncio.sleep(RECONNECT_S)
+            except (OSError, ConnectionClosed, TimeoutError):
+                await asyncio.sleep(RECONNECT_S)
+
+    async def _tick(self, site: SimulatedSite, last: datetime, ws: ClientConnection | None) -> datetime:
+        """Sleep to the next sample time, step the site, send what it reports (if connected)."""
+        due = last.timestamp() + self.interval_s
+        await asyncio.sleep(max(0.0, self.clock.wall_seconds(due - self.clock.now().timestamp())))
+        now = self.clock.now()
+        for record in site.step((now - last).total_seconds(), now):
+            if ws is not None:
+                await self._send(site, ws, "telemetry", "SiteTelemetry", record)
+                self.stats.telemetry += 1
+        return now
+
+    async def _send(self, site: SimulatedSite, ws: ClientConnection, frame_type: str, record_name: str,
+                    record: dict[str, Any]) -> None:
+        frame: bytes | str = (self._codec.encode(record_name, record) if self.encoding is Encoding.AVRO
+                              else json_frame(frame_type, record))
+        if site.corrupts_next_frame():
+            frame = mangle(frame, self._rng)
+            self.stats.corrupt += 1
+        await ws.send(frame)
+
+    async def _listen(self, site: SimulatedSite, ws: ClientConnection) -> None:
+        """Answer commands with acks and forecasts with plans; count error frames."""
+        async for frame in ws:
+            record_name, record = self._decode(frame)
+            now = self.clock.now()
+            if record_name == "SiteCommand":
+                self.stats.commands += 1
+                await self._send(site, ws, "ack", "CommandAck", site.apply_command(record, now))
+                self.stats.acks += 1
+            elif record_name == "PriceForecast":
+                self.stats.forecasts += 1
+                if record["region"] == site.site.region:
+                    await self._send(site, ws, "plan", "SitePlan", site.receive_prices(record, now))
+                    self.stats.plans += 1
+            else:
+                self.stats.errors += 1
+
+    def _decode(self, frame: bytes | str) -> tuple[str, dict[str, Any]]:
+        if isinstance(frame, bytes):
+            try:
+                decoded = self._codec.decode_with_info(frame)
+            except DecodeError:
+                return "undecodable", {}
+            return decoded.record_name, decoded.value
+        record = json.loads(frame)
+        return DOWNSTREAM_RECORDS.get(record.pop("type", ""), "error"), record
+
+
+class KafkaTransport:
+    """The fleet on Kafka directly: telemetry and acks produced, commands and forecasts consumed."""
+
+    def __init__(self, fleet: FleetSimulator, clock: SimClock, settings: Settings, interval_s: float = 1.0,
+                 seed: int = 0) -> None:
+        self.fleet = fleet
+        self.clock = clock
+        self.interval_s = interval_s
+        self.stats = SimStats()
+        self._codec: AvroCodec = packaged_codec()
+        self._rng = random.Random(seed)
+        self._producer = Producer(kafka.client_config(settings, **{"linger.ms": 20}))
+        self._consumer = Consumer(kafka.client_config(
+            settings, **{"group.id": f"vpp-simulator-{seed}", "auto.offset.reset": "latest"}))
+        self._consumer.subscribe([COMMANDS_SITE, PRICES_FORECAST])
+
+    async def run(self, duration_s: float | None = None) -> SimStats:
+        """Step the fleet every interval for ``duration_s`` of wall time (forever if None)."""
+        loop = asyncio.get_running_loop()
+        deadline = None if duration_s is None else loop.time() + duration_s
+        last = self.clock.now()
+        try:
+            while deadline is None or loop.time() < deadline:
+                await asyncio.to_thread(self._answer, self.clock.wall_seconds(self.interval_s))
+                now = self.clock.now()
+                for record in self.fleet.step((now - last).total_seconds(), now):
+                    site_id = record["site_id"]
+                    self._produce(TELEMETRY_RAW, site_id, self._codec.encode("SiteTelemetry", record),
+                                  corruptible=self.fleet.sites[site_id])
+                    self.stats.telemetry += 1
+                last = now
+                self._producer.poll(0)
+        finally:
+            self._producer.flush(10)
+            self._consumer.close()
+        return self.stats
+
+    def _answer(self, wait_s: float) -> None:
+        """Consume commands and forecasts for up to ``wait_s``; produce acks and plans."""
+        for message in self._consumer.consume(1000, wait_s):
+            value = message.value()
+            if message.error() is not None or value is None:
+                continue
+            try:
+                decoded = self._codec.decode_with_info(value)
+            except DecodeError:
+                self.stats.errors += 1
+                continue
+            now = self.clock.now()
+            if decoded.record_name == "SiteCommand":
+                self.stats.commands += 1
+                ack = self.fleet.apply_command(decoded.value, now)
+                if ack is not None:
+                    self._produce(COMMANDS_ACKS, ack["site_id"], self._codec.encode("CommandAck", ack))
+                    self.stats.acks += 1
+            elif decoded.record_name == "PriceForecast":
+                self.stats.forecasts += 1
+                for plan in self.fleet.receive_prices(decoded.value, now):
+                    self._produce(PLANS_SITE, plan["site_id"], self._codec.encode("SitePlan", plan))
+                    self.stats.plans += 1
+
+    def _produce(self, topic: str, site_id: str, value: bytes,
+                 corruptible: SimulatedSite | None = None) -> None:
+        if corruptible is not None and corruptible.corrupts_next_frame():
+            mangled = mangle(value, self._rng)  # a broken device's bytes, for the DLQ path downstream
+            value = mangled if isinstance(mangled, bytes) else mangled.encode()
+            self.stats.corrupt += 1
+        while True:
+            try:
+                self._producer.produce(topic, key=site_id.encode(), value=value)
+                return
+            except BufferError:
+                self._producer.poll(0.1)

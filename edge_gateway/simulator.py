@@ -1,0 +1,236 @@
+"""The fleet simulator's core: sites with batteries, solar and load that obey (or not) commands. No I/O.
+
+Everything here is driven by the caller's clock (``now``) and step length, so
+the same objects serve the WebSocket and Kafka transports
+(``edge_gateway.sim_transports``) and a control-loop test that steps a fleet
+in-process. Randomness comes from one seed: the same seed, sites and calls give
+the same telemetry, acks and faults.
+
+Faults are assigned to a fraction of sites each: offline (never reports),
+flapping (reports for a while, then drops off), delayed (samples reach the
+platform ``DELAY_S`` late, still stamped with their event time),
+non-compliant (acknowledges commands but keeps to its own plan) and corrupt
+(some frames are mangled on the wire; the transport asks ``corrupts_next_frame``).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from assets.generator import Site
+from edge_gateway import physics
+from edge_gateway.wire import instant
+
+FIRMWARE = "vpp-sim/1.0"
+DELAY_S = 30.0
+FLAP_ONLINE_S = 120.0
+FLAP_OFFLINE_S = 45.0
+CORRUPT_FRAME_SHARE = 0.2
+
+
+@dataclass(frozen=True)
+class Faults:
+    """Which misbehaviours one site has."""
+
+    offline: bool = False
+    flapping: bool = False
+    delayed: bool = False
+    noncompliant: bool = False
+    corrupt: bool = False
+
+
+@dataclass(frozen=True)
+class FaultMix:
+    """The fraction of sites given each fault; faults are drawn independently, so a site may have several."""
+
+    offline: float = 0.0
+    flapping: float = 0.0
+    delayed: float = 0.0
+    noncompliant: float = 0.0
+    corrupt: float = 0.0
+
+    def assign(self, site_ids: Iterable[str], seed: int) -> dict[str, Faults]:
+        """Exactly ``round(fraction * n)`` sites get each fault, chosen by the seed."""
+        ids = sorted(site_ids)
+        chosen: dict[str, set[str]] = {}
+        for name in ("offline", "flapping", "delayed", "noncompliant", "corrupt"):
+            fraction = min(1.0, max(0.0, getattr(self, name)))
+            chosen[name] = set(random.Random(f"{seed}:{name}").sample(ids, round(fraction * len(ids))))
+        return {site: Faults(**{name: site in members for name, members in chosen.items()}) for site in ids}
+
+
+@dataclass
+class _Command:
+    command_id: str
+    setpoint_kw: float
+    valid_from: datetime
+    valid_until: datetime
+
+
+class SimulatedSite:
+    """One home: battery physics, solar with clouds, noisy household load, the command it follows."""
+
+    def __init__(self, site: Site, faults: Faults, seed: int, start: datetime) -> None:
+        self.site = site
+        self.faults = faults
+        self.spec = physics.BatterySpec(site.capacity_kwh, site.max_charge_kw, site.max_discharge_kw,
+                                        site.reserve_pct)
+        self._rng = random.Random(f"{seed}:{site.site_id}")
+        self.soc_pct = self._rng.uniform(max(site.reserve_pct, 30.0), 95.0)
+        self.seq = 0
+        self.command: _Command | None = None
+        self.forecast: dict[str, Any] | None = None
+        self._cloud = self._rng.uniform(0.4, 1.0)
+        self._base_load_kw = self._rng.uniform(0.25, 0.7)
+        self._flap_phase_s = self._rng.uniform(0.0, FLAP_ONLINE_S + FLAP_OFFLINE_S)
+        self._start = start
+        self._held: deque[tuple[datetime, dict[str, Any]]] = deque()
+
+    @property
+    def site_id(self) -> str:
+        """The site's id."""
+        return self.site.site_id
+
+    def online(self, now: datetime) -> bool:
+        """Whether the device is reachable at ``now`` (offline sites never; flapping ones in cycles)."""
+        if self.faults.offline:
+            return False
+        if not self.faults.flapping:
+            return True
+        elapsed = (now - self._start).total_seconds() + self._flap_phase_s
+        return elapsed % (FLAP_ONLINE_S + FLAP_OFFLINE_S) < FLAP_ONLINE_S
+
+    def step(self, dt_s: float, now: datetime) -> list[dict[str, Any]]:
+        """Advance the physics by ``dt_s`` to ``now``; the SiteTelemetry records to send now (0, 1 or more).
+
+        Physics runs whether or not the device is online; a sample taken while
+        offline is lost. A delayed site's samples come out ``DELAY_S`` later.
+        """
+        sample = self._advance(dt_s, now)
+        if self.online(now):
+            self._held.append((now + timedelta(seconds=DELAY_S if self.faults.delayed else 0.0), sample))
+        due = []
+        while self._held and self._held[0][0] <= now:
+            due.append(self._held.popleft()[1])
+        return due
+
+    def apply_command(self, command: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+        """Take a SiteCommand; the CommandAck record the device answers with."""
+        valid_from, valid_until = instant(command["valid_from"]), instant(command["valid_until"])
+        setpoint = float(command["setpoint_kw"])
+        status, reason = "ACCEPTED", None
+        if command["site_id"] != self.site_id:
+            status, reason = "REJECTED", f"addressed to {command['site_id']}, this is {self.site_id}"
+        elif now >= valid_until:
+            status, reason = "EXPIRED", "arrived after valid_until"
+        elif valid_until <= valid_from:
+            status, reason = "REJECTED", "empty validity window"
+        elif not -self.spec.max_charge_kw <= setpoint <= self.spec.max_discharge_kw:
+            status, reason = "REJECTED", (f"setpoint {setpoint} kW outside "
+                                          f"[-{self.spec.max_charge_kw}, {self.spec.max_discharge_kw}] kW")
+        elif not self.faults.noncompliant:
+            self.command = _Command(str(command["command_id"]), setpoint, valid_from, valid_until)
+        return {"command_id": command["command_id"], "site_id": self.site_id, "status": status,
+                "reason": reason, "event_time": now}
+
+    def receive_prices(self, forecast: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+        """Keep a PriceForecast; plan to charge in the cheapest quarter and discharge in the dearest.
+
+        Returns the SitePlan record the device sends back.
+        """
+        self.forecast = dict(forecast)
+        prices = [float(p) for p in forecast["prices_per_mwh"]]
+        ranked = sorted(prices)
+        quarter = max(1, len(prices) // 4)
+        cheap, dear = ranked[quarter - 1], ranked[-quarter]
+        plan = [0.5 * self.spec.max_discharge_kw if p >= dear and p > cheap
+                else -0.5 * self.spec.max_charge_kw if p <= cheap and p < dear else 0.0 for p in prices]
+        issued = instant(forecast["issued_at"])
+        return {"site_id": self.site_id, "plan_id": f"{self.site_id}-{int(issued.timestamp())}",
+                "issued_at": now, "start": instant(forecast["start"]),
+                "interval_minutes": int(forecast["interval_minutes"]), "power_kw": plan,
+                "forecast_issued_at": issued}
+
+    def corrupts_next_frame(self) -> bool:
+        """Whether the transport should mangle the next frame (corrupt sites, about one frame in five)."""
+        return self.faults.corrupt and self._rng.random() < CORRUPT_FRAME_SHARE
+
+    def _advance(self, dt_s: float, now: datetime) -> dict[str, Any]:
+        hour = (now.hour + now.minute / 60 + now.second / 3600 + self.site.lon / 15.0) % 24
+        self._cloud = physics.next_cloud_factor(self._cloud, self._rng.gauss(0.0, 0.03))
+        solar = physics.solar_kw(self.site.solar_kwp, hour, self._cloud)
+        load = physics.household_load_kw(self._base_load_kw, hour, self._rng.gauss(0.0, 0.08))
+        command = self.command
+        if command is not None and now >= command.valid_until:
+            command = self.command = None
+        following = command is not None and command.valid_from <= now
+        requested = command.setpoint_kw if command is not None and following else load - solar
+        result = physics.step_battery(self.spec, self.soc_pct, requested, dt_s)
+        self.soc_pct = result.soc_pct
+        self.seq += 1
+        mode = "DISPATCH" if following else "SELF_CONSUMPTION" if abs(result.battery_kw) > 1e-6 else "IDLE"
+        return {
+            "site_id": self.site_id, "seq": self.seq, "event_time": now, "received_time": None,
+            "soc_pct": round(result.soc_pct, 4), "battery_kw": round(result.battery_kw, 4),
+            "solar_kw": round(solar, 4), "load_kw": round(load, 4),
+            "grid_kw": round(load - solar - result.battery_kw, 4),
+            "battery_temp_c": round(22.0 + 1.5 * abs(result.battery_kw) + self._rng.gauss(0.0, 0.2), 2),
+            "mode": mode,
+            "active_command_id": command.command_id if command is not None and following else None,
+            "firmware": FIRMWARE,
+        }
+
+
+class FleetSimulator:
+    """Many simulated sites stepped together; what a control-loop test drives in-process."""
+
+    def __init__(self, sites: Iterable[Site], seed: int, start: datetime,
+                 faults: FaultMix | None = None) -> None:
+        site_list = list(sites)
+        assigned = (faults or FaultMix()).assign((s.site_id for s in site_list), seed)
+        self.sites = {s.site_id: SimulatedSite(s, assigned[s.site_id], seed, start) for s in site_list}
+
+    def step(self, dt_s: float, now: datetime) -> list[dict[str, Any]]:
+        """Advance every site; the telemetry records the fleet sends at ``now``."""
+        return [record for site in self.sites.values() for record in site.step(dt_s, now)]
+
+    def apply_command(self, command: Mapping[str, Any], now: datetime) -> dict[str, Any] | None:
+        """Hand a command to its site; its ack, or None when the site is unknown or offline (no answer)."""
+        site = self.sites.get(str(command["site_id"]))
+        if site is None or not site.online(now):
+            return None
+        return site.apply_command(command, now)
+
+    def receive_prices(self, forecast: Mapping[str, Any], now: datetime) -> list[dict[str, Any]]:
+        """Give a forecast to every online site of its region; their plans."""
+        return [site.receive_prices(forecast, now) for site in self.sites.values()
+                if site.site.region == forecast["region"] and site.online(now)]
+
+
+class SimClock:
+    """Simulated time that runs ``speed`` times faster than the wall clock from ``start``."""
+
+    def __init__(self, start: datetime, speed: float = 1.0) -> None:
+        self.start = start
+        self.speed = speed
+        self._origin = time.monotonic()
+
+    def now(self) -> datetime:
+        """The simulated time now."""
+        return self.start + timedelta(seconds=(time.monotonic() - self._origin) * self.speed)
+
+    def wall_seconds(self, sim_seconds: float) -> float:
+        """How long ``sim_seconds`` of simulated time take on the wall clock."""
+        return sim_seconds / self.speed
+
+
+if __name__ == "__main__":
+    from edge_gateway.cli import simulate_app
+
+    simulate_app()
