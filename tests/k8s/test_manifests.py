@@ -235,7 +235,10 @@ def test_dataflow_process_id_comes_from_the_pod_ordinal(objects: tuple[Obj, ...]
 
 
 def test_dataflows_have_a_headless_service(objects: tuple[Obj, ...]) -> None:
-    """Peers resolve as <pod>.<service>; DNS must publish them before they are ready."""
+    """Peers resolve as <pod>.<service>; DNS must publish them before they are ready.
+
+    The processes start together and restart together: a cluster forms only when all are up.
+    """
     for sts in dataflow_sets(objects):
         service = named(objects, "Service", sts["spec"]["serviceName"])
         assert service["spec"]["clusterIP"] == "None", label(service)
@@ -246,6 +249,7 @@ def test_dataflows_have_a_headless_service(objects: tuple[Obj, ...]) -> None:
         main = containers(sts, init=False)[0]
         assert env_value(main, "DATAFLOW_SERVICE")["value"] == service["metadata"]["name"]
         assert sts["spec"]["podManagementPolicy"] == "Parallel", label(sts)
+        assert sts["spec"]["updateStrategy"] == {"type": "OnDelete"}, label(sts)
 
 
 def test_dataflow_recovery_lives_on_claimed_volumes(objects: tuple[Obj, ...]) -> None:
