@@ -12,13 +12,30 @@ they connect.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from vpp import kafka
 from vpp.config import Settings
 from vpp.topics import COMMANDS_SITE, PRICES_FORECAST
+
+T = TypeVar("T")
+
+
+async def uncancellable_in_thread(func: Callable[..., T], *args: Any) -> T:
+    """``func(*args)`` in a worker thread; if cancelled, still wait for it before re-raising.
+
+    A cancelled ``asyncio.to_thread`` leaves its thread running; for a consumer's
+    poll that would race the ``close`` that follows cancellation.
+    """
+    running = asyncio.ensure_future(asyncio.to_thread(func, *args))
+    try:
+        return await asyncio.shield(running)
+    except asyncio.CancelledError:
+        await running
+        raise
 
 
 class Feed:
@@ -34,7 +51,7 @@ class Feed:
     async def batches(self) -> AsyncIterator[list[Message]]:
         """Yield each non-empty batch; broker-side errors (e.g. partition EOF) are skipped."""
         while not self._stopped:
-            messages = await asyncio.to_thread(self.consumer.consume, self._batch, self._wait_s)
+            messages = await uncancellable_in_thread(self.consumer.consume, self._batch, self._wait_s)
             good = [m for m in messages if m.error() is None and m.value() is not None]
             if good:
                 yield good
@@ -48,6 +65,20 @@ class Feed:
         self.consumer.close()
 
 
+def start_at_end_unless_committed(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    """An ``on_assign`` step: resume from committed positions, else from the end as of now.
+
+    Resolving "latest" now rather than at the first fetch means a record produced
+    after the assignment is never skipped; committed positions (a partition moving
+    between instances) win, so a rebalance loses nothing either.
+    """
+    positions = consumer.committed(partitions, timeout=10)
+    for position in positions:
+        if position.offset < 0:
+            position.offset = consumer.get_watermark_offsets(position, timeout=10)[1]
+    consumer.assign(positions)
+
+
 def commands_feed(settings: Settings, instance_id: str) -> Feed:
     """commands.site through the instances' shared consumer group; a new group starts at the end."""
     consumer = Consumer(kafka.client_config(
@@ -57,13 +88,7 @@ def commands_feed(settings: Settings, instance_id: str) -> Feed:
     feed = Feed(consumer)
 
     def on_assign(consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Resolve "latest" now rather than at the first fetch, so a command produced after the
-        # assignment is never skipped; committed positions (a partition moving between instances) win.
-        positions = consumer.committed(partitions, timeout=10)
-        for position in positions:
-            if position.offset < 0:
-                position.offset = consumer.get_watermark_offsets(position, timeout=10)[1]
-        consumer.assign(positions)
+        start_at_end_unless_committed(consumer, partitions)
         feed.assigned = {p.partition for p in partitions}
 
     def on_revoke(_consumer: Consumer, _partitions: list[TopicPartition]) -> None:

@@ -18,13 +18,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from clickhouse_connect.driver.exceptions import ClickHouseError
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 from websockets import ConnectionClosed, InvalidHandshake
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
 from assets.generator import Site, generate_fleet
 from assets.loader import restore_fleet
+from edge_gateway.feeds import start_at_end_unless_committed, uncancellable_in_thread
 from edge_gateway.simulator import FleetSimulator, SimClock, SimulatedSite
 from edge_gateway.tokens import issue_token
 from edge_gateway.wire import DOWNSTREAM_RECORDS, Encoding, json_frame
@@ -183,7 +184,7 @@ class KafkaTransport:
     """The fleet on Kafka directly: telemetry and acks produced, commands and forecasts consumed."""
 
     def __init__(self, fleet: FleetSimulator, clock: SimClock, settings: Settings, interval_s: float = 1.0,
-                 seed: int = 0) -> None:
+                 seed: int = 0, group_id: str = "vpp-simulator") -> None:
         self.fleet = fleet
         self.clock = clock
         self.interval_s = interval_s
@@ -191,9 +192,9 @@ class KafkaTransport:
         self._codec: AvroCodec = packaged_codec()
         self._rng = random.Random(seed)
         self._producer = Producer(kafka.client_config(settings, **{"linger.ms": 20}))
-        self._consumer = Consumer(kafka.client_config(
-            settings, **{"group.id": f"vpp-simulator-{seed}", "auto.offset.reset": "latest"}))
-        self._consumer.subscribe([COMMANDS_SITE, PRICES_FORECAST])
+        self._consumer = Consumer(kafka.client_config(settings, **{"group.id": group_id}))
+        self.assigned: set[tuple[str, int]] = set()
+        self._consumer.subscribe([COMMANDS_SITE, PRICES_FORECAST], on_assign=self._on_assign)
 
     async def run(self, duration_s: float | None = None) -> SimStats:
         """Step the fleet every interval for ``duration_s`` of wall time (forever if None)."""
@@ -202,7 +203,7 @@ class KafkaTransport:
         last = self.clock.now()
         try:
             while deadline is None or loop.time() < deadline:
-                await asyncio.to_thread(self._answer, self.clock.wall_seconds(self.interval_s))
+                await uncancellable_in_thread(self._answer, self.clock.wall_seconds(self.interval_s))
                 now = self.clock.now()
                 for record in self.fleet.step((now - last).total_seconds(), now):
                     site_id = record["site_id"]
@@ -215,6 +216,10 @@ class KafkaTransport:
             self._producer.flush(10)
             self._consumer.close()
         return self.stats
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        start_at_end_unless_committed(consumer, partitions)
+        self.assigned = {(p.topic, p.partition) for p in partitions}
 
     def _answer(self, wait_s: float) -> None:
         """Consume commands and forecasts for up to ``wait_s``; produce acks and plans."""

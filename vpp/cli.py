@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from edge_gateway import cli as edge_cli
 from vpp.config import Settings
 from vpp.stack import PartState, PartStatus, Stack, StackError, UpResult
 
@@ -19,6 +20,9 @@ stack_app = typer.Typer(no_args_is_help=True, help="The local runtime parts: bro
 app.add_typer(stack_app, name="stack")
 fleet_app = typer.Typer(no_args_is_help=True, help="The fleet: generate and load sites and hierarchies.")
 app.add_typer(fleet_app, name="fleet")
+app.add_typer(edge_cli.token_app, name="token")
+app.command("gateway")(edge_cli.serve_gateway)
+app.command("simulate")(edge_cli.simulate)
 
 console = Console()
 err_console = Console(stderr=True)

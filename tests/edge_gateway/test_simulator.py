@@ -1,0 +1,139 @@
+"""The simulator core, driven in-process as the control loop would: commands, acks, faults, determinism."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from assets.generator import Site, generate_fleet
+from edge_gateway.simulator import DELAY_S, FaultMix, Faults, FleetSimulator, SimulatedSite
+from schemas import packaged_codec
+
+START = datetime(2026, 6, 1, 10, 0, tzinfo=UTC)
+
+
+def _sites(n: int = 20) -> list[Site]:
+    return list(generate_fleet(START, n, seed=3).sites.values())
+
+
+def _run(site: SimulatedSite, seconds: int, start: datetime = START) -> list[dict[str, Any]]:
+    return [r for t in range(1, seconds + 1) for r in site.step(1.0, start + timedelta(seconds=t))]
+
+
+def _command(site: Site, setpoint_kw: float, valid_from: datetime, valid_until: datetime) -> dict[str, Any]:
+    return {"command_id": "cmd-1", "dispatch_id": "d-1", "site_id": site.site_id, "setpoint_kw": setpoint_kw,
+            "valid_from": valid_from, "valid_until": valid_until, "attempt": 1, "issued_at": valid_from}
+
+
+def test_telemetry_is_valid_site_telemetry_with_increasing_seq() -> None:
+    site = SimulatedSite(_sites(1)[0], Faults(), seed=1, start=START)
+    records = _run(site, 5)
+    codec = packaged_codec()
+    assert [r["seq"] for r in records] == [1, 2, 3, 4, 5]
+    for record in records:
+        assert codec.decode(codec.encode("SiteTelemetry", record)) == record
+        balance = record["load_kw"] - record["solar_kw"] - record["battery_kw"]
+        assert record["grid_kw"] == pytest.approx(balance, abs=1e-3)
+
+
+def test_a_valid_command_is_accepted_and_followed_within_its_window_only() -> None:
+    spec = _sites(1)[0]
+    site = SimulatedSite(spec, Faults(), seed=1, start=START)
+    site.soc_pct = 80.0
+    begin, end = START + timedelta(seconds=3), START + timedelta(seconds=6)
+    ack = site.apply_command(_command(spec, 1.0, begin, end), START)
+    assert (ack["status"], ack["reason"], ack["site_id"]) == ("ACCEPTED", None, spec.site_id)
+    records = _run(site, 8)
+    following = [r["seq"] for r in records if r["active_command_id"] == "cmd-1"]
+    assert following == [3, 4, 5]
+    assert all(r["battery_kw"] == pytest.approx(1.0) and r["mode"] == "DISPATCH" for r in records[2:5])
+    assert records[6]["mode"] != "DISPATCH"
+
+
+@pytest.mark.parametrize(("setpoint", "valid_from", "valid_until", "status"), [
+    (1.0, START - timedelta(minutes=5), START - timedelta(seconds=1), "EXPIRED"),
+    (1.0, START + timedelta(minutes=5), START + timedelta(minutes=1), "REJECTED"),
+    (500.0, START, START + timedelta(minutes=5), "REJECTED"),
+    (-500.0, START, START + timedelta(minutes=5), "REJECTED"),
+])
+def test_expired_inverted_and_out_of_limit_commands_are_refused_with_a_reason(
+        setpoint: float, valid_from: datetime, valid_until: datetime, status: str) -> None:
+    spec = _sites(1)[0]
+    site = SimulatedSite(spec, Faults(), seed=1, start=START)
+    ack = site.apply_command(_command(spec, setpoint, valid_from, valid_until), START)
+    assert ack["status"] == status and ack["reason"]
+    assert site.command is None
+
+
+def test_a_command_for_another_site_is_rejected() -> None:
+    one, other = _sites(2)
+    ack = SimulatedSite(one, Faults(), 1, START).apply_command(
+        _command(other, 1.0, START, START + timedelta(minutes=1)), START)
+    assert ack["status"] == "REJECTED" and other.site_id in ack["reason"]
+
+
+def test_a_noncompliant_site_acks_but_keeps_to_its_own_plan() -> None:
+    spec = _sites(1)[0]
+    site = SimulatedSite(spec, Faults(noncompliant=True), seed=1, start=START)
+    ack = site.apply_command(_command(spec, 1.0, START, START + timedelta(minutes=1)), START)
+    assert ack["status"] == "ACCEPTED"
+    assert all(r["active_command_id"] is None for r in _run(site, 5))
+
+
+def test_offline_sites_send_nothing_and_delayed_sites_send_late_with_their_event_time() -> None:
+    offline_spec, delayed_spec = _sites(2)
+    offline = SimulatedSite(offline_spec, Faults(offline=True), 1, START)
+    delayed = SimulatedSite(delayed_spec, Faults(delayed=True), 1, START)
+    assert _run(offline, 60) == []
+    early = _run(delayed, int(DELAY_S) - 1)
+    assert early == []
+    later = [r for t in range(int(DELAY_S), int(DELAY_S) + 5)
+             for r in delayed.step(1.0, START + timedelta(seconds=t))]
+    assert later and all(r["event_time"] <= START + timedelta(seconds=5) for r in later)
+
+
+def test_flapping_sites_go_offline_and_come_back() -> None:
+    site = SimulatedSite(_sites(1)[0], Faults(flapping=True), 1, START)
+    states = {site.online(START + timedelta(seconds=s)) for s in range(0, 400, 5)}
+    assert states == {True, False}
+
+
+def test_faults_go_to_exact_fractions_and_the_same_seed_gives_the_same_fleet() -> None:
+    sites = _sites(20)
+    mix = FaultMix(offline=0.1, flapping=0.2, delayed=0.25, noncompliant=0.5, corrupt=0.05)
+    faults = mix.assign((s.site_id for s in sites), seed=9)
+    assert sum(f.offline for f in faults.values()) == 2
+    assert sum(f.flapping for f in faults.values()) == 4
+    assert sum(f.delayed for f in faults.values()) == 5
+    assert sum(f.noncompliant for f in faults.values()) == 10
+    assert sum(f.corrupt for f in faults.values()) == 1
+
+    def trace() -> list[dict[str, Any]]:
+        fleet = FleetSimulator(sites, seed=9, start=START, faults=mix)
+        return [r for t in range(1, 40) for r in fleet.step(1.0, START + timedelta(seconds=t))]
+
+    assert trace() == trace()
+
+
+def test_the_fleet_routes_commands_and_prices_and_offline_sites_do_not_answer() -> None:
+    sites = _sites(4)
+    fleet = FleetSimulator(sites, seed=2, start=START, faults=FaultMix(offline=0.25))
+    offline = next(s for s in fleet.sites.values() if s.faults.offline)
+    online = next(s for s in fleet.sites.values() if not s.faults.offline)
+    window = (START, START + timedelta(minutes=1))
+    assert fleet.apply_command(_command(offline.site, 1.0, *window), START) is None
+    assert fleet.apply_command({**_command(online.site, 1.0, *window), "site_id": "nowhere"}, START) is None
+    ack = fleet.apply_command(_command(online.site, 1.0, *window), START)
+    assert ack is not None and ack["status"] == "ACCEPTED"
+    region = online.site.region
+    forecast = {"region": region, "issued_at": START, "start": START, "interval_minutes": 30,
+                "prices_per_mwh": [40.0, 90.0, 60.0, 150.0], "currency": "EUR"}
+    plans = fleet.receive_prices(forecast, START)
+    in_region = {s.site_id for s in fleet.sites.values() if s.site.region == region and not s.faults.offline}
+    assert {p["site_id"] for p in plans} == in_region
+    codec = packaged_codec()
+    for plan in plans:
+        codec.encode("SitePlan", plan)
+        assert plan["power_kw"][0] < 0 < plan["power_kw"][3]  # charge when cheap, discharge when dear
