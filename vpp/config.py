@@ -61,6 +61,46 @@ class Settings(BaseSettings):
     startup_timeout_s: float = Field(
         default=30.0, gt=0, description="How long `vpp stack up` waits for each part to be healthy."
     )
+    telemetry_shards: int = Field(
+        default=32, ge=1, le=4096,
+        description="Site shards of the telemetry dataflow: the unit of keyed state and of parallelism. "
+        "Fixed for the life of a recovery store.",
+    )
+    telemetry_node_groups: int = Field(
+        default=16, ge=1, le=4096,
+        description="Node groups of the telemetry dataflow (keyed state of the rollups). "
+        "Fixed for the life of a recovery store.",
+    )
+    emit_interval_s: float = Field(
+        default=1.0, gt=0,
+        description="A node emits its aggregate at most once per interval, and site twins are written to "
+        "Redis at this pace: the latency versus message volume trade-off (VPP_EMIT_INTERVAL_S).",
+    )
+    telemetry_interval_s: float = Field(
+        default=1.0, gt=0, description="How often a site is expected to report; sets minute coverage."
+    )
+    delayed_after_s: float = Field(
+        default=5.0, gt=0, description="A site with no telemetry for this long is DELAYED."
+    )
+    offline_after_s: float = Field(
+        default=60.0, gt=0, description="A site with no telemetry for this long is OFFLINE."
+    )
+    allowed_lateness_s: float = Field(
+        default=30.0, ge=0,
+        description="A minute window closes this long (event time) after its end; later readings are "
+        "counted as late and left out of history.",
+    )
+    dataflow_tail: bool = Field(
+        default=True,
+        description="Dataflows wait for new input at the end of their topics; false makes them stop "
+        "at the end (replays, tests, benchmarks).",
+    )
+    snapshot_interval_s: float = Field(
+        default=5.0, gt=0, description="Bytewax snapshot (epoch) interval of the local dataflows."
+    )
+    kafka_batch_size: int = Field(
+        default=2000, ge=1, description="Messages a dataflow reads from one partition per poll."
+    )
     gateway_port: int = Field(default=8765, ge=1, le=65535, description="Edge gateway WebSocket port.")
     gateway_metrics_port: int = Field(
         default=9108, ge=1, le=65535, description="Edge gateway /healthz and /metrics port."

@@ -1,0 +1,118 @@
+"""From Kafka messages to shard batches, and from dataflow results to Kafka records.
+
+The first step of the telemetry dataflow runs on whichever worker reads a
+partition: it decodes each message with the project codec and groups readings
+and ancestry changes by shard, so the keyed step downstream receives a few
+lists instead of thousands of items. Anything it cannot use becomes a dead
+letter carrying the original bytes, where they came from and why they failed;
+the flow goes on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
+
+from bytewax.connectors.kafka import KafkaError, KafkaSinkMessage, KafkaSourceMessage
+
+from operators.shard import bucket_of
+from operators.twin import Reading
+from schemas import AvroCodec, DecodeError, packaged_codec
+from vpp.topics import AGGREGATES_LIVE, ASSETS_CHANGES, TELEMETRY_DLQ, TELEMETRY_RAW, TWIN_STATUS
+
+DLQ_KEY = "dead-letter"
+CONSUMER = "dataflows.telemetry"
+
+KafkaIn = KafkaSourceMessage[bytes | None, bytes | None] | KafkaError[bytes | None, bytes | None]
+KafkaOut = KafkaSinkMessage[bytes | None, bytes | None]
+
+
+@cache
+def codec() -> AvroCodec:
+    """One codec per process (schemas parsed once)."""
+    return packaged_codec()
+
+
+@dataclass(slots=True)
+class ShardBatch:
+    """Decoded input for one shard from one poll of one partition."""
+
+    shard: int
+    readings: list[tuple[str, Reading]] = field(default_factory=list)
+    ancestries: list[dict[str, Any]] = field(default_factory=list)
+
+
+def dead_letter(msg: KafkaSourceMessage[bytes | None, bytes | None], kind: str, error: str) -> KafkaOut:
+    """A DeadLetter record for ``telemetry.dlq`` keyed like the original."""
+    value = codec().encode("DeadLetter", {
+        "original_key": msg.key,
+        "original_value": msg.value or b"",
+        "topic": msg.topic or "",
+        "partition": msg.partition if msg.partition is not None else -1,
+        "offset": msg.offset if msg.offset is not None else -1,
+        "original_timestamp": _kafka_time(msg.timestamp),
+        "error_kind": kind,
+        "error": error,
+        "consumer": CONSUMER,
+        "failed_at": datetime.now(UTC),
+    })
+    return KafkaSinkMessage(key=msg.key, value=value, topic=TELEMETRY_DLQ)
+
+
+def _kafka_time(timestamp: tuple[int, int] | None) -> datetime | None:
+    if timestamp is None or timestamp[1] <= 0:
+        return None
+    return datetime.fromtimestamp(timestamp[1] / 1000, UTC)
+
+
+def route(batch: list[KafkaIn], shards: int) -> list[tuple[str, ShardBatch | KafkaOut]]:
+    """Decode one poll's messages into per-shard batches and dead letters."""
+    out: list[tuple[str, ShardBatch | KafkaOut]] = []
+    by_shard: dict[int, ShardBatch] = {}
+    decode = codec().decode
+    for item in batch:
+        if isinstance(item, KafkaError):
+            out.append((DLQ_KEY, dead_letter(item.msg, "KAFKA_ERROR", str(item.err))))
+            continue
+        if item.value is None:  # a tombstone on the compacted topic: nothing to apply
+            continue
+        expected = "SiteTelemetry" if item.topic == TELEMETRY_RAW else "SiteAncestry"
+        try:
+            record = decode(item.value, expected)
+        except DecodeError as exc:
+            out.append((DLQ_KEY, dead_letter(item, exc.reason.value, exc.message)))
+            continue
+        site_id = record["site_id"]
+        if item.key is not None and item.key != site_id.encode():
+            out.append((DLQ_KEY, dead_letter(
+                item, "KEY_MISMATCH", f"record for site {site_id!r} under key {item.key!r}")))
+            continue
+        shard = bucket_of(site_id, shards)
+        target = by_shard.get(shard)
+        if target is None:
+            target = by_shard[shard] = ShardBatch(shard)
+        if item.topic == ASSETS_CHANGES:
+            target.ancestries.append(record)
+        else:
+            target.readings.append((site_id, Reading.from_record(record)))
+    out.extend((f"shard-{shard}", target) for shard, target in by_shard.items())
+    return out
+
+
+def status_message(site_id: str, status: str, previous: str, at_ms: int,
+                   last_seen_ms: int | None) -> KafkaOut:
+    """A SiteStatus transition for ``twin.status``."""
+    value = codec().encode("SiteStatus", {
+        "site_id": site_id, "status": status, "previous_status": previous,
+        "event_time": datetime.fromtimestamp(at_ms / 1000, UTC),
+        "last_seen": None if last_seen_ms is None else datetime.fromtimestamp(last_seen_ms / 1000, UTC),
+    })
+    return KafkaSinkMessage(key=site_id.encode(), value=value, topic=TWIN_STATUS)
+
+
+def aggregate_message(record: dict[str, Any]) -> KafkaOut:
+    """A NodeAggregate for ``aggregates.live``."""
+    value = codec().encode("NodeAggregate", record)
+    return KafkaSinkMessage(key=record["node_id"].encode(), value=value, topic=AGGREGATES_LIVE)

@@ -1,0 +1,164 @@
+"""Live node aggregates and node minutes, summed from the changes the shards send.
+
+A node group holds the nodes whose ids hash to it (any hierarchy). Each node
+keeps the running sum of its member sites' contributions (measured from ONLINE
+sites, an estimate from every site's last known values, and the counts), the
+members that are not reporting with the time each was last seen (for the age of
+the oldest knowledge), and emits its aggregate at most once per emission
+interval, and only when something changed.
+
+Node minutes arrive as one share per shard; a share replaces that shard's earlier
+share of the same minute (a replay after a crash sends the same share again), and
+every emission writes the sum so far with a newer version, so the history table
+keeps the most complete row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from operators import twin as v
+from operators.shard import NodeChanges
+from operators.windows import (
+    P_BATTERY,
+    P_BATTERY_MAX,
+    P_BATTERY_MIN,
+    P_ENERGY,
+    P_EXPECTED,
+    P_GRID,
+    P_HEADROOM,
+    P_LOAD,
+    P_REPORTING,
+    P_SOLAR,
+    PARTIAL_SIZE,
+    add_into,
+    utc,
+)
+from vpp.history import NodeWindow
+
+
+@dataclass(slots=True)
+class NodeState:
+    """One node's running sums."""
+
+    hierarchy: str
+    kind: str
+    total: list[float] = field(default_factory=lambda: [0.0] * v.VECTOR_SIZE)
+    stale: dict[str, int] = field(default_factory=dict)
+    clock_ms: int = 0
+    seq: int = 0
+    dirty: bool = False
+
+
+@dataclass(slots=True)
+class NodeMinute:
+    """The shares of one node's minute received so far, by shard."""
+
+    hierarchy: str
+    shares: dict[int, list[float]] = field(default_factory=dict)
+    dirty: bool = True
+
+
+@dataclass(slots=True)
+class GroupOutput:
+    aggregates: list[dict[str, Any]] = field(default_factory=list)
+    node_rows: list[NodeWindow] = field(default_factory=list)
+
+
+class NodeGroup:
+    """The nodes of one group; :meth:`apply` takes shard changes, :meth:`emit` says what changed."""
+
+    def __init__(self, retention_ms: int) -> None:
+        self.nodes: dict[str, NodeState] = {}
+        self.minutes: dict[tuple[str, int], NodeMinute] = {}
+        self.clock_ms = 0
+        self.retention_ms = retention_ms
+
+    @property
+    def pending(self) -> bool:
+        return any(n.dirty for n in self.nodes.values()) or any(m.dirty for m in self.minutes.values())
+
+    def apply(self, changes: NodeChanges) -> None:
+        self.clock_ms = max(self.clock_ms, changes.clock_ms)
+        for node_id, (hierarchy, kind) in changes.meta.items():
+            if node_id not in self.nodes:
+                self.nodes[node_id] = NodeState(hierarchy, kind)
+        for node_id, delta in changes.deltas.items():
+            node = self.nodes[node_id]
+            add_into(node.total, delta)
+            node.clock_ms = max(node.clock_ms, changes.clock_ms)
+            node.dirty = True
+        for node_id, entries in changes.stale.items():
+            node = self.nodes[node_id]
+            for site_id, last_seen in entries.items():
+                if last_seen is None:
+                    node.stale.pop(site_id, None)
+                else:
+                    node.stale[site_id] = last_seen
+            node.dirty = True
+        for (node_id, minute), share in changes.minutes.items():
+            entry = self.minutes.get((node_id, minute))
+            if entry is None:
+                entry = self.minutes[(node_id, minute)] = NodeMinute(changes.meta[node_id][0])
+            entry.shares[changes.shard] = share
+            entry.dirty = True
+
+    def emit(self, wall_ms: int) -> GroupOutput:
+        """Aggregates of nodes that changed and rows of minutes that changed since the last call."""
+        out = GroupOutput()
+        for node_id, node in self.nodes.items():
+            if node.dirty:
+                node.seq += 1
+                node.dirty = False
+                out.aggregates.append(aggregate_record(node_id, node))
+        version = wall_ms * 1000
+        horizon = self.clock_ms - self.retention_ms
+        for key, entry in list(self.minutes.items()):
+            if entry.dirty:
+                out.node_rows.append(node_row(key[0], key[1], entry, version))
+                entry.dirty = False
+            elif key[1] < horizon:
+                del self.minutes[key]
+        return out
+
+
+def aggregate_record(node_id: str, node: NodeState) -> dict[str, Any]:
+    """The NodeAggregate value (Avro field names) of one node now."""
+    t = node.total
+    expected = round(t[v.EXPECTED])
+    reporting = round(t[v.REPORTING])
+    oldest = min(node.stale.values()) if node.stale else None
+    return {
+        "node_id": node_id, "hierarchy": node.hierarchy, "node_kind": node.kind,
+        "event_time": datetime.fromtimestamp(node.clock_ms / 1000, UTC), "seq": node.seq,
+        "expected_sites": expected, "reporting_sites": reporting,
+        "delayed_sites": round(t[v.DELAYED_COUNT]), "offline_sites": round(t[v.OFFLINE_COUNT]),
+        "coverage": reporting / expected if expected else 0.0,
+        "battery_kw": t[v.BATTERY], "solar_kw": t[v.SOLAR], "load_kw": t[v.LOAD], "grid_kw": t[v.GRID],
+        "energy_available_kwh": t[v.ENERGY], "charge_headroom_kwh": t[v.HEADROOM],
+        "available_discharge_kw": t[v.AVAIL_DISCHARGE], "available_charge_kw": t[v.AVAIL_CHARGE],
+        "est_battery_kw": t[v.EST_BATTERY], "est_energy_available_kwh": t[v.EST_ENERGY],
+        "est_charge_headroom_kwh": t[v.EST_HEADROOM],
+        "est_available_discharge_kw": t[v.EST_AVAIL_DISCHARGE],
+        "est_available_charge_kw": t[v.EST_AVAIL_CHARGE],
+        "oldest_knowledge_age_s": 0.0 if oldest is None else max(0.0, (node.clock_ms - oldest) / 1000),
+    }
+
+
+def node_row(node_id: str, minute: int, entry: NodeMinute, version: int) -> NodeWindow:
+    """The ``node_minute`` row from the shares received so far."""
+    total = [0.0] * PARTIAL_SIZE
+    for share in entry.shares.values():
+        add_into(total, share)
+    expected = round(total[P_EXPECTED])
+    reporting = round(total[P_REPORTING])
+    return NodeWindow(
+        node_id=node_id, hierarchy=entry.hierarchy, start=utc(minute),
+        battery_kw=total[P_BATTERY], battery_kw_min=total[P_BATTERY_MIN], battery_kw_max=total[P_BATTERY_MAX],
+        solar_kw=total[P_SOLAR], load_kw=total[P_LOAD], grid_kw=total[P_GRID],
+        energy_available_kwh=total[P_ENERGY], charge_headroom_kwh=total[P_HEADROOM],
+        expected_sites=expected, reporting_sites=reporting,
+        coverage=reporting / expected if expected else 0.0, version=version,
+    )

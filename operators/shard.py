@@ -1,0 +1,296 @@
+"""A shard of sites: the keyed state of the telemetry dataflow, as plain Python.
+
+Keying the dataflow by site would pass every reading through Bytewax on its own
+and send one message per ancestor node per reading. Keying by shard (a stable
+hash of the site id into ``telemetry_shards`` buckets) lets one call handle a
+whole batch of readings, and sends each node group one message per batch with
+the summed changes of every node in it. The shard count is fixed for the life of
+a recovery store; workers and processes can change.
+
+Per batch, the shard updates each site's twin, then sends the *difference*
+between what each touched site contributes now and what it contributed before
+(:mod:`operators.twin`), to the nodes it belongs to now and, when membership
+changed, away from the nodes it left. A periodic :meth:`Shard.tick` moves silent
+sites along ONLINE -> DELAYED -> OFFLINE, applies membership changes whose time
+has come, closes minute windows, and writes changed twins.
+
+The shard's clock is the newest event time it has seen, advanced by wall time
+while no newer reading arrives, so a fleet that goes quiet still ages. The wall
+part is not kept in snapshots: after a restart the clock resumes where the
+data left it.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from operators.ancestry import Ancestry, node_kind
+from operators.twin import (
+    DELAYED,
+    OFFLINE,
+    ZERO,
+    Reading,
+    SiteTwin,
+    contribution,
+    status_at,
+    status_deadline,
+)
+from operators.windows import SILENT_PARTIAL, MinuteWindow, add_into, minute_of
+from vpp.history import SiteWindow
+
+
+@lru_cache(maxsize=1 << 16)
+def bucket_of(key: str, buckets: int) -> int:
+    """A stable bucket for ``key`` (CRC-32, the same in every process and run)."""
+    return zlib.crc32(key.encode()) % buckets
+
+
+@dataclass(frozen=True)
+class ShardConfig:
+    """The timing and layout settings a shard needs, in milliseconds."""
+
+    delayed_after_ms: int
+    offline_after_ms: int
+    lateness_ms: int
+    expected_samples_per_minute: float
+    node_groups: int
+
+
+@dataclass(slots=True)
+class NodeChanges:
+    """What one shard sends one node group: summed changes per node, since its last message."""
+
+    #: Summed contribution difference per node (a vector laid out as in :mod:`operators.twin`).
+    deltas: dict[str, list[float]] = field(default_factory=dict)
+    #: Stale members (not ONLINE, last seen at the value) to list per node; None removes the entry.
+    stale: dict[str, dict[str, int | None]] = field(default_factory=dict)
+    #: (hierarchy, kind) of nodes the shard is telling about for the first time in a while.
+    meta: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: Closed minutes: summed site-minute shares per (node, minute start).
+    minutes: dict[tuple[str, int], list[float]] = field(default_factory=dict)
+    #: The shard's clock when it sent this.
+    clock_ms: int = 0
+    shard: int = 0
+
+
+@dataclass(slots=True)
+class ShardOutput:
+    """Everything one call of the shard emits."""
+
+    groups: dict[int, NodeChanges] = field(default_factory=dict)
+    #: Status transitions: (site, new status, previous status, at ms, last seen ms).
+    statuses: list[tuple[str, str, str, int, int | None]] = field(default_factory=list)
+    #: Twin writes for Redis: site -> (version, fields).
+    twins: dict[str, tuple[tuple[int, int], dict[str, Any]]] = field(default_factory=dict)
+    site_rows: list[SiteWindow] = field(default_factory=list)
+    late_readings: int = 0
+
+
+class Shard:
+    """The sites of one shard and the clock they share."""
+
+    def __init__(self, shard: int, config: ShardConfig) -> None:
+        self.shard = shard
+        self.config = config
+        self.sites: dict[str, SiteTwin] = {}
+        self.max_event_ms = 0
+        #: Minutes starting before this are closed (None: none closed yet).
+        self.closed_before_ms: int | None = None
+        self.late_readings = 0
+        self._dirty_twins: set[str] = set()
+        self._wall_at_max_ms: int | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_wall_at_max_ms"] = None
+        return state
+
+    def clock_ms(self, wall_ms: int) -> int:
+        """Newest event time seen, plus the wall time since it was seen."""
+        if self._wall_at_max_ms is None:
+            self._wall_at_max_ms = wall_ms
+        return self.max_event_ms + max(0, wall_ms - self._wall_at_max_ms)
+
+    def _twin(self, site_id: str) -> SiteTwin:
+        twin = self.sites.get(site_id)
+        if twin is None:
+            twin = self.sites[site_id] = SiteTwin(site_id)
+        return twin
+
+    # ---- input ---------------------------------------------------------------------------
+
+    def apply(self, readings: Iterable[tuple[str, Reading]], ancestries: Iterable[dict[str, Any]],
+              wall_ms: int) -> ShardOutput:
+        """Take in a batch of readings and ancestry changes; return the changes to send."""
+        out = ShardOutput()
+        touched: set[str] = set()
+        for record in ancestries:
+            twin = self._twin(record["site_id"])
+            if twin.ancestry is None:
+                twin.ancestry = Ancestry.from_record(record)
+                touched.add(twin.site_id)
+            elif twin.ancestry.merge(record):
+                touched.add(twin.site_id)
+        newest = self.max_event_ms
+        closed_before = self.closed_before_ms
+        for site_id, reading in readings:
+            twin = self._twin(site_id)
+            newest = max(newest, reading.event_ms)
+            minute = minute_of(reading.event_ms)
+            if closed_before is not None and minute < closed_before:
+                self.late_readings += 1
+                out.late_readings += 1
+            else:
+                window = twin.windows.get(minute)
+                if window is None:
+                    window = twin.windows[minute] = MinuteWindow()
+                window.add(reading)
+            if reading.is_newer_than(twin.reading):
+                twin.reading = reading
+                touched.add(site_id)
+        if newest > self.max_event_ms:
+            self.max_event_ms = newest
+            self._wall_at_max_ms = wall_ms
+        now = self.clock_ms(wall_ms)
+        for site_id in touched:
+            self._refresh(self.sites[site_id], now, out)
+        return out
+
+    # ---- time ----------------------------------------------------------------------------
+
+    def tick(self, wall_ms: int, flush_twins: bool = True) -> ShardOutput:
+        """Age silent sites, apply due membership changes, close minutes, write changed twins."""
+        out = ShardOutput()
+        now = self.clock_ms(wall_ms)
+        for twin in self.sites.values():
+            if twin.recheck_ms is not None and twin.recheck_ms <= now:
+                self._refresh(twin, now, out)
+        self._close_minutes(now, out)
+        if flush_twins:
+            self._flush_twins(now, out)
+        return out
+
+    def _flush_twins(self, now: int, out: ShardOutput) -> None:
+        for site_id in self._dirty_twins:
+            twin = self.sites[site_id]
+            out.twins[site_id] = (twin.version(), twin.redis_fields(now))
+        self._dirty_twins.clear()
+
+    # ---- the twin and its contribution ----------------------------------------------------
+
+    def _refresh(self, twin: SiteTwin, now: int, out: ShardOutput) -> None:
+        """Bring a twin's status and contribution up to ``now``, sending what changed."""
+        cfg = self.config
+        last_seen = twin.last_seen_ms
+        status = status_at(now, last_seen, cfg.delayed_after_ms, cfg.offline_after_ms)
+        if status != twin.status:
+            at = now if last_seen is None else _transition_time(status, last_seen, cfg)
+            out.statuses.append((twin.site_id, status, twin.status, at, last_seen))
+            twin.status = status
+        self._dirty_twins.add(twin.site_id)
+        ancestry = twin.ancestry
+        paths = ancestry.paths_at(now) if ancestry is not None else ()
+        nodes = tuple(node for path in paths for node in path.node_ids)
+        vector = contribution(twin.reading, status, ancestry) if nodes and ancestry else ZERO
+        stale_ms = last_seen if status in (DELAYED, OFFLINE) else None
+        old_nodes = twin.sent_nodes
+        if nodes == old_nodes:
+            if vector != twin.sent_vector:
+                diff = [new - old for new, old in zip(vector, twin.sent_vector, strict=True)]
+                for node in nodes:
+                    self._add(out, node, diff)
+            if stale_ms != twin.sent_stale_ms:
+                for node in nodes:
+                    self._stale(out, node, twin.site_id, stale_ms)
+        else:
+            negative = [-v for v in twin.sent_vector]
+            for node in old_nodes:
+                self._add(out, node, negative)
+                if twin.sent_stale_ms is not None:
+                    self._stale(out, node, twin.site_id, None)
+            for path in paths:
+                for depth, node in enumerate(path.node_ids):
+                    self._add(out, node, vector)
+                    self._changes(out, node).meta[node] = (path.hierarchy, node_kind(path.hierarchy, depth))
+                    if stale_ms is not None:
+                        self._stale(out, node, twin.site_id, stale_ms)
+        twin.sent_vector = vector
+        twin.sent_nodes = nodes
+        twin.sent_stale_ms = stale_ms
+        deadline = None if last_seen is None else status_deadline(
+            status, last_seen, cfg.delayed_after_ms, cfg.offline_after_ms)
+        change = ancestry.next_change_after(now) if ancestry is not None else None
+        pending = [t for t in (deadline, change) if t is not None]
+        twin.recheck_ms = min(pending) if pending else None
+
+    def _changes(self, out: ShardOutput, node: str) -> NodeChanges:
+        group = bucket_of(node, self.config.node_groups)
+        changes = out.groups.get(group)
+        if changes is None:
+            changes = out.groups[group] = NodeChanges(clock_ms=self.max_event_ms, shard=self.shard)
+        return changes
+
+    def _add(self, out: ShardOutput, node: str, diff: tuple[float, ...] | list[float]) -> None:
+        deltas = self._changes(out, node).deltas
+        total = deltas.get(node)
+        if total is None:
+            deltas[node] = list(diff)
+        else:
+            add_into(total, diff)
+
+    def _stale(self, out: ShardOutput, node: str, site_id: str, last_seen_ms: int | None) -> None:
+        self._changes(out, node).stale.setdefault(node, {})[site_id] = last_seen_ms
+
+    # ---- minute windows --------------------------------------------------------------------
+
+    def _close_minutes(self, now: int, out: ShardOutput) -> None:
+        """Close every minute whose end plus the allowed lateness has passed."""
+        closed_before = minute_of(now - self.config.lateness_ms - 60_000) + 60_000
+        if self.closed_before_ms is not None and closed_before <= self.closed_before_ms:
+            return
+        self.closed_before_ms = closed_before
+        closing: dict[int, dict[str, MinuteWindow]] = {}
+        for twin in self.sites.values():
+            due = [m for m in twin.windows if m < closed_before]
+            for minute in due:
+                closing.setdefault(minute, {})[twin.site_id] = twin.windows.pop(minute)
+        expected = self.config.expected_samples_per_minute
+        for minute, windows in sorted(closing.items()):
+            for site_id, window in windows.items():
+                ancestry = self.sites[site_id].ancestry
+                capacity, reserve = (ancestry.capacity_kwh, ancestry.reserve_pct) if ancestry else (0.0, 0.0)
+                out.site_rows.append(window.site_row(site_id, minute, capacity, reserve, expected))
+            self._node_minutes(minute, windows, out)
+
+    def _node_minutes(self, minute: int, windows: dict[str, MinuteWindow], out: ShardOutput) -> None:
+        """This shard's share of every node's minute: its member sites, reporting or not."""
+        for twin in self.sites.values():
+            ancestry = twin.ancestry
+            if ancestry is None:
+                continue
+            window = windows.get(twin.site_id)
+            share = SILENT_PARTIAL if window is None else window.partial(ancestry.capacity_kwh,
+                                                                         ancestry.reserve_pct)
+            for path in ancestry.paths_at(minute):
+                for depth, node in enumerate(path.node_ids):
+                    changes = self._changes(out, node)
+                    total = changes.minutes.get((node, minute))
+                    if total is None:
+                        changes.minutes[(node, minute)] = list(share)
+                    else:
+                        add_into(total, share)
+                    changes.meta.setdefault(node, (path.hierarchy, node_kind(path.hierarchy, depth)))
+
+
+def _transition_time(status: str, last_seen: int, cfg: ShardConfig) -> int:
+    """When a status change happened: the deadline an ageing site passed, or the reading's time."""
+    if status == DELAYED:
+        return last_seen + cfg.delayed_after_ms
+    if status == OFFLINE:
+        return last_seen + cfg.offline_after_ms
+    return last_seen
+

@@ -1,0 +1,150 @@
+"""Idempotent sinks of the dataflows: the live twin in Redis, history in ClickHouse.
+
+Both may see the same result twice (Bytewax replays the epoch it was in after a
+crash), so neither may count twice:
+
+* Redis hashes carry a version and a Lua script writes only a version at least
+  as new as the stored one, in one round trip per batch (pipelined EVALSHA). A
+  replayed older state never overwrites a newer one; the same state rewrites
+  itself.
+* ClickHouse tables are ReplacingMergeTrees keyed by id and minute, so a row
+  written again replaces itself. Rows are buffered and flushed at least at every
+  epoch boundary (the partition's ``snapshot``), before Bytewax records the
+  epoch as done, so a crash can lose no row that the recovery store thinks
+  was written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkPartition, StatelessSinkPartition
+from typing_extensions import override
+
+from vpp.config import Settings
+from vpp.history import HistoryStore, NodeWindow, SiteWindow, connect
+
+#: Write ``ARGV[3..]`` (field, value pairs) into hash ``KEYS[1]`` only if the version
+#: (``ARGV[1]``, ``ARGV[2]``) is at least the stored (``_va``, ``_vb``).
+_GUARDED_HSET = """
+local stored = redis.call('HMGET', KEYS[1], '_va', '_vb')
+local a, b = tonumber(ARGV[1]), tonumber(ARGV[2])
+local sa, sb = tonumber(stored[1] or '-1'), tonumber(stored[2] or '-1')
+if a > sa or (a == sa and b >= sb) then
+  redis.call('HSET', KEYS[1], '_va', ARGV[1], '_vb', ARGV[2], unpack(ARGV, 3))
+  return 1
+end
+return 0
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class TwinWrite:
+    """One versioned hash write: ``key`` becomes ``fields`` unless Redis holds a newer version."""
+
+    key: str
+    version: tuple[int, int]
+    fields: dict[str, Any]
+
+
+def site_key(site_id: str) -> str:
+    return f"site:{site_id}"
+
+
+def node_key(node_id: str) -> str:
+    return f"node:{node_id}"
+
+
+class _RedisPartition(StatelessSinkPartition[TwinWrite]):
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+        self._script = client.register_script(_GUARDED_HSET)
+
+    @override
+    def write_batch(self, items: list[TwinWrite]) -> None:
+        pipe = self._client.pipeline(transaction=False)
+        for item in items:
+            args: list[Any] = [item.version[0], item.version[1]]
+            for name, value in item.fields.items():
+                args.append(name)
+                args.append(value)
+            self._script(keys=[item.key], args=args, client=pipe)
+        pipe.execute()
+
+    @override
+    def close(self) -> None:
+        self._client.close()
+
+
+class RedisTwinSink(DynamicSink[TwinWrite]):
+    """Versioned writes of ``site:{id}`` and ``node:{id}`` hashes, one pipeline per batch."""
+
+    def __init__(self, redis_url: str) -> None:
+        self._url = redis_url
+
+    @override
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _RedisPartition:
+        return _RedisPartition(redis.Redis.from_url(self._url))
+
+
+HistoryRow = SiteWindow | NodeWindow
+
+
+class _HistoryPartition(StatefulSinkPartition[HistoryRow, None]):
+    def __init__(self, store: HistoryStore, flush_rows: int) -> None:
+        self._store = store
+        self._flush_rows = flush_rows
+        self._sites: list[SiteWindow] = []
+        self._nodes: list[NodeWindow] = []
+
+    @override
+    def write_batch(self, values: list[HistoryRow]) -> None:
+        for row in values:
+            if isinstance(row, SiteWindow):
+                self._sites.append(row)
+            else:
+                self._nodes.append(row)
+        if len(self._sites) + len(self._nodes) >= self._flush_rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._sites:
+            self._store.insert_site_minutes(self._sites)
+            self._sites = []
+        if self._nodes:
+            self._store.insert_node_minutes(self._nodes)
+            self._nodes = []
+
+    @override
+    def snapshot(self) -> None:
+        self._flush()
+
+    @override
+    def close(self) -> None:
+        self._flush()
+
+
+class HistorySink(FixedPartitionedSink[HistoryRow, None]):
+    """Minute rows into ClickHouse ``site_minute`` / ``node_minute`` (and their hour and day rollups)."""
+
+    def __init__(self, settings: Settings, partitions: int = 2, flush_rows: int = 20_000,
+                 store_factory: Callable[[Settings], HistoryStore] | None = None) -> None:
+        self._settings = settings
+        self._partitions = partitions
+        self._flush_rows = flush_rows
+        self._store_factory = store_factory or _store
+
+    @override
+    def list_parts(self) -> list[str]:
+        return [f"history-{i}" for i in range(self._partitions)]
+
+    @override
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _HistoryPartition:
+        return _HistoryPartition(self._store_factory(self._settings), self._flush_rows)
+
+
+def _store(settings: Settings) -> HistoryStore:
+    return HistoryStore(connect(settings), settings.clickhouse_database)
