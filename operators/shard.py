@@ -158,6 +158,9 @@ class Shard:
         now = self.clock_ms(wall_ms)
         for site_id in touched:
             self._refresh(self.sites[site_id], now, out)
+        # Closing here as well as on ticks makes "too late" a matter of event time only,
+        # not of how batches happened to meet the wall clock.
+        self._close_minutes(now, out)
         return out
 
     # ---- time ----------------------------------------------------------------------------
