@@ -40,6 +40,8 @@ class ShardBatch:
     """Decoded input for one shard from one poll of one partition."""
 
     shard: int
+    #: The input partition the readings came from ("topic/partition"): the shard's clock tracks each.
+    source: str
     readings: list[tuple[str, Reading]] = field(default_factory=list)
     ancestries: list[dict[str, Any]] = field(default_factory=list)
 
@@ -70,7 +72,7 @@ def _kafka_time(timestamp: tuple[int, int] | None) -> datetime | None:
 def route(batch: list[KafkaIn], shards: int) -> list[tuple[str, ShardBatch | KafkaOut]]:
     """Decode one poll's messages into per-shard batches and dead letters."""
     out: list[tuple[str, ShardBatch | KafkaOut]] = []
-    by_shard: dict[int, ShardBatch] = {}
+    by_shard: dict[tuple[int, str], ShardBatch] = {}
     decode = codec().decode
     for item in batch:
         if isinstance(item, KafkaError):
@@ -90,14 +92,15 @@ def route(batch: list[KafkaIn], shards: int) -> list[tuple[str, ShardBatch | Kaf
                 item, "KEY_MISMATCH", f"record for site {site_id!r} under key {item.key!r}")))
             continue
         shard = bucket_of(site_id, shards)
-        target = by_shard.get(shard)
+        source = f"{item.topic}/{item.partition}"
+        target = by_shard.get((shard, source))
         if target is None:
-            target = by_shard[shard] = ShardBatch(shard)
+            target = by_shard[(shard, source)] = ShardBatch(shard, source)
         if item.topic == ASSETS_CHANGES:
             target.ancestries.append(record)
         else:
             target.readings.append((site_id, Reading.from_record(record)))
-    out.extend((f"shard-{shard}", target) for shard, target in by_shard.items())
+    out.extend((f"shard-{shard}", target) for (shard, _), target in by_shard.items())
     return out
 
 

@@ -14,10 +14,9 @@ changed, away from the nodes it left. A periodic :meth:`Shard.tick` moves silent
 sites along ONLINE -> DELAYED -> OFFLINE, applies membership changes whose time
 has come, closes minute windows, and writes changed twins.
 
-The shard's clock is the newest event time it has seen, advanced by wall time
-while no newer reading arrives, so a fleet that goes quiet still ages. The wall
-part is not kept in snapshots: after a restart the clock resumes where the
-data left it.
+The shard's clock is a watermark over the input partitions that feed it
+(:mod:`operators.clock`), so a partition read ahead of another does not make the
+other's readings late, and a fleet that goes quiet still ages.
 """
 
 from __future__ import annotations
@@ -29,6 +28,7 @@ from functools import lru_cache
 from typing import Any
 
 from operators.ancestry import Ancestry, node_kind
+from operators.clock import EventClock
 from operators.twin import (
     DELAYED,
     OFFLINE,
@@ -58,6 +58,8 @@ class ShardConfig:
     lateness_ms: int
     expected_samples_per_minute: float
     node_groups: int
+    #: An input partition silent this long (wall time) stops holding the clock back.
+    idle_ms: int = 10_000
 
 
 @dataclass(slots=True)
@@ -97,23 +99,11 @@ class Shard:
         self.shard = shard
         self.config = config
         self.sites: dict[str, SiteTwin] = {}
-        self.max_event_ms = 0
+        self.clock = EventClock(config.idle_ms)
         #: Minutes starting before this are closed (None: none closed yet).
         self.closed_before_ms: int | None = None
         self.late_readings = 0
         self._dirty_twins: set[str] = set()
-        self._wall_at_max_ms: int | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_wall_at_max_ms"] = None
-        return state
-
-    def clock_ms(self, wall_ms: int) -> int:
-        """Newest event time seen, plus the wall time since it was seen."""
-        if self._wall_at_max_ms is None:
-            self._wall_at_max_ms = wall_ms
-        return self.max_event_ms + max(0, wall_ms - self._wall_at_max_ms)
 
     def _twin(self, site_id: str) -> SiteTwin:
         twin = self.sites.get(site_id)
@@ -124,8 +114,8 @@ class Shard:
     # ---- input ---------------------------------------------------------------------------
 
     def apply(self, readings: Iterable[tuple[str, Reading]], ancestries: Iterable[dict[str, Any]],
-              wall_ms: int) -> ShardOutput:
-        """Take in a batch of readings and ancestry changes; return the changes to send."""
+              wall_ms: int, source: str = "") -> ShardOutput:
+        """Take in a batch of readings (all from input partition ``source``) and ancestry changes."""
         out = ShardOutput()
         touched: set[str] = set()
         for record in ancestries:
@@ -135,7 +125,7 @@ class Shard:
                 touched.add(twin.site_id)
             elif twin.ancestry.merge(record):
                 touched.add(twin.site_id)
-        newest = self.max_event_ms
+        newest = 0
         closed_before = self.closed_before_ms
         for site_id, reading in readings:
             twin = self._twin(site_id)
@@ -152,10 +142,9 @@ class Shard:
             if reading.is_newer_than(twin.reading):
                 twin.reading = reading
                 touched.add(site_id)
-        if newest > self.max_event_ms:
-            self.max_event_ms = newest
-            self._wall_at_max_ms = wall_ms
-        now = self.clock_ms(wall_ms)
+        if newest:
+            self.clock.observe(source, newest, wall_ms)
+        now = self.clock.advance(wall_ms)
         for site_id in touched:
             self._refresh(self.sites[site_id], now, out)
         # Closing here as well as on ticks makes "too late" a matter of event time only,
@@ -168,7 +157,7 @@ class Shard:
     def tick(self, wall_ms: int, flush_twins: bool = True) -> ShardOutput:
         """Age silent sites, apply due membership changes, close minutes, write changed twins."""
         out = ShardOutput()
-        now = self.clock_ms(wall_ms)
+        now = self.clock.advance(wall_ms)
         for twin in self.sites.values():
             if twin.recheck_ms is not None and twin.recheck_ms <= now:
                 self._refresh(twin, now, out)
@@ -234,7 +223,7 @@ class Shard:
         group = bucket_of(node, self.config.node_groups)
         changes = out.groups.get(group)
         if changes is None:
-            changes = out.groups[group] = NodeChanges(clock_ms=self.max_event_ms, shard=self.shard)
+            changes = out.groups[group] = NodeChanges(clock_ms=self.clock.now_ms, shard=self.shard)
         return changes
 
     def _add(self, out: ShardOutput, node: str, diff: tuple[float, ...] | list[float]) -> None:

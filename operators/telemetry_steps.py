@@ -45,6 +45,7 @@ def shard_config(settings: Settings) -> ShardConfig:
         lateness_ms=int(settings.allowed_lateness_s * 1000),
         expected_samples_per_minute=60.0 / settings.telemetry_interval_s,
         node_groups=settings.telemetry_node_groups,
+        idle_ms=int(settings.partition_idle_s * 1000),
     )
 
 
@@ -81,10 +82,12 @@ class ShardLogic(StatefulBatchLogic[ShardBatch, Emitted, bytes]):
 
     @override
     def on_batch(self, values: list[ShardBatch]) -> tuple[list[Emitted], bool]:
-        readings = [r for batch in values for r in batch.readings]
-        ancestries = [a for batch in values for a in batch.ancestries]
         self.shard.shard = values[0].shard
-        return _shard_emissions(self.shard.apply(readings, ancestries, wall_ms())), self.RETAIN
+        emitted: list[Emitted] = []
+        now = wall_ms()
+        for batch in values:
+            emitted += _shard_emissions(self.shard.apply(batch.readings, batch.ancestries, now, batch.source))
+        return emitted, self.RETAIN
 
     @override
     def notify_at(self) -> datetime:

@@ -90,6 +90,10 @@ class Settings(BaseSettings):
         description="A minute window closes this long (event time) after its end; later readings are "
         "counted as late and left out of history.",
     )
+    partition_idle_s: float = Field(
+        default=10.0, gt=0,
+        description="An input partition silent this long stops holding back the event-time clock.",
+    )
     dataflow_tail: bool = Field(
         default=True,
         description="Dataflows wait for new input at the end of their topics; false makes them stop "

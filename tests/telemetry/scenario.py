@@ -64,12 +64,13 @@ def _paths(spec: SiteSpec, substation_of: dict[int, int], valid_from: datetime) 
                                                  "state-0"],
          "valid_from": valid_from, "valid_to": None},
     ]
-    paths += [{"hierarchy": "program", "node_ids": [f"program-{p}"], "valid_from": valid_from, "valid_to": None}
-              for p in spec.programs]
+    paths += [{"hierarchy": "program", "node_ids": [f"program-{p}"], "valid_from": valid_from,
+               "valid_to": None} for p in spec.programs]
     return paths
 
 
-def ancestry(spec: SiteSpec, version: int, effective_ms: int, substation_of: dict[int, int]) -> dict[str, Any]:
+def ancestry(spec: SiteSpec, version: int, effective_ms: int,
+             substation_of: dict[int, int]) -> dict[str, Any]:
     """A SiteAncestry value for ``spec`` with chains valid from ``effective_ms``."""
     effective = _dt(effective_ms)
     return {

@@ -1,0 +1,126 @@
+"""The real telemetry dataflow over the real broker, Redis and history server.
+
+Each test gets a stack of its own (the dataflow reads its topics from the
+beginning, so it must not see other tests' records). The generated scenario and
+its brute-force answer live in :mod:`tests.telemetry.scenario`.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from schemas import packaged_codec
+from tests.conftest import local_settings
+from tests.telemetry import flowrun
+from tests.telemetry.compare import check_all
+from tests.telemetry.scenario import Scenario, generate
+from vpp.config import Settings
+from vpp.stack import Stack
+
+pytestmark = pytest.mark.integration
+
+#: Fields of a node hash that say when or how often it was written, not what it says.
+WRITE_BOOKKEEPING = {"seq", "updated_at", "_vb", "oldest_knowledge_age_s"}
+
+
+@pytest.fixture
+def own_stack(tmp_path: Path) -> Iterator[Settings]:
+    settings = local_settings(tmp_path / "stack", default_partitions=3, topic_partitions={"telemetry.raw": 6},
+                              telemetry_shards=8, telemetry_node_groups=4)
+    stack = Stack(settings)
+    stack.up()
+    try:
+        yield settings
+    finally:
+        stack.down()
+
+
+def _poison(sc: Scenario, n: int, seed: int = 1) -> list[tuple[bytes | None, bytes]]:
+    """Random bytes, truncated records and a record under another site's key."""
+    rng = random.Random(seed)
+    codec = packaged_codec()
+    good = codec.encode("SiteTelemetry", sc.readings[0])
+    bad: list[tuple[bytes | None, bytes]] = []
+    for i in range(n):
+        kind = i % 4
+        if kind == 0:
+            bad.append((b"noise", rng.randbytes(rng.randrange(1, 80))))
+        elif kind == 1:
+            bad.append((sc.readings[0]["site_id"].encode(), good[: rng.randrange(6, len(good) - 1)]))
+        elif kind == 2:
+            bad.append((None, b"\x00" + rng.randbytes(4) + good[5:]))
+        else:
+            bad.append((b"site-other", good))
+    return bad
+
+
+def _results(settings: Settings) -> tuple[dict[str, dict[str, object]], dict[tuple[str, int], dict[str, object]],
+                                          dict[tuple[str, int], dict[str, object]]]:
+    return (flowrun.live_nodes(settings), flowrun.minute_rows(settings, "site_minute", "site_id"),
+            flowrun.minute_rows(settings, "node_minute", "node_id"))
+
+
+def test_aggregates_and_minutes_equal_brute_force_and_every_bad_record_is_a_dead_letter(
+        own_stack: Settings) -> None:
+    sc = generate(n_sites=300, minutes=6.25)
+    poison = _poison(sc, 40)
+    flowrun.produce(own_stack, sc, poison)
+    flowrun.run_to_end(own_stack)
+
+    nodes, site_rows, node_rows = _results(own_stack)
+    assert check_all(sc, nodes, site_rows, node_rows, sc.end_ms) == []
+    sites = flowrun.live_sites(own_stack)
+    assert len(sites) == len(sc.sites)
+    assert {s["status"] for s in sites.values()} == {"ONLINE", "DELAYED", "OFFLINE"}
+
+    codec = packaged_codec()
+    letters = [codec.decode(m.value(), "DeadLetter") for m in flowrun.read_topic(own_stack, "telemetry.dlq")]
+    assert len(letters) == len(poison)
+    assert sorted(bytes(d["original_value"]) for d in letters) == sorted(v for _, v in poison)
+    kinds = {d["error_kind"] for d in letters}
+    assert {"WRONG_MAGIC", "TRUNCATED", "KEY_MISMATCH"} <= kinds, kinds
+    assert all(d["error"] and d["topic"] == "telemetry.raw" and d["offset"] >= 0 for d in letters)
+
+
+def test_killed_and_restarted_with_two_workers_it_writes_what_an_uninterrupted_run_writes(
+        own_stack: Settings, tmp_path: Path) -> None:
+    sc = generate(n_sites=300, minutes=6.25, seed=11)
+    flowrun.produce(own_stack, sc)
+
+    flowrun.run_to_end(own_stack, recovery=tmp_path / "recovery-a")
+    uninterrupted = _results(own_stack)
+    assert check_all(sc, *uninterrupted, sc.end_ms) == []
+    flowrun.reset_outputs(own_stack)
+
+    # Slow the first attempt down (small polls) so it is surely killed mid-stream.
+    recovery = tmp_path / "recovery-b"
+    process = flowrun.start(own_stack, recovery=recovery, VPP_KAFKA_BATCH_SIZE="20")
+    deadline = time.monotonic() + 120
+    while not flowrun.minute_rows(own_stack, "site_minute", "site_id") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.5)  # past at least one snapshot
+    assert process.poll() is None, "the dataflow finished before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    partial = flowrun.minute_rows(own_stack, "site_minute", "site_id")
+    assert 0 < len(partial) < len(uninterrupted[1])
+
+    flowrun.run_to_end(own_stack, workers=2, recovery=recovery)
+    restarted = _results(own_stack)
+    assert check_all(sc, *restarted, sc.end_ms) == []
+
+    def strip(nodes: dict[str, dict[str, object]]) -> dict[str, dict[str, object]]:
+        return {n: {k: v for k, v in f.items() if k not in WRITE_BOOKKEEPING} for n, f in nodes.items()}
+
+    assert strip(restarted[0]) == strip(uninterrupted[0])
+    assert set(restarted[1]) == set(uninterrupted[1])
+    assert set(restarted[2]) == set(uninterrupted[2])
+    for key, row in uninterrupted[1].items():
+        assert restarted[1][key] == row, key

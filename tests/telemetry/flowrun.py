@@ -1,0 +1,137 @@
+"""Run the real telemetry dataflow against a real local stack, and read back what it wrote."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from datetime import UTC
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import redis
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from schemas import packaged_codec
+from tests.telemetry.scenario import Scenario
+from vpp.config import Settings
+from vpp.dataflows import dataflow_argv, ensure_recovery, settings_env
+from vpp.history import connect
+from vpp.kafka import client_config
+from vpp.topics import ASSETS_CHANGES, TELEMETRY_RAW
+
+NAVIGATION_SUFFIXES = (":children", ":parents", ":sites")
+
+
+def produce(settings: Settings, sc: Scenario, poison: Iterable[tuple[bytes | None, bytes]] = ()) -> None:
+    """The scenario's ancestries, then readings (poison interleaved evenly), then the too-late ones."""
+    codec = packaged_codec()
+    producer = Producer(client_config(settings, **{"linger.ms": 20}))
+    for record in sc.ancestries:
+        producer.produce(ASSETS_CHANGES, key=record["site_id"].encode(),
+                         value=codec.encode("SiteAncestry", record))
+    bad = list(poison)
+    every = max(1, len(sc.readings) // (len(bad) + 1))
+    for i, record in enumerate(sc.readings):
+        producer.produce(TELEMETRY_RAW, key=record["site_id"].encode(),
+                         value=codec.encode("SiteTelemetry", record))
+        if bad and i % every == every - 1:
+            key, value = bad.pop()
+            producer.produce(TELEMETRY_RAW, key=key, value=value)
+        if i % 5000 == 0:
+            producer.poll(0)
+    producer.flush(30)
+    for record in sc.too_late:
+        producer.produce(TELEMETRY_RAW, key=record["site_id"].encode(),
+                         value=codec.encode("SiteTelemetry", record))
+    for key, value in bad:
+        producer.produce(TELEMETRY_RAW, key=key, value=value)
+    producer.flush(30)
+
+
+def start(settings: Settings, workers: int = 1, recovery: Path | None = None,
+          **overrides: str) -> subprocess.Popen[bytes]:
+    """Start the dataflow in its own process; it stops by itself at the end of its input."""
+    if recovery is not None:
+        ensure_recovery(recovery)
+    env = {**os.environ, **settings_env(settings), "VPP_DATAFLOW_TAIL": "false",
+           "VPP_SNAPSHOT_INTERVAL_S": "1", **overrides}
+    return subprocess.Popen(dataflow_argv("telemetry", settings, workers, recovery), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def run_to_end(settings: Settings, workers: int = 1, recovery: Path | None = None, timeout_s: float = 180,
+               **overrides: str) -> None:
+    process = start(settings, workers, recovery, **overrides)
+    output, _ = process.communicate(timeout=timeout_s)
+    assert process.returncode == 0, output.decode(errors="replace")[-3000:]
+
+
+def live_nodes(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Every ``node:{id}`` aggregate hash in Redis, numbers as floats."""
+    client = redis.Redis.from_url(settings.redis, decode_responses=True)
+    nodes: dict[str, dict[str, Any]] = {}
+    for key in client.scan_iter("node:*", count=1000):
+        if key.endswith(NAVIGATION_SUFFIXES):
+            continue
+        fields = client.hgetall(key)
+        nodes[key.removeprefix("node:")] = {k: _number(v) for k, v in fields.items()}
+    client.close()
+    return nodes
+
+
+def live_sites(settings: Settings) -> dict[str, dict[str, str]]:
+    client = redis.Redis.from_url(settings.redis, decode_responses=True)
+    sites = {key.removeprefix("site:"): client.hgetall(key) for key in client.scan_iter("site:*", count=1000)}
+    client.close()
+    return sites
+
+
+def _number(value: str) -> Any:
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def minute_rows(settings: Settings, table: str, key: str) -> dict[tuple[str, int], dict[str, Any]]:
+    """Rows of ``site_minute``/``node_minute`` as ClickHouse keeps them (FINAL: replaced rows merged)."""
+    client = connect(settings)
+    result = client.query(f"SELECT * FROM {settings.clickhouse_database}.{table} FINAL")
+    rows = {}
+    for row in result.named_results():
+        minute = row["minute"]  # naive datetimes are UTC (clickhouse-connect drops the zone)
+        aware = minute if minute.tzinfo else minute.replace(tzinfo=UTC)
+        rows[(row[key], int(aware.timestamp() * 1000))] = dict(row)
+    client.close()
+    return rows
+
+
+def reset_outputs(settings: Settings) -> None:
+    """Forget what a run wrote (Redis twins and aggregates, minute tables), keeping the topics."""
+    client = redis.Redis.from_url(settings.redis)
+    client.flushdb()
+    client.close()
+    history = connect(settings)
+    for table in ("site_minute", "node_minute", "site_hour", "node_hour", "site_day", "node_day"):
+        history.command(f"TRUNCATE TABLE {settings.clickhouse_database}.{table}")
+    history.close()
+
+
+def read_topic(settings: Settings, topic: str, idle_s: float = 3.0) -> list[Any]:
+    """Every message on ``topic`` (assign mode, from the beginning, until it has been idle a while)."""
+    consumer = Consumer(client_config(settings, **{"group.id": f"read-{time.time_ns()}",
+                                                   "enable.auto.commit": False}))
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+    messages = []
+    last = time.monotonic()
+    while time.monotonic() - last < idle_s:
+        msg = consumer.poll(0.2)
+        if msg is None or msg.error():
+            continue
+        messages.append(msg)
+        last = time.monotonic()
+    consumer.close()
+    return messages
