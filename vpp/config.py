@@ -99,8 +99,8 @@ class Settings(BaseSettings):
         description="Dataflows wait for new input at the end of their topics; false makes them stop "
         "at the end (replays, tests, benchmarks).",
     )
-    snapshot_interval_s: float = Field(
-        default=5.0, gt=0, description="Bytewax snapshot (epoch) interval of the local dataflows."
+    snapshot_interval_s: int = Field(
+        default=5, ge=1, description="Bytewax snapshot (epoch) interval of the local dataflows, seconds."
     )
     kafka_batch_size: int = Field(
         default=2000, ge=1, description="Messages a dataflow reads from one partition per poll."

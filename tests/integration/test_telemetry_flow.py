@@ -7,6 +7,7 @@ its brute-force answer live in :mod:`tests.telemetry.scenario`.
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import signal
@@ -116,10 +117,18 @@ def test_killed_and_restarted_with_two_workers_it_writes_what_an_uninterrupted_r
     restarted = _results(own_stack)
     assert check_all(sc, *restarted, sc.end_ms) == []
 
-    def strip(nodes: dict[str, dict[str, object]]) -> dict[str, dict[str, object]]:
-        return {n: {k: v for k, v in f.items() if k not in WRITE_BOOKKEEPING} for n, f in nodes.items()}
-
-    assert strip(restarted[0]) == strip(uninterrupted[0])
+    # Sums reached through other batches may differ in the last bits of a float, nothing more.
+    assert set(restarted[0]) == set(uninterrupted[0])
+    for node, fields in uninterrupted[0].items():
+        again = restarted[0][node]
+        assert set(again) == set(fields)
+        for name, value in fields.items():
+            if name in WRITE_BOOKKEEPING:
+                continue
+            if isinstance(value, float):
+                assert math.isclose(again[name], value, rel_tol=1e-9, abs_tol=1e-6), (node, name)
+            else:
+                assert again[name] == value, (node, name)
     assert set(restarted[1]) == set(uninterrupted[1])
     assert set(restarted[2]) == set(uninterrupted[2])
     for key, row in uninterrupted[1].items():

@@ -55,8 +55,8 @@ def start(settings: Settings, workers: int = 1, recovery: Path | None = None,
     """Start the dataflow in its own process; it stops by itself at the end of its input."""
     if recovery is not None:
         ensure_recovery(recovery)
-    env = {**os.environ, **settings_env(settings), "VPP_DATAFLOW_TAIL": "false",
-           "VPP_SNAPSHOT_INTERVAL_S": "1", **overrides}
+    settings = settings.model_copy(update={"dataflow_tail": False, "snapshot_interval_s": 1})
+    env = {**os.environ, **settings_env(settings), **overrides}
     return subprocess.Popen(dataflow_argv("telemetry", settings, workers, recovery), env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
