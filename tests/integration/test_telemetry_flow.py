@@ -62,8 +62,10 @@ def _poison(sc: Scenario, n: int, seed: int = 1) -> list[tuple[bytes | None, byt
     return bad
 
 
-def _results(settings: Settings) -> tuple[dict[str, dict[str, object]], dict[tuple[str, int], dict[str, object]],
-                                          dict[tuple[str, int], dict[str, object]]]:
+Rows = dict[tuple[str, int], dict[str, object]]
+
+
+def _results(settings: Settings) -> tuple[dict[str, dict[str, object]], Rows, Rows]:
     return (flowrun.live_nodes(settings), flowrun.minute_rows(settings, "site_minute", "site_id"),
             flowrun.minute_rows(settings, "node_minute", "node_id"))
 

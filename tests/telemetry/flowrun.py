@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from datetime import UTC
 from collections.abc import Iterable
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
