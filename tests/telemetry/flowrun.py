@@ -76,14 +76,15 @@ def live_nodes(settings: Settings) -> dict[str, dict[str, Any]]:
         if key.endswith(NAVIGATION_SUFFIXES):
             continue
         fields = client.hgetall(key)
-        nodes[key.removeprefix("node:")] = {k: _number(v) for k, v in fields.items()}
+        nodes[str(key).removeprefix("node:")] = {str(k): _number(str(v)) for k, v in fields.items()}
     client.close()
     return nodes
 
 
 def live_sites(settings: Settings) -> dict[str, dict[str, str]]:
     client = redis.Redis.from_url(settings.redis, decode_responses=True)
-    sites = {key.removeprefix("site:"): client.hgetall(key) for key in client.scan_iter("site:*", count=1000)}
+    sites = {str(key).removeprefix("site:"): {str(k): str(v) for k, v in client.hgetall(key).items()}
+             for key in client.scan_iter("site:*", count=1000)}
     client.close()
     return sites
 
