@@ -104,6 +104,9 @@ class Shard:
         self.closed_before_ms: int | None = None
         self.late_readings = 0
         self._dirty_twins: set[str] = set()
+        #: Sites whose limits (from a new ancestry) Redis has not been given yet.
+        self._new_limits: set[str] = set()
+        self._group_of: dict[str, int] = {}
 
     def _twin(self, site_id: str) -> SiteTwin:
         twin = self.sites.get(site_id)
@@ -122,9 +125,10 @@ class Shard:
             twin = self._twin(record["site_id"])
             if twin.ancestry is None:
                 twin.ancestry = Ancestry.from_record(record)
-                touched.add(twin.site_id)
-            elif twin.ancestry.merge(record):
-                touched.add(twin.site_id)
+            elif not twin.ancestry.merge(record):
+                continue
+            touched.add(twin.site_id)
+            self._new_limits.add(twin.site_id)
         newest = 0
         closed_before = self.closed_before_ms
         for site_id, reading in readings:
@@ -169,8 +173,9 @@ class Shard:
     def _flush_twins(self, now: int, out: ShardOutput) -> None:
         for site_id in self._dirty_twins:
             twin = self.sites[site_id]
-            out.twins[site_id] = (twin.version(), twin.redis_fields(now))
+            out.twins[site_id] = (twin.version(), twin.redis_fields(now, site_id in self._new_limits))
         self._dirty_twins.clear()
+        self._new_limits.clear()
 
     # ---- the twin and its contribution ----------------------------------------------------
 
@@ -220,7 +225,9 @@ class Shard:
         twin.recheck_ms = min(pending) if pending else None
 
     def _changes(self, out: ShardOutput, node: str) -> NodeChanges:
-        group = bucket_of(node, self.config.node_groups)
+        group = self._group_of.get(node)
+        if group is None:
+            group = self._group_of[node] = bucket_of(node, self.config.node_groups)
         changes = out.groups.get(group)
         if changes is None:
             changes = out.groups[group] = NodeChanges(clock_ms=self.clock.now_ms, shard=self.shard)

@@ -162,8 +162,11 @@ class SiteTwin:
         last_seen = self.last_seen_ms or 0
         return last_seen * 4 + STATUS_RANK[self.status], self.ancestry.version if self.ancestry else 0
 
-    def redis_fields(self, now_ms: int) -> dict[str, str | float | int]:
-        """The ``site:{id}`` hash: latest telemetry, status, last_seen, ancestry version and limits."""
+    def redis_fields(self, now_ms: int, with_limits: bool = True) -> dict[str, str | float | int]:
+        """The ``site:{id}`` hash: latest telemetry, status, last_seen, ancestry version and limits.
+
+        The limits change only with a new ancestry, so most writes leave them out (``with_limits``).
+        """
         fields: dict[str, str | float | int] = {
             "site_id": self.site_id, "status": self.status, "as_of": now_ms}
         reading = self.reading
@@ -176,14 +179,14 @@ class SiteTwin:
                 active_command_id=reading.active_command_id or "",
             )
         ancestry = self.ancestry
-        if ancestry is not None:
+        if ancestry is not None and with_limits:
             fields.update(
                 ancestry_version=ancestry.version, capacity_kwh=ancestry.capacity_kwh,
                 reserve_pct=ancestry.reserve_pct, max_charge_kw=ancestry.max_charge_kw,
                 max_discharge_kw=ancestry.max_discharge_kw, region=ancestry.region,
             )
-            if reading is not None:
-                fields["energy_available_kwh"] = energy_available_kwh(
-                    reading.soc_pct, ancestry.capacity_kwh, ancestry.reserve_pct)
-                fields["charge_headroom_kwh"] = charge_headroom_kwh(reading.soc_pct, ancestry.capacity_kwh)
+        if ancestry is not None and reading is not None:
+            fields["energy_available_kwh"] = energy_available_kwh(
+                reading.soc_pct, ancestry.capacity_kwh, ancestry.reserve_pct)
+            fields["charge_headroom_kwh"] = charge_headroom_kwh(reading.soc_pct, ancestry.capacity_kwh)
         return fields

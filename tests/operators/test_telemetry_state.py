@@ -33,7 +33,7 @@ def test_the_reference_scenario_matches_brute_force() -> None:
        batch=st.integers(20, 5_000))
 def test_any_sharding_and_batching_gives_the_brute_force_answer(seed: int, shards: int, groups: int,
                                                                 batch: int) -> None:
-    scenario = generate(n_sites=40, minutes=4.5, seed=seed)
+    scenario = generate(n_sites=40, minutes=4.25, seed=seed)
     results = drive.run(scenario, shards=shards, node_groups=groups, batch=batch)
     assert check_all(scenario, results.nodes, results.site_rows, results.node_rows, scenario.end_ms) == []
 

@@ -101,7 +101,7 @@ def generate(n_sites: int = 300, minutes: float = 6.5, seed: int = 7) -> Scenari
     moved_sub = dict(substation_of)
     moved_sub[0] = 3
     changes = [ancestry(s, 2, move_ms, moved_sub) for s in sites if s.feeder == 0]
-    mover = next(s for s in sites if s.feeder == 1)
+    mover = next(s for s in sites if s.feeder not in (0, 5))
     moved = SiteSpec(mover.site_id, mover.capacity_kwh, mover.reserve_pct, mover.max_kw, 5, mover.postcode,
                      mover.programs)
     changes.append(ancestry(moved, 2, move_ms + 30_000, moved_sub))

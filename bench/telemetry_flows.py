@@ -1,0 +1,44 @@
+"""The baseline dataflow of ``vpp bench telemetry``: the same input and decode step, nothing after.
+
+Its rate is what Kafka, Bytewax and the codec allow on this machine; the real
+flow's rate against it shows what the twin, rollups and sinks cost.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import bytewax.operators as op
+from bytewax.connectors.kafka import KafkaSource
+from bytewax.dataflow import Dataflow
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from typing_extensions import override
+
+from operators.records import route
+from vpp.config import Settings
+from vpp.topics import ASSETS_CHANGES, TELEMETRY_RAW
+
+
+class _Discard(StatelessSinkPartition[object]):
+    @override
+    def write_batch(self, items: list[object]) -> None:
+        """Drop everything: the baseline measures reading and decoding only."""
+
+
+class DiscardSink(DynamicSink[object]):
+    @override
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _Discard:
+        return _Discard()
+
+
+def build_decode_only(settings: Settings) -> Dataflow:
+    flow = Dataflow("telemetry-decode-only")
+    source = KafkaSource([settings.kafka], [TELEMETRY_RAW, ASSETS_CHANGES], tail=settings.dataflow_tail,
+                         batch_size=settings.kafka_batch_size, raise_on_errors=False)
+    routed = op.flat_map_batch("decode", op.input("kafka-in", flow, source),
+                               partial(route, shards=settings.telemetry_shards))
+    op.output("discard", routed, DiscardSink())
+    return flow
+
+
+decode_only = build_decode_only(Settings())
