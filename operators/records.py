@@ -42,6 +42,9 @@ class ShardBatch:
     shard: int
     #: The input partition the readings came from ("topic/partition"): the shard's clock tracks each.
     source: str
+    #: Newest event time this poll of ``source`` delivered, to any shard: every shard hears it, so a
+    #: shard whose own sites have all gone quiet still sees time pass.
+    source_max_ms: int = 0
     readings: list[tuple[str, Reading]] = field(default_factory=list)
     ancestries: list[dict[str, Any]] = field(default_factory=list)
 
@@ -100,8 +103,23 @@ def route(batch: list[KafkaIn], shards: int) -> list[tuple[str, ShardBatch | Kaf
             target.ancestries.append(record)
         else:
             target.readings.append((site_id, Reading.from_record(record)))
+    for source, newest in _newest_by_source(by_shard).items():
+        for shard in range(shards):
+            target = by_shard.get((shard, source))
+            if target is None:
+                target = by_shard[(shard, source)] = ShardBatch(shard, source)
+            target.source_max_ms = newest
     out.extend((f"shard-{shard}", target) for (shard, _), target in by_shard.items())
     return out
+
+
+def _newest_by_source(by_shard: dict[tuple[int, str], ShardBatch]) -> dict[str, int]:
+    newest: dict[str, int] = {}
+    for (_, source), batch in by_shard.items():
+        if batch.readings:
+            latest = max(reading.event_ms for _, reading in batch.readings)
+            newest[source] = max(newest.get(source, 0), latest)
+    return newest
 
 
 def status_message(site_id: str, status: str, previous: str, at_ms: int,

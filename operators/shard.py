@@ -117,8 +117,11 @@ class Shard:
     # ---- input ---------------------------------------------------------------------------
 
     def apply(self, readings: Iterable[tuple[str, Reading]], ancestries: Iterable[dict[str, Any]],
-              wall_ms: int, source: str = "") -> ShardOutput:
-        """Take in a batch of readings (all from input partition ``source``) and ancestry changes."""
+              wall_ms: int, source: str = "", source_max_ms: int = 0) -> ShardOutput:
+        """Take in a batch of readings (all from input partition ``source``) and ancestry changes.
+
+        ``source_max_ms`` is the newest event time that poll of ``source`` delivered to any shard.
+        """
         out = ShardOutput()
         touched: set[str] = set()
         for record in ancestries:
@@ -129,7 +132,7 @@ class Shard:
                 continue
             touched.add(twin.site_id)
             self._new_limits.add(twin.site_id)
-        newest = 0
+        newest = source_max_ms
         closed_before = self.closed_before_ms
         for site_id, reading in readings:
             twin = self._twin(site_id)

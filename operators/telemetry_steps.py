@@ -86,7 +86,8 @@ class ShardLogic(StatefulBatchLogic[ShardBatch, Emitted, bytes]):
         emitted: list[Emitted] = []
         now = wall_ms()
         for batch in values:
-            emitted += _shard_emissions(self.shard.apply(batch.readings, batch.ancestries, now, batch.source))
+            out = self.shard.apply(batch.readings, batch.ancestries, now, batch.source, batch.source_max_ms)
+            emitted += _shard_emissions(out)
         return emitted, self.RETAIN
 
     @override
