@@ -7,12 +7,15 @@ whole batch of readings, and sends each node group one message per batch with
 the summed changes of every node in it. The shard count is fixed for the life of
 a recovery store; workers and processes can change.
 
-Per batch, the shard updates each site's twin, then sends the *difference*
-between what each touched site contributes now and what it contributed before
-(:mod:`operators.twin`), to the nodes it belongs to now and, when membership
-changed, away from the nodes it left. A periodic :meth:`Shard.tick` moves silent
-sites along ONLINE -> DELAYED -> OFFLINE, applies membership changes whose time
-has come, closes minute windows, and writes changed twins.
+Per batch, the shard updates each site's twin and minute windows. On each
+periodic :meth:`Shard.tick` (twice per emission interval) it sends the
+*difference* between what each changed site contributes now and what it
+contributed at the last tick (:mod:`operators.twin`), to the nodes it belongs to
+now and, when membership changed, away from the nodes it left; so the cost of
+the rollups grows with sites x ticks, not with readings, and a backlog drains
+fast. The tick also moves silent sites along ONLINE -> DELAYED -> OFFLINE,
+applies membership changes whose time has come, closes minute windows, and
+writes changed twins.
 
 The shard's clock is a watermark over the input partitions that feed it
 (:mod:`operators.clock`), so a partition read ahead of another does not make the
@@ -22,7 +25,7 @@ other's readings late, and a fleet that goes quiet still ages.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -41,6 +44,17 @@ from operators.twin import (
 )
 from operators.windows import SILENT_PARTIAL, MinuteWindow, add_into, minute_of
 from vpp.history import SiteWindow
+
+#: Summed contribution differences per chain of ancestors: (hierarchy, node ids nearest first).
+PathSums = dict[tuple[str, tuple[str, ...]], list[float]]
+
+
+def _accumulate(acc: PathSums, chain: tuple[str, tuple[str, ...]], diff: Sequence[float]) -> None:
+    total = acc.get(chain)
+    if total is None:
+        acc[chain] = list(diff)
+    else:
+        add_into(total, diff)
 
 
 @lru_cache(maxsize=1 << 16)
@@ -103,6 +117,9 @@ class Shard:
         #: Minutes starting before this are closed (None: none closed yet).
         self.closed_before_ms: int | None = None
         self.late_readings = 0
+        #: Sites with a newer reading or ancestry since the last tick: their contribution is
+        #: refreshed (and the difference sent) once per tick, however many readings arrived.
+        self._changed: set[str] = set()
         self._dirty_twins: set[str] = set()
         #: Sites whose limits (from a new ancestry) Redis has not been given yet.
         self._new_limits: set[str] = set()
@@ -123,7 +140,7 @@ class Shard:
         ``source_max_ms`` is the newest event time that poll of ``source`` delivered to any shard.
         """
         out = ShardOutput()
-        touched: set[str] = set()
+        touched = self._changed
         for record in ancestries:
             twin = self._twin(record["site_id"])
             if twin.ancestry is None:
@@ -152,8 +169,6 @@ class Shard:
         if newest:
             self.clock.observe(source, newest, wall_ms)
         now = self.clock.advance(wall_ms)
-        for site_id in touched:
-            self._refresh(self.sites[site_id], now, out)
         # Closing here as well as on ticks makes "too late" a matter of event time only,
         # not of how batches happened to meet the wall clock.
         self._close_minutes(now, out)
@@ -162,12 +177,18 @@ class Shard:
     # ---- time ----------------------------------------------------------------------------
 
     def tick(self, wall_ms: int, flush_twins: bool = True) -> ShardOutput:
-        """Age silent sites, apply due membership changes, close minutes, write changed twins."""
+        """Send the changed contributions, age silent sites, apply due membership changes, close
+        minutes, write changed twins."""
         out = ShardOutput()
         now = self.clock.advance(wall_ms)
+        acc: PathSums = {}
+        for site_id in self._changed:
+            self._refresh(self.sites[site_id], now, out, acc)
+        self._changed.clear()
         for twin in self.sites.values():
             if twin.recheck_ms is not None and twin.recheck_ms <= now:
-                self._refresh(twin, now, out)
+                self._refresh(twin, now, out, acc)
+        self._expand(acc, out)
         self._close_minutes(now, out)
         if flush_twins:
             self._flush_twins(now, out)
@@ -182,8 +203,13 @@ class Shard:
 
     # ---- the twin and its contribution ----------------------------------------------------
 
-    def _refresh(self, twin: SiteTwin, now: int, out: ShardOutput) -> None:
-        """Bring a twin's status and contribution up to ``now``, sending what changed."""
+    def _refresh(self, twin: SiteTwin, now: int, out: ShardOutput, acc: PathSums) -> None:
+        """Bring a twin's status and contribution up to ``now``; add what changed to ``acc``.
+
+        Differences are summed per chain of ancestors (one per hierarchy) rather than per node:
+        sites share chains, so expanding the sums to nodes afterwards (:meth:`_expand`) costs far
+        fewer vector additions than adding every site to each of its nodes.
+        """
         cfg = self.config
         last_seen = twin.last_seen_ms
         status = status_at(now, last_seen, cfg.delayed_after_ms, cfg.offline_after_ms)
@@ -193,39 +219,51 @@ class Shard:
             twin.status = status
         self._dirty_twins.add(twin.site_id)
         ancestry = twin.ancestry
-        paths = ancestry.paths_at(now) if ancestry is not None else ()
-        nodes = tuple(node for path in paths for node in path.node_ids)
-        vector = contribution(twin.reading, status, ancestry) if nodes and ancestry else ZERO
+        chains = tuple((p.hierarchy, p.node_ids) for p in ancestry.paths_at(now)) if ancestry else ()
+        vector = contribution(twin.reading, status, ancestry) if chains and ancestry else ZERO
         stale_ms = last_seen if status in (DELAYED, OFFLINE) else None
-        old_nodes = twin.sent_nodes
-        if nodes == old_nodes:
+        old_chains = twin.sent_chains
+        if chains == old_chains:
             if vector != twin.sent_vector:
                 diff = [new - old for new, old in zip(vector, twin.sent_vector, strict=True)]
-                for node in nodes:
-                    self._add(out, node, diff)
+                for chain in chains:
+                    _accumulate(acc, chain, diff)
             if stale_ms != twin.sent_stale_ms:
-                for node in nodes:
-                    self._stale(out, node, twin.site_id, stale_ms)
+                for _, nodes in chains:
+                    for node in nodes:
+                        self._stale(out, node, twin.site_id, stale_ms)
         else:
             negative = [-v for v in twin.sent_vector]
-            for node in old_nodes:
-                self._add(out, node, negative)
+            for chain in old_chains:
+                _accumulate(acc, chain, negative)
                 if twin.sent_stale_ms is not None:
-                    self._stale(out, node, twin.site_id, None)
-            for path in paths:
-                for depth, node in enumerate(path.node_ids):
-                    self._add(out, node, vector)
-                    self._changes(out, node).meta[node] = (path.hierarchy, node_kind(path.hierarchy, depth))
-                    if stale_ms is not None:
+                    for node in chain[1]:
+                        self._stale(out, node, twin.site_id, None)
+            for chain in chains:
+                _accumulate(acc, chain, vector)
+                if stale_ms is not None:
+                    for node in chain[1]:
                         self._stale(out, node, twin.site_id, stale_ms)
         twin.sent_vector = vector
-        twin.sent_nodes = nodes
+        twin.sent_chains = chains
         twin.sent_stale_ms = stale_ms
         deadline = None if last_seen is None else status_deadline(
             status, last_seen, cfg.delayed_after_ms, cfg.offline_after_ms)
         change = ancestry.next_change_after(now) if ancestry is not None else None
         pending = [t for t in (deadline, change) if t is not None]
         twin.recheck_ms = min(pending) if pending else None
+
+    def _expand(self, acc: PathSums, out: ShardOutput) -> None:
+        """Send the summed differences of each chain to every node on it."""
+        for (hierarchy, nodes), diff in acc.items():
+            for depth, node in enumerate(nodes):
+                changes = self._changes(out, node)
+                changes.meta[node] = (hierarchy, node_kind(hierarchy, depth))
+                total = changes.deltas.get(node)
+                if total is None:
+                    changes.deltas[node] = list(diff)
+                else:
+                    add_into(total, diff)
 
     def _changes(self, out: ShardOutput, node: str) -> NodeChanges:
         group = self._group_of.get(node)
@@ -235,14 +273,6 @@ class Shard:
         if changes is None:
             changes = out.groups[group] = NodeChanges(clock_ms=self.clock.now_ms, shard=self.shard)
         return changes
-
-    def _add(self, out: ShardOutput, node: str, diff: tuple[float, ...] | list[float]) -> None:
-        deltas = self._changes(out, node).deltas
-        total = deltas.get(node)
-        if total is None:
-            deltas[node] = list(diff)
-        else:
-            add_into(total, diff)
 
     def _stale(self, out: ShardOutput, node: str, site_id: str, last_seen_ms: int | None) -> None:
         self._changes(out, node).stale.setdefault(node, {})[site_id] = last_seen_ms

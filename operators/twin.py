@@ -139,9 +139,10 @@ class SiteTwin:
     reading: Reading | None = None
     status: str = UNKNOWN
     ancestry: Ancestry | None = None
-    #: The vector and the nodes it was last added to, so the next change is sent as a difference.
+    #: The vector last sent, so the next change is sent as a difference.
     sent_vector: tuple[float, ...] = ZERO
-    sent_nodes: tuple[str, ...] = ()
+    #: The chains of ancestors (hierarchy, node ids) the vector was added to.
+    sent_chains: tuple[tuple[str, tuple[str, ...]], ...] = ()
     #: Whether this site is listed among its nodes' stale (not ONLINE) members, and with which time.
     sent_stale_ms: int | None = None
     #: Clock time at which the contribution must be looked at again even if nothing is heard

@@ -14,6 +14,7 @@ the aggregate cannot have left it during the minute).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -120,7 +121,7 @@ class MinuteWindow:
 SILENT_PARTIAL: tuple[float, ...] = (0.0,) * P_EXPECTED + (1.0, 0.0)
 
 
-def add_into(total: list[float], part: tuple[float, ...] | list[float]) -> None:
+def add_into(total: list[float], part: Sequence[float]) -> None:
     """``total += part``, element-wise, in place."""
     for i, value in enumerate(part):
         total[i] += value
