@@ -12,16 +12,31 @@ they connect.
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
 from vpp import kafka
 from vpp.config import Settings
 from vpp.topics import COMMANDS_SITE, PRICES_FORECAST
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+def next_batch(consumer: Consumer, most: int, wait_s: float) -> list[Message]:
+    """Wait up to ``wait_s`` for one message, then take what else is ready, up to ``most``.
+
+    ``Consumer.consume(n, timeout)`` waits for a full batch or the timeout, which
+    would add up to ``timeout`` of latency to every command at low traffic.
+    """
+    first = consumer.poll(wait_s)
+    if first is None:
+        return []
+    return [first, *consumer.consume(most - 1, 0)]
 
 
 async def uncancellable_in_thread(func: Callable[..., T], *args: Any) -> T:
@@ -51,7 +66,12 @@ class Feed:
     async def batches(self) -> AsyncIterator[list[Message]]:
         """Yield each non-empty batch; broker-side errors (e.g. partition EOF) are skipped."""
         while not self._stopped:
-            messages = await uncancellable_in_thread(self.consumer.consume, self._batch, self._wait_s)
+            try:
+                messages = await uncancellable_in_thread(next_batch, self.consumer, self._batch, self._wait_s)
+            except KafkaException as exc:  # e.g. a rebalance callback failing; the consumer recovers
+                log.warning("polling %s failed: %s", self.consumer, exc)
+                await asyncio.sleep(self._wait_s)
+                continue
             good = [m for m in messages if m.error() is None and m.value() is not None]
             if good:
                 yield good
@@ -60,9 +80,18 @@ class Feed:
         """End ``batches`` after the poll in flight returns."""
         self._stopped = True
 
-    def close(self) -> None:
-        """Leave the group (if any) and release the consumer."""
-        self.consumer.close()
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Leave the group (if any) and release the consumer, waiting at most ``timeout_s``.
+
+        librdkafka's close can wait indefinitely when the group is mid-rebalance;
+        a stopping gateway must not, so the close runs in a daemon thread that is
+        abandoned (and logged) if it overruns.
+        """
+        closer = threading.Thread(target=self.consumer.close, name="feed-close", daemon=True)
+        closer.start()
+        closer.join(timeout_s)
+        if closer.is_alive():
+            log.warning("consumer close did not finish within %.0f s; abandoning it", timeout_s)
 
 
 def start_at_end_unless_committed(consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -72,10 +101,14 @@ def start_at_end_unless_committed(consumer: Consumer, partitions: list[TopicPart
     after the assignment is never skipped; committed positions (a partition moving
     between instances) win, so a rebalance loses nothing either.
     """
-    positions = consumer.committed(partitions, timeout=10)
-    for position in positions:
-        if position.offset < 0:
-            position.offset = consumer.get_watermark_offsets(position, timeout=10)[1]
+    try:
+        positions = consumer.committed(partitions, timeout=10)
+        for position in positions:
+            if position.offset < 0:
+                position.offset = consumer.get_watermark_offsets(position, timeout=10)[1]
+    except KafkaException as exc:
+        log.warning("cannot resolve start positions (%s); falling back to the reset policy", exc)
+        positions = partitions
     consumer.assign(positions)
 
 

@@ -31,7 +31,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from confluent_kafka import Message, Producer
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 from websockets import ConnectionClosed, ConnectionClosedError, Headers
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
@@ -56,6 +56,7 @@ from vpp.config import Settings
 log = logging.getLogger(__name__)
 
 SEND_TIMEOUT_S = 5.0
+REDIS_CONNECTIONS = 64
 
 
 def default_instance_id() -> str:
@@ -70,6 +71,7 @@ class Session:
     ws: ServerConnection
     claims: DeviceClaims
     encoding: Encoding
+    closing: bool = False
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,10 @@ class Gateway:
         self._port = settings.gateway_port if port is None else port
         self._metrics_port = settings.gateway_metrics_port if metrics_port is None else metrics_port
         self._codec = packaged_codec()
-        self._rds: Redis = Redis.from_url(settings.redis)
+        # A bounded pool that makes callers wait for a connection: a burst of handshakes queues
+        # rather than failing with "too many connections".
+        self._rds: Redis = Redis(connection_pool=BlockingConnectionPool.from_url(
+            settings.redis, max_connections=REDIS_CONNECTIONS, timeout=10))
         self._routes = Routes(self._rds, self.instance_id, settings.gateway_route_ttl_s)
         self._producer = BackpressureProducer(
             Producer(kafka.client_config(settings, **{"linger.ms": 5,
@@ -104,6 +109,8 @@ class Gateway:
         self._prices: dict[str, _Forecast] = {}
         self._feeds: list[Feed] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
+        self._block_s = min(1.0, settings.gateway_heartbeat_s)
         self._server: Server | None = None
         self._health: asyncio.Server | None = None
         self._last_heartbeat = 0.0
@@ -155,11 +162,15 @@ class Gateway:
         if self._health is not None:
             self._health.close()
             await self._health.wait_closed()
+        self._stopping.set()
         for feed in self._feeds:
             feed.stop()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # The loops end on their own within a poll; cancelling is only the fallback, because
+        # redis-py can swallow a cancellation that lands inside a blocking call.
+        if self._tasks:
+            _, late = await asyncio.wait(set(self._tasks), timeout=self._block_s + 5)
+            for task in late:
+                task.cancel()
         for feed in self._feeds:
             await asyncio.to_thread(feed.close)
         await asyncio.to_thread(self._producer.close)
@@ -194,7 +205,8 @@ class Gateway:
             return self._refuse(connection, 401, "invalid_token", f"invalid token: {exc}")
         try:
             revoked = await self._rds.sismember(REVOKED_KEY, claims.jti)
-        except RedisError:
+        except RedisError as exc:
+            log.warning("revocation check failed (%s); refusing %s for now", exc, claims.site_id)
             return self._refuse(connection, 503, "revocation_unknown", "cannot check revocation; retry")
         if revoked:
             return self._refuse(connection, 403, "revoked", "token revoked")
@@ -290,13 +302,12 @@ class Gateway:
             await self._routes.forward(forwards)
 
     async def _read_inbox(self, position: bytes) -> None:
-        block_ms = int(self.settings.gateway_heartbeat_s * 1000)
-        while True:
+        while not self._stopping.is_set():
             try:
-                position, records = await self._routes.read_inbox(position, block_ms)
+                position, records = await self._routes.read_inbox(position, int(self._block_s * 1000))
             except RedisError:
                 log.warning("reading the inbox failed; retrying", exc_info=True)
-                await asyncio.sleep(self.settings.gateway_heartbeat_s)
+                await self._pause(self.settings.gateway_heartbeat_s)
                 continue
             for raw in records:
                 site = self._command_site(raw)
@@ -365,14 +376,19 @@ class Gateway:
 
     async def _heartbeat(self) -> None:
         """Refresh routes; close connections whose token was revoked or expired, or whose site moved."""
-        while True:
-            await asyncio.sleep(self.settings.gateway_heartbeat_s)
+        while await self._pause(self.settings.gateway_heartbeat_s):
             try:
                 await self._sweep()
             except RedisError:
                 log.warning("heartbeat failed; routes expire if this persists", exc_info=True)
             else:
                 self._last_heartbeat = time.monotonic()
+
+    async def _pause(self, seconds: float) -> bool:
+        """Sleep ``seconds`` unless the gateway stops first; whether to go on."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        return not self._stopping.is_set()
 
     async def _sweep(self) -> None:
         sessions = list(self._sessions.values())
@@ -384,6 +400,8 @@ class Gateway:
             revoked.extend(bool(flag) for flag in await self._rds.smismember(REVOKED_KEY, chunk))
         now = datetime.now(UTC)
         for session, is_revoked in zip(sessions, revoked, strict=True):
+            if session.closing:
+                continue
             if is_revoked:
                 reason, label = "token revoked", "revoked"
             elif session.claims.expires_at <= now:
@@ -393,6 +411,7 @@ class Gateway:
             else:
                 continue
             self.metrics.rejects.labels(label).inc()
+            session.closing = True
             self._spawn(session.ws.close(CloseCode.POLICY_VIOLATION, reason))
 
 

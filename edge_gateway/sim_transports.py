@@ -25,7 +25,7 @@ from websockets.typing import Subprotocol
 
 from assets.generator import Site, generate_fleet
 from assets.loader import restore_fleet
-from edge_gateway.feeds import start_at_end_unless_committed, uncancellable_in_thread
+from edge_gateway.feeds import next_batch, start_at_end_unless_committed, uncancellable_in_thread
 from edge_gateway.simulator import FleetSimulator, SimClock, SimulatedSite
 from edge_gateway.tokens import issue_token
 from edge_gateway.wire import DOWNSTREAM_RECORDS, Encoding, json_frame
@@ -203,7 +203,9 @@ class KafkaTransport:
         last = self.clock.now()
         try:
             while deadline is None or loop.time() < deadline:
-                await uncancellable_in_thread(self._answer, self.clock.wall_seconds(self.interval_s))
+                tick = loop.time() + self.clock.wall_seconds(self.interval_s)
+                while (left := tick - loop.time()) > 0:
+                    await uncancellable_in_thread(self._answer, left)
                 now = self.clock.now()
                 for record in self.fleet.step((now - last).total_seconds(), now):
                     site_id = record["site_id"]
@@ -223,7 +225,7 @@ class KafkaTransport:
 
     def _answer(self, wait_s: float) -> None:
         """Consume commands and forecasts for up to ``wait_s``; produce acks and plans."""
-        for message in self._consumer.consume(1000, wait_s):
+        for message in next_batch(self._consumer, 1000, wait_s):
             value = message.value()
             if message.error() is not None or value is None:
                 continue

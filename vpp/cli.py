@@ -141,9 +141,10 @@ def bench(
 ) -> None:
     """Run one benchmark, print its figures and write bench/results/NAME.json."""
     from bench import assets as assets_bench
+    from bench import gateway as gateway_bench
     from bench.results import write_result
 
-    benchmarks = {"assets": assets_bench.run}
+    benchmarks = {"assets": assets_bench.run, "gateway": gateway_bench.run}
     if name not in benchmarks:
         known = ", ".join(sorted(benchmarks))
         err_console.print(f"[red]error:[/] unknown benchmark {name!r}; one of {known}")

@@ -1,0 +1,266 @@
+"""``vpp bench gateway``: many concurrent device connections through one gateway process into Kafka.
+
+The gateway runs as its own process (``python -m edge_gateway``) so its CPU
+time can be read from /proc and its core is not shared with the load
+generator, which holds every device connection in this process. Two phases:
+every device at 1 Hz (the design's load; latency from the device's event time
+to the record's arrival on ``telemetry.raw``), then every device sending as
+fast as it can (throughput, and frames per gateway CPU-second). Baseline in
+the same run: the gateway's per-frame work alone (Avro decode, validate,
+stamp, encode) without sockets or Kafka, which bounds what one core can do.
+
+A private local stack is started in a temporary directory unless settings
+are passed in (the tests pass the session stack's).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.typing import Subprotocol
+
+from edge_gateway.feeds import next_batch
+from edge_gateway.frames import parse_frame
+from edge_gateway.sim_transports import raise_fd_limit
+from edge_gateway.tokens import issue_token
+from edge_gateway.wire import AVRO_SUBPROTOCOL
+from schemas import packaged_codec
+from vpp import kafka
+from vpp.config import Settings
+from vpp.stack import Stack
+from vpp.topics import TELEMETRY_RAW
+
+CODEC = packaged_codec()
+CONNECT_CONCURRENCY = 100
+
+
+def run(quick: bool) -> dict[str, float]:
+    """Measure and return the figures (quick: 500 connections, short phases)."""
+    return measure(connections=500 if quick else 2000, phase_s=5.0 if quick else 20.0)
+
+
+def measure(connections: int, phase_s: float, settings: Settings | None = None) -> dict[str, float]:
+    """Run both phases with ``connections`` devices for ``phase_s`` seconds each."""
+    raise_fd_limit()
+    with _stack(settings) as stack_settings, _gateway_process(stack_settings) as (port, metrics_port, pid):
+        tail = _LatencyTail(stack_settings)
+        try:
+            figures = asyncio.run(_drive(stack_settings, port, metrics_port, pid, connections, phase_s, tail))
+        finally:
+            tail.stop()
+    figures["baseline_parse_frames_per_s"] = _baseline_parse_rate()
+    return figures
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _stack(settings: Settings | None) -> Iterator[Settings]:
+    if settings is not None:
+        yield settings
+        return
+    with tempfile.TemporaryDirectory(prefix="vpp-bench-gateway-") as directory:
+        private = Settings(data_dir=Path(directory), kafka_port=_free_port(), redis_port=_free_port(),
+                           clickhouse_port=_free_port(), kafka_bootstrap=None, redis_url=None,
+                           clickhouse_url=None)
+        stack = Stack(private)
+        stack.up()
+        try:
+            yield private
+        finally:
+            stack.down()
+
+
+@contextlib.contextmanager
+def _gateway_process(settings: Settings) -> Iterator[tuple[int, int, int]]:
+    """A gateway subprocess with no practical rate limit; yields (port, metrics port, pid)."""
+    port, metrics_port = _free_port(), _free_port()
+    log = (settings.data_dir / "bench-gateway.log").open("wb")
+    env = {**os.environ, "VPP_KAFKA_BOOTSTRAP": settings.kafka, "VPP_REDIS_URL": settings.redis,
+           "VPP_GATEWAY_RATE_PER_S": "1000000", "VPP_GATEWAY_RATE_BURST": "1000000",
+           "VPP_GATEWAY_TOKEN_SECRET": settings.gateway_token_secret.get_secret_value(),
+           "VPP_GATEWAY_CONSUMER_GROUP": f"bench-{os.getpid()}"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "edge_gateway", "--host", "127.0.0.1", "--port", str(port),
+         "--metrics-port", str(metrics_port), "--instance-id", "bench"],
+        env=env, stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        deadline = time.monotonic() + 60
+        while not _healthy(metrics_port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the gateway process did not become healthy")
+            time.sleep(0.2)
+        yield port, metrics_port, process.pid
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+def _healthy(metrics_port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/healthz", timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def _frames_in(metrics_port: int) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return sum(sample.value for family in text_string_to_metric_families(text)
+               for sample in family.samples
+               if sample.name == "vpp_gateway_frames_in_total" and sample.labels.get("kind") == "telemetry")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class _LatencyTail:
+    """Reads telemetry.raw in a thread; notes (event time, arrival) of every record, in epoch seconds."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.samples: list[tuple[float, float]] = []
+        self._consumer = Consumer(kafka.client_config(
+            settings, **{"group.id": f"bench-tail-{os.getpid()}", "enable.auto.commit": False,
+                         "fetch.wait.max.ms": 5}))
+        partitions = self._consumer.list_topics(TELEMETRY_RAW, timeout=10).topics[TELEMETRY_RAW].partitions
+        starts = [TopicPartition(TELEMETRY_RAW, p,
+                                 self._consumer.get_watermark_offsets(TopicPartition(TELEMETRY_RAW, p))[1])
+                  for p in partitions]
+        self._consumer.assign(starts)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            for message in next_batch(self._consumer, 1000, 0.1):
+                value = message.value()
+                if message.error() is None and value is not None:
+                    arrived = time.time()
+                    self.samples.append((CODEC.decode(value)["event_time"].timestamp(), arrived))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._consumer.close()
+
+
+def _telemetry(site_id: str, seq: int) -> bytes:
+    return CODEC.encode("SiteTelemetry", {
+        "site_id": site_id, "seq": seq, "event_time": datetime.now(UTC), "received_time": None,
+        "soc_pct": 50.0, "battery_kw": 1.0, "solar_kw": 2.0, "load_kw": 0.7, "grid_kw": -2.3,
+        "battery_temp_c": 24.0, "mode": "SELF_CONSUMPTION", "active_command_id": None, "firmware": "bench"})
+
+
+async def _open(settings: Settings, port: int, count: int) -> list[tuple[str, ClientConnection]]:
+    gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+
+    async def one(i: int) -> tuple[str, ClientConnection]:
+        site_id = f"bench-{i:05d}"
+        headers = {"Authorization": f"Bearer {issue_token(settings, site_id).token}"}
+        async with gate:
+            ws = await connect(f"ws://127.0.0.1:{port}/", additional_headers=headers, open_timeout=60,
+                               subprotocols=[Subprotocol(AVRO_SUBPROTOCOL)], ping_interval=None)
+        return site_id, ws
+
+    return list(await asyncio.gather(*(one(i) for i in range(count))))
+
+
+async def _paced(site_id: str, ws: ClientConnection, offset_s: float, until: float) -> None:
+    """One frame a second, fresh event time each, starting ``offset_s`` into the second."""
+    loop = asyncio.get_running_loop()
+    next_at, seq = loop.time() + offset_s, 0
+    while next_at < until:
+        await asyncio.sleep(max(0.0, next_at - loop.time()))
+        seq += 1
+        await ws.send(_telemetry(site_id, seq))
+        next_at += 1.0
+
+
+async def _flat_out(ws: ClientConnection, frame: bytes, until: float) -> None:
+    loop = asyncio.get_running_loop()
+    while loop.time() < until:
+        for _ in range(20):
+            await ws.send(frame)
+        await asyncio.sleep(0)
+
+
+async def _phase(metrics_port: int, pid: int, tasks: list[Any]) -> tuple[float, float, float, float]:
+    """Run the tasks, then a second for the last frames; (frames, gateway CPU seconds, wall start, end)."""
+    frames0, cpu0, wall0 = _frames_in(metrics_port), _cpu_seconds(pid), time.time()
+    await asyncio.gather(*tasks)
+    await asyncio.sleep(1.0)
+    return _frames_in(metrics_port) - frames0, _cpu_seconds(pid) - cpu0, wall0, time.time()
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if len(values) < 2:
+        return values[0] if values else float("nan")
+    return statistics.quantiles(values, n=1000, method="inclusive")[min(998, int(q * 1000) - 1)]
+
+
+async def _drive(settings: Settings, port: int, metrics_port: int, pid: int, connections: int,
+                 phase_s: float, tail: _LatencyTail) -> dict[str, float]:
+    devices = await _open(settings, port, connections)
+    loop = asyncio.get_running_loop()
+    try:
+        until = loop.time() + phase_s
+        paced = [_paced(site, ws, i / connections, until) for i, (site, ws) in enumerate(devices)]
+        frames_1hz, cpu_1hz, start_1hz, end_1hz = await _phase(metrics_port, pid, paced)
+        latencies = [(arrived - sent) * 1000 for sent, arrived in list(tail.samples)
+                     if start_1hz <= sent <= end_1hz]
+        until = loop.time() + phase_s
+        frames = [_telemetry(site, 1) for site, _ in devices]
+        flat = [_flat_out(ws, frame, until) for (_, ws), frame in zip(devices, frames, strict=True)]
+        frames_max, cpu_max, _, _ = await _phase(metrics_port, pid, flat)
+    finally:
+        await asyncio.gather(*(ws.close() for _, ws in devices), return_exceptions=True)
+    return {
+        "connections": float(connections),
+        "frames_per_s": frames_max / phase_s,
+        "frames_per_s_per_core": frames_max / cpu_max if cpu_max > 0 else float("nan"),
+        "latency_p50_ms": _percentile(latencies, 0.5),
+        "latency_p99_ms": _percentile(latencies, 0.99),
+        "frames_per_s_1hz": frames_1hz / phase_s,
+        "gateway_cpu_pct_1hz": 100.0 * cpu_1hz / phase_s,
+        "gateway_cpu_pct_max": 100.0 * cpu_max / phase_s,
+        "latency_samples": float(len(latencies)),
+    }
+
+
+def _baseline_parse_rate(n: int = 20_000) -> float:
+    """Frames per second one core spends on the gateway's per-frame work alone."""
+    frame, now = _telemetry("bench-00000", 1), datetime.now(UTC)
+    started = time.perf_counter()
+    for _ in range(n):
+        parse_frame(CODEC, frame, "bench-00000", now)
+    return n / (time.perf_counter() - started)
