@@ -13,6 +13,7 @@ import random
 import signal
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -31,9 +32,9 @@ pytestmark = pytest.mark.integration
 WRITE_BOOKKEEPING = {"seq", "updated_at", "_vb", "oldest_knowledge_age_s"}
 
 
-@pytest.fixture
-def own_stack(tmp_path: Path) -> Iterator[Settings]:
-    settings = local_settings(tmp_path / "stack", default_partitions=3, topic_partitions={"telemetry.raw": 6},
+@contextmanager
+def _stack(data_dir: Path) -> Iterator[Settings]:
+    settings = local_settings(data_dir, default_partitions=3, topic_partitions={"telemetry.raw": 6},
                               telemetry_shards=8, telemetry_node_groups=4)
     stack = Stack(settings)
     stack.up()
@@ -41,6 +42,12 @@ def own_stack(tmp_path: Path) -> Iterator[Settings]:
         yield settings
     finally:
         stack.down()
+
+
+@pytest.fixture
+def own_stack(tmp_path: Path) -> Iterator[Settings]:
+    with _stack(tmp_path / "stack") as settings:
+        yield settings
 
 
 def _poison(sc: Scenario, n: int, seed: int = 1) -> list[tuple[bytes | None, bytes]]:
@@ -71,11 +78,11 @@ def _results(settings: Settings) -> tuple[dict[str, dict[str, object]], Rows, Ro
 
 
 def test_aggregates_and_minutes_equal_brute_force_and_every_bad_record_is_a_dead_letter(
-        own_stack: Settings) -> None:
+        own_stack: Settings, tmp_path: Path) -> None:
     sc = generate(n_sites=300, minutes=6.25)
     poison = _poison(sc, 40)
     flowrun.produce(own_stack, sc, poison)
-    flowrun.run_to_end(own_stack)
+    flowrun.run_with_late_data(own_stack, sc, tmp_path / "recovery")
 
     nodes, site_rows, node_rows = _results(own_stack)
     assert check_all(sc, nodes, site_rows, node_rows, sc.end_ms) == []
@@ -93,31 +100,34 @@ def test_aggregates_and_minutes_equal_brute_force_and_every_bad_record_is_a_dead
 
 
 def test_killed_and_restarted_with_two_workers_it_writes_what_an_uninterrupted_run_writes(
-        own_stack: Settings, tmp_path: Path) -> None:
+        tmp_path: Path) -> None:
     sc = generate(n_sites=300, minutes=6.25, seed=11)
-    flowrun.produce(own_stack, sc)
-
-    flowrun.run_to_end(own_stack, recovery=tmp_path / "recovery-a")
-    uninterrupted = _results(own_stack)
+    with _stack(tmp_path / "uninterrupted") as settings:
+        flowrun.produce(settings, sc)
+        flowrun.run_with_late_data(settings, sc, tmp_path / "recovery-a")
+        uninterrupted = _results(settings)
     assert check_all(sc, *uninterrupted, sc.end_ms) == []
-    flowrun.reset_outputs(own_stack)
 
-    # Slow the first attempt down (small polls) so it is surely killed mid-stream.
-    recovery = tmp_path / "recovery-b"
-    process = flowrun.start(own_stack, recovery=recovery, VPP_KAFKA_BATCH_SIZE="20")
-    deadline = time.monotonic() + 120
-    while not flowrun.minute_rows(own_stack, "site_minute", "site_id") and time.monotonic() < deadline:
-        time.sleep(0.2)
-    time.sleep(1.5)  # past at least one snapshot
-    assert process.poll() is None, "the dataflow finished before it could be killed"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    partial = flowrun.minute_rows(own_stack, "site_minute", "site_id")
-    assert 0 < len(partial) < len(uninterrupted[1])
-
-    flowrun.run_to_end(own_stack, workers=2, recovery=recovery)
-    restarted = _results(own_stack)
-    assert check_all(sc, *restarted, sc.end_ms) == []
+    with _stack(tmp_path / "killed") as settings:
+        flowrun.produce(settings, sc)
+        recovery = tmp_path / "recovery-b"
+        # Slow the first attempt down (tiny polls) so it is surely killed mid-stream.
+        process = flowrun.start(settings, recovery=recovery, VPP_KAFKA_BATCH_SIZE="5")
+        started = time.monotonic()
+        deadline = started + 120
+        while not flowrun.minute_rows(settings, "site_minute", "site_id") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        while time.monotonic() < started + 2.5:  # past a couple of snapshots (one a second)
+            time.sleep(0.1)
+        assert process.poll() is None, "the dataflow finished before it could be killed"
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        partial = flowrun.minute_rows(settings, "site_minute", "site_id")
+        assert 0 < len(partial) < len(uninterrupted[1])
+        flowrun.run_with_late_data(settings, sc, recovery, workers=2)
+        restarted = _results(settings)
+    problems = check_all(sc, *restarted, sc.end_ms)
+    assert problems == [], "\n".join(problems[:40])
 
     # Sums reached through other batches may differ in the last bits of a float, nothing more.
     assert set(restarted[0]) == set(uninterrupted[0])

@@ -25,7 +25,12 @@ NAVIGATION_SUFFIXES = (":children", ":parents", ":sites")
 
 
 def produce(settings: Settings, sc: Scenario, poison: Iterable[tuple[bytes | None, bytes]] = ()) -> None:
-    """The scenario's ancestries, then readings (poison interleaved evenly), then the too-late ones."""
+    """The scenario's ancestries, then its readings with the poison interleaved evenly.
+
+    The too-late readings go separately (:func:`produce_too_late`), once the dataflow has read
+    everything else: only then is "too late" a property of the input, whatever the order in which
+    the dataflow happened to read the partitions.
+    """
     codec = packaged_codec()
     producer = Producer(client_config(settings, **{"linger.ms": 20}))
     for record in sc.ancestries:
@@ -41,13 +46,25 @@ def produce(settings: Settings, sc: Scenario, poison: Iterable[tuple[bytes | Non
             producer.produce(TELEMETRY_RAW, key=key, value=value)
         if i % 5000 == 0:
             producer.poll(0)
-    producer.flush(30)
-    for record in sc.too_late:
-        producer.produce(TELEMETRY_RAW, key=record["site_id"].encode(),
-                         value=codec.encode("SiteTelemetry", record))
     for key, value in bad:
         producer.produce(TELEMETRY_RAW, key=key, value=value)
     producer.flush(30)
+
+
+def produce_too_late(settings: Settings, sc: Scenario) -> None:
+    codec = packaged_codec()
+    producer = Producer(client_config(settings))
+    for record in sc.too_late:
+        producer.produce(TELEMETRY_RAW, key=record["site_id"].encode(),
+                         value=codec.encode("SiteTelemetry", record))
+    producer.flush(30)
+
+
+def run_with_late_data(settings: Settings, sc: Scenario, recovery: Path, workers: int = 1) -> None:
+    """Run to the end of the input, add the too-late readings, and resume to the end again."""
+    run_to_end(settings, workers, recovery)
+    produce_too_late(settings, sc)
+    run_to_end(settings, workers, recovery)
 
 
 def start(settings: Settings, workers: int = 1, recovery: Path | None = None,
