@@ -192,7 +192,10 @@ class KafkaTransport:
         self._codec: AvroCodec = packaged_codec()
         self._rng = random.Random(seed)
         self._producer = Producer(kafka.client_config(settings, **{"linger.ms": 20}))
-        self._consumer = Consumer(kafka.client_config(settings, **{"group.id": group_id}))
+        # A short session: brokers (Tansu among them) hold a new group's first join for a
+        # good part of the session timeout, which at librdkafka's default is 45 s.
+        self._consumer = Consumer(kafka.client_config(settings, **{
+            "group.id": group_id, "session.timeout.ms": 10_000, "heartbeat.interval.ms": 1_000}))
         self.assigned: set[tuple[str, int]] = set()
         self._consumer.subscribe([COMMANDS_SITE, PRICES_FORECAST], on_assign=self._on_assign)
 
