@@ -41,6 +41,10 @@ class AncestryVersion(NamedTuple):
     paths: tuple[Path, ...]
 
 
+#: Chains of ancestors as the rollups use them: (hierarchy, node ids nearest first).
+Chains = tuple[tuple[str, tuple[str, ...]], ...]
+
+
 def _ms(value: datetime) -> int:
     return int(value.timestamp() * 1000)
 
@@ -64,6 +68,8 @@ class Ancestry:
     reserve_pct: float
     region: str
     versions: tuple[AncestryVersion, ...]
+    #: ``chains_at`` answers for [from, until): valid until the next change of membership.
+    _cached: tuple[int, int | None, Chains] | None = None
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Ancestry:
@@ -85,6 +91,7 @@ class Ancestry:
         new = AncestryVersion(version, _ms(record["effective_from"]), bool(record["retired"]), paths)
         earlier = [v for v in self.versions if v.effective_from_ms < new.effective_from_ms]
         self.versions = (*earlier, new)[-MAX_VERSIONS:]
+        self._cached = None
         self.version = version
         self.capacity_kwh = float(record["capacity_kwh"])
         self.max_charge_kw = float(record["max_charge_kw"])
@@ -109,6 +116,19 @@ class Ancestry:
         if current.retired:
             return ()
         return tuple(p for p in current.paths if p.holds_at(t_ms))
+
+    def chains_at(self, t_ms: int) -> tuple[Chains, int | None]:
+        """(hierarchy, node ids) of each chain holding at ``t_ms``, and when that may next change.
+
+        Asked for every site at every tick, so the answer is kept until the next change.
+        """
+        cached = self._cached
+        if cached is not None and cached[0] <= t_ms and (cached[1] is None or t_ms < cached[1]):
+            return cached[2], cached[1]
+        chains = tuple((p.hierarchy, p.node_ids) for p in self.paths_at(t_ms))
+        until = self.next_change_after(t_ms)
+        self._cached = (t_ms, until, chains)
+        return chains, until
 
     def nodes_at(self, t_ms: int) -> tuple[str, ...]:
         """Every ancestor node of the site at ``t_ms``, in every hierarchy."""

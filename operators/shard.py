@@ -219,7 +219,7 @@ class Shard:
             twin.status = status
         self._dirty_twins.add(twin.site_id)
         ancestry = twin.ancestry
-        chains = tuple((p.hierarchy, p.node_ids) for p in ancestry.paths_at(now)) if ancestry else ()
+        chains, change = ancestry.chains_at(now) if ancestry is not None else ((), None)
         vector = contribution(twin.reading, status, ancestry) if chains and ancestry else ZERO
         stale_ms = last_seen if status in (DELAYED, OFFLINE) else None
         old_chains = twin.sent_chains
@@ -249,7 +249,6 @@ class Shard:
         twin.sent_stale_ms = stale_ms
         deadline = None if last_seen is None else status_deadline(
             status, last_seen, cfg.delayed_after_ms, cfg.offline_after_ms)
-        change = ancestry.next_change_after(now) if ancestry is not None else None
         pending = [t for t in (deadline, change) if t is not None]
         twin.recheck_ms = min(pending) if pending else None
 
