@@ -104,10 +104,85 @@ def stack_down() -> None:
 
 
 @app.command("up")
-def up() -> None:
+def up(
+    sites: int = typer.Option(1000, "--sites", min=1, max=100_000,
+                              help="Sites in the fleet generated when none is stored, and simulated."),
+) -> None:
     """Start the whole local system on embedded defaults and say where to look."""
-    _stack_up(Settings())
-    console.print("stop everything with [bold]vpp down[/]")
+    from vpp.services import Services
+
+    settings = Settings()
+    _stack_up(settings)
+    _ensure_fleet(settings, sites)
+    services = Services(settings, simulated_sites=sites)
+    try:
+        with console.status("starting the platform's services") as status:
+            statuses = services.up(progress=status.update)
+    except StackError as exc:
+        err_console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(code=1) from exc
+    console.print(_parts_table(statuses))
+    console.print(
+        "the fleet is live: [bold]vpp live[/] shows every top-level node (coverage, power, energy); "
+        f"logs are in {services.data_dir / 'logs'}\nstop everything with [bold]vpp down[/]"
+    )
+
+
+def _ensure_fleet(settings: Settings, sites: int) -> None:
+    """A fleet to simulate: the stored one, or a generated one of ``sites`` sites."""
+    from datetime import UTC, datetime
+
+    from assets.generator import generate_fleet
+    from assets.loader import load_fleet, restore_fleet
+
+    if restore_fleet(settings) is not None:
+        return
+    now = datetime.now(UTC)
+    with console.status(f"no fleet stored yet: generating {sites:,} sites") as status:
+        fleet = generate_fleet(now, sites, seed=0)
+        report = load_fleet(settings, fleet, now, int(now.timestamp() * 1000), status.update)
+    console.print(f"generated and loaded {report.sites:,} sites, {report.nodes:,} nodes")
+
+
+@app.command("status")
+def status() -> None:
+    """Show every part of the local system: the stack and the platform's services."""
+    from vpp.services import Services
+
+    settings = Settings()
+    statuses = Stack(settings).status() + Services(settings).status()
+    console.print(_parts_table(statuses))
+    if any(s.state == PartState.UNHEALTHY for s in statuses):
+        raise typer.Exit(code=1)
+
+
+@app.command("live")
+def live(
+    kinds: str = typer.Option("region,state,program", "--kinds",
+                              help="Comma-separated node kinds to show (feeder, substation, postcode, ...)."),
+) -> None:
+    """The live aggregate of each node: coverage, measured and estimated power and energy."""
+    import redis as redis_lib
+
+    from vpp.live import live_nodes
+
+    try:
+        rows = live_nodes(redis_lib.Redis.from_url(Settings().redis), set(kinds.split(",")))
+    except redis_lib.RedisError as exc:
+        err_console.print(f"[red]error:[/] cannot reach Redis ({exc}); start the system with `vpp up`")
+        raise typer.Exit(code=1) from exc
+    if not rows:
+        console.print("no live aggregates yet: is the telemetry dataflow running (`vpp status`)?")
+        return
+    table = Table(title="live fleet")
+    for column in ("node", "kind", "reporting", "coverage", "battery kW", "est. battery kW",
+                   "energy avail. kWh", "est. energy kWh", "oldest data s", "as of"):
+        table.add_column(column, justify="left" if column in ("node", "kind") else "right")
+    for row in rows:
+        table.add_row(row.node_id, row.kind, f"{row.reporting:,}/{row.expected:,}", f"{row.coverage:.1%}",
+                      f"{row.battery_kw:,.1f}", f"{row.est_battery_kw:,.1f}", f"{row.energy_kwh:,.1f}",
+                      f"{row.est_energy_kwh:,.1f}", f"{row.oldest_s:,.0f}", row.as_of)
+    console.print(table)
 
 
 @fleet_app.command("generate")
@@ -157,7 +232,12 @@ def bench(
 
 @app.command("down")
 def down() -> None:
-    """Stop the whole local system."""
+    """Stop the whole local system: the platform's services, then the stack."""
+    from vpp.services import Services
+
+    stopped = Services(Settings()).down(progress=console.print)
+    if stopped:
+        console.print(f"stopped {len(stopped)} service(s)")
     stack_down()
 
 

@@ -1,0 +1,52 @@
+"""Read the live node aggregates the telemetry dataflow keeps in Redis (``node:{id}`` hashes)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import redis
+
+NAVIGATION_SUFFIXES = (":children", ":parents", ":sites")
+
+
+@dataclass(frozen=True)
+class LiveNode:
+    node_id: str
+    kind: str
+    expected: int
+    reporting: int
+    coverage: float
+    battery_kw: float
+    est_battery_kw: float
+    energy_kwh: float
+    est_energy_kwh: float
+    oldest_s: float
+    as_of: str
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def live_nodes(client: redis.Redis, kinds: set[str]) -> list[LiveNode]:
+    """Every node of the given kinds with a live aggregate, ordered by kind and id."""
+    nodes = []
+    for key in client.scan_iter("node:*", count=1000):
+        name = _text(key)
+        if name.endswith(NAVIGATION_SUFFIXES):
+            continue
+        fields = {_text(k): _text(v) for k, v in client.hgetall(name).items()}
+        if fields.get("node_kind") not in kinds:
+            continue
+        event_ms = int(float(fields["event_time"]))
+        nodes.append(LiveNode(
+            node_id=fields["node_id"], kind=fields["node_kind"], expected=int(fields["expected_sites"]),
+            reporting=int(fields["reporting_sites"]), coverage=float(fields["coverage"]),
+            battery_kw=float(fields["battery_kw"]), est_battery_kw=float(fields["est_battery_kw"]),
+            energy_kwh=float(fields["energy_available_kwh"]),
+            est_energy_kwh=float(fields["est_energy_available_kwh"]),
+            oldest_s=float(fields["oldest_knowledge_age_s"]),
+            as_of=datetime.fromtimestamp(event_ms / 1000, UTC).strftime("%H:%M:%S"),
+        ))
+    return sorted(nodes, key=lambda n: (n.kind, n.node_id))
