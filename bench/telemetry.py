@@ -66,18 +66,19 @@ def _private_stack() -> Iterator[Settings]:
 
 
 def _ancestry(i: int, at: datetime) -> dict[str, object]:
+    """Site ``i`` of a synthetic fleet: 50 sites a feeder, 400 postcodes, three programs."""
     feeder = i // 50
-    paths = [
-        {"hierarchy": "electrical", "node_ids": [f"feeder-{feeder}", f"substation-{feeder // 10}",
-                                                 f"region-{feeder // 100}"], "valid_from": at, "valid_to": None},
-        {"hierarchy": "geographic", "node_ids": [f"postcode-{i % 400}", f"county-{i % 40}", f"state-{i % 4}"],
-         "valid_from": at, "valid_to": None},
-        {"hierarchy": "program", "node_ids": [f"program-{i % PROGRAMS}"], "valid_from": at, "valid_to": None},
-    ]
-    return {"site_id": f"site-{i:06d}", "version": 1, "event_time": at, "effective_from": at, "retired": False,
-            "capacity_kwh": 13.5, "max_charge_kw": 5.0, "max_discharge_kw": 5.0, "reserve_pct": 20.0,
-            "solar_kwp": 5.0, "customer_id": None, "region": f"region-{feeder // 100}", "tariff": None,
-            "paths": paths}
+    chains = {
+        "electrical": [f"feeder-{feeder}", f"substation-{feeder // 10}", f"region-{feeder // 100}"],
+        "geographic": [f"postcode-{i % 400}", f"county-{i % 40}", f"state-{i % 4}"],
+        "program": [f"program-{i % PROGRAMS}"],
+    }
+    paths = [{"hierarchy": h, "node_ids": nodes, "valid_from": at, "valid_to": None}
+             for h, nodes in chains.items()]
+    return {"site_id": f"site-{i:06d}", "version": 1, "event_time": at, "effective_from": at,
+            "retired": False, "capacity_kwh": 13.5, "max_charge_kw": 5.0, "max_discharge_kw": 5.0,
+            "reserve_pct": 20.0, "solar_kwp": 5.0, "customer_id": None, "region": f"region-{feeder // 100}",
+            "tariff": None, "paths": paths}
 
 
 def _reading(codec: AvroCodec, i: int, seq: int, event_time: datetime, rng: random.Random) -> bytes:
