@@ -1,0 +1,41 @@
+"""The telemetry benchmark: its parts on small inputs, and the quick CLI run (slow)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from bench import results, telemetry
+from vpp.cli import app
+
+DESIGN_KEYS = ("msgs_per_s_1proc", "msgs_per_s_2proc", "decode_only_msgs_per_s", "freshness_p50_s",
+               "freshness_p99_s", "state_bytes_per_site")
+
+
+def test_state_per_site_is_measured_from_pickled_shards() -> None:
+    small = telemetry._state_bytes_per_site(200)
+    assert 100 < small < 20_000, small
+
+
+@pytest.mark.integration
+def test_throughput_counts_every_preloaded_message() -> None:
+    figures = telemetry._throughput(sites=200, seconds=3)
+    assert figures["messages"] == 600
+    assert figures["msgs_per_s_1proc"] > 0
+    assert figures["msgs_per_s_2proc"] > 0
+    assert figures["decode_only_msgs_per_s"] > 0
+
+
+@pytest.mark.slow
+def test_quick_telemetry_bench_writes_the_design_keys(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(results, "RESULTS_DIR", tmp_path)
+    outcome = CliRunner().invoke(app, ["bench", "telemetry", "--quick"])
+    assert outcome.exit_code == 0, outcome.output
+    written = json.loads((tmp_path / "telemetry.json").read_text())
+    for key in DESIGN_KEYS:
+        assert written[key] > 0, key
+    assert written["quick"] is True
