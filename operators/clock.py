@@ -4,8 +4,9 @@ Kafka keeps order within a partition, not across them, and a consumer may read
 one partition well ahead of another. Taking the newest event time seen as "now"
 would then call the lagging partition's readings late. The clock is instead the
 *oldest* of the partitions' newest event times, over the partitions heard from
-recently; a partition silent for longer than ``idle_ms`` (wall time) stops
-holding the clock back. When every partition is silent, the clock runs on with
+recently (and, at the start, the partitions expected but not heard from yet);
+a partition silent for longer than ``idle_ms`` (wall time) stops holding the
+clock back. When every partition is silent, the clock runs on with
 wall time from the newest event seen, so a fleet that goes quiet still ages.
 
 The clock never goes backwards. Wall times are not kept in snapshots: after a
@@ -14,15 +15,18 @@ restart every partition counts as just heard from.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 
 class EventClock:
     """Watermark over input partitions, in epoch milliseconds."""
 
-    def __init__(self, idle_ms: int) -> None:
+    def __init__(self, idle_ms: int, expected: Iterable[str] = ()) -> None:
         self.idle_ms = idle_ms
-        self.partition_max: dict[str, int] = {}
+        # Partitions expected but not heard from yet hold the clock at the start (for up to idle_ms),
+        # so a shard that hears one process's partitions first does not run ahead of the others.
+        self.partition_max: dict[str, int] = dict.fromkeys(expected, 0)
         self.now_ms = 0
         self._heard_at: dict[str, int] = {}
         self._last_input_wall: int | None = None

@@ -74,6 +74,8 @@ class ShardConfig:
     node_groups: int
     #: An input partition silent this long (wall time) stops holding the clock back.
     idle_ms: int = 10_000
+    #: The input partitions ("topic/partition") the clock waits for at the start.
+    partitions: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -113,7 +115,7 @@ class Shard:
         self.shard = shard
         self.config = config
         self.sites: dict[str, SiteTwin] = {}
-        self.clock = EventClock(config.idle_ms)
+        self.clock = EventClock(config.idle_ms, config.partitions)
         #: Minutes starting before this are closed (None: none closed yet).
         self.closed_before_ms: int | None = None
         self.late_readings = 0

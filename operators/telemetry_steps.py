@@ -23,6 +23,7 @@ from operators.rollup import GroupOutput, NodeGroup
 from operators.shard import NodeChanges, Shard, ShardConfig, ShardOutput
 from operators.sinks import TwinWrite, node_key, site_key
 from vpp.config import Settings
+from vpp.topics import TELEMETRY_RAW
 
 
 def wall_ms() -> int:
@@ -46,6 +47,7 @@ def shard_config(settings: Settings) -> ShardConfig:
         expected_samples_per_minute=60.0 / settings.telemetry_interval_s,
         node_groups=settings.telemetry_node_groups,
         idle_ms=int(settings.partition_idle_s * 1000),
+        partitions=tuple(f"{TELEMETRY_RAW}/{p}" for p in range(settings.partitions_of(TELEMETRY_RAW))),
     )
 
 

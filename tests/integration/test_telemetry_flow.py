@@ -99,6 +99,15 @@ def test_aggregates_and_minutes_equal_brute_force_and_every_bad_record_is_a_dead
     assert all(d["error"] and d["topic"] == "telemetry.raw" and d["offset"] >= 0 for d in letters)
 
 
+def test_two_processes_give_the_brute_force_answer(own_stack: Settings) -> None:
+    sc = generate(n_sites=300, minutes=6.25, seed=5)
+    sc.too_late = []  # "too late" needs the two-phase run of the tests above; here: the cluster
+    flowrun.produce(own_stack, sc)
+    flowrun.run_processes_to_end(own_stack, processes=2)
+    problems = check_all(sc, *_results(own_stack), sc.end_ms)
+    assert problems == [], "\n".join(problems[:40])
+
+
 def test_killed_and_restarted_with_two_workers_it_writes_what_an_uninterrupted_run_writes(
         tmp_path: Path) -> None:
     sc = generate(n_sites=300, minutes=6.25, seed=11)

@@ -14,6 +14,7 @@ import redis
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from schemas import packaged_codec
+from tests.conftest import free_port
 from tests.telemetry.scenario import Scenario
 from vpp.config import Settings
 from vpp.dataflows import dataflow_argv, ensure_recovery, settings_env
@@ -83,6 +84,18 @@ def run_to_end(settings: Settings, workers: int = 1, recovery: Path | None = Non
     process = start(settings, workers, recovery, **overrides)
     output, _ = process.communicate(timeout=timeout_s)
     assert process.returncode == 0, output.decode(errors="replace")[-3000:]
+
+
+def run_processes_to_end(settings: Settings, processes: int, timeout_s: float = 180) -> None:
+    """The dataflow as a cluster of ``processes`` processes (no recovery), each until its input ends."""
+    bounded = settings.model_copy(update={"dataflow_tail": False})
+    env = {**os.environ, **settings_env(bounded)}
+    addresses = [f"127.0.0.1:{free_port()}" for _ in range(processes)]
+    running = [subprocess.Popen(dataflow_argv("telemetry", bounded, 1, None, i, addresses), env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for i in range(processes)]
+    for process in running:
+        output, _ = process.communicate(timeout=timeout_s)
+        assert process.returncode == 0, output.decode(errors="replace")[-3000:]
 
 
 def live_nodes(settings: Settings) -> dict[str, dict[str, Any]]:
