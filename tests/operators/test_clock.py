@@ -35,7 +35,8 @@ def test_an_expected_partition_not_heard_from_holds_the_start() -> None:
     clock = EventClock(idle_ms=10_000, expected=["p0", "p1"])
     clock.observe("p0", 80_000, wall_ms=0)
     assert clock.advance(wall_ms=1_000) == 0
-    assert clock.advance(wall_ms=10_500) == 80_000, "given up on after idle_ms"
+    clock.observe("p0", 90_000, wall_ms=11_000)
+    assert clock.advance(wall_ms=11_500) == 90_000, "p1 is given up on after idle_ms"
 
 
 @given(st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(0, 10**6), st.integers(0, 10**4)),
