@@ -46,15 +46,16 @@ def test_avro_round_trip_through_the_broker(stack_settings: Settings) -> None:
         for i in range(50)
     ]
     topic = TELEMETRY_RAW
+    consumer = Consumer(kafka.client_config(
+        stack_settings, **{"group.id": f"test-{uuid.uuid4()}", "enable.auto.commit": False}))
+    partitions = kafka.admin(stack_settings).list_topics(topic, timeout=10).topics[topic].partitions
+    # Other tests share the topic: read from where it ends now, before this test produces.
+    ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
     producer = Producer(kafka.client_config(stack_settings))
     for reading in readings:
         producer.produce(topic, key=reading["site_id"].encode(), value=codec.encode("SiteTelemetry", reading))
     assert producer.flush(10) == 0
-
-    consumer = Consumer(kafka.client_config(
-        stack_settings, **{"group.id": f"test-{uuid.uuid4()}", "enable.auto.commit": False}))
-    partitions = kafka.admin(stack_settings).list_topics(topic, timeout=10).topics[topic].partitions
-    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+    consumer.assign([TopicPartition(topic, p, ends[p]) for p in partitions])
     received: dict[str, dict[str, object]] = {}
     for _ in range(100):
         for message in consumer.consume(num_messages=100, timeout=0.5):
