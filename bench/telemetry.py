@@ -43,7 +43,7 @@ from schemas import AvroCodec, packaged_codec
 from vpp.config import Settings
 from vpp.dataflows import settings_env
 from vpp.kafka import client_config
-from vpp.stack import Stack
+from vpp.stack import running
 from vpp.topics import ASSETS_CHANGES, TELEMETRY_RAW
 
 PROGRAMS = 3
@@ -60,12 +60,8 @@ def _private_stack() -> Iterator[Settings]:
     with tempfile.TemporaryDirectory(prefix="vpp-bench-telemetry-") as tmp:
         settings = Settings(data_dir=Path(tmp), kafka_port=_free_port(), redis_port=_free_port(),
                             clickhouse_port=_free_port(), topic_partitions={TELEMETRY_RAW: 6})
-        stack = Stack(settings)
-        stack.up()
-        try:
+        with running(settings):
             yield settings
-        finally:
-            stack.down()
 
 
 def _ancestry(i: int, at: datetime) -> dict[str, object]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from vpp.config import Settings
-from vpp.stack import Stack
+from vpp.stack import running
 
 
 def free_port() -> int:
@@ -47,9 +47,5 @@ def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setting
         default_partitions=3,
         topic_partitions={"telemetry.raw": 6},
     )
-    stack = Stack(settings)
-    stack.up()
-    try:
+    with running(settings):
         yield settings
-    finally:
-        stack.down()

@@ -19,7 +19,8 @@ import socket
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -355,3 +356,14 @@ class Stack:
             self.pids.remove(part.name)
             stopped.append(PartStatus(part.name, part.title, part.address, PartState.STOPPED, record.pid))
         return stopped
+
+
+@contextmanager
+def running(settings: Settings) -> Iterator[Settings]:
+    """A stack up for the duration of a ``with`` block (tests and benchmarks), stopped after it."""
+    stack = Stack(settings)
+    stack.up()
+    try:
+        yield settings
+    finally:
+        stack.down()

@@ -24,7 +24,7 @@ from tests.telemetry import flowrun
 from tests.telemetry.compare import check_all
 from tests.telemetry.scenario import Scenario, generate
 from vpp.config import Settings
-from vpp.stack import Stack
+from vpp.stack import running
 
 pytestmark = pytest.mark.integration
 
@@ -36,12 +36,8 @@ WRITE_BOOKKEEPING = {"seq", "updated_at", "_vb", "oldest_knowledge_age_s"}
 def _stack(data_dir: Path) -> Iterator[Settings]:
     settings = local_settings(data_dir, default_partitions=3, topic_partitions={"telemetry.raw": 6},
                               telemetry_shards=8, telemetry_node_groups=4)
-    stack = Stack(settings)
-    stack.up()
-    try:
+    with running(settings):
         yield settings
-    finally:
-        stack.down()
 
 
 @pytest.fixture
