@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from bytewax.connectors.kafka import KafkaError, KafkaSinkMessage, KafkaSourceMessage
@@ -95,7 +95,7 @@ def route(batch: list[KafkaIn], shards: int) -> list[tuple[str, ShardBatch | Kaf
                 item, "KEY_MISMATCH", f"record for site {site_id!r} under key {item.key!r}")))
             continue
         shard = bucket_of(site_id, shards)
-        source = f"{item.topic}/{item.partition}"
+        source = _source_name(item.topic, item.partition)
         target = by_shard.get((shard, source))
         if target is None:
             target = by_shard[(shard, source)] = ShardBatch(shard, source)
@@ -111,6 +111,11 @@ def route(batch: list[KafkaIn], shards: int) -> list[tuple[str, ShardBatch | Kaf
             target.source_max_ms = newest
     out.extend((f"shard-{shard}", target) for (shard, _), target in by_shard.items())
     return out
+
+
+@lru_cache(maxsize=4096)
+def _source_name(topic: str | None, partition: int | None) -> str:
+    return f"{topic}/{partition}"
 
 
 def _newest_by_source(by_shard: dict[tuple[int, str], ShardBatch]) -> dict[str, int]:

@@ -90,6 +90,14 @@ class Settings(BaseSettings):
         description="A minute window closes this long (event time) after its end; later readings are "
         "counted as late and left out of history.",
     )
+    catch_up_after_s: float = Field(
+        default=10.0, gt=0,
+        description="A shard whose event-time clock lags the wall clock by more than this is catching up "
+        "on a backlog and ticks every VPP_CATCH_UP_TICK_S instead of twice per emission interval.",
+    )
+    catch_up_tick_s: float = Field(
+        default=5.0, gt=0, description="Tick interval of a shard while it catches up on a backlog."
+    )
     partition_idle_s: float = Field(
         default=10.0, gt=0,
         description="An input partition silent this long stops holding back the event-time clock.",
