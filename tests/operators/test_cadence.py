@@ -11,7 +11,8 @@ from vpp.config import Settings
 
 
 def _logic(clock_lag_s: float | None) -> ShardLogic:
-    settings = Settings(emit_interval_s=1.0, catch_up_after_s=10.0, catch_up_tick_s=5.0)
+    settings = Settings(emit_interval_s=1.0, catch_up_after_s=10.0, catch_up_tick_s=5.0,
+                        topic_partitions={"telemetry.raw": 1})
     shard = Shard(0, shard_config(settings))
     if clock_lag_s is not None:
         wall = time.time_ns() // 1_000_000
