@@ -9,11 +9,11 @@ from __future__ import annotations
 from functools import partial
 
 import bytewax.operators as op
-from bytewax.connectors.kafka import KafkaSource
 from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from typing_extensions import override
 
+from operators.kafka_batches import BatchedKafkaSource
 from operators.records import route
 from vpp.config import Settings
 from vpp.topics import ASSETS_CHANGES, TELEMETRY_RAW
@@ -33,8 +33,8 @@ class DiscardSink(DynamicSink[object]):
 
 def build_decode_only(settings: Settings) -> Dataflow:
     flow = Dataflow("telemetry-decode-only")
-    source = KafkaSource([settings.kafka], [TELEMETRY_RAW, ASSETS_CHANGES], tail=settings.dataflow_tail,
-                         batch_size=settings.kafka_batch_size, raise_on_errors=False)
+    source = BatchedKafkaSource([settings.kafka], [TELEMETRY_RAW, ASSETS_CHANGES],
+                                tail=settings.dataflow_tail, batch_size=settings.kafka_batch_size)
     routed = op.flat_map_batch("decode", op.input("kafka-in", flow, source),
                                partial(route, shards=settings.telemetry_shards))
     op.output("discard", routed, DiscardSink())

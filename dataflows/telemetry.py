@@ -18,9 +18,10 @@ from functools import partial
 from typing import Any
 
 import bytewax.operators as op
-from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage, KafkaSource
+from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage
 from bytewax.dataflow import Dataflow
 
+from operators.kafka_batches import BatchedKafkaSource
 from operators.records import DLQ_KEY, ShardBatch, route
 from operators.sinks import HistorySink, RedisTwinSink
 from operators.telemetry_steps import Emitted, NodeGroupLogic, ShardLogic
@@ -38,8 +39,8 @@ def build_flow(settings: Settings) -> Dataflow:
     """The telemetry dataflow wired to the parts ``settings`` names."""
     flow = Dataflow("telemetry")
     brokers = [settings.kafka]
-    source = KafkaSource(brokers, [TELEMETRY_RAW, ASSETS_CHANGES], tail=settings.dataflow_tail,
-                         batch_size=settings.kafka_batch_size, raise_on_errors=False)
+    source = BatchedKafkaSource(brokers, [TELEMETRY_RAW, ASSETS_CHANGES], tail=settings.dataflow_tail,
+                                batch_size=settings.kafka_batch_size)
     messages = op.input("kafka-in", flow, source)
     routed = op.flat_map_batch("decode", messages, partial(route, shards=settings.telemetry_shards))
     dead = op.branch("dead-letters", routed, lambda item: item[0] == DLQ_KEY)

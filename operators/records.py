@@ -15,17 +15,18 @@ from datetime import UTC, datetime
 from functools import cache, lru_cache
 from typing import Any
 
-from bytewax.connectors.kafka import KafkaError, KafkaSinkMessage, KafkaSourceMessage
+from bytewax.connectors.kafka import KafkaSinkMessage
+from confluent_kafka import Message
 
+from operators.kafka_batches import Polled
 from operators.shard import bucket_of
 from operators.twin import Reading
 from schemas import AvroCodec, DecodeError, packaged_codec
-from vpp.topics import AGGREGATES_LIVE, ASSETS_CHANGES, TELEMETRY_DLQ, TELEMETRY_RAW, TWIN_STATUS
+from vpp.topics import AGGREGATES_LIVE, TELEMETRY_DLQ, TELEMETRY_RAW, TWIN_STATUS
 
 DLQ_KEY = "dead-letter"
 CONSUMER = "dataflows.telemetry"
 
-KafkaIn = KafkaSourceMessage[bytes | None, bytes | None] | KafkaError[bytes | None, bytes | None]
 KafkaOut = KafkaSinkMessage[bytes | None, bytes | None]
 
 
@@ -49,21 +50,22 @@ class ShardBatch:
     ancestries: list[dict[str, Any]] = field(default_factory=list)
 
 
-def dead_letter(msg: KafkaSourceMessage[bytes | None, bytes | None], kind: str, error: str) -> KafkaOut:
+def dead_letter(msg: Message, kind: str, error: str) -> KafkaOut:
     """A DeadLetter record for ``telemetry.dlq`` keyed like the original."""
+    partition, offset = msg.partition(), msg.offset()
     value = codec().encode("DeadLetter", {
-        "original_key": msg.key,
-        "original_value": msg.value or b"",
-        "topic": msg.topic or "",
-        "partition": msg.partition if msg.partition is not None else -1,
-        "offset": msg.offset if msg.offset is not None else -1,
-        "original_timestamp": _kafka_time(msg.timestamp),
+        "original_key": msg.key(),
+        "original_value": msg.value() or b"",
+        "topic": msg.topic() or "",
+        "partition": partition if partition is not None else -1,
+        "offset": offset if offset is not None else -1,
+        "original_timestamp": _kafka_time(msg.timestamp()),
         "error_kind": kind,
         "error": error,
         "consumer": CONSUMER,
         "failed_at": datetime.now(UTC),
     })
-    return KafkaSinkMessage(key=msg.key, value=value, topic=TELEMETRY_DLQ)
+    return KafkaSinkMessage(key=msg.key(), value=value, topic=TELEMETRY_DLQ)
 
 
 def _kafka_time(timestamp: tuple[int, int] | None) -> datetime | None:
@@ -72,37 +74,42 @@ def _kafka_time(timestamp: tuple[int, int] | None) -> datetime | None:
     return datetime.fromtimestamp(timestamp[1] / 1000, UTC)
 
 
-def route(batch: list[KafkaIn], shards: int) -> list[tuple[str, ShardBatch | KafkaOut]]:
-    """Decode one poll's messages into per-shard batches and dead letters."""
+def route(polls: list[Polled], shards: int) -> list[tuple[str, ShardBatch | KafkaOut]]:
+    """Decode polled messages into per-shard batches and dead letters."""
     out: list[tuple[str, ShardBatch | KafkaOut]] = []
     by_shard: dict[tuple[int, str], ShardBatch] = {}
     decode = codec().decode
-    for item in batch:
-        if isinstance(item, KafkaError):
-            out.append((DLQ_KEY, dead_letter(item.msg, "KAFKA_ERROR", str(item.err))))
-            continue
-        if item.value is None:  # a tombstone on the compacted topic: nothing to apply
-            continue
-        expected = "SiteTelemetry" if item.topic == TELEMETRY_RAW else "SiteAncestry"
-        try:
-            record = decode(item.value, expected)
-        except DecodeError as exc:
-            out.append((DLQ_KEY, dead_letter(item, exc.reason.value, exc.message)))
-            continue
-        site_id = record["site_id"]
-        if item.key is not None and item.key != site_id.encode():
-            out.append((DLQ_KEY, dead_letter(
-                item, "KEY_MISMATCH", f"record for site {site_id!r} under key {item.key!r}")))
-            continue
-        shard = bucket_of(site_id, shards)
-        source = _source_name(item.topic, item.partition)
-        target = by_shard.get((shard, source))
-        if target is None:
-            target = by_shard[(shard, source)] = ShardBatch(shard, source)
-        if item.topic == ASSETS_CHANGES:
-            target.ancestries.append(record)
-        else:
-            target.readings.append((site_id, Reading.from_record(record)))
+    for poll in polls:
+        source = _source_name(poll.topic, poll.partition)
+        telemetry = poll.topic == TELEMETRY_RAW
+        expected = "SiteTelemetry" if telemetry else "SiteAncestry"
+        for msg in poll.messages:
+            error = msg.error()
+            if error is not None:
+                out.append((DLQ_KEY, dead_letter(msg, "KAFKA_ERROR", str(error))))
+                continue
+            value = msg.value()
+            if value is None:  # a tombstone on the compacted topic: nothing to apply
+                continue
+            try:
+                record = decode(value, expected)
+            except DecodeError as exc:
+                out.append((DLQ_KEY, dead_letter(msg, exc.reason.value, exc.message)))
+                continue
+            site_id = record["site_id"]
+            key = msg.key()
+            if key is not None and key != site_id.encode():
+                out.append((DLQ_KEY, dead_letter(
+                    msg, "KEY_MISMATCH", f"record for site {site_id!r} under key {key!r}")))
+                continue
+            shard = bucket_of(site_id, shards)
+            target = by_shard.get((shard, source))
+            if target is None:
+                target = by_shard[(shard, source)] = ShardBatch(shard, source)
+            if telemetry:
+                target.readings.append((site_id, Reading.from_record(record)))
+            else:
+                target.ancestries.append(record)
     for source, newest in _newest_by_source(by_shard).items():
         for shard in range(shards):
             target = by_shard.get((shard, source))
@@ -114,7 +121,7 @@ def route(batch: list[KafkaIn], shards: int) -> list[tuple[str, ShardBatch | Kaf
 
 
 @lru_cache(maxsize=4096)
-def _source_name(topic: str | None, partition: int | None) -> str:
+def _source_name(topic: str, partition: int) -> str:
     return f"{topic}/{partition}"
 
 
