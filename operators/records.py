@@ -78,6 +78,7 @@ def route(polls: list[Polled], shards: int) -> list[tuple[str, ShardBatch | Kafk
     """Decode polled messages into per-shard batches and dead letters."""
     out: list[tuple[str, ShardBatch | KafkaOut]] = []
     by_shard: dict[tuple[int, str], ShardBatch] = {}
+    newest_by_source: dict[str, int] = {}
     decode = codec().decode
     for poll in polls:
         source = _source_name(poll.topic, poll.partition)
@@ -107,10 +108,13 @@ def route(polls: list[Polled], shards: int) -> list[tuple[str, ShardBatch | Kafk
             if target is None:
                 target = by_shard[(shard, source)] = ShardBatch(shard, source)
             if telemetry:
-                target.readings.append((site_id, Reading.from_record(record)))
+                reading = Reading.from_record(record)
+                target.readings.append((site_id, reading))
+                if reading.event_ms > newest_by_source.get(source, 0):
+                    newest_by_source[source] = reading.event_ms
             else:
                 target.ancestries.append(record)
-    for source, newest in _newest_by_source(by_shard).items():
+    for source, newest in newest_by_source.items():
         for shard in range(shards):
             target = by_shard.get((shard, source))
             if target is None:
@@ -124,14 +128,6 @@ def route(polls: list[Polled], shards: int) -> list[tuple[str, ShardBatch | Kafk
 def _source_name(topic: str, partition: int) -> str:
     return f"{topic}/{partition}"
 
-
-def _newest_by_source(by_shard: dict[tuple[int, str], ShardBatch]) -> dict[str, int]:
-    newest: dict[str, int] = {}
-    for (_, source), batch in by_shard.items():
-        if batch.readings:
-            latest = max(reading.event_ms for _, reading in batch.readings)
-            newest[source] = max(newest.get(source, 0), latest)
-    return newest
 
 
 def status_message(site_id: str, status: str, previous: str, at_ms: int,
