@@ -8,7 +8,7 @@ the summed changes of every node in it. The shard count is fixed for the life of
 a recovery store; workers and processes can change.
 
 Per batch, the shard updates each site's twin and minute windows. On each
-periodic :meth:`Shard.tick` (twice per emission interval) it sends the
+periodic :meth:`Shard.tick` (four per emission interval) it sends the
 *difference* between what each changed site contributes now and what it
 contributed at the last tick (:mod:`operators.twin`), to the nodes it belongs to
 now and, when membership changed, away from the nodes it left; so the cost of
@@ -55,6 +55,10 @@ def _accumulate(acc: PathSums, chain: tuple[str, tuple[str, ...]], diff: Sequenc
         acc[chain] = list(diff)
     else:
         add_into(total, diff)
+
+
+#: At most this many minutes without any reading get node-minute shares when a shard closes them.
+MAX_SILENT_MINUTES = 60
 
 
 @lru_cache(maxsize=1 << 16)
@@ -118,6 +122,8 @@ class Shard:
         self.clock = EventClock(config.idle_ms, config.partitions)
         #: Minutes starting before this are closed (None: none closed yet).
         self.closed_before_ms: int | None = None
+        #: The earliest minute this shard has had a reading for: history starts there.
+        self.first_minute_ms: int | None = None
         self.late_readings = 0
         #: Sites with a newer reading or ancestry since the last tick: their contribution is
         #: refreshed (and the difference sent) once per tick, however many readings arrived.
@@ -164,6 +170,8 @@ class Shard:
                 window = twin.windows.get(minute)
                 if window is None:
                     window = twin.windows[minute] = MinuteWindow()
+                    if self.first_minute_ms is None or minute < self.first_minute_ms:
+                        self.first_minute_ms = minute
                 window.add(reading)
             if reading.is_newer_than(twin.reading):
                 twin.reading = reading
@@ -282,11 +290,19 @@ class Shard:
 
     def _close_minutes(self, now: int, out: ShardOutput) -> None:
         """Close every minute whose end plus the allowed lateness has passed."""
+        if now <= 0:  # no event time yet: nothing to close
+            return
         closed_before = minute_of(now - self.config.lateness_ms - 60_000) + 60_000
-        if self.closed_before_ms is not None and closed_before <= self.closed_before_ms:
+        previous = self.closed_before_ms
+        if previous is not None and closed_before <= previous:
             return
         self.closed_before_ms = closed_before
         closing: dict[int, dict[str, MinuteWindow]] = {}
+        if previous is not None and self.first_minute_ms is not None:
+            # Minutes in which none of this shard's sites reported still count its members as
+            # expected (bounded, so a shard idle for days does not write days of empty minutes).
+            first = max(previous, self.first_minute_ms, closed_before - MAX_SILENT_MINUTES * 60_000)
+            closing = {minute: {} for minute in range(first, closed_before, 60_000)}
         for twin in self.sites.values():
             due = [m for m in twin.windows if m < closed_before]
             for minute in due:

@@ -17,6 +17,7 @@ crash), so neither may count twice:
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,11 +103,19 @@ HistoryRow = SiteWindow | NodeWindow
 
 
 class _HistoryPartition(StatefulSinkPartition[HistoryRow, None]):
+    """Buffers rows and inserts them on a thread of its own, so a slow insert never stalls the flow.
+
+    ``snapshot`` (the end of an epoch) waits until every row handed over so far is written; an
+    insert that failed fails the dataflow there, before Bytewax counts the epoch as done.
+    """
+
     def __init__(self, store: HistoryStore, flush_rows: int) -> None:
         self._store = store
         self._flush_rows = flush_rows
         self._sites: list[SiteWindow] = []
         self._nodes: list[NodeWindow] = []
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="history-sink")
+        self._pending: list[Future[None]] = []
 
     @override
     def write_batch(self, values: list[HistoryRow]) -> None:
@@ -116,23 +125,34 @@ class _HistoryPartition(StatefulSinkPartition[HistoryRow, None]):
             else:
                 self._nodes.append(row)
         if len(self._sites) + len(self._nodes) >= self._flush_rows:
-            self._flush()
+            self._hand_over()
 
-    def _flush(self) -> None:
-        if self._sites:
-            self._store.insert_site_minutes(self._sites)
-            self._sites = []
-        if self._nodes:
-            self._store.insert_node_minutes(self._nodes)
-            self._nodes = []
+    def _hand_over(self) -> None:
+        if self._sites or self._nodes:
+            self._pending.append(self._writer.submit(self._insert, self._sites, self._nodes))
+            self._sites, self._nodes = [], []
+
+    def _insert(self, sites: list[SiteWindow], nodes: list[NodeWindow]) -> None:
+        if sites:
+            self._store.insert_site_minutes(sites)
+        if nodes:
+            self._store.insert_node_minutes(nodes)
+
+    def _wait(self) -> None:
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()
 
     @override
     def snapshot(self) -> None:
-        self._flush()
+        self._hand_over()
+        self._wait()
 
     @override
     def close(self) -> None:
-        self._flush()
+        self._hand_over()
+        self._wait()
+        self._writer.shutdown()
 
 
 class HistorySink(FixedPartitionedSink[HistoryRow, None]):

@@ -21,10 +21,10 @@ def _logic(clock_lag_s: float | None) -> ShardLogic:
     return ShardLogic(shard, Cadence.from_settings(settings))
 
 
-def test_live_a_shard_ticks_at_half_the_emission_interval() -> None:
+def test_live_a_shard_ticks_at_a_quarter_of_the_emission_interval() -> None:
     logic = _logic(clock_lag_s=1.0)
     assert not logic.catching_up()
-    assert logic.notify_at() - logic.last_tick == timedelta(seconds=0.5)
+    assert logic.notify_at() - logic.last_tick == timedelta(seconds=0.25)
 
 
 def test_behind_by_more_than_the_threshold_it_ticks_at_the_catch_up_cadence() -> None:
