@@ -42,7 +42,7 @@ from operators.twin import (
     status_at,
     status_deadline,
 )
-from operators.windows import SILENT_PARTIAL, MinuteWindow, add_into, minute_of
+from operators.windows import MINUTE_MS, SILENT_PARTIAL, MinuteWindow, add_into, minute_of
 from vpp.history import SiteWindow
 
 #: Summed contribution differences per chain of ancestors: (hierarchy, node ids nearest first).
@@ -157,13 +157,18 @@ class Shard:
                 continue
             touched.add(twin.site_id)
             self._new_limits.add(twin.site_id)
+        closed_before = self.closed_before_ms if self.closed_before_ms is not None else -1
+        sites = self.sites
         newest = source_max_ms
-        closed_before = self.closed_before_ms
+        # The hot loop of the dataflow: kept flat (no helper calls) on purpose.
         for site_id, reading in readings:
-            twin = self._twin(site_id)
-            newest = max(newest, reading.event_ms)
-            minute = minute_of(reading.event_ms)
-            if closed_before is not None and minute < closed_before:
+            twin = sites.get(site_id)
+            if twin is None:
+                twin = sites[site_id] = SiteTwin(site_id)
+            event_ms = reading.event_ms
+            newest = max(newest, event_ms)
+            minute = event_ms - event_ms % MINUTE_MS
+            if minute < closed_before:
                 self.late_readings += 1
                 out.late_readings += 1
             else:
@@ -173,7 +178,8 @@ class Shard:
                     if self.first_minute_ms is None or minute < self.first_minute_ms:
                         self.first_minute_ms = minute
                 window.add(reading)
-            if reading.is_newer_than(twin.reading):
+            held = twin.reading
+            if held is None or (event_ms, reading.seq) > (held.event_ms, held.seq):
                 twin.reading = reading
                 touched.add(site_id)
         if newest:

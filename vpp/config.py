@@ -111,7 +111,7 @@ class Settings(BaseSettings):
         default=5, ge=1, description="Bytewax snapshot (epoch) interval of the local dataflows, seconds."
     )
     kafka_batch_size: int = Field(
-        default=2000, ge=1, description="Messages a dataflow reads from one partition per poll."
+        default=10000, ge=1, description="Messages a dataflow reads from one partition per poll."
     )
     gateway_port: int = Field(default=8765, ge=1, le=65535, description="Edge gateway WebSocket port.")
     gateway_metrics_port: int = Field(
