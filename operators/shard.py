@@ -162,9 +162,8 @@ class Shard:
         newest = source_max_ms
         # The hot loop of the dataflow: kept flat (no helper calls) on purpose.
         for site_id, reading in readings:
-            twin = sites.get(site_id)
-            if twin is None:
-                twin = sites[site_id] = SiteTwin(site_id)
+            known = sites.get(site_id)
+            twin = known if known is not None else sites.setdefault(site_id, SiteTwin(site_id))
             event_ms = reading.event_ms
             newest = max(newest, event_ms)
             minute = event_ms - event_ms % MINUTE_MS
