@@ -79,7 +79,7 @@ def route(polls: list[Polled], shards: int) -> list[tuple[str, ShardBatch | Kafk
     out: list[tuple[str, ShardBatch | KafkaOut]] = []
     by_shard: dict[tuple[int, str], ShardBatch] = {}
     newest_by_source: dict[str, int] = {}
-    decode = codec().decode
+    decode, decode_millis = codec().decode, codec().decode_millis
     for poll in polls:
         source = _source_name(poll.topic, poll.partition)
         telemetry = poll.topic == TELEMETRY_RAW
@@ -93,7 +93,7 @@ def route(polls: list[Polled], shards: int) -> list[tuple[str, ShardBatch | Kafk
             if value is None:  # a tombstone on the compacted topic: nothing to apply
                 continue
             try:
-                record = decode(value, expected)
+                record = decode_millis(value, expected) if telemetry else decode(value, expected)
             except DecodeError as exc:
                 out.append((DLQ_KEY, dead_letter(msg, exc.reason.value, exc.message)))
                 continue
@@ -108,7 +108,7 @@ def route(polls: list[Polled], shards: int) -> list[tuple[str, ShardBatch | Kafk
             if target is None:
                 target = by_shard[(shard, source)] = ShardBatch(shard, source)
             if telemetry:
-                reading = Reading.from_record(record)
+                reading = Reading.from_millis_record(record)
                 target.readings.append((site_id, reading))
                 if reading.event_ms > newest_by_source.get(source, 0):
                     newest_by_source[source] = reading.event_ms

@@ -62,6 +62,15 @@ class Reading(NamedTuple):
             record["battery_temp_c"], record["mode"], record["active_command_id"],
         )
 
+    @classmethod
+    def from_millis_record(cls, record: dict[str, Any]) -> Reading:
+        """From a SiteTelemetry value decoded with times in epoch milliseconds (the hot path)."""
+        return cls(
+            record["event_time"], record["seq"], record["soc_pct"], record["battery_kw"], record["solar_kw"],
+            record["load_kw"], record["grid_kw"], record["battery_temp_c"], record["mode"],
+            record["active_command_id"],
+        )
+
     def is_newer_than(self, other: Reading | None) -> bool:
         """Ordered by event time, then sequence; an equal reading is not newer (replays are no-ops)."""
         return other is None or (self.event_ms, self.seq) > (other.event_ms, other.seq)

@@ -58,13 +58,17 @@ def read_long(buf: bytes, pos: int) -> tuple[int, int]:
             raise _InvalidError("varint longer than 10 bytes")
 
 
-def compile_decoder(schema: Any) -> FastDecoder:
-    """Generate and compile a decoder for record ``schema``; UnsupportedSchemaError when it cannot."""
+def compile_decoder(schema: Any, millis: bool = False) -> FastDecoder:
+    """Generate and compile a decoder for record ``schema``; UnsupportedSchemaError when it cannot.
+
+    With ``millis``, timestamp-millis fields stay integers (epoch milliseconds) instead of
+    becoming datetimes: the hot path of the telemetry dataflow wants the integer anyway.
+    """
     names: dict[str, Any] = {}
     parsed = parse_schema(schema, named_schemas=names)
     if not isinstance(parsed, dict) or parsed["type"] not in ("record", "error"):
         raise UnsupportedSchemaError("the fast path decodes records only")
-    generator = _Generator(names)
+    generator = _Generator(names, millis)
     result = generator.value(parsed, 1, 0)
     body = "\n".join(generator.lines)
     source = f"def decode(buf, pos):\n    size = len(buf)\n{body}\n    return {result}, pos\n"
@@ -88,8 +92,9 @@ def schema_name(schema: Any) -> str:
 class _Generator:
     """Emits Python statements that leave each decoded value in a fresh local variable."""
 
-    def __init__(self, names: dict[str, Any]) -> None:
+    def __init__(self, names: dict[str, Any], millis: bool = False) -> None:
         self.names = names
+        self.millis = millis
         self.lines: list[str] = []
         self.constants: dict[str, Any] = {}
         self._counter = 0
@@ -186,7 +191,8 @@ class _Generator:
         if (schema["type"], schema["logicalType"]) != ("long", "timestamp-millis"):
             raise UnsupportedSchemaError(f"logical type {schema['logicalType']!r} is not supported")
         target = self._long(schema, indent, 0)
-        self.emit(indent, f"{target} = EPOCH + timedelta(milliseconds={target})")
+        if not self.millis:
+            self.emit(indent, f"{target} = EPOCH + timedelta(milliseconds={target})")
         return target
 
     def _union(self, branches: list[Any], indent: int, depth: int) -> str:

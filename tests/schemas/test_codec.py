@@ -192,3 +192,21 @@ def test_new_enum_symbol_reads_as_the_enum_default_in_an_old_process(tmp_path: P
     )
     assert new_process.decode(new_bytes)["mode"] == "GRID_SERVICE"
     assert old_process.decode(new_bytes) == {**TELEMETRY, "mode": "UNKNOWN"}
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(from_schema(load_schema("SiteTelemetry")))
+def test_decode_millis_is_decode_with_times_as_epoch_milliseconds(value: dict[str, Any]) -> None:
+    data = CODEC.encode("SiteTelemetry", value)
+    expected = {k: int(v.timestamp() * 1000) if isinstance(v, datetime) else v
+                for k, v in CODEC.decode(data, "SiteTelemetry").items()}
+    assert CODEC.decode_millis(data, "SiteTelemetry") == expected
+
+
+def test_decode_millis_raises_the_same_typed_errors() -> None:
+    for bad, reason in ((TELEMETRY_BYTES[:9], DecodeErrorReason.TRUNCATED),
+                        (b"\x01" + TELEMETRY_BYTES[1:], DecodeErrorReason.WRONG_MAGIC),
+                        (b"\x00\x7f\xff\xff\xfe" + TELEMETRY_BYTES[5:], DecodeErrorReason.UNKNOWN_SCHEMA_ID)):
+        with pytest.raises(DecodeError) as caught:
+            CODEC.decode_millis(bad, "SiteTelemetry")
+        assert caught.value.reason == reason
