@@ -10,6 +10,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 
@@ -23,6 +24,10 @@ def _fleet(n: int, seed: int = 0) -> Fleet:
         energy_available_kwh=rng.uniform(0.0, 12.0, n), headroom_kwh=rng.uniform(0.0, 12.0, n),
         eligible=rng.random(n) > 0.05, solar_surplus_kw=rng.uniform(0.0, 4.0, n),
     )
+
+
+def _proportional(weights: np.ndarray, target: float) -> np.ndarray:
+    return weights * (target / weights.sum())
 
 
 def _median_ms(run: Callable[[], object], repeats: int) -> float:
@@ -41,11 +46,10 @@ def run(quick: bool) -> dict[str, float]:
     for n, label in ((10_000, "10k"), (100_000, "100k")):
         fleet = _fleet(n)
         target = 0.6 * float(fleet.limits_kw(True, 0.5).sum())  # a 2 MW-class target on 10k sites
-        figures[f"waterfill_ms_{label}"] = _median_ms(lambda f=fleet, t=target: waterfill(f, t, 0.5), repeats)
-        weights = fleet.weights(True)
+        figures[f"waterfill_ms_{label}"] = _median_ms(partial(waterfill, fleet, target, 0.5), repeats)
         figures[f"proportional_baseline_ms_{label}"] = _median_ms(
-            lambda w=weights, t=target: w * (t / w.sum()), repeats)
+            partial(_proportional, fleet.weights(True), target), repeats)
     fleet = _fleet(10_000)
     target = 0.6 * float(fleet.limits_kw(True, 0.5).sum())
-    figures["qp_ms_10k"] = _median_ms(lambda: qp_allocate(fleet, target, 0.5), 1 if quick else 3)
+    figures["qp_ms_10k"] = _median_ms(partial(qp_allocate, fleet, target, 0.5), 1 if quick else 3)
     return figures
