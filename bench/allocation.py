@@ -14,7 +14,7 @@ from functools import partial
 
 import numpy as np
 
-from operators.allocation import Fleet, qp_allocate, waterfill
+from operators.allocation import Array, Fleet, qp_allocate, waterfill
 
 
 def _fleet(n: int, seed: int = 0) -> Fleet:
@@ -26,8 +26,9 @@ def _fleet(n: int, seed: int = 0) -> Fleet:
     )
 
 
-def _proportional(weights: np.ndarray, target: float) -> np.ndarray:
-    return weights * (target / weights.sum())
+def _proportional(weights: Array, target: float) -> Array:
+    scaled: Array = weights * (target / float(weights.sum()))
+    return scaled
 
 
 def _median_ms(run: Callable[[], object], repeats: int) -> float:
