@@ -119,7 +119,7 @@ def waterfill(fleet: Fleet, target_kw: float, horizon_h: float) -> Allocation:
     #   given(k) = sum(limits[:k]) + level * sum(weights[k:]), and level lies in [ratio_{k-1}, ratio_k].
     filled = np.concatenate(([0.0], np.cumsum(sorted_limits)))
     remaining = np.concatenate((np.cumsum(sorted_weights[::-1])[::-1], [0.0]))
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         levels = (need - filled) / remaining
     lower = np.concatenate(([0.0], sorted_ratios))
     upper = np.concatenate((sorted_ratios, [np.inf]))
