@@ -147,6 +147,8 @@ def qp_allocate(fleet: Fleet, target_kw: float, horizon_h: float, reserve_penalt
     if limits.sum() <= need:
         return _at_limits(limits, sign, target_kw)
     usable = np.flatnonzero(limits > EPSILON_KW)
+    if len(usable) == 0:  # only negligible limits: nothing worth a command, nothing to optimise
+        return _at_limits(limits, sign, target_kw)
     cap = limits[usable]
     weight = np.maximum(fleet.weights(discharge)[usable], 1e-6)
     p = cp.Variable(len(usable))
