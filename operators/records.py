@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cache, lru_cache
+from functools import cache
 from typing import Any
 
 from bytewax.connectors.kafka import KafkaSinkMessage
@@ -81,7 +81,7 @@ def route(polls: list[Polled], shards: int) -> list[tuple[str, ShardBatch | Kafk
     newest_by_source: dict[str, int] = {}
     decode, decode_millis = codec().decode, codec().decode_millis
     for poll in polls:
-        source = _source_name(poll.topic, poll.partition)
+        source = f"{poll.topic}/{poll.partition}"
         telemetry = poll.topic == TELEMETRY_RAW
         expected = "SiteTelemetry" if telemetry else "SiteAncestry"
         for msg in poll.messages:
@@ -122,11 +122,6 @@ def route(polls: list[Polled], shards: int) -> list[tuple[str, ShardBatch | Kafk
             target.source_max_ms = newest
     out.extend((f"shard-{shard}", target) for (shard, _), target in by_shard.items())
     return out
-
-
-@lru_cache(maxsize=4096)
-def _source_name(topic: str, partition: int) -> str:
-    return f"{topic}/{partition}"
 
 
 

@@ -75,13 +75,13 @@ class NodeGroup:
         self.minutes: dict[tuple[str, int], NodeMinute] = {}
         self.clock_ms = 0
         self.retention_ms = retention_ms
-
-    @property
-    def pending(self) -> bool:
-        return any(n.dirty for n in self.nodes.values()) or any(m.dirty for m in self.minutes.values())
+        #: Something changed since the last :meth:`emit` (asked after every batch, so kept, not scanned).
+        self.pending = False
 
     def apply(self, changes: NodeChanges) -> None:
         self.clock_ms = max(self.clock_ms, changes.clock_ms)
+        if changes.deltas or changes.stale or changes.minutes:
+            self.pending = True
         for node_id, (hierarchy, kind) in changes.meta.items():
             if node_id not in self.nodes:
                 self.nodes[node_id] = NodeState(hierarchy, kind)
@@ -121,6 +121,7 @@ class NodeGroup:
                 entry.dirty = False
             elif key[1] < horizon:
                 del self.minutes[key]
+        self.pending = False
         return out
 
 

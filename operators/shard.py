@@ -124,14 +124,12 @@ class Shard:
         self.closed_before_ms: int | None = None
         #: The earliest minute this shard has had a reading for: history starts there.
         self.first_minute_ms: int | None = None
-        self.late_readings = 0
         #: Sites with a newer reading or ancestry since the last tick: their contribution is
         #: refreshed (and the difference sent) once per tick, however many readings arrived.
         self._changed: set[str] = set()
         self._dirty_twins: set[str] = set()
         #: Sites whose limits (from a new ancestry) Redis has not been given yet.
         self._new_limits: set[str] = set()
-        self._group_of: dict[str, int] = {}
 
     def _twin(self, site_id: str) -> SiteTwin:
         twin = self.sites.get(site_id)
@@ -168,7 +166,6 @@ class Shard:
             newest = max(newest, event_ms)
             minute = event_ms - event_ms % MINUTE_MS
             if minute < closed_before:
-                self.late_readings += 1
                 out.late_readings += 1
             else:
                 window = twin.windows.get(minute)
@@ -280,9 +277,7 @@ class Shard:
                     add_into(total, diff)
 
     def _changes(self, out: ShardOutput, node: str) -> NodeChanges:
-        group = self._group_of.get(node)
-        if group is None:
-            group = self._group_of[node] = bucket_of(node, self.config.node_groups)
+        group = bucket_of(node, self.config.node_groups)
         changes = out.groups.get(group)
         if changes is None:
             changes = out.groups[group] = NodeChanges(clock_ms=self.clock.now_ms, shard=self.shard)
