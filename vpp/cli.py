@@ -7,6 +7,9 @@ tables. Every command reads the same :class:`vpp.config.Settings`, so
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
+
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -14,6 +17,11 @@ from rich.table import Table
 from edge_gateway import cli as edge_cli
 from vpp.config import Settings
 from vpp.stack import PartState, PartStatus, Stack, StackError, UpResult
+
+if TYPE_CHECKING:
+    from assets.loader import LoadReport
+
+T = TypeVar("T")
 
 app = typer.Typer(no_args_is_help=True, help="An open virtual power plant: run it, inspect it, drive it.")
 stack_app = typer.Typer(no_args_is_help=True, help="The local runtime parts: broker, Redis, history server.")
@@ -48,14 +56,19 @@ def _parts_table(parts: list[PartStatus]) -> Table:
     return table
 
 
-def _stack_up(settings: Settings) -> UpResult:
-    stack = Stack(settings)
+def _starting(title: str, start: Callable[[Callable[[str], None]], T]) -> T:
+    """Run ``start`` with a progress line; a StackError becomes its message and exit code 1."""
     try:
-        with console.status("starting the local stack") as status:
-            result = stack.up(progress=status.update)
+        with console.status(title) as status:
+            return start(status.update)
     except StackError as exc:
         err_console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(code=1) from exc
+
+
+def _stack_up(settings: Settings) -> UpResult:
+    stack = Stack(settings)
+    result = _starting("starting the local stack", stack.up)
     console.print(_parts_table(result.parts))
     created = sum(topic.created for topic in result.topics)
     console.print(
@@ -115,12 +128,7 @@ def up(
     _stack_up(settings)
     _ensure_fleet(settings, sites)
     services = Services(settings, simulated_sites=sites)
-    try:
-        with console.status("starting the platform's services") as status:
-            statuses = services.up(progress=status.update)
-    except StackError as exc:
-        err_console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(code=1) from exc
+    statuses = _starting("starting the platform's services", services.up)
     console.print(_parts_table(statuses))
     console.print(
         "the fleet is live: [bold]vpp live[/] shows every top-level node (coverage, power, energy); "
@@ -128,19 +136,26 @@ def up(
     )
 
 
-def _ensure_fleet(settings: Settings, sites: int) -> None:
-    """A fleet to simulate: the stored one, or a generated one of ``sites`` sites."""
+def _generate_and_load(settings: Settings, sites: int, seed: int, title: str) -> LoadReport:
+    """Generate a deterministic fleet now and load it into ClickHouse, Redis and assets.changes."""
     from datetime import UTC, datetime
 
     from assets.generator import generate_fleet
-    from assets.loader import load_fleet, restore_fleet
+    from assets.loader import load_fleet
+
+    now = datetime.now(UTC)
+    with console.status(title) as status:
+        fleet = generate_fleet(now, sites, seed)
+        return load_fleet(settings, fleet, now, int(now.timestamp() * 1000), status.update)
+
+
+def _ensure_fleet(settings: Settings, sites: int) -> None:
+    """A fleet to simulate: the stored one, or a generated one of ``sites`` sites."""
+    from assets.loader import restore_fleet
 
     if restore_fleet(settings) is not None:
         return
-    now = datetime.now(UTC)
-    with console.status(f"no fleet stored yet: generating {sites:,} sites") as status:
-        fleet = generate_fleet(now, sites, seed=0)
-        report = load_fleet(settings, fleet, now, int(now.timestamp() * 1000), status.update)
+    report = _generate_and_load(settings, sites, 0, f"no fleet stored yet: generating {sites:,} sites")
     console.print(f"generated and loaded {report.sites:,} sites, {report.nodes:,} nodes")
 
 
@@ -191,20 +206,12 @@ def fleet_generate(
     seed: int = typer.Option(0, "--seed", help="Same seed, same fleet."),
 ) -> None:
     """Generate a deterministic fleet and load it into ClickHouse, Redis and assets.changes."""
-    from datetime import UTC, datetime
-
-    from assets.generator import generate_fleet
-    from assets.loader import load_fleet
-
-    now = datetime.now(UTC)
-    with console.status(f"generating {sites:,} sites (seed {seed})") as status:
-        fleet = generate_fleet(now, sites, seed)
-        try:
-            report = load_fleet(Settings(), fleet, now, int(now.timestamp() * 1000), status.update)
-        except Exception as exc:
-            err_console.print(f"[red]error:[/] loading the fleet failed: {exc}\n"
-                              "is the stack running? start it with `vpp stack up`")
-            raise typer.Exit(code=1) from exc
+    try:
+        report = _generate_and_load(Settings(), sites, seed, f"generating {sites:,} sites (seed {seed})")
+    except Exception as exc:
+        err_console.print(f"[red]error:[/] loading the fleet failed: {exc}\n"
+                          "is the stack running? start it with `vpp stack up`")
+        raise typer.Exit(code=1) from exc
     console.print(f"loaded {report.sites:,} sites, {report.nodes:,} nodes, {report.edges:,} edges; "
                   f"published {report.published:,} ancestries to assets.changes")
 

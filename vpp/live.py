@@ -29,14 +29,20 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def aggregate_hashes(client: redis.Redis) -> dict[str, dict[str, str]]:
+    """Every ``node:{id}`` aggregate hash, by node id (the navigation sets beside them left out)."""
+    hashes = {}
+    for key in client.scan_iter("node:*", count=1000):
+        name = _text(key)
+        if not name.endswith(NAVIGATION_SUFFIXES):
+            hashes[name.removeprefix("node:")] = {_text(k): _text(v) for k, v in client.hgetall(name).items()}
+    return hashes
+
+
 def live_nodes(client: redis.Redis, kinds: set[str]) -> list[LiveNode]:
     """Every node of the given kinds with a live aggregate, ordered by kind and id."""
     nodes = []
-    for key in client.scan_iter("node:*", count=1000):
-        name = _text(key)
-        if name.endswith(NAVIGATION_SUFFIXES):
-            continue
-        fields = {_text(k): _text(v) for k, v in client.hgetall(name).items()}
+    for fields in aggregate_hashes(client).values():
         if fields.get("node_kind") not in kinds:
             continue
         event_ms = int(float(fields["event_time"]))

@@ -20,9 +20,8 @@ from vpp.config import Settings
 from vpp.dataflows import dataflow_argv, ensure_recovery, settings_env
 from vpp.history import connect
 from vpp.kafka import client_config
+from vpp.live import aggregate_hashes
 from vpp.topics import ASSETS_CHANGES, TELEMETRY_RAW
-
-NAVIGATION_SUFFIXES = (":children", ":parents", ":sites")
 
 
 def produce(settings: Settings, sc: Scenario, poison: Iterable[tuple[bytes | None, bytes]] = ()) -> None:
@@ -100,15 +99,10 @@ def run_processes_to_end(settings: Settings, processes: int, timeout_s: float = 
 
 def live_nodes(settings: Settings) -> dict[str, dict[str, Any]]:
     """Every ``node:{id}`` aggregate hash in Redis, numbers as floats."""
-    client = redis.Redis.from_url(settings.redis, decode_responses=True)
-    nodes: dict[str, dict[str, Any]] = {}
-    for key in client.scan_iter("node:*", count=1000):
-        if key.endswith(NAVIGATION_SUFFIXES):
-            continue
-        fields = client.hgetall(key)
-        nodes[str(key).removeprefix("node:")] = {str(k): _number(str(v)) for k, v in fields.items()}
+    client = redis.Redis.from_url(settings.redis)
+    hashes = aggregate_hashes(client)
     client.close()
-    return nodes
+    return {node: {k: _number(v) for k, v in fields.items()} for node, fields in hashes.items()}
 
 
 def live_sites(settings: Settings) -> dict[str, dict[str, str]]:
