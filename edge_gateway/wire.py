@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from schemas.times import epoch_ms
 from vpp.topics import COMMANDS_ACKS, PLANS_SITE, TELEMETRY_RAW
 
 AVRO_SUBPROTOCOL = "vpp.avro.v1"
@@ -55,11 +56,6 @@ UPSTREAM_BY_RECORD = {kind.record: kind for kind in UPSTREAM}
 #: Downstream JSON ``type`` of each record the gateway sends to devices.
 DOWNSTREAM_TYPES = {"SiteCommand": "command", "PriceForecast": "prices"}
 DOWNSTREAM_RECORDS = {frame_type: record for record, frame_type in DOWNSTREAM_TYPES.items()}
-
-
-def epoch_ms(value: datetime) -> int:
-    """Milliseconds since the epoch of an aware datetime."""
-    return int(value.timestamp() * 1000)
 
 
 def instant(value: datetime | int | float) -> datetime:

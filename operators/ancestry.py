@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, NamedTuple
 
 from assets.registry import PARENT_KIND, PROGRAM, SITE_PARENT_KIND
+from schemas.times import epoch_ms
 
 #: Versions kept per site: enough for changes whose effective time is still inside the lateness bound.
 MAX_VERSIONS = 4
@@ -43,10 +43,6 @@ class AncestryVersion(NamedTuple):
 
 #: Chains of ancestors as the rollups use them: (hierarchy, node ids nearest first).
 Chains = tuple[tuple[str, tuple[str, ...]], ...]
-
-
-def _ms(value: datetime) -> int:
-    return int(value.timestamp() * 1000)
 
 
 def node_kind(hierarchy: str, depth: int) -> str:
@@ -85,10 +81,10 @@ class Ancestry:
             return False
         paths = tuple(
             Path(sys.intern(p["hierarchy"]), tuple(sys.intern(n) for n in p["node_ids"]),
-                 _ms(p["valid_from"]), None if p["valid_to"] is None else _ms(p["valid_to"]))
+                 epoch_ms(p["valid_from"]), None if p["valid_to"] is None else epoch_ms(p["valid_to"]))
             for p in record["paths"]
         )
-        new = AncestryVersion(version, _ms(record["effective_from"]), bool(record["retired"]), paths)
+        new = AncestryVersion(version, epoch_ms(record["effective_from"]), bool(record["retired"]), paths)
         earlier = [v for v in self.versions if v.effective_from_ms < new.effective_from_ms]
         self.versions = (*earlier, new)[-MAX_VERSIONS:]
         self._cached = None

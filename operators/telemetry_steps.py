@@ -22,6 +22,7 @@ from operators.records import ShardBatch, aggregate_message, status_message
 from operators.rollup import GroupOutput, NodeGroup
 from operators.shard import NodeChanges, Shard, ShardConfig, ShardOutput
 from operators.sinks import TwinWrite, node_key, site_key
+from schemas.times import epoch_ms
 from vpp.config import Settings
 from vpp.topics import TELEMETRY_RAW
 
@@ -151,7 +152,7 @@ def _group_emissions(out: GroupOutput) -> list[Emitted]:
     emitted: list[Emitted] = []
     for record in out.aggregates:
         node_id = record["node_id"]
-        event_ms = int(record["event_time"].timestamp() * 1000)
+        event_ms = epoch_ms(record["event_time"])
         fields = {k: (event_ms if k == "event_time" else val) for k, val in record.items()}
         fields["updated_at"] = wall_ms()
         emitted.append(Emitted("redis", node_id, TwinWrite(node_key(node_id), (event_ms, 0), fields)))

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from operators.ancestry import Ancestry
+from schemas.times import epoch_ms
 
 ONLINE = "ONLINE"
 DELAYED = "DELAYED"
@@ -57,7 +58,7 @@ class Reading(NamedTuple):
     def from_record(cls, record: dict[str, Any]) -> Reading:
         """From a decoded SiteTelemetry value."""
         return cls(
-            int(record["event_time"].timestamp() * 1000), record["seq"], record["soc_pct"],
+            epoch_ms(record["event_time"]), record["seq"], record["soc_pct"],
             record["battery_kw"], record["solar_kw"], record["load_kw"], record["grid_kw"],
             record["battery_temp_c"], record["mode"], record["active_command_id"],
         )

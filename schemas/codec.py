@@ -41,6 +41,7 @@ from schemas.registry import (
 from schemas.registry import (
     schema_id as content_id,
 )
+from schemas.times import epoch_ms
 
 MAGIC = 0
 """First byte of every Confluent-framed message."""
@@ -196,7 +197,7 @@ class AvroCodec:
                 if end == len(data):
                     return value
         value = self.decode(data, expected)
-        return {k: _epoch_ms(v) if isinstance(v, datetime) else v for k, v in value.items()}
+        return {k: epoch_ms(v) if isinstance(v, datetime) else v for k, v in value.items()}
 
     def _millis_decoder(self, sid: int, expected: str) -> FastDecoder | None:
         try:
@@ -261,9 +262,6 @@ def _fast_decoder(schema: AvroSchema, millis: bool = False) -> FastDecoder | Non
     except UnsupportedSchemaError:
         return None
 
-
-def _epoch_ms(value: datetime) -> int:
-    return int(value.timestamp() * 1000)
 
 
 def _decode_with_fastavro(data: bytes, sid: int, reader: _Reader) -> dict[str, Any]:

@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from fastavro import parse_schema
 
+from schemas.times import EPOCH
+
 FastDecoder = Callable[[bytes, int], tuple[dict[str, Any], int]]
 """``decoder(buffer, position) -> (value, end position)``; raises on anything it does not handle."""
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_DEPTH = 32
 _STRUCT_CODES = {"double": "d", "float": "f"}
 
@@ -76,7 +77,7 @@ def compile_decoder(schema: Any, millis: bool = False) -> FastDecoder:
         **generator.constants,
         "read_long": read_long,
         "Invalid": _InvalidError,
-        "EPOCH": _EPOCH,
+        "EPOCH": EPOCH,
         "timedelta": timedelta,
     }
     exec(compile(source, f"<avro decoder {schema_name(schema)}>", "exec"), namespace)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from schemas.registry import (
     record_subject,
     register_packaged,
 )
+from schemas.times import EPOCH, epoch_ms
 from tests.schemas.avro_strategies import from_schema
 
 CODEC = packaged_codec()
@@ -198,7 +199,7 @@ def test_new_enum_symbol_reads_as_the_enum_default_in_an_old_process(tmp_path: P
 @given(from_schema(load_schema("SiteTelemetry")))
 def test_decode_millis_is_decode_with_times_as_epoch_milliseconds(value: dict[str, Any]) -> None:
     data = CODEC.encode("SiteTelemetry", value)
-    expected = {k: int(v.timestamp() * 1000) if isinstance(v, datetime) else v
+    expected = {k: epoch_ms(v) if isinstance(v, datetime) else v
                 for k, v in CODEC.decode(data, "SiteTelemetry").items()}
     assert CODEC.decode_millis(data, "SiteTelemetry") == expected
 
@@ -210,3 +211,8 @@ def test_decode_millis_raises_the_same_typed_errors() -> None:
         with pytest.raises(DecodeError) as caught:
             CODEC.decode_millis(bad, "SiteTelemetry")
         assert caught.value.reason == reason
+
+
+def test_epoch_ms_is_exact_where_float_seconds_are_not() -> None:
+    for ms in range(1_075_593_600_000, 1_075_593_601_000):
+        assert epoch_ms(EPOCH + timedelta(milliseconds=ms)) == ms
