@@ -169,7 +169,7 @@ def cancel(settings: Settings, dispatch_id: str, requested_by: str, client: redi
 
 def read_status(client: redis.Redis, dispatch_id: str) -> dict[str, str] | None:
     """The newest status of a dispatch as stored by the control dataflow (None if it has none yet)."""
-    raw: dict[Any, Any] = client.hgetall(STATUS_KEY.format(dispatch_id))  # type: ignore[assignment]
+    raw: dict[Any, Any] = client.hgetall(STATUS_KEY.format(dispatch_id))
     if not raw:
         return None
     return {_text(k): _text(v) for k, v in raw.items()}
@@ -178,8 +178,8 @@ def read_status(client: redis.Redis, dispatch_id: str) -> dict[str, str] | None:
 def list_dispatches(client: redis.Redis, since: datetime | None = None, limit: int = 100) -> list[str]:
     """Ids of dispatches whose window starts at or after ``since`` (newest first)."""
     low = epoch_ms(since) if since is not None else "-inf"
-    ids = client.zrevrangebyscore(INDEX_KEY, "+inf", low, start=0, num=limit)
-    return [_text(i) for i in ids]  # type: ignore[union-attr]
+    ids: list[Any] = client.zrevrangebyscore(INDEX_KEY, "+inf", low, start=0, num=limit)
+    return [_text(i) for i in ids]
 
 
 def _text(value: bytes | str) -> str:
