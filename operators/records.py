@@ -50,8 +50,8 @@ class ShardBatch:
     ancestries: list[dict[str, Any]] = field(default_factory=list)
 
 
-def dead_letter(msg: Message, kind: str, error: str) -> KafkaOut:
-    """A DeadLetter record for ``telemetry.dlq`` keyed like the original."""
+def dead_letter(msg: Message, kind: str, error: str, consumer: str = CONSUMER) -> KafkaOut:
+    """A DeadLetter record for ``telemetry.dlq``, keyed like the original, naming the consumer that failed."""
     partition, offset = msg.partition(), msg.offset()
     value = codec().encode("DeadLetter", {
         "original_key": msg.key(),
@@ -62,7 +62,7 @@ def dead_letter(msg: Message, kind: str, error: str) -> KafkaOut:
         "original_timestamp": _kafka_time(msg.timestamp()),
         "error_kind": kind,
         "error": error,
-        "consumer": CONSUMER,
+        "consumer": consumer,
         "failed_at": datetime.now(UTC),
     })
     return KafkaSinkMessage(key=msg.key(), value=value, topic=TELEMETRY_DLQ)

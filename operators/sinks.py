@@ -26,7 +26,8 @@ from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkParti
 from typing_extensions import override
 
 from vpp.config import Settings
-from vpp.history import HistoryStore, NodeWindow, SiteWindow, connect
+from vpp.dispatch import INDEX_KEY, STATUS_KEY
+from vpp.history import CommandLogEntry, DispatchLogEntry, HistoryStore, NodeWindow, SiteWindow, connect
 
 #: Write the fields packed in ``ARGV[3]`` (name and value alternating, separated by ``\x1f``) into
 #: hash ``KEYS[1]`` only if the version (``ARGV[1]``, ``ARGV[2]``) is at least the stored
@@ -99,7 +100,81 @@ class RedisTwinSink(DynamicSink[TwinWrite]):
         return _RedisPartition(redis.Redis.from_url(self._url))
 
 
-HistoryRow = SiteWindow | NodeWindow
+#: Store a dispatch's status in hash ``KEYS[1]`` (fields packed in ``ARGV[4]`` like above) unless the
+#: stored status is final (COMPLETED, CANCELLED, FAILED) or newer (``event_time`` ``ARGV[1]``); list the
+#: dispatch in the sorted set ``KEYS[2]`` by the start of its window (``ARGV[3]``) with id ``ARGV[2]``.
+_GUARDED_STATUS = r"""
+local stored = redis.call('HMGET', KEYS[1], 'event_time', 'state')
+if stored[2] == 'COMPLETED' or stored[2] == 'CANCELLED' or stored[2] == 'FAILED' then
+  return 0
+end
+if stored[1] and tonumber(stored[1]) > tonumber(ARGV[1]) then
+  return 0
+end
+local args = {}
+for part in string.gmatch(ARGV[4], '([^]*)?') do
+  args[#args + 1] = part
+end
+if #args % 2 == 1 then
+  args[#args] = nil
+end
+redis.call('HSET', KEYS[1], unpack(args))
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class StatusWrite:
+    """The newest status of one dispatch, for ``dispatch:{id}`` and the ``dispatches`` index."""
+
+    dispatch_id: str
+    event_ms: int
+    state: str
+    start_ms: int
+    fields: dict[str, Any]
+
+
+class _StatusPartition(StatelessSinkPartition[StatusWrite]):
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+        self._script = client.register_script(_GUARDED_STATUS)
+
+    @override
+    def write_batch(self, items: list[StatusWrite]) -> None:
+        pipe = self._client.pipeline(transaction=False)
+        sep = FIELD_SEPARATOR
+        for item in items:
+            packed = sep.join(f"{name}{sep}{value}" for name, value in item.fields.items())
+            self._script(keys=[STATUS_KEY.format(item.dispatch_id), INDEX_KEY],
+                         args=[item.event_ms, item.dispatch_id, item.start_ms, packed], client=pipe)
+        pipe.execute()
+
+    @override
+    def close(self) -> None:
+        self._client.close()
+
+
+class DispatchStatusSink(DynamicSink[StatusWrite]):
+    """Dispatch statuses into Redis: a final or newer stored status is never overwritten by a replay."""
+
+    def __init__(self, redis_url: str) -> None:
+        self._url = redis_url
+
+    @override
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _StatusPartition:
+        return _StatusPartition(redis.Redis.from_url(self._url))
+
+
+HistoryRow = SiteWindow | NodeWindow | DispatchLogEntry | CommandLogEntry
+
+#: Which insert of :class:`HistoryStore` takes each kind of row.
+_INSERTS: dict[type, Callable[[HistoryStore, list[Any]], None]] = {
+    SiteWindow: HistoryStore.insert_site_minutes,
+    NodeWindow: HistoryStore.insert_node_minutes,
+    DispatchLogEntry: HistoryStore.insert_dispatch_log,
+    CommandLogEntry: HistoryStore.insert_command_log,
+}
 
 
 class _HistoryPartition(StatefulSinkPartition[HistoryRow, None]):
@@ -112,31 +187,27 @@ class _HistoryPartition(StatefulSinkPartition[HistoryRow, None]):
     def __init__(self, store: HistoryStore, flush_rows: int) -> None:
         self._store = store
         self._flush_rows = flush_rows
-        self._sites: list[SiteWindow] = []
-        self._nodes: list[NodeWindow] = []
+        self._rows: dict[type, list[Any]] = {}
+        self._buffered = 0
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="history-sink")
         self._pending: list[Future[None]] = []
 
     @override
     def write_batch(self, values: list[HistoryRow]) -> None:
         for row in values:
-            if isinstance(row, SiteWindow):
-                self._sites.append(row)
-            else:
-                self._nodes.append(row)
-        if len(self._sites) + len(self._nodes) >= self._flush_rows:
+            self._rows.setdefault(type(row), []).append(row)
+        self._buffered += len(values)
+        if self._buffered >= self._flush_rows:
             self._hand_over()
 
     def _hand_over(self) -> None:
-        if self._sites or self._nodes:
-            self._pending.append(self._writer.submit(self._insert, self._sites, self._nodes))
-            self._sites, self._nodes = [], []
+        if self._buffered:
+            self._pending.append(self._writer.submit(self._insert, self._rows))
+            self._rows, self._buffered = {}, 0
 
-    def _insert(self, sites: list[SiteWindow], nodes: list[NodeWindow]) -> None:
-        if sites:
-            self._store.insert_site_minutes(sites)
-        if nodes:
-            self._store.insert_node_minutes(nodes)
+    def _insert(self, rows: dict[type, list[Any]]) -> None:
+        for kind, batch in rows.items():
+            _INSERTS[kind](self._store, batch)
 
     def _wait(self) -> None:
         pending, self._pending = self._pending, []
@@ -156,7 +227,7 @@ class _HistoryPartition(StatefulSinkPartition[HistoryRow, None]):
 
 
 class HistorySink(FixedPartitionedSink[HistoryRow, None]):
-    """Minute rows into ClickHouse ``site_minute`` / ``node_minute`` (and their hour and day rollups)."""
+    """History rows into ClickHouse: minute windows (and their hour and day rollups), control logs."""
 
     def __init__(self, settings: Settings, partitions: int = 2, flush_rows: int = 20_000,
                  store_factory: Callable[[Settings], HistoryStore] | None = None) -> None:

@@ -113,6 +113,30 @@ class Settings(BaseSettings):
     kafka_batch_size: int = Field(
         default=10000, ge=1, description="Messages a dataflow reads from one partition per poll."
     )
+    control_tick_s: float = Field(
+        default=0.5, gt=0,
+        description="Wall-clock seconds between two looks of an active dispatch at the twin (retries due, "
+        "correction due, end of window).",
+    )
+    control_correction_s: float = Field(
+        default=5.0, gt=0,
+        description="Seconds (fleet event time) between two corrections and status reports of a dispatch.",
+    )
+    control_gain: float = Field(
+        default=0.7, gt=0, le=1, description="Share of the measured error one correction step removes."
+    )
+    control_max_step_fraction: float = Field(
+        default=0.25, gt=0, le=1,
+        description="Largest correction step as a fraction of the target: bounds how hard a correction "
+        "pushes the fleet.",
+    )
+    control_retry_base_s: float = Field(
+        default=2.0, gt=0, description="First retry of an unacknowledged command after this many seconds; "
+        "the wait doubles with each attempt."
+    )
+    control_retry_max_s: float = Field(
+        default=30.0, gt=0, description="Longest wait between two attempts of a command."
+    )
     gateway_port: int = Field(default=8765, ge=1, le=65535, description="Edge gateway WebSocket port.")
     gateway_metrics_port: int = Field(
         default=9108, ge=1, le=65535, description="Edge gateway /healthz and /metrics port."
@@ -143,6 +167,21 @@ class Settings(BaseSettings):
     )
     gateway_consumer_group: str = Field(
         default="vpp-gateway", description="Kafka consumer group the instances share for commands.site."
+    )
+    api_port: int = Field(default=8000, ge=1, le=65535,
+                          description="HTTP API and dashboard port (VPP_API_PORT).")
+    api_token_secret: SecretStr = Field(
+        default=SecretStr("vpp-local-api-secret-not-for-production"),
+        description="HS256 secret of API bearer tokens; the default is for the local stack only "
+        "(VPP_API_TOKEN_SECRET).",
+    )
+    api_token_ttl_hours: float = Field(
+        default=24.0 * 30, gt=0, description="Lifetime of an issued API token in hours (VPP_API_TOKEN_TTL_HOURS)."
+    )
+    api_registry_refresh_s: float = Field(
+        default=30.0, gt=0,
+        description="The API re-reads the asset registry from ClickHouse at most this often, for "
+        "navigation at past times and asset changes made by other processes (VPP_API_REGISTRY_REFRESH_S).",
     )
     simulator_interval_s: float = Field(
         default=1.0, gt=0, description="Simulated seconds between two telemetry samples of a site."

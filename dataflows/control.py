@@ -1,0 +1,59 @@
+"""The control dataflow: ``dispatch.requests`` + ``commands.acks`` -> commands, corrections, statuses.
+
+Run it as ``python -m bytewax.run dataflows.control:flow`` (recovery flags as for
+the telemetry flow); every setting comes from ``VPP_*`` (see
+:class:`vpp.config.Settings`, ``control_*``).
+
+    kafka (dispatch.requests, commands.acks)
+      -> decode, key by dispatch id           (bad records -> telemetry.dlq)
+      -> dispatches: one Dispatch per key     (reads the live twin in Redis;
+                                               commands -> commands.site, statuses -> dispatch.status,
+                                               Redis dispatch:{id}, ClickHouse dispatch_log / command_log)
+"""
+
+from __future__ import annotations
+
+import bytewax.operators as op
+from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage
+from bytewax.dataflow import Dataflow
+
+from operators.control_steps import ControlLogic, decode_control
+from operators.dispatch import Ack, Request
+from operators.kafka_batches import BatchedKafkaSource
+from operators.records import DLQ_KEY
+from operators.sinks import DispatchStatusSink, HistorySink
+from vpp.config import Settings
+from vpp.topics import COMMANDS_ACKS, DISPATCH_REQUESTS
+
+
+def build_flow(settings: Settings) -> Dataflow:
+    """The control dataflow wired to the parts ``settings`` names."""
+    flow = Dataflow("control")
+    brokers = [settings.kafka]
+    source = BatchedKafkaSource(brokers, [DISPATCH_REQUESTS, COMMANDS_ACKS], tail=settings.dataflow_tail,
+                                batch_size=settings.kafka_batch_size)
+    decoded = op.flat_map_batch("decode", op.input("kafka-in", flow, source), decode_control)
+    dead = op.branch("dead-letters", decoded, lambda item: item[0] == DLQ_KEY)
+    events = op.filter_map("events", dead.falses,
+                           lambda item: item if isinstance(item[1], Request | Ack) else None)
+    results = op.stateful_batch("dispatches", events, ControlLogic.builder(settings))
+
+    kafka_out = op.merge(
+        "kafka-out",
+        op.filter_map("dlq-records", dead.trues,
+                      lambda item: item[1] if isinstance(item[1], KafkaSinkMessage) else None),
+        op.filter_map("kafka-records", results,
+                      lambda item: item[1].value if item[1].kind == "kafka" else None),
+    )
+    op.output("kafka", kafka_out, KafkaSink(brokers, topic=None))
+    op.output("redis", op.filter_map("status-writes", results,
+                                     lambda item: item[1].value if item[1].kind == "redis" else None),
+              DispatchStatusSink(settings.redis))
+    op.output("clickhouse", op.filter_map("journal-rows", results,
+                                          lambda item: (item[0], item[1].value)
+                                          if item[1].kind == "history" else None),
+              HistorySink(settings, partitions=1, flush_rows=5_000))
+    return flow
+
+
+flow = build_flow(Settings())

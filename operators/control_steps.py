@@ -1,0 +1,289 @@
+"""The Bytewax face of :class:`operators.dispatch.Dispatch`, and the control dataflow's reads of the twin.
+
+Requests and acks are keyed by dispatch id (an ack finds its dispatch through
+the command id, ``{dispatch}/{site}/{revision}``), so each dispatch is one
+piece of keyed state that Bytewax snapshots and restores: an active dispatch
+survives a restart of the flow and carries on delivering and correcting.
+
+The clock of a dispatch is the newest of the wall clock and the event times
+it has seen (twin ``last_seen``, acks): in production the two agree; with a
+simulated fleet running faster than real time, the fleet's own time rules.
+A dispatch wakes every ``control_tick_s`` of wall time and reads the twin of
+its sites from Redis (one pipelined round trip) to decide what is due.
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import redis
+from bytewax.connectors.kafka import KafkaSinkMessage
+from bytewax.operators import StatefulBatchLogic
+from typing_extensions import override
+
+from operators.dispatch import Ack, ControlConfig, Dispatch, Output, Request, TwinSnapshot, dispatch_of
+from operators.kafka_batches import Polled
+from operators.records import DLQ_KEY, KafkaOut, codec, dead_letter
+from operators.sinks import StatusWrite
+from schemas.codec import DecodeError
+from schemas.times import epoch_ms
+from vpp.config import Settings
+from vpp.dispatch import DispatchRejectedError, DispatchSpec, parse_strategy
+from vpp.history import DispatchLogEntry
+from vpp.topics import COMMANDS_ACKS, COMMANDS_SITE, DISPATCH_STATUS
+
+CONSUMER = "dataflows.control"
+TWIN_FIELDS = ("status", "battery_kw", "last_seen", "max_discharge_kw", "max_charge_kw",
+               "energy_available_kwh", "charge_headroom_kwh", "solar_kw", "load_kw", "active_command_id")
+
+Event = Request | Ack
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def decode_control(polls: list[Polled]) -> list[tuple[str, Event | KafkaOut]]:
+    """Requests and acks keyed by their dispatch id; what cannot be read goes to the dead letters."""
+    out: list[tuple[str, Event | KafkaOut]] = []
+    decode = codec().decode
+    for poll in polls:
+        acks = poll.topic == COMMANDS_ACKS
+        for msg in poll.messages:
+            error, value = msg.error(), msg.value()
+            if error is not None:
+                out.append((DLQ_KEY, dead_letter(msg, "KAFKA_ERROR", str(error), CONSUMER)))
+                continue
+            if value is None:
+                continue
+            try:
+                record = decode(value, "CommandAck" if acks else "DispatchRequest")
+            except DecodeError as exc:
+                out.append((DLQ_KEY, dead_letter(msg, exc.reason.value, exc.message, CONSUMER)))
+                continue
+            key = msg.key()
+            owner = record["site_id"] if acks else record["dispatch_id"]
+            if key is not None and key != owner.encode():
+                reason = f"record of {owner!r} under key {key!r}"
+                out.append((DLQ_KEY, dead_letter(msg, "KEY_MISMATCH", reason, CONSUMER)))
+                continue
+            event = _ack(record) if acks else _request(record)
+            owner_dispatch = dispatch_of(event.command_id) if isinstance(event, Ack) else event.dispatch_id
+            out.append((owner_dispatch, event))
+    return out
+
+
+def _ack(record: dict[str, Any]) -> Ack:
+    return Ack(record["command_id"], record["site_id"], record["status"], record["reason"],
+               epoch_ms(record["event_time"]))
+
+
+def _request(record: dict[str, Any]) -> Request:
+    strategy = record["strategy"]
+    allocator, correction = (parse_strategy(strategy) if record["action"] in ("CREATE", "REPLACE")
+                             else ("waterfill", False))
+    sites = record["site_ids"]
+    return Request(record["dispatch_id"], record["action"], record["node_id"],
+                   tuple(sites) if sites is not None else None, float(record["target_kw"]),
+                   epoch_ms(record["start"]), epoch_ms(record["end"]), allocator, correction, strategy,
+                   record["requested_by"], epoch_ms(record["requested_at"]))
+
+
+def _problem(request: Request, now_ms: int) -> str | None:
+    """Why a request cannot run (the same checks the CLI and API make before sending), or None."""
+    def at(ms: int) -> datetime:
+        return datetime.fromtimestamp(ms / 1000, UTC)
+    try:
+        DispatchSpec(request.target_kw, at(request.start_ms), at(request.end_ms), request.node_id,
+                     request.site_ids, request.strategy, request.dispatch_id).check(at(now_ms))
+    except DispatchRejectedError as exc:
+        return str(exc)
+    return None
+
+
+class TwinReader:
+    """Member sites and their live twin, read from Redis."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+
+    def members(self, node_id: str) -> list[str]:
+        """The node's current member sites: at the start of a window, its members at that time."""
+        members: set[Any] = self.client.smembers(f"node:{node_id}:sites")
+        return sorted(_text(s) for s in members)
+
+    def snapshot(self, site_ids: list[str]) -> TwinSnapshot:
+        """One pipelined read of the twin of ``site_ids`` (a site without a twin: no status, no limits)."""
+        pipe = self.client.pipeline(transaction=False)
+        for site_id in site_ids:
+            pipe.hmget(f"site:{site_id}", TWIN_FIELDS)
+        rows = pipe.execute()
+        n = len(site_ids)
+        numbers = np.zeros((7, n))
+        status, active = [""] * n, [""] * n
+        newest = 0
+        for i, row in enumerate(rows):
+            (state, battery, seen, discharge, charge, energy, headroom, solar, load, command) = row
+            status[i] = _text(state) if state is not None else ""
+            active[i] = _text(command) if command is not None else ""
+            numbers[:, i] = [_number(battery), _number(discharge), _number(charge), _number(energy),
+                             _number(headroom), _number(solar), _number(load)]
+            if seen is not None and seen != b"":
+                newest = max(newest, int(seen))
+        battery_kw, max_discharge, max_charge, energy_kwh, headroom_kwh, solar_kw, load_kw = numbers
+        return TwinSnapshot(site_ids, status, battery_kw, max_discharge, max_charge, energy_kwh, headroom_kwh,
+                            np.maximum(solar_kw - load_kw, 0.0), active, newest)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _number(value: bytes | None) -> float:
+    return float(value) if value else 0.0
+
+
+def control_config(settings: Settings) -> ControlConfig:
+    return ControlConfig(
+        retry_base_ms=int(settings.control_retry_base_s * 1000),
+        retry_max_ms=int(settings.control_retry_max_s * 1000),
+        correction_ms=int(settings.control_correction_s * 1000),
+        gain=settings.control_gain, max_step_fraction=settings.control_max_step_fraction,
+    )
+
+
+@dataclass(frozen=True)
+class Emitted:
+    """One result of the control step, tagged with its sink."""
+
+    kind: str  # "kafka" | "redis" | "history"
+    value: Any
+
+
+def emissions(dispatch: Dispatch, out: Output) -> list[Emitted]:
+    """Commands and statuses for Kafka, the status for Redis, journal rows for ClickHouse."""
+    encode = codec().encode
+    emitted = [Emitted("kafka", KafkaSinkMessage(key=c["site_id"].encode(), value=encode("SiteCommand", c),
+                                                 topic=COMMANDS_SITE)) for c in out.commands]
+    request = dispatch.request
+    for status in out.statuses:
+        key = status["dispatch_id"].encode()
+        emitted.append(Emitted("kafka", KafkaSinkMessage(key=key, value=encode("DispatchStatus", status),
+                                                         topic=DISPATCH_STATUS)))
+        fields = {**status, "node_id": status["node_id"] or "", "start": request.start_ms,
+                  "end": request.end_ms, "strategy": request.strategy, "requested_by": request.requested_by,
+                  "reason": dispatch.reason,
+                  "site_ids": ",".join(request.site_ids) if request.site_ids is not None else ""}
+        emitted.append(Emitted("redis", StatusWrite(status["dispatch_id"], status["event_time"],
+                                                    status["state"], request.start_ms, fields)))
+        emitted.append(Emitted("history", DispatchLogEntry(
+            status["dispatch_id"], _dt(status["event_time"]), status["state"], status["node_id"],
+            status["target_kw"], status["measured_kw"], status["error_kw"], status["shortfall_kw"],
+            status["sites_total"], status["sites_acked"], status["sites_pending"], status["sites_rejected"])))
+    emitted.extend(Emitted("history", row) for row in out.command_log)
+    return emitted
+
+
+def _dt(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+_READERS: dict[str, TwinReader] = {}
+
+
+def _reader(url: str) -> TwinReader:
+    """One Redis connection pool per worker process, shared by every dispatch it holds."""
+    reader = _READERS.get(url)
+    if reader is None:
+        reader = _READERS[url] = TwinReader(redis.Redis.from_url(url))
+    return reader
+
+
+class ControlLogic(StatefulBatchLogic[Event, Emitted, bytes]):
+    """One dispatch inside the control dataflow."""
+
+    def __init__(self, dispatch: Dispatch | None, config: ControlConfig, tick: timedelta,
+                 reader: TwinReader) -> None:
+        self.dispatch = dispatch
+        self.config = config
+        self.tick = tick
+        self.reader = reader
+
+    @classmethod
+    def builder(cls, settings: Settings) -> Any:
+        config = control_config(settings)
+        tick = timedelta(seconds=settings.control_tick_s)
+        url = settings.redis
+
+        def build(resume: bytes | None) -> ControlLogic:
+            dispatch = pickle.loads(resume) if resume is not None else None
+            if dispatch is not None:
+                dispatch.config = config
+            return cls(dispatch, config, tick, _reader(url))
+
+        return build
+
+    def _now(self) -> int:
+        return max(wall_ms(), self.dispatch.clock_ms if self.dispatch is not None else 0)
+
+    @override
+    def on_batch(self, values: list[Event]) -> tuple[list[Emitted], bool]:
+        emitted: list[Emitted] = []
+        for event in values:
+            emitted += self._apply(event)
+        emitted += self._step()
+        return emitted, self._keep()
+
+    def _apply(self, event: Event) -> list[Emitted]:
+        now = self._now()
+        dispatch = self.dispatch
+        if isinstance(event, Ack):
+            return emissions(dispatch, dispatch.on_ack(event, now)) if dispatch is not None else []
+        if event.action == "CREATE":
+            if dispatch is not None:  # a replayed or repeated request: the dispatch exists already
+                return []
+            dispatch = self.dispatch = Dispatch(event, self.config)
+            problem = _problem(event, now)
+            return emissions(dispatch, dispatch.fail(problem, now) if problem else dispatch.tick(now, None))
+        if dispatch is None:
+            return []
+        if event.action == "CANCEL":
+            return emissions(dispatch, dispatch.cancel(now))
+        if event.action == "REPLACE" and _problem(event, now) is None:
+            twin = self.reader.snapshot(dispatch.members) if dispatch.state == "ACTIVE" else None
+            return emissions(dispatch, dispatch.replace(event, twin, now))
+        return []
+
+    def _step(self) -> list[Emitted]:
+        dispatch = self.dispatch
+        if dispatch is None or dispatch.state == "FAILED":
+            return []
+        now = self._now()
+        if dispatch.needs_members(now):
+            request = dispatch.request
+            members = list(request.site_ids) if request.site_ids is not None else self.reader.members(
+                request.node_id or "")
+            return emissions(dispatch, dispatch.activate(members, self.reader.snapshot(members), now))
+        twin = self.reader.snapshot(dispatch.members) if dispatch.state in ("ACTIVE", "CANCELLED") else None
+        return emissions(dispatch, dispatch.tick(now, twin))
+
+    def _keep(self) -> bool:
+        dispatch = self.dispatch
+        return self.DISCARD if dispatch is None or dispatch.finished(self._now()) else self.RETAIN
+
+    @override
+    def notify_at(self) -> datetime | None:
+        return datetime.now(UTC) + self.tick if self.dispatch is not None else None
+
+    @override
+    def on_notify(self) -> tuple[list[Emitted], bool]:
+        return self._step(), self._keep()
+
+    @override
+    def snapshot(self) -> bytes:
+        return pickle.dumps(self.dispatch, protocol=pickle.HIGHEST_PROTOCOL)

@@ -1,0 +1,418 @@
+"""One dispatch from request to end: allocate, deliver commands until acknowledged, correct the error.
+
+Pure logic, no I/O: the control dataflow (``operators/control_steps.py``) feeds
+it requests, acks, member lists and twin snapshots, and sends what it returns.
+Time is whatever the caller says ``now`` is (the event-time clock of the
+fleet), so a simulated fleet running faster than the wall clock is controlled
+in its own time, and a test can step it by hand.
+
+The life of a dispatch:
+
+* PENDING until its window starts, then ACTIVE: the planner reads the twin of
+  the member sites and skips sites that are not ONLINE or are already
+  following another dispatch's command; the allocator (water-filling or QP)
+  spreads the target within each site's power limits and the energy it has
+  above its reserve (or below full) for the rest of the window. Each site with
+  a share worth a command gets a SiteCommand valid until the window ends.
+* Delivery: a command not acknowledged is sent again (same id, next attempt)
+  with exponential backoff until it is acknowledged, rejected, or its window
+  has passed; nothing is sent after ``valid_until``.
+* Correction (unless the strategy is open loop): every ``correction_ms`` the
+  measured power of the dispatched sites (the twin's latest battery power; a
+  site that went quiet counts with its last known value, which is what it is
+  most likely still doing) is compared with the target. A step of ``gain``
+  times the error, at most ``max_step_fraction`` of the target, goes to the
+  sites that accepted their command, are following it and have room, largest
+  room first (few new commands); an overshoot is taken back from the largest
+  setpoints. The sum of setpoints is the controller's integrator: it can never
+  leave [0, what the sites can do], which is the anti-windup.
+* A site that acknowledged but whose power stays away from its setpoint is
+  marked as not following and gets no further correction share: the error it
+  leaves is covered by the others.
+* CANCEL releases every commanded site (a 0 kW command that lapses after
+  ``release_ms``, after which the device returns to its own plan); REPLACE
+  re-plans with the new target and window. The window's end COMPLETES it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+
+from operators.allocation import Allocation, Array, Fleet, qp_allocate, waterfill
+from schemas.times import EPOCH
+from vpp.history import CommandLogEntry
+
+TERMINAL = frozenset({"COMPLETED", "CANCELLED", "FAILED"})
+MS_PER_HOUR = 3_600_000
+ALLOCATORS = {"waterfill": waterfill, "qp": qp_allocate}
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    """Timings and gains of delivery and correction (event-time milliseconds)."""
+
+    retry_base_ms: int = 2_000
+    retry_max_ms: int = 30_000
+    correction_ms: int = 5_000
+    gain: float = 0.7
+    max_step_fraction: float = 0.25
+    min_command_kw: float = 0.05
+    follow_tolerance_kw: float = 0.3
+    follow_tolerance_fraction: float = 0.2
+    release_ms: int = 2_000
+
+
+@dataclass(frozen=True)
+class Request:
+    """A decoded DispatchRequest, times as epoch ms."""
+
+    dispatch_id: str
+    action: str
+    node_id: str | None
+    site_ids: tuple[str, ...] | None
+    target_kw: float
+    start_ms: int
+    end_ms: int
+    allocator: str
+    correction: bool
+    strategy: str
+    requested_by: str
+    requested_ms: int
+
+
+@dataclass(frozen=True)
+class Ack:
+    """A decoded CommandAck."""
+
+    command_id: str
+    site_id: str
+    status: str
+    reason: str | None
+    event_ms: int
+
+
+@dataclass(frozen=True)
+class TwinSnapshot:
+    """What the live twin says about the dispatch's member sites, as parallel arrays in member order."""
+
+    site_ids: list[str]
+    status: list[str]
+    battery_kw: Array
+    max_discharge_kw: Array
+    max_charge_kw: Array
+    energy_available_kwh: Array
+    headroom_kwh: Array
+    solar_surplus_kw: Array
+    active_command: list[str]
+    newest_event_ms: int
+
+    def online(self) -> np.ndarray[Any, np.dtype[np.bool_]]:
+        return np.array([s == "ONLINE" for s in self.status], dtype=bool)
+
+
+@dataclass(slots=True)
+class Slot:
+    """One site's part in the dispatch: its current command and what became of it."""
+
+    setpoint_kw: float = 0.0
+    revision: int = 0
+    attempt: int = 0
+    valid_from_ms: int = 0
+    valid_until_ms: int = 0
+    next_retry_ms: int = 0
+    state: str = "NONE"  # NONE (never commanded), PENDING, ACCEPTED, REJECTED, EXPIRED
+    accepted_ms: int = 0
+    following: bool = True
+
+
+@dataclass
+class Output:
+    """What one step asks the dataflow to send."""
+
+    commands: list[dict[str, Any]] = field(default_factory=list)
+    statuses: list[dict[str, Any]] = field(default_factory=list)
+    command_log: list[CommandLogEntry] = field(default_factory=list)
+
+
+def command_id(dispatch_id: str, site_id: str, revision: int) -> str:
+    """``{dispatch}/{site}/{revision}``: an ack names its dispatch, which is how acks find their state."""
+    return f"{dispatch_id}/{site_id}/{revision}"
+
+
+def dispatch_of(command: str) -> str:
+    """The dispatch id a command id belongs to (dispatch ids never contain ``/``)."""
+    return command.split("/", 1)[0]
+
+
+class Dispatch:
+    """The state of one dispatch (kept per dispatch id, snapshotted by the dataflow)."""
+
+    def __init__(self, request: Request, config: ControlConfig) -> None:
+        self.request = request
+        self.config = config
+        self.state = "PENDING"
+        self.reason = ""
+        self.members: list[str] = []
+        self.slots: dict[str, Slot] = {}
+        self.clock_ms = request.requested_ms
+        self.next_correction_ms = 0
+        self.next_status_ms = 0
+        self.measured_kw = 0.0
+        self.shortfall_kw = 0.0
+        self.ended_ms = 0
+
+    # ----------------------------------------------------------------- inputs
+
+    def needs_members(self, now_ms: int) -> bool:
+        """Whether the window has started and the members are still to be resolved."""
+        return self.state == "PENDING" and now_ms >= self.request.start_ms
+
+    def activate(self, members: list[str], twin: TwinSnapshot, now_ms: int) -> Output:
+        """Start the window: allocate the target over ``members`` and command them."""
+        out = Output()
+        self._advance(now_ms, twin)
+        if not members:
+            self.state, self.reason = "FAILED", "the node has no member sites at the start of the window"
+            return self._status(out, now_ms)
+        self.members = members
+        self.state = "ACTIVE"
+        self._plan(twin, now_ms, out)
+        self.next_correction_ms = now_ms + self.config.correction_ms
+        return self._status(out, now_ms)
+
+    def fail(self, reason: str, now_ms: int) -> Output:
+        self.state, self.reason = "FAILED", reason
+        return self._status(Output(), now_ms)
+
+    def replace(self, request: Request, twin: TwinSnapshot | None, now_ms: int) -> Output:
+        """New target and window; an active dispatch is planned again at once."""
+        self.request = request
+        out = Output()
+        if self.state == "ACTIVE" and twin is not None:
+            self._advance(now_ms, twin)
+            self._plan(twin, now_ms, out)
+        return self._status(out, now_ms)
+
+    def cancel(self, now_ms: int) -> Output:
+        """Release every commanded site and stop."""
+        out = Output()
+        if self.state in TERMINAL:
+            return out
+        for site_id, slot in self.slots.items():
+            if slot.state in ("PENDING", "ACCEPTED"):
+                self._command(site_id, slot, 0.0, now_ms, now_ms + self.config.release_ms, out)
+        self.state, self.ended_ms = "CANCELLED", now_ms
+        return self._status(out, now_ms)
+
+    def on_ack(self, ack: Ack, now_ms: int) -> Output:
+        """Record a device's answer to our command (answers to superseded commands are only logged)."""
+        out = Output()
+        self.clock_ms = max(self.clock_ms, ack.event_ms)
+        parts = ack.command_id.split("/")
+        slot = self.slots.get(ack.site_id)
+        out.command_log.append(CommandLogEntry(
+            ack.command_id, self.request.dispatch_id, ack.site_id,
+            slot.setpoint_kw if slot else 0.0, _dt(slot.valid_from_ms if slot else 0),
+            _dt(slot.valid_until_ms if slot else 0), slot.attempt if slot else 0, ack.status,
+            _dt(ack.event_ms)))
+        if slot is None or len(parts) != 3 or parts[2] != str(slot.revision) or slot.state != "PENDING":
+            return out
+        if ack.status == "ACCEPTED":
+            slot.state, slot.accepted_ms, slot.following = "ACCEPTED", now_ms, True
+        elif ack.status in ("REJECTED", "EXPIRED"):
+            slot.state = ack.status
+        return out
+
+    def tick(self, now_ms: int, twin: TwinSnapshot | None) -> Output:
+        """Retries, expiry, the end of the window, correction and status, as ``now_ms`` calls for them."""
+        out = Output()
+        if twin is not None:
+            self._advance(now_ms, twin)
+        now_ms = max(now_ms, self.clock_ms)
+        if self.state in ("ACTIVE", "CANCELLED"):
+            self._deliver(now_ms, out)
+        if self.state == "ACTIVE" and now_ms >= self.request.end_ms:
+            self.state, self.ended_ms = "COMPLETED", now_ms
+            if twin is not None:
+                self.measured_kw = self._measure(twin)
+            return self._status(out, now_ms)
+        if self.state == "ACTIVE" and twin is not None and now_ms >= self.next_correction_ms:
+            self.next_correction_ms = now_ms + self.config.correction_ms
+            self.measured_kw = self._measure(twin)
+            self._check_following(twin, now_ms)
+            if self.request.correction:
+                self._correct(twin, now_ms, out)
+        if self.state == "ACTIVE" and now_ms >= self.next_status_ms:
+            self._status(out, now_ms)
+        return out
+
+    def finished(self, now_ms: int) -> bool:
+        """Whether the state can go: terminal, and nothing left to deliver."""
+        if self.state not in TERMINAL:
+            return False
+        return all(slot.state != "PENDING" or now_ms >= slot.valid_until_ms for slot in self.slots.values())
+
+    # ----------------------------------------------------------------- planning
+
+    def _advance(self, now_ms: int, twin: TwinSnapshot) -> None:
+        self.clock_ms = max(self.clock_ms, now_ms, twin.newest_event_ms)
+
+    def _eligible(self, twin: TwinSnapshot) -> np.ndarray[Any, np.dtype[np.bool_]]:
+        """ONLINE, not following another dispatch's command, and not refused or ignoring ours."""
+        own = f"{self.request.dispatch_id}/"
+        eligible = twin.online()
+        for index, site_id in enumerate(twin.site_ids):
+            other = twin.active_command[index]
+            slot = self.slots.get(site_id)
+            if (other and not other.startswith(own)) or (
+                    slot is not None and (slot.state in ("REJECTED", "EXPIRED") or not slot.following)):
+                eligible[index] = False
+        return eligible
+
+    def _fleet(self, twin: TwinSnapshot) -> Fleet:
+        return Fleet(twin.max_discharge_kw, twin.max_charge_kw, twin.energy_available_kwh, twin.headroom_kwh,
+                     self._eligible(twin), twin.solar_surplus_kw)
+
+    def _horizon_h(self, now_ms: int) -> float:
+        return max(self.request.end_ms - now_ms, 1_000) / MS_PER_HOUR
+
+    def _plan(self, twin: TwinSnapshot, now_ms: int, out: Output) -> None:
+        """Allocate the whole target afresh and command every site whose share changed."""
+        fleet = self._fleet(twin)
+        horizon = self._horizon_h(now_ms)
+        allocation: Allocation = ALLOCATORS[self.request.allocator](fleet, self.request.target_kw, horizon)
+        self.shortfall_kw = allocation.shortfall_kw
+        for index, site_id in enumerate(twin.site_ids):
+            share = float(allocation.setpoints_kw[index])
+            slot = self.slots.get(site_id)
+            if abs(share) < self.config.min_command_kw:
+                if slot is not None and slot.state in ("PENDING", "ACCEPTED") and slot.setpoint_kw != 0.0:
+                    self._command(site_id, slot, 0.0, now_ms, now_ms + self.config.release_ms, out)
+                continue
+            slot = self.slots.setdefault(site_id, Slot())
+            self._command(site_id, slot, share, now_ms, self.request.end_ms, out)
+
+    def _measure(self, twin: TwinSnapshot) -> float:
+        """Battery power of the dispatched sites: latest reading, or last known for sites gone quiet."""
+        index = {site_id: i for i, site_id in enumerate(twin.site_ids)}
+        total = 0.0
+        for site_id, slot in self.slots.items():
+            i = index.get(site_id)
+            if slot.state != "NONE" and i is not None and twin.status[i] not in ("", "UNKNOWN"):
+                total += float(twin.battery_kw[i])
+        return total
+
+    def _check_following(self, twin: TwinSnapshot, now_ms: int) -> None:
+        """A site that accepted a while ago but is still far from its setpoint is not following it."""
+        config = self.config
+        index = {site_id: i for i, site_id in enumerate(twin.site_ids)}
+        for site_id, slot in self.slots.items():
+            i = index.get(site_id)
+            if (slot.state != "ACCEPTED" or i is None or twin.status[i] != "ONLINE"
+                    or now_ms - slot.accepted_ms < config.correction_ms):
+                continue
+            tolerance = max(config.follow_tolerance_kw,
+                            config.follow_tolerance_fraction * abs(slot.setpoint_kw))
+            slot.following = abs(float(twin.battery_kw[i]) - slot.setpoint_kw) <= tolerance
+
+    def _correct(self, twin: TwinSnapshot, now_ms: int, out: Output) -> None:
+        """Move the setpoint sum by a bounded step towards removing the error, few sites at a time."""
+        target = self.request.target_kw
+        sign = 1.0 if target >= 0 else -1.0
+        limit_step = self.config.max_step_fraction * abs(target)
+        shortage = sign * (target - self.measured_kw)  # > 0: the fleet gives too little
+        want = min(max(self.config.gain * shortage, -limit_step), limit_step)
+        if abs(want) < self.config.min_command_kw:
+            return
+        fleet = self._fleet(twin)
+        limits = fleet.limits_kw(sign > 0, self._horizon_h(now_ms))
+        eligible = fleet.eligible
+        rooms: list[tuple[float, str, Slot, float]] = []
+        for index, site_id in enumerate(twin.site_ids):
+            slot = self.slots.get(site_id)
+            if slot is None or slot.state != "ACCEPTED" or not eligible[index]:
+                continue
+            given = sign * slot.setpoint_kw
+            room = float(limits[index]) - given if want > 0 else given
+            if room >= self.config.min_command_kw:
+                rooms.append((room, site_id, slot, given))
+        rooms.sort(key=lambda r: (-r[0], r[1]))
+        remaining = abs(want)
+        for room, site_id, slot, given in rooms:
+            if remaining < self.config.min_command_kw:
+                break
+            change = min(room, remaining)
+            remaining -= change
+            new_given = given + change if want > 0 else given - change
+            self._command(site_id, slot, sign * new_given, now_ms, self.request.end_ms, out)
+        self.shortfall_kw = max(0.0, abs(target) - float(limits.sum())) if want > 0 else self.shortfall_kw
+
+    # ----------------------------------------------------------------- delivery
+
+    def _command(self, site_id: str, slot: Slot, setpoint_kw: float, now_ms: int, until_ms: int,
+                 out: Output) -> None:
+        slot.setpoint_kw = setpoint_kw
+        slot.revision += 1
+        slot.attempt = 0
+        slot.valid_from_ms, slot.valid_until_ms = now_ms, until_ms
+        slot.state = "PENDING"
+        self._send(site_id, slot, now_ms, out)
+
+    def _send(self, site_id: str, slot: Slot, now_ms: int, out: Output) -> None:
+        slot.attempt += 1
+        backoff = min(self.config.retry_base_ms * 2 ** (slot.attempt - 1), self.config.retry_max_ms)
+        slot.next_retry_ms = now_ms + backoff
+        ident = command_id(self.request.dispatch_id, site_id, slot.revision)
+        out.commands.append({
+            "command_id": ident, "dispatch_id": self.request.dispatch_id, "site_id": site_id,
+            "setpoint_kw": slot.setpoint_kw, "valid_from": slot.valid_from_ms,
+            "valid_until": slot.valid_until_ms, "attempt": slot.attempt, "issued_at": now_ms})
+        out.command_log.append(CommandLogEntry(
+            ident, self.request.dispatch_id, site_id, slot.setpoint_kw, _dt(slot.valid_from_ms),
+            _dt(slot.valid_until_ms), slot.attempt, "SENT", _dt(now_ms)))
+
+    def _deliver(self, now_ms: int, out: Output) -> None:
+        """Re-send what is unanswered and due; give up on what can no longer apply."""
+        for site_id, slot in self.slots.items():
+            if slot.state != "PENDING":
+                continue
+            if now_ms >= slot.valid_until_ms:
+                slot.state = "EXPIRED"
+                out.command_log.append(CommandLogEntry(
+                    command_id(self.request.dispatch_id, site_id, slot.revision), self.request.dispatch_id,
+                    site_id, slot.setpoint_kw, _dt(slot.valid_from_ms), _dt(slot.valid_until_ms),
+                    slot.attempt, "UNANSWERED", _dt(now_ms)))
+            elif now_ms >= slot.next_retry_ms:
+                self._send(site_id, slot, now_ms, out)
+
+    # ----------------------------------------------------------------- status
+
+    def counts(self) -> tuple[int, int, int, int]:
+        """(sites commanded, accepted, pending, rejected or expired)."""
+        states = [slot.state for slot in self.slots.values() if slot.state != "NONE"]
+        return (len(states), states.count("ACCEPTED"), states.count("PENDING"),
+                states.count("REJECTED") + states.count("EXPIRED"))
+
+    def status_record(self, now_ms: int) -> dict[str, Any]:
+        """A DispatchStatus record (times as epoch ms) of where the dispatch stands."""
+        total, acked, pending, rejected = self.counts()
+        target = 0.0 if self.state in ("CANCELLED", "FAILED") else self.request.target_kw
+        return {
+            "dispatch_id": self.request.dispatch_id, "node_id": self.request.node_id, "state": self.state,
+            "target_kw": target, "measured_kw": self.measured_kw, "error_kw": target - self.measured_kw,
+            "shortfall_kw": self.shortfall_kw, "sites_total": total, "sites_acked": acked,
+            "sites_pending": pending, "sites_rejected": rejected, "event_time": now_ms}
+
+    def _status(self, out: Output, now_ms: int) -> Output:
+        self.next_status_ms = now_ms + self.config.correction_ms
+        out.statuses.append(self.status_record(now_ms))
+        return out
+
+
+def _dt(ms: int) -> datetime:
+    """Epoch ms as the UTC datetime the history rows carry."""
+    return EPOCH + timedelta(milliseconds=ms)
