@@ -91,6 +91,8 @@ class SimulatedSite:
         self._flap_phase_s = self._rng.uniform(0.0, FLAP_ONLINE_S + FLAP_OFFLINE_S)
         self._start = start
         self._held: deque[tuple[datetime, dict[str, Any]]] = deque()
+        self.battery_kw = 0.0
+        self.disconnected = False
 
     @property
     def site_id(self) -> str:
@@ -98,8 +100,8 @@ class SimulatedSite:
         return self.site.site_id
 
     def online(self, now: datetime) -> bool:
-        """Whether the device is reachable at ``now`` (offline sites never; flapping ones in cycles)."""
-        if self.faults.offline:
+        """Whether the device is reachable at ``now`` (offline or disconnected never; flapping in cycles)."""
+        if self.faults.offline or self.disconnected:
             return False
         if not self.faults.flapping:
             return True
@@ -173,6 +175,7 @@ class SimulatedSite:
         requested = command.setpoint_kw if command is not None and following else load - solar
         result = physics.step_battery(self.spec, self.soc_pct, requested, dt_s)
         self.soc_pct = result.soc_pct
+        self.battery_kw = result.battery_kw
         self.seq += 1
         mode = "DISPATCH" if following else "SELF_CONSUMPTION" if abs(result.battery_kw) > 1e-6 else "IDLE"
         return {
@@ -199,6 +202,11 @@ class FleetSimulator:
     def step(self, dt_s: float, now: datetime) -> list[dict[str, Any]]:
         """Advance every site; the telemetry records the fleet sends at ``now``."""
         return [record for site in self.sites.values() for record in site.step(dt_s, now)]
+
+    def disconnect(self, site_ids: Iterable[str]) -> None:
+        """Cut these sites off from now on: they keep running (and following their command) unheard."""
+        for site_id in site_ids:
+            self.sites[site_id].disconnected = True
 
     def apply_command(self, command: Mapping[str, Any], now: datetime) -> dict[str, Any] | None:
         """Hand a command to its site; its ack, or None when the site is unknown or offline (no answer)."""

@@ -1,4 +1,4 @@
-"""The ``vpp`` command line: the local system, its parts, and (later) dispatch and benchmarks.
+"""The ``vpp`` command line: the local system, its parts, dispatch and benchmarks.
 
 Typer gives typed options and ``--help`` for free; rich prints progress and
 tables. Every command reads the same :class:`vpp.config.Settings`, so
@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edge_gateway import cli as edge_cli
+from vpp import dispatch_cli
 from vpp.config import Settings
 from vpp.stack import PartState, PartStatus, Stack, StackError, UpResult
 
@@ -31,6 +32,7 @@ app.add_typer(fleet_app, name="fleet")
 app.add_typer(edge_cli.token_app, name="token")
 app.command("gateway")(edge_cli.serve_gateway)
 app.command("simulate")(edge_cli.simulate)
+app.command("dispatch")(dispatch_cli.dispatch)
 
 console = Console()
 err_console = Console(stderr=True)

@@ -50,7 +50,7 @@ def _http_ok(url: str) -> bool:
 
 
 class Services:
-    """The telemetry dataflow, the edge gateway and a simulated fleet, for one data directory."""
+    """The telemetry and control dataflows, the edge gateway and a simulated fleet, for one data directory."""
 
     def __init__(self, settings: Settings, simulated_sites: int = 1000) -> None:
         self.settings = settings
@@ -61,12 +61,16 @@ class Services:
     def services(self) -> list[Service]:
         s = self.settings
         recovery = recovery_dir(s, "telemetry")
+        control_recovery = recovery_dir(s, "control")
         health = f"http://{s.host}:{s.gateway_metrics_port}/healthz"
         gateway_url = f"ws://{s.host}:{s.gateway_port}"
         return [
             Service("telemetry", "Telemetry dataflow (Bytewax)", f"recovery in {recovery}",
                     dataflow_argv("telemetry", s, workers=1, recovery=recovery),
                     prepare=lambda: ensure_recovery(recovery)),
+            Service("control", "Control dataflow (Bytewax)", f"recovery in {control_recovery}",
+                    dataflow_argv("control", s, workers=1, recovery=control_recovery),
+                    prepare=lambda: ensure_recovery(control_recovery)),
             Service("gateway", "Edge gateway (WebSocket)", f"{gateway_url}  metrics {health[:-8]}/metrics",
                     [sys.executable, "-m", "edge_gateway"], ready=lambda: _http_ok(health)),
             Service("simulator", "Simulated fleet", f"{self.simulated_sites:,} sites -> {gateway_url}",
