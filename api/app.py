@@ -1,0 +1,45 @@
+"""The API application: ``create_app(settings)`` wires routers, auth, errors and metrics.
+
+One factory for every way the API runs (``vpp api``, ``vpp up``, tests and
+benchmarks), so each gets the same routes; the connections live on
+``app.state.resources`` and close when the app shuts down.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api import errors
+from api.metrics import MetricsMiddleware
+from api.resources import Resources
+from api.routers import assets, dispatch, history, stream, system, telemetry, tokens
+from vpp.config import Settings, get_settings
+
+DESCRIPTION = """
+Live aggregates with coverage, hierarchy navigation (now or at any past time), site twins,
+history at minute/hour/day resolution, asset changes, dispatch, device tokens and a live
+event stream. Authenticate with `Authorization: Bearer <token>` (`vpp token api`); scopes
+are `read`, `assets`, `dispatch`, `admin`; a customer token reads only its own sites.
+The dashboard is at [/dashboard/](/dashboard/).
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The API for ``settings`` (default: from the environment)."""
+    resources = Resources(settings or get_settings())
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await resources.close()
+
+    app = FastAPI(title="vpp API", version="1", description=DESCRIPTION, lifespan=lifespan)
+    app.state.resources = resources
+    errors.register(app)
+    app.add_middleware(MetricsMiddleware)
+    for module in (telemetry, history, assets, dispatch, tokens, stream, system):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,187 @@
+// The dashboard: a hierarchy browser, the live aggregate of a node, its history and dispatches.
+// It uses only the public API (/v1/...) with the token from the URL fragment (#token=...),
+// which never reaches a server log, or from this browser's storage.
+"use strict";
+
+const params = new URLSearchParams(location.hash.slice(1));
+let token = params.get("token") || localStorage.getItem("vpp-token") || "";
+if (params.get("token")) localStorage.setItem("vpp-token", token);
+let selected = params.get("node") || null;
+let liveSeries = {t: [], measured: [], estimated: []};
+let source = null;
+
+const $ = (id) => document.getElementById(id);
+const setStatus = (text) => { $("status").textContent = text; };
+
+async function api(path) {
+  const response = await fetch(path, {headers: {Authorization: `Bearer ${token}`}});
+  if (response.status === 401) { $("token-form").hidden = false; throw new Error("a valid token is needed"); }
+  if (!response.ok) throw new Error(`${path}: ${response.status} ${(await response.json()).detail}`);
+  return response.json();
+}
+
+const fmt = (x, digits = 1) => (x === null || x === undefined) ? "–" :
+  Number(x).toLocaleString(undefined, {maximumFractionDigits: digits});
+
+function card(label, value) { return `<div class="card">${label}<b>${value}</b></div>`; }
+
+// -- hierarchy browser ---------------------------------------------------------------------------
+
+function treeItem(ref) {
+  const li = document.createElement("li");
+  const label = document.createElement("span");
+  label.textContent = `${ref.kind === "site" ? "·" : "▸"} ${ref.id}`;
+  label.dataset.node = ref.id;
+  li.appendChild(label);
+  if (ref.kind !== "site") label.addEventListener("click", () => toggle(li, ref.id));
+  return li;
+}
+
+async function toggle(li, nodeId) {
+  select(nodeId);
+  const open = li.querySelector("ul");
+  if (open) { open.remove(); return; }
+  const children = await api(`/v1/nodes/${nodeId}/children?limit=200`);
+  const ul = document.createElement("ul");
+  children.data.filter((c) => c.kind !== "site").forEach((c) => ul.appendChild(treeItem(c)));
+  const sites = children.data.filter((c) => c.kind === "site").length;
+  if (sites) { const note = document.createElement("li"); note.textContent = `${fmt(sites, 0)} sites`; ul.appendChild(note); }
+  li.appendChild(ul);
+}
+
+async function loadRoots() {
+  const roots = await api("/v1/nodes?roots=true");
+  $("roots").replaceChildren(...roots.data.map(treeItem));
+  if (!selected && roots.data.length) selected = roots.data[0].id;
+  if (selected) select(selected);
+}
+
+// -- live aggregate ------------------------------------------------------------------------------
+
+function select(nodeId) {
+  selected = nodeId;
+  document.querySelectorAll("nav span").forEach((s) => s.classList.toggle("selected", s.dataset.node === nodeId));
+  $("node-title").textContent = nodeId;
+  liveSeries = {t: [], measured: [], estimated: []};
+  refreshLive();
+  loadHistory(86400);
+  listen();
+}
+
+function showLive(live) {
+  if (!live) { $("live").innerHTML = card("live", "no aggregate yet"); return; }
+  $("live").innerHTML = [
+    card("coverage", `${fmt(live.coverage * 100)} % (${fmt(live.reporting_sites, 0)}/${fmt(live.expected_sites, 0)})`),
+    card("battery kW", fmt(live.battery_kw)), card("est. battery kW", fmt(live.est_battery_kw)),
+    card("energy available kWh", fmt(live.energy_available_kwh)),
+    card("est. energy kWh", fmt(live.est_energy_available_kwh)),
+    card("delayed / offline", `${fmt(live.delayed_sites, 0)} / ${fmt(live.offline_sites, 0)}`),
+    card("oldest data s", fmt(live.oldest_knowledge_age_s, 0)),
+  ].join("");
+  const t = live.event_time ? new Date(typeof live.event_time === "number" ? live.event_time : Date.parse(live.event_time)) : new Date();
+  liveSeries.t.push(t); liveSeries.measured.push(live.battery_kw); liveSeries.estimated.push(live.est_battery_kw);
+  for (const key of Object.keys(liveSeries)) liveSeries[key] = liveSeries[key].slice(-300);
+  Plotly.react("chart-live", [
+    {x: liveSeries.t, y: liveSeries.measured, name: "battery kW (reporting)", mode: "lines+markers"},
+    {x: liveSeries.t, y: liveSeries.estimated, name: "battery kW (estimate, all sites)", mode: "lines", line: {dash: "dot"}},
+  ], {title: {text: `live: ${selected}`}, margin: {t: 40, r: 10, b: 40, l: 60}, legend: {orientation: "h"}},
+  {displaylogo: false, responsive: true});
+}
+
+async function refreshLive() {
+  if (!selected) return;
+  try {
+    const node = await api(`/v1/nodes/${selected}`);
+    showLive(node.live);
+    setStatus(`${node.kind} ${node.node_id} · ${node.hierarchy}`);
+  } catch (error) { setStatus(error.message); }
+}
+
+function listen() {
+  if (source) source.close();
+  if (!window.EventSource || !selected) return;
+  source = new EventSource(`/v1/stream?nodes=${encodeURIComponent(selected)}&token=${encodeURIComponent(token)}`);
+  source.addEventListener("node", (event) => {
+    const data = JSON.parse(event.data);
+    if (data.node_id === selected) showLive(data);
+  });
+}
+
+// -- history -------------------------------------------------------------------------------------
+
+async function loadHistory(spanSeconds) {
+  if (!selected) return;
+  const end = new Date();
+  const start = new Date(end.getTime() - spanSeconds * 1000);
+  try {
+    const history = await api(`/v1/nodes/${selected}/history?start=${start.toISOString()}&end=${end.toISOString()}`);
+    const x = history.data.map((p) => p.start);
+    $("history-note").textContent = `${history.count} ${history.resolution} windows`;
+    Plotly.react("chart-history", [
+      {x, y: history.data.map((p) => p.battery_kw_max), name: "max", line: {width: 0}, showlegend: false},
+      {x, y: history.data.map((p) => p.battery_kw_min), name: "min–max", fill: "tonexty", line: {width: 0}},
+      {x, y: history.data.map((p) => p.battery_kw), name: "battery kW"},
+      {x, y: history.data.map((p) => p.energy_available_kwh), name: "energy kWh", yaxis: "y2"},
+      {x, y: history.data.map((p) => p.coverage * 100), name: "coverage %", yaxis: "y3", line: {dash: "dot"}},
+    ], {title: {text: `history: ${selected} (${history.resolution})`}, margin: {t: 40, r: 60, b: 40, l: 60},
+        yaxis: {title: {text: "kW"}}, yaxis2: {title: {text: "kWh"}, overlaying: "y", side: "right"},
+        yaxis3: {overlaying: "y", visible: false, range: [0, 100]}, legend: {orientation: "h"}},
+    {displaylogo: false, responsive: true});
+  } catch (error) { $("history-note").textContent = error.message; }
+}
+
+// -- dispatch ------------------------------------------------------------------------------------
+
+async function loadDispatches() {
+  try {
+    const list = await api("/v1/dispatch?limit=50");
+    const current = $("dispatch-list").value;
+    if (list.count) {
+      $("dispatch-list").replaceChildren(...list.data.map((id) => new Option(id, id)));
+      $("dispatch-list").value = list.data.includes(current) ? current : list.data[0];
+    }
+    await showDispatch($("dispatch-list").value);
+  } catch (error) { $("dispatch-summary").textContent = error.message; }
+}
+
+async function showDispatch(id) {
+  let points = [];
+  let title = "dispatch: none yet";
+  if (id) {
+    const d = await api(`/v1/dispatch/${id}`);
+    points = d.history;
+    title = `dispatch ${id}: ${d.state}`;
+    $("dispatch-summary").innerHTML = [
+      card("state", d.state), card("node", d.node_id || "sites"), card("target kW", fmt(d.target_kw)),
+      card("measured kW", fmt(d.measured_kw)), card("error kW", fmt(d.error_kw)),
+      card("acked / pending / rejected", `${fmt(d.sites_acked, 0)} / ${fmt(d.sites_pending, 0)} / ${fmt(d.sites_rejected, 0)}`),
+    ].join("");
+  }
+  const x = points.map((p) => p.event_time);
+  Plotly.react("chart-dispatch", [
+    {x, y: points.map((p) => p.target_kw), name: "target kW", line: {shape: "hv"}},
+    {x, y: points.map((p) => p.measured_kw), name: "measured kW"},
+    {x, y: points.map((p) => p.error_kw), name: "error kW", line: {dash: "dot"}},
+  ], {title: {text: title}, margin: {t: 40, r: 10, b: 40, l: 60}, legend: {orientation: "h"}},
+  {displaylogo: false, responsive: true});
+}
+
+// -- start ---------------------------------------------------------------------------------------
+
+$("token-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  token = $("token-input").value.trim();
+  localStorage.setItem("vpp-token", token);
+  $("token-form").hidden = true;
+  start();
+});
+document.querySelectorAll("[data-span]").forEach((b) => b.addEventListener("click", () => loadHistory(Number(b.dataset.span))));
+$("dispatch-list").addEventListener("change", (event) => showDispatch(event.target.value));
+
+async function start() {
+  try { await loadRoots(); } catch (error) { setStatus(error.message); return; }
+  loadDispatches();
+  setInterval(refreshLive, 5000);
+  setInterval(loadDispatches, 5000);
+}
+start();

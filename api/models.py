@@ -1,0 +1,354 @@
+"""Request and response bodies of the API, and how a Redis hash becomes one.
+
+Times are ISO 8601 UTC datetimes on the wire (Redis and Kafka keep epoch
+milliseconds); powers are kW (positive battery power discharges), energies
+kWh, coverage a fraction 0..1. The internal version fields of the twin
+(``_va``/``_vb``, sequence numbers) never leave the API.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, Field
+
+from api.auth import Scope
+
+T = TypeVar("T")
+
+#: Ids as the registry makes them; anything else is refused before it reaches Redis or ClickHouse.
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+Id = Annotated[str, Field(pattern=ID_PATTERN, examples=["feeder-0-3"])]
+
+
+class Page(BaseModel, Generic[T]):
+    """A list with its total size (``count`` may exceed ``len(data)`` when paged)."""
+
+    data: list[T]
+    count: int
+
+
+def from_ms(value: str | None) -> datetime | None:
+    """An epoch-millisecond string from Redis as a UTC datetime (None for empty or absent)."""
+    if not value:
+        return None
+    return datetime.fromtimestamp(int(float(value)) / 1000, UTC)
+
+
+_NODE_TIMES = frozenset({"event_time", "updated_at"})
+_NODE_COUNTS = frozenset({"expected_sites", "reporting_sites", "delayed_sites", "offline_sites"})
+_SITE_FIXED = frozenset({"site_id", "status", "last_seen", "as_of"})
+_SITE_TEXTS = frozenset({"mode", "active_command_id", "region"})
+
+
+class NodeAggregate(BaseModel):
+    """A node's live rollup: measured over reporting sites, estimated over all, and coverage."""
+
+    event_time: datetime | None = Field(description="Event time the aggregate is valid at.")
+    updated_at: datetime | None = Field(description="When the telemetry dataflow wrote it.")
+    expected_sites: int
+    reporting_sites: int
+    delayed_sites: int
+    offline_sites: int
+    coverage: float = Field(description="reporting_sites / expected_sites, 0..1.")
+    battery_kw: float
+    solar_kw: float
+    load_kw: float
+    grid_kw: float
+    energy_available_kwh: float
+    charge_headroom_kwh: float
+    available_discharge_kw: float
+    available_charge_kw: float
+    est_battery_kw: float
+    est_energy_available_kwh: float
+    est_charge_headroom_kwh: float
+    est_available_discharge_kw: float
+    est_available_charge_kw: float
+    oldest_knowledge_age_s: float
+
+    @classmethod
+    def from_hash(cls, fields: dict[str, str]) -> NodeAggregate:
+        """The ``node:{id}`` hash the telemetry dataflow writes."""
+        values: dict[str, object] = {"event_time": from_ms(fields.get("event_time")),
+                                     "updated_at": from_ms(fields.get("updated_at"))}
+        for name in cls.model_fields:
+            if name in _NODE_TIMES:
+                continue
+            number = float(fields.get(name) or 0.0)
+            values[name] = int(number) if name in _NODE_COUNTS else number
+        return cls.model_validate(values)
+
+
+class NodeRef(BaseModel):
+    """A node or site named in navigation."""
+
+    id: str
+    kind: str = Field(description="feeder, substation, region, postcode, county, state, program or site.")
+
+
+class Node(BaseModel):
+    """A hierarchy node and its live aggregate (None until the dataflow has written one)."""
+
+    node_id: str
+    kind: str
+    name: str
+    hierarchy: str
+    live: NodeAggregate | None
+
+
+class SiteTwin(BaseModel):
+    """A site's live twin: latest telemetry, liveness and limits."""
+
+    site_id: str
+    status: str = Field(description="ONLINE, DELAYED, OFFLINE, or UNKNOWN before the first reading.")
+    last_seen: datetime | None
+    as_of: datetime | None
+    soc_pct: float | None = None
+    battery_kw: float | None = None
+    solar_kw: float | None = None
+    load_kw: float | None = None
+    grid_kw: float | None = None
+    mode: str | None = None
+    battery_temp_c: float | None = None
+    active_command_id: str | None = None
+    capacity_kwh: float | None = None
+    reserve_pct: float | None = None
+    max_charge_kw: float | None = None
+    max_discharge_kw: float | None = None
+    region: str | None = None
+    energy_available_kwh: float | None = None
+    charge_headroom_kwh: float | None = None
+
+    @classmethod
+    def from_hash(cls, site_id: str, fields: dict[str, str]) -> SiteTwin:
+        """The ``site:{id}`` hash (an empty one: a known site never heard from)."""
+        values: dict[str, object] = {"site_id": site_id, "status": fields.get("status") or "UNKNOWN",
+                                     "last_seen": from_ms(fields.get("last_seen")),
+                                     "as_of": from_ms(fields.get("as_of"))}
+        for name in cls.model_fields:
+            raw = fields.get(name)
+            if name in _SITE_FIXED or raw is None or raw == "":
+                continue
+            values[name] = raw if name in _SITE_TEXTS else float(raw)
+        return cls.model_validate(values)
+
+
+class Ancestry(BaseModel):
+    """A site's ancestors per hierarchy at a time, nearest first (programs: all enrolments)."""
+
+    site_id: str
+    at: datetime
+    electrical: list[str]
+    geographic: list[str]
+    program: list[str]
+
+
+ResolutionChoice = Literal["auto", "minute", "hour", "day"]
+
+
+class SitePoint(BaseModel):
+    """One window of a site's history."""
+
+    start: datetime
+    battery_kw_mean: float
+    battery_kw_min: float
+    battery_kw_max: float
+    solar_kw_mean: float
+    load_kw_mean: float
+    grid_kw_mean: float
+    soc_pct_last: float
+    energy_available_kwh_last: float
+    samples: int
+    coverage: float
+
+
+class NodePoint(BaseModel):
+    """One window of a node's history (summed powers of its sites)."""
+
+    start: datetime
+    battery_kw: float
+    battery_kw_min: float
+    battery_kw_max: float
+    solar_kw: float
+    load_kw: float
+    grid_kw: float
+    energy_available_kwh: float
+    charge_headroom_kwh: float
+    expected_sites: int
+    reporting_sites: int
+    coverage: float
+
+
+class History(BaseModel, Generic[T]):
+    """A history query's answer: the resolution actually used and the windows, oldest first."""
+
+    id: str
+    start: datetime
+    end: datetime
+    resolution: Literal["minute", "hour", "day"]
+    data: list[T]
+    count: int
+
+
+# -- assets ------------------------------------------------------------------------------------------
+
+
+class SiteCreate(BaseModel):
+    """A new site: its record, its parents (a feeder and a postcode) and programs, from ``at``."""
+
+    site_id: Id
+    customer_id: Id
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+    capacity_kwh: float = Field(gt=0, le=1000)
+    max_charge_kw: float = Field(gt=0, le=1000)
+    max_discharge_kw: float = Field(gt=0, le=1000)
+    reserve_pct: float = Field(ge=0, le=100)
+    solar_kwp: float = Field(ge=0, le=1000)
+    tariff: str = Field(min_length=1, max_length=64)
+    region: Id
+    feeder_id: Id
+    postcode_id: Id
+    programs: list[Id] = Field(default_factory=list, max_length=32)
+    at: datetime | None = Field(default=None, description="Effective time; default now.")
+
+
+class SiteMove(BaseModel):
+    """Move a site to another feeder (electrical) or postcode (geographic) from ``at``."""
+
+    hierarchy: Literal["electrical", "geographic"]
+    parent_id: Id
+    at: datetime | None = None
+
+
+class NodeReparent(BaseModel):
+    """Put a node under another parent from ``at`` (every site below follows)."""
+
+    parent_id: Id
+    at: datetime | None = None
+
+
+class Effective(BaseModel):
+    """Just an effective time (retire, enrol)."""
+
+    at: datetime | None = None
+
+
+class Enrollment(BaseModel):
+    """Enrol a site in a program from ``at``."""
+
+    program_id: Id
+    at: datetime | None = None
+
+
+class Change(BaseModel):
+    """What an asset operation did."""
+
+    change_id: str
+    at: datetime
+
+
+# -- dispatch ----------------------------------------------------------------------------------------
+
+
+class DispatchCreate(BaseModel):
+    """Ask a node (or a list of sites) for ``target_kw`` over [start, end); positive discharges."""
+
+    target_kw: float
+    start: datetime | None = Field(default=None, description="Default now.")
+    end: datetime
+    node_id: Id | None = None
+    site_ids: list[Id] | None = Field(default=None, max_length=100_000)
+    strategy: str = "waterfill"
+    dispatch_id: Id | None = Field(default=None, description="Default: a fresh id.")
+    replace: bool = Field(default=False, description="Replace the running dispatch of this id.")
+
+
+class DispatchAccepted(BaseModel):
+    """A request on its way to the control dataflow."""
+
+    dispatch_id: str
+    status_url: str
+
+
+class DispatchPoint(BaseModel):
+    """One status of a dispatch (ClickHouse dispatch_log): the error over time."""
+
+    event_time: datetime
+    state: str
+    target_kw: float
+    measured_kw: float
+    error_kw: float
+    shortfall_kw: float
+    sites_acked: int
+    sites_pending: int
+    sites_rejected: int
+
+
+class DispatchStatus(BaseModel):
+    """Where a dispatch stands now, and its statuses so far."""
+
+    dispatch_id: str
+    state: str
+    node_id: str | None
+    strategy: str | None
+    requested_by: str | None
+    start: datetime | None
+    end: datetime | None
+    event_time: datetime | None
+    target_kw: float | None
+    measured_kw: float | None
+    error_kw: float | None
+    shortfall_kw: float | None
+    sites_total: int | None
+    sites_acked: int | None
+    sites_pending: int | None
+    sites_rejected: int | None
+    history: list[DispatchPoint]
+
+
+# -- tokens ------------------------------------------------------------------------------------------
+
+
+class DeviceTokenCreate(BaseModel):
+    """A device token for one site, for the edge gateway."""
+
+    site_id: Id
+    region: Id | None = None
+    ttl_hours: float | None = Field(default=None, gt=0, le=24 * 366)
+
+
+class DeviceToken(BaseModel):
+    """A signed device token; keep ``jti`` to revoke it."""
+
+    token: str
+    site_id: str
+    jti: str
+    expires_at: datetime
+
+
+class ApiTokenCreate(BaseModel):
+    """An API token: fleet scopes, or a customer's sites (then read only)."""
+
+    subject: str = Field(min_length=1, max_length=128)
+    scopes: list[Scope] = Field(min_length=1)
+    sites: list[Id] | None = Field(default=None, min_length=1, max_length=1000)
+    ttl_hours: float | None = Field(default=None, gt=0, le=24 * 366)
+
+
+class ApiToken(BaseModel):
+    """A signed API bearer token."""
+
+    token: str
+    subject: str
+    scopes: list[Scope]
+    sites: list[str] | None
+    expires_at: datetime
+
+
+class Revoked(BaseModel):
+    """The outcome of a revocation (``already`` when it was revoked before)."""
+
+    jti: str
+    already: bool

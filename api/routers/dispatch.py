@@ -1,0 +1,95 @@
+"""Dispatch: ask a node or sites for power over a window, see how it goes, cancel it.
+
+The checks and the request record are :mod:`vpp.dispatch`'s, shared with the
+CLI, so a request is refused the same way from either (a 422 carrying its
+message). The status is what the control dataflow keeps in ``dispatch:{id}``;
+the error over time is its ``dispatch_log`` rows.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path, Query, Response, status
+
+from api.deps import Dispatcher, FleetReader, ResourcesDep, utc
+from api.models import (
+    ID_PATTERN,
+    DispatchAccepted,
+    DispatchCreate,
+    DispatchPoint,
+    DispatchStatus,
+    Page,
+    from_ms,
+)
+from vpp import dispatch
+
+router = APIRouter(prefix="/v1/dispatch", tags=["dispatch"])
+
+DispatchId = Annotated[str, Path(pattern=ID_PATTERN, description="A dispatch id.")]
+_STATUS_FLOATS = ("target_kw", "measured_kw", "error_kw", "shortfall_kw")
+_STATUS_COUNTS = ("sites_total", "sites_acked", "sites_pending", "sites_rejected")
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED, summary="Start (or replace) a dispatch")
+def create_dispatch(body: DispatchCreate, principal: Dispatcher, resources: ResourcesDep,
+                    response: Response) -> DispatchAccepted:
+    """Checked and sent to ``dispatch.requests``; the control dataflow takes it from there."""
+    spec_args = {"dispatch_id": body.dispatch_id} if body.dispatch_id is not None else {}
+    spec = dispatch.DispatchSpec(
+        target_kw=body.target_kw, start=utc(body.start) if body.start else datetime.now(UTC),
+        end=utc(body.end), node_id=body.node_id,
+        site_ids=tuple(body.site_ids) if body.site_ids is not None else None, strategy=body.strategy,
+        **spec_args)
+    dispatch_id = dispatch.submit(resources.settings, spec, principal.subject, resources.redis,
+                                  resources.producer, replace=body.replace)
+    location = f"/v1/dispatch/{dispatch_id}"
+    response.headers["Location"] = location
+    return DispatchAccepted(dispatch_id=dispatch_id, status_url=location)
+
+
+@router.get("", summary="Recent dispatches")
+def list_dispatches(_: FleetReader, resources: ResourcesDep,
+                    since: Annotated[datetime | None,
+                                     Query(description="Windows starting at or after.")] = None,
+                    limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Page[str]:
+    """Dispatch ids, newest window first."""
+    ids = dispatch.list_dispatches(resources.redis, utc(since) if since else None, limit)
+    return Page(data=ids, count=len(ids))
+
+
+@router.get("/{dispatch_id}", summary="A dispatch's status and its error over time")
+def get_dispatch(dispatch_id: DispatchId, _: FleetReader, resources: ResourcesDep) -> DispatchStatus:
+    """The newest status (Redis) and every status logged so far (ClickHouse ``dispatch_log``)."""
+    current = dispatch.read_status(resources.redis, dispatch_id)
+    with resources.history() as store:
+        result = store.client.query(
+            "SELECT event_time, state, target_kw, measured_kw, error_kw, shortfall_kw, sites_acked, "
+            f"sites_pending, sites_rejected FROM {store.db}.dispatch_log FINAL "
+            "WHERE dispatch_id = %(id)s ORDER BY event_time LIMIT 100000", parameters={"id": dispatch_id})
+    points = [DispatchPoint.model_validate(dict(zip(result.column_names, row, strict=True)))
+              for row in result.result_rows]
+    if current is None and not points:
+        raise HTTPException(status.HTTP_404_NOT_FOUND,
+                            f"no dispatch {dispatch_id!r} (a new one shows up once control has read it)")
+    now = current or {}
+    values: dict[str, object] = {
+        "dispatch_id": dispatch_id, "state": now.get("state") or (points[-1].state if points else "UNKNOWN"),
+        "node_id": now.get("node_id") or None, "strategy": now.get("strategy") or None,
+        "requested_by": now.get("requested_by") or None, "start": from_ms(now.get("start")),
+        "end": from_ms(now.get("end")), "event_time": from_ms(now.get("event_time")),
+        "history": [p.model_copy(update={"event_time": utc(p.event_time)}) for p in points]}
+    values.update({k: float(now[k]) if now.get(k) else None for k in _STATUS_FLOATS})
+    values.update({k: int(float(now[k])) if now.get(k) else None for k in _STATUS_COUNTS})
+    return DispatchStatus.model_validate(values)
+
+
+@router.delete("/{dispatch_id}", status_code=status.HTTP_202_ACCEPTED, summary="Cancel a dispatch")
+def cancel_dispatch(dispatch_id: DispatchId, principal: Dispatcher,
+                    resources: ResourcesDep) -> DispatchAccepted:
+    """Asks control to stop it; its sites return to their own plans."""
+    if dispatch.read_status(resources.redis, dispatch_id) is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no dispatch {dispatch_id!r}")
+    dispatch.cancel(resources.settings, dispatch_id, principal.subject, resources.redis, resources.producer)
+    return DispatchAccepted(dispatch_id=dispatch_id, status_url=f"/v1/dispatch/{dispatch_id}")

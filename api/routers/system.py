@@ -1,0 +1,59 @@
+"""Health, metrics and the dashboard page: what is not a domain of its own."""
+
+from __future__ import annotations
+
+from importlib import resources as package_files
+from pathlib import Path
+
+from fastapi import APIRouter, Response
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from api.deps import ResourcesDep
+
+router = APIRouter(tags=["system"])
+
+DASHBOARD_DIR = Path(__file__).resolve().parent.parent / "dashboard"
+
+
+def plotly_js() -> Path:
+    """plotly.js as bundled in the plotly wheel: the dashboard needs no CDN."""
+    return Path(str(package_files.files("plotly").joinpath("package_data", "plotly.min.js")))
+
+
+@router.get("/healthz", summary="Liveness: 200 while Redis answers")
+async def healthz(resources: ResourcesDep) -> JSONResponse:
+    """503 when the live store is unreachable (the handler in api.errors answers it)."""
+    await resources.aredis.ping()
+    return JSONResponse({"status": "ok"})
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+def metrics() -> Response:
+    """Request counts and latencies per route, and the process's own metrics."""
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/", include_in_schema=False)
+def root() -> RedirectResponse:
+    return RedirectResponse("/dashboard/")
+
+
+@router.get("/dashboard/", include_in_schema=False)
+def dashboard() -> FileResponse:
+    return FileResponse(DASHBOARD_DIR / "index.html", media_type="text/html")
+
+
+@router.get("/dashboard/plotly.min.js", include_in_schema=False)
+def dashboard_plotly() -> FileResponse:
+    return FileResponse(plotly_js(), media_type="text/javascript",
+                        headers={"Cache-Control": "public, max-age=86400"})
+
+
+@router.get("/dashboard/{name}", include_in_schema=False)
+def dashboard_file(name: str) -> Response:
+    """The page's own script and style (a fixed set: nothing else under the directory is served)."""
+    types = {"app.js": "text/javascript", "style.css": "text/css"}
+    if name not in types:
+        return JSONResponse({"detail": f"no dashboard file {name!r}"}, status_code=404)
+    return FileResponse(DASHBOARD_DIR / name, media_type=types[name])

@@ -1,0 +1,130 @@
+"""Live aggregates, site twins and hierarchy navigation.
+
+Now comes from Redis (the live twin and the navigation sets the asset
+registry keeps current); a past time (``?at=``) comes from the registry's
+effective-dated edges. The live aggregate read is the hot path: one HGETALL
+on the event loop, the registry only when the node has no aggregate yet.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path, Query, status
+
+from api.deps import FleetReader, ResourcesDep, SiteReader, utc
+from api.models import ID_PATTERN, Ancestry, Node, NodeAggregate, NodeRef, Page, SiteTwin
+from assets.generator import Fleet
+from assets.registry import HIERARCHY_OF_KIND, PARENT_KIND
+
+router = APIRouter(prefix="/v1", tags=["telemetry"])
+
+NodeId = Annotated[str, Path(pattern=ID_PATTERN, description="A node id, e.g. feeder-0-3 or program-1.")]
+SiteId = Annotated[str, Path(pattern=ID_PATTERN, description="A site id, e.g. site-0-000001.")]
+At = Annotated[datetime | None, Query(description="Navigate the hierarchy as it was at this time "
+                                                  "(default: now, from the live view).")]
+Limit = Annotated[int, Query(ge=1, le=10_000)]
+Offset = Annotated[int, Query(ge=0)]
+
+
+def _known_node(fleet: Fleet, node_id: str) -> None:
+    if node_id not in fleet.registry.nodes:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown node {node_id!r}: GET /v1/nodes lists them")
+
+
+def _kind(fleet: Fleet, ident: str) -> str:
+    node = fleet.registry.nodes.get(ident)
+    return node.kind if node is not None else "site"
+
+
+@router.get("/nodes", summary="Every node, optionally of some kinds")
+def list_nodes(_: FleetReader, resources: ResourcesDep,
+               kind: Annotated[list[str] | None, Query(description="Only these kinds (repeatable).")] = None,
+               roots: Annotated[bool, Query(description="Only nodes without a parent.")] = False,
+               ) -> Page[NodeRef]:
+    """Nodes from the registry, ordered by kind and id."""
+    with resources.fleet.use() as fleet:
+        nodes = [n for n in fleet.registry.nodes.values()
+                 if (kind is None or n.kind in kind) and (not roots or PARENT_KIND[n.kind] is None)]
+    data = [NodeRef(id=n.node_id, kind=n.kind) for n in sorted(nodes, key=lambda n: (n.kind, n.node_id))]
+    return Page(data=data, count=len(data))
+
+
+@router.get("/nodes/{node_id}", summary="A node's live aggregate with coverage and estimate")
+async def get_node(node_id: NodeId, _: FleetReader, resources: ResourcesDep) -> Node:
+    """Measured values from reporting sites, estimates including delayed/offline ones, coverage."""
+    fields = await resources.hash(f"node:{node_id}")
+    if fields and "node_kind" in fields:
+        kind = fields["node_kind"]
+        return Node(node_id=node_id, kind=kind, name=fields.get("name", node_id),
+                    hierarchy=fields.get("hierarchy") or HIERARCHY_OF_KIND.get(kind, ""),
+                    live=NodeAggregate.from_hash(fields))
+    with resources.fleet.use() as fleet:
+        _known_node(fleet, node_id)
+        node = fleet.registry.nodes[node_id]
+    return Node(node_id=node_id, kind=node.kind, name=node.name, hierarchy=node.hierarchy, live=None)
+
+
+@router.get("/nodes/{node_id}/children", summary="A node's direct children (nodes or sites)")
+def node_children(node_id: NodeId, _: FleetReader, resources: ResourcesDep, at: At = None,
+                  limit: Limit = 1000, offset: Offset = 0) -> Page[NodeRef]:
+    """Children now (Redis navigation) or at ``at`` (registry)."""
+    with resources.fleet.use() as fleet:
+        _known_node(fleet, node_id)
+        if at is None:
+            ids = resources.members(f"node:{node_id}:children")
+        else:
+            ids = sorted(e.child_id for e in fleet.registry.children(node_id, utc(at)))
+        data = [NodeRef(id=i, kind=_kind(fleet, i)) for i in ids[offset:offset + limit]]
+    return Page(data=data, count=len(ids))
+
+
+@router.get("/nodes/{node_id}/parents", summary="A node's parents")
+def node_parents(node_id: NodeId, _: FleetReader, resources: ResourcesDep, at: At = None) -> Page[NodeRef]:
+    """The parent in the node's hierarchy (none for a region, state or program)."""
+    with resources.fleet.use() as fleet:
+        _known_node(fleet, node_id)
+        if at is None:
+            ids = resources.members(f"node:{node_id}:parents")
+        else:
+            ids = fleet.registry.parents(node_id, fleet.registry.nodes[node_id].hierarchy, utc(at))
+        data = [NodeRef(id=i, kind=_kind(fleet, i)) for i in ids]
+    return Page(data=data, count=len(data))
+
+
+@router.get("/nodes/{node_id}/sites", summary="Every site below a node")
+def node_sites(node_id: NodeId, _: FleetReader, resources: ResourcesDep, at: At = None,
+               limit: Limit = 1000, offset: Offset = 0) -> Page[str]:
+    """Member sites now (Redis) or at ``at`` (registry), sorted, paged."""
+    with resources.fleet.use() as fleet:
+        _known_node(fleet, node_id)
+        if at is None:
+            ids = resources.members(f"node:{node_id}:sites")
+        else:
+            ids = sorted(fleet.registry.members(node_id, utc(at)))
+    return Page(data=ids[offset:offset + limit], count=len(ids))
+
+
+@router.get("/sites/{site_id}", summary="A site's live twin")
+async def get_site(site_id: SiteId, _: SiteReader, resources: ResourcesDep) -> SiteTwin:
+    """Latest telemetry, status (ONLINE/DELAYED/OFFLINE), last seen, limits and available energy."""
+    fields = await resources.hash(f"site:{site_id}")
+    if not fields:
+        with resources.fleet.use() as fleet:
+            if site_id not in fleet.sites:
+                raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown site {site_id!r}")
+    return SiteTwin.from_hash(site_id, fields)
+
+
+@router.get("/sites/{site_id}/ancestors", summary="A site's ancestors in every hierarchy")
+def site_ancestors(site_id: SiteId, _: FleetReader, resources: ResourcesDep, at: At = None) -> Ancestry:
+    """Nearest first per hierarchy; every program the site is enrolled in. Fleet tokens only."""
+    when = utc(at) if at is not None else datetime.now(UTC)
+    with resources.fleet.use() as fleet:
+        if site_id not in fleet.registry.sites:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown site {site_id!r}")
+        chains = fleet.registry.ancestors(site_id, when)
+    return Ancestry(site_id=site_id, at=when, electrical=chains["electrical"],
+                    geographic=chains["geographic"], program=chains["program"])
+

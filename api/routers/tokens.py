@@ -1,0 +1,56 @@
+"""Tokens (``admin`` scope): device tokens for the edge gateway, and API tokens.
+
+Device tokens are :mod:`edge_gateway.tokens`' (signed per site, revoked by
+jti in the set every gateway checks); API tokens are :mod:`api.auth`'s.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path, status
+
+from api.auth import issue_api_token
+from api.deps import Admin, ResourcesDep, SettingsDep
+from api.models import ApiToken, ApiTokenCreate, DeviceToken, DeviceTokenCreate, Revoked
+from edge_gateway.tokens import REVOKED_KEY, issue_token
+
+router = APIRouter(prefix="/v1/tokens", tags=["tokens"])
+
+Jti = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="The jti of a device token.")]
+
+
+@router.post("/devices", status_code=status.HTTP_201_CREATED, summary="Issue a device token")
+def issue_device_token(body: DeviceTokenCreate, _: Admin, settings: SettingsDep,
+                       resources: ResourcesDep) -> DeviceToken:
+    """A token the site's device presents to the gateway; keep the jti to revoke it."""
+    with resources.fleet.use() as fleet:
+        if body.site_id not in fleet.sites:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown site {body.site_id!r}")
+    ttl = timedelta(hours=body.ttl_hours) if body.ttl_hours is not None else None
+    issued = issue_token(settings, body.site_id, region=body.region, ttl=ttl)
+    return DeviceToken(token=issued.token, site_id=body.site_id, jti=issued.claims.jti,
+                       expires_at=issued.claims.expires_at)
+
+
+@router.delete("/devices/{jti}", summary="Revoke a device token")
+async def revoke_device_token(jti: Jti, _: Admin, resources: ResourcesDep) -> Revoked:
+    """Gateways refuse it from now on and close connections using it at their next heartbeat."""
+    added = await resources.aredis.sadd(REVOKED_KEY, jti)
+    return Revoked(jti=jti, already=not added)
+
+
+@router.post("/api", status_code=status.HTTP_201_CREATED, summary="Issue an API token")
+def issue_api(body: ApiTokenCreate, _: Admin, settings: SettingsDep) -> ApiToken:
+    """Fleet scopes for programs and operators, or a customer's sites (read only)."""
+    ttl = timedelta(hours=body.ttl_hours) if body.ttl_hours is not None else None
+    try:
+        issued = issue_api_token(settings, body.subject, set(body.scopes),
+                                 sites=set(body.sites) if body.sites is not None else None, ttl=ttl)
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+    principal = issued.principal
+    return ApiToken(token=issued.token, subject=principal.subject, scopes=sorted(principal.scopes),
+                    sites=sorted(principal.sites) if principal.sites is not None else None,
+                    expires_at=issued.expires_at)

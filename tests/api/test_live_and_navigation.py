@@ -1,0 +1,94 @@
+"""Live aggregates, site twins and navigation (now and at a past time) over the live fleet."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import redis
+
+from tests.api.conftest import LOADED_AT, SITES, Api
+
+pytestmark = pytest.mark.integration
+
+
+def test_node_live_aggregate_states_coverage_and_estimate(api: Api) -> None:
+    with api.client("read") as client:
+        body = client.get("/v1/nodes/state-0").json()
+    assert body["kind"] == "state" and body["hierarchy"] == "geographic"
+    live = body["live"]
+    assert live["expected_sites"] == SITES
+    assert live["reporting_sites"] + live["delayed_sites"] + live["offline_sites"] == SITES
+    assert 0 <= live["coverage"] <= 1
+    assert 0 < live["energy_available_kwh"] <= live["est_energy_available_kwh"]
+    assert "_va" not in body and "seq" not in live
+    with redis.Redis.from_url(api.settings.redis, decode_responses=True) as rds:
+        stored = rds.hgetall("node:state-0")
+    assert int(stored["expected_sites"]) == live["expected_sites"]
+
+
+def test_nodes_list_and_walk_down_and_up(api: Api) -> None:
+    with api.client("read") as client:
+        roots = {n["id"]: n["kind"] for n in client.get("/v1/nodes", params={"roots": True}).json()["data"]}
+        assert roots == {"region-0": "region", "state-0": "state", "program-0": "program",
+                         "program-1": "program", "program-2": "program"}
+        feeders = client.get("/v1/nodes", params={"kind": "feeder"}).json()
+        assert feeders["count"] == len([n for n in api.fleet.registry.nodes.values() if n.kind == "feeder"])
+        substations = client.get("/v1/nodes/region-0/children").json()["data"]
+        assert substations and {c["kind"] for c in substations} == {"substation"}
+        feeder = client.get(f"/v1/nodes/{substations[0]['id']}/children").json()["data"][0]
+        sites = client.get(f"/v1/nodes/{feeder['id']}/children", params={"limit": 5}).json()
+        assert {c["kind"] for c in sites["data"]} == {"site"} and len(sites["data"]) == min(5, sites["count"])
+        parents = client.get(f"/v1/nodes/{feeder['id']}/parents").json()["data"]
+        assert parents == [{"id": substations[0]["id"], "kind": "substation"}]
+        members = client.get("/v1/nodes/region-0/sites", params={"limit": 10_000}).json()
+        assert members["count"] == SITES and members["data"] == sorted(api.fleet.sites)
+
+
+def test_navigation_at_a_past_time_uses_the_registry(api: Api) -> None:
+    before = (LOADED_AT - timedelta(days=1)).isoformat()
+    with api.client("read") as client:
+        assert client.get("/v1/nodes/region-0/sites", params={"at": before}).json()["count"] == 0
+        at_load = client.get("/v1/nodes/region-0/sites", params={"at": LOADED_AT.isoformat()}).json()
+        assert at_load["count"] == SITES
+        assert client.get("/v1/nodes/region-0/children", params={"at": before}).json()["count"] == 0
+        site = sorted(api.fleet.sites)[5]
+        chains = client.get(f"/v1/sites/{site}/ancestors").json()
+        assert chains["electrical"][-1] == "region-0" and chains["geographic"][-1] == "state-0"
+        assert client.get(f"/v1/sites/{site}/ancestors", params={"at": before}).json()["electrical"] == []
+
+
+def test_site_twin_hides_internal_fields(api: Api) -> None:
+    site = sorted(api.fleet.sites)[3]
+    with api.client("read") as client:
+        twin = client.get(f"/v1/sites/{site}").json()
+    assert twin["site_id"] == site and twin["status"] in ("ONLINE", "DELAYED", "OFFLINE")
+    assert twin["capacity_kwh"] == pytest.approx(api.fleet.sites[site].capacity_kwh)
+    assert 0 <= twin["soc_pct"] <= 100 and twin["last_seen"] is not None
+    assert not any(name.startswith("_") for name in twin)
+
+
+@pytest.mark.parametrize("path", ["/v1/nodes/feeder-9-99", "/v1/nodes/feeder-9-99/children",
+                                  "/v1/nodes/feeder-9-99/sites", "/v1/nodes/feeder-9-99/history",
+                                  "/v1/sites/site-9-000001", "/v1/sites/site-9-000001/history",
+                                  "/v1/sites/site-9-000001/ancestors"])
+def test_unknown_ids_are_404_with_a_message(api: Api, path: str) -> None:
+    with api.client("admin") as client:
+        response = client.get(path)
+    assert response.status_code == 404, response.text
+    assert "unknown" in response.json()["detail"]
+
+
+def test_malformed_input_is_422_not_500(api: Api) -> None:
+    with api.client("admin") as client:
+        assert client.get("/v1/nodes/bad%20id").status_code == 422
+        assert client.get("/v1/nodes/region-0/sites", params={"at": "yesterday"}).status_code == 422
+        assert client.get("/v1/nodes/region-0/sites", params={"limit": 0}).status_code == 422
+
+
+def test_health_and_metrics(api: Api) -> None:
+    with api.client(None) as client:
+        assert client.get("/healthz").json() == {"status": "ok"}
+        metrics = client.get("/metrics").text
+    assert 'vpp_api_requests_total{method="GET",route="/v1/nodes/{node_id}",status="200"}' in metrics
+    assert "vpp_api_request_seconds_bucket" in metrics
