@@ -30,6 +30,7 @@ from api.app import create_app
 from api.auth import Scope, issue_api_token
 from assets.generator import Fleet, generate_fleet
 from assets.loader import load_fleet
+from assets.registry import Node
 from schemas.times import epoch_ms
 from tests.conftest import free_port
 from vpp import history
@@ -68,6 +69,20 @@ def _reset(settings: Settings) -> None:
     for table in _CLEARED_TABLES:
         client.command(f"TRUNCATE TABLE IF EXISTS {settings.clickhouse_database}.{table}")
     client.close()
+
+
+#: Nodes without sites in a hierarchy of their own, where the asset tests add, move and retire sites
+#: without changing what the other tests see of region-0 and state-0.
+SPARE_NODES = (("region-spare", "region", None), ("substation-spare-0", "substation", "region-spare"),
+               ("substation-spare-1", "substation", "region-spare"),
+               ("feeder-spare-0", "feeder", "substation-spare-0"),
+               ("feeder-spare-1", "feeder", "substation-spare-0"), ("state-spare", "state", None),
+               ("county-spare", "county", "state-spare"), ("postcode-spare", "postcode", "county-spare"))
+
+
+def _add_spare_nodes(fleet: Fleet) -> None:
+    for node_id, kind, parent in SPARE_NODES:
+        fleet.registry.add_node(Node(node_id, kind, node_id), parent, LOADED_AT)
 
 
 def _spawn(argv: list[str], settings: Settings, log: Path) -> subprocess.Popen[bytes]:
@@ -118,6 +133,7 @@ def api(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> I
     settings = stack_settings.model_copy(update={"emit_interval_s": 0.5})
     _reset(settings)
     fleet = generate_fleet(LOADED_AT, SITES, seed=7)
+    _add_spare_nodes(fleet)
     load_fleet(settings, fleet, LOADED_AT, epoch_ms(LOADED_AT), lambda _: None)
     logs = tmp_path_factory.mktemp("api-services")
     processes = [

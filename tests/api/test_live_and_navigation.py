@@ -31,7 +31,8 @@ def test_nodes_list_and_walk_down_and_up(api: Api) -> None:
     with api.client("read") as client:
         roots = {n["id"]: n["kind"] for n in client.get("/v1/nodes", params={"roots": True}).json()["data"]}
         assert roots == {"region-0": "region", "state-0": "state", "program-0": "program",
-                         "program-1": "program", "program-2": "program"}
+                         "program-1": "program", "program-2": "program", "region-spare": "region",
+                         "state-spare": "state"}
         feeders = client.get("/v1/nodes", params={"kind": "feeder"}).json()
         assert feeders["count"] == len([n for n in api.fleet.registry.nodes.values() if n.kind == "feeder"])
         substations = client.get("/v1/nodes/region-0/children").json()["data"]
