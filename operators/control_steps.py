@@ -117,6 +117,13 @@ class TwinReader:
         members: set[Any] = self.client.smembers(f"node:{node_id}:sites")
         return sorted(_text(s) for s in members)
 
+    def fleet_time(self, request: Request) -> int:
+        """The fleet's event time as the twin last saw it: the node's aggregate, or a few of the sites."""
+        if request.node_id is not None:
+            stamp = self.client.hget(f"node:{request.node_id}", "event_time")
+            return int(stamp) if stamp else 0
+        return self.snapshot(list(request.site_ids or ())[:50]).newest_event_ms
+
     def snapshot(self, site_ids: list[str]) -> TwinSnapshot:
         """One pipelined read of the twin of ``site_ids`` (a site without a twin: no status, no limits)."""
         pipe = self.client.pipeline(transaction=False)
@@ -264,6 +271,9 @@ class ControlLogic(StatefulBatchLogic[Event, Emitted, bytes]):
         if dispatch is None or dispatch.state == "FAILED":
             return []
         now = self._now()
+        if dispatch.state == "PENDING":  # no members yet to tell the time by: ask the node
+            dispatch.clock_ms = max(dispatch.clock_ms, self.reader.fleet_time(dispatch.request))
+            now = self._now()
         if dispatch.needs_members(now):
             request = dispatch.request
             members = list(request.site_ids) if request.site_ids is not None else self.reader.members(

@@ -112,7 +112,7 @@ if stored[1] and tonumber(stored[1]) > tonumber(ARGV[1]) then
   return 0
 end
 local args = {}
-for part in string.gmatch(ARGV[4], '([^]*)?') do
+for part in string.gmatch(ARGV[4], '([^\31]*)\31?') do
   args[#args + 1] = part
 end
 if #args % 2 == 1 then
