@@ -7,6 +7,8 @@ const params = new URLSearchParams(location.hash.slice(1));
 let token = params.get("token") || localStorage.getItem("vpp-token") || "";
 if (params.get("token")) localStorage.setItem("vpp-token", token);
 let selected = params.get("node") || null;
+// #stream=off polls only: headless Chromium's virtual clock stands still while a stream is open.
+const streaming = params.get("stream") !== "off";
 let liveSeries = {t: [], measured: [], estimated: []};
 let source = null;
 
@@ -99,7 +101,7 @@ async function refreshLive() {
 
 function listen() {
   if (source) source.close();
-  if (!window.EventSource || !selected) return;
+  if (!streaming || !window.EventSource || !selected) return;
   source = new EventSource(`/v1/stream?nodes=${encodeURIComponent(selected)}&token=${encodeURIComponent(token)}`);
   source.addEventListener("node", (event) => {
     const data = JSON.parse(event.data);
