@@ -220,18 +220,20 @@ def fleet_generate(
 
 @app.command("bench")
 def bench(
-    name: str = typer.Argument(help="Which benchmark: allocation, assets, gateway, telemetry"),
+    name: str = typer.Argument(help="Which benchmark: allocation, assets, control, gateway, telemetry"),
     quick: bool = typer.Option(False, "--quick", help="A smaller run that finishes in under a minute."),
 ) -> None:
     """Run one benchmark, print its figures and write bench/results/NAME.json."""
     from bench import allocation as allocation_bench
     from bench import assets as assets_bench
+    from bench import control as control_bench
     from bench import gateway as gateway_bench
     from bench import telemetry as telemetry_bench
     from bench.results import write_result
 
     benchmarks = {"allocation": allocation_bench.run, "assets": assets_bench.run,
-                  "gateway": gateway_bench.run, "telemetry": telemetry_bench.run}
+                  "control": control_bench.run, "gateway": gateway_bench.run,
+                  "telemetry": telemetry_bench.run}
     if name not in benchmarks:
         known = ", ".join(sorted(benchmarks))
         err_console.print(f"[red]error:[/] unknown benchmark {name!r}; one of {known}")
