@@ -12,16 +12,19 @@ both secrets are the same.
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from functools import lru_cache
 
 import jwt
 
 from vpp.config import Settings
 
 ALGORITHM = "HS256"
+VERIFIED_CACHE = 4096
 AUDIENCE = "vpp-api"
 
 
@@ -96,10 +99,23 @@ def issue_api_token(settings: Settings, subject: str, scopes: set[Scope], *,
 
 
 def verify_api_token(settings: Settings, token: str) -> Principal:
-    """The principal of a valid, unexpired token signed with our secret; AuthError otherwise."""
+    """The principal of a valid, unexpired token signed with our secret; AuthError otherwise.
+
+    Verified tokens are remembered (until they expire) so a client polling
+    the live view does not pay for a signature check on every request.
+    """
+    principal, expires = _verified(settings.api_token_secret.get_secret_value(), token)
+    if time.time() >= expires:
+        raise AuthError("invalid token: Signature has expired")
+    return principal
+
+
+@lru_cache(maxsize=VERIFIED_CACHE)
+def _verified(secret: str, token: str) -> tuple[Principal, float]:
+    """Decode and check a token once; the principal and its expiry (epoch seconds)."""
     try:
-        payload = jwt.decode(token, settings.api_token_secret.get_secret_value(), algorithms=[ALGORITHM],
-                             audience=AUDIENCE, options={"require": ["exp", "sub", "scopes"]})
+        payload = jwt.decode(token, secret, algorithms=[ALGORITHM], audience=AUDIENCE,
+                             options={"require": ["exp", "sub", "scopes"]})
     except jwt.PyJWTError as exc:
         raise AuthError(f"invalid token: {exc}") from None
     raw_scopes, raw_sites = payload["scopes"], payload.get("sites")
@@ -109,8 +125,9 @@ def verify_api_token(settings: Settings, token: str) -> Principal:
         scopes = frozenset(Scope(s) for s in raw_scopes)
     except ValueError as exc:
         raise AuthError(f"invalid token: {exc}") from None
+    expires = float(payload["exp"])
     if raw_sites is None:
-        return Principal(str(payload["sub"]), scopes)
+        return Principal(str(payload["sub"]), scopes), expires
     if not isinstance(raw_sites, list) or not all(isinstance(s, str) for s in raw_sites):
         raise AuthError("invalid token: sites must be a list of strings")
-    return Principal(str(payload["sub"]), frozenset({Scope.READ}) & scopes, frozenset(raw_sites))
+    return Principal(str(payload["sub"]), frozenset({Scope.READ}) & scopes, frozenset(raw_sites)), expires

@@ -1,7 +1,9 @@
 """Typed dependencies, so a route's signature says what it needs and who may call it.
 
 ``FleetReader`` and the other principal aliases check the bearer token and
-its scope before the route runs; a customer token passes only
+its scope before the route runs (as ``async`` functions: they do no I/O, and
+a plain ``def`` dependency would cost a thread-pool hop per request on the
+live-read hot path); a customer token passes only
 ``SiteReader``-guarded routes, and only for its own sites. The stream also
 takes the token as ``?token=`` because browsers cannot set headers on an
 EventSource.
@@ -9,7 +11,7 @@ EventSource.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -23,13 +25,13 @@ from vpp.config import Settings
 _bearer = HTTPBearer(auto_error=False, description="An API token (`vpp token api`), as `Bearer <token>`.")
 
 
-def get_resources(request: Request) -> Resources:
+async def get_resources(request: Request) -> Resources:
     """The process's shared clients."""
     resources: Resources = request.app.state.resources
     return resources
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     """The settings the app was made with."""
     settings: Settings = request.app.state.resources.settings
     return settings
@@ -43,7 +45,7 @@ def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
-def get_principal(settings: SettingsDep,
+async def get_principal(settings: SettingsDep,
                   credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
                   token: Annotated[str | None, Query(description="The API token, for EventSource clients "
                                                                  "that cannot send headers.",
@@ -62,9 +64,9 @@ def get_principal(settings: SettingsDep,
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
 
 
-def require(scope: Scope) -> Callable[[Principal], Principal]:
+def require(scope: Scope) -> Callable[[Principal], Awaitable[Principal]]:
     """A dependency admitting fleet tokens with ``scope``; customers get 403."""
-    def check(principal: CurrentPrincipal) -> Principal:
+    async def check(principal: CurrentPrincipal) -> Principal:
         if principal.is_customer:
             raise HTTPException(status.HTTP_403_FORBIDDEN, "a customer token reads only its own sites")
         if not principal.has(scope):
@@ -80,7 +82,7 @@ Dispatcher = Annotated[Principal, Depends(require(Scope.DISPATCH))]
 Admin = Annotated[Principal, Depends(require(Scope.ADMIN))]
 
 
-def site_reader(site_id: str, principal: CurrentPrincipal) -> Principal:
+async def site_reader(site_id: str, principal: CurrentPrincipal) -> Principal:
     """Admit a fleet reader, or the customer owning ``site_id``; 403 otherwise (never 404: no probing)."""
     if not principal.may_read_site(site_id):
         raise HTTPException(status.HTTP_403_FORBIDDEN, f"this token may not read site {site_id!r}")

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from api import cli as api_cli
 from edge_gateway import cli as edge_cli
 from vpp import dispatch_cli
 from vpp.config import Settings
@@ -33,6 +34,8 @@ app.add_typer(edge_cli.token_app, name="token")
 app.command("gateway")(edge_cli.serve_gateway)
 app.command("simulate")(edge_cli.simulate)
 app.command("dispatch")(dispatch_cli.dispatch)
+app.command("api")(api_cli.serve_api)
+edge_cli.token_app.command("api")(api_cli.issue_api_token_command)
 
 console = Console()
 err_console = Console(stderr=True)
@@ -136,6 +139,7 @@ def up(
         "the fleet is live: [bold]vpp live[/] shows every top-level node (coverage, power, energy); "
         f"logs are in {services.data_dir / 'logs'}\nstop everything with [bold]vpp down[/]"
     )
+    console.print(f"dashboard: {api_cli.dashboard_url(settings)}", soft_wrap=True)
 
 
 def _generate_and_load(settings: Settings, sites: int, seed: int, title: str) -> LoadReport:
@@ -220,18 +224,19 @@ def fleet_generate(
 
 @app.command("bench")
 def bench(
-    name: str = typer.Argument(help="Which benchmark: allocation, assets, control, gateway, telemetry"),
+    name: str = typer.Argument(help="Which benchmark: allocation, api, assets, control, gateway, telemetry"),
     quick: bool = typer.Option(False, "--quick", help="A smaller run that finishes in under a minute."),
 ) -> None:
     """Run one benchmark, print its figures and write bench/results/NAME.json."""
     from bench import allocation as allocation_bench
+    from bench import api as api_bench
     from bench import assets as assets_bench
     from bench import control as control_bench
     from bench import gateway as gateway_bench
     from bench import telemetry as telemetry_bench
     from bench.results import write_result
 
-    benchmarks = {"allocation": allocation_bench.run, "assets": assets_bench.run,
+    benchmarks = {"allocation": allocation_bench.run, "api": api_bench.run, "assets": assets_bench.run,
                   "control": control_bench.run, "gateway": gateway_bench.run,
                   "telemetry": telemetry_bench.run}
     if name not in benchmarks:

@@ -176,7 +176,8 @@ class Settings(BaseSettings):
         "(VPP_API_TOKEN_SECRET).",
     )
     api_token_ttl_hours: float = Field(
-        default=24.0 * 30, gt=0, description="Lifetime of an issued API token in hours (VPP_API_TOKEN_TTL_HOURS)."
+        default=24.0 * 30, gt=0,
+        description="Lifetime of an issued API token in hours (VPP_API_TOKEN_TTL_HOURS)."
     )
     api_registry_refresh_s: float = Field(
         default=30.0, gt=0,

@@ -49,8 +49,14 @@ def _http_ok(url: str) -> bool:
         return False
 
 
+def api_base_url(settings: Settings) -> str:
+    """Where the local API listens."""
+    return f"http://{settings.host}:{settings.api_port}"
+
+
 class Services:
-    """The telemetry and control dataflows, the edge gateway and a simulated fleet, for one data directory."""
+    """The telemetry and control dataflows, the edge gateway, the API and a simulated fleet, for one data
+    directory."""
 
     def __init__(self, settings: Settings, simulated_sites: int = 1000) -> None:
         self.settings = settings
@@ -64,6 +70,7 @@ class Services:
         control_recovery = recovery_dir(s, "control")
         health = f"http://{s.host}:{s.gateway_metrics_port}/healthz"
         gateway_url = f"ws://{s.host}:{s.gateway_port}"
+        api_url = api_base_url(s)
         return [
             Service("telemetry", "Telemetry dataflow (Bytewax)", f"recovery in {recovery}",
                     dataflow_argv("telemetry", s, workers=1, recovery=recovery),
@@ -73,6 +80,8 @@ class Services:
                     prepare=lambda: ensure_recovery(control_recovery)),
             Service("gateway", "Edge gateway (WebSocket)", f"{gateway_url}  metrics {health[:-8]}/metrics",
                     [sys.executable, "-m", "edge_gateway"], ready=lambda: _http_ok(health)),
+            Service("api", "HTTP API and dashboard", f"{api_url}/dashboard/  docs {api_url}/docs",
+                    [sys.executable, "-m", "api"], ready=lambda: _http_ok(f"{api_url}/healthz")),
             Service("simulator", "Simulated fleet", f"{self.simulated_sites:,} sites -> {gateway_url}",
                     [sys.executable, "-m", "edge_gateway.simulator", "--sites", str(self.simulated_sites)]),
         ]

@@ -34,12 +34,13 @@ def test_up_runs_the_fleet_end_to_end_and_down_stops_it(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VPP_")}
     env.update(VPP_DATA_DIR=str(tmp_path), VPP_KAFKA_PORT=str(free_port()), VPP_REDIS_PORT=str(redis_port),
                VPP_CLICKHOUSE_PORT=str(free_port()), VPP_GATEWAY_PORT=str(free_port()),
-               VPP_GATEWAY_METRICS_PORT=str(free_port()), COLUMNS="200")
+               VPP_GATEWAY_METRICS_PORT=str(free_port()), VPP_API_PORT=str(free_port()), COLUMNS="200")
     up = _vpp(env, "up", "--sites", str(SITES))
     try:
         assert up.returncode == 0, up.stdout + up.stderr
-        for name in ("Telemetry dataflow", "Edge gateway", "Simulated fleet"):
+        for name in ("Telemetry dataflow", "Edge gateway", "HTTP API and dashboard", "Simulated fleet"):
             assert name in up.stdout
+        assert f"dashboard: http://127.0.0.1:{env['VPP_API_PORT']}/dashboard/#token=" in up.stdout
         client = redis.Redis(port=redis_port, decode_responses=True)
         deadline = time.monotonic() + 90
         reporting = 0
@@ -55,5 +56,5 @@ def test_up_runs_the_fleet_end_to_end_and_down_stops_it(tmp_path: Path) -> None:
     finally:
         down = _vpp(env, "down")
     assert down.returncode == 0, down.stderr
-    assert "stopped 3 service(s)" in down.stdout
+    assert "stopped 5 service(s)" in down.stdout
     assert "stopped 3 part(s)" in down.stdout
