@@ -27,6 +27,14 @@ def serve_api() -> None:
     main()
 
 
+def _scopes(text: str) -> set[Scope]:
+    names = {s.strip() for s in text.split(",") if s.strip()}
+    unknown = names - {scope.value for scope in Scope}
+    if unknown:
+        raise ValueError(f"unknown scope(s) {', '.join(sorted(unknown))}: use {', '.join(Scope)}")
+    return {Scope(name) for name in names}
+
+
 def issue_api_token_command(
     subject: str = typer.Argument(help="Who holds the token (a program, an operator, a customer)."),
     scopes: str = typer.Option("read", "--scopes", help="Comma-separated: read, assets, dispatch, admin."),
@@ -41,7 +49,7 @@ def issue_api_token_command(
 
     try:
         issued = issue_api_token(
-            Settings(), subject, {Scope(s.strip()) for s in scopes.split(",") if s.strip()},
+            Settings(), subject, _scopes(scopes),
             sites={s.strip() for s in sites.split(",") if s.strip()} if sites is not None else None,
             ttl=timedelta(hours=ttl_hours) if ttl_hours is not None else None)
     except ValueError as exc:
