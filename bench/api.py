@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import socket
 import statistics
@@ -264,7 +265,7 @@ def _history_ms(port: int, token: str, node: str, now: datetime, queries: int) -
         with urllib.request.urlopen(request, timeout=30) as response:
             body = response.read()
         timings.append((time.perf_counter() - began) * 1000)
-        rows = body.count(b'"start"')
+        rows = len(json.loads(body)["data"])
     return statistics.median(timings[1:]), rows
 
 
