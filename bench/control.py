@@ -44,12 +44,13 @@ from confluent_kafka import Consumer
 
 from assets.generator import Site, generate_fleet
 from assets.loader import load_fleet
+from bench.local import private_settings
 from edge_gateway.sim_transports import KafkaTransport
 from edge_gateway.simulator import FaultMix, FleetSimulator, SimClock
 from schemas import packaged_codec
 from schemas.times import epoch_ms
 from vpp.config import Settings
-from vpp.dataflows import dataflow_argv, settings_env
+from vpp.dataflows import dataflow_argv, ensure_recovery, settings_env
 from vpp.dispatch import DispatchSpec, read_status, submit
 from vpp.kafka import client_config
 from vpp.stack import running
@@ -100,6 +101,7 @@ class Run:
     acks: list[dict[str, Any]] = field(default_factory=list)
     truth: list[tuple[int, float]] = field(default_factory=list)
     disconnected: set[str] = field(default_factory=set)
+    restarted_ms: int | None = None
 
     def settled(self, after_s: float) -> list[dict[str, str]]:
         since = self.start_ms + after_s * 1000
@@ -148,32 +150,47 @@ class Harness:
     @contextmanager
     def running(self) -> Iterator[Harness]:
         """Start both dataflows and the simulator; stop them all afterwards."""
-        env = {**os.environ, **settings_env(self.settings)}
-        logs = {name: self.settings.data_dir / f"{name}-flow.log" for name in ("telemetry", "control")}
-        flows = [subprocess.Popen(dataflow_argv(name, self.settings), env=env, stdout=subprocess.DEVNULL,
-                                  stderr=log.open("wb")) for name, log in logs.items()]
-        self.logs = list(logs.values())
+        self.flows = {name: self._start_flow(name) for name in ("telemetry", "control")}
         transport = KafkaTransport(self.fleet, self.clock, self.settings, group_id="bench-control-fleet")
         stop = threading.Event()
         thread = threading.Thread(target=lambda: asyncio.run(self._simulate(transport, stop)), daemon=True)
         thread.start()
         try:
-            self._wait_for_fleet(transport, flows)
+            self._wait_for_fleet(transport)
             yield self
         finally:
             stop.set()
             thread.join(30)
-            for flow in flows:
+            for flow in self.flows.values():
                 flow.terminate()
-            for flow in flows:
+            for flow in self.flows.values():
                 try:
                     flow.wait(20)
                 except subprocess.TimeoutExpired:
                     flow.kill()
 
+    def _start_flow(self, name: str) -> subprocess.Popen[bytes]:
+        """A dataflow process; the control flow with a recovery store, snapshotted every second."""
+        recovery = None
+        if name == "control":
+            recovery = self.settings.data_dir / "recovery" / "control"
+            ensure_recovery(recovery)
+        settings = self.settings.model_copy(update={"snapshot_interval_s": 1})
+        log = (self.settings.data_dir / f"{name}-flow.log").open("ab")
+        return subprocess.Popen(dataflow_argv(name, settings, recovery=recovery),
+                                env={**os.environ, **settings_env(settings)}, stdout=log, stderr=log)
+
+    def kill_and_restart_control(self) -> None:
+        """SIGKILL the control dataflow and start it again on its recovery store."""
+        old = self.flows["control"]
+        old.kill()
+        old.wait(20)
+        self.flows["control"] = self._start_flow("control")
+
     def log_tail(self) -> str:
         """The end of each dataflow's log, for an error message."""
-        return "\n".join(f"{log.name}: {log.read_text()[-1500:]}" for log in self.logs if log.exists())
+        logs = [self.settings.data_dir / f"{name}-flow.log" for name in self.flows]
+        return "\n".join(f"{log.name}: {log.read_text()[-1500:]}" for log in logs if log.exists())
 
     async def _simulate(self, transport: KafkaTransport, stop: threading.Event) -> None:
         task = asyncio.create_task(transport.run(None))
@@ -183,12 +200,11 @@ class Harness:
         with suppress(asyncio.CancelledError):
             await task
 
-    def _wait_for_fleet(self, transport: KafkaTransport, flows: list[subprocess.Popen[bytes]],
-                        timeout_s: float = 120.0) -> None:
+    def _wait_for_fleet(self, transport: KafkaTransport, timeout_s: float = 120.0) -> None:
         """Until the simulator has its command partitions and 95% of the sites are ONLINE in the twin."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            for flow in flows:
+            for flow in self.flows.values():
                 if flow.poll() is not None:
                     raise RuntimeError(f"a dataflow died: {self.log_tail()}")
             pipe = self.redis.pipeline(transaction=False)
@@ -200,8 +216,12 @@ class Harness:
             time.sleep(0.5)
         raise TimeoutError("the fleet did not come online in the twin")
 
-    def dispatch(self, strategy: str) -> Run:
-        """One dispatch of the scenario's target over the region, watched until its window ends."""
+    def dispatch(self, strategy: str, restart_after_s: float | None = None) -> Run:
+        """One dispatch of the scenario's target over the region, watched until its window ends.
+
+        With ``restart_after_s``, the control dataflow is killed that long (simulated) into the
+        window and restarted on its recovery store.
+        """
         sc = self.scenario
         start = self.clock.now()
         spec = DispatchSpec(sc.target_kw, start, start + timedelta(minutes=sc.minutes), node_id=self.node_id,
@@ -210,6 +230,7 @@ class Harness:
         submit(self.settings, spec, "bench", self.redis)
         run = Run(spec.dispatch_id, epoch_ms(spec.start), epoch_ms(spec.end), sc.target_kw)
         drop_at = epoch_ms(start) + int(sc.drop_after_s * 1000)
+        restart_at = None if restart_after_s is None else epoch_ms(start) + int(restart_after_s * 1000)
         last_event = ""
         while True:
             now_ms = epoch_ms(self.clock.now())
@@ -224,6 +245,10 @@ class Harness:
                 chosen = sorted(commanded)[:: max(1, round(1 / sc.drop_share))] if sc.drop_share else []
                 run.disconnected = set(chosen)
                 self.fleet.disconnect(chosen)
+            if restart_at is not None and now_ms >= restart_at:
+                restart_at = None
+                self.kill_and_restart_control()
+                run.restarted_ms = now_ms
             if status is not None and status["state"] in ("COMPLETED", "FAILED", "CANCELLED"):
                 break
             if now_ms > run.end_ms + 60_000 * sc.speed:
@@ -278,7 +303,7 @@ def run(quick: bool) -> dict[str, float]:
     """Both dispatches on a private local stack; the figures."""
     scenario = Scenario(sites=300, target_kw=600.0, minutes=4.0) if quick else Scenario()
     with tempfile.TemporaryDirectory(prefix="vpp-bench-control-") as tmp:
-        settings = _private_settings(Path(tmp))
+        settings = private_settings(Path(tmp))
         with running(settings):
             harness = Harness(settings, scenario)
             with harness.running():
@@ -286,14 +311,3 @@ def run(quick: bool) -> dict[str, float]:
                 opened = harness.dispatch("waterfill-open-loop")
     return figures(closed, opened, scenario)
 
-
-def _private_settings(data_dir: Path) -> Settings:
-    from socket import socket
-
-    def free() -> int:
-        with socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            return int(sock.getsockname()[1])
-
-    return Settings(data_dir=data_dir, kafka_port=free(), redis_port=free(), clickhouse_port=free(),
-                    kafka_bootstrap=None, redis_url=None, clickhouse_url=None)

@@ -30,8 +30,9 @@ def build_flow(settings: Settings) -> Dataflow:
     """The control dataflow wired to the parts ``settings`` names."""
     flow = Dataflow("control")
     brokers = [settings.kafka]
+    # A short fetch wait: a request should not sit in the broker for librdkafka's default 500 ms.
     source = BatchedKafkaSource(brokers, [DISPATCH_REQUESTS, COMMANDS_ACKS], tail=settings.dataflow_tail,
-                                batch_size=settings.kafka_batch_size)
+                                batch_size=settings.kafka_batch_size, extra={"fetch.wait.max.ms": 20})
     decoded = op.flat_map_batch("decode", op.input("kafka-in", flow, source), decode_control)
     dead = op.branch("dead-letters", decoded, lambda item: item[0] == DLQ_KEY)
     events = op.filter_map("events", dead.falses,

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -413,6 +414,7 @@ class Dispatch:
         return out
 
 
+@lru_cache(maxsize=4096)
 def _dt(ms: int) -> datetime:
-    """Epoch ms as the UTC datetime the history rows carry."""
+    """Epoch ms as the UTC datetime the history rows carry (cached: a plan's commands share their window)."""
     return EPOCH + timedelta(milliseconds=ms)

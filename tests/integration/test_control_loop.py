@@ -110,3 +110,22 @@ def test_bad_requests_are_refused_before_anything_is_sent(harness: Harness) -> N
         with pytest.raises(DispatchRejectedError):
             submit(settings, spec, "test", client)
         assert client.exists(f"dispatch:{spec.dispatch_id}") == 0, name
+
+
+@pytest.fixture(scope="module")
+def restarted(harness: Harness, opened: Run) -> Run:
+    return harness.dispatch("waterfill", restart_after_s=120.0)
+
+
+def test_an_active_dispatch_survives_a_killed_control_dataflow(restarted: Run) -> None:
+    assert restarted.restarted_ms is not None
+    after = [s for s in restarted.statuses if int(s["event_time"]) > restarted.restarted_ms]
+    assert after, "statuses resume after the restart"
+    assert restarted.statuses[-1]["state"] == "COMPLETED"
+    assert restarted.error_pct(SCENARIO.settle_after_s) < 2.0, "and the loop keeps tracking the target"
+    # A state lost in the crash would plan the dispatch afresh: every site would get its first command
+    # again. Restored from recovery, only the last second's epoch can be replayed.
+    first_sends = [c["site_id"] for c in restarted.commands if c["command_id"].endswith("/1")
+                   and c["attempt"] == 1]
+    repeated = len(first_sends) - len(set(first_sends))
+    assert repeated < 0.1 * len(set(first_sends))
