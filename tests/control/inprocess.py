@@ -66,7 +66,8 @@ class Loop:
             if reading is None:
                 continue
             age = now_ms - epoch_ms(reading["event_time"])
-            status[i] = "ONLINE" if age < DELAYED_AFTER_MS else "DELAYED" if age < OFFLINE_AFTER_MS else "OFFLINE"
+            status[i] = ("ONLINE" if age < DELAYED_AFTER_MS
+                         else "DELAYED" if age < OFFLINE_AFTER_MS else "OFFLINE")
             battery[i] = reading["battery_kw"]
             energy[i] = energy_available_kwh(reading["soc_pct"], site.capacity_kwh, site.reserve_pct)
             headroom[i] = charge_headroom_kwh(reading["soc_pct"], site.capacity_kwh)
@@ -91,7 +92,8 @@ class Loop:
                 continue
             if command["site_id"] in self.gone:
                 continue
-            wire = {**command, "valid_from": _dt(command["valid_from"]), "valid_until": _dt(command["valid_until"])}
+            wire = {**command, "valid_from": _dt(command["valid_from"]),
+                    "valid_until": _dt(command["valid_until"])}
             ack = self.sim.apply_command(wire, self.now)
             if ack is not None:
                 dispatch.on_ack(Ack(ack["command_id"], ack["site_id"], ack["status"], ack["reason"],

@@ -6,7 +6,6 @@ import statistics
 
 from edge_gateway.simulator import FaultMix
 from operators.dispatch import ControlConfig, Dispatch
-
 from tests.control.inprocess import Loop, request, sites
 
 TARGET_KW = 200.0
