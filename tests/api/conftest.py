@@ -4,8 +4,9 @@ Once per package, on the session stack: a generated fleet loaded two days in
 the past (so navigation "at a past time" has a past), the real telemetry and
 control dataflows, the simulator driving every site straight into Kafka, and
 the API itself served by uvicorn on a free port (so streams and the
-dashboard's browser use real HTTP). Everything stops when the package is
-done, before tests elsewhere use the stack.
+dashboard's browser use real HTTP). Everything stops, and the fleet, twins
+and history are cleared, when the package is done, before tests elsewhere
+use the stack.
 """
 
 from __future__ import annotations
@@ -164,3 +165,4 @@ def api(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> I
                 process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 process.kill()
+        _reset(settings)  # later tests on the session stack load fleets of their own
