@@ -45,6 +45,7 @@ from confluent_kafka import Consumer
 from assets.generator import Site, generate_fleet
 from assets.loader import load_fleet
 from bench.local import private_settings
+from edge_gateway.feeds import start_at_end_unless_committed
 from edge_gateway.sim_transports import KafkaTransport
 from edge_gateway.simulator import FaultMix, FleetSimulator, SimClock
 from schemas import packaged_codec
@@ -269,7 +270,9 @@ class _Watcher:
         self.consumer = Consumer(client_config(settings, **{
             "group.id": f"bench-control-{dispatch_id}", "auto.offset.reset": "latest",
             "session.timeout.ms": 10_000, "heartbeat.interval.ms": 1_000}))
-        self.consumer.subscribe([COMMANDS_SITE, COMMANDS_ACKS])
+        # Positions fixed at the end as of the assignment: "latest" alone is resolved at the first
+        # fetch, and would skip what is produced in between.
+        self.consumer.subscribe([COMMANDS_SITE, COMMANDS_ACKS], on_assign=start_at_end_unless_committed)
         deadline = time.monotonic() + 30
         while not self.consumer.assignment() and time.monotonic() < deadline:
             self.consumer.poll(0.2)

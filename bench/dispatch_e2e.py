@@ -24,6 +24,7 @@ import redis
 from confluent_kafka import Consumer, Producer
 
 from bench.local import private_settings
+from edge_gateway.feeds import start_at_end_unless_committed
 from schemas import packaged_codec
 from schemas.times import epoch_ms
 from vpp.config import Settings
@@ -56,12 +57,10 @@ def _consumer(settings: Settings) -> Consumer:
     consumer = Consumer(client_config(settings, **{
         "group.id": f"bench-e2e-{time.time_ns()}", "auto.offset.reset": "latest", "fetch.wait.max.ms": 20,
         "session.timeout.ms": 10_000, "heartbeat.interval.ms": 1_000}))
-    consumer.subscribe([COMMANDS_SITE])
+    consumer.subscribe([COMMANDS_SITE], on_assign=start_at_end_unless_committed)
     deadline = time.monotonic() + 30
     while not consumer.assignment() and time.monotonic() < deadline:
         consumer.poll(0.2)
-    for _ in range(5):  # settle the "latest" positions before timing anything
-        consumer.poll(0.1)
     return consumer
 
 

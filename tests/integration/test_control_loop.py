@@ -10,6 +10,10 @@ and once open loop (see ``bench/control.py``, which reports the same figures).
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -19,6 +23,7 @@ import redis
 from bench.control import Harness, Run, Scenario
 from tests.conftest import local_settings
 from vpp.config import Settings
+from vpp.dataflows import settings_env
 from vpp.dispatch import DispatchRejectedError, DispatchSpec, submit
 from vpp.history import connect
 from vpp.stack import running
@@ -129,3 +134,28 @@ def test_an_active_dispatch_survives_a_killed_control_dataflow(restarted: Run) -
                    and c["attempt"] == 1]
     repeated = len(first_sends) - len(set(first_sends))
     assert repeated < 0.1 * len(set(first_sends))
+
+
+def _vpp(harness: Harness, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VPP_")}
+    env.update(settings_env(harness.settings), COLUMNS="200")
+    return subprocess.run([sys.executable, "-m", "vpp.cli", "dispatch", *args], env=env, capture_output=True,
+                          text=True, check=False, timeout=120)
+
+
+def test_the_cli_dispatches_shows_and_cancels(harness: Harness, restarted: Run) -> None:
+    refused = _vpp(harness, "region-404", "--kw", "100", "--minutes", "5", "--no-follow")
+    assert refused.returncode == 2
+    assert "unknown node 'region-404'" in refused.stderr
+    start = harness.clock.now().isoformat()  # the fleet's (accelerated) time
+    sent = _vpp(harness, "region-0", "--kw", "100", "--minutes", "5", "--start", start, "--wait", "20")
+    assert sent.returncode == 0, sent.stderr
+    ident = sent.stdout.split("dispatch ", 1)[1].split(":", 1)[0].strip()
+    assert "ACTIVE" in sent.stdout, "it watched the dispatch converge"
+    cancelled = _vpp(harness, "cancel", ident)
+    assert cancelled.returncode == 0, cancelled.stderr
+    deadline = time.monotonic() + 30
+    while "CANCELLED" not in _vpp(harness, "status", ident, "--no-follow").stdout:
+        assert time.monotonic() < deadline, "the cancel reached the control dataflow"
+        time.sleep(1)
+    assert ident in _vpp(harness, "list").stdout
