@@ -14,7 +14,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import redis
 import redis.asyncio as aioredis
@@ -44,6 +43,11 @@ class FleetCache:
         self._fleet: Fleet | None = None
         self._loaded_at = 0.0
         self._lock = threading.RLock()
+
+    @property
+    def current(self) -> Fleet | None:
+        """The fleet as last loaded, without waiting or refreshing (None before the first load)."""
+        return self._fleet
 
     @contextmanager
     def use(self) -> Iterator[Fleet]:
@@ -109,7 +113,3 @@ class Resources:
             self._history.close()
         if self._producer is not None:
             self._producer.flush(5)
-
-    def ping(self) -> dict[str, Any]:
-        """Reachability of Redis (the live twin), the one dependency every read needs."""
-        return {"redis": bool(self.redis.ping())}

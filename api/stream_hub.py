@@ -65,7 +65,6 @@ class StreamHub:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.ready = threading.Event()
 
     def subscribe(self, nodes: frozenset[str] | None, sites: frozenset[str] | None) -> Subscription:
         """Register a stream on the running loop; the reader starts if it was not running."""
@@ -98,7 +97,6 @@ class StreamHub:
                 partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
                 assignment += [TopicPartition(topic, p, OFFSET_END) for p in partitions]
             consumer.assign(assignment)
-            self.ready.set()
             while not self._stop.is_set():
                 for message in consumer.consume(500, timeout=0.2):
                     value = message.value()

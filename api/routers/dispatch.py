@@ -42,8 +42,11 @@ def create_dispatch(body: DispatchCreate, principal: Dispatcher, resources: Reso
         end=utc(body.end), node_id=body.node_id,
         site_ids=tuple(body.site_ids) if body.site_ids is not None else None, strategy=body.strategy,
         **spec_args)
-    dispatch_id = dispatch.submit(resources.settings, spec, principal.subject, resources.redis,
-                                  resources.producer, replace=body.replace)
+    try:
+        dispatch_id = dispatch.submit(resources.settings, spec, principal.subject, resources.redis,
+                                      resources.producer, replace=body.replace)
+    except RuntimeError as exc:  # the broker did not take the request
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
     location = f"/v1/dispatch/{dispatch_id}"
     response.headers["Location"] = location
     return DispatchAccepted(dispatch_id=dispatch_id, status_url=location)
@@ -91,5 +94,9 @@ def cancel_dispatch(dispatch_id: DispatchId, principal: Dispatcher,
     """Asks control to stop it; its sites return to their own plans."""
     if dispatch.read_status(resources.redis, dispatch_id) is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no dispatch {dispatch_id!r}")
-    dispatch.cancel(resources.settings, dispatch_id, principal.subject, resources.redis, resources.producer)
+    try:
+        dispatch.cancel(resources.settings, dispatch_id, principal.subject, resources.redis,
+                        resources.producer)
+    except RuntimeError as exc:  # the broker did not take the request
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
     return DispatchAccepted(dispatch_id=dispatch_id, status_url=f"/v1/dispatch/{dispatch_id}")

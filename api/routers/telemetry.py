@@ -57,7 +57,9 @@ async def get_node(node_id: NodeId, _: FleetReader, resources: ResourcesDep) -> 
     fields = await resources.hash(f"node:{node_id}")
     if fields and "node_kind" in fields:
         kind = fields["node_kind"]
-        return Node(node_id=node_id, kind=kind, name=fields.get("name", node_id),
+        known = resources.fleet.current  # no lock, no refresh: the hot path never waits for the registry
+        name = known.registry.nodes[node_id].name if known and node_id in known.registry.nodes else node_id
+        return Node(node_id=node_id, kind=kind, name=name,
                     hierarchy=fields.get("hierarchy") or HIERARCHY_OF_KIND.get(kind, ""),
                     live=NodeAggregate.from_hash(fields))
     with resources.fleet.use() as fleet:
