@@ -12,7 +12,6 @@ EventSource.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Query, Request, status
@@ -90,8 +89,3 @@ async def site_reader(site_id: str, principal: CurrentPrincipal) -> Principal:
 
 
 SiteReader = Annotated[Principal, Depends(site_reader)]
-
-
-def utc(value: datetime) -> datetime:
-    """A datetime from a query or body in UTC (naive ones are taken as UTC)."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

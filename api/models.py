@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from api.auth import Scope
 
@@ -20,6 +20,31 @@ T = TypeVar("T")
 #: Ids as the registry makes them; anything else is refused before it reaches Redis or ClickHouse.
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 Id = Annotated[str, Field(pattern=ID_PATTERN, examples=["feeder-0-3"])]
+
+
+#: Times the stores can hold (ClickHouse DateTime and DateTime64 columns); others are refused as input.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+
+
+def utc(value: datetime) -> datetime:
+    """A datetime from a query or body in UTC (naive ones are taken as UTC)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def storable(value: datetime | None) -> datetime | None:
+    """``value`` in UTC if the stores can hold it; ValueError (a 422) naming the range otherwise."""
+    if value is None:
+        return None
+    value = utc(value)
+    if not EARLIEST <= value <= LATEST:
+        raise ValueError(f"{value.isoformat()} is outside {EARLIEST.year}-{LATEST.year}")
+    return value
+
+
+#: An effective time of an asset change; default now.
+EffectiveAt = Annotated[datetime | None, AfterValidator(storable),
+                        Field(description="Effective time (1970-2200); default now.")]
 
 
 class Page(BaseModel, Generic[T]):
@@ -211,7 +236,7 @@ class SiteCreate(BaseModel):
     feeder_id: Id
     postcode_id: Id
     programs: list[Id] = Field(default_factory=list, max_length=32)
-    at: datetime | None = Field(default=None, description="Effective time; default now.")
+    at: EffectiveAt = None
 
 
 class SiteMove(BaseModel):
@@ -219,27 +244,27 @@ class SiteMove(BaseModel):
 
     hierarchy: Literal["electrical", "geographic"]
     parent_id: Id
-    at: datetime | None = None
+    at: EffectiveAt = None
 
 
 class NodeReparent(BaseModel):
     """Put a node under another parent from ``at`` (every site below follows)."""
 
     parent_id: Id
-    at: datetime | None = None
+    at: EffectiveAt = None
 
 
 class Effective(BaseModel):
     """Just an effective time (retire, enrol)."""
 
-    at: datetime | None = None
+    at: EffectiveAt = None
 
 
 class Enrollment(BaseModel):
     """Enrol a site in a program from ``at``."""
 
     program_id: Id
-    at: datetime | None = None
+    at: EffectiveAt = None
 
 
 class Change(BaseModel):

@@ -16,8 +16,17 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
 
-from api.deps import AssetManager, ResourcesDep, utc
-from api.models import ID_PATTERN, Change, Effective, Enrollment, NodeReparent, SiteCreate, SiteMove
+from api.deps import AssetManager, ResourcesDep
+from api.models import (
+    ID_PATTERN,
+    Change,
+    Effective,
+    EffectiveAt,
+    Enrollment,
+    NodeReparent,
+    SiteCreate,
+    SiteMove,
+)
 from api.routers.telemetry import NodeId, SiteId
 from assets.generator import Site
 from assets.registry import ELECTRICAL, GEOGRAPHIC
@@ -31,7 +40,7 @@ ProgramId = Annotated[str, Path(pattern=ID_PATTERN)]
 
 
 def _when(at: datetime | None) -> datetime:
-    return utc(at) if at is not None else datetime.now(UTC)
+    return at if at is not None else datetime.now(UTC)  # bodies and queries give UTC already (EffectiveAt)
 
 
 def _site_of(service: AssetService, site_id: str) -> None:
@@ -92,7 +101,7 @@ def enroll(site_id: SiteId, body: Enrollment, _: AssetManager, resources: Resour
 
 @router.delete("/sites/{site_id}/enrollments/{program_id}", summary="End a site's enrolment")
 def unenroll(site_id: SiteId, program_id: ProgramId, _: AssetManager, resources: ResourcesDep,
-             at: Annotated[datetime | None, Query(description="Effective time; default now.")] = None,
+             at: Annotated[EffectiveAt, Query()] = None,
              ) -> Change:
     """The site leaves the program at ``at``."""
     when = _when(at)

@@ -13,7 +13,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 
-from api.deps import Dispatcher, FleetReader, ResourcesDep, utc
+from api.deps import Dispatcher, FleetReader, ResourcesDep
 from api.models import (
     ID_PATTERN,
     DispatchAccepted,
@@ -22,6 +22,7 @@ from api.models import (
     DispatchStatus,
     Page,
     from_ms,
+    utc,
 )
 from vpp import dispatch
 

@@ -14,16 +14,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, status
 
-from api.deps import FleetReader, ResourcesDep, SiteReader, utc
-from api.models import History, NodePoint, ResolutionChoice, SitePoint
+from api.deps import FleetReader, ResourcesDep, SiteReader
+from api.models import EARLIEST, LATEST, History, NodePoint, ResolutionChoice, SitePoint, utc
 from api.routers.telemetry import NodeId, SiteId
 from vpp.history import Resolution, choose_resolution
 
 router = APIRouter(prefix="/v1", tags=["history"])
 
 MAX_POINTS = 50_000
-EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
-LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 WINDOW = {"minute": timedelta(minutes=1), "hour": timedelta(hours=1), "day": timedelta(days=1)}
 DEFAULT_SPAN = timedelta(hours=24)
 

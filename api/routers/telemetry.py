@@ -13,8 +13,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
 
-from api.deps import FleetReader, ResourcesDep, SiteReader, utc
-from api.models import ID_PATTERN, Ancestry, Node, NodeAggregate, NodeRef, Page, SiteTwin
+from api.deps import FleetReader, ResourcesDep, SiteReader
+from api.models import ID_PATTERN, Ancestry, Node, NodeAggregate, NodeRef, Page, SiteTwin, utc
 from assets.generator import Fleet
 from assets.registry import HIERARCHY_OF_KIND, PARENT_KIND
 

@@ -87,3 +87,8 @@ def test_refused_changes_say_why(api: Api) -> None:
         assert unknown.status_code == 404
         bad = client.post("/v1/assets/sites", json={**_site("site-spare-000003", T[0]), "reserve_pct": 120})
         assert bad.status_code == 422 and "reserve_pct" in bad.text
+        too_late = client.post(f"/v1/assets/sites/{site}/retire", json={"at": "9999-01-01T00:00:00Z"})
+        assert too_late.status_code == 422 and "outside 1970-2200" in too_late.text
+        query = client.delete(f"/v1/assets/sites/{site}/enrollments/program-0",
+                              params={"at": "1900-01-01T00:00:00"})
+        assert query.status_code == 422 and "outside 1970-2200" in query.text
