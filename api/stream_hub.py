@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+from prometheus_client import Counter, Gauge
 
 from schemas import DecodeError, packaged_codec
 from schemas.times import epoch_ms
@@ -26,6 +27,8 @@ from vpp.config import Settings
 from vpp.topics import AGGREGATES_LIVE, TWIN_STATUS
 
 QUEUE_SIZE = 1000
+STREAMS = Gauge("vpp_api_streams", "Open event streams of this API process.")
+DROPPED = Counter("vpp_api_stream_dropped_total", "Events a stream's reader was too slow to take.")
 _INTERNAL = frozenset({"seq"})
 
 
@@ -45,8 +48,10 @@ class Subscription:
 
     def offer(self, event: dict[str, Any]) -> None:
         """Called on the loop: enqueue, or drop when the reader is behind."""
-        with contextlib.suppress(asyncio.QueueFull):
+        try:
             self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            DROPPED.inc()
 
 
 def to_event(topic: str, record: dict[str, Any]) -> dict[str, Any]:
@@ -71,6 +76,7 @@ class StreamHub:
         subscription = Subscription(nodes, sites, asyncio.get_running_loop())
         with self._lock:
             self._subscribers.add(subscription)
+            STREAMS.set(len(self._subscribers))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="stream-hub", daemon=True)
                 self._thread.start()
@@ -80,6 +86,7 @@ class StreamHub:
         """Forget a closed stream."""
         with self._lock:
             self._subscribers.discard(subscription)
+            STREAMS.set(len(self._subscribers))
 
     def stop(self) -> None:
         """Stop the reader (at shutdown)."""

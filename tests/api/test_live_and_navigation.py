@@ -93,3 +93,4 @@ def test_health_and_metrics(api: Api) -> None:
         metrics = client.get("/metrics").text
     assert 'vpp_api_requests_total{method="GET",route="/v1/nodes/{node_id}",status="200"}' in metrics
     assert "vpp_api_request_seconds_bucket" in metrics
+    assert "vpp_api_streams" in metrics and "vpp_api_stream_dropped_total" in metrics
