@@ -13,10 +13,12 @@ the telemetry flow); every setting comes from ``VPP_*`` (see
 
 from __future__ import annotations
 
+from functools import partial
+
 import bytewax.operators as op
-from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage
 from bytewax.dataflow import Dataflow
 
+from dataflows.outputs import kafka_output, keyed_values_of, values_of
 from operators.control_steps import ControlLogic, decode_control
 from operators.dispatch import Ack, Request
 from operators.kafka_batches import BatchedKafkaSource
@@ -39,20 +41,10 @@ def build_flow(settings: Settings) -> Dataflow:
                            lambda item: item if isinstance(item[1], Request | Ack) else None)
     results = op.stateful_batch("dispatches", events, ControlLogic.builder(settings))
 
-    kafka_out = op.merge(
-        "kafka-out",
-        op.filter_map("dlq-records", dead.trues,
-                      lambda item: item[1] if isinstance(item[1], KafkaSinkMessage) else None),
-        op.filter_map("kafka-records", results,
-                      lambda item: item[1].value if item[1].kind == "kafka" else None),
-    )
-    op.output("kafka", kafka_out, KafkaSink(brokers, topic=None))
-    op.output("redis", op.filter_map("status-writes", results,
-                                     lambda item: item[1].value if item[1].kind == "redis" else None),
+    kafka_output(dead.trues, results, brokers)
+    op.output("redis", op.filter_map("status-writes", results, partial(values_of, "redis")),
               DispatchStatusSink(settings.redis))
-    op.output("clickhouse", op.filter_map("journal-rows", results,
-                                          lambda item: (item[0], item[1].value)
-                                          if item[1].kind == "history" else None),
+    op.output("clickhouse", op.filter_map("journal-rows", results, partial(keyed_values_of, "history")),
               HistorySink(settings, partitions=1, flush_rows=5_000))
     return flow
 

@@ -15,24 +15,17 @@ from ``VPP_*`` (see :class:`vpp.config.Settings`).
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
 
 import bytewax.operators as op
-from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage
 from bytewax.dataflow import Dataflow
 
+from dataflows.outputs import kafka_output, keyed_values_of, values_of
 from operators.kafka_batches import BatchedKafkaSource
 from operators.records import DLQ_KEY, ShardBatch, route
 from operators.sinks import HistorySink, RedisTwinSink
-from operators.telemetry_steps import Emitted, NodeGroupLogic, ShardLogic
+from operators.telemetry_steps import NodeGroupLogic, ShardLogic
 from vpp.config import Settings
 from vpp.topics import ASSETS_CHANGES, TELEMETRY_RAW
-
-
-def _of_kind(kind: str, item: tuple[str, Emitted]) -> tuple[str, Any] | None:
-    """``(key, value)`` of the results bound for ``kind`` (re-keyed for the next keyed step)."""
-    emitted = item[1]
-    return (emitted.key, emitted.value) if emitted.kind == kind else None
 
 
 def build_flow(settings: Settings) -> Dataflow:
@@ -48,24 +41,16 @@ def build_flow(settings: Settings) -> Dataflow:
     shard_input = op.filter_map("shard-input", dead.falses,
                                 lambda item: item if isinstance(item[1], ShardBatch) else None)
     sites = op.stateful_batch("sites", shard_input, ShardLogic.builder(settings))
-    node_input = op.filter_map("node-changes", sites, partial(_of_kind, "nodes"))
+    node_input = op.filter_map("node-changes", sites, partial(keyed_values_of, "nodes"))
     nodes = op.stateful_batch("nodes", node_input, NodeGroupLogic.builder(settings))
     results = op.merge("results", sites, nodes)
 
-    kafka_out = op.merge(
-        "kafka-out",
-        op.filter_map("dlq-records", dead.trues,
-                      lambda item: item[1] if isinstance(item[1], KafkaSinkMessage) else None),
-        op.filter_map("kafka-records", results,
-                      lambda item: item[1].value if item[1].kind == "kafka" else None),
-    )
-    op.output("kafka", kafka_out, KafkaSink(brokers, topic=None))
+    kafka_output(dead.trues, results, brokers)
 
-    redis_out = op.filter_map("redis-writes", results,
-                              lambda item: item[1].value if item[1].kind == "redis" else None)
+    redis_out = op.filter_map("redis-writes", results, partial(values_of, "redis"))
     op.output("redis", redis_out, RedisTwinSink(settings.redis))
 
-    history_out = op.filter_map("history-rows", results, partial(_of_kind, "history"))
+    history_out = op.filter_map("history-rows", results, partial(keyed_values_of, "history"))
     op.output("clickhouse", history_out, HistorySink(settings))
     return flow
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import pickle
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,6 +27,7 @@ from typing_extensions import override
 
 from operators.allocation import Array
 from operators.dispatch import Ack, ControlConfig, Dispatch, Output, Request, TwinSnapshot, dispatch_of
+from operators.emitted import Emitted
 from operators.kafka_batches import Polled
 from operators.records import DLQ_KEY, KafkaOut, codec, dead_letter
 from operators.sinks import StatusWrite
@@ -180,35 +180,28 @@ def control_config(settings: Settings) -> ControlConfig:
     )
 
 
-@dataclass(frozen=True)
-class Emitted:
-    """One result of the control step, tagged with its sink."""
-
-    kind: str  # "kafka" | "redis" | "history"
-    value: Any
-
-
 def emissions(dispatch: Dispatch, out: Output) -> list[Emitted]:
     """Commands and statuses for Kafka, the status for Redis, journal rows for ClickHouse."""
     encode = codec().encode
-    emitted = [Emitted("kafka", KafkaSinkMessage(key=c["site_id"].encode(), value=encode("SiteCommand", c),
-                                                 topic=COMMANDS_SITE)) for c in out.commands]
     request = dispatch.request
+    ident = request.dispatch_id
+    emitted = [Emitted("kafka", ident, KafkaSinkMessage(
+        key=c["site_id"].encode(), value=encode("SiteCommand", c), topic=COMMANDS_SITE))
+        for c in out.commands]
     for status in out.statuses:
-        key = status["dispatch_id"].encode()
-        emitted.append(Emitted("kafka", KafkaSinkMessage(key=key, value=encode("DispatchStatus", status),
-                                                         topic=DISPATCH_STATUS)))
+        emitted.append(Emitted("kafka", ident, KafkaSinkMessage(
+            key=ident.encode(), value=encode("DispatchStatus", status), topic=DISPATCH_STATUS)))
         fields = {**status, "node_id": status["node_id"] or "", "start": request.start_ms,
                   "end": request.end_ms, "strategy": request.strategy, "requested_by": request.requested_by,
                   "reason": dispatch.reason,
                   "site_ids": ",".join(request.site_ids) if request.site_ids is not None else ""}
-        emitted.append(Emitted("redis", StatusWrite(status["dispatch_id"], status["event_time"],
+        emitted.append(Emitted("redis", ident, StatusWrite(status["dispatch_id"], status["event_time"],
                                                     status["state"], request.start_ms, fields)))
-        emitted.append(Emitted("history", DispatchLogEntry(
+        emitted.append(Emitted("history", ident, DispatchLogEntry(
             status["dispatch_id"], _dt(status["event_time"]), status["state"], status["node_id"],
             status["target_kw"], status["measured_kw"], status["error_kw"], status["shortfall_kw"],
             status["sites_total"], status["sites_acked"], status["sites_pending"], status["sites_rejected"])))
-    emitted.extend(Emitted("history", row) for row in out.command_log)
+    emitted.extend(Emitted("history", ident, row) for row in out.command_log)
     return emitted
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkPartition, StatelessSinkPartition
@@ -51,6 +51,7 @@ redis.call('HSET', KEYS[1], unpack(args))
 return 1
 """
 FIELD_SEPARATOR = "\x1f"
+Item = TypeVar("Item")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,34 +71,14 @@ def node_key(node_id: str) -> str:
     return f"node:{node_id}"
 
 
-class _RedisPartition(StatelessSinkPartition[TwinWrite]):
-    def __init__(self, client: redis.Redis) -> None:
-        self._client = client
-        self._script = client.register_script(_GUARDED_HSET)
-
-    @override
-    def write_batch(self, items: list[TwinWrite]) -> None:
-        pipe = self._client.pipeline(transaction=False)
-        sep = FIELD_SEPARATOR
-        for item in items:
-            packed = sep.join(f"{name}{sep}{value}" for name, value in item.fields.items())
-            self._script(keys=[item.key], args=[item.version[0], item.version[1], packed], client=pipe)
-        pipe.execute()
-
-    @override
-    def close(self) -> None:
-        self._client.close()
+def pack(fields: dict[str, Any]) -> str:
+    """Hash fields as one script argument: name and value alternating, separated by ``\\x1f``."""
+    sep = FIELD_SEPARATOR
+    return sep.join(f"{name}{sep}{value}" for name, value in fields.items())
 
 
-class RedisTwinSink(DynamicSink[TwinWrite]):
-    """Versioned writes of ``site:{id}`` and ``node:{id}`` hashes, one pipeline per batch."""
-
-    def __init__(self, redis_url: str) -> None:
-        self._url = redis_url
-
-    @override
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _RedisPartition:
-        return _RedisPartition(redis.Redis.from_url(self._url))
+def twin_call(item: TwinWrite) -> tuple[list[str], list[Any]]:
+    return [item.key], [item.version[0], item.version[1], pack(item.fields)]
 
 
 #: Store a dispatch's status in hash ``KEYS[1]`` (fields packed in ``ARGV[4]`` like above) unless the
@@ -135,19 +116,28 @@ class StatusWrite:
     fields: dict[str, Any]
 
 
-class _StatusPartition(StatelessSinkPartition[StatusWrite]):
-    def __init__(self, client: redis.Redis) -> None:
+def status_call(item: StatusWrite) -> tuple[list[str], list[Any]]:
+    return ([STATUS_KEY.format(item.dispatch_id), INDEX_KEY],
+            [item.event_ms, item.dispatch_id, item.start_ms, pack(item.fields)])
+
+
+ScriptCall = Callable[[Item], tuple[list[str], list[Any]]]
+
+
+class _ScriptPartition(StatelessSinkPartition[Item]):
+    """Runs one guarded Lua script per item, all of a batch in one pipelined round trip."""
+
+    def __init__(self, client: redis.Redis, script: str, call: ScriptCall[Item]) -> None:
         self._client = client
-        self._script = client.register_script(_GUARDED_STATUS)
+        self._script = client.register_script(script)
+        self._call = call
 
     @override
-    def write_batch(self, items: list[StatusWrite]) -> None:
+    def write_batch(self, items: list[Item]) -> None:
         pipe = self._client.pipeline(transaction=False)
-        sep = FIELD_SEPARATOR
         for item in items:
-            packed = sep.join(f"{name}{sep}{value}" for name, value in item.fields.items())
-            self._script(keys=[STATUS_KEY.format(item.dispatch_id), INDEX_KEY],
-                         args=[item.event_ms, item.dispatch_id, item.start_ms, packed], client=pipe)
+            keys, args = self._call(item)
+            self._script(keys=keys, args=args, client=pipe)
         pipe.execute()
 
     @override
@@ -155,15 +145,29 @@ class _StatusPartition(StatelessSinkPartition[StatusWrite]):
         self._client.close()
 
 
-class DispatchStatusSink(DynamicSink[StatusWrite]):
+class _ScriptSink(DynamicSink[Item]):
+    def __init__(self, redis_url: str, script: str, call: ScriptCall[Item]) -> None:
+        self._url = redis_url
+        self._script = script
+        self._call = call
+
+    @override
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _ScriptPartition[Item]:
+        return _ScriptPartition(redis.Redis.from_url(self._url), self._script, self._call)
+
+
+class RedisTwinSink(_ScriptSink[TwinWrite]):
+    """Versioned writes of ``site:{id}`` and ``node:{id}`` hashes, one pipeline per batch."""
+
+    def __init__(self, redis_url: str) -> None:
+        super().__init__(redis_url, _GUARDED_HSET, twin_call)
+
+
+class DispatchStatusSink(_ScriptSink[StatusWrite]):
     """Dispatch statuses into Redis: a final or newer stored status is never overwritten by a replay."""
 
     def __init__(self, redis_url: str) -> None:
-        self._url = redis_url
-
-    @override
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _StatusPartition:
-        return _StatusPartition(redis.Redis.from_url(self._url))
+        super().__init__(redis_url, _GUARDED_STATUS, status_call)
 
 
 HistoryRow = SiteWindow | NodeWindow | DispatchLogEntry | CommandLogEntry

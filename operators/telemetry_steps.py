@@ -18,6 +18,7 @@ from typing import Any
 from bytewax.operators import StatefulBatchLogic
 from typing_extensions import override
 
+from operators.emitted import Emitted
 from operators.records import ShardBatch, aggregate_message, status_message
 from operators.rollup import GroupOutput, NodeGroup
 from operators.shard import NodeChanges, Shard, ShardConfig, ShardOutput
@@ -29,15 +30,6 @@ from vpp.topics import TELEMETRY_RAW
 
 def wall_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-@dataclass(frozen=True)
-class Emitted:
-    """One result of a stateful step, tagged with where it goes next."""
-
-    kind: str  # "nodes" | "kafka" | "redis" | "history"
-    key: str
-    value: Any
 
 
 def shard_config(settings: Settings) -> ShardConfig:

@@ -15,7 +15,7 @@ from operators.control_steps import decode_control
 from operators.dispatch import Ack, Request
 from operators.kafka_batches import Polled
 from operators.records import DLQ_KEY, codec
-from operators.sinks import StatusWrite, _StatusPartition
+from operators.sinks import DispatchStatusSink, StatusWrite
 from vpp.config import Settings
 from vpp.dispatch import INDEX_KEY, STATUS_KEY
 from vpp.topics import COMMANDS_ACKS, DISPATCH_REQUESTS, TELEMETRY_DLQ
@@ -94,7 +94,7 @@ def test_requests_and_acks_are_keyed_by_dispatch_and_bad_records_become_dead_let
 @pytest.mark.integration
 def test_a_replayed_status_never_replaces_a_newer_or_final_one(stack_settings: Settings) -> None:
     client = redis.Redis.from_url(stack_settings.redis)
-    sink = _StatusPartition(redis.Redis.from_url(stack_settings.redis))
+    sink = DispatchStatusSink(stack_settings.redis).build("status", 0, 1)
     ident = f"d-{uuid.uuid4().hex[:8]}"
 
     def write(state: str, at: int) -> None:
