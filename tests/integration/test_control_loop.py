@@ -96,9 +96,15 @@ def test_the_dispatch_and_its_commands_are_journaled(harness: Harness, closed: R
     states = client.query(f"SELECT DISTINCT state FROM {db}.dispatch_log WHERE dispatch_id = %(id)s",
                           parameters={"id": closed.dispatch_id}).result_rows
     assert {"ACTIVE", "COMPLETED"} <= {row[0] for row in states}
-    sent = client.query(f"SELECT count() FROM {db}.command_log FINAL WHERE dispatch_id = %(id)s "
-                        "AND status = 'SENT'", parameters={"id": closed.dispatch_id}).result_rows[0][0]
-    assert sent == len({(c["command_id"], c["attempt"]) for c in closed.commands})
+    seen_on_kafka = len({(c["command_id"], c["attempt"]) for c in closed.commands})
+    deadline = time.monotonic() + 15  # the journal is written at the flow's next snapshot
+    while True:
+        sent = client.query(f"SELECT count() FROM {db}.command_log FINAL WHERE dispatch_id = %(id)s "
+                            "AND status = 'SENT'", parameters={"id": closed.dispatch_id}).result_rows[0][0]
+        if sent == seen_on_kafka or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert sent == seen_on_kafka
 
 
 def test_bad_requests_are_refused_before_anything_is_sent(harness: Harness) -> None:
