@@ -27,27 +27,24 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import redis
 
 from api.auth import Scope, issue_api_token
 from assets.generator import Fleet, generate_fleet
 from assets.loader import load_fleet
+from bench.local import free_port, private_stack
 from schemas.times import epoch_ms
 from vpp import history
 from vpp.config import Settings
 from vpp.dataflows import settings_env
-from vpp.stack import Stack
 
 CLIENTS = 50
 OFFERED_RPS = 1000
@@ -63,7 +60,7 @@ def run(quick: bool) -> dict[str, float]:
 def measure(load_s: float, history_queries: int, sites: int = HISTORY_SITES,
             settings: Settings | None = None) -> dict[str, float]:
     """Every figure, with ``load_s`` seconds per load phase and ``sites`` sites of history."""
-    with _stack(settings) as stack_settings:
+    with private_stack("vpp-bench-api-", settings) as stack_settings:
         now = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         fleet = generate_fleet(now - timedelta(days=DAYS + 1), sites, seed=11)
         load_fleet(stack_settings, fleet, now - timedelta(days=DAYS + 1), epoch_ms(now), lambda _: None)
@@ -79,29 +76,6 @@ def measure(load_s: float, history_queries: int, sites: int = HISTORY_SITES,
         figures["redis_hgetall_p50_ms"] = _redis_baseline(stack_settings, nodes)
         figures["history_sites"] = float(sites)
     return figures
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def _stack(settings: Settings | None) -> Iterator[Settings]:
-    if settings is not None:
-        yield settings
-        return
-    with tempfile.TemporaryDirectory(prefix="vpp-bench-api-") as directory:
-        private = Settings(data_dir=Path(directory), kafka_port=_free_port(), redis_port=_free_port(),
-                           clickhouse_port=_free_port(), kafka_bootstrap=None, redis_url=None,
-                           clickhouse_url=None)
-        stack = Stack(private)
-        stack.up()
-        try:
-            yield private
-        finally:
-            stack.down()
 
 
 def _write_live_nodes(settings: Settings, fleet: Fleet, now: datetime) -> list[str]:
@@ -152,7 +126,7 @@ def _insert_year_of_days(settings: Settings, fleet: Fleet, now: datetime) -> Non
 @contextlib.contextmanager
 def _api_process(settings: Settings) -> Iterator[int]:
     """``python -m api`` on a free port; yields the port once /healthz answers."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, **settings_env(settings.model_copy(update={"api_port": port}))}
     log = (settings.data_dir / "bench-api.log").open("wb")
     process = subprocess.Popen([sys.executable, "-m", "api"], env=env, stdout=log, stderr=subprocess.STDOUT)

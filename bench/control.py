@@ -29,14 +29,12 @@ import asyncio
 import os
 import statistics
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import redis
@@ -44,7 +42,7 @@ from confluent_kafka import Consumer
 
 from assets.generator import Site, generate_fleet
 from assets.loader import load_fleet
-from bench.local import private_settings
+from bench.local import private_stack
 from edge_gateway.feeds import start_at_end_unless_committed
 from edge_gateway.sim_transports import KafkaTransport
 from edge_gateway.simulator import FaultMix, FleetSimulator, SimClock
@@ -54,7 +52,6 @@ from vpp.config import Settings
 from vpp.dataflows import dataflow_argv, ensure_recovery, settings_env
 from vpp.dispatch import DispatchSpec, read_status, submit
 from vpp.kafka import client_config
-from vpp.stack import running
 from vpp.topics import COMMANDS_ACKS, COMMANDS_SITE
 
 SETTLED_WITHIN = 0.02
@@ -305,12 +302,10 @@ def figures(closed: Run, opened: Run, scenario: Scenario) -> dict[str, float]:
 def run(quick: bool) -> dict[str, float]:
     """Both dispatches on a private local stack; the figures."""
     scenario = Scenario(sites=300, target_kw=600.0, minutes=4.0) if quick else Scenario()
-    with tempfile.TemporaryDirectory(prefix="vpp-bench-control-") as tmp:
-        settings = private_settings(Path(tmp))
-        with running(settings):
-            harness = Harness(settings, scenario)
-            with harness.running():
-                closed = harness.dispatch("waterfill")
-                opened = harness.dispatch("waterfill-open-loop")
+    with private_stack("vpp-bench-control-") as settings:
+        harness = Harness(settings, scenario)
+        with harness.running():
+            closed = harness.dispatch("waterfill")
+            opened = harness.dispatch("waterfill-open-loop")
     return figures(closed, opened, scenario)
 

@@ -15,15 +15,13 @@ from __future__ import annotations
 import os
 import statistics
 import subprocess
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import redis
 from confluent_kafka import Consumer, Producer
 
-from bench.local import private_settings
+from bench.local import private_stack
 from edge_gateway.feeds import start_at_end_unless_committed
 from schemas import packaged_codec
 from schemas.times import epoch_ms
@@ -31,7 +29,6 @@ from vpp.config import Settings
 from vpp.dataflows import dataflow_argv, settings_env
 from vpp.dispatch import DispatchSpec, cancel, read_status, submit
 from vpp.kafka import client_config
-from vpp.stack import running
 from vpp.topics import COMMANDS_SITE
 
 NODE = "bench-node"
@@ -115,23 +112,21 @@ def _kafka_round_trip_ms(settings: Settings, consumer: Consumer) -> float:
 
 def measure(rounds: int, sites: int = 10_000) -> dict[str, float]:
     """Median request-to-all-commands (and to the first command) time and the Kafka baseline, in ms."""
-    with tempfile.TemporaryDirectory(prefix="vpp-bench-e2e-") as tmp:
-        settings = private_settings(Path(tmp))
-        with running(settings):
-            client = redis.Redis.from_url(settings.redis)
-            _write_twins(client, sites)
-            env = {**os.environ, **settings_env(settings)}
-            log = (Path(tmp) / "control.log").open("wb")
-            flow = subprocess.Popen(dataflow_argv("control", settings), env=env, stdout=log, stderr=log)
-            try:
-                consumer = _consumer(settings)
-                _round(settings, client, consumer, sites)  # warm-up: imports, connections, first allocation
-                timings = [_round(settings, client, consumer, sites) for _ in range(rounds)]
-                baseline = statistics.median(_kafka_round_trip_ms(settings, consumer) for _ in range(5))
-                consumer.close()
-            finally:
-                flow.terminate()
-                flow.wait(20)
+    with private_stack("vpp-bench-e2e-") as settings:
+        client = redis.Redis.from_url(settings.redis)
+        _write_twins(client, sites)
+        env = {**os.environ, **settings_env(settings)}
+        log = (settings.data_dir / "control.log").open("wb")
+        flow = subprocess.Popen(dataflow_argv("control", settings), env=env, stdout=log, stderr=log)
+        try:
+            consumer = _consumer(settings)
+            _round(settings, client, consumer, sites)  # warm-up: imports, connections, first allocation
+            timings = [_round(settings, client, consumer, sites) for _ in range(rounds)]
+            baseline = statistics.median(_kafka_round_trip_ms(settings, consumer) for _ in range(5))
+            consumer.close()
+        finally:
+            flow.terminate()
+            flow.wait(20)
     return {"dispatch_e2e_ms_10k": statistics.median(t[1] for t in timings),
             "dispatch_first_command_ms_10k": statistics.median(t[0] for t in timings),
             "kafka_round_trip_baseline_ms": baseline}

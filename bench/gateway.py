@@ -18,11 +18,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -36,6 +34,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
+from bench.local import free_port, private_stack
 from edge_gateway.feeds import next_batch
 from edge_gateway.frames import parse_frame
 from edge_gateway.sim_transports import raise_fd_limit
@@ -44,7 +43,6 @@ from edge_gateway.wire import AVRO_SUBPROTOCOL
 from schemas import packaged_codec
 from vpp import kafka
 from vpp.config import Settings
-from vpp.stack import Stack
 from vpp.topics import TELEMETRY_RAW
 
 CODEC = packaged_codec()
@@ -59,7 +57,8 @@ def run(quick: bool) -> dict[str, float]:
 def measure(connections: int, phase_s: float, settings: Settings | None = None) -> dict[str, float]:
     """Run both phases with ``connections`` devices for ``phase_s`` seconds each."""
     raise_fd_limit()
-    with _stack(settings) as stack_settings, _gateway_process(stack_settings) as (port, metrics_port, pid):
+    with (private_stack("vpp-bench-gateway-", settings) as stack_settings,
+          _gateway_process(stack_settings) as (port, metrics_port, pid)):
         tail = _LatencyTail(stack_settings)
         try:
             figures = asyncio.run(_drive(stack_settings, port, metrics_port, pid, connections, phase_s, tail))
@@ -69,33 +68,10 @@ def measure(connections: int, phase_s: float, settings: Settings | None = None) 
     return figures
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def _stack(settings: Settings | None) -> Iterator[Settings]:
-    if settings is not None:
-        yield settings
-        return
-    with tempfile.TemporaryDirectory(prefix="vpp-bench-gateway-") as directory:
-        private = Settings(data_dir=Path(directory), kafka_port=_free_port(), redis_port=_free_port(),
-                           clickhouse_port=_free_port(), kafka_bootstrap=None, redis_url=None,
-                           clickhouse_url=None)
-        stack = Stack(private)
-        stack.up()
-        try:
-            yield private
-        finally:
-            stack.down()
-
-
 @contextlib.contextmanager
 def _gateway_process(settings: Settings) -> Iterator[tuple[int, int, int]]:
     """A gateway subprocess with no practical rate limit; yields (port, metrics port, pid)."""
-    port, metrics_port = _free_port(), _free_port()
+    port, metrics_port = free_port(), free_port()
     log = (settings.data_dir / "bench-gateway.log").open("wb")
     env = {**os.environ, "VPP_KAFKA_BOOTSTRAP": settings.kafka, "VPP_REDIS_URL": settings.redis,
            "VPP_GATEWAY_RATE_PER_S": "1000000", "VPP_GATEWAY_RATE_BURST": "1000000",
