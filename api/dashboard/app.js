@@ -118,7 +118,9 @@ async function loadHistory(spanSeconds) {
   try {
     const history = await api(`/v1/nodes/${selected}/history?start=${start.toISOString()}&end=${end.toISOString()}`);
     const x = history.data.map((p) => p.start);
-    $("history-note").textContent = `${history.count} ${history.resolution} windows`;
+    $("history-note").textContent = history.count
+      ? `${history.count} ${history.resolution} windows`
+      : "no windows yet: a minute closes into history about 30 s after it ends";
     Plotly.react("chart-history", [
       {x, y: history.data.map((p) => p.battery_kw_max), name: "max", line: {width: 0}, showlegend: false},
       {x, y: history.data.map((p) => p.battery_kw_min), name: "min–max", fill: "tonexty", line: {width: 0}},
@@ -127,7 +129,8 @@ async function loadHistory(spanSeconds) {
       {x, y: history.data.map((p) => p.coverage * 100), name: "coverage %", yaxis: "y3", line: {dash: "dot"}},
     ], {title: {text: `history: ${selected} (${history.resolution})`}, margin: {t: 40, r: 60, b: 40, l: 60},
         yaxis: {title: {text: "kW"}}, yaxis2: {title: {text: "kWh"}, overlaying: "y", side: "right"},
-        yaxis3: {overlaying: "y", visible: false, range: [0, 100]}, legend: {orientation: "h"}},
+        yaxis3: {overlaying: "y", visible: false, range: [0, 100]}, legend: {orientation: "h"},
+        xaxis: history.count ? {} : {range: [start.toISOString(), end.toISOString()]}},
     {displaylogo: false, responsive: true});
   } catch (error) { $("history-note").textContent = error.message; }
 }
