@@ -32,7 +32,7 @@ from operators.kafka_batches import Polled
 from operators.records import DLQ_KEY, KafkaOut, codec, dead_letter
 from operators.sinks import StatusWrite
 from schemas.codec import DecodeError
-from schemas.times import epoch_ms
+from schemas.times import epoch_ms, from_epoch_ms
 from vpp.config import Settings
 from vpp.dispatch import DispatchRejectedError, DispatchSpec, parse_strategy
 from vpp.history import DispatchLogEntry
@@ -112,11 +112,10 @@ def _request(record: dict[str, Any]) -> Request:
 
 def _problem(request: Request, now_ms: int) -> str | None:
     """Why a request cannot run (the same checks the CLI and API make before sending), or None."""
-    def at(ms: int) -> datetime:
-        return datetime.fromtimestamp(ms / 1000, UTC)
     try:
-        DispatchSpec(request.target_kw, at(request.start_ms), at(request.end_ms), request.node_id,
-                     request.site_ids, request.strategy, request.dispatch_id).check(at(now_ms))
+        DispatchSpec(request.target_kw, from_epoch_ms(request.start_ms), from_epoch_ms(request.end_ms),
+                     request.node_id, request.site_ids, request.strategy,
+                     request.dispatch_id).check(from_epoch_ms(now_ms))
     except DispatchRejectedError as exc:
         return str(exc)
     return None
@@ -198,15 +197,11 @@ def emissions(dispatch: Dispatch, out: Output) -> list[Emitted]:
         emitted.append(Emitted("redis", ident, StatusWrite(status["dispatch_id"], status["event_time"],
                                                     status["state"], request.start_ms, fields)))
         emitted.append(Emitted("history", ident, DispatchLogEntry(
-            status["dispatch_id"], _dt(status["event_time"]), status["state"], status["node_id"],
+            status["dispatch_id"], from_epoch_ms(status["event_time"]), status["state"], status["node_id"],
             status["target_kw"], status["measured_kw"], status["error_kw"], status["shortfall_kw"],
             status["sites_total"], status["sites_acked"], status["sites_pending"], status["sites_rejected"])))
     emitted.extend(Emitted("history", ident, row) for row in out.command_log)
     return emitted
-
-
-def _dt(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
 
 
 _READERS: dict[str, TwinReader] = {}

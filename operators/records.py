@@ -22,6 +22,7 @@ from operators.kafka_batches import Polled
 from operators.shard import bucket_of
 from operators.twin import Reading
 from schemas import AvroCodec, DecodeError, packaged_codec
+from schemas.times import from_epoch_ms
 from vpp.topics import AGGREGATES_LIVE, TELEMETRY_DLQ, TELEMETRY_RAW, TWIN_STATUS
 
 DLQ_KEY = "dead-letter"
@@ -71,7 +72,7 @@ def dead_letter(msg: Message, kind: str, error: str, consumer: str = CONSUMER) -
 def _kafka_time(timestamp: tuple[int, int] | None) -> datetime | None:
     if timestamp is None or timestamp[1] <= 0:
         return None
-    return datetime.fromtimestamp(timestamp[1] / 1000, UTC)
+    return from_epoch_ms(timestamp[1])
 
 
 def route(polls: list[Polled], shards: int) -> list[tuple[str, ShardBatch | KafkaOut]]:
@@ -130,8 +131,8 @@ def status_message(site_id: str, status: str, previous: str, at_ms: int,
     """A SiteStatus transition for ``twin.status``."""
     value = codec().encode("SiteStatus", {
         "site_id": site_id, "status": status, "previous_status": previous,
-        "event_time": datetime.fromtimestamp(at_ms / 1000, UTC),
-        "last_seen": None if last_seen_ms is None else datetime.fromtimestamp(last_seen_ms / 1000, UTC),
+        "event_time": from_epoch_ms(at_ms),
+        "last_seen": None if last_seen_ms is None else from_epoch_ms(last_seen_ms),
     })
     return KafkaSinkMessage(key=site_id.encode(), value=value, topic=TWIN_STATUS)
 

@@ -16,7 +16,6 @@ keeps the most complete row.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from operators import twin as v
@@ -34,8 +33,8 @@ from operators.windows import (
     P_SOLAR,
     PARTIAL_SIZE,
     add_into,
-    utc,
 )
+from schemas.times import from_epoch_ms
 from vpp.history import NodeWindow
 
 
@@ -133,7 +132,7 @@ def aggregate_record(node_id: str, node: NodeState) -> dict[str, Any]:
     oldest = min(node.stale.values()) if node.stale else None
     return {
         "node_id": node_id, "hierarchy": node.hierarchy, "node_kind": node.kind,
-        "event_time": datetime.fromtimestamp(node.clock_ms / 1000, UTC), "seq": node.seq,
+        "event_time": from_epoch_ms(node.clock_ms), "seq": node.seq,
         "expected_sites": expected, "reporting_sites": reporting,
         "delayed_sites": round(t[v.DELAYED_COUNT]), "offline_sites": round(t[v.OFFLINE_COUNT]),
         "coverage": reporting / expected if expected else 0.0,
@@ -156,7 +155,7 @@ def node_row(node_id: str, minute: int, entry: NodeMinute, version: int) -> Node
     expected = round(total[P_EXPECTED])
     reporting = round(total[P_REPORTING])
     return NodeWindow(
-        node_id=node_id, hierarchy=entry.hierarchy, start=utc(minute),
+        node_id=node_id, hierarchy=entry.hierarchy, start=from_epoch_ms(minute),
         battery_kw=total[P_BATTERY], battery_kw_min=total[P_BATTERY_MIN], battery_kw_max=total[P_BATTERY_MAX],
         solar_kw=total[P_SOLAR], load_kw=total[P_LOAD], grid_kw=total[P_GRID],
         energy_available_kwh=total[P_ENERGY], charge_headroom_kwh=total[P_HEADROOM],

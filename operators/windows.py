@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from operators.twin import Reading, charge_headroom_kwh, energy_available_kwh
+from schemas.times import from_epoch_ms
 from vpp.history import SiteWindow
 
 MINUTE_MS = 60_000
@@ -34,10 +34,6 @@ PARTIAL_SIZE = 10
 def minute_of(t_ms: int) -> int:
     """Start (epoch ms) of the minute holding ``t_ms``."""
     return t_ms - t_ms % MINUTE_MS
-
-
-def utc(t_ms: int) -> datetime:
-    return datetime.fromtimestamp(t_ms / 1000, UTC)
 
 
 @dataclass(slots=True)
@@ -96,7 +92,7 @@ class MinuteWindow:
                  expected_samples: float) -> SiteWindow:
         n = self.samples
         return SiteWindow(
-            site_id=site_id, start=utc(start_ms),
+            site_id=site_id, start=from_epoch_ms(start_ms),
             battery_kw_mean=self.battery_sum / n, battery_kw_min=self.battery_min,
             battery_kw_max=self.battery_max, solar_kw_mean=self.solar_sum / n,
             load_kw_mean=self.load_sum / n, grid_kw_mean=self.grid_sum / n,

@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from schemas.times import from_epoch_ms
 from vpp.config import Settings
 from vpp.dispatch import (
     STRATEGIES,
@@ -137,7 +138,7 @@ def _list(client: redis.Redis) -> None:
         table.add_column(column)
     for ident in list_dispatches(client):
         status = read_status(client, ident) or {}
-        began = datetime.fromtimestamp(int(status.get("start", 0)) / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        began = from_epoch_ms(int(status.get("start", 0))).strftime("%Y-%m-%d %H:%M:%S")
         table.add_row(ident, status.get("node_id", ""), status.get("state", ""),
                       status.get("target_kw", ""), began)
     console.print(table)

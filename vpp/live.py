@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import redis
+
+from schemas.times import from_epoch_ms
 
 NAVIGATION_SUFFIXES = (":children", ":parents", ":sites")
 
@@ -53,6 +54,6 @@ def live_nodes(client: redis.Redis, kinds: set[str]) -> list[LiveNode]:
             energy_kwh=float(fields["energy_available_kwh"]),
             est_energy_kwh=float(fields["est_energy_available_kwh"]),
             oldest_s=float(fields["oldest_knowledge_age_s"]),
-            as_of=datetime.fromtimestamp(event_ms / 1000, UTC).strftime("%H:%M:%S"),
+            as_of=from_epoch_ms(event_ms).strftime("%H:%M:%S"),
         ))
     return sorted(nodes, key=lambda n: (n.kind, n.node_id))

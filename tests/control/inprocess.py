@@ -17,7 +17,7 @@ from assets.generator import Site, generate_fleet
 from edge_gateway.simulator import FaultMix, FleetSimulator
 from operators.dispatch import Ack, ControlConfig, Dispatch, Output, Request, TwinSnapshot
 from operators.twin import charge_headroom_kwh, energy_available_kwh
-from schemas.times import epoch_ms
+from schemas.times import epoch_ms, from_epoch_ms
 
 START = datetime(2026, 7, 1, 17, 0, tzinfo=UTC)
 DELAYED_AFTER_MS = 5_000
@@ -92,8 +92,8 @@ class Loop:
                 continue
             if command["site_id"] in self.gone:
                 continue
-            wire = {**command, "valid_from": _dt(command["valid_from"]),
-                    "valid_until": _dt(command["valid_until"])}
+            wire = {**command, "valid_from": from_epoch_ms(command["valid_from"]),
+                    "valid_until": from_epoch_ms(command["valid_until"])}
             ack = self.sim.apply_command(wire, self.now)
             if ack is not None:
                 dispatch.on_ack(Ack(ack["command_id"], ack["site_id"], ack["status"], ack["reason"],
@@ -122,7 +122,3 @@ class Loop:
                 commanded = sorted(s for s, slot in dispatch.slots.items() if slot.state != "NONE")
                 self.gone |= set(commanded[: round(drop_share * len(commanded))])
             self.truth.append((now_ms, self.true_kw(dispatch)))
-
-
-def _dt(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)

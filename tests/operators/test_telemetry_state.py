@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pickle
-from datetime import UTC, datetime
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,6 +11,7 @@ from operators.ancestry import Ancestry
 from operators.shard import Shard
 from operators.twin import DELAYED, OFFLINE, ONLINE, UNKNOWN, Reading, status_at
 from operators.windows import MinuteWindow
+from schemas.times import from_epoch_ms
 from tests.telemetry import drive
 from tests.telemetry.compare import check_all
 from tests.telemetry.scenario import generate
@@ -82,7 +82,7 @@ def test_a_minute_window_counts_a_redelivered_reading_once() -> None:
 
 
 def _ancestry(version: int, effective_ms: int, feeder: str) -> dict[str, object]:
-    at = datetime.fromtimestamp(effective_ms / 1000, UTC)
+    at = from_epoch_ms(effective_ms)
     return {"site_id": "s", "version": version, "effective_from": at, "retired": False, "capacity_kwh": 10.0,
             "max_charge_kw": 5.0, "max_discharge_kw": 5.0, "reserve_pct": 20.0, "region": "r",
             "paths": [{"hierarchy": "electrical", "node_ids": [feeder, "sub"], "valid_from": at,

@@ -19,7 +19,7 @@ from schemas.registry import (
     record_subject,
     register_packaged,
 )
-from schemas.times import EPOCH, epoch_ms
+from schemas.times import EPOCH, epoch_ms, from_epoch_ms
 from tests.schemas.avro_strategies import from_schema
 
 CODEC = packaged_codec()
@@ -216,3 +216,10 @@ def test_decode_millis_raises_the_same_typed_errors() -> None:
 def test_epoch_ms_is_exact_where_float_seconds_are_not() -> None:
     for ms in range(1_075_593_600_000, 1_075_593_601_000):
         assert epoch_ms(EPOCH + timedelta(milliseconds=ms)) == ms
+
+
+@given(st.integers(min_value=epoch_ms(datetime(1900, 1, 1, tzinfo=UTC)),
+                   max_value=epoch_ms(datetime(2200, 1, 1, tzinfo=UTC))))
+def test_from_epoch_ms_is_the_exact_inverse_of_epoch_ms(ms: int) -> None:
+    assert from_epoch_ms(ms) == EPOCH + timedelta(milliseconds=ms)
+    assert epoch_ms(from_epoch_ms(ms)) == ms

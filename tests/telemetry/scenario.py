@@ -16,14 +16,12 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from schemas.times import from_epoch_ms
+
 MINUTE = 60_000
-
-
-def _dt(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
 
 
 @dataclass(frozen=True)
@@ -72,7 +70,7 @@ def _paths(spec: SiteSpec, substation_of: dict[int, int], valid_from: datetime) 
 def ancestry(spec: SiteSpec, version: int, effective_ms: int,
              substation_of: dict[int, int]) -> dict[str, Any]:
     """A SiteAncestry value for ``spec`` with chains valid from ``effective_ms``."""
-    effective = _dt(effective_ms)
+    effective = from_epoch_ms(effective_ms)
     return {
         "site_id": spec.site_id, "version": version, "event_time": effective, "effective_from": effective,
         "retired": False, "capacity_kwh": spec.capacity_kwh, "max_charge_kw": spec.max_kw,
@@ -123,7 +121,7 @@ def generate(n_sites: int = 300, minutes: float = 6.5, seed: int = 7) -> Scenari
             battery = rng.uniform(-spec.max_kw, spec.max_kw)
             soc[spec.site_id] = min(100.0, max(spec.reserve_pct, soc[spec.site_id] - battery / 3600 * 10))
             reading = {
-                "site_id": spec.site_id, "seq": second, "event_time": _dt(t), "received_time": None,
+                "site_id": spec.site_id, "seq": second, "event_time": from_epoch_ms(t), "received_time": None,
                 "soc_pct": soc[spec.site_id], "battery_kw": battery, "solar_kw": rng.uniform(0, 4),
                 "load_kw": rng.uniform(0.2, 3), "grid_kw": rng.uniform(-3, 3), "battery_temp_c": 25.0,
                 "mode": "SELF_CONSUMPTION", "active_command_id": None, "firmware": "1.0",
