@@ -15,7 +15,6 @@ its sites from Redis (one pipelined round trip) to decide what is due.
 from __future__ import annotations
 
 import pickle
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,7 +31,7 @@ from operators.kafka_batches import Polled
 from operators.records import DLQ_KEY, KafkaOut, codec, dead_letter
 from operators.sinks import StatusWrite
 from schemas.codec import DecodeError
-from schemas.times import epoch_ms, from_epoch_ms
+from schemas.times import epoch_ms, from_epoch_ms, wall_ms
 from vpp.config import Settings
 from vpp.dispatch import DispatchRejectedError, DispatchSpec, parse_strategy
 from vpp.history import DispatchLogEntry
@@ -58,10 +57,6 @@ TWIN_FIELDS = ("status", "battery_kw", "last_seen", "max_discharge_kw", "max_cha
                "energy_available_kwh", "charge_headroom_kwh", "solar_kw", "load_kw", "active_command_id")
 
 Event = Request | Ack
-
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def decode_control(polls: list[Polled]) -> list[tuple[str, Event | KafkaOut]]:
@@ -130,8 +125,8 @@ class TwinReader:
 
     def members(self, node_id: str) -> list[str]:
         """The node's current member sites: at the start of a window, its members at that time."""
-        members: set[Any] = self.client.smembers(f"node:{node_id}:sites")
-        return sorted(_text(s) for s in members)
+        members: set[bytes] = self.client.smembers(f"node:{node_id}:sites")  # type: ignore[assignment]
+        return sorted(s.decode() for s in members)
 
     def fleet_time(self, request: Request) -> int:
         """The fleet's event time as the twin last saw it: the node's aggregate, or a few of the sites."""
@@ -164,10 +159,6 @@ class TwinReader:
                             numbers("max_charge_kw"), numbers("energy_available_kwh"),
                             numbers("charge_headroom_kwh"), solar_surplus, texts("active_command_id"),
                             max(seen, default=0))
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def control_config(settings: Settings) -> ControlConfig:

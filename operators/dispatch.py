@@ -37,7 +37,7 @@ The life of a dispatch:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 
 import numpy as np
@@ -110,6 +110,11 @@ class TwinSnapshot:
     active_command: list[str]
     newest_event_ms: int
 
+    @cached_property
+    def index(self) -> dict[str, int]:
+        """Position of each site in the arrays."""
+        return {site_id: i for i, site_id in enumerate(self.site_ids)}
+
     def online(self) -> np.ndarray[Any, np.dtype[np.bool_]]:
         return np.array([s == "ONLINE" for s in self.status], dtype=bool)
 
@@ -124,7 +129,7 @@ class Slot:
     valid_from_ms: int = 0
     valid_until_ms: int = 0
     next_retry_ms: int = 0
-    state: str = "NONE"  # NONE (never commanded), PENDING, ACCEPTED, REJECTED, EXPIRED
+    state: str = "PENDING"  # PENDING, ACCEPTED, REJECTED, EXPIRED (a slot exists once its site is commanded)
     accepted_ms: int = 0
     following: bool = True
 
@@ -163,7 +168,6 @@ class Dispatch:
         self.next_status_ms = 0
         self.measured_kw = 0.0
         self.shortfall_kw = 0.0
-        self.ended_ms = 0
 
     # ----------------------------------------------------------------- inputs
 
@@ -205,7 +209,7 @@ class Dispatch:
         for site_id, slot in self.slots.items():
             if slot.state in ("PENDING", "ACCEPTED"):
                 self._command(site_id, slot, 0.0, now_ms, now_ms + self.config.release_ms, out)
-        self.state, self.ended_ms = "CANCELLED", now_ms
+        self.state = "CANCELLED"
         return self._status(out, now_ms)
 
     def on_ack(self, ack: Ack, now_ms: int) -> Output:
@@ -214,11 +218,8 @@ class Dispatch:
         self.clock_ms = max(self.clock_ms, ack.event_ms)
         parts = ack.command_id.split("/")
         slot = self.slots.get(ack.site_id)
-        out.command_log.append(CommandLogEntry(
-            ack.command_id, self.request.dispatch_id, ack.site_id,
-            slot.setpoint_kw if slot else 0.0, _dt(slot.valid_from_ms if slot else 0),
-            _dt(slot.valid_until_ms if slot else 0), slot.attempt if slot else 0, ack.status,
-            _dt(ack.event_ms)))
+        out.command_log.append(self._journal(ack.command_id, ack.site_id, slot or Slot(), ack.status,
+                                             ack.event_ms))
         if slot is None or len(parts) != 3 or parts[2] != str(slot.revision) or slot.state != "PENDING":
             return out
         if ack.status == "ACCEPTED":
@@ -236,7 +237,7 @@ class Dispatch:
         if self.state in ("ACTIVE", "CANCELLED"):
             self._deliver(now_ms, out)
         if self.state == "ACTIVE" and now_ms >= self.request.end_ms:
-            self.state, self.ended_ms = "COMPLETED", now_ms
+            self.state = "COMPLETED"
             if twin is not None:
                 self.measured_kw = self._measure(twin)
             return self._status(out, now_ms)
@@ -298,20 +299,18 @@ class Dispatch:
 
     def _measure(self, twin: TwinSnapshot) -> float:
         """Battery power of the dispatched sites: latest reading, or last known for sites gone quiet."""
-        index = {site_id: i for i, site_id in enumerate(twin.site_ids)}
         total = 0.0
-        for site_id, slot in self.slots.items():
-            i = index.get(site_id)
-            if slot.state != "NONE" and i is not None and twin.status[i] not in ("", "UNKNOWN"):
+        for site_id in self.slots:
+            i = twin.index.get(site_id)
+            if i is not None and twin.status[i] not in ("", "UNKNOWN"):
                 total += float(twin.battery_kw[i])
         return total
 
     def _check_following(self, twin: TwinSnapshot, now_ms: int) -> None:
         """A site that accepted a while ago but is still far from its setpoint is not following it."""
         config = self.config
-        index = {site_id: i for i, site_id in enumerate(twin.site_ids)}
         for site_id, slot in self.slots.items():
-            i = index.get(site_id)
+            i = twin.index.get(site_id)
             if (slot.state != "ACCEPTED" or i is None or twin.status[i] != "ONLINE"
                     or now_ms - slot.accepted_ms < config.correction_ms):
                 continue
@@ -349,7 +348,8 @@ class Dispatch:
             remaining -= change
             new_given = given + change if want > 0 else given - change
             self._command(site_id, slot, sign * new_given, now_ms, self.request.end_ms, out)
-        self.shortfall_kw = max(0.0, abs(target) - float(limits.sum())) if want > 0 else self.shortfall_kw
+        if want > 0:
+            self.shortfall_kw = max(0.0, abs(target) - float(limits.sum()))
 
     # ----------------------------------------------------------------- delivery
 
@@ -371,9 +371,13 @@ class Dispatch:
             "command_id": ident, "dispatch_id": self.request.dispatch_id, "site_id": site_id,
             "setpoint_kw": slot.setpoint_kw, "valid_from": slot.valid_from_ms,
             "valid_until": slot.valid_until_ms, "attempt": slot.attempt, "issued_at": now_ms})
-        out.command_log.append(CommandLogEntry(
-            ident, self.request.dispatch_id, site_id, slot.setpoint_kw, _dt(slot.valid_from_ms),
-            _dt(slot.valid_until_ms), slot.attempt, "SENT", _dt(now_ms)))
+        out.command_log.append(self._journal(ident, site_id, slot, "SENT", now_ms))
+
+    def _journal(self, ident: str, site_id: str, slot: Slot, status: str, at_ms: int) -> CommandLogEntry:
+        """A ``command_log`` row: what became of the command ``ident`` (as ``slot`` holds it) at ``at_ms``."""
+        return CommandLogEntry(ident, self.request.dispatch_id, site_id, slot.setpoint_kw,
+                               _dt(slot.valid_from_ms), _dt(slot.valid_until_ms), slot.attempt, status,
+                               _dt(at_ms))
 
     def _deliver(self, now_ms: int, out: Output) -> None:
         """Re-send what is unanswered and due; give up on what can no longer apply."""
@@ -382,10 +386,8 @@ class Dispatch:
                 continue
             if now_ms >= slot.valid_until_ms:
                 slot.state = "EXPIRED"
-                out.command_log.append(CommandLogEntry(
-                    command_id(self.request.dispatch_id, site_id, slot.revision), self.request.dispatch_id,
-                    site_id, slot.setpoint_kw, _dt(slot.valid_from_ms), _dt(slot.valid_until_ms),
-                    slot.attempt, "UNANSWERED", _dt(now_ms)))
+                ident = command_id(self.request.dispatch_id, site_id, slot.revision)
+                out.command_log.append(self._journal(ident, site_id, slot, "UNANSWERED", now_ms))
             elif now_ms >= slot.next_retry_ms:
                 self._send(site_id, slot, now_ms, out)
 
@@ -393,7 +395,7 @@ class Dispatch:
 
     def counts(self) -> tuple[int, int, int, int]:
         """(sites commanded, accepted, pending, rejected or expired)."""
-        states = [slot.state for slot in self.slots.values() if slot.state != "NONE"]
+        states = [slot.state for slot in self.slots.values()]
         return (len(states), states.count("ACCEPTED"), states.count("PENDING"),
                 states.count("REJECTED") + states.count("EXPIRED"))
 

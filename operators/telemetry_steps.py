@@ -10,7 +10,6 @@ the live object could record a later state than the epoch it belongs to.
 from __future__ import annotations
 
 import pickle
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,13 +22,9 @@ from operators.records import ShardBatch, aggregate_message, status_message
 from operators.rollup import GroupOutput, NodeGroup
 from operators.shard import NodeChanges, Shard, ShardConfig, ShardOutput
 from operators.sinks import TwinWrite, node_key, site_key
-from schemas.times import epoch_ms
+from schemas.times import epoch_ms, wall_ms
 from vpp.config import Settings
 from vpp.topics import TELEMETRY_RAW
-
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def shard_config(settings: Settings) -> ShardConfig:

@@ -7,6 +7,7 @@ conversion in the project goes through :func:`epoch_ms` instead.
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -16,6 +17,11 @@ _MILLISECOND = timedelta(milliseconds=1)
 def epoch_ms(value: datetime) -> int:
     """Milliseconds since the epoch of an aware datetime, in integer arithmetic."""
     return (value - EPOCH) // _MILLISECOND
+
+
+def wall_ms() -> int:
+    """The wall clock now, as epoch milliseconds."""
+    return time.time_ns() // 1_000_000
 
 
 def from_epoch_ms(ms: int) -> datetime:

@@ -102,9 +102,8 @@ class Loop:
     def true_kw(self, dispatch: Dispatch) -> float:
         """What the dispatched sites really deliver (the simulator's truth, offline sites included)."""
         total = 0.0
-        for site_id, slot in dispatch.slots.items():
-            if slot.state != "NONE":
-                total += self.actual.get(site_id, 0.0)
+        for site_id in dispatch.slots:
+            total += self.actual.get(site_id, 0.0)
         return total
 
     def run(self, dispatch: Dispatch, seconds: int, drop_at: int | None = None,
@@ -119,6 +118,6 @@ class Loop:
             else:
                 self.answer(dispatch, dispatch.tick(now_ms, self.twin()))
             if drop_at is not None and second == drop_at:
-                commanded = sorted(s for s, slot in dispatch.slots.items() if slot.state != "NONE")
+                commanded = sorted(dispatch.slots)
                 self.gone |= set(commanded[: round(drop_share * len(commanded))])
             self.truth.append((now_ms, self.true_kw(dispatch)))
