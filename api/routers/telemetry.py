@@ -3,7 +3,8 @@
 Now comes from Redis (the live twin and the navigation sets the asset
 registry keeps current); a past time (``?at=``) comes from the registry's
 effective-dated edges. The live aggregate read is the hot path: one HGETALL
-on the event loop, the registry only when the node has no aggregate yet.
+on the event loop, the registry (on the thread pool) only when the node has no
+aggregate yet.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
+from fastapi.concurrency import run_in_threadpool
 
 from api.deps import FleetReader, ResourcesDep, SiteReader
 from api.models import ID_PATTERN, Ancestry, Node, NodeAggregate, NodeRef, Page, SiteTwin, utc
+from api.resources import Resources
 from assets.generator import Fleet
 from assets.registry import HIERARCHY_OF_KIND, PARENT_KIND
 
@@ -62,6 +65,15 @@ async def get_node(node_id: NodeId, _: FleetReader, resources: ResourcesDep) -> 
         return Node(node_id=node_id, kind=kind, name=name,
                     hierarchy=fields.get("hierarchy") or HIERARCHY_OF_KIND.get(kind, ""),
                     live=NodeAggregate.from_hash(fields))
+    return await run_in_threadpool(_registered_node, resources, node_id)
+
+
+def _registered_node(resources: Resources, node_id: str) -> Node:
+    """A node without a live aggregate, from the registry; 404 if unknown.
+
+    Blocking (the registry lock, and a reload from ClickHouse when stale), so
+    the async routes run it on the thread pool, never on the event loop.
+    """
     with resources.fleet.use() as fleet:
         _known_node(fleet, node_id)
         node = fleet.registry.nodes[node_id]
@@ -113,10 +125,15 @@ async def get_site(site_id: SiteId, _: SiteReader, resources: ResourcesDep) -> S
     """Latest telemetry, status (ONLINE/DELAYED/OFFLINE), last seen, limits and available energy."""
     fields = await resources.hash(f"site:{site_id}")
     if not fields:
-        with resources.fleet.use() as fleet:
-            if site_id not in fleet.sites:
-                raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown site {site_id!r}")
+        await run_in_threadpool(_known_site, resources, site_id)
     return SiteTwin.from_hash(site_id, fields)
+
+
+def _known_site(resources: Resources, site_id: str) -> None:
+    """404 unless the registry knows the site (blocking like :func:`_registered_node`: off the loop)."""
+    with resources.fleet.use() as fleet:
+        if site_id not in fleet.sites:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown site {site_id!r}")
 
 
 @router.get("/sites/{site_id}/ancestors", summary="A site's ancestors in every hierarchy")

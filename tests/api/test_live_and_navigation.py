@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
 from datetime import timedelta
 
+import httpx
 import pytest
 import redis
 
+from api.app import create_app
 from tests.api.conftest import LOADED_AT, SITES, Api
 
 pytestmark = pytest.mark.integration
@@ -78,6 +83,43 @@ def test_unknown_ids_are_404_with_a_message(api: Api, path: str) -> None:
         response = client.get(path)
     assert response.status_code == 404, response.text
     assert "unknown" in response.json()["detail"]
+
+
+def test_a_read_waiting_for_the_registry_does_not_stall_the_live_reads(api: Api) -> None:
+    """An unknown site (no twin) needs the registry; while its lock is held, node reads still answer."""
+    app = create_app(api.settings)
+    fleet = app.state.resources.fleet
+    held, release = threading.Event(), threading.Event()
+
+    def hold_registry() -> None:
+        with fleet.use():
+            held.set()
+            release.wait(timeout=10)  # bounded: a stalled event loop cannot release it
+
+    holder = threading.Thread(target=hold_registry, daemon=True)
+    holder.start()
+    assert held.wait(timeout=60)
+
+    async def scenario() -> tuple[float, int, int]:
+        headers = {"Authorization": f"Bearer {api.tokens['read']}"}
+        try:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api",
+                                         headers=headers, timeout=30) as client:
+                began = time.perf_counter()
+                waiting = asyncio.create_task(client.get("/v1/sites/site-9-000001"))
+                await asyncio.sleep(0.2)  # the unknown site's read is now waiting for the registry
+                live = await client.get("/v1/nodes/state-0")
+                elapsed = time.perf_counter() - began
+                release.set()
+                return elapsed, live.status_code, (await waiting).status_code
+        finally:
+            release.set()
+            await app.state.resources.close()
+
+    elapsed, live_status, unknown_status = asyncio.run(scenario())
+    holder.join(timeout=10)
+    assert live_status == 200 and unknown_status == 404
+    assert elapsed < 5, f"the live read waited {elapsed:.1f} s for the registry"
 
 
 def test_malformed_input_is_422_not_500(api: Api) -> None:
