@@ -300,7 +300,7 @@ class DispatchAccepted(BaseModel):
 class DispatchPoint(BaseModel):
     """One status of a dispatch (ClickHouse dispatch_log): the error over time."""
 
-    event_time: datetime
+    event_time: Annotated[datetime, AfterValidator(utc)]  # ClickHouse gives UTC columns as naive datetimes
     state: str
     target_kw: float
     measured_kw: float

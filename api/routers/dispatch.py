@@ -83,7 +83,7 @@ def get_dispatch(dispatch_id: DispatchId, _: FleetReader, resources: ResourcesDe
         "node_id": now.get("node_id") or None, "strategy": now.get("strategy") or None,
         "requested_by": now.get("requested_by") or None, "start": from_ms(now.get("start")),
         "end": from_ms(now.get("end")), "event_time": from_ms(now.get("event_time")),
-        "history": [p.model_copy(update={"event_time": utc(p.event_time)}) for p in points]}
+        "history": points}
     values.update({k: float(now[k]) if now.get(k) else None for k in _STATUS_FLOATS})
     values.update({k: int(float(now[k])) if now.get(k) else None for k in _STATUS_COUNTS})
     return DispatchStatus.model_validate(values)

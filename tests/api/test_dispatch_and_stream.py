@@ -49,7 +49,7 @@ def test_dispatch_runs_reports_error_over_time_and_cancels(api: Api) -> None:
         assert status["target_kw"] == 40 and status["node_id"] == "feeder-0-0", status
         assert status["sites_total"] > 0 and status["measured_kw"] is not None
         times = [p["event_time"] for p in status["history"]]
-        assert times == sorted(times)
+        assert times == sorted(times) and all(t.endswith("Z") for t in times), times  # UTC, not naive
         assert all(p["target_kw"] == 40 for p in status["history"])
         assert dispatch_id in client.get("/v1/dispatch").json()["data"]
         assert client.delete(f"/v1/dispatch/{dispatch_id}").status_code == 202
