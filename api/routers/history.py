@@ -16,7 +16,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 
 from api.deps import FleetReader, ResourcesDep, SiteReader
 from api.models import EARLIEST, LATEST, History, NodePoint, ResolutionChoice, SitePoint, utc
-from api.routers.telemetry import NodeId, SiteId
+from api.routers.telemetry import NodeId, SiteId, known_site
 from vpp.history import Resolution, choose_resolution
 
 router = APIRouter(prefix="/v1", tags=["history"])
@@ -70,9 +70,7 @@ def site_history(site_id: SiteId, _: SiteReader, resources: ResourcesDep, start:
                  end: End = None, resolution: ResolutionParam = "auto") -> History[SitePoint]:
     """Site windows in [start, end): mean/min/max battery power, SoC, samples, coverage."""
     first, last, chosen = _range(start, end, resolution)
-    with resources.fleet.use() as fleet:
-        if site_id not in fleet.sites:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown site {site_id!r}")
+    known_site(resources, site_id)
     with resources.history() as store:
         rows = store.site_history(site_id, first, last, chosen)
     data = [SitePoint.model_validate(row, from_attributes=True) for row in rows]

@@ -125,12 +125,12 @@ async def get_site(site_id: SiteId, _: SiteReader, resources: ResourcesDep) -> S
     """Latest telemetry, status (ONLINE/DELAYED/OFFLINE), last seen, limits and available energy."""
     fields = await resources.hash(f"site:{site_id}")
     if not fields:
-        await run_in_threadpool(_known_site, resources, site_id)
+        await run_in_threadpool(known_site, resources, site_id)
     return SiteTwin.from_hash(site_id, fields)
 
 
-def _known_site(resources: Resources, site_id: str) -> None:
-    """404 unless the registry knows the site (blocking like :func:`_registered_node`: off the loop)."""
+def known_site(resources: Resources, site_id: str) -> None:
+    """404 unless the registry knows the site (blocking: from ``def`` routes, or via run_in_threadpool)."""
     with resources.fleet.use() as fleet:
         if site_id not in fleet.sites:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown site {site_id!r}")

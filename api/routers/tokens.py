@@ -14,6 +14,7 @@ from fastapi import APIRouter, HTTPException, Path, status
 from api.auth import issue_api_token
 from api.deps import Admin, ResourcesDep, SettingsDep
 from api.models import ApiToken, ApiTokenCreate, DeviceToken, DeviceTokenCreate, Revoked
+from api.routers.telemetry import known_site
 from edge_gateway.tokens import REVOKED_KEY, issue_token
 
 router = APIRouter(prefix="/v1/tokens", tags=["tokens"])
@@ -25,9 +26,7 @@ Jti = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="The jti of a d
 def issue_device_token(body: DeviceTokenCreate, _: Admin, settings: SettingsDep,
                        resources: ResourcesDep) -> DeviceToken:
     """A token the site's device presents to the gateway; keep the jti to revoke it."""
-    with resources.fleet.use() as fleet:
-        if body.site_id not in fleet.sites:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown site {body.site_id!r}")
+    known_site(resources, body.site_id)
     ttl = timedelta(hours=body.ttl_hours) if body.ttl_hours is not None else None
     issued = issue_token(settings, body.site_id, region=body.region, ttl=ttl)
     return DeviceToken(token=issued.token, site_id=body.site_id, jti=issued.claims.jti,
