@@ -38,12 +38,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
-from confluent_kafka import Consumer
 
 from assets.generator import Site, generate_fleet
 from assets.loader import load_fleet
-from bench.local import private_stack
-from edge_gateway.feeds import start_at_end_unless_committed
+from bench.local import private_stack, tail_consumer
 from edge_gateway.sim_transports import KafkaTransport
 from edge_gateway.simulator import FaultMix, FleetSimulator, SimClock
 from schemas import packaged_codec
@@ -51,7 +49,6 @@ from schemas.times import epoch_ms
 from vpp.config import Settings
 from vpp.dataflows import dataflow_argv, ensure_recovery, settings_env
 from vpp.dispatch import DispatchSpec, read_status, submit
-from vpp.kafka import client_config
 from vpp.topics import COMMANDS_ACKS, COMMANDS_SITE
 
 SETTLED_WITHIN = 0.02
@@ -264,15 +261,8 @@ class _Watcher:
 
     def __init__(self, settings: Settings, dispatch_id: str) -> None:
         self.prefix = f"{dispatch_id}/"
-        self.consumer = Consumer(client_config(settings, **{
-            "group.id": f"bench-control-{dispatch_id}", "auto.offset.reset": "latest",
-            "session.timeout.ms": 10_000, "heartbeat.interval.ms": 1_000}))
-        # Positions fixed at the end as of the assignment: "latest" alone is resolved at the first
-        # fetch, and would skip what is produced in between.
-        self.consumer.subscribe([COMMANDS_SITE, COMMANDS_ACKS], on_assign=start_at_end_unless_committed)
-        deadline = time.monotonic() + 30
-        while not self.consumer.assignment() and time.monotonic() < deadline:
-            self.consumer.poll(0.2)
+        self.consumer = tail_consumer(settings, [COMMANDS_SITE, COMMANDS_ACKS],
+                                      f"bench-control-{dispatch_id}")
 
     def poll(self, run: Run, codec: Any, wait_s: float) -> None:
         for message in self.consumer.consume(10_000, wait_s):

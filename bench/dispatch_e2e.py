@@ -21,8 +21,7 @@ from datetime import UTC, datetime, timedelta
 import redis
 from confluent_kafka import Consumer, Producer
 
-from bench.local import private_stack
-from edge_gateway.feeds import start_at_end_unless_committed
+from bench.local import private_stack, tail_consumer
 from schemas import packaged_codec
 from schemas.times import epoch_ms
 from vpp.config import Settings
@@ -48,17 +47,6 @@ def _write_twins(client: redis.Redis, n: int) -> None:
     pipe.delete(f"node:{NODE}:sites")
     pipe.sadd(f"node:{NODE}:sites", *ids)
     pipe.execute()
-
-
-def _consumer(settings: Settings) -> Consumer:
-    consumer = Consumer(client_config(settings, **{
-        "group.id": f"bench-e2e-{time.time_ns()}", "auto.offset.reset": "latest", "fetch.wait.max.ms": 20,
-        "session.timeout.ms": 10_000, "heartbeat.interval.ms": 1_000}))
-    consumer.subscribe([COMMANDS_SITE], on_assign=start_at_end_unless_committed)
-    deadline = time.monotonic() + 30
-    while not consumer.assignment() and time.monotonic() < deadline:
-        consumer.poll(0.2)
-    return consumer
 
 
 def _round(settings: Settings, client: redis.Redis, consumer: Consumer, n: int) -> tuple[float, float]:
@@ -119,7 +107,8 @@ def measure(rounds: int, sites: int = 10_000) -> dict[str, float]:
         log = (settings.data_dir / "control.log").open("wb")
         flow = subprocess.Popen(dataflow_argv("control", settings), env=env, stdout=log, stderr=log)
         try:
-            consumer = _consumer(settings)
+            consumer = tail_consumer(settings, [COMMANDS_SITE], f"bench-e2e-{time.time_ns()}",
+                                     **{"fetch.wait.max.ms": 20})
             _round(settings, client, consumer, sites)  # warm-up: imports, connections, first allocation
             timings = [_round(settings, client, consumer, sites) for _ in range(rounds)]
             baseline = statistics.median(_kafka_round_trip_ms(settings, consumer) for _ in range(5))

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from confluent_kafka import Consumer
+
+from edge_gateway.feeds import start_at_end_unless_committed
 from vpp.config import Settings
+from vpp.kafka import client_config
 from vpp.stack import running
 
 
@@ -34,3 +39,19 @@ def private_stack(prefix: str, settings: Settings | None = None) -> Iterator[Set
     with (tempfile.TemporaryDirectory(prefix=prefix) as directory,
           running(private_settings(Path(directory))) as own):
         yield own
+
+
+def tail_consumer(settings: Settings, topics: list[str], group_id: str, **extra: object) -> Consumer:
+    """A consumer already assigned and positioned at the end of ``topics``: it sees what comes next.
+
+    Positions are fixed at the end as of the assignment; "latest" alone is resolved at the first
+    fetch and would skip what is produced in between.
+    """
+    consumer = Consumer(client_config(settings, **{
+        "group.id": group_id, "auto.offset.reset": "latest", "session.timeout.ms": 10_000,
+        "heartbeat.interval.ms": 1_000, **extra}))
+    consumer.subscribe(topics, on_assign=start_at_end_unless_committed)
+    deadline = time.monotonic() + 30
+    while not consumer.assignment() and time.monotonic() < deadline:
+        consumer.poll(0.2)
+    return consumer

@@ -35,6 +35,7 @@ from schemas import packaged_codec
 from schemas.times import epoch_ms
 from vpp import kafka
 from vpp.config import Settings
+from vpp.live import text
 from vpp.topics import DISPATCH_REQUESTS
 
 #: Allocators the control dataflow knows; ``-open-loop`` turns the correction loop off for one dispatch.
@@ -172,15 +173,11 @@ def read_status(client: redis.Redis, dispatch_id: str) -> dict[str, str] | None:
     raw: dict[Any, Any] = client.hgetall(STATUS_KEY.format(dispatch_id))
     if not raw:
         return None
-    return {_text(k): _text(v) for k, v in raw.items()}
+    return {text(k): text(v) for k, v in raw.items()}
 
 
 def list_dispatches(client: redis.Redis, since: datetime | None = None, limit: int = 100) -> list[str]:
     """Ids of dispatches whose window starts at or after ``since`` (newest first)."""
     low = epoch_ms(since) if since is not None else "-inf"
     ids: list[Any] = client.zrevrangebyscore(INDEX_KEY, "+inf", low, start=0, num=limit)
-    return [_text(i) for i in ids]
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    return [text(i) for i in ids]

@@ -26,7 +26,8 @@ class LiveNode:
     as_of: str
 
 
-def _text(value: bytes | str) -> str:
+def text(value: bytes | str) -> str:
+    """A Redis reply as text (the clients here do not decode responses, for speed on the hot paths)."""
     return value.decode() if isinstance(value, bytes) else value
 
 
@@ -34,9 +35,9 @@ def aggregate_hashes(client: redis.Redis) -> dict[str, dict[str, str]]:
     """Every ``node:{id}`` aggregate hash, by node id (the navigation sets beside them left out)."""
     hashes = {}
     for key in client.scan_iter("node:*", count=1000):
-        name = _text(key)
+        name = text(key)
         if not name.endswith(NAVIGATION_SUFFIXES):
-            hashes[name.removeprefix("node:")] = {_text(k): _text(v) for k, v in client.hgetall(name).items()}
+            hashes[name.removeprefix("node:")] = {text(k): text(v) for k, v in client.hgetall(name).items()}
     return hashes
 
 
