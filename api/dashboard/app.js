@@ -45,8 +45,10 @@ async function toggle(li, nodeId) {
   if (open) { open.remove(); return; }
   const children = await api(`/v1/nodes/${nodeId}/children?limit=200`);
   const ul = document.createElement("ul");
-  children.data.filter((c) => c.kind !== "site").forEach((c) => ul.appendChild(treeItem(c)));
-  const sites = children.data.filter((c) => c.kind === "site").length;
+  const nodes = children.data.filter((c) => c.kind !== "site");
+  nodes.forEach((c) => ul.appendChild(treeItem(c)));
+  // count covers every child, beyond this page too (nodes come few, sites by the thousand)
+  const sites = children.count - nodes.length;
   if (sites) { const note = document.createElement("li"); note.textContent = `${fmt(sites, 0)} sites`; ul.appendChild(note); }
   li.appendChild(ul);
 }
