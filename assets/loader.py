@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 
 import redis
@@ -12,7 +12,7 @@ from confluent_kafka import Producer
 
 from assets.generator import Fleet, Site
 from assets.registry import Edge, Node, Registry
-from assets.sinks import persist_edges, publish_ancestries, write_navigation
+from assets.sinks import persist_edges, persist_sites, publish_ancestries, write_navigation
 from schemas import packaged_codec
 from vpp import history, kafka
 from vpp.config import Settings
@@ -46,13 +46,9 @@ def _persist_registry(client: Client, db: str, fleet: Fleet, version: int) -> No
     registry = fleet.registry
     client.insert(f"{db}.asset_nodes", [(n.node_id, n.kind, n.name) for n in registry.nodes.values()],
                   column_names=["node_id", "kind", "name"])
-    rows = [
-        (*astuple(site), registry.sites[site.site_id], registry.retired.get(site.site_id), version)
-        for site in fleet.sites.values()
-    ]
-    columns = [f.name for f in fields(Site)] + ["added_at", "retired_at", "version"]
-    for start in range(0, len(rows), 50_000):
-        client.insert(f"{db}.asset_sites", rows[start:start + 50_000], column_names=columns)
+    persist_sites(history.HistoryStore(client, db),
+                  [(site, registry.sites[site.site_id], registry.retired.get(site.site_id))
+                   for site in fleet.sites.values()], version)
 
 
 def restore_fleet(settings: Settings) -> Fleet | None:

@@ -16,9 +16,10 @@ import redis
 from clickhouse_connect.driver.client import Client
 from confluent_kafka import Producer
 
-from assets.generator import Fleet
-from assets.sinks import ancestors_of, persist_edges, publish_ancestries, write_navigation
+from assets.generator import Fleet, Site
+from assets.sinks import ancestors_of, persist_edges, persist_sites, publish_ancestries, write_navigation
 from schemas import AvroCodec
+from schemas.times import epoch_ms
 from vpp.history import HistoryStore
 
 
@@ -32,6 +33,21 @@ class AssetService:
         self.rds = rds
         self.producer = producer
         self.codec = codec
+
+    def add_site(self, site: Site, parents: dict[str, str], programs: list[str], at: datetime) -> str:
+        """Add a site under ``parents`` (one per hierarchy), enrolled in ``programs``, and publish it.
+
+        Besides what every change writes, a new site gets its record in ``asset_sites``, which is
+        what :func:`assets.loader.restore_fleet` rebuilds the fleet from.
+        """
+        registry = self.fleet.registry
+        change_id = registry.add_site(site.site_id, parents, programs, at)  # RegistryError: nothing changed
+        self.fleet.sites[site.site_id] = site
+        persist_edges(self.store, registry.edges_of(site.site_id), at)
+        persist_sites(self.store, [(site, at, None)], version=epoch_ms(at))
+        write_navigation(self.rds, registry, at, ancestors_of(registry, {site.site_id}, at))
+        publish_ancestries(self.producer, self.codec, registry, [site], at, version=epoch_ms(at))
+        return change_id
 
     def move_site(self, site_id: str, hierarchy: str, new_parent: str, at: datetime) -> str:
         """Move a site (see :meth:`Registry.move_site`) and publish the change."""
@@ -67,7 +83,7 @@ class AssetService:
         touched = before | ancestors_of(registry, affected, at) | self._node_and_ancestors(child_id, at)
         write_navigation(self.rds, registry, at, touched)
         publish_ancestries(self.producer, self.codec, registry, [self.fleet.sites[s] for s in affected], at,
-                           version=int(at.timestamp() * 1000))
+                           version=epoch_ms(at))
         return change_id
 
     def _node_and_ancestors(self, child_id: str, at: datetime) -> set[str]:

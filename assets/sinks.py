@@ -10,6 +10,7 @@ each record carries an increasing ``version``.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import astuple, fields
 from datetime import UTC, datetime
 
 import redis
@@ -101,3 +102,11 @@ def persist_edges(store: HistoryStore, edges: Iterable[Edge], recorded_at: datet
     for start in range(0, len(rows), 50_000):
         store.insert_membership(rows[start:start + 50_000])
 
+
+def persist_sites(store: HistoryStore, rows: list[tuple[Site, datetime, datetime | None]],
+                  version: int) -> None:
+    """``asset_sites`` rows: each site's record, when it was added and retired, in batches of 50,000."""
+    columns = [f.name for f in fields(Site)] + ["added_at", "retired_at", "version"]
+    values = [(*astuple(site), added, retired, version) for site, added, retired in rows]
+    for start in range(0, len(values), 50_000):
+        store.client.insert(f"{store.db}.asset_sites", values[start:start + 50_000], column_names=columns)

@@ -1,16 +1,14 @@
 """Asset changes with effective times, through the registry (``assets`` scope).
 
 Every operation goes to :class:`assets.service.AssetService` (validate in the
-registry, then ClickHouse, Redis navigation and ``assets.changes``), except
-creating a site, which that service does not offer yet: :func:`_add_site`
-does the same steps with the same sinks, plus the site's record in
-``asset_sites``. A refused change (wrong parent kind, an effective time
+registry, then ClickHouse, Redis navigation and ``assets.changes``; a new site
+also gets its record in ``asset_sites``). A refused change (wrong parent kind, an effective time
 before the edge it replaces, ...) is a 422 carrying the registry's reason.
 """
 
 from __future__ import annotations
 
-from dataclasses import astuple, fields
+from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -31,8 +29,6 @@ from api.routers.telemetry import NodeId, SiteId
 from assets.generator import Site
 from assets.registry import ELECTRICAL, GEOGRAPHIC
 from assets.service import AssetService
-from assets.sinks import ancestors_of, persist_edges, publish_ancestries, write_navigation
-from schemas.times import epoch_ms
 
 router = APIRouter(prefix="/v1/assets", tags=["assets"])
 
@@ -48,27 +44,14 @@ def _site_of(service: AssetService, site_id: str) -> None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown site {site_id!r}")
 
 
-def _add_site(service: AssetService, body: SiteCreate, at: datetime) -> str:
-    registry = service.fleet.registry
-    site = Site(**body.model_dump(include={f.name for f in fields(Site)}))
-    change_id = registry.add_site(body.site_id, {ELECTRICAL: body.feeder_id, GEOGRAPHIC: body.postcode_id},
-                                  body.programs, at)
-    service.fleet.sites[site.site_id] = site
-    persist_edges(service.store, registry.edges_of(site.site_id), at)
-    columns = [f.name for f in fields(Site)] + ["added_at", "retired_at", "version"]
-    service.store.client.insert(f"{service.store.db}.asset_sites", [(*astuple(site), at, None, epoch_ms(at))],
-                                column_names=columns)
-    write_navigation(service.rds, registry, at, ancestors_of(registry, {site.site_id}, at))
-    publish_ancestries(service.producer, service.codec, registry, [site], at, version=epoch_ms(at))
-    return change_id
-
-
 @router.post("/sites", status_code=status.HTTP_201_CREATED, summary="Add a site")
 def create_site(body: SiteCreate, _: AssetManager, resources: ResourcesDep) -> Change:
     """A new site under a feeder and a postcode, enrolled in programs, from ``at``."""
     at = _when(body.at)
     with resources.assets() as service:
-        return Change(change_id=_add_site(service, body, at), at=at)
+        site = Site(**body.model_dump(include={f.name for f in fields(Site)}))
+        parents = {ELECTRICAL: body.feeder_id, GEOGRAPHIC: body.postcode_id}
+        return Change(change_id=service.add_site(site, parents, body.programs, at), at=at)
 
 
 @router.post("/sites/{site_id}/move", summary="Move a site to another feeder or postcode")
