@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
 
 from assets.registry import RegistryError
-from vpp.dispatch import DispatchRejectedError
+from vpp.dispatch import DispatchNotFoundError, DispatchRejectedError
 
 
 def _answer(code: int, detail: str) -> JSONResponse:
@@ -24,6 +24,11 @@ def _answer(code: int, detail: str) -> JSONResponse:
 async def refused(_: Request, exc: Exception) -> JSONResponse:
     """The registry or dispatch refused the request; their message says what to change."""
     return _answer(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc))
+
+
+async def not_found(_: Request, exc: Exception) -> JSONResponse:
+    """What the request names does not exist."""
+    return _answer(status.HTTP_404_NOT_FOUND, str(exc))
 
 
 async def live_store_down(_: Request, exc: Exception) -> JSONResponse:
@@ -45,6 +50,7 @@ def register(app: FastAPI) -> None:
     """Install the handlers on ``app``."""
     app.add_exception_handler(RegistryError, refused)
     app.add_exception_handler(DispatchRejectedError, refused)
+    app.add_exception_handler(DispatchNotFoundError, not_found)
     app.add_exception_handler(redis.ConnectionError, live_store_down)
     app.add_exception_handler(redis.TimeoutError, live_store_down)
     app.add_exception_handler(ClickHouseError, history_store_down)

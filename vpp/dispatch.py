@@ -55,6 +55,10 @@ class DispatchRejectedError(ValueError):
     """A request that must not be sent, with a message that says what to change."""
 
 
+class DispatchNotFoundError(DispatchRejectedError):
+    """A cancel or replace of a dispatch the control dataflow has not reported (yet)."""
+
+
 def parse_strategy(strategy: str) -> tuple[str, bool]:
     """``(allocator, correction on)`` of a strategy name; raises DispatchRejectedError for an unknown one."""
     if strategy not in STRATEGIES:
@@ -154,7 +158,7 @@ def submit(settings: Settings, spec: DispatchSpec, requested_by: str, client: re
     spec.check(now)
     check_against_registry(client, spec)
     if replace and not client.exists(STATUS_KEY.format(spec.dispatch_id)):
-        raise DispatchRejectedError(f"no dispatch {spec.dispatch_id!r} to replace")
+        raise DispatchNotFoundError(f"no dispatch {spec.dispatch_id!r} to replace")
     _send(settings, _request("REPLACE" if replace else "CREATE", spec.dispatch_id, requested_by, now, spec),
           producer)
     return spec.dispatch_id
@@ -164,7 +168,7 @@ def cancel(settings: Settings, dispatch_id: str, requested_by: str, client: redi
            producer: Producer | None = None) -> None:
     """Ask the control dataflow to stop a dispatch (its sites return to their own plans)."""
     if not client.exists(STATUS_KEY.format(dispatch_id)):
-        raise DispatchRejectedError(f"no dispatch {dispatch_id!r}: see `vpp dispatch list`")
+        raise DispatchNotFoundError(f"no dispatch {dispatch_id!r}: see `vpp dispatch list`")
     _send(settings, _request("CANCEL", dispatch_id, requested_by, datetime.now(UTC)), producer)
 
 

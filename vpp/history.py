@@ -278,6 +278,20 @@ class HistoryStore:
         """Windows of one node in [start, end), at the requested or an automatic resolution."""
         return self._history(NodeWindow, "node", node_id, start, end, resolution)
 
+    def dispatch_log(self, dispatch_id: str, limit: int = 100_000) -> list[DispatchLogEntry]:
+        """Every status of a dispatch logged so far, oldest first: its error over time."""
+        names = [f.name for f in fields(DispatchLogEntry)]
+        result = self.client.query(
+            f"SELECT {', '.join(names)} FROM {self.db}.dispatch_log FINAL WHERE dispatch_id = %(id)s "
+            "ORDER BY event_time LIMIT %(limit)s", parameters={"id": dispatch_id, "limit": limit})
+        at = names.index("event_time")
+        entries = []
+        for raw in result.result_rows:
+            values: list[Any] = list(raw)
+            values[at] = _utc(values[at])
+            entries.append(DispatchLogEntry(*values))
+        return entries
+
     def _history(self, row_type: type[Row], kind: str, ident: str, start: datetime, end: datetime,
                  resolution: Resolution | Literal["auto"]) -> list[Row]:
         if end <= start:

@@ -68,12 +68,8 @@ def get_dispatch(dispatch_id: DispatchId, _: FleetReader, resources: ResourcesDe
     """The newest status (Redis) and every status logged so far (ClickHouse ``dispatch_log``)."""
     current = dispatch.read_status(resources.redis, dispatch_id)
     with resources.history() as store:
-        result = store.client.query(
-            "SELECT event_time, state, target_kw, measured_kw, error_kw, shortfall_kw, sites_acked, "
-            f"sites_pending, sites_rejected FROM {store.db}.dispatch_log FINAL "
-            "WHERE dispatch_id = %(id)s ORDER BY event_time LIMIT 100000", parameters={"id": dispatch_id})
-    points = [DispatchPoint.model_validate(dict(zip(result.column_names, row, strict=True)))
-              for row in result.result_rows]
+        points = [DispatchPoint.model_validate(entry, from_attributes=True)
+                  for entry in store.dispatch_log(dispatch_id)]
     if current is None and not points:
         raise HTTPException(status.HTTP_404_NOT_FOUND,
                             f"no dispatch {dispatch_id!r} (a new one shows up once control has read it)")
@@ -92,9 +88,7 @@ def get_dispatch(dispatch_id: DispatchId, _: FleetReader, resources: ResourcesDe
 @router.delete("/{dispatch_id}", status_code=status.HTTP_202_ACCEPTED, summary="Cancel a dispatch")
 def cancel_dispatch(dispatch_id: DispatchId, principal: Dispatcher,
                     resources: ResourcesDep) -> DispatchAccepted:
-    """Asks control to stop it; its sites return to their own plans."""
-    if dispatch.read_status(resources.redis, dispatch_id) is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no dispatch {dispatch_id!r}")
+    """Asks control to stop it; its sites return to their own plans (404 for an unknown dispatch)."""
     try:
         dispatch.cancel(resources.settings, dispatch_id, principal.subject, resources.redis,
                         resources.producer)

@@ -25,7 +25,7 @@ from tests.conftest import local_settings
 from vpp.config import Settings
 from vpp.dataflows import settings_env
 from vpp.dispatch import DispatchRejectedError, DispatchSpec, submit
-from vpp.history import connect
+from vpp.history import HistoryStore, connect
 from vpp.stack import running
 
 pytestmark = pytest.mark.integration
@@ -93,9 +93,9 @@ def test_nothing_is_sent_after_its_window_and_an_acked_command_is_not_sent_again
 def test_the_dispatch_and_its_commands_are_journaled(harness: Harness, closed: Run) -> None:
     client = connect(harness.settings)
     db = harness.settings.clickhouse_database
-    states = client.query(f"SELECT DISTINCT state FROM {db}.dispatch_log WHERE dispatch_id = %(id)s",
-                          parameters={"id": closed.dispatch_id}).result_rows
-    assert {"ACTIVE", "COMPLETED"} <= {row[0] for row in states}
+    logged = HistoryStore(client, db).dispatch_log(closed.dispatch_id)
+    assert {"ACTIVE", "COMPLETED"} <= {entry.state for entry in logged}
+    assert [entry.event_time for entry in logged] == sorted(entry.event_time for entry in logged)
     seen_on_kafka = len({(c["command_id"], c["attempt"]) for c in closed.commands})
     deadline = time.monotonic() + 15  # the journal is written at the flow's next snapshot
     while True:
