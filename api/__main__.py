@@ -5,7 +5,7 @@ from __future__ import annotations
 import uvicorn
 
 from api.app import create_app
-from vpp.config import get_settings
+from core.config import get_settings
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ from api import errors
 from api.metrics import MetricsMiddleware
 from api.resources import Resources
 from api.routers import assets, dispatch, history, stream, system, telemetry, tokens
-from vpp.config import Settings, get_settings
+from core.config import Settings, get_settings
 
 DESCRIPTION = """
 Live aggregates with coverage, hierarchy navigation (now or at any past time), site twins,

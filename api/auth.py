@@ -21,7 +21,7 @@ from functools import lru_cache
 
 import jwt
 
-from vpp.config import Settings
+from core.config import Settings
 
 ALGORITHM = "HS256"
 VERIFIED_CACHE = 4096

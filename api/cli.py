@@ -6,7 +6,7 @@ import typer
 from rich.console import Console
 
 from api.auth import Scope, issue_api_token
-from vpp.config import Settings
+from core.config import Settings
 
 console = Console()
 

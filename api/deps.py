@@ -19,7 +19,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.auth import AuthError, Principal, Scope, verify_api_token
 from api.resources import Resources
-from vpp.config import Settings
+from core.config import Settings
 
 _bearer = HTTPBearer(auto_error=False, description="An API token (`vpp token api`), as `Bearer <token>`.")
 

@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
 
 from assets.registry import RegistryError
-from vpp.dispatch import DispatchNotFoundError, DispatchRejectedError
+from core.dispatch_spec import DispatchNotFoundError, DispatchRejectedError
 
 
 def _answer(code: int, detail: str) -> JSONResponse:

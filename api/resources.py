@@ -25,9 +25,9 @@ from assets.generator import Fleet
 from assets.loader import restore_fleet
 from assets.registry import Registry
 from assets.service import AssetService
+from core import history, kafka
+from core.config import Settings
 from schemas import packaged_codec
-from vpp import history, kafka
-from vpp.config import Settings
 
 
 class FleetCache:

@@ -20,11 +20,11 @@ from typing import Any
 from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 from prometheus_client import Counter, Gauge
 
+from core import kafka
+from core.config import Settings
+from core.topics import AGGREGATES_LIVE, TWIN_STATUS
 from schemas import DecodeError, packaged_codec
 from schemas.times import epoch_ms
-from vpp import kafka
-from vpp.config import Settings
-from vpp.topics import AGGREGATES_LIVE, TWIN_STATUS
 
 QUEUE_SIZE = 1000
 STREAMS = Gauge("vpp_api_streams", "Open event streams of this API process.")

@@ -12,7 +12,8 @@ import random
 from dataclasses import dataclass
 from datetime import datetime
 
-from assets.registry import ELECTRICAL, GEOGRAPHIC, Node, Registry
+from assets.registry import Node, Registry
+from core.hierarchy import ELECTRICAL, GEOGRAPHIC
 
 #: (usable kWh, continuous kW) of common home batteries.
 BATTERY_PRODUCTS = ((5.0, 3.0), (10.0, 5.0), (13.5, 5.0), (16.0, 8.0), (20.0, 10.0))

@@ -13,9 +13,9 @@ from confluent_kafka import Producer
 from assets.generator import Fleet, Site
 from assets.registry import Edge, Node, Registry
 from assets.sinks import persist_edges, persist_sites, publish_ancestries, write_navigation
+from core import history, kafka
+from core.config import Settings
 from schemas import packaged_codec
-from vpp import history, kafka
-from vpp.config import Settings
 
 
 @dataclass(frozen=True)

@@ -23,24 +23,13 @@ from collections import defaultdict
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-ELECTRICAL = "electrical"
-GEOGRAPHIC = "geographic"
-PROGRAM = "program"
-TREE_HIERARCHIES = (ELECTRICAL, GEOGRAPHIC)
-
-#: The kind a node's parent must have (None: a root), and the hierarchy of each kind.
-PARENT_KIND: dict[str, str | None] = {
-    "feeder": "substation", "substation": "region", "region": None,
-    "postcode": "county", "county": "state", "state": None,
-    "program": None,
-}
-HIERARCHY_OF_KIND: dict[str, str] = {
-    "feeder": ELECTRICAL, "substation": ELECTRICAL, "region": ELECTRICAL,
-    "postcode": GEOGRAPHIC, "county": GEOGRAPHIC, "state": GEOGRAPHIC,
-    "program": PROGRAM,
-}
-#: The kind of a site's direct parent in each tree hierarchy.
-SITE_PARENT_KIND = {ELECTRICAL: "feeder", GEOGRAPHIC: "postcode"}
+from core.hierarchy import (
+    HIERARCHY_OF_KIND,
+    PARENT_KIND,
+    PROGRAM,
+    SITE_PARENT_KIND,
+    TREE_HIERARCHIES,
+)
 
 
 class RegistryError(ValueError):

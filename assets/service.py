@@ -18,9 +18,9 @@ from confluent_kafka import Producer
 
 from assets.generator import Fleet, Site
 from assets.sinks import ancestors_of, persist_edges, persist_sites, publish_ancestries, write_navigation
+from core.history import HistoryStore
 from schemas import AvroCodec
 from schemas.times import epoch_ms
-from vpp.history import HistoryStore
 
 
 class AssetService:

@@ -18,9 +18,11 @@ from confluent_kafka import Producer
 
 from assets.generator import Site
 from assets.registry import Edge, Registry
+from core import keys
+from core.history import HistoryStore
+from core.rows import MembershipEdge
+from core.topics import ASSETS_CHANGES
 from schemas import AvroCodec
-from vpp.history import HistoryStore, MembershipEdge
-from vpp.topics import ASSETS_CHANGES
 
 
 def membership_rows(edges: Iterable[Edge], recorded_at: datetime) -> list[MembershipEdge]:
@@ -80,7 +82,7 @@ def write_navigation(client: redis.Redis, registry: Registry, at: datetime,
         members = registry.members(node_id, at)
         for suffix, values in (("children", [e.child_id for e in children]), ("parents", parents),
                                ("sites", sorted(members))):
-            key = f"node:{node_id}:{suffix}"
+            key = keys.navigation(node_id, f":{suffix}")
             pipe.delete(key)
             if values:
                 pipe.sadd(key, *values)

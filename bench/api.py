@@ -41,9 +41,9 @@ from api.auth import Scope, issue_api_token
 from assets.generator import Fleet, generate_fleet
 from assets.loader import load_fleet
 from bench.local import free_port, private_stack
+from core import history
+from core.config import Settings
 from schemas.times import epoch_ms
-from vpp import history
-from vpp.config import Settings
 from vpp.dataflows import settings_env
 
 CLIENTS = 50

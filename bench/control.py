@@ -42,14 +42,15 @@ import redis
 from assets.generator import Site, generate_fleet
 from assets.loader import load_fleet
 from bench.local import private_stack, tail_consumer
+from core.config import Settings
+from core.dispatch import read_status, submit
+from core.dispatch_spec import DispatchSpec
+from core.topics import COMMANDS_ACKS, COMMANDS_SITE
 from edge_gateway.sim_transports import KafkaTransport
 from edge_gateway.simulator import FaultMix, FleetSimulator, SimClock
 from schemas import packaged_codec
 from schemas.times import epoch_ms
-from vpp.config import Settings
 from vpp.dataflows import dataflow_argv, ensure_recovery, settings_env
-from vpp.dispatch import DispatchSpec, read_status, submit
-from vpp.topics import COMMANDS_ACKS, COMMANDS_SITE
 
 SETTLED_WITHIN = 0.02
 

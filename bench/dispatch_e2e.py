@@ -3,7 +3,7 @@
 A private local stack, 10,000 site twins written straight into Redis (as the
 telemetry dataflow would: ONLINE, with limits and energy) under one node, and
 the real control dataflow. Each round submits a dispatch for the node through
-:func:`vpp.dispatch.submit` and times until a consumer that was already
+:func:`core.dispatch.submit` and times until a consumer that was already
 waiting at the end of ``commands.site`` has seen a command for every site;
 the dispatch is then cancelled so it does not weigh on the next round.
 The baseline in the same run is the bare Kafka round trip: one record
@@ -22,13 +22,14 @@ import redis
 from confluent_kafka import Consumer, Producer
 
 from bench.local import private_stack, tail_consumer
+from core.config import Settings
+from core.dispatch import cancel, read_status, submit
+from core.dispatch_spec import DispatchSpec
+from core.kafka import client_config
+from core.topics import COMMANDS_SITE
 from schemas import packaged_codec
 from schemas.times import epoch_ms
-from vpp.config import Settings
 from vpp.dataflows import dataflow_argv, settings_env
-from vpp.dispatch import DispatchSpec, cancel, read_status, submit
-from vpp.kafka import client_config
-from vpp.topics import COMMANDS_SITE
 
 NODE = "bench-node"
 #: After a cancel: its release commands lapse (2 s) and its journal rows are written, so rounds don't overlap.

@@ -35,15 +35,15 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
 from bench.local import free_port, private_stack
+from core import kafka
+from core.config import Settings
+from core.device_tokens import issue_token
+from core.topics import TELEMETRY_RAW
 from edge_gateway.feeds import next_batch
 from edge_gateway.frames import parse_frame
 from edge_gateway.sim_transports import raise_fd_limit
-from edge_gateway.tokens import issue_token
 from edge_gateway.wire import AVRO_SUBPROTOCOL
 from schemas import packaged_codec
-from vpp import kafka
-from vpp.config import Settings
-from vpp.topics import TELEMETRY_RAW
 
 CODEC = packaged_codec()
 CONNECT_CONCURRENCY = 100

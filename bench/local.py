@@ -11,9 +11,9 @@ from pathlib import Path
 
 from confluent_kafka import Consumer
 
+from core.config import Settings
+from core.kafka import client_config
 from edge_gateway.feeds import start_at_end_unless_committed
-from vpp.config import Settings
-from vpp.kafka import client_config
 from vpp.stack import running
 
 

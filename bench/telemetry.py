@@ -38,15 +38,15 @@ from pathlib import Path
 import redis
 from confluent_kafka import Producer
 
+from core.config import Settings
+from core.kafka import client_config
+from core.topics import ASSETS_CHANGES, TELEMETRY_RAW
 from operators.shard import Shard, bucket_of
 from operators.telemetry_steps import shard_config
 from operators.twin import Reading
 from schemas import AvroCodec, packaged_codec
-from vpp.config import Settings
 from vpp.dataflows import settings_env
-from vpp.kafka import client_config
 from vpp.stack import running
-from vpp.topics import ASSETS_CHANGES, TELEMETRY_RAW
 
 PROGRAMS = 3
 

@@ -13,10 +13,10 @@ from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from typing_extensions import override
 
+from core.config import Settings
+from core.topics import ASSETS_CHANGES, TELEMETRY_RAW
 from operators.kafka_batches import BatchedKafkaSource
 from operators.records import route
-from vpp.config import Settings
-from vpp.topics import ASSETS_CHANGES, TELEMETRY_RAW
 
 
 class _Discard(StatelessSinkPartition[object]):

@@ -2,7 +2,7 @@
 
 Run it as ``python -m bytewax.run dataflows.control:flow`` (recovery flags as for
 the telemetry flow); every setting comes from ``VPP_*`` (see
-:class:`vpp.config.Settings`, ``control_*``).
+:class:`core.config.Settings`, ``control_*``).
 
     kafka (dispatch.requests, commands.acks)
       -> decode, key by dispatch id           (bad records -> telemetry.dlq)
@@ -18,14 +18,14 @@ from functools import partial
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
+from core.config import Settings
+from core.topics import COMMANDS_ACKS, DISPATCH_REQUESTS
 from dataflows.outputs import kafka_output, keyed_values_of, values_of
 from operators.control_steps import ControlLogic, decode_control
 from operators.dispatch import Ack, Request
 from operators.kafka_batches import BatchedKafkaSource
 from operators.records import DLQ_KEY
 from operators.sinks import DispatchStatusSink, HistorySink
-from vpp.config import Settings
-from vpp.topics import COMMANDS_ACKS, DISPATCH_REQUESTS
 
 
 def build_flow(settings: Settings) -> Dataflow:

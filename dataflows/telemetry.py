@@ -2,7 +2,7 @@
 
 Run it as ``python -m bytewax.run dataflows.telemetry:flow`` (add ``-w``/``-i``/``-a``
 for workers and processes, ``-r DIR -s S -b 0`` for recovery); every setting comes
-from ``VPP_*`` (see :class:`vpp.config.Settings`).
+from ``VPP_*`` (see :class:`core.config.Settings`).
 
     kafka (telemetry.raw, assets.changes)
       -> decode, group by site shard            (bad records -> telemetry.dlq)
@@ -19,13 +19,13 @@ from functools import partial
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
+from core.config import Settings
+from core.topics import ASSETS_CHANGES, TELEMETRY_RAW
 from dataflows.outputs import kafka_output, keyed_values_of, values_of
 from operators.kafka_batches import BatchedKafkaSource
 from operators.records import DLQ_KEY, ShardBatch, route
 from operators.sinks import HistorySink, RedisTwinSink
 from operators.telemetry_steps import NodeGroupLogic, ShardLogic
-from vpp.config import Settings
-from vpp.topics import ASSETS_CHANGES, TELEMETRY_RAW
 
 
 def build_flow(settings: Settings) -> Dataflow:

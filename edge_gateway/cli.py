@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import typer
 from rich.console import Console
 
-from vpp.config import Settings
+from core.config import Settings
 
 console = Console()
 err_console = Console(stderr=True)
@@ -25,7 +25,7 @@ def token_issue(
     region: str | None = typer.Option(None, "--region", help="Price region the site's forecasts come from."),
 ) -> None:
     """Sign a device token for SITE_ID and print it with its jti (what `vpp token revoke` takes)."""
-    from edge_gateway.tokens import issue_token
+    from core.device_tokens import issue_token
 
     ttl = timedelta(hours=ttl_hours) if ttl_hours is not None else None
     issued = issue_token(Settings(), site_id, region=region, ttl=ttl)
@@ -38,7 +38,7 @@ def token_revoke(jti: str = typer.Argument(help="The jti of the token to revoke.
     """Revoke a token: refused at connect, and open connections holding it close within a heartbeat."""
     from redis.exceptions import RedisError
 
-    from edge_gateway.tokens import revoke_token
+    from core.device_tokens import revoke_token
 
     try:
         fresh = revoke_token(Settings(), jti)

@@ -19,9 +19,9 @@ from typing import Any, TypeVar
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
-from vpp import kafka
-from vpp.config import Settings
-from vpp.topics import COMMANDS_SITE, PRICES_FORECAST
+from core import kafka
+from core.config import Settings
+from core.topics import COMMANDS_SITE, PRICES_FORECAST
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)

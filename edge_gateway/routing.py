@@ -18,8 +18,8 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 
-ROUTE_PREFIX = "gateway:route:"
-INBOX_PREFIX = "gateway:inbox:"
+from core import keys
+
 INBOX_MAXLEN = 10_000
 
 #: For each key: refresh it if ours, claim it if nobody's, else report it lost (1).
@@ -48,12 +48,12 @@ return 0
 
 def route_key(site_id: str) -> str:
     """The Redis key naming the instance that holds ``site_id``."""
-    return ROUTE_PREFIX + site_id
+    return keys.route(site_id)
 
 
 def inbox_key(instance_id: str) -> str:
     """The Redis stream other instances forward commands for ``instance_id`` to."""
-    return INBOX_PREFIX + instance_id
+    return keys.inbox(instance_id)
 
 
 class Routes:

@@ -39,6 +39,9 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
+from core import kafka
+from core.config import Settings
+from core.device_tokens import REVOKED_KEY, DeviceClaims, TokenError, verify_token
 from edge_gateway.feeds import Feed, commands_feed, prices_feed
 from edge_gateway.frames import FrameRejectedError, parse_frame
 from edge_gateway.health import serve_health
@@ -46,12 +49,9 @@ from edge_gateway.metrics import GatewayMetrics
 from edge_gateway.producer import BackpressureProducer
 from edge_gateway.ratelimit import TokenBucket
 from edge_gateway.routing import Routes
-from edge_gateway.tokens import REVOKED_KEY, DeviceClaims, TokenError, verify_token
 from edge_gateway.wire import AVRO_SUBPROTOCOL, JSON_SUBPROTOCOL, Encoding, error_frame, json_frame
 from schemas import packaged_codec
 from schemas.codec import DecodeError
-from vpp import kafka
-from vpp.config import Settings
 
 log = logging.getLogger(__name__)
 

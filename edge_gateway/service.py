@@ -7,8 +7,8 @@ import contextlib
 import logging
 import signal
 
+from core.config import Settings
 from edge_gateway.server import Gateway
-from vpp.config import Settings
 
 
 async def run_gateway(settings: Settings, *, host: str | None = None, port: int | None = None,

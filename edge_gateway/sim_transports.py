@@ -25,15 +25,15 @@ from websockets.typing import Subprotocol
 
 from assets.generator import Site, generate_fleet
 from assets.loader import restore_fleet
+from core import kafka
+from core.config import Settings
+from core.device_tokens import issue_token
+from core.topics import COMMANDS_ACKS, COMMANDS_SITE, PLANS_SITE, PRICES_FORECAST, TELEMETRY_RAW
 from edge_gateway.feeds import next_batch, start_at_end_unless_committed, uncancellable_in_thread
 from edge_gateway.simulator import FleetSimulator, SimClock, SimulatedSite
-from edge_gateway.tokens import issue_token
 from edge_gateway.wire import DOWNSTREAM_RECORDS, Encoding, json_frame
 from schemas import packaged_codec
 from schemas.codec import AvroCodec, DecodeError
-from vpp import kafka
-from vpp.config import Settings
-from vpp.topics import COMMANDS_ACKS, COMMANDS_SITE, PLANS_SITE, PRICES_FORECAST, TELEMETRY_RAW
 
 RECONNECT_S = 1.0
 

@@ -236,9 +236,3 @@ class SimClock:
     def wall_seconds(self, sim_seconds: float) -> float:
         """How long ``sim_seconds`` of simulated time take on the wall clock."""
         return sim_seconds / self.speed
-
-
-if __name__ == "__main__":
-    from edge_gateway.cli import simulate_app
-
-    simulate_app()

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from core.topics import COMMANDS_ACKS, PLANS_SITE, TELEMETRY_RAW
 from schemas.times import epoch_ms
-from vpp.topics import COMMANDS_ACKS, PLANS_SITE, TELEMETRY_RAW
 
 AVRO_SUBPROTOCOL = "vpp.avro.v1"
 JSON_SUBPROTOCOL = "vpp.json.v1"

@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from assets.registry import PARENT_KIND, PROGRAM, SITE_PARENT_KIND
+from core.hierarchy import PARENT_KIND, PROGRAM, SITE_PARENT_KIND
 from schemas.times import epoch_ms
 
 #: Versions kept per site: enough for changes whose effective time is still inside the lateness bound.

@@ -24,6 +24,11 @@ from bytewax.connectors.kafka import KafkaSinkMessage
 from bytewax.operators import StatefulBatchLogic
 from typing_extensions import override
 
+from core import keys
+from core.config import Settings
+from core.dispatch_spec import DispatchRejectedError, DispatchSpec, parse_strategy
+from core.rows import DispatchLogEntry
+from core.topics import COMMANDS_ACKS, COMMANDS_SITE, DISPATCH_STATUS
 from operators.allocation import Array
 from operators.dispatch import Ack, ControlConfig, Dispatch, Output, Request, TwinSnapshot, dispatch_of
 from operators.emitted import Emitted
@@ -32,10 +37,6 @@ from operators.records import DLQ_KEY, KafkaOut, codec, dead_letter
 from operators.sinks import StatusWrite
 from schemas.codec import DecodeError
 from schemas.times import epoch_ms, from_epoch_ms, wall_ms
-from vpp.config import Settings
-from vpp.dispatch import DispatchRejectedError, DispatchSpec, parse_strategy
-from vpp.history import DispatchLogEntry
-from vpp.topics import COMMANDS_ACKS, COMMANDS_SITE, DISPATCH_STATUS
 
 CONSUMER = "dataflows.control"
 #: HMGET of the fields ``ARGV`` for every key in ``KEYS``, flattened: one argument per key to encode
@@ -125,13 +126,13 @@ class TwinReader:
 
     def members(self, node_id: str) -> list[str]:
         """The node's current member sites: at the start of a window, its members at that time."""
-        members: set[bytes] = self.client.smembers(f"node:{node_id}:sites")  # type: ignore[assignment]
+        members: set[bytes] = self.client.smembers(keys.node_sites(node_id))  # type: ignore[assignment]
         return sorted(s.decode() for s in members)
 
     def fleet_time(self, request: Request) -> int:
         """The fleet's event time as the twin last saw it: the node's aggregate, or a few of the sites."""
         if request.node_id is not None:
-            stamp = self.client.hget(f"node:{request.node_id}", "event_time")
+            stamp = self.client.hget(keys.node(request.node_id), "event_time")
             return int(stamp) if stamp else 0
         return self.snapshot(list(request.site_ids or ())[:50]).newest_event_ms
 
@@ -139,7 +140,7 @@ class TwinReader:
         """One pipelined read of the twin of ``site_ids`` (a site without a twin: no status, no limits)."""
         pipe = self.client.pipeline(transaction=False)
         for first in range(0, len(site_ids), READ_CHUNK):
-            self._read(keys=[f"site:{s}" for s in site_ids[first:first + READ_CHUNK]], args=TWIN_FIELDS,
+            self._read(keys=[keys.site(s) for s in site_ids[first:first + READ_CHUNK]], args=TWIN_FIELDS,
                        client=pipe)
         flat = [value for chunk in pipe.execute() for value in chunk]
         width = len(TWIN_FIELDS)

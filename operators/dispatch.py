@@ -42,9 +42,9 @@ from typing import Any
 
 import numpy as np
 
+from core.rows import CommandLogEntry
 from operators.allocation import Allocation, Array, Fleet, qp_allocate, waterfill
 from schemas.times import from_epoch_ms
-from vpp.history import CommandLogEntry
 
 TERMINAL = frozenset({"COMPLETED", "CANCELLED", "FAILED"})
 MS_PER_HOUR = 3_600_000

@@ -18,12 +18,12 @@ from typing import Any
 from bytewax.connectors.kafka import KafkaSinkMessage
 from confluent_kafka import Message
 
+from core.topics import AGGREGATES_LIVE, TELEMETRY_DLQ, TELEMETRY_RAW, TWIN_STATUS
 from operators.kafka_batches import Polled
 from operators.shard import bucket_of
 from operators.twin import Reading
 from schemas import AvroCodec, DecodeError, packaged_codec
 from schemas.times import from_epoch_ms
-from vpp.topics import AGGREGATES_LIVE, TELEMETRY_DLQ, TELEMETRY_RAW, TWIN_STATUS
 
 DLQ_KEY = "dead-letter"
 CONSUMER = "dataflows.telemetry"

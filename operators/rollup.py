@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.rows import NodeWindow
 from operators import twin as v
 from operators.shard import NodeChanges
 from operators.windows import (
@@ -35,7 +36,6 @@ from operators.windows import (
     add_into,
 )
 from schemas.times import from_epoch_ms
-from vpp.history import NodeWindow
 
 
 @dataclass(slots=True)

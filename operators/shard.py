@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from core.rows import SiteWindow
 from operators.ancestry import Ancestry, node_kind
 from operators.clock import EventClock
 from operators.twin import (
@@ -43,7 +44,6 @@ from operators.twin import (
     status_deadline,
 )
 from operators.windows import MINUTE_MS, SILENT_PARTIAL, MinuteWindow, add_into, minute_of
-from vpp.history import SiteWindow
 
 #: Summed contribution differences per chain of ancestors: (hierarchy, node ids nearest first).
 PathSums = dict[tuple[str, tuple[str, ...]], list[float]]

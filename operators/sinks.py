@@ -25,9 +25,10 @@ import redis
 from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkPartition, StatelessSinkPartition
 from typing_extensions import override
 
-from vpp.config import Settings
-from vpp.dispatch import INDEX_KEY, STATUS_KEY
-from vpp.history import CommandLogEntry, DispatchLogEntry, HistoryStore, NodeWindow, SiteWindow, connect
+from core import keys
+from core.config import Settings
+from core.history import HistoryStore, connect
+from core.rows import CommandLogEntry, DispatchLogEntry, NodeWindow, SiteWindow
 
 #: Write the fields packed in ``ARGV[3]`` (name and value alternating, separated by ``\x1f``) into
 #: hash ``KEYS[1]`` only if the version (``ARGV[1]``, ``ARGV[2]``) is at least the stored
@@ -61,14 +62,6 @@ class TwinWrite:
     key: str
     version: tuple[int, int]
     fields: dict[str, Any]
-
-
-def site_key(site_id: str) -> str:
-    return f"site:{site_id}"
-
-
-def node_key(node_id: str) -> str:
-    return f"node:{node_id}"
 
 
 def pack(fields: dict[str, Any]) -> str:
@@ -117,7 +110,7 @@ class StatusWrite:
 
 
 def status_call(item: StatusWrite) -> tuple[list[str], list[Any]]:
-    return ([STATUS_KEY.format(item.dispatch_id), INDEX_KEY],
+    return ([keys.dispatch_status(item.dispatch_id), keys.DISPATCH_INDEX],
             [item.event_ms, item.dispatch_id, item.start_ms, pack(item.fields)])
 
 

@@ -17,14 +17,15 @@ from typing import Any
 from bytewax.operators import StatefulBatchLogic
 from typing_extensions import override
 
+from core import keys
+from core.config import Settings
+from core.topics import TELEMETRY_RAW
 from operators.emitted import Emitted
 from operators.records import ShardBatch, aggregate_message, status_message
 from operators.rollup import GroupOutput, NodeGroup
 from operators.shard import NodeChanges, Shard, ShardConfig, ShardOutput
-from operators.sinks import TwinWrite, node_key, site_key
+from operators.sinks import TwinWrite
 from schemas.times import epoch_ms, wall_ms
-from vpp.config import Settings
-from vpp.topics import TELEMETRY_RAW
 
 
 def shard_config(settings: Settings) -> ShardConfig:
@@ -43,7 +44,7 @@ def _shard_emissions(out: ShardOutput) -> list[Emitted]:
     emitted = [Emitted("nodes", f"group-{group}", changes) for group, changes in out.groups.items()]
     emitted.extend(Emitted("kafka", site, status_message(site, status, previous, at, seen))
                    for site, status, previous, at, seen in out.statuses)
-    emitted.extend(Emitted("redis", site, TwinWrite(site_key(site), version, fields))
+    emitted.extend(Emitted("redis", site, TwinWrite(keys.site(site), version, fields))
                    for site, (version, fields) in out.twins.items())
     emitted.extend(Emitted("history", row.site_id, row) for row in out.site_rows)
     return emitted
@@ -142,7 +143,7 @@ def _group_emissions(out: GroupOutput) -> list[Emitted]:
         event_ms = epoch_ms(record["event_time"])
         fields = {k: (event_ms if k == "event_time" else val) for k, val in record.items()}
         fields["updated_at"] = wall_ms()
-        emitted.append(Emitted("redis", node_id, TwinWrite(node_key(node_id), (event_ms, 0), fields)))
+        emitted.append(Emitted("redis", node_id, TwinWrite(keys.node(node_id), (event_ms, 0), fields)))
         emitted.append(Emitted("kafka", node_id, aggregate_message(record)))
     emitted.extend(Emitted("history", row.node_id, row) for row in out.node_rows)
     return emitted

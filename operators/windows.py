@@ -17,9 +17,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from core.rows import SiteWindow
 from operators.twin import Reading, charge_headroom_kwh, energy_available_kwh
 from schemas.times import from_epoch_ms
-from vpp.history import SiteWindow
 
 MINUTE_MS = 60_000
 #: Sequence numbers remembered per window for de-duplication (as bits of one integer).

@@ -23,14 +23,12 @@ import os
 import re
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote
-
-from vpp.topics import TOPICS
 
 AvroSchema = dict[str, Any]
 """A record schema as its JSON object (``json.load`` of an .avsc file)."""
@@ -284,14 +282,20 @@ def history_versions(name: str) -> list[tuple[int, AvroSchema]]:
     return sorted(found, key=lambda item: item[0])
 
 
-def subjects_for(name: str) -> list[str]:
-    """Every subject a packaged record is registered under: its record subject and its topics' subjects."""
+def subjects_for(name: str, topic_values: Mapping[str, str] | None = None) -> list[str]:
+    """Every subject a packaged record is registered under: its record subject and its topics' subjects.
+
+    ``topic_values`` maps topic names to the record of their values (the topic
+    catalogue, ``core.topics.VALUE_SCHEMAS``): it is passed in because schemas
+    are a leaf that knows no topics of its own.
+    """
     bare = name.rsplit(".", 1)[-1]
-    topics = [topic_subject(spec.name) for spec in TOPICS if spec.value_schema == bare]
+    topics = [topic_subject(topic) for topic, record in (topic_values or {}).items() if record == bare]
     return [record_subject(bare), *topics]
 
 
-def register_packaged(registry: SchemaRegistry) -> dict[str, int]:
+def register_packaged(registry: SchemaRegistry,
+                      topic_values: Mapping[str, str] | None = None) -> dict[str, int]:
     """Register every packaged schema, history first, so each subject's latest is the current version.
 
     Returns the current schema id of each record name.
@@ -299,14 +303,15 @@ def register_packaged(registry: SchemaRegistry) -> dict[str, int]:
     current: dict[str, int] = {}
     for name in all_schema_names():
         schemas = [schema for _, schema in history_versions(name)] + [load_schema(name)]
-        for subject in subjects_for(name):
+        for subject in subjects_for(name, topic_values):
             for schema in schemas:
                 current[name] = registry.register(subject, schema)
     return current
 
 
-def packaged_registry(directory: str | os.PathLike[str] | None = None) -> LocalSchemaRegistry:
+def packaged_registry(directory: str | os.PathLike[str] | None = None,
+                      topic_values: Mapping[str, str] | None = None) -> LocalSchemaRegistry:
     """A local registry with every packaged schema registered: what most processes start with."""
     registry = LocalSchemaRegistry(directory)
-    register_packaged(registry)
+    register_packaged(registry, topic_values)
     return registry

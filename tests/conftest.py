@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from vpp.config import Settings
+from core.config import Settings
 from vpp.stack import running
 
 

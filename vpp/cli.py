@@ -1,7 +1,7 @@
 """The ``vpp`` command line: the local system, its parts, dispatch and benchmarks.
 
 Typer gives typed options and ``--help`` for free; rich prints progress and
-tables. Every command reads the same :class:`vpp.config.Settings`, so
+tables. Every command reads the same :class:`core.config.Settings`, so
 ``VPP_*`` variables apply everywhere.
 """
 
@@ -15,9 +15,9 @@ from rich.console import Console
 from rich.table import Table
 
 from api import cli as api_cli
+from core.config import Settings
 from edge_gateway import cli as edge_cli
 from vpp import dispatch_cli
-from vpp.config import Settings
 from vpp.stack import PartState, PartStatus, Stack, StackError, UpResult
 
 if TYPE_CHECKING:
@@ -185,7 +185,7 @@ def live(
     """The live aggregate of each node: coverage, measured and estimated power and energy."""
     import redis as redis_lib
 
-    from vpp.live import live_nodes
+    from core.live import live_nodes
 
     try:
         rows = live_nodes(redis_lib.Redis.from_url(Settings().redis), set(kinds.split(",")))

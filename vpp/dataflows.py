@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from vpp.config import Settings
+from core.config import Settings
 
 #: Recovery partitions of a new store: at least the processes you will ever run it with.
 RECOVERY_PARTITIONS = 2

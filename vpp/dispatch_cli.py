@@ -6,7 +6,7 @@
     vpp dispatch list                            recent dispatches
 
 The request is checked (known node, sane window and magnitude) before anything
-is sent; see :mod:`vpp.dispatch`.
+is sent; see :mod:`core.dispatch`.
 """
 
 from __future__ import annotations
@@ -20,17 +20,10 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from core.config import Settings
+from core.dispatch import cancel, list_dispatches, read_status, submit
+from core.dispatch_spec import STRATEGIES, DispatchRejectedError, DispatchSpec
 from schemas.times import from_epoch_ms
-from vpp.config import Settings
-from vpp.dispatch import (
-    STRATEGIES,
-    DispatchRejectedError,
-    DispatchSpec,
-    cancel,
-    list_dispatches,
-    read_status,
-    submit,
-)
 
 console = Console()
 err_console = Console(stderr=True)

@@ -21,7 +21,7 @@ run one at a time on a single chDB session under a lock. chDB's session is not
 documented as thread-safe, and serialising keeps ``USE <database>`` per request
 correct; queries on this local store take milliseconds, so readers and a writer
 interleave without visible waiting. Compressed request bodies are refused with
-a clear error: the platform's client factory (:func:`vpp.history.connect`)
+a clear error: the platform's client factory (:func:`core.history.connect`)
 disables compression for this server.
 """
 
@@ -212,7 +212,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.headers.get("Content-Encoding"):
             self._error(query_id, QueryError(
                 1000, "Code: 1000. DB::Exception: compressed request bodies are not supported by the "
-                "embedded history server; create the client with compress=False (vpp.history.connect does)"))
+                "embedded history server; create the client with compress=False (core.history.connect does)"))
             return
         try:
             sql, insert_body = _split_request(params, body)

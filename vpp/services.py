@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from vpp.config import Settings
+from core.config import Settings
 from vpp.dataflows import dataflow_argv, ensure_recovery, recovery_dir, settings_env
 from vpp.processes import PidFiles, ProcessRecord, is_alive, log_tail, spawn, stop
 from vpp.stack import PartState, PartStatus, StackError
@@ -83,7 +83,7 @@ class Services:
             Service("api", "HTTP API and dashboard", f"{api_url}/dashboard/  docs {api_url}/docs",
                     [sys.executable, "-m", "api"], ready=lambda: _http_ok(f"{api_url}/healthz")),
             Service("simulator", "Simulated fleet", f"{self.simulated_sites:,} sites -> {gateway_url}",
-                    [sys.executable, "-m", "edge_gateway.simulator", "--sites", str(self.simulated_sites)]),
+                    [sys.executable, "-m", "edge_gateway.simulate", "--sites", str(self.simulated_sites)]),
         ]
 
     def _env(self) -> dict[str, str]:

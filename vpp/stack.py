@@ -27,8 +27,8 @@ from pathlib import Path
 
 import redis
 
-from vpp import history, kafka
-from vpp.config import Settings
+from core import history, kafka
+from core.config import Settings
 from vpp.processes import PidFiles, ProcessRecord, is_alive, log_tail, spawn, stop
 
 

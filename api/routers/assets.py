@@ -27,8 +27,8 @@ from api.models import (
 )
 from api.routers.telemetry import NodeId, SiteId
 from assets.generator import Site
-from assets.registry import ELECTRICAL, GEOGRAPHIC
 from assets.service import AssetService
+from core.hierarchy import ELECTRICAL, GEOGRAPHIC
 
 router = APIRouter(prefix="/v1/assets", tags=["assets"])
 

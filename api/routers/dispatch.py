@@ -1,6 +1,6 @@
 """Dispatch: ask a node or sites for power over a window, see how it goes, cancel it.
 
-The checks and the request record are :mod:`vpp.dispatch`'s, shared with the
+The checks and the request record are :mod:`core.dispatch`'s, shared with the
 CLI, so a request is refused the same way from either (a 422 carrying its
 message). The status is what the control dataflow keeps in ``dispatch:{id}``;
 the error over time is its ``dispatch_log`` rows.
@@ -24,7 +24,8 @@ from api.models import (
     from_ms,
     utc,
 )
-from vpp import dispatch
+from core import dispatch
+from core.dispatch_spec import DispatchSpec
 
 router = APIRouter(prefix="/v1/dispatch", tags=["dispatch"])
 
@@ -38,7 +39,7 @@ def create_dispatch(body: DispatchCreate, principal: Dispatcher, resources: Reso
                     response: Response) -> DispatchAccepted:
     """Checked and sent to ``dispatch.requests``; the control dataflow takes it from there."""
     spec_args = {"dispatch_id": body.dispatch_id} if body.dispatch_id is not None else {}
-    spec = dispatch.DispatchSpec(
+    spec = DispatchSpec(
         target_kw=body.target_kw, start=utc(body.start) if body.start else datetime.now(UTC),
         end=utc(body.end), node_id=body.node_id,
         site_ids=tuple(body.site_ids) if body.site_ids is not None else None, strategy=body.strategy,

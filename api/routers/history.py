@@ -1,7 +1,7 @@
 """History of nodes and sites over any range, from the minute, hour or day tables.
 
 ``resolution=auto`` picks minutes up to two days, hours up to 90 days and
-days beyond (:func:`vpp.history.choose_resolution`), so a year is a few
+days beyond (:func:`core.history.choose_resolution`), so a year is a few
 hundred rows; a requested resolution is honoured if the answer stays within
 :data:`MAX_POINTS` windows, else the request is refused with a 422 that names a
 coarser one, before anything reaches ClickHouse.
@@ -17,7 +17,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 from api.deps import FleetReader, ResourcesDep, SiteReader
 from api.models import EARLIEST, LATEST, History, NodePoint, ResolutionChoice, SitePoint, utc
 from api.routers.telemetry import NodeId, SiteId, known_site
-from vpp.history import Resolution, choose_resolution
+from core.history import Resolution, choose_resolution
 
 router = APIRouter(prefix="/v1", tags=["history"])
 

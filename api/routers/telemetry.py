@@ -19,7 +19,8 @@ from api.deps import FleetReader, ResourcesDep, SiteReader
 from api.models import ID_PATTERN, Ancestry, Node, NodeAggregate, NodeRef, Page, SiteTwin, utc
 from api.resources import Resources
 from assets.generator import Fleet
-from assets.registry import HIERARCHY_OF_KIND, PARENT_KIND
+from core import keys
+from core.hierarchy import HIERARCHY_OF_KIND, PARENT_KIND
 
 router = APIRouter(prefix="/v1", tags=["telemetry"])
 
@@ -57,7 +58,7 @@ def list_nodes(_: FleetReader, resources: ResourcesDep,
 @router.get("/nodes/{node_id}", summary="A node's live aggregate with coverage and estimate")
 async def get_node(node_id: NodeId, _: FleetReader, resources: ResourcesDep) -> Node:
     """Measured values from reporting sites, estimates including delayed/offline ones, coverage."""
-    fields = await resources.hash(f"node:{node_id}")
+    fields = await resources.hash(keys.node(node_id))
     if fields and "node_kind" in fields:
         kind = fields["node_kind"]
         known = resources.fleet.current  # no lock, no refresh: the hot path never waits for the registry
@@ -87,7 +88,7 @@ def node_children(node_id: NodeId, _: FleetReader, resources: ResourcesDep, at: 
     with resources.fleet.use() as fleet:
         _known_node(fleet, node_id)
         if at is None:
-            ids = resources.members(f"node:{node_id}:children")
+            ids = resources.members(keys.node_children(node_id))
         else:
             ids = sorted(e.child_id for e in fleet.registry.children(node_id, utc(at)))
         data = [NodeRef(id=i, kind=_kind(fleet, i)) for i in ids[offset:offset + limit]]
@@ -100,7 +101,7 @@ def node_parents(node_id: NodeId, _: FleetReader, resources: ResourcesDep, at: A
     with resources.fleet.use() as fleet:
         _known_node(fleet, node_id)
         if at is None:
-            ids = resources.members(f"node:{node_id}:parents")
+            ids = resources.members(keys.node_parents(node_id))
         else:
             ids = fleet.registry.parents(node_id, fleet.registry.nodes[node_id].hierarchy, utc(at))
         data = [NodeRef(id=i, kind=_kind(fleet, i)) for i in ids]
@@ -114,7 +115,7 @@ def node_sites(node_id: NodeId, _: FleetReader, resources: ResourcesDep, at: At 
     with resources.fleet.use() as fleet:
         _known_node(fleet, node_id)
         if at is None:
-            ids = resources.members(f"node:{node_id}:sites")
+            ids = resources.members(keys.node_sites(node_id))
         else:
             ids = sorted(fleet.registry.members(node_id, utc(at)))
     return Page(data=ids[offset:offset + limit], count=len(ids))
@@ -123,7 +124,7 @@ def node_sites(node_id: NodeId, _: FleetReader, resources: ResourcesDep, at: At 
 @router.get("/sites/{site_id}", summary="A site's live twin")
 async def get_site(site_id: SiteId, _: SiteReader, resources: ResourcesDep) -> SiteTwin:
     """Latest telemetry, status (ONLINE/DELAYED/OFFLINE), last seen, limits and available energy."""
-    fields = await resources.hash(f"site:{site_id}")
+    fields = await resources.hash(keys.site(site_id))
     if not fields:
         await run_in_threadpool(known_site, resources, site_id)
     return SiteTwin.from_hash(site_id, fields)

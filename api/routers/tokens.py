@@ -1,6 +1,6 @@
 """Tokens (``admin`` scope): device tokens for the edge gateway, and API tokens.
 
-Device tokens are :mod:`edge_gateway.tokens`' (signed per site, revoked by
+Device tokens are :mod:`core.device_tokens`' (signed per site, revoked by
 jti in the set every gateway checks); API tokens are :mod:`api.auth`'s.
 """
 
@@ -15,7 +15,7 @@ from api.auth import issue_api_token
 from api.deps import Admin, ResourcesDep, SettingsDep
 from api.models import ApiToken, ApiTokenCreate, DeviceToken, DeviceTokenCreate, Revoked
 from api.routers.telemetry import known_site
-from edge_gateway.tokens import REVOKED_KEY, issue_token
+from core.device_tokens import REVOKED_KEY, issue_token
 
 router = APIRouter(prefix="/v1/tokens", tags=["tokens"])
 

@@ -32,10 +32,10 @@ from api.auth import Scope, issue_api_token
 from assets.generator import Fleet, generate_fleet
 from assets.loader import load_fleet
 from assets.registry import Node
+from core import history
+from core.config import Settings
 from schemas.times import epoch_ms
 from tests.conftest import free_port
-from vpp import history
-from vpp.config import Settings
 from vpp.dataflows import dataflow_argv, settings_env
 
 SITES = 120
@@ -141,7 +141,7 @@ def api(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> I
         _spawn(dataflow_argv(name, settings, workers=1, recovery=None), settings, logs / f"{name}.log")
         for name in ("telemetry", "control")
     ] + [
-        _spawn([sys.executable, "-m", "edge_gateway.simulator", "--sites", str(SITES), "--seed", "7",
+        _spawn([sys.executable, "-m", "edge_gateway.simulate", "--sites", str(SITES), "--seed", "7",
                 "--transport", "kafka"], settings, logs / "simulator.log"),
     ]
     try:

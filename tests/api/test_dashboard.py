@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from core import history
+from core.rows import NodeWindow
 from tests.api.conftest import Api
-from vpp import history
-from vpp.history import NodeWindow
 
 pytestmark = pytest.mark.integration
 

@@ -10,10 +10,10 @@ from typing import Any
 import httpx
 import pytest
 
+from core.topics import DISPATCH_REQUESTS
 from schemas import packaged_codec
 from tests.api.conftest import Api
 from tests.telemetry.flowrun import read_topic
-from vpp.topics import DISPATCH_REQUESTS
 
 pytestmark = pytest.mark.integration
 

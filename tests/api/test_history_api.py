@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from core import history
+from core.rows import NodeWindow, SiteWindow
 from tests.api.conftest import Api
-from vpp import history
-from vpp.history import NodeWindow, SiteWindow
 
 pytestmark = pytest.mark.integration
 

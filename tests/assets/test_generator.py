@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from assets.generator import generate_fleet
-from assets.registry import ELECTRICAL, GEOGRAPHIC, PROGRAM
+from core.hierarchy import ELECTRICAL, GEOGRAPHIC, PROGRAM
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)
 

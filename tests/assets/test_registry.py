@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from assets.registry import ELECTRICAL, GEOGRAPHIC, PROGRAM, Edge, Node, Registry, RegistryError
+from assets.registry import Edge, Node, Registry, RegistryError
+from core.hierarchy import ELECTRICAL, GEOGRAPHIC, PROGRAM
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 FEEDERS = ["f0", "f1", "f2", "f3"]

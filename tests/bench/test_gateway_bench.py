@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from bench import gateway, results
+from core.config import Settings
 from vpp.cli import app
-from vpp.config import Settings
 
 DESIGN_KEYS = ("connections", "frames_per_s", "frames_per_s_per_core", "latency_p50_ms", "latency_p99_ms")
 

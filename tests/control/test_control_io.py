@@ -11,14 +11,14 @@ import pytest
 import redis
 from confluent_kafka import Message
 
+from core import keys
+from core.config import Settings
+from core.topics import COMMANDS_ACKS, DISPATCH_REQUESTS, TELEMETRY_DLQ
 from operators.control_steps import decode_control
 from operators.dispatch import Ack, Request
 from operators.kafka_batches import Polled
 from operators.records import DLQ_KEY, codec
 from operators.sinks import DispatchStatusSink, StatusWrite
-from vpp.config import Settings
-from vpp.dispatch import INDEX_KEY, STATUS_KEY
-from vpp.topics import COMMANDS_ACKS, DISPATCH_REQUESTS, TELEMETRY_DLQ
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
@@ -101,7 +101,7 @@ def test_a_replayed_status_never_replaces_a_newer_or_final_one(stack_settings: S
         sink.write_batch([StatusWrite(ident, at, state, 5_000, {"state": state, "event_time": at})])
 
     def stored() -> tuple[str, int]:
-        fields = client.hmget(STATUS_KEY.format(ident), ["state", "event_time"])
+        fields = client.hmget(keys.dispatch_status(ident), ["state", "event_time"])
         return fields[0].decode(), int(fields[1])  # type: ignore[union-attr,arg-type]
 
     write("ACTIVE", 2_000)
@@ -110,4 +110,4 @@ def test_a_replayed_status_never_replaces_a_newer_or_final_one(stack_settings: S
     write("COMPLETED", 3_000)
     write("FAILED", 4_000)
     assert stored() == ("COMPLETED", 3_000), "a final status stays final"
-    assert client.zscore(INDEX_KEY, ident) == 5_000
+    assert client.zscore(keys.DISPATCH_INDEX, ident) == 5_000

@@ -15,11 +15,11 @@ from websockets import ConnectionClosed
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
+from core import kafka
+from core.config import Settings
 from edge_gateway.server import Gateway
 from edge_gateway.wire import Encoding
 from schemas import packaged_codec
-from vpp import kafka
-from vpp.config import Settings
 
 
 def gateway_settings(stack_settings: Settings, **overrides: Any) -> Settings:

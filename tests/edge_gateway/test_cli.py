@@ -9,9 +9,9 @@ import pytest
 import redis
 from typer.testing import CliRunner
 
-from edge_gateway.tokens import REVOKED_KEY, verify_token
+from core.config import Settings
+from core.device_tokens import REVOKED_KEY, verify_token
 from vpp.cli import app
-from vpp.config import Settings
 
 
 def _env(settings: Settings) -> dict[str, str]:
@@ -50,7 +50,7 @@ def test_simulate_refuses_an_unknown_transport() -> None:
     assert outcome.exit_code == 2
 
 
-@pytest.mark.parametrize("module", ["edge_gateway", "edge_gateway.simulator"])
+@pytest.mark.parametrize("module", ["edge_gateway", "edge_gateway.simulate"])
 def test_the_modules_run_as_programs(module: str) -> None:
     outcome = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True,
                              timeout=60, check=False)

@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 
 import pytest
 
+from core.topics import COMMANDS_ACKS, PLANS_SITE, TELEMETRY_RAW
 from edge_gateway.frames import FrameRejectedError, parse_frame
 from edge_gateway.wire import json_frame
 from schemas import packaged_codec
 from tests.edge_gateway.support import telemetry
-from vpp.topics import COMMANDS_ACKS, PLANS_SITE, TELEMETRY_RAW
 
 CODEC = packaged_codec()
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

@@ -14,7 +14,10 @@ from confluent_kafka import Producer
 from pydantic import SecretStr
 from websockets import ConnectionClosed, InvalidStatus
 
-from edge_gateway.tokens import issue_token, revoke_token
+from core import kafka
+from core.config import Settings
+from core.device_tokens import issue_token, revoke_token
+from core.topics import COMMANDS_ACKS, COMMANDS_SITE, PLANS_SITE, PRICES_FORECAST, TELEMETRY_RAW
 from edge_gateway.wire import Encoding, json_frame
 from schemas import packaged_codec
 from tests.edge_gateway.support import (
@@ -27,9 +30,6 @@ from tests.edge_gateway.support import (
     running_gateway,
     telemetry,
 )
-from vpp import kafka
-from vpp.config import Settings
-from vpp.topics import COMMANDS_ACKS, COMMANDS_SITE, PLANS_SITE, PRICES_FORECAST, TELEMETRY_RAW
 
 pytestmark = pytest.mark.integration
 

@@ -11,14 +11,14 @@ import pytest
 from confluent_kafka import Producer
 
 from assets.generator import Site, generate_fleet
+from core import kafka
+from core.config import Settings
+from core.topics import COMMANDS_ACKS, COMMANDS_SITE, TELEMETRY_RAW
 from edge_gateway.sim_transports import KafkaTransport, WebSocketTransport
 from edge_gateway.simulator import FleetSimulator, SimClock
 from edge_gateway.wire import Encoding
 from schemas import packaged_codec
 from tests.edge_gateway.support import TopicTail, eventually, gateway_settings, running_gateway
-from vpp import kafka
-from vpp.config import Settings
-from vpp.topics import COMMANDS_ACKS, COMMANDS_SITE, TELEMETRY_RAW
 
 pytestmark = pytest.mark.integration
 

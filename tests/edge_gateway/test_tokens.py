@@ -8,8 +8,8 @@ import jwt
 import pytest
 from pydantic import SecretStr
 
-from edge_gateway.tokens import TokenError, issue_token, verify_token
-from vpp.config import Settings
+from core.config import Settings
+from core.device_tokens import TokenError, issue_token, verify_token
 
 SETTINGS = Settings()
 

@@ -13,10 +13,10 @@ from assets.generator import generate_fleet
 from assets.registry import Node, RegistryError
 from assets.service import AssetService
 from assets.sinks import persist_edges, publish_ancestries, write_navigation
+from core import history, kafka
+from core.config import Settings
+from core.topics import ASSETS_CHANGES
 from schemas import packaged_codec
-from vpp import history, kafka
-from vpp.config import Settings
-from vpp.topics import ASSETS_CHANGES
 
 pytestmark = pytest.mark.integration
 

@@ -21,11 +21,12 @@ import pytest
 import redis
 
 from bench.control import Harness, Run, Scenario
+from core.config import Settings
+from core.dispatch import submit
+from core.dispatch_spec import DispatchRejectedError, DispatchSpec
+from core.history import HistoryStore, connect
 from tests.conftest import local_settings
-from vpp.config import Settings
 from vpp.dataflows import settings_env
-from vpp.dispatch import DispatchRejectedError, DispatchSpec, submit
-from vpp.history import HistoryStore, connect
 from vpp.stack import running
 
 pytestmark = pytest.mark.integration

@@ -8,9 +8,9 @@ import pytest
 import redis
 from typer.testing import CliRunner
 
+from core.config import Settings
 from tests.conftest import free_port
 from vpp.cli import app
-from vpp.config import Settings
 
 pytestmark = pytest.mark.integration
 

@@ -15,10 +15,11 @@ from clickhouse_connect.driver.exceptions import DatabaseError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core import history
+from core.config import Settings
+from core.history import HistoryStore
+from core.rows import MembershipEdge, NodeWindow, SiteWindow
 from tests.conftest import free_port
-from vpp import history
-from vpp.config import Settings
-from vpp.history import HistoryStore, MembershipEdge, NodeWindow, SiteWindow
 from vpp.stack import probe_history
 
 pytestmark = pytest.mark.integration

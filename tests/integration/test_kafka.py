@@ -10,10 +10,10 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import ConfigResource
 
+from core import kafka
+from core.config import Settings
+from core.topics import ASSETS_CHANGES, TELEMETRY_RAW, TOPICS
 from schemas import DecodeError, DecodeErrorReason, packaged_codec
-from vpp import kafka
-from vpp.config import Settings
-from vpp.topics import ASSETS_CHANGES, TELEMETRY_RAW, TOPICS
 
 pytestmark = pytest.mark.integration
 

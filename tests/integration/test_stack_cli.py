@@ -12,12 +12,12 @@ import pytest
 import redis
 from confluent_kafka import Consumer, TopicPartition
 
+from core import kafka
+from core.config import Settings
+from core.topics import ASSETS_CHANGES
 from tests.conftest import free_port
-from vpp import kafka
-from vpp.config import Settings
 from vpp.processes import is_alive
 from vpp.stack import Stack
-from vpp.topics import ASSETS_CHANGES
 
 pytestmark = pytest.mark.integration
 

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
+from core.config import Settings
 from schemas import packaged_codec
 from tests.conftest import local_settings
 from tests.telemetry import flowrun
 from tests.telemetry.compare import check_all
 from tests.telemetry.scenario import Scenario, generate
-from vpp.config import Settings
 from vpp.stack import running
 
 pytestmark = pytest.mark.integration

@@ -2,7 +2,7 @@
 
 The invariants are the ones an operator relies on and a reviewer easily misses: every
 container has requests and limits, every long-running one has probes, the Kafka topics are
-exactly the catalogue of ``vpp.topics``, the Bytewax StatefulSets can form a cluster and
+exactly the catalogue of ``core.topics``, the Bytewax StatefulSets can form a cluster and
 recover, and only the gateway and the API are reachable from outside the namespace.
 """
 
@@ -17,6 +17,8 @@ import jsonschema
 import kubernetes_validate
 import pytest
 
+from core.config import Settings
+from core.topics import TELEMETRY_RAW, TOPICS
 from tests.k8s.manifests import (
     K8S,
     OVERLAYS,
@@ -33,8 +35,6 @@ from tests.k8s.manifests import (
     validate,
     workloads,
 )
-from vpp.config import Settings
-from vpp.topics import TELEMETRY_RAW, TOPICS
 
 # Pods published outside the namespace, and the container ports they publish.
 EXTERNAL = {"edge-gateway": {8765}, "api": {8000}}
@@ -173,7 +173,7 @@ def references(objects: tuple[Obj, ...]) -> set[tuple[str, str]]:
 
 
 def test_every_topic_has_a_kafka_topic(objects: tuple[Obj, ...], monkeypatch: pytest.MonkeyPatch) -> None:
-    """Names, compaction and configs from vpp.topics; sizes as the pods' settings say."""
+    """Names, compaction and configs from core.topics; sizes as the pods' settings say."""
     settings = settings_of(objects, monkeypatch)
     (kafka,) = of_kind(objects, "Kafka")
     by_name = {obj["spec"]["topicName"]: obj for obj in of_kind(objects, "KafkaTopic")}

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 
+from core.config import Settings
 from operators.shard import Shard
 from operators.telemetry_steps import Cadence, ShardLogic, shard_config
-from vpp.config import Settings
 
 
 def _logic(clock_lag_s: float | None) -> ShardLogic:

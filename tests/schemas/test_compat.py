@@ -12,10 +12,10 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.read import SchemaResolutionError
 from hypothesis import given, settings
 
+from core.topics import TOPICS
 from schemas.compat import check_backward
 from schemas.registry import all_schema_names, history_versions, load_schema
 from tests.schemas.avro_strategies import from_schema
-from vpp.topics import TOPICS
 
 HISTORY = [
     (name, version, schema) for name in all_schema_names() for version, schema in history_versions(name)

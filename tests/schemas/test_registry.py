@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from core.topics import VALUE_SCHEMAS
 from schemas.registry import (
     LocalSchemaRegistry,
     SchemaIdCollisionError,
@@ -88,8 +89,9 @@ def test_id_ignores_key_order_and_whitespace() -> None:
 
 
 def test_packaged_subjects_follow_topic_and_record_naming() -> None:
-    assert subjects_for("SiteTelemetry") == ["vpp.v1.SiteTelemetry", "telemetry.raw-value"]
-    registry = packaged_registry()
+    assert subjects_for("SiteTelemetry", VALUE_SCHEMAS) == ["vpp.v1.SiteTelemetry", "telemetry.raw-value"]
+    assert subjects_for("SiteTelemetry") == ["vpp.v1.SiteTelemetry"]
+    registry = packaged_registry(topic_values=VALUE_SCHEMAS)
     sid, schema = registry.latest("telemetry.raw-value")
     assert registry.latest("vpp.v1.SiteTelemetry") == (sid, schema) == (schema_id(schema), schema)
     assert schema == load_schema("SiteTelemetry")

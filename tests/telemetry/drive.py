@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from core.rows import NodeWindow, SiteWindow
 from operators.rollup import NodeGroup
 from operators.shard import Shard, ShardConfig, ShardOutput, bucket_of
 from operators.twin import Reading
 from tests.telemetry.scenario import Scenario
-from vpp.history import NodeWindow, SiteWindow
 
 
 @dataclass

@@ -13,15 +13,15 @@ from typing import Any
 import redis
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from core.config import Settings
+from core.history import connect
+from core.kafka import client_config
+from core.live import aggregate_hashes
+from core.topics import ASSETS_CHANGES, TELEMETRY_RAW
 from schemas import packaged_codec
 from tests.conftest import free_port
 from tests.telemetry.scenario import Scenario
-from vpp.config import Settings
 from vpp.dataflows import dataflow_argv, ensure_recovery, settings_env
-from vpp.history import connect
-from vpp.kafka import client_config
-from vpp.live import aggregate_hashes
-from vpp.topics import ASSETS_CHANGES, TELEMETRY_RAW
 
 
 def produce(settings: Settings, sc: Scenario, poison: Iterable[tuple[bytes | None, bytes]] = ()) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vpp.config import Settings
+from core.config import Settings
 
 
 def test_local_defaults_need_nothing(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,9 +16,10 @@ from datetime import UTC, datetime, timedelta
 import jwt
 import redis
 
-from vpp.config import Settings
+from core import keys
+from core.config import Settings
 
-REVOKED_KEY = "gateway:revoked"
+REVOKED_KEY = keys.REVOKED_TOKENS
 ALGORITHM = "HS256"
 AUDIENCE = "vpp-gateway"
 

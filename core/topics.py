@@ -56,3 +56,6 @@ TOPICS: tuple[TopicSpec, ...] = (
 )
 
 TOPICS_BY_NAME: dict[str, TopicSpec] = {spec.name: spec for spec in TOPICS}
+
+#: The record of each topic's values, by topic: what a schema registry registers under ``<topic>-value``.
+VALUE_SCHEMAS: dict[str, str] = {spec.name: spec.value_schema for spec in TOPICS}

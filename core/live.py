@@ -6,9 +6,8 @@ from dataclasses import dataclass
 
 import redis
 
+from core import keys
 from schemas.times import from_epoch_ms
-
-NAVIGATION_SUFFIXES = (":children", ":parents", ":sites")
 
 
 @dataclass(frozen=True)
@@ -34,10 +33,11 @@ def text(value: bytes | str) -> str:
 def aggregate_hashes(client: redis.Redis) -> dict[str, dict[str, str]]:
     """Every ``node:{id}`` aggregate hash, by node id (the navigation sets beside them left out)."""
     hashes = {}
-    for key in client.scan_iter("node:*", count=1000):
+    for key in client.scan_iter(f"{keys.NODE_PREFIX}*", count=1000):
         name = text(key)
-        if not name.endswith(NAVIGATION_SUFFIXES):
-            hashes[name.removeprefix("node:")] = {text(k): text(v) for k, v in client.hgetall(name).items()}
+        if not name.endswith(keys.NAVIGATION_SUFFIXES):
+            fields = client.hgetall(name).items()
+            hashes[name.removeprefix(keys.NODE_PREFIX)] = {text(k): text(v) for k, v in fields}
     return hashes
 
 

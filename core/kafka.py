@@ -1,6 +1,6 @@
 """Kafka clients configured from settings, and topic provisioning.
 
-Topics come from the catalogue in :mod:`vpp.topics`; partition counts from
+Topics come from the catalogue in :mod:`core.topics`; partition counts from
 ``VPP_DEFAULT_PARTITIONS`` / ``VPP_TOPIC_PARTITIONS``. Provisioning is
 idempotent: an existing topic is left as it is (and reported), so ``vpp stack
 up`` can run against a cluster that is already provisioned.
@@ -14,8 +14,8 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from vpp.config import Settings
-from vpp.topics import TOPICS, TopicSpec
+from core.config import Settings
+from core.topics import TOPICS, TopicSpec
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,98 @@
+"""The rows of the history tables: frozen dataclasses whose field names are the columns.
+
+Pure data with no client attached, so the decision logic that produces rows
+(twin windows, rollups, the dispatch journal) imports them without loading
+clickhouse-connect; :mod:`core.history` inserts and reads them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class SiteWindow:
+    """One site over one window (a minute, or an hour/day rollup); powers in kW."""
+
+    site_id: str
+    start: datetime
+    battery_kw_mean: float
+    battery_kw_min: float
+    battery_kw_max: float
+    solar_kw_mean: float
+    load_kw_mean: float
+    grid_kw_mean: float
+    soc_pct_last: float
+    energy_available_kwh_last: float
+    samples: int
+    coverage: float
+    version: int
+
+
+@dataclass(frozen=True)
+class NodeWindow:
+    """One node's aggregate over one window; powers are the node's summed kW."""
+
+    node_id: str
+    hierarchy: str
+    start: datetime
+    battery_kw: float
+    battery_kw_min: float
+    battery_kw_max: float
+    solar_kw: float
+    load_kw: float
+    grid_kw: float
+    energy_available_kwh: float
+    charge_headroom_kwh: float
+    expected_sites: int
+    reporting_sites: int
+    coverage: float
+    version: int
+
+
+@dataclass(frozen=True)
+class MembershipEdge:
+    """One effective-dated edge of a hierarchy; ``valid_to`` None means still valid."""
+
+    child_id: str
+    child_kind: str
+    parent_id: str
+    hierarchy: str
+    valid_from: datetime
+    valid_to: datetime | None
+    change_id: str
+    recorded_at: datetime
+
+
+@dataclass(frozen=True)
+class DispatchLogEntry:
+    """One status of a dispatch, as published on dispatch.status."""
+
+    dispatch_id: str
+    event_time: datetime
+    state: str
+    node_id: str | None
+    target_kw: float
+    measured_kw: float
+    error_kw: float
+    shortfall_kw: float
+    sites_total: int
+    sites_acked: int
+    sites_pending: int
+    sites_rejected: int
+
+
+@dataclass(frozen=True)
+class CommandLogEntry:
+    """One command to a site and what became of it."""
+
+    command_id: str
+    dispatch_id: str
+    site_id: str
+    setpoint_kw: float
+    valid_from: datetime
+    valid_until: datetime
+    attempt: int
+    status: str
+    event_time: datetime
