@@ -15,6 +15,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.plausibility import Rules
+
 
 class Settings(BaseSettings):
     """Every setting of the platform; each field is ``VPP_<FIELD>`` in the environment."""
@@ -190,6 +192,33 @@ class Settings(BaseSettings):
     simulator_speed: float = Field(
         default=1.0, gt=0, description="How many times faster than the wall clock simulated time runs."
     )
+
+    plausible_max_site_kw: float = Field(
+        default=100.0, gt=0,
+        description="No power field of a home site's reading may exceed this, registered or not "
+        "(VPP_PLAUSIBLE_MAX_SITE_KW).",
+    )
+    plausible_rating_margin: float = Field(
+        default=1.25, ge=1.0,
+        description="Battery power may exceed the site's registered rating by this factor "
+        "(VPP_PLAUSIBLE_RATING_MARGIN).",
+    )
+    plausible_max_ahead_s: float = Field(
+        default=10.0, gt=0,
+        description="A device's event time may be at most this far ahead of the checker's clock "
+        "(clock skew); an accelerated simulation needs more (VPP_PLAUSIBLE_MAX_AHEAD_S).",
+    )
+    plausible_max_behind_h: float = Field(
+        default=168.0, gt=0,
+        description="A device's event time may be at most this old: the store-and-forward horizon "
+        "(VPP_PLAUSIBLE_MAX_BEHIND_H).",
+    )
+
+    def plausibility(self) -> Rules:
+        """The bounds every boundary checks device records against (core.plausibility)."""
+        return Rules(max_site_kw=self.plausible_max_site_kw, rating_margin=self.plausible_rating_margin,
+                     max_ahead_ms=round(self.plausible_max_ahead_s * 1000),
+                     max_behind_ms=round(self.plausible_max_behind_h * 3_600_000))
 
     @property
     def kafka(self) -> str:
