@@ -7,7 +7,7 @@ is one ``client.insert`` per batch.
 
 Replays are harmless by design: the minute tables are ReplacingMergeTree keyed
 by id and minute and read with ``FINAL``; the hour and day rollups are
-recomputed from them for the periods a batch touched
+recomputed from them for the ids and periods a batch touched
 (:meth:`HistoryStore.refresh_rollups`), so a replayed window replaces its
 rollup rather than adding to it.
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Collection
 from dataclasses import astuple, fields
 from datetime import UTC, datetime, timedelta
 from importlib import resources
@@ -131,14 +132,16 @@ class HistoryStore:
         names = ["minute" if f.name == "start" else f.name for f in fields(SiteWindow)]
         self._insert("site_minute", rows, names)
         if rows:
-            self.refresh_rollups("site", min(r.start for r in rows), max(r.start for r in rows))
+            self.refresh_rollups("site", min(r.start for r in rows), max(r.start for r in rows),
+                                 {r.site_id for r in rows})
 
     def insert_node_minutes(self, rows: list[NodeWindow]) -> None:
         """Insert node minute windows and refresh the hour/day rollups they touch."""
         names = ["minute" if f.name == "start" else f.name for f in fields(NodeWindow)]
         self._insert("node_minute", rows, names)
         if rows:
-            self.refresh_rollups("node", min(r.start for r in rows), max(r.start for r in rows))
+            self.refresh_rollups("node", min(r.start for r in rows), max(r.start for r in rows),
+                                 {r.node_id for r in rows})
 
     def insert_membership(self, rows: list[MembershipEdge]) -> None:
         """Record effective-dated hierarchy edges."""
@@ -152,13 +155,19 @@ class HistoryStore:
         """Journal commands and their outcomes."""
         self._insert("command_log", rows)
 
-    def refresh_rollups(self, kind: Literal["site", "node"], first: datetime, last: datetime) -> None:
-        """Recompute the hour and day rows covering [first, last] from the minute rows.
+    def refresh_rollups(self, kind: Literal["site", "node"], first: datetime, last: datetime,
+                        ids: Collection[str] | None = None) -> None:
+        """Recompute the hour and day rows of ``ids`` covering [first, last] from the minute rows.
 
+        Only the ids a batch touched are recomputed, so a flush costs O(batch), not
+        O(fleet): the rollups of an id change only when its minutes do. ``ids``
+        None recomputes every id in the range (a repair after a manual edit).
         The new rows carry a higher version than any before, so they replace
         earlier rollups of the same periods: replaying a minute batch and
         refreshing again gives the same rollups, never doubled ones.
         """
+        if ids is not None and not ids:
+            return
         version = time.time_ns()
         values = _SITE_VALUES if kind == "site" else _NODE_VALUES
         key = f"{kind}_id"
@@ -166,6 +175,8 @@ class HistoryStore:
         day_to = last.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
         hour_from = first.replace(minute=0, second=0, microsecond=0)
         hour_to = last.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+        parameters: dict[str, Any] = {"ids": sorted(ids)} if ids is not None else {}
+        only_ids = f"{key} IN %(ids)s AND " if ids is not None else ""
         for target, source, time_col, bucket, lo, hi in (
             ("hour", "minute", "minute", "toStartOfHour", hour_from, hour_to),
             ("day", "hour", "period", "toStartOfDay", day_from, day_to),
@@ -176,10 +187,11 @@ class HistoryStore:
                 + ("count() AS minutes, " if kind == "node" and target == "hour" else "")
                 + ("sum(minutes) AS minutes, " if kind == "node" and target == "day" else "")
                 + f"{version} AS version FROM {self.db}.{kind}_{source} FINAL "
-                f"WHERE {time_col} >= %(lo)s AND {time_col} < %(hi)s GROUP BY {key}, {bucket}({time_col}) "
+                f"WHERE {only_ids}{time_col} >= %(lo)s AND {time_col} < %(hi)s "
+                f"GROUP BY {key}, {bucket}({time_col}) "
                 # Aliases reuse the column names; aggregate over the columns, not the aliases.
                 "SETTINGS prefer_column_name_to_alias = 1",
-                parameters={"lo": lo, "hi": hi},
+                parameters={**parameters, "lo": lo, "hi": hi},
             )
 
     def site_history(self, site_id: str, start: datetime, end: datetime,

@@ -18,7 +18,8 @@ from api import cli as api_cli
 from core.config import Settings
 from edge_gateway import cli as edge_cli
 from vpp import dispatch_cli
-from vpp.stack import PartState, PartStatus, Stack, StackError, UpResult
+from vpp.stack import Stack, UpResult
+from vpp.supervisor import PartState, PartStatus, StackError
 
 if TYPE_CHECKING:
     from assets.loader import LoadReport
@@ -224,7 +225,8 @@ def fleet_generate(
 
 @app.command("bench")
 def bench(
-    name: str = typer.Argument(help="Which benchmark: allocation, api, assets, control, gateway, telemetry"),
+    name: str = typer.Argument(
+        help="Which benchmark: allocation, api, assets, control, gateway, rollups, telemetry"),
     quick: bool = typer.Option(False, "--quick", help="A smaller run that finishes in under a minute."),
 ) -> None:
     """Run one benchmark, print its figures and write bench/results/NAME.json."""
@@ -233,11 +235,12 @@ def bench(
     from bench import assets as assets_bench
     from bench import control as control_bench
     from bench import gateway as gateway_bench
+    from bench import rollups as rollups_bench
     from bench import telemetry as telemetry_bench
     from bench.results import write_result
 
     benchmarks = {"allocation": allocation_bench.run, "api": api_bench.run, "assets": assets_bench.run,
-                  "control": control_bench.run, "gateway": gateway_bench.run,
+                  "control": control_bench.run, "gateway": gateway_bench.run, "rollups": rollups_bench.run,
                   "telemetry": telemetry_bench.run}
     if name not in benchmarks:
         known = ", ".join(sorted(benchmarks))

@@ -17,59 +17,17 @@ from __future__ import annotations
 import os
 import socket
 import sys
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 
 import redis
 
 from core import history, kafka
 from core.config import Settings
-from vpp.processes import PidFiles, ProcessRecord, is_alive, log_tail, spawn, stop
-
-
-class StackError(RuntimeError):
-    """A part could not start or be reached; the message says what to do next."""
-
-
-class PartState(StrEnum):
-    """Where a part stands after ``up`` or in ``status``."""
-
-    STARTED = "started"
-    ALREADY_RUNNING = "already running"
-    EXTERNAL = "external"
-    RUNNING = "running"
-    UNHEALTHY = "unhealthy"
-    STOPPED = "stopped"
-
-
-@dataclass(frozen=True)
-class Part:
-    """One runtime part: how to start it locally and how to tell it is healthy."""
-
-    name: str
-    title: str
-    address: str
-    port: int
-    port_setting: str
-    external: bool
-    argv: Callable[[], list[str]]
-    probe: Callable[[], bool]
-
-
-@dataclass(frozen=True)
-class PartStatus:
-    """A part's state, address and pid (None when not ours or not running)."""
-
-    name: str
-    title: str
-    address: str
-    state: PartState
-    pid: int | None = None
+from vpp.supervisor import Managed, PartState, PartStatus, Progress, StackError, Supervisor, no_progress
 
 
 @dataclass
@@ -85,13 +43,6 @@ class UpResult:
         """True if every local part was already up before this call."""
         local = [p for p in self.parts if p.state != PartState.EXTERNAL]
         return bool(local) and all(p.state == PartState.ALREADY_RUNNING for p in local)
-
-
-Progress = Callable[[str], None]
-
-
-def _no_progress(_: str) -> None:
-    """Default progress callback: say nothing."""
 
 
 def _broker_binary() -> str:
@@ -180,97 +131,79 @@ class Stack:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.data_dir = settings.data_dir.resolve()
-        self.pids = PidFiles(self.data_dir / "run")
+        self.supervisor = Supervisor(self.data_dir, settings.startup_timeout_s)
+        self.pids = self.supervisor.pids
 
-    def parts(self) -> list[Part]:
+    def parts(self) -> list[Managed]:
         """The broker, Redis and history server, in start order."""
         s = self.settings
         host = s.host
         return [
-            Part(
+            Managed(
                 name="broker",
                 title="Kafka (Tansu, memory only)",
                 address=s.kafka,
-                port=s.kafka_port,
-                port_setting="VPP_KAFKA_PORT",
                 external=s.kafka_bootstrap is not None,
                 argv=lambda: [
-                    _broker_binary(),
-                    "broker",
-                    "--listener-url",
-                    f"tcp://{host}:{s.kafka_port}",
-                    "--advertised-listener-url",
-                    f"tcp://{host}:{s.kafka_port}",
-                    "--storage-engine",
-                    "memory://tansu/",
+                    _broker_binary(), "broker",
+                    "--listener-url", f"tcp://{host}:{s.kafka_port}",
+                    "--advertised-listener-url", f"tcp://{host}:{s.kafka_port}",
+                    "--storage-engine", "memory://tansu/",
                 ],
-                probe=lambda: _probe_broker(s),
+                ready=lambda: _probe_broker(s),
+                port_busy=lambda: self._port_busy(s.kafka_port, "Kafka", "VPP_KAFKA_PORT"),
+                must_answer_when_running=True,
             ),
-            Part(
+            Managed(
                 name="redis",
                 title="Redis",
                 address=s.redis,
-                port=s.redis_port,
-                port_setting="VPP_REDIS_PORT",
                 external=s.redis_url is not None,
                 argv=lambda: [
-                    _redis_binary(),
-                    "--bind",
-                    host,
-                    "--port",
-                    str(s.redis_port),
-                    "--dir",
-                    str(self._part_dir("redis")),
-                    "--save",
-                    "60 1000",
-                    "--appendonly",
-                    "no",
-                    "--protected-mode",
-                    "no",
+                    _redis_binary(), "--bind", host, "--port", str(s.redis_port),
+                    "--dir", str(self._part_dir("redis")), "--save", "60 1000", "--appendonly", "no",
+                    "--protected-mode", "no",
                 ],
-                probe=lambda: _probe_redis(s),
+                ready=lambda: _probe_redis(s),
+                port_busy=lambda: self._port_busy(s.redis_port, "Redis", "VPP_REDIS_PORT"),
+                must_answer_when_running=True,
             ),
-            Part(
+            Managed(
                 name="history",
                 title="History (chDB, ClickHouse HTTP)",
                 address=s.clickhouse,
-                port=s.clickhouse_port,
-                port_setting="VPP_CLICKHOUSE_PORT",
                 external=s.clickhouse_url is not None,
                 argv=lambda: [
-                    sys.executable,
-                    "-m",
-                    "vpp.history_server",
-                    "--data-dir",
-                    str(self._part_dir("history")),
-                    "--host",
-                    host,
-                    "--port",
-                    str(s.clickhouse_port),
+                    sys.executable, "-m", "vpp.history_server", "--data-dir", str(self._part_dir("history")),
+                    "--host", host, "--port", str(s.clickhouse_port),
                 ],
-                probe=lambda: probe_history(s),
+                ready=lambda: probe_history(s),
+                port_busy=lambda: self._port_busy(s.clickhouse_port, "the history server",
+                                                  "VPP_CLICKHOUSE_PORT"),
+                must_answer_when_running=True,
             ),
         ]
+
+    def _port_busy(self, port: int, title: str, setting: str) -> str | None:
+        if port_is_free(self.settings.host, port):
+            return None
+        return (f"port {port} on {self.settings.host} is busy, so {title} cannot start: "
+                f"stop whatever listens there, or choose another port with {setting}=<port>")
 
     def _part_dir(self, name: str) -> Path:
         path = self.data_dir / name
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def _log_path(self, name: str) -> Path:
-        return self.data_dir / "logs" / f"{name}.log"
-
-    def up(self, progress: Progress = _no_progress) -> UpResult:
+    def up(self, progress: Progress = no_progress) -> UpResult:
         """Start what is not running, wait for health, then provision topics and tables.
 
         If anything fails, the parts this call started are stopped again, so a
         failed ``up`` leaves nothing half-running.
         """
         result = UpResult()
-        started: list[ProcessRecord] = []
-        try:
-            for part in self.parts():
-                result.parts.append(self._start_part(part, started, progress))
+
+        def provision() -> None:
             progress("creating topics")
             result.topics = kafka.ensure_topics(self.settings)
             progress("applying the history DDL")
@@ -279,83 +212,17 @@ class Stack:
                 result.tables = history.apply_ddl(client)
             finally:
                 client.close()
-        except BaseException:
-            for record in reversed(started):
-                stop(record)
-                self.pids.remove(record.name)
-            raise
+
+        result.parts = self.supervisor.up(self.parts(), progress, then=provision)
         return result
-
-    def _start_part(self, part: Part, started: list[ProcessRecord], progress: Progress) -> PartStatus:
-        if part.external:
-            progress(f"checking {part.title} at {part.address}")
-            self._wait_healthy(part, proc_record=None)
-            return PartStatus(part.name, part.title, part.address, PartState.EXTERNAL)
-        running = self.pids.running(part.name)
-        if running is not None:
-            if not part.probe():
-                raise StackError(
-                    f"{part.title} (pid {running.pid}) is running but not answering at {part.address}; "
-                    f"see {running.log}, then `vpp stack down` and `vpp stack up`"
-                )
-            return PartStatus(part.name, part.title, part.address, PartState.ALREADY_RUNNING, running.pid)
-        if not port_is_free(self.settings.host, part.port):
-            raise StackError(
-                f"port {part.port} on {self.settings.host} is busy, so {part.title} cannot start: "
-                f"stop whatever listens there, or choose another port with {part.port_setting}=<port>"
-            )
-        progress(f"starting {part.title} on {part.address}")
-        _, record = spawn(part.name, part.argv(), part.address, self._log_path(part.name))
-        started.append(record)
-        self.pids.write(record)
-        self._wait_healthy(part, proc_record=record)
-        return PartStatus(part.name, part.title, part.address, PartState.STARTED, record.pid)
-
-    def _wait_healthy(self, part: Part, proc_record: ProcessRecord | None) -> None:
-        deadline = time.monotonic() + self.settings.startup_timeout_s
-        while time.monotonic() < deadline:
-            if part.probe():
-                return
-            if proc_record is not None and not is_alive(proc_record):
-                raise StackError(
-                    f"{part.title} exited while starting; its log ({proc_record.log}) ends with:\n"
-                    f"{log_tail(Path(proc_record.log))}"
-                )
-            time.sleep(0.05)
-        where = f"; see {proc_record.log}" if proc_record else ""
-        raise StackError(
-            f"{part.title} did not become healthy at {part.address} within "
-            f"{self.settings.startup_timeout_s:.0f} s{where}"
-        )
 
     def status(self) -> list[PartStatus]:
         """Each part's state right now."""
-        statuses = []
-        for part in self.parts():
-            if part.external:
-                state = PartState.EXTERNAL if part.probe() else PartState.UNHEALTHY
-                statuses.append(PartStatus(part.name, part.title, part.address, state))
-                continue
-            record = self.pids.running(part.name)
-            if record is None:
-                statuses.append(PartStatus(part.name, part.title, part.address, PartState.STOPPED))
-                continue
-            state = PartState.RUNNING if part.probe() else PartState.UNHEALTHY
-            statuses.append(PartStatus(part.name, part.title, part.address, state, record.pid))
-        return statuses
+        return self.supervisor.status(self.parts())
 
-    def down(self, progress: Progress = _no_progress) -> list[PartStatus]:
+    def down(self, progress: Progress = no_progress) -> list[PartStatus]:
         """Stop every local part (in reverse start order); return what was stopped."""
-        stopped = []
-        for part in reversed(self.parts()):
-            record = self.pids.running(part.name)
-            if record is None:
-                continue
-            progress(f"stopping {part.title} (pid {record.pid})")
-            stop(record)
-            self.pids.remove(part.name)
-            stopped.append(PartStatus(part.name, part.title, part.address, PartState.STOPPED, record.pid))
-        return stopped
+        return self.supervisor.down(self.parts(), progress)
 
 
 @contextmanager

@@ -22,7 +22,7 @@ PARTITION BY toYYYYMM(minute)
 ORDER BY (site_id, minute);
 
 -- Hour and day rollups: ReplacingMergeTree rows that the history store
--- recomputes from site_minute FINAL for every hour/day a minute batch touched
+-- recomputes from site_minute FINAL for the sites and hours/days a minute batch touched
 -- (an idempotent INSERT ... SELECT), so replays never double count, which a
 -- summing materialized view would. `period` is the hour or the day start.
 CREATE TABLE IF NOT EXISTS vpp.site_hour

@@ -80,6 +80,20 @@ def test_replayed_minutes_replace_and_rollups_do_not_double(store: HistoryStore)
     assert [r.samples for r in after] == [3600, 3600, 600]
 
 
+def test_a_batch_refreshes_only_the_rollups_of_its_own_ids(store: HistoryStore) -> None:
+    quiet, busy = (f"site-{uuid.uuid4().hex[:8]}" for _ in range(2))
+    store.insert_site_minutes([_site_minute(quiet, 0, 1.0)])
+
+    def hour_versions(site: str) -> list[int]:
+        return [row[0] for row in store.client.query(
+            "SELECT version FROM vpp.site_hour WHERE site_id = %(s)s", parameters={"s": site}).result_rows]
+
+    quiet_before = hour_versions(quiet)
+    store.insert_site_minutes([_site_minute(busy, 1, 2.0)])  # same hour, another site
+    assert hour_versions(quiet) == quiet_before  # not recomputed: the batch did not touch it
+    assert store.site_history(busy, T0, T0 + timedelta(hours=1), "hour")[0].samples == 60
+
+
 @settings(max_examples=15, deadline=None)
 @given(
     st.lists(

