@@ -9,44 +9,77 @@ the telemetry flow); every setting comes from ``VPP_*`` (see
       -> dispatches: one Dispatch per key     (reads the live twin in Redis;
                                                commands -> commands.site, statuses -> dispatch.status,
                                                Redis dispatch:{id}, ClickHouse dispatch_log / command_log)
+
+:func:`build_flow` takes the source and sinks as arguments, so tests run the same
+wiring in-process on Bytewax's ``TestingSource`` and ``TestingSink``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import bytewax.operators as op
+from bytewax.connectors.kafka import KafkaSink
 from bytewax.dataflow import Dataflow
+from bytewax.inputs import Source
+from bytewax.outputs import Sink
 
 from core.config import Settings
 from core.topics import COMMANDS_ACKS, DISPATCH_REQUESTS
 from dataflows.outputs import kafka_output, keyed_values_of, values_of
 from operators.control_steps import ControlLogic, decode_control
 from operators.dispatch import Ack, Request
-from operators.kafka_batches import BatchedKafkaSource
-from operators.records import DLQ_KEY
-from operators.sinks import DispatchStatusSink, HistorySink
+from operators.kafka_batches import BatchedKafkaSource, Polled
+from operators.records import DLQ_KEY, KafkaOut
+from operators.sinks import DispatchStatusSink, HistoryRow, HistorySink, StatusWrite
 
 
-def build_flow(settings: Settings) -> Dataflow:
-    """The control dataflow wired to the parts ``settings`` names."""
+@dataclass(frozen=True)
+class ControlSinks:
+    """Where the flow's results go: Kafka records, Redis status writes, ClickHouse journal rows."""
+
+    kafka: Sink[KafkaOut]
+    redis: Sink[StatusWrite]
+    history: Sink[tuple[str, HistoryRow]]
+
+    @classmethod
+    def of(cls, settings: Settings) -> ControlSinks:
+        """The real sinks of the parts ``settings`` names."""
+        return cls(KafkaSink([settings.kafka], topic=None), DispatchStatusSink(settings.redis),
+                   HistorySink(settings, partitions=1, flush_rows=5_000))
+
+
+def kafka_source(settings: Settings) -> BatchedKafkaSource:
+    """The flow's real input; a short fetch wait, so a request does not sit in the broker for
+    librdkafka's default 500 ms."""
+    return BatchedKafkaSource([settings.kafka], [DISPATCH_REQUESTS, COMMANDS_ACKS],
+                              tail=settings.dataflow_tail, batch_size=settings.kafka_batch_size,
+                              extra={"fetch.wait.max.ms": 20})
+
+
+def build_flow(settings: Settings, source: Source[Polled] | None = None,
+               sinks: ControlSinks | None = None) -> Dataflow:
+    """The control dataflow; the real Kafka source and sinks unless others are given."""
     flow = Dataflow("control")
-    brokers = [settings.kafka]
-    # A short fetch wait: a request should not sit in the broker for librdkafka's default 500 ms.
-    source = BatchedKafkaSource(brokers, [DISPATCH_REQUESTS, COMMANDS_ACKS], tail=settings.dataflow_tail,
-                                batch_size=settings.kafka_batch_size, extra={"fetch.wait.max.ms": 20})
-    decoded = op.flat_map_batch("decode", op.input("kafka-in", flow, source), decode_control)
+    sinks = sinks or ControlSinks.of(settings)
+    decoded = op.flat_map_batch("decode", op.input("kafka-in", flow, source or kafka_source(settings)),
+                                decode_control)
     dead = op.branch("dead-letters", decoded, lambda item: item[0] == DLQ_KEY)
     events = op.filter_map("events", dead.falses,
                            lambda item: item if isinstance(item[1], Request | Ack) else None)
     results = op.stateful_batch("dispatches", events, ControlLogic.builder(settings))
 
-    kafka_output(dead.trues, results, brokers)
-    op.output("redis", op.filter_map("status-writes", results, partial(values_of, "redis")),
-              DispatchStatusSink(settings.redis))
+    kafka_output(dead.trues, results, sinks.kafka)
+    op.output("redis", op.filter_map("status-writes", results, partial(values_of, "redis")), sinks.redis)
     op.output("clickhouse", op.filter_map("journal-rows", results, partial(keyed_values_of, "history")),
-              HistorySink(settings, partitions=1, flush_rows=5_000))
+              sinks.history)
     return flow
 
 
-flow = build_flow(Settings())
+def __getattr__(name: str) -> Any:
+    """``flow`` for ``python -m bytewax.run dataflows.control:flow``, built from the environment when read."""
+    if name == "flow":
+        return build_flow(Settings())
+    raise AttributeError(name)

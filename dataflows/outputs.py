@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import bytewax.operators as op
-from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage
+from bytewax.connectors.kafka import KafkaSinkMessage
 from bytewax.dataflow import Stream
+from bytewax.outputs import Sink
 
 from operators.emitted import Emitted
 
@@ -23,7 +24,7 @@ def keyed_values_of(kind: str, item: tuple[str, Emitted]) -> tuple[str, Any] | N
 
 
 def kafka_output(dead_letters: Stream[tuple[str, Any]], results: Stream[tuple[str, Emitted]],
-                 brokers: list[str]) -> None:
+                 sink: Sink[KafkaSinkMessage[Any, Any]]) -> None:
     """Dead letters and the results tagged "kafka" to Kafka; every message names its own topic."""
     out = op.merge(
         "kafka-out",
@@ -31,4 +32,4 @@ def kafka_output(dead_letters: Stream[tuple[str, Any]], results: Stream[tuple[st
                       lambda item: item[1] if isinstance(item[1], KafkaSinkMessage) else None),
         op.filter_map("kafka-records", results, lambda item: values_of("kafka", item)),
     )
-    op.output("kafka", out, KafkaSink(brokers, topic=None))
+    op.output("kafka", out, sink)

@@ -10,31 +10,59 @@ from ``VPP_*`` (see :class:`core.config.Settings`).
                                                  closed minutes -> ClickHouse site_minute)
       -> nodes: one NodeGroup per key           (aggregates -> Redis node:{id} and aggregates.live,
                                                  node minutes -> ClickHouse node_minute)
+
+:func:`build_flow` takes the source and sinks as arguments, so tests run the same
+wiring in-process on Bytewax's ``TestingSource`` and ``TestingSink``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import bytewax.operators as op
+from bytewax.connectors.kafka import KafkaSink
 from bytewax.dataflow import Dataflow
+from bytewax.inputs import Source
+from bytewax.outputs import Sink
 
 from core.config import Settings
 from core.topics import ASSETS_CHANGES, TELEMETRY_RAW
 from dataflows.outputs import kafka_output, keyed_values_of, values_of
-from operators.kafka_batches import BatchedKafkaSource
-from operators.records import DLQ_KEY, ShardBatch, route
-from operators.sinks import HistorySink, RedisTwinSink
+from operators.kafka_batches import BatchedKafkaSource, Polled
+from operators.records import DLQ_KEY, KafkaOut, ShardBatch, route
+from operators.sinks import HistoryRow, HistorySink, RedisTwinSink, TwinWrite
 from operators.telemetry_steps import NodeGroupLogic, ShardLogic
 
 
-def build_flow(settings: Settings) -> Dataflow:
-    """The telemetry dataflow wired to the parts ``settings`` names."""
+@dataclass(frozen=True)
+class TelemetrySinks:
+    """Where the flow's results go: Kafka records, Redis twin writes, ClickHouse minute rows."""
+
+    kafka: Sink[KafkaOut]
+    redis: Sink[TwinWrite]
+    history: Sink[tuple[str, HistoryRow]]
+
+    @classmethod
+    def of(cls, settings: Settings) -> TelemetrySinks:
+        """The real sinks of the parts ``settings`` names."""
+        return cls(KafkaSink([settings.kafka], topic=None), RedisTwinSink(settings.redis),
+                   HistorySink(settings))
+
+
+def kafka_source(settings: Settings) -> BatchedKafkaSource:
+    """The flow's real input: both topics, offsets in the recovery store."""
+    return BatchedKafkaSource([settings.kafka], [TELEMETRY_RAW, ASSETS_CHANGES], tail=settings.dataflow_tail,
+                              batch_size=settings.kafka_batch_size)
+
+
+def build_flow(settings: Settings, source: Source[Polled] | None = None,
+               sinks: TelemetrySinks | None = None) -> Dataflow:
+    """The telemetry dataflow; the real Kafka source and sinks unless others are given."""
     flow = Dataflow("telemetry")
-    brokers = [settings.kafka]
-    source = BatchedKafkaSource(brokers, [TELEMETRY_RAW, ASSETS_CHANGES], tail=settings.dataflow_tail,
-                                batch_size=settings.kafka_batch_size)
-    messages = op.input("kafka-in", flow, source)
+    sinks = sinks or TelemetrySinks.of(settings)
+    messages = op.input("kafka-in", flow, source or kafka_source(settings))
     routed = op.flat_map_batch("decode", messages, partial(route, shards=settings.telemetry_shards))
     dead = op.branch("dead-letters", routed, lambda item: item[0] == DLQ_KEY)
 
@@ -45,14 +73,18 @@ def build_flow(settings: Settings) -> Dataflow:
     nodes = op.stateful_batch("nodes", node_input, NodeGroupLogic.builder(settings))
     results = op.merge("results", sites, nodes)
 
-    kafka_output(dead.trues, results, brokers)
+    kafka_output(dead.trues, results, sinks.kafka)
 
     redis_out = op.filter_map("redis-writes", results, partial(values_of, "redis"))
-    op.output("redis", redis_out, RedisTwinSink(settings.redis))
+    op.output("redis", redis_out, sinks.redis)
 
     history_out = op.filter_map("history-rows", results, partial(keyed_values_of, "history"))
-    op.output("clickhouse", history_out, HistorySink(settings))
+    op.output("clickhouse", history_out, sinks.history)
     return flow
 
 
-flow = build_flow(Settings())
+def __getattr__(name: str) -> Any:
+    """``flow`` for ``bytewax.run dataflows.telemetry:flow``, built from the environment when read."""
+    if name == "flow":
+        return build_flow(Settings())
+    raise AttributeError(name)
