@@ -7,11 +7,12 @@ its brute-force answer live in :mod:`tests.telemetry.scenario`.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
 import signal
-import time
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from core.config import Settings
+from core.waiting import wait_until
 from schemas import packaged_codec
 from tests.conftest import local_settings
 from tests.telemetry import flowrun
@@ -66,6 +68,15 @@ def _poison(sc: Scenario, n: int, seed: int = 1) -> list[tuple[bytes | None, byt
 
 
 Rows = dict[tuple[str, int], dict[str, object]]
+
+
+def _snapshots(recovery: Path) -> int:
+    """State snapshots in a recovery store so far (readable while the dataflow writes them)."""
+    total = 0
+    for part in recovery.glob("part-*.sqlite3"):
+        with contextlib.closing(sqlite3.connect(f"file:{part}?mode=ro", uri=True, timeout=5)) as db:
+            total += int(db.execute("SELECT count(*) FROM snaps").fetchone()[0])
+    return total
 
 
 def _results(settings: Settings) -> tuple[dict[str, dict[str, object]], Rows, Rows]:
@@ -118,13 +129,12 @@ def test_killed_and_restarted_with_two_workers_it_writes_what_an_uninterrupted_r
         recovery = tmp_path / "recovery-b"
         # Slow the first attempt down (tiny polls) so it is surely killed mid-stream.
         process = flowrun.start(settings, recovery=recovery, VPP_KAFKA_BATCH_SIZE="5")
-        started = time.monotonic()
-        deadline = started + 120
-        while not flowrun.minute_rows(settings, "site_minute", "site_id") and time.monotonic() < deadline:
-            time.sleep(0.1)
-        while time.monotonic() < started + 2.5:  # past a couple of snapshots (one a second)
-            time.sleep(0.1)
-        assert process.poll() is None, "the dataflow finished before it could be killed"
+        # Kill it once it wrote minutes and took a snapshot after them: mid-stream, with something to resume.
+        assert wait_until(lambda: bool(flowrun.minute_rows(settings, "site_minute", "site_id"))
+                          and _snapshots(recovery) >= 2, timeout_s=180, interval_s=0.1)
+        assert process.poll() is None, (
+            "the dataflow ended before it could be killed: "
+            + (process.communicate()[0] or b"").decode(errors="replace")[-2000:])
         os.kill(process.pid, signal.SIGKILL)
         process.wait()
         partial = flowrun.minute_rows(settings, "site_minute", "site_id")
