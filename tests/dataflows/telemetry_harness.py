@@ -86,21 +86,19 @@ class Captured:
 
     def nodes(self) -> dict[str, dict[str, Any]]:
         """The ``node:{id}`` hashes as Redis would hold them (newest version wins)."""
-        newest: dict[str, TwinWrite] = {}
-        for write in self.redis:
-            if write.key.startswith("node:") and (write.key not in newest
-                                                  or write.version >= newest[write.key].version):
-                newest[write.key] = write
-        return {key.removeprefix("node:"): w.fields for key, w in newest.items()}
+        return self._hashes("node:")
 
     def sites(self) -> dict[str, dict[str, Any]]:
         """The ``site:{id}`` hashes as Redis would hold them."""
+        return self._hashes("site:")
+
+    def _hashes(self, prefix: str) -> dict[str, dict[str, Any]]:
         newest: dict[str, TwinWrite] = {}
         for write in self.redis:
-            if write.key.startswith("site:") and (write.key not in newest
-                                                  or write.version >= newest[write.key].version):
+            if write.key.startswith(prefix) and (write.key not in newest
+                                                 or write.version >= newest[write.key].version):
                 newest[write.key] = write
-        return {key.removeprefix("site:"): w.fields for key, w in newest.items()}
+        return {key.removeprefix(prefix): w.fields for key, w in newest.items()}
 
     def minutes(self) -> tuple[dict[tuple[str, int], SiteWindow], dict[tuple[str, int], NodeWindow]]:
         """Site and node minute rows as ClickHouse keeps them (newest version per id and minute)."""
