@@ -16,6 +16,7 @@ WORKDIR /src
 # pyproject.toml names README.md as the readme, so the build needs it too.
 COPY pyproject.toml README.md ./
 # Every top-level package of [tool.setuptools.packages.find] include.
+COPY core ./core
 COPY vpp ./vpp
 COPY assets ./assets
 COPY bench ./bench
