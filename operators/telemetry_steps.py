@@ -5,6 +5,11 @@ periodic ticks from ``notify_at`` (the emission interval), and snapshots as
 pickled bytes. Pickling at snapshot time matters: Bytewax may serialise a
 snapshot after the logic has already moved on to the next epoch, so handing it
 the live object could record a later state than the epoch it belongs to.
+
+A restored snapshot is repaired before use (:meth:`Shard.restored`,
+:meth:`NodeGroup.restored`): clocks and twins beyond the wall clock plus the
+allowed skew are brought back, and state from before exact rollups is rebuilt
+from the sites' contributions. A snapshot from newer code fails loudly.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from core import keys
 from core.config import Settings
 from core.topics import TELEMETRY_RAW
 from operators.emitted import Emitted
-from operators.records import ShardBatch, aggregate_message, status_message
+from operators.records import ShardBatch, aggregate_message, implausible_letter, status_message
 from operators.rollup import GroupOutput, NodeGroup
 from operators.shard import NodeChanges, Shard, ShardConfig, ShardOutput
 from operators.sinks import TwinWrite
@@ -37,6 +42,7 @@ def shard_config(settings: Settings) -> ShardConfig:
         node_groups=settings.telemetry_node_groups,
         idle_ms=int(settings.partition_idle_s * 1000),
         partitions=tuple(f"{TELEMETRY_RAW}/{p}" for p in range(settings.partitions_of(TELEMETRY_RAW))),
+        rules=settings.plausibility(),
     )
 
 
@@ -93,7 +99,8 @@ class ShardLogic(StatefulBatchLogic[ShardBatch, Emitted, bytes]):
             shard = pickle.loads(resume) if resume is not None else None
             if shard is None:
                 shard = Shard(-1, config)
-            shard.config = config
+            else:
+                shard.restored(config, wall_ms())
             return cls(shard, cadence)
 
         return build
@@ -110,6 +117,9 @@ class ShardLogic(StatefulBatchLogic[ShardBatch, Emitted, bytes]):
         for batch in values:
             out = self.shard.apply(batch.readings, batch.ancestries, now, batch.source, batch.source_max_ms)
             emitted += _shard_emissions(out)
+            for index, verdict in out.rejected:
+                site_id = batch.readings[index][0]
+                emitted.append(Emitted("kafka", site_id, implausible_letter(batch.origins[index], verdict)))
         return emitted, self.RETAIN
 
     @override
@@ -160,9 +170,14 @@ class NodeGroupLogic(StatefulBatchLogic[NodeChanges, Emitted, bytes]):
     @classmethod
     def builder(cls, settings: Settings) -> Any:
         retention_ms = int((settings.allowed_lateness_s + 600) * 1000)
+        max_ahead_ms = settings.plausibility().max_ahead_ms
 
         def build(resume: bytes | None) -> NodeGroupLogic:
-            group = pickle.loads(resume) if resume is not None else NodeGroup(retention_ms)
+            if resume is None:
+                group = NodeGroup(retention_ms)
+            else:
+                group = pickle.loads(resume)
+                group.restored(wall_ms(), max_ahead_ms)
             return cls(group, settings.emit_interval_s)
 
         return build
