@@ -57,13 +57,18 @@ class EventClock:
         return None if self.max_ahead_ms is None else wall_ms + self.max_ahead_ms
 
     def clamp(self, wall_ms: int) -> bool:
-        """Bring a restored clock back within the bound at ``wall_ms``; True if it was beyond it."""
+        """Bring a restored clock back within the bound at ``wall_ms``; True if it was beyond it.
+
+        A time beyond the bound says nothing true, so it becomes the best estimate there is, the
+        wall clock; a time within the bound is kept.
+        """
         ceiling = self.ceiling(wall_ms)
         if ceiling is None:
             return False
         poisoned = self.now_ms > ceiling or any(m > ceiling for m in self.partition_max.values())
-        self.now_ms = min(self.now_ms, ceiling)
-        self.partition_max = {p: min(m, ceiling) for p, m in self.partition_max.items()}
+        if self.now_ms > ceiling:
+            self.now_ms = wall_ms
+        self.partition_max = {p: wall_ms if m > ceiling else m for p, m in self.partition_max.items()}
         return poisoned
 
     def observe(self, partition: str, event_ms: int, wall_ms: int) -> None:

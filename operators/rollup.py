@@ -106,9 +106,11 @@ class NodeGroup:
                 node.stale = {}
             self.state_version = STATE_VERSION
         ceiling = wall_ms + max_ahead_ms
-        self.clock_ms = min(self.clock_ms, ceiling)
+        if self.clock_ms > ceiling:
+            self.clock_ms = wall_ms
         for node in self.nodes.values():
-            node.clock_ms = min(node.clock_ms, ceiling)
+            if node.clock_ms > ceiling:
+                node.clock_ms = wall_ms
         for key in [key for key in self.minutes if key[1] > ceiling]:
             del self.minutes[key]
 

@@ -118,7 +118,11 @@ def charge_headroom_kwh(soc_pct: float, capacity_kwh: float) -> float:
 
 
 def units(kw: float) -> int:
-    """``kw`` (or kWh) in fixed-point units of the contribution vectors (:data:`UNITS_PER_KW`)."""
+    """``kw`` (or kWh) in fixed-point units of the contribution vectors (:data:`UNITS_PER_KW`).
+
+    ``kw`` is finite and bounded by plausibility (the dataflow refuses anything else before a twin
+    holds it): a NaN or infinity has no integer and raises.
+    """
     return round(kw * UNITS_PER_KW)
 
 
