@@ -284,7 +284,8 @@ def test_the_decode_step_dead_letters_implausible_readings_with_the_reason_and_c
 
     out = route([Polled(TELEMETRY_RAW, 0, cast(list[Message], messages))], shards=1, rules=RULES)
 
-    letters = [codec().decode(cast(KafkaOut, m).value or b"", "DeadLetter") for key, m in out if key == DLQ_KEY]
+    dead = [cast(KafkaOut, m).value or b"" for key, m in out if key == DLQ_KEY]
+    letters = [codec().decode(value, "DeadLetter") for value in dead]
     by_value = {bytes(d["original_value"]): d for d in letters}
     assert set(by_value) == {values[name] for name in want}
     for name, reason in want.items():
