@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from confluent_kafka import Producer
 
 from core.config import Settings
 from core.kafka import client_config
 from core.plausibility import BEYOND_RATING, FUTURE_EVENT_TIME, NOT_A_NUMBER, OUT_OF_RANGE, STALE_EVENT_TIME
 from core.topics import ASSETS_CHANGES, TELEMETRY_DLQ, TELEMETRY_RAW
+from operators.sinks import RedisTwinSink, TwinWrite
 from schemas import packaged_codec
 from schemas.times import epoch_ms
 from tests.conftest import local_settings
@@ -140,3 +142,24 @@ def test_forged_readings_are_dead_lettered_and_the_sums_stay_the_sum_of_the_twin
         assert int(twin["last_seen"]) == epoch_ms(latest[record["site_id"]]["event_time"]), twin
     assert max(int(s["last_seen"]) for s in sites.values()) <= sc.end_ms
     assert all(node["event_time"] <= sc.end_ms + 600_000 for node in nodes.values()), "no clock a year ahead"
+
+
+def test_a_twin_version_written_from_a_clock_a_year_ahead_does_not_freeze_the_redis_twin(
+        stack_settings: Settings) -> None:
+    """Code before bounded event time wrote versions from the future into Redis; they order nothing now."""
+    client = redis.Redis.from_url(stack_settings.redis, decode_responses=True)
+    key = "site:trust-poisoned"
+    client.delete(key)
+    now = epoch_ms(datetime.now(UTC))
+    future = now + 365 * 24 * 3_600_000
+    partition = RedisTwinSink(stack_settings.redis).build("redis", 0, 1)
+    ceiling = (now + 10_000) * 4 + 3
+    partition.write_batch([TwinWrite(key, (future * 4, 1), {"status": "ONLINE", "last_seen": future})])
+    partition.write_batch([TwinWrite(key, (now * 4, 1), {"status": "ONLINE", "last_seen": now})])
+    assert int(client.hget(key, "last_seen") or 0) == future, "without a ceiling the newest version wins"
+    partition.write_batch([TwinWrite(key, (now * 4, 1), {"status": "ONLINE", "last_seen": now}, ceiling)])
+    assert int(client.hget(key, "last_seen") or 0) == now
+    partition.write_batch([TwinWrite(key, (now * 4 - 4, 1), {"last_seen": now - 1}, ceiling)])
+    assert int(client.hget(key, "last_seen") or 0) == now, "an older plausible write still loses"
+    partition.close()
+    client.close()
