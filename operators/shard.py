@@ -194,19 +194,19 @@ class Shard:
         closed_before = self.closed_before_ms if self.closed_before_ms is not None else -1
         sites = self.sites
         rules = self.config.rules
-        ceiling = wall_ms + rules.max_ahead_ms if rules is not None else None
+        ceiling = wall_ms + rules.max_ahead_ms if rules is not None else 0
         margin = rules.rating_margin if rules is not None else 0.0
-        newest = min(source_max_ms, ceiling) if ceiling is not None else source_max_ms
+        newest = min(source_max_ms, ceiling) if rules is not None else source_max_ms
         # The hot loop of the dataflow: kept flat (no helper calls but for refusals) on purpose.
         for index, (site_id, reading) in enumerate(readings):
             known = sites.get(site_id)
             event_ms = reading.event_ms
-            if ceiling is not None:
+            if rules is not None:
                 limits = known.ancestry if known is not None else None
                 if event_ms > ceiling or (limits is not None and not (
                         -limits.max_charge_kw * margin <= reading.battery_kw
                         <= limits.max_discharge_kw * margin)):
-                    out.rejected.append((index, self._why(reading, wall_ms, known)))
+                    out.rejected.append((index, _why(reading, wall_ms, known, rules)))
                     continue
             twin = known if known is not None else sites.setdefault(site_id, SiteTwin(site_id))
             newest = max(newest, event_ms)
@@ -231,16 +231,6 @@ class Shard:
         # not of how batches happened to meet the wall clock.
         self._close_minutes(now, out)
         return out
-
-    def _why(self, reading: Reading, wall_ms: int, twin: SiteTwin | None) -> Implausible:
-        """The plausibility verdict on a reading the hot loop refused."""
-        rules = self.config.rules
-        assert rules is not None
-        ancestry = twin.ancestry if twin is not None else None
-        limits = None if ancestry is None else SiteLimits(ancestry.max_charge_kw, ancestry.max_discharge_kw)
-        record = {**reading._asdict(), "event_time": reading.event_ms}
-        verdict = check_telemetry(record, wall_ms, rules, limits)
-        return verdict or Implausible(FUTURE_EVENT_TIME, "event time beyond the allowed skew")
 
     # ---- restore --------------------------------------------------------------------------
 
@@ -436,6 +426,15 @@ class Shard:
                     else:
                         add_into(total, share)
                     changes.meta.setdefault(node, (path.hierarchy, node_kind(path.hierarchy, depth)))
+
+
+def _why(reading: Reading, wall_ms: int, twin: SiteTwin | None, rules: Rules) -> Implausible:
+    """The plausibility verdict on a reading the shard's hot loop refused."""
+    ancestry = twin.ancestry if twin is not None else None
+    limits = None if ancestry is None else SiteLimits(ancestry.max_charge_kw, ancestry.max_discharge_kw)
+    record = {**reading._asdict(), "event_time": reading.event_ms}
+    verdict = check_telemetry(record, wall_ms, rules, limits)
+    return verdict or Implausible(FUTURE_EVENT_TIME, "event time beyond the allowed skew")
 
 
 def _transition_time(status: str, last_seen: int, cfg: ShardConfig) -> int:
