@@ -53,6 +53,9 @@ from schemas.times import epoch_ms
 from vpp.dataflows import dataflow_argv, ensure_recovery, settings_env
 
 SETTLED_WITHIN = 0.02
+#: How far ahead of the wall clock the dataflows accept the accelerated fleet's event times (a day:
+#: far more than (speed - 1) x any run, while still refusing a device dated a year ahead).
+SIM_MAX_AHEAD_S = 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -130,7 +133,10 @@ class Harness:
         self.scenario = scenario
         self.settings = settings.model_copy(update={
             "control_tick_s": 0.2, "control_correction_s": 2.0 * scenario.speed,
-            "control_retry_base_s": 0.5 * scenario.speed, "telemetry_interval_s": 1.0})
+            "control_retry_base_s": 0.5 * scenario.speed, "telemetry_interval_s": 1.0,
+            # The simulated clock runs ahead of the wall clock by (speed - 1) x the time the harness
+            # has run: a deliberately skewed device clock, so the bound on event time is widened.
+            "plausible_max_ahead_s": SIM_MAX_AHEAD_S})
         self.clock = SimClock(datetime.now(UTC), scenario.speed)
         self.codec = packaged_codec()
         fleet = generate_fleet(self.clock.start - timedelta(hours=1), scenario.sites, scenario.seed)

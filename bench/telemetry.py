@@ -222,11 +222,12 @@ def _state_bytes_per_site(sites: int) -> float:
     config = shard_config(settings)
     shards = {n: Shard(n, config) for n in range(settings.telemetry_shards)}
     at = datetime(2026, 1, 1, tzinfo=UTC)
+    start_ms = int(at.timestamp() * 1000)
+    wall = start_ms + 90_000  # the wall clock of a live run: the readings are not from the future
     for i in range(sites):
         record = _ancestry(i, at)
-        shards[bucket_of(str(record["site_id"]), len(shards))].apply([], [record], wall_ms=0)
+        shards[bucket_of(str(record["site_id"]), len(shards))].apply([], [record], wall_ms=wall)
     rng = random.Random(2)
-    start_ms = int(at.timestamp() * 1000)
     for second in range(90):
         per: dict[int, list[tuple[str, Reading]]] = {}
         for i in range(sites):
@@ -235,7 +236,7 @@ def _state_bytes_per_site(sites: int) -> float:
                               1.0, 0.0, 25.0, "SELF_CONSUMPTION", None)
             per.setdefault(bucket_of(site, len(shards)), []).append((site, reading))
         for n, readings in per.items():
-            shards[n].apply(readings, [], wall_ms=0)
+            shards[n].apply(readings, [], wall_ms=wall)
     return sum(len(pickle.dumps(s, protocol=pickle.HIGHEST_PROTOCOL)) for s in shards.values()) / sites
 
 

@@ -35,8 +35,8 @@ def build_decode_only(settings: Settings) -> Dataflow:
     flow = Dataflow("telemetry-decode-only")
     source = BatchedKafkaSource([settings.kafka], [TELEMETRY_RAW, ASSETS_CHANGES],
                                 tail=settings.dataflow_tail, batch_size=settings.kafka_batch_size)
-    routed = op.flat_map_batch("decode", op.input("kafka-in", flow, source),
-                               partial(route, shards=settings.telemetry_shards))
+    decode = partial(route, shards=settings.telemetry_shards, rules=settings.plausibility())
+    routed = op.flat_map_batch("decode", op.input("kafka-in", flow, source), decode)
     op.output("discard", routed, DiscardSink())
     return flow
 

@@ -5,8 +5,10 @@ for workers and processes, ``-r DIR -s S -b 0`` for recovery); every setting com
 from ``VPP_*`` (see :class:`core.config.Settings`).
 
     kafka (telemetry.raw, assets.changes)
-      -> decode, group by site shard            (bad records -> telemetry.dlq)
-      -> sites: one Shard per key               (twins -> Redis site:{id}, transitions -> twin.status,
+      -> decode, check plausibility, group by site shard
+                                                (undecodable or implausible records -> telemetry.dlq)
+      -> sites: one Shard per key               (readings beyond the site's rating -> telemetry.dlq,
+                                                 twins -> Redis site:{id}, transitions -> twin.status,
                                                  closed minutes -> ClickHouse site_minute)
       -> nodes: one NodeGroup per key           (aggregates -> Redis node:{id} and aggregates.live,
                                                  node minutes -> ClickHouse node_minute)
@@ -63,7 +65,8 @@ def build_flow(settings: Settings, source: Source[Polled] | None = None,
     flow = Dataflow("telemetry")
     sinks = sinks or TelemetrySinks.of(settings)
     messages = op.input("kafka-in", flow, source or kafka_source(settings))
-    routed = op.flat_map_batch("decode", messages, partial(route, shards=settings.telemetry_shards))
+    decode = partial(route, shards=settings.telemetry_shards, rules=settings.plausibility())
+    routed = op.flat_map_batch("decode", messages, decode)
     dead = op.branch("dead-letters", routed, lambda item: item[0] == DLQ_KEY)
 
     shard_input = op.filter_map("shard-input", dead.falses,

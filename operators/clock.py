@@ -9,8 +9,16 @@ a partition silent for longer than ``idle_ms`` (wall time) stops holding the
 clock back. When every partition is silent, the clock runs on with
 wall time from the newest event seen, so a fleet that goes quiet still ages.
 
-The clock never goes backwards. Wall times are not kept in snapshots: after a
-restart every partition counts as just heard from.
+No device can move the clock on its word alone: with ``max_ahead_ms`` set, no
+event time counts for more than the wall clock plus that skew, so one reading
+dated a year ahead can neither hold a partition's newest time there nor carry
+the clock with it when the input goes quiet. (The telemetry dataflow dead-letters
+such readings before they get here; this bound holds even if one slips through.)
+
+The clock never goes backwards, except once on restore: :meth:`EventClock.clamp`
+brings a clock from a snapshot (possibly written by code without the bound) back
+within the bound. Wall times are not kept in snapshots: after a restart every
+partition counts as just heard from.
 """
 
 from __future__ import annotations
@@ -22,8 +30,11 @@ from typing import Any
 class EventClock:
     """Watermark over input partitions, in epoch milliseconds."""
 
-    def __init__(self, idle_ms: int, expected: Iterable[str] = ()) -> None:
+    def __init__(self, idle_ms: int, expected: Iterable[str] = (), max_ahead_ms: int | None = None) -> None:
         self.idle_ms = idle_ms
+        #: How far the clock may run ahead of the wall clock (the allowed device clock skew); None: no
+        #: bound (replays of recorded input in tests, where the wall clock means nothing).
+        self.max_ahead_ms = max_ahead_ms
         # Partitions expected but not heard from yet hold the clock at the start (for up to idle_ms),
         # so a shard that hears one process's partitions first does not run ahead of the others.
         self.partition_max: dict[str, int] = dict.fromkeys(expected, 0)
@@ -41,8 +52,30 @@ class EventClock:
     def newest_ms(self) -> int:
         return max(self.partition_max.values(), default=0)
 
+    def ceiling(self, wall_ms: int) -> int | None:
+        """The latest time the clock may show at wall time ``wall_ms`` (None: unbounded)."""
+        return None if self.max_ahead_ms is None else wall_ms + self.max_ahead_ms
+
+    def clamp(self, wall_ms: int) -> bool:
+        """Bring a restored clock back within the bound at ``wall_ms``; True if it was beyond it.
+
+        A time beyond the bound says nothing true, so it becomes the best estimate there is, the
+        wall clock; a time within the bound is kept.
+        """
+        ceiling = self.ceiling(wall_ms)
+        if ceiling is None:
+            return False
+        poisoned = self.now_ms > ceiling or any(m > ceiling for m in self.partition_max.values())
+        if self.now_ms > ceiling:
+            self.now_ms = wall_ms
+        self.partition_max = {p: wall_ms if m > ceiling else m for p, m in self.partition_max.items()}
+        return poisoned
+
     def observe(self, partition: str, event_ms: int, wall_ms: int) -> None:
-        """Partition ``partition`` delivered data up to ``event_ms``."""
+        """Partition ``partition`` delivered data up to ``event_ms`` (counted up to the ceiling)."""
+        ceiling = self.ceiling(wall_ms)
+        if ceiling is not None and event_ms > ceiling:
+            event_ms = ceiling
         if event_ms > self.partition_max.get(partition, 0):
             self.partition_max[partition] = event_ms
         self._heard_at[partition] = wall_ms
@@ -60,5 +93,8 @@ class EventClock:
         else:
             last = self._last_input_wall if self._last_input_wall is not None else wall_ms
             candidate = self.newest_ms + max(0, wall_ms - last)
+        ceiling = self.ceiling(wall_ms)
+        if ceiling is not None:
+            candidate = min(candidate, ceiling)
         self.now_ms = max(self.now_ms, candidate)
         return self.now_ms

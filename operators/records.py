@@ -6,6 +6,14 @@ and ancestry changes by shard, so the keyed step downstream receives a few
 lists instead of thousands of items. Anything it cannot use becomes a dead
 letter carrying the original bytes, where they came from and why they failed;
 the flow goes on.
+
+Decoding is not trusting: every SiteTelemetry is checked again with
+:func:`core.plausibility.check_telemetry` against the wall clock (physics bounds
+and bounded event time; the site's rating is checked by its shard, which knows
+it), since anyone with access to ``telemetry.raw`` can write to it. A record
+that fails is dead-lettered with the reason as ``error_kind`` (one of
+:data:`core.plausibility.REASONS`) and counted per reason
+(``vpp_telemetry_rejected_total``).
 """
 
 from __future__ import annotations
@@ -13,22 +21,46 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from bytewax.connectors.kafka import KafkaSinkMessage
 from confluent_kafka import Message
+from prometheus_client import Counter
 
+from core.plausibility import Implausible, Rules, check_telemetry
 from core.topics import AGGREGATES_LIVE, TELEMETRY_DLQ, TELEMETRY_RAW, TWIN_STATUS
 from operators.kafka_batches import Polled
 from operators.shard import bucket_of
 from operators.twin import Reading
 from schemas import AvroCodec, DecodeError, packaged_codec
-from schemas.times import from_epoch_ms
+from schemas.times import from_epoch_ms, wall_ms
 
 DLQ_KEY = "dead-letter"
 CONSUMER = "dataflows.telemetry"
 
 KafkaOut = KafkaSinkMessage[bytes | None, bytes | None]
+
+#: Device records the telemetry dataflow refused as implausible, by reason (core.plausibility.REASONS).
+REJECTED = Counter("vpp_telemetry_rejected_total",
+                   "SiteTelemetry records dead-lettered as implausible, by reason", ["reason"])
+
+
+class Origin(NamedTuple):
+    """Where a record came from, kept beside a decoded reading so a later step can dead-letter it."""
+
+    key: bytes | None
+    value: bytes
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None
+
+    @classmethod
+    def of(cls, msg: Message) -> Origin:
+        partition, offset, timestamp = msg.partition(), msg.offset(), msg.timestamp()
+        return cls(msg.key(), msg.value() or b"", msg.topic() or "",
+                   partition if partition is not None else -1, offset if offset is not None else -1,
+                   timestamp[1] if timestamp is not None and timestamp[1] > 0 else None)
 
 
 @cache
@@ -48,39 +80,46 @@ class ShardBatch:
     #: shard whose own sites have all gone quiet still sees time pass.
     source_max_ms: int = 0
     readings: list[tuple[str, Reading]] = field(default_factory=list)
+    #: Where each reading came from (same positions as ``readings``), for the shard's dead letters.
+    origins: list[Origin] = field(default_factory=list)
     ancestries: list[dict[str, Any]] = field(default_factory=list)
 
 
 def dead_letter(msg: Message, kind: str, error: str, consumer: str = CONSUMER) -> KafkaOut:
     """A DeadLetter record for ``telemetry.dlq``, keyed like the original, naming the consumer that failed."""
-    partition, offset = msg.partition(), msg.offset()
+    return dead_letter_of(Origin.of(msg), kind, error, consumer)
+
+
+def dead_letter_of(origin: Origin, kind: str, error: str, consumer: str = CONSUMER) -> KafkaOut:
+    """A DeadLetter record for the record ``origin`` describes."""
     value = codec().encode("DeadLetter", {
-        "original_key": msg.key(),
-        "original_value": msg.value() or b"",
-        "topic": msg.topic() or "",
-        "partition": partition if partition is not None else -1,
-        "offset": offset if offset is not None else -1,
-        "original_timestamp": _kafka_time(msg.timestamp()),
+        "original_key": origin.key,
+        "original_value": origin.value,
+        "topic": origin.topic,
+        "partition": origin.partition,
+        "offset": origin.offset,
+        "original_timestamp": None if origin.timestamp_ms is None else from_epoch_ms(origin.timestamp_ms),
         "error_kind": kind,
         "error": error,
         "consumer": consumer,
         "failed_at": datetime.now(UTC),
     })
-    return KafkaSinkMessage(key=msg.key(), value=value, topic=TELEMETRY_DLQ)
+    return KafkaSinkMessage(key=origin.key, value=value, topic=TELEMETRY_DLQ)
 
 
-def _kafka_time(timestamp: tuple[int, int] | None) -> datetime | None:
-    if timestamp is None or timestamp[1] <= 0:
-        return None
-    return from_epoch_ms(timestamp[1])
+def implausible_letter(origin: Origin, verdict: Implausible) -> KafkaOut:
+    """The dead letter of a record refused as implausible, counted under its reason."""
+    REJECTED.labels(verdict.reason).inc()
+    return dead_letter_of(origin, verdict.reason, verdict.detail)
 
 
-def route(polls: list[Polled], shards: int) -> list[tuple[str, ShardBatch | KafkaOut]]:
-    """Decode polled messages into per-shard batches and dead letters."""
+def route(polls: list[Polled], shards: int, rules: Rules) -> list[tuple[str, ShardBatch | KafkaOut]]:
+    """Decode polled messages into per-shard batches and dead letters (undecodable or implausible)."""
     out: list[tuple[str, ShardBatch | KafkaOut]] = []
     by_shard: dict[tuple[int, str], ShardBatch] = {}
     newest_by_source: dict[str, int] = {}
     decode, decode_millis = codec().decode, codec().decode_millis
+    now_ms = wall_ms()
     for poll in polls:
         source = f"{poll.topic}/{poll.partition}"
         telemetry = poll.topic == TELEMETRY_RAW
@@ -104,6 +143,11 @@ def route(polls: list[Polled], shards: int) -> list[tuple[str, ShardBatch | Kafk
                 out.append((DLQ_KEY, dead_letter(
                     msg, "KEY_MISMATCH", f"record for site {site_id!r} under key {key!r}")))
                 continue
+            if telemetry:
+                verdict = check_telemetry(record, now_ms, rules)
+                if verdict is not None:
+                    out.append((DLQ_KEY, implausible_letter(Origin.of(msg), verdict)))
+                    continue
             shard = bucket_of(site_id, shards)
             target = by_shard.get((shard, source))
             if target is None:
@@ -111,6 +155,7 @@ def route(polls: list[Polled], shards: int) -> list[tuple[str, ShardBatch | Kafk
             if telemetry:
                 reading = Reading.from_millis_record(record)
                 target.readings.append((site_id, reading))
+                target.origins.append(Origin.of(msg))
                 if reading.event_ms > newest_by_source.get(source, 0):
                     newest_by_source[source] = reading.event_ms
             else:

@@ -7,6 +7,10 @@ members that are not reporting with the time each was last seen (for the age of
 the oldest knowledge), and emits its aggregate at most once per emission
 interval, and only when something changed.
 
+The sums are integers (fixed-point units, :mod:`operators.twin`): a node's sum
+is exactly the sum of its members' current contributions, however many
+differences built it, and only the emitted NodeAggregate turns it into kW/kWh.
+
 Node minutes arrive as one share per shard; a share replaces that shard's earlier
 share of the same minute (a replay after a crash sends the same share again), and
 every emission writes the sum so far with a newer version, so the history table
@@ -20,7 +24,7 @@ from typing import Any
 
 from core.rows import NodeWindow
 from operators import twin as v
-from operators.shard import NodeChanges
+from operators.shard import NodeChanges, add_units
 from operators.windows import (
     P_BATTERY,
     P_BATTERY_MAX,
@@ -44,7 +48,8 @@ class NodeState:
 
     hierarchy: str
     kind: str
-    total: list[float] = field(default_factory=lambda: [0.0] * v.VECTOR_SIZE)
+    #: The members' summed contributions, integers as in :func:`operators.twin.contribution`.
+    total: list[int] = field(default_factory=lambda: [0] * v.VECTOR_SIZE)
     stale: dict[str, int] = field(default_factory=dict)
     clock_ms: int = 0
     seq: int = 0
@@ -66,16 +71,48 @@ class GroupOutput:
     node_rows: list[NodeWindow] = field(default_factory=list)
 
 
+#: The shape of the pickled state: 1 before exact rollups (float sums), 2 with integer sums.
+STATE_VERSION = 2
+
+
 class NodeGroup:
     """The nodes of one group; :meth:`apply` takes shard changes, :meth:`emit` says what changed."""
 
     def __init__(self, retention_ms: int) -> None:
+        self.state_version = STATE_VERSION
         self.nodes: dict[str, NodeState] = {}
         self.minutes: dict[tuple[str, int], NodeMinute] = {}
         self.clock_ms = 0
         self.retention_ms = retention_ms
         #: Something changed since the last :meth:`emit` (asked after every batch, so kept, not scanned).
         self.pending = False
+
+    def restored(self, wall_ms: int, max_ahead_ms: int) -> None:
+        """Make a group just unpickled from a snapshot safe to run on at wall time ``wall_ms``.
+
+        A newer state version fails loudly. A snapshot from before exact rollups (float sums, which
+        may have drifted or hold a NaN) starts its sums and stale lists from zero: its shards, of the
+        same age, re-send every member's whole contribution (:meth:`Shard.restored`). Clocks beyond
+        the wall clock plus ``max_ahead_ms`` (left by code that trusted device time) are clamped,
+        and node minutes beyond it dropped.
+        """
+        version = getattr(self, "state_version", 1)
+        if version > STATE_VERSION:
+            raise RuntimeError(f"node group snapshot has state version {version}, this code reads up to "
+                               f"{STATE_VERSION}: run the newer code or start from an empty recovery store")
+        if version < STATE_VERSION:
+            for node in self.nodes.values():
+                node.total = [0] * v.VECTOR_SIZE
+                node.stale = {}
+            self.state_version = STATE_VERSION
+        ceiling = wall_ms + max_ahead_ms
+        if self.clock_ms > ceiling:
+            self.clock_ms = wall_ms
+        for node in self.nodes.values():
+            if node.clock_ms > ceiling:
+                node.clock_ms = wall_ms
+        for key in [key for key in self.minutes if key[1] > ceiling]:
+            del self.minutes[key]
 
     def apply(self, changes: NodeChanges) -> None:
         self.clock_ms = max(self.clock_ms, changes.clock_ms)
@@ -86,7 +123,7 @@ class NodeGroup:
                 self.nodes[node_id] = NodeState(hierarchy, kind)
         for node_id, delta in changes.deltas.items():
             node = self.nodes[node_id]
-            add_into(node.total, delta)
+            add_units(node.total, delta)
             node.clock_ms = max(node.clock_ms, changes.clock_ms)
             node.dirty = True
         for node_id, entries in changes.stale.items():
@@ -127,22 +164,24 @@ class NodeGroup:
 def aggregate_record(node_id: str, node: NodeState) -> dict[str, Any]:
     """The NodeAggregate value (Avro field names) of one node now."""
     t = node.total
-    expected = round(t[v.EXPECTED])
-    reporting = round(t[v.REPORTING])
+    kw = v.from_units
+    expected = t[v.EXPECTED]
+    reporting = t[v.REPORTING]
     oldest = min(node.stale.values()) if node.stale else None
     return {
         "node_id": node_id, "hierarchy": node.hierarchy, "node_kind": node.kind,
         "event_time": from_epoch_ms(node.clock_ms), "seq": node.seq,
         "expected_sites": expected, "reporting_sites": reporting,
-        "delayed_sites": round(t[v.DELAYED_COUNT]), "offline_sites": round(t[v.OFFLINE_COUNT]),
+        "delayed_sites": t[v.DELAYED_COUNT], "offline_sites": t[v.OFFLINE_COUNT],
         "coverage": reporting / expected if expected else 0.0,
-        "battery_kw": t[v.BATTERY], "solar_kw": t[v.SOLAR], "load_kw": t[v.LOAD], "grid_kw": t[v.GRID],
-        "energy_available_kwh": t[v.ENERGY], "charge_headroom_kwh": t[v.HEADROOM],
-        "available_discharge_kw": t[v.AVAIL_DISCHARGE], "available_charge_kw": t[v.AVAIL_CHARGE],
-        "est_battery_kw": t[v.EST_BATTERY], "est_energy_available_kwh": t[v.EST_ENERGY],
-        "est_charge_headroom_kwh": t[v.EST_HEADROOM],
-        "est_available_discharge_kw": t[v.EST_AVAIL_DISCHARGE],
-        "est_available_charge_kw": t[v.EST_AVAIL_CHARGE],
+        "battery_kw": kw(t[v.BATTERY]), "solar_kw": kw(t[v.SOLAR]), "load_kw": kw(t[v.LOAD]),
+        "grid_kw": kw(t[v.GRID]),
+        "energy_available_kwh": kw(t[v.ENERGY]), "charge_headroom_kwh": kw(t[v.HEADROOM]),
+        "available_discharge_kw": kw(t[v.AVAIL_DISCHARGE]), "available_charge_kw": kw(t[v.AVAIL_CHARGE]),
+        "est_battery_kw": kw(t[v.EST_BATTERY]), "est_energy_available_kwh": kw(t[v.EST_ENERGY]),
+        "est_charge_headroom_kwh": kw(t[v.EST_HEADROOM]),
+        "est_available_discharge_kw": kw(t[v.EST_AVAIL_DISCHARGE]),
+        "est_available_charge_kw": kw(t[v.EST_AVAIL_CHARGE]),
         "oldest_knowledge_age_s": 0.0 if oldest is None else max(0.0, (node.clock_ms - oldest) / 1000),
     }
 

@@ -20,6 +20,22 @@ writes changed twins.
 The shard's clock is a watermark over the input partitions that feed it
 (:mod:`operators.clock`), so a partition read ahead of another does not make the
 other's readings late, and a fleet that goes quiet still ages.
+
+With :attr:`ShardConfig.rules` set (always, in the dataflow), the shard refuses
+what a device may not say even after the decode step's plausibility check
+(defence in depth): a battery power beyond the site's registered rating (only
+the shard knows the site's ancestry), and an event time beyond the wall clock
+plus the allowed skew. Refused readings touch neither twin, window nor clock;
+:attr:`ShardOutput.rejected` says which and why, for the dead-letter topic.
+
+Contributions are integers (fixed-point units, :mod:`operators.twin`), so the
+differences sent to the nodes add up exactly.
+
+A snapshot is repaired when restored (:meth:`Shard.restored`): a clock, twin or
+window beyond the wall clock plus the allowed skew (left by code that trusted
+device time) is brought back, and a snapshot from before exact rollups (state
+version 1) re-sends every site's whole contribution to node groups that start
+their sums from zero.
 """
 
 from __future__ import annotations
@@ -30,6 +46,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from core.plausibility import FUTURE_EVENT_TIME, Implausible, Rules, SiteLimits, check_telemetry
 from core.rows import SiteWindow
 from operators.ancestry import Ancestry, node_kind
 from operators.clock import EventClock
@@ -46,15 +63,24 @@ from operators.twin import (
 from operators.windows import MINUTE_MS, SILENT_PARTIAL, MinuteWindow, add_into, minute_of
 
 #: Summed contribution differences per chain of ancestors: (hierarchy, node ids nearest first).
-PathSums = dict[tuple[str, tuple[str, ...]], list[float]]
+PathSums = dict[tuple[str, tuple[str, ...]], list[int]]
+
+#: The shape of the pickled state: 1 before exact rollups (float vectors), 2 with integer vectors.
+STATE_VERSION = 2
 
 
-def _accumulate(acc: PathSums, chain: tuple[str, tuple[str, ...]], diff: Sequence[float]) -> None:
+def add_units(total: list[int], part: Sequence[int]) -> None:
+    """``total += part``, element-wise, in place, for contribution vectors (exact: integers)."""
+    for i, value in enumerate(part):
+        total[i] += value
+
+
+def _accumulate(acc: PathSums, chain: tuple[str, tuple[str, ...]], diff: Sequence[int]) -> None:
     total = acc.get(chain)
     if total is None:
         acc[chain] = list(diff)
     else:
-        add_into(total, diff)
+        add_units(total, diff)
 
 
 #: At most this many minutes without any reading get node-minute shares when a shard closes them.
@@ -80,14 +106,21 @@ class ShardConfig:
     idle_ms: int = 10_000
     #: The input partitions ("topic/partition") the clock waits for at the start.
     partitions: tuple[str, ...] = ()
+    #: What a device may say (:mod:`core.plausibility`): bounds the clock and twins by the wall clock
+    #: and battery power by the site's rating. None only for replays of recorded input in tests.
+    rules: Rules | None = None
+
+    @property
+    def max_ahead_ms(self) -> int | None:
+        return None if self.rules is None else self.rules.max_ahead_ms
 
 
 @dataclass(slots=True)
 class NodeChanges:
     """What one shard sends one node group: summed changes per node, since its last message."""
 
-    #: Summed contribution difference per node (a vector laid out as in :mod:`operators.twin`).
-    deltas: dict[str, list[float]] = field(default_factory=dict)
+    #: Summed contribution difference per node (an integer vector laid out as in :mod:`operators.twin`).
+    deltas: dict[str, list[int]] = field(default_factory=dict)
     #: Stale members (not ONLINE, last seen at the value) to list per node; None removes the entry.
     stale: dict[str, dict[str, int | None]] = field(default_factory=dict)
     #: (hierarchy, kind) of nodes the shard is telling about for the first time in a while.
@@ -110,6 +143,8 @@ class ShardOutput:
     twins: dict[str, tuple[tuple[int, int], dict[str, Any]]] = field(default_factory=dict)
     site_rows: list[SiteWindow] = field(default_factory=list)
     late_readings: int = 0
+    #: Readings refused, by position in the batch given to :meth:`Shard.apply`, and why.
+    rejected: list[tuple[int, Implausible]] = field(default_factory=list)
 
 
 class Shard:
@@ -118,8 +153,9 @@ class Shard:
     def __init__(self, shard: int, config: ShardConfig) -> None:
         self.shard = shard
         self.config = config
+        self.state_version = STATE_VERSION
         self.sites: dict[str, SiteTwin] = {}
-        self.clock = EventClock(config.idle_ms, config.partitions)
+        self.clock = EventClock(config.idle_ms, config.partitions, config.max_ahead_ms)
         #: Minutes starting before this are closed (None: none closed yet).
         self.closed_before_ms: int | None = None
         #: The earliest minute this shard has had a reading for: history starts there.
@@ -157,12 +193,22 @@ class Shard:
             self._new_limits.add(twin.site_id)
         closed_before = self.closed_before_ms if self.closed_before_ms is not None else -1
         sites = self.sites
-        newest = source_max_ms
-        # The hot loop of the dataflow: kept flat (no helper calls) on purpose.
-        for site_id, reading in readings:
+        rules = self.config.rules
+        ceiling = wall_ms + rules.max_ahead_ms if rules is not None else 0
+        margin = rules.rating_margin if rules is not None else 0.0
+        newest = min(source_max_ms, ceiling) if rules is not None else source_max_ms
+        # The hot loop of the dataflow: kept flat (no helper calls but for refusals) on purpose.
+        for index, (site_id, reading) in enumerate(readings):
             known = sites.get(site_id)
-            twin = known if known is not None else sites.setdefault(site_id, SiteTwin(site_id))
             event_ms = reading.event_ms
+            if rules is not None:
+                limits = known.ancestry if known is not None else None
+                if event_ms > ceiling or (limits is not None and not (
+                        -limits.max_charge_kw * margin <= reading.battery_kw
+                        <= limits.max_discharge_kw * margin)):
+                    out.rejected.append((index, _why(reading, wall_ms, known, rules)))
+                    continue
+            twin = known if known is not None else sites.setdefault(site_id, SiteTwin(site_id))
             newest = max(newest, event_ms)
             minute = event_ms - event_ms % MINUTE_MS
             if minute < closed_before:
@@ -185,6 +231,53 @@ class Shard:
         # not of how batches happened to meet the wall clock.
         self._close_minutes(now, out)
         return out
+
+    # ---- restore --------------------------------------------------------------------------
+
+    def restored(self, config: ShardConfig, wall_ms: int) -> None:
+        """Make a shard just unpickled from a snapshot safe to run on at wall time ``wall_ms``.
+
+        A snapshot from a newer state version fails loudly; one from before exact rollups re-sends
+        every contribution (its node groups start from zero, :meth:`NodeGroup.restored`); a clock,
+        twin or window beyond the wall clock plus the allowed skew is brought back within it.
+        """
+        version = getattr(self, "state_version", 1)
+        if version > STATE_VERSION:
+            raise RuntimeError(f"shard snapshot has state version {version}, this code reads up to "
+                               f"{STATE_VERSION}: run the newer code or start from an empty recovery store")
+        self.config = config
+        self.clock.max_ahead_ms = config.max_ahead_ms
+        if version < STATE_VERSION:
+            for twin in self.sites.values():
+                twin.sent_vector, twin.sent_chains, twin.sent_stale_ms = ZERO, (), None
+            self._changed.update(self.sites)
+            self.state_version = STATE_VERSION
+        self._repair(wall_ms)
+
+    def _repair(self, wall_ms: int) -> None:
+        """Bring back within the bound what trusted a device's clock: the shard clock, twins, windows."""
+        ceiling = self.clock.ceiling(wall_ms)
+        if ceiling is None:
+            return
+        poisoned = self.clock.clamp(wall_ms)
+        for twin in self.sites.values():
+            if twin.reading is not None and twin.reading.event_ms > ceiling:
+                twin.reading = None  # the next current reading takes its place
+                poisoned = True
+            for minute in [m for m in twin.windows if m > ceiling]:
+                del twin.windows[minute]
+                poisoned = True
+        if self.closed_before_ms is not None and self.closed_before_ms > ceiling:
+            now = self.clock.now_ms
+            self.closed_before_ms = (minute_of(now - self.config.lateness_ms - 60_000) + 60_000
+                                     if now > 0 else None)
+            poisoned = True
+        if self.first_minute_ms is not None and self.first_minute_ms > ceiling:
+            self.first_minute_ms = min((m for t in self.sites.values() for m in t.windows), default=None)
+        if poisoned:  # every status and contribution is looked at again against the repaired clock
+            for twin in self.sites.values():
+                twin.recheck_ms = None
+            self._changed.update(self.sites)
 
     # ---- time ----------------------------------------------------------------------------
 
@@ -274,7 +367,7 @@ class Shard:
                 if total is None:
                     changes.deltas[node] = list(diff)
                 else:
-                    add_into(total, diff)
+                    add_units(total, diff)
 
     def _changes(self, out: ShardOutput, node: str) -> NodeChanges:
         group = bucket_of(node, self.config.node_groups)
@@ -333,6 +426,15 @@ class Shard:
                     else:
                         add_into(total, share)
                     changes.meta.setdefault(node, (path.hierarchy, node_kind(path.hierarchy, depth)))
+
+
+def _why(reading: Reading, wall_ms: int, twin: SiteTwin | None, rules: Rules) -> Implausible:
+    """The plausibility verdict on a reading the shard's hot loop refused."""
+    ancestry = twin.ancestry if twin is not None else None
+    limits = None if ancestry is None else SiteLimits(ancestry.max_charge_kw, ancestry.max_discharge_kw)
+    record = {**reading._asdict(), "event_time": reading.event_ms}
+    verdict = check_telemetry(record, wall_ms, rules, limits)
+    return verdict or Implausible(FUTURE_EVENT_TIME, "event time beyond the allowed skew")
 
 
 def _transition_time(status: str, last_seen: int, cfg: ShardConfig) -> int:

@@ -33,11 +33,17 @@ from core.rows import CommandLogEntry, DispatchLogEntry, NodeWindow, SiteWindow
 #: Write the fields packed in ``ARGV[3]`` (name and value alternating, separated by ``\x1f``) into
 #: hash ``KEYS[1]`` only if the version (``ARGV[1]``, ``ARGV[2]``) is at least the stored
 #: (``_va``, ``_vb``). Packing the fields into one argument matters: redis-py encodes every
-#: argument in Python, which cost more than everything else in the dataflow together.
+#: argument in Python, which cost more than everything else in the dataflow together. A stored
+#: ``_va`` beyond the ceiling ``ARGV[4]`` (when not negative) was written from a device clock that
+#: ran ahead (by code that trusted it): it orders nothing and is overwritten.
 _GUARDED_HSET = r"""
 local stored = redis.call('HMGET', KEYS[1], '_va', '_vb')
 local a, b = tonumber(ARGV[1]), tonumber(ARGV[2])
 local sa, sb = tonumber(stored[1] or '-1'), tonumber(stored[2] or '-1')
+local ceiling = tonumber(ARGV[4] or '-1')
+if ceiling >= 0 and sa > ceiling then
+  sa, sb = -1, -1
+end
 if a < sa or (a == sa and b < sb) then
   return 0
 end
@@ -62,6 +68,9 @@ class TwinWrite:
     key: str
     version: tuple[int, int]
     fields: dict[str, Any]
+    #: The highest first version component a plausible write can have now; a stored version beyond
+    #: it is overwritten. None: no ceiling.
+    ceiling: int | None = None
 
 
 def pack(fields: dict[str, Any]) -> str:
@@ -71,7 +80,8 @@ def pack(fields: dict[str, Any]) -> str:
 
 
 def twin_call(item: TwinWrite) -> tuple[list[str], list[Any]]:
-    return [item.key], [item.version[0], item.version[1], pack(item.fields)]
+    ceiling = -1 if item.ceiling is None else item.ceiling
+    return [item.key], [item.version[0], item.version[1], pack(item.fields), ceiling]
 
 
 #: Store a dispatch's status in hash ``KEYS[1]`` (fields packed in ``ARGV[4]`` like above) unless the

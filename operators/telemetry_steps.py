@@ -5,6 +5,11 @@ periodic ticks from ``notify_at`` (the emission interval), and snapshots as
 pickled bytes. Pickling at snapshot time matters: Bytewax may serialise a
 snapshot after the logic has already moved on to the next epoch, so handing it
 the live object could record a later state than the epoch it belongs to.
+
+A restored snapshot is repaired before use (:meth:`Shard.restored`,
+:meth:`NodeGroup.restored`): clocks and twins beyond the wall clock plus the
+allowed skew are brought back, and state from before exact rollups is rebuilt
+from the sites' contributions. A snapshot from newer code fails loudly.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from core import keys
 from core.config import Settings
 from core.topics import TELEMETRY_RAW
 from operators.emitted import Emitted
-from operators.records import ShardBatch, aggregate_message, status_message
+from operators.records import ShardBatch, aggregate_message, implausible_letter, status_message
 from operators.rollup import GroupOutput, NodeGroup
 from operators.shard import NodeChanges, Shard, ShardConfig, ShardOutput
 from operators.sinks import TwinWrite
@@ -37,14 +42,18 @@ def shard_config(settings: Settings) -> ShardConfig:
         node_groups=settings.telemetry_node_groups,
         idle_ms=int(settings.partition_idle_s * 1000),
         partitions=tuple(f"{TELEMETRY_RAW}/{p}" for p in range(settings.partitions_of(TELEMETRY_RAW))),
+        rules=settings.plausibility(),
     )
 
 
-def _shard_emissions(out: ShardOutput) -> list[Emitted]:
+def _shard_emissions(out: ShardOutput, ceiling_ms: int | None) -> list[Emitted]:
+    """What one call of the shard emits; ``ceiling_ms``: the latest plausible event time now."""
     emitted = [Emitted("nodes", f"group-{group}", changes) for group, changes in out.groups.items()]
     emitted.extend(Emitted("kafka", site, status_message(site, status, previous, at, seen))
                    for site, status, previous, at, seen in out.statuses)
-    emitted.extend(Emitted("redis", site, TwinWrite(keys.site(site), version, fields))
+    # A twin's version is last seen x 4 + status rank (SiteTwin.version).
+    ceiling = None if ceiling_ms is None else ceiling_ms * 4 + 3
+    emitted.extend(Emitted("redis", site, TwinWrite(keys.site(site), version, fields, ceiling))
                    for site, (version, fields) in out.twins.items())
     emitted.extend(Emitted("history", row.site_id, row) for row in out.site_rows)
     return emitted
@@ -93,7 +102,8 @@ class ShardLogic(StatefulBatchLogic[ShardBatch, Emitted, bytes]):
             shard = pickle.loads(resume) if resume is not None else None
             if shard is None:
                 shard = Shard(-1, config)
-            shard.config = config
+            else:
+                shard.restored(config, wall_ms())
             return cls(shard, cadence)
 
         return build
@@ -107,9 +117,13 @@ class ShardLogic(StatefulBatchLogic[ShardBatch, Emitted, bytes]):
         self.shard.shard = values[0].shard
         emitted: list[Emitted] = []
         now = wall_ms()
+        ceiling = self.shard.clock.ceiling(now)
         for batch in values:
             out = self.shard.apply(batch.readings, batch.ancestries, now, batch.source, batch.source_max_ms)
-            emitted += _shard_emissions(out)
+            emitted += _shard_emissions(out, ceiling)
+            for index, verdict in out.rejected:
+                site_id = batch.readings[index][0]
+                emitted.append(Emitted("kafka", site_id, implausible_letter(batch.origins[index], verdict)))
         return emitted, self.RETAIN
 
     @override
@@ -125,25 +139,29 @@ class ShardLogic(StatefulBatchLogic[ShardBatch, Emitted, bytes]):
         flush = due or self.catching_up()
         if flush:
             self.last_twin_flush = self.last_tick
-        return _shard_emissions(self.shard.tick(wall_ms(), flush)), self.RETAIN
+        now = wall_ms()
+        return _shard_emissions(self.shard.tick(now, flush), self.shard.clock.ceiling(now)), self.RETAIN
 
     @override
     def on_eof(self) -> tuple[list[Emitted], bool]:
-        return _shard_emissions(self.shard.tick(wall_ms())), self.RETAIN
+        now = wall_ms()
+        return _shard_emissions(self.shard.tick(now), self.shard.clock.ceiling(now)), self.RETAIN
 
     @override
     def snapshot(self) -> bytes:
         return pickle.dumps(self.shard, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def _group_emissions(out: GroupOutput) -> list[Emitted]:
+def _group_emissions(out: GroupOutput, max_ahead_ms: int) -> list[Emitted]:
     emitted: list[Emitted] = []
+    now = wall_ms()
     for record in out.aggregates:
         node_id = record["node_id"]
         event_ms = epoch_ms(record["event_time"])
         fields = {k: (event_ms if k == "event_time" else val) for k, val in record.items()}
-        fields["updated_at"] = wall_ms()
-        emitted.append(Emitted("redis", node_id, TwinWrite(keys.node(node_id), (event_ms, 0), fields)))
+        fields["updated_at"] = now
+        write = TwinWrite(keys.node(node_id), (event_ms, 0), fields, now + max_ahead_ms)
+        emitted.append(Emitted("redis", node_id, write))
         emitted.append(Emitted("kafka", node_id, aggregate_message(record)))
     emitted.extend(Emitted("history", row.node_id, row) for row in out.node_rows)
     return emitted
@@ -152,18 +170,24 @@ def _group_emissions(out: GroupOutput) -> list[Emitted]:
 class NodeGroupLogic(StatefulBatchLogic[NodeChanges, Emitted, bytes]):
     """One group of nodes inside the dataflow; emits at most once per interval."""
 
-    def __init__(self, group: NodeGroup, interval_s: float) -> None:
+    def __init__(self, group: NodeGroup, interval_s: float, max_ahead_ms: int) -> None:
         self.group = group
         self.interval = timedelta(seconds=interval_s)
+        self.max_ahead_ms = max_ahead_ms
         self.last_emit = datetime.now(UTC) - self.interval
 
     @classmethod
     def builder(cls, settings: Settings) -> Any:
         retention_ms = int((settings.allowed_lateness_s + 600) * 1000)
+        max_ahead_ms = settings.plausibility().max_ahead_ms
 
         def build(resume: bytes | None) -> NodeGroupLogic:
-            group = pickle.loads(resume) if resume is not None else NodeGroup(retention_ms)
-            return cls(group, settings.emit_interval_s)
+            if resume is None:
+                group = NodeGroup(retention_ms)
+            else:
+                group = pickle.loads(resume)
+                group.restored(wall_ms(), max_ahead_ms)
+            return cls(group, settings.emit_interval_s, max_ahead_ms)
 
         return build
 
@@ -180,11 +204,11 @@ class NodeGroupLogic(StatefulBatchLogic[NodeChanges, Emitted, bytes]):
     @override
     def on_notify(self) -> tuple[list[Emitted], bool]:
         self.last_emit = datetime.now(UTC)
-        return _group_emissions(self.group.emit(wall_ms())), self.RETAIN
+        return _group_emissions(self.group.emit(wall_ms()), self.max_ahead_ms), self.RETAIN
 
     @override
     def on_eof(self) -> tuple[list[Emitted], bool]:
-        return _group_emissions(self.group.emit(wall_ms())), self.RETAIN
+        return _group_emissions(self.group.emit(wall_ms()), self.max_ahead_ms), self.RETAIN
 
     @override
     def snapshot(self) -> bytes:

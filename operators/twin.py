@@ -37,7 +37,15 @@ ENERGY, HEADROOM, AVAIL_DISCHARGE, AVAIL_CHARGE = 4, 5, 6, 7
 EST_BATTERY, EST_ENERGY, EST_HEADROOM, EST_AVAIL_DISCHARGE, EST_AVAIL_CHARGE = 8, 9, 10, 11, 12
 EXPECTED, REPORTING, DELAYED_COUNT, OFFLINE_COUNT = 13, 14, 15, 16
 VECTOR_SIZE = 17
-ZERO: tuple[float, ...] = (0.0,) * VECTOR_SIZE
+#: Positions holding kW or kWh (in :data:`UNITS_PER_KW` units); the others are plain counts.
+QUANTITIES = range(EXPECTED)
+#: Fixed-point units per kW (or kWh) in a contribution vector: micro-watts. Node sums are kept only as
+#: differences, so they are integers: adding and taking back a contribution is exact, whatever
+#: the magnitudes met on the way, and a sum cannot drift from its members' contributions. A site's
+#: quantity is rounded to one micro-watt once, so a node of n sites is within n/2 micro-watts of
+#: the float sum of its readings; plausibility bounds every reading, so the integers stay small.
+UNITS_PER_KW = 1_000_000_000
+ZERO: tuple[int, ...] = (0,) * VECTOR_SIZE
 
 
 class Reading(NamedTuple):
@@ -109,31 +117,50 @@ def charge_headroom_kwh(soc_pct: float, capacity_kwh: float) -> float:
     return max(0.0, capacity_kwh * (100.0 - soc_pct) / 100.0)
 
 
-def contribution(reading: Reading | None, status: str, ancestry: Ancestry) -> tuple[float, ...]:
-    """What one member site adds to each of its nodes, as a vector indexed by the constants above."""
-    vector = [0.0] * VECTOR_SIZE
-    vector[EXPECTED] = 1.0
+def units(kw: float) -> int:
+    """``kw`` (or kWh) in fixed-point units of the contribution vectors (:data:`UNITS_PER_KW`).
+
+    ``kw`` is finite and bounded by plausibility (the dataflow refuses anything else before a twin
+    holds it): a NaN or infinity has no integer and raises.
+    """
+    return round(kw * UNITS_PER_KW)
+
+
+def from_units(value: int) -> float:
+    """A summed quantity back in kW (or kWh): the float nearest the exact sum (int / int is exact)."""
+    return value / UNITS_PER_KW
+
+
+def contribution(reading: Reading | None, status: str, ancestry: Ancestry) -> tuple[int, ...]:
+    """What one member site adds to each of its nodes, as a vector indexed by the constants above.
+
+    Quantities are in fixed-point :func:`units`, counts are counts; every entry is an integer.
+    """
+    vector = [0] * VECTOR_SIZE
+    vector[EXPECTED] = 1
     if status == DELAYED:
-        vector[DELAYED_COUNT] = 1.0
+        vector[DELAYED_COUNT] = 1
     elif status != ONLINE:
-        vector[OFFLINE_COUNT] = 1.0
+        vector[OFFLINE_COUNT] = 1
     if reading is None:
         return tuple(vector)
-    energy = energy_available_kwh(reading.soc_pct, ancestry.capacity_kwh, ancestry.reserve_pct)
-    headroom = charge_headroom_kwh(reading.soc_pct, ancestry.capacity_kwh)
-    discharge = min(ancestry.max_discharge_kw, energy / AVAILABILITY_HORIZON_H)
-    charge = min(ancestry.max_charge_kw, headroom / AVAILABILITY_HORIZON_H)
-    vector[EST_BATTERY] = reading.battery_kw
+    energy_kwh = energy_available_kwh(reading.soc_pct, ancestry.capacity_kwh, ancestry.reserve_pct)
+    headroom_kwh = charge_headroom_kwh(reading.soc_pct, ancestry.capacity_kwh)
+    energy, headroom = units(energy_kwh), units(headroom_kwh)
+    discharge = units(min(ancestry.max_discharge_kw, energy_kwh / AVAILABILITY_HORIZON_H))
+    charge = units(min(ancestry.max_charge_kw, headroom_kwh / AVAILABILITY_HORIZON_H))
+    battery = units(reading.battery_kw)
+    vector[EST_BATTERY] = battery
     vector[EST_ENERGY] = energy
     vector[EST_HEADROOM] = headroom
     vector[EST_AVAIL_DISCHARGE] = discharge
     vector[EST_AVAIL_CHARGE] = charge
     if status == ONLINE:
-        vector[REPORTING] = 1.0
-        vector[BATTERY] = reading.battery_kw
-        vector[SOLAR] = reading.solar_kw
-        vector[LOAD] = reading.load_kw
-        vector[GRID] = reading.grid_kw
+        vector[REPORTING] = 1
+        vector[BATTERY] = battery
+        vector[SOLAR] = units(reading.solar_kw)
+        vector[LOAD] = units(reading.load_kw)
+        vector[GRID] = units(reading.grid_kw)
         vector[ENERGY] = energy
         vector[HEADROOM] = headroom
         vector[AVAIL_DISCHARGE] = discharge
@@ -150,7 +177,7 @@ class SiteTwin:
     status: str = UNKNOWN
     ancestry: Ancestry | None = None
     #: The vector last sent, so the next change is sent as a difference.
-    sent_vector: tuple[float, ...] = ZERO
+    sent_vector: tuple[int, ...] = ZERO
     #: The chains of ancestors (hierarchy, node ids) the vector was added to.
     sent_chains: tuple[tuple[str, tuple[str, ...]], ...] = ()
     #: Whether this site is listed among its nodes' stale (not ONLINE) members, and with which time.

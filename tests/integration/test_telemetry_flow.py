@@ -25,7 +25,7 @@ from schemas import packaged_codec
 from tests.conftest import local_settings
 from tests.telemetry import flowrun
 from tests.telemetry.compare import check_all
-from tests.telemetry.scenario import Scenario, generate
+from tests.telemetry.scenario import Scenario, generate, recent_start_ms
 from vpp.stack import running
 
 pytestmark = pytest.mark.integration
@@ -86,7 +86,7 @@ def _results(settings: Settings) -> tuple[dict[str, dict[str, object]], Rows, Ro
 
 def test_aggregates_and_minutes_equal_brute_force_and_every_bad_record_is_a_dead_letter(
         own_stack: Settings, tmp_path: Path) -> None:
-    sc = generate(n_sites=300, minutes=6.25)
+    sc = generate(n_sites=300, minutes=6.25, start_ms=recent_start_ms(6.25))
     poison = _poison(sc, 40)
     flowrun.produce(own_stack, sc, poison)
     flowrun.run_with_late_data(own_stack, sc, tmp_path / "recovery")
@@ -107,7 +107,7 @@ def test_aggregates_and_minutes_equal_brute_force_and_every_bad_record_is_a_dead
 
 
 def test_two_processes_give_the_brute_force_answer(own_stack: Settings) -> None:
-    sc = generate(n_sites=300, minutes=6.25, seed=5)
+    sc = generate(n_sites=300, minutes=6.25, seed=5, start_ms=recent_start_ms(6.25))
     sc.too_late = []  # "too late" needs the two-phase run of the tests above; here: the cluster
     flowrun.produce(own_stack, sc)
     flowrun.run_processes_to_end(own_stack, processes=2)
@@ -117,7 +117,7 @@ def test_two_processes_give_the_brute_force_answer(own_stack: Settings) -> None:
 
 def test_killed_and_restarted_with_two_workers_it_writes_what_an_uninterrupted_run_writes(
         tmp_path: Path) -> None:
-    sc = generate(n_sites=300, minutes=6.25, seed=11)
+    sc = generate(n_sites=300, minutes=6.25, seed=11, start_ms=recent_start_ms(6.25))
     with _stack(tmp_path / "uninterrupted") as settings:
         flowrun.produce(settings, sc)
         flowrun.run_with_late_data(settings, sc, tmp_path / "recovery-a")

@@ -26,6 +26,7 @@ def test_the_reference_scenario_matches_brute_force() -> None:
     results = drive.run(scenario)
     assert check_all(scenario, results.nodes, results.site_rows, results.node_rows, scenario.end_ms) == []
     assert results.late_readings == len(scenario.too_late)
+    assert results.rejected == 0, "nothing a real fleet says is refused"
 
 
 @settings(max_examples=15, deadline=None)
@@ -41,16 +42,19 @@ def test_any_sharding_and_batching_gives_the_brute_force_answer(seed: int, shard
 def test_a_shard_restored_from_a_snapshot_continues_exactly() -> None:
     scenario = generate(n_sites=60, minutes=3.5, seed=3)
     config = drive.config_for(scenario, node_groups=1)
+    wall = drive.wall_of(scenario)
     uninterrupted, restored = Shard(0, config), Shard(0, config)
-    uninterrupted.apply([], scenario.ancestries, wall_ms=0)
-    restored.apply([], scenario.ancestries, wall_ms=0)
+    uninterrupted.apply([], scenario.ancestries, wall_ms=wall)
+    restored.apply([], scenario.ancestries, wall_ms=wall)
     readings = [(r["site_id"], Reading.from_record(r)) for r in scenario.readings]
     half = len(readings) // 2
-    uninterrupted.apply(readings[:half], [], wall_ms=0)
-    restored.apply(readings[:half], [], wall_ms=0)
+    uninterrupted.apply(readings[:half], [], wall_ms=wall)
+    restored.apply(readings[:half], [], wall_ms=wall)
     restored = pickle.loads(pickle.dumps(restored))
-    first = uninterrupted.apply(readings[half:], [], wall_ms=0)
-    second = restored.apply(readings[half:], [], wall_ms=0)
+    restored.restored(config, wall)
+    first = uninterrupted.apply(readings[half:], [], wall_ms=wall)
+    second = restored.apply(readings[half:], [], wall_ms=wall)
+    assert first.site_rows, "minutes closed after the restore"
     assert first.site_rows == second.site_rows
     assert {g: c.deltas for g, c in first.groups.items()} == {g: c.deltas for g, c in second.groups.items()}
 

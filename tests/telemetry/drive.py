@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from core.plausibility import Rules
 from core.rows import NodeWindow, SiteWindow
 from operators.rollup import NodeGroup
 from operators.shard import Shard, ShardConfig, ShardOutput, bucket_of
@@ -23,10 +24,19 @@ class Results:
     site_rows: dict[tuple[str, int], SiteWindow]
     node_rows: dict[tuple[str, int], NodeWindow]
     late_readings: int
+    #: Readings the shards refused as implausible.
+    rejected: int = 0
 
 
 def config_for(sc: Scenario, node_groups: int) -> ShardConfig:
-    return ShardConfig(sc.delayed_after_ms, sc.offline_after_ms, sc.lateness_ms, 60.0, node_groups)
+    """The dataflow's shard settings for ``sc``, with the default plausibility rules."""
+    return ShardConfig(sc.delayed_after_ms, sc.offline_after_ms, sc.lateness_ms, 60.0, node_groups,
+                       rules=Rules())
+
+
+def wall_of(sc: Scenario) -> int:
+    """The wall clock of a replay of ``sc``: just after its last reading, as if it ran live."""
+    return sc.end_ms + 1_000
 
 
 def run(sc: Scenario, shards: int = 8, node_groups: int = 4, batch: int = 700) -> Results:
@@ -35,6 +45,7 @@ def run(sc: Scenario, shards: int = 8, node_groups: int = 4, batch: int = 700) -
     shard_of = {i: Shard(i, config) for i in range(shards)}
     groups = {g: NodeGroup(retention_ms=3_600_000) for g in range(node_groups)}
     results = Results({}, {}, {}, 0)
+    wall = wall_of(sc)
 
     def deliver(out: ShardOutput) -> None:
         for group, changes in out.groups.items():
@@ -42,6 +53,7 @@ def run(sc: Scenario, shards: int = 8, node_groups: int = 4, batch: int = 700) -
         for row in out.site_rows:
             results.site_rows[(row.site_id, int(row.start.timestamp() * 1000))] = row
         results.late_readings += out.late_readings
+        results.rejected += len(out.rejected)
 
     def emit() -> None:
         for group in groups.values():
@@ -53,7 +65,7 @@ def run(sc: Scenario, shards: int = 8, node_groups: int = 4, batch: int = 700) -
 
     for shard_id, shard in shard_of.items():
         mine = [a for a in sc.ancestries if bucket_of(a["site_id"], shards) == shard_id]
-        deliver(shard.apply([], mine, wall_ms=0))
+        deliver(shard.apply([], mine, wall_ms=wall))
     stream = [*sc.readings, *sc.too_late]
     for start in range(0, len(stream), batch):
         per_shard: dict[int, list[tuple[str, Reading]]] = {}
@@ -63,8 +75,8 @@ def run(sc: Scenario, shards: int = 8, node_groups: int = 4, batch: int = 700) -
         # As the dataflow's decode step does: every shard hears how far the input has got.
         newest = max(r.event_ms for readings in per_shard.values() for _, r in readings)
         for shard_id, shard in shard_of.items():
-            deliver(shard.apply(per_shard.get(shard_id, []), [], wall_ms=0, source_max_ms=newest))
+            deliver(shard.apply(per_shard.get(shard_id, []), [], wall_ms=wall, source_max_ms=newest))
         for shard in shard_of.values():
-            deliver(shard.tick(wall_ms=0))
+            deliver(shard.tick(wall_ms=wall))
         emit()
     return results

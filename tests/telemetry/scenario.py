@@ -13,7 +13,9 @@ machinery (no deltas, no shards, no windows state).
 
 from __future__ import annotations
 
+import math
 import random
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -80,10 +82,26 @@ def ancestry(spec: SiteSpec, version: int, effective_ms: int,
     }
 
 
-def generate(n_sites: int = 300, minutes: float = 6.5, seed: int = 7) -> Scenario:
-    """A deterministic scenario; ``end_ms`` falls mid-minute so window closes are unambiguous."""
+def recent_start_ms(minutes: float) -> int:
+    """A start for a scenario of ``minutes`` that ends just before the wall clock now.
+
+    The real dataflow refuses event times too far from its wall clock (core.plausibility), so a
+    scenario run through it must be recent; pure tests may use any start.
+    """
+    now = time.time_ns() // 1_000_000
+    return now - now % MINUTE - (math.ceil(minutes) + 1) * MINUTE
+
+
+def generate(n_sites: int = 300, minutes: float = 6.5, seed: int = 7,
+             start_ms: int | None = None) -> Scenario:
+    """A deterministic scenario; ``end_ms`` falls mid-minute so window closes are unambiguous.
+
+    ``start_ms`` (a minute start) defaults to a fixed time; see :func:`recent_start_ms`.
+    """
     rng = random.Random(seed)
-    start_ms = 1_790_000_000_000 - 1_790_000_000_000 % MINUTE
+    if start_ms is None:
+        start_ms = 1_790_000_000_000 - 1_790_000_000_000 % MINUTE
+    assert start_ms % MINUTE == 0, "scenarios start on a minute"
     seconds = int(minutes * 60)
     end_ms = start_ms + (seconds - 1) * 1000
     substation_of = {f: f % 4 for f in range(12)}
