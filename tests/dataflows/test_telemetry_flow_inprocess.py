@@ -72,10 +72,8 @@ def test_resumed_from_recovery_it_ends_as_an_uninterrupted_run(scenario: Scenari
 
     assert _problems(scenario, captured) == []
     assert captured.minutes() == uninterrupted.minutes() or _same_minutes(captured, uninterrupted)
-    resumed, straight = _live_fields(captured), _live_fields(uninterrupted)
-    assert resumed.keys() == straight.keys()
-    for node, fields in resumed.items():
-        assert fields == pytest.approx(straight[node], rel=1e-9), node
+    # Live sums are exact (fixed point), so a resumed run ends on the very same aggregates.
+    assert _live_fields(captured) == _live_fields(uninterrupted)
 
 
 def _same_minutes(a: Captured, b: Captured) -> bool:
