@@ -14,7 +14,8 @@ from confluent_kafka import Message
 from core import keys
 from core.config import Settings
 from core.topics import COMMANDS_ACKS, DISPATCH_REQUESTS, TELEMETRY_DLQ
-from operators.control_steps import decode_control
+from operators.arbitration import ARBITER_KEY
+from operators.control_steps import Received, decode_control
 from operators.dispatch import Ack, Request
 from operators.kafka_batches import Polled
 from operators.records import DLQ_KEY, codec
@@ -70,25 +71,28 @@ def _ack(command_id: str, site_id: str) -> bytes:
                                          "reason": None, "event_time": NOW})
 
 
-def test_requests_and_acks_are_keyed_by_dispatch_and_bad_records_become_dead_letters() -> None:
+def test_requests_and_acks_go_to_the_arbiter_and_bad_records_become_dead_letters() -> None:
     polls = [
         Polled(DISPATCH_REQUESTS, 0, _messages(
             FakeMessage(DISPATCH_REQUESTS, b"d-1", _request("d-1")),
             FakeMessage(DISPATCH_REQUESTS, b"d-1", b"\x00\x00\x00\x00\x01garbage"))),
         Polled(COMMANDS_ACKS, 0, _messages(
             FakeMessage(COMMANDS_ACKS, b"site-7", _ack("d-1/site-7/2", "site-7")),
-            FakeMessage(COMMANDS_ACKS, b"site-8", _ack("d-1/site-7/2", "site-7")))),
+            FakeMessage(COMMANDS_ACKS, b"site-8", _ack("d-1/site-7/2", "site-7")),
+            FakeMessage(COMMANDS_ACKS, None, _ack("d-1/site-7/2", "site-7")))),
     ]
     out = decode_control(polls)
-    request = next(value for key, value in out if isinstance(value, Request))
-    assert (request.allocator, request.correction) == ("qp", False)
-    ack = next((key, value) for key, value in out if isinstance(value, Ack))
-    assert ack[0] == "d-1", "an ack finds its dispatch through the command id"
+    received = [value for key, value in out if isinstance(value, Received)]
+    assert {key for key, value in out if isinstance(value, Received)} == {ARBITER_KEY}, "one arbiter sees all"
+    request = next(r.event for r in received if isinstance(r.event, Request))
+    assert (request.allocator, request.correction, request.priority) == ("qp", False, 0)
+    ack = next(r for r in received if isinstance(r.event, Ack))
+    assert ack.origin.key() == b"site-7" and ack.origin.topic() == COMMANDS_ACKS, "kept for a dead letter"
     dead = [value for key, value in out if key == DLQ_KEY]
-    assert len(dead) == 2, "the undecodable request and the ack under another site's key"
+    assert len(dead) == 3, "the undecodable request, the ack under another site's key, the ack without one"
     assert all(message.topic == TELEMETRY_DLQ for message in dead)  # type: ignore[union-attr]
-    reasons = {codec().decode(message.value)["error_kind"] for message in dead}  # type: ignore[union-attr,arg-type]
-    assert "KEY_MISMATCH" in reasons
+    reasons = [codec().decode(message.value)["error_kind"] for message in dead]  # type: ignore[union-attr,arg-type]
+    assert reasons.count("KEY_MISMATCH") == 2
 
 
 @pytest.mark.integration
