@@ -221,7 +221,7 @@ class Dispatch:
             self.reason = (f"{len(self.unavailable)} of {len(members)} member sites follow another dispatch "
                            f"({_names(self.unavailable)}): planned around them")
         self.state = "ACTIVE"
-        self._claim(twin, now_ms)
+        self._claim(twin, now_ms, held)
         self._plan(twin, now_ms, out)
         self.next_correction_ms = now_ms + self.config.correction_ms
         return self._status(out, now_ms)
