@@ -342,17 +342,19 @@ class Dispatch:
         fleet = Fleet(twin.max_discharge_kw, twin.max_charge_kw, twin.energy_available_kwh, twin.headroom_kwh,
                       eligible, twin.solar_surplus_kw)
         limits = fleet.limits_kw(self.request.target_kw >= 0, self._horizon_h(now_ms))
+        n = len(twin.site_ids)
+        claimed = np.fromiter((s in self.claimed for s in twin.site_ids), dtype=bool, count=n)
+        free = eligible & (limits > 0) & ~claimed
+        if held:
+            free &= np.fromiter((s not in held for s in twin.site_ids), dtype=bool, count=n)
+        candidates = np.flatnonzero(free)
+        order = candidates[np.argsort(-limits[candidates], kind="stable")]  # most capable, then member order
         margin = self.config.claim_margin
-        need = margin * abs(self.request.target_kw) if margin > 0 else float("inf")
-        have = sum(float(limits[twin.index[s]]) for s in self.claimed if s in twin.index)
-        for index in np.lexsort((np.array(twin.site_ids), -limits)):
-            if have >= need:
-                break
-            site_id = twin.site_ids[index]
-            if not eligible[index] or site_id in self.claimed or site_id in held or limits[index] <= 0:
-                continue
-            self.claimed.add(site_id)
-            have += float(limits[index])
+        if margin > 0:
+            missing = margin * abs(self.request.target_kw) - float(limits[claimed].sum())
+            enough = int(np.searchsorted(np.cumsum(limits[order]), missing)) + 1 if missing > 0 else 0
+            order = order[:enough]
+        self.claimed.update(twin.site_ids[i] for i in order)
 
     def _fleet(self, twin: TwinSnapshot) -> Fleet:
         return Fleet(twin.max_discharge_kw, twin.max_charge_kw, twin.energy_available_kwh, twin.headroom_kwh,

@@ -1,4 +1,4 @@
-"""Several dispatches, one arbiter: disjoint sites, the loser plans around them, forged acks and reused ids."""
+"""Several dispatches, one arbiter: disjoint sites, the loser plans around them, forged acks, reused ids."""
 
 from __future__ import annotations
 
@@ -128,12 +128,12 @@ def test_acks_count_only_for_a_command_sent_to_that_site_at_a_plausible_time(
     _, arbiter, dispatch = _active()
     site = sorted(dispatch.slots)[0]
     now = dispatch.clock_ms
-    refusal = arbiter.check_ack(Ack(command.format(site=site), site, "REJECTED", "x", now + offset_ms), Rules(),
-                                now)
+    forged = Ack(command.format(site=site), site, "REJECTED", "x", now + offset_ms)
+    refusal = arbiter.check_ack(forged, Rules(), now)
     assert refusal is not None and refusal.kind == kind
     assert arbiter.refused[kind] == 1
-    honest = arbiter.check_ack(Ack(f"d-1/{site}/{dispatch.slots[site].revision}", site, "ACCEPTED", None, now),
-                               Rules(), now)
+    current = f"d-1/{site}/{dispatch.slots[site].revision}"
+    honest = arbiter.check_ack(Ack(current, site, "ACCEPTED", None, now), Rules(), now)
     assert honest is None
 
 
