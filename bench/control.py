@@ -130,7 +130,10 @@ class Harness:
         self.scenario = scenario
         self.settings = settings.model_copy(update={
             "control_tick_s": 0.2, "control_correction_s": 2.0 * scenario.speed,
-            "control_retry_base_s": 0.5 * scenario.speed, "telemetry_interval_s": 1.0})
+            "control_retry_base_s": 0.5 * scenario.speed, "telemetry_interval_s": 1.0,
+            # The fleet's accelerated clock runs ahead of the wall clock by (speed - 1) x the wall time
+            # so far: a deliberately skewed clock, so widen the allowed skew for this run explicitly.
+            "plausible_max_ahead_s": max(settings.plausible_max_ahead_s, 3600.0 * scenario.speed)})
         self.clock = SimClock(datetime.now(UTC), scenario.speed)
         self.codec = packaged_codec()
         fleet = generate_fleet(self.clock.start - timedelta(hours=1), scenario.sites, scenario.seed)

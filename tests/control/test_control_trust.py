@@ -144,8 +144,8 @@ def control(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Control]:
         thread = threading.Thread(target=devices.run, daemon=True)
         thread.start()
         log = (directory / "control.log").open("wb")
-        flow = subprocess.Popen(dataflow_argv("control", settings), env={**os.environ, **settings_env(settings)},
-                                stdout=log, stderr=subprocess.STDOUT)
+        env = {**os.environ, **settings_env(settings)}
+        flow = subprocess.Popen(dataflow_argv("control", settings), env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             yield Control(settings, devices, client)
         finally:
@@ -196,7 +196,8 @@ def test_two_concurrent_dispatches_on_one_node_get_disjoint_sites_and_report_onl
     assert twin == pytest.approx(2 * TARGET_KW, rel=0.05), "40 kW asked, 40 kW delivered"
 
 
-def test_a_forged_ack_is_dead_lettered_and_the_dispatch_runs_on(control: Control, pair: tuple[str, str]) -> None:
+def test_a_forged_ack_is_dead_lettered_and_the_dispatch_runs_on(control: Control,
+                                                                 pair: tuple[str, str]) -> None:
     """Case 6: an ack from a site outside the dispatch, a year ahead, with the dispatch's command id."""
     target, other = pair
     victim = sorted(control.devices.commanded[target])[0]
@@ -252,4 +253,4 @@ def test_a_reused_dispatch_id_is_refused_at_submit_and_in_the_dataflow(
           lambda: any(letter["error_kind"] == "DISPATCH_ID_REUSED" for letter in control.dead_letters()),
           timeout_s=60)
     status = control.status(taken)
-    assert status["state"] == "ACTIVE" and float(status["target_kw"]) == TARGET_KW, "the first runs on untouched"
+    assert status["state"] == "ACTIVE" and float(status["target_kw"]) == TARGET_KW, "the first runs on"
