@@ -145,7 +145,8 @@ def control(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Control]:
         thread.start()
         log = (directory / "control.log").open("wb")
         env = {**os.environ, **settings_env(settings)}
-        flow = subprocess.Popen(dataflow_argv("control", settings), env=env, stdout=log, stderr=subprocess.STDOUT)
+        flow = subprocess.Popen(dataflow_argv("control", settings), env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
         try:
             yield Control(settings, devices, client)
         finally:
