@@ -175,7 +175,7 @@ def dispatch_of(command: str) -> str:
 
 
 class Dispatch:
-    """The state of one dispatch (kept per dispatch id, snapshotted by the dataflow)."""
+    """The state of one dispatch (held by the arbiter, snapshotted with it by the dataflow)."""
 
     def __init__(self, request: Request, config: ControlConfig) -> None:
         self.request = request
