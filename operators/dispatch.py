@@ -47,7 +47,7 @@ The life of a dispatch:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from typing import Any
@@ -215,11 +215,12 @@ class Dispatch:
         self.unavailable = {site_id: held[site_id] for site_id in members if site_id in held}
         if len(self.unavailable) == len(members):
             self.state, self.reason = "FAILED", (f"every member site follows another dispatch "
-                                                 f"({_names(self.unavailable)})")
+                                                 f"({_names(self.unavailable.values())})")
             return self._status(out, now_ms)
         if self.unavailable:
-            self.reason = (f"{len(self.unavailable)} of {len(members)} member sites follow another dispatch "
-                           f"({_names(self.unavailable)}): planned around them")
+            self.reason = (f"{len(self.unavailable)} of {len(members)} member sites "
+                           f"({_names(self.unavailable.keys())}) follow another dispatch "
+                           f"({_names(self.unavailable.values())}): planned around them")
         self.state = "ACTIVE"
         self._claim(twin, now_ms, held)
         self._plan(twin, now_ms, out)
@@ -498,9 +499,9 @@ class Dispatch:
         return out
 
 
-def _names(holders: Mapping[str, str], most: int = 3) -> str:
-    """The dispatches holding sites, for a reason text."""
-    names = sorted(set(holders.values()))
+def _names(names_: Iterable[str], most: int = 3) -> str:
+    """A few of ``names_`` (sites, dispatches) for a reason text."""
+    names = sorted(set(names_))
     return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
 
 

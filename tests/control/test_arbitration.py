@@ -61,6 +61,7 @@ def test_the_loser_plans_around_the_held_sites_or_is_refused_when_none_are_left(
     status = late.status_record(late.clock_ms)
     assert status["sites_unavailable"] == len(first.claimed) > 0, "told how many it could not have"
     assert "follow another dispatch (d-first): planned around them" in late.reason
+    assert sorted(first.claimed)[0] in late.reason, "and which they are"
     assert first.status_record(first.clock_ms)["sites_unavailable"] == 0
 
 
