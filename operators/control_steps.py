@@ -294,6 +294,10 @@ class ControlLogic(StatefulBatchLogic[Received, Emitted, bytes]):
 
         def build(resume: bytes | None) -> ControlLogic:
             arbiter = pickle.loads(resume) if resume is not None else Arbiter(config)
+            if not isinstance(arbiter, Arbiter):  # a recovery store from before the arbiter
+                log.warning("dropped a dispatch restored from before arbitration: its commands lapse at the "
+                            "end of their validity")
+                arbiter = Arbiter(config)
             arbiter.config = config
             for dispatch in arbiter.dispatches.values():
                 dispatch.config = config

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -17,7 +18,7 @@ from core.config import Settings
 from core.topics import COMMANDS_ACKS, DISPATCH_REQUESTS, TELEMETRY_DLQ
 from operators.arbitration import ARBITER_KEY
 from operators.control_steps import ControlLogic, Received, TwinReader, decode_control
-from operators.dispatch import Ack, Request, TwinSnapshot
+from operators.dispatch import Ack, ControlConfig, Dispatch, Request, TwinSnapshot
 from operators.emitted import Emitted
 from operators.kafka_batches import Polled
 from operators.records import DLQ_KEY, codec
@@ -175,3 +176,10 @@ def test_the_control_step_arbitrates_and_dead_letters_forged_acks_and_reused_ids
     assert first.state == "ACTIVE" and first.request.target_kw == 20.0
     assert first.clock_ms < epoch_ms(now + timedelta(minutes=1)), "the forged ack's time moved no clock"
     assert logic.arbiter.refused == {"NOT_THE_COMMANDED_SITE": 1, "DISPATCH_ID_REUSED": 1}
+
+
+def test_state_from_before_the_arbiter_is_dropped_not_a_crash() -> None:
+    legacy = pickle.dumps(Dispatch(Request("d-old", "CREATE", "n", None, 1.0, 0, 1, "waterfill", True,
+                                           "waterfill", "t", 0), ControlConfig()))
+    logic: ControlLogic = ControlLogic.builder(Settings())(legacy)
+    assert logic.arbiter.dispatches == {} and logic.notify_at() is None
