@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
 
 from assets.registry import RegistryError
-from core.dispatch_spec import DispatchNotFoundError, DispatchRejectedError
+from core.dispatch_spec import DispatchConflictError, DispatchNotFoundError, DispatchRejectedError
 
 
 def _answer(code: int, detail: str) -> JSONResponse:
@@ -29,6 +29,11 @@ async def refused(_: Request, exc: Exception) -> JSONResponse:
 async def not_found(_: Request, exc: Exception) -> JSONResponse:
     """What the request names does not exist."""
     return _answer(status.HTTP_404_NOT_FOUND, str(exc))
+
+
+async def conflict(_: Request, exc: Exception) -> JSONResponse:
+    """What the request would create exists already (a reused dispatch id)."""
+    return _answer(status.HTTP_409_CONFLICT, str(exc))
 
 
 async def live_store_down(_: Request, exc: Exception) -> JSONResponse:
@@ -51,6 +56,7 @@ def register(app: FastAPI) -> None:
     app.add_exception_handler(RegistryError, refused)
     app.add_exception_handler(DispatchRejectedError, refused)
     app.add_exception_handler(DispatchNotFoundError, not_found)
+    app.add_exception_handler(DispatchConflictError, conflict)
     app.add_exception_handler(redis.ConnectionError, live_store_down)
     app.add_exception_handler(redis.TimeoutError, live_store_down)
     app.add_exception_handler(ClickHouseError, history_store_down)

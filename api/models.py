@@ -287,7 +287,10 @@ class DispatchCreate(BaseModel):
     site_ids: list[Id] | None = Field(default=None, max_length=100_000)
     strategy: str = "waterfill"
     dispatch_id: Id | None = Field(default=None, description="Default: a fresh id.")
-    replace: bool = Field(default=False, description="Replace the running dispatch of this id.")
+    replace: bool = Field(default=False, description="Replace the running dispatch of this id (else a "
+                          "used id is a 409).")
+    priority: int = Field(default=0, ge=0, le=1000, description="Among dispatches that want the same sites "
+                          "at once, the higher priority gets them, then the earlier request.")
 
 
 class DispatchAccepted(BaseModel):
@@ -330,6 +333,12 @@ class DispatchStatus(BaseModel):
     sites_acked: int | None
     sites_pending: int | None
     sites_rejected: int | None
+    sites_unavailable: int | None = Field(
+        default=None, description="Member sites another dispatch held when this one planned (it planned "
+        "around them).")
+    priority: int | None = None
+    reason: str | None = Field(default=None, description="Why it failed, or which dispatches hold its "
+                               "unavailable sites.")
     history: list[DispatchPoint]
 
 

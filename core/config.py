@@ -213,6 +213,12 @@ class Settings(BaseSettings):
         description="A device's event time may be at most this old: the store-and-forward horizon "
         "(VPP_PLAUSIBLE_MAX_BEHIND_H).",
     )
+    control_claim_margin: float = Field(
+        default=2.0, ge=0,
+        description="A dispatch claims free sites (most capable first) until they can give this many times "
+        "its target, leaving the rest of the node to other dispatches; 0 claims every free site "
+        "(VPP_CONTROL_CLAIM_MARGIN).",
+    )
 
     def plausibility(self) -> Rules:
         """The bounds every boundary checks device records against (core.plausibility)."""

@@ -10,7 +10,10 @@ checked the same way wherever it comes from, and nothing reaches
   :data:`~core.dispatch_spec.MAX_WINDOW`;
 * a finite target no larger than :data:`~core.dispatch_spec.MAX_KW_PER_SITE` per member site and
   :data:`~core.dispatch_spec.MAX_TARGET_KW` in all (a typo, not an ambitious target);
-* a strategy of :data:`~core.dispatch_spec.STRATEGIES`.
+* a strategy of :data:`~core.dispatch_spec.STRATEGIES`;
+* a dispatch id not used before, unless it replaces that dispatch
+  (:class:`~core.dispatch_spec.DispatchConflictError`, a 409 in the API; the
+  control dataflow refuses a reused id again, for requests sent at once).
 
 The control dataflow keeps the newest status of each dispatch in the Redis
 hash ``dispatch:{id}`` (the fields of DispatchStatus plus the request's window
@@ -29,7 +32,13 @@ from confluent_kafka import Producer
 
 from core import kafka, keys
 from core.config import Settings
-from core.dispatch_spec import MAX_KW_PER_SITE, DispatchNotFoundError, DispatchRejectedError, DispatchSpec
+from core.dispatch_spec import (
+    MAX_KW_PER_SITE,
+    DispatchConflictError,
+    DispatchNotFoundError,
+    DispatchRejectedError,
+    DispatchSpec,
+)
 from core.live import text
 from core.topics import DISPATCH_REQUESTS
 from schemas import packaged_codec
@@ -69,6 +78,7 @@ def _request(action: str, dispatch_id: str, requested_by: str, now: datetime,
         "target_kw": spec.target_kw if spec else 0.0,
         "start": spec.start if spec else now, "end": spec.end if spec else now,
         "strategy": spec.strategy if spec else "", "requested_by": requested_by, "requested_at": now,
+        "priority": spec.priority if spec else 0,
     }
 
 
@@ -87,8 +97,12 @@ def submit(settings: Settings, spec: DispatchSpec, requested_by: str, client: re
     now = datetime.now(UTC)
     spec.check(now)
     check_against_registry(client, spec)
-    if replace and not client.exists(keys.dispatch_status(spec.dispatch_id)):
+    known = bool(client.exists(keys.dispatch_status(spec.dispatch_id)))
+    if replace and not known:
         raise DispatchNotFoundError(f"no dispatch {spec.dispatch_id!r} to replace")
+    if not replace and known:
+        raise DispatchConflictError(f"dispatch id {spec.dispatch_id!r} is already used: replace that "
+                                    "dispatch (replace: true, or --replace) or choose a new id")
     _send(settings, _request("REPLACE" if replace else "CREATE", spec.dispatch_id, requested_by, now, spec),
           producer)
     return spec.dispatch_id

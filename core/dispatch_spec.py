@@ -21,6 +21,8 @@ MAX_WINDOW = timedelta(hours=24)
 MAX_KW_PER_SITE = 100.0
 MAX_TARGET_KW = 10_000_000.0
 DISPATCH_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+#: Priorities a dispatch may ask for: higher wins sites that several dispatches want at once.
+MIN_PRIORITY, MAX_PRIORITY = 0, 1000
 
 
 class DispatchRejectedError(ValueError):
@@ -29,6 +31,10 @@ class DispatchRejectedError(ValueError):
 
 class DispatchNotFoundError(DispatchRejectedError):
     """A cancel or replace of a dispatch the control dataflow has not reported (yet)."""
+
+
+class DispatchConflictError(DispatchRejectedError):
+    """A new dispatch under an id that is already used (without ``replace``)."""
 
 
 def parse_strategy(strategy: str) -> tuple[str, bool]:
@@ -54,6 +60,7 @@ class DispatchSpec:
     site_ids: tuple[str, ...] | None = None
     strategy: str = "waterfill"
     dispatch_id: str = field(default_factory=new_dispatch_id)
+    priority: int = MIN_PRIORITY
 
     def check(self, now: datetime) -> None:
         """Raise DispatchRejectedError unless the request makes sense on its own (no registry needed)."""
@@ -76,3 +83,5 @@ class DispatchSpec:
         if self.end <= now:
             raise DispatchRejectedError(f"the window ended already ({self.end.isoformat()})")
         parse_strategy(self.strategy)
+        if not MIN_PRIORITY <= self.priority <= MAX_PRIORITY:
+            raise DispatchRejectedError(f"priority {self.priority} is outside {MIN_PRIORITY}..{MAX_PRIORITY}")

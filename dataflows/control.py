@@ -5,8 +5,9 @@ the telemetry flow); every setting comes from ``VPP_*`` (see
 :class:`core.config.Settings`, ``control_*``).
 
     kafka (dispatch.requests, commands.acks)
-      -> decode, key by dispatch id           (bad records -> telemetry.dlq)
-      -> dispatches: one Dispatch per key     (reads the live twin in Redis;
+      -> decode, all under one key            (bad records -> telemetry.dlq)
+      -> dispatches: one Arbiter holds every  (reads the live twin in Redis; a site follows at most one
+         Dispatch                              dispatch; forged acks, reused ids -> telemetry.dlq;
                                                commands -> commands.site, statuses -> dispatch.status,
                                                Redis dispatch:{id}, ClickHouse dispatch_log / command_log)
 
@@ -29,8 +30,7 @@ from bytewax.outputs import Sink
 from core.config import Settings
 from core.topics import COMMANDS_ACKS, DISPATCH_REQUESTS
 from dataflows.outputs import kafka_output, keyed_values_of, values_of
-from operators.control_steps import ControlLogic, decode_control
-from operators.dispatch import Ack, Request
+from operators.control_steps import ControlLogic, Received, decode_control
 from operators.kafka_batches import BatchedKafkaSource, Polled
 from operators.records import DLQ_KEY, KafkaOut
 from operators.sinks import DispatchStatusSink, HistoryRow, HistorySink, StatusWrite
@@ -68,7 +68,7 @@ def build_flow(settings: Settings, source: Source[Polled] | None = None,
                                 decode_control)
     dead = op.branch("dead-letters", decoded, lambda item: item[0] == DLQ_KEY)
     events = op.filter_map("events", dead.falses,
-                           lambda item: item if isinstance(item[1], Request | Ack) else None)
+                           lambda item: item if isinstance(item[1], Received) else None)
     results = op.stateful_batch("dispatches", events, ControlLogic.builder(settings))
 
     kafka_output(dead.trues, results, sinks.kafka)

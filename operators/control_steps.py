@@ -1,35 +1,49 @@
-"""The Bytewax face of :class:`operators.dispatch.Dispatch`, and the control dataflow's reads of the twin.
+"""The Bytewax face of :class:`operators.arbitration.Arbiter`, and the control dataflow's reads of the twin.
 
-Requests and acks are keyed by dispatch id (an ack finds its dispatch through
-the command id, ``{dispatch}/{site}/{revision}``), so each dispatch is one
-piece of keyed state that Bytewax snapshots and restores: an active dispatch
-survives a restart of the flow and carries on delivering and correcting.
+Requests and acks all go to one key (:data:`~operators.arbitration.ARBITER_KEY`):
+one :class:`~operators.arbitration.Arbiter` holds every dispatch, so it alone
+decides which dispatch may command which site (an ack finds its dispatch
+through the command id, ``{dispatch}/{site}/{revision}``). Bytewax snapshots
+and restores it: an active dispatch survives a restart of the flow and carries
+on delivering and correcting.
 
-The clock of a dispatch is the newest of the wall clock and the event times
-it has seen (twin ``last_seen``, acks): in production the two agree; with a
-simulated fleet running faster than real time, the fleet's own time rules.
-A dispatch wakes every ``control_tick_s`` of wall time and reads the twin of
-its sites from Redis (one pipelined round trip) to decide what is due.
+An ack counts only if it answers a command the flow sent to that very site and
+its event time is plausible (``VPP_PLAUSIBLE_*``); a CREATE for a dispatch id
+already used is refused. Either goes to ``telemetry.dlq`` with the reason and
+is counted (:attr:`~operators.arbitration.Arbiter.refused`, and per dispatch
+``acks_refused`` in its Redis status).
+
+The clock of a dispatch is the newest of the wall clock and the fleet's time
+(twin ``last_seen``, the node aggregate's event time), never an ack's: in
+production the two agree; with a simulated fleet running faster than real
+time, the fleet's own time rules. Every ``control_tick_s`` of wall time each
+dispatch reads the twin of its sites from Redis (one pipelined round trip) to
+decide what is due.
 """
 
 from __future__ import annotations
 
+import logging
 import pickle
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import redis
 from bytewax.connectors.kafka import KafkaSinkMessage
 from bytewax.operators import StatefulBatchLogic
+from confluent_kafka import Message
 from typing_extensions import override
 
 from core import keys
 from core.config import Settings
 from core.dispatch_spec import DispatchRejectedError, DispatchSpec, parse_strategy
+from core.plausibility import Rules
 from core.rows import DispatchLogEntry
 from core.topics import COMMANDS_ACKS, COMMANDS_SITE, DISPATCH_STATUS
 from operators.allocation import Array
+from operators.arbitration import ARBITER_KEY, Arbiter, Refusal
 from operators.dispatch import Ack, ControlConfig, Dispatch, Output, Request, TwinSnapshot, dispatch_of
 from operators.emitted import Emitted
 from operators.kafka_batches import Polled
@@ -39,6 +53,7 @@ from schemas.codec import DecodeError
 from schemas.times import epoch_ms, from_epoch_ms, wall_ms
 
 CONSUMER = "dataflows.control"
+log = logging.getLogger(__name__)
 #: HMGET of the fields ``ARGV`` for every key in ``KEYS``, flattened: one argument per key to encode
 #: instead of one per field, which is what a pipeline of 10,000 HMGETs spent most of its time on.
 #: (On Redis Cluster the keys of one call must share a slot; there, read through a pipeline.)
@@ -60,9 +75,62 @@ TWIN_FIELDS = ("status", "battery_kw", "last_seen", "max_discharge_kw", "max_cha
 Event = Request | Ack
 
 
-def decode_control(polls: list[Polled]) -> list[tuple[str, Event | KafkaOut]]:
-    """Requests and acks keyed by their dispatch id; what cannot be read goes to the dead letters."""
-    out: list[tuple[str, Event | KafkaOut]] = []
+@dataclass(frozen=True)
+class Origin:
+    """The parts of a consumed Kafka message a dead letter keeps (what :func:`dead_letter` reads).
+
+    Kept with each event so a record refused after decoding (a forged ack, a reused dispatch id) is
+    still dead-lettered verbatim, with where it came from.
+    """
+
+    _key: bytes | None
+    _value: bytes
+    _topic: str
+    _partition: int
+    _offset: int
+    _timestamp: tuple[int, int]
+
+    @classmethod
+    def of(cls, msg: Message) -> Origin:
+        return cls(msg.key(), msg.value() or b"", msg.topic() or "", msg.partition() or 0,
+                   msg.offset() or 0, msg.timestamp())
+
+    def key(self) -> bytes | None:
+        return self._key
+
+    def value(self) -> bytes:
+        return self._value
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def timestamp(self) -> tuple[int, int]:
+        return self._timestamp
+
+    def dead_letter(self, refusal: Refusal) -> KafkaOut:
+        return dead_letter(cast(Message, self), refusal.kind, refusal.detail, CONSUMER)
+
+
+@dataclass(frozen=True)
+class Received:
+    """A decoded request or ack and the message it came in."""
+
+    event: Event
+    origin: Origin
+
+
+def decode_control(polls: list[Polled]) -> list[tuple[str, Received | KafkaOut]]:
+    """Requests and acks, all under the arbiter's key; what cannot be read goes to the dead letters.
+
+    An ack must come under its site's key (the gateway keys acks by the authenticated site).
+    """
+    out: list[tuple[str, Received | KafkaOut]] = []
     decode = codec().decode
     for poll in polls:
         acks = poll.topic == COMMANDS_ACKS
@@ -80,13 +148,12 @@ def decode_control(polls: list[Polled]) -> list[tuple[str, Event | KafkaOut]]:
                 continue
             key = msg.key()
             owner = record["site_id"] if acks else record["dispatch_id"]
-            if key is not None and key != owner.encode():
+            if (key is None and acks) or (key is not None and key != owner.encode()):
                 reason = f"record of {owner!r} under key {key!r}"
                 out.append((DLQ_KEY, dead_letter(msg, "KEY_MISMATCH", reason, CONSUMER)))
                 continue
             event = _ack(record) if acks else _request(record)
-            owner_dispatch = dispatch_of(event.command_id) if isinstance(event, Ack) else event.dispatch_id
-            out.append((owner_dispatch, event))
+            out.append((ARBITER_KEY, Received(event, Origin.of(msg))))
     return out
 
 
@@ -103,7 +170,7 @@ def _request(record: dict[str, Any]) -> Request:
     return Request(record["dispatch_id"], record["action"], record["node_id"],
                    tuple(sites) if sites is not None else None, float(record["target_kw"]),
                    epoch_ms(record["start"]), epoch_ms(record["end"]), allocator, correction, strategy,
-                   record["requested_by"], epoch_ms(record["requested_at"]))
+                   record["requested_by"], epoch_ms(record["requested_at"]), record["priority"])
 
 
 def _problem(request: Request, now_ms: int) -> str | None:
@@ -111,7 +178,7 @@ def _problem(request: Request, now_ms: int) -> str | None:
     try:
         DispatchSpec(request.target_kw, from_epoch_ms(request.start_ms), from_epoch_ms(request.end_ms),
                      request.node_id, request.site_ids, request.strategy,
-                     request.dispatch_id).check(from_epoch_ms(now_ms))
+                     request.dispatch_id, request.priority).check(from_epoch_ms(now_ms))
     except DispatchRejectedError as exc:
         return str(exc)
     return None
@@ -168,6 +235,7 @@ def control_config(settings: Settings) -> ControlConfig:
         retry_max_ms=int(settings.control_retry_max_s * 1000),
         correction_ms=int(settings.control_correction_s * 1000),
         gain=settings.control_gain, max_step_fraction=settings.control_max_step_fraction,
+        claim_margin=settings.control_claim_margin,
     )
 
 
@@ -184,7 +252,8 @@ def emissions(dispatch: Dispatch, out: Output) -> list[Emitted]:
             key=ident.encode(), value=encode("DispatchStatus", status), topic=DISPATCH_STATUS)))
         fields = {**status, "node_id": status["node_id"] or "", "start": request.start_ms,
                   "end": request.end_ms, "strategy": request.strategy, "requested_by": request.requested_by,
-                  "reason": dispatch.reason,
+                  "reason": dispatch.reason, "priority": request.priority,
+                  "acks_refused": dispatch.acks_refused,
                   "site_ids": ",".join(request.site_ids) if request.site_ids is not None else ""}
         emitted.append(Emitted("redis", ident, StatusWrite(status["dispatch_id"], status["event_time"],
                                                     status["state"], request.start_ms, fields)))
@@ -207,89 +276,109 @@ def _reader(url: str) -> TwinReader:
     return reader
 
 
-class ControlLogic(StatefulBatchLogic[Event, Emitted, bytes]):
-    """One dispatch inside the control dataflow."""
+class ControlLogic(StatefulBatchLogic[Received, Emitted, bytes]):
+    """Every dispatch of the control dataflow, under one key: the one place that arbitrates sites."""
 
-    def __init__(self, dispatch: Dispatch | None, config: ControlConfig, tick: timedelta,
-                 reader: TwinReader) -> None:
-        self.dispatch = dispatch
-        self.config = config
+    def __init__(self, arbiter: Arbiter, rules: Rules, tick: timedelta, reader: TwinReader) -> None:
+        self.arbiter = arbiter
+        self.rules = rules
         self.tick = tick
         self.reader = reader
 
     @classmethod
     def builder(cls, settings: Settings) -> Any:
         config = control_config(settings)
+        rules = settings.plausibility()
         tick = timedelta(seconds=settings.control_tick_s)
         url = settings.redis
 
         def build(resume: bytes | None) -> ControlLogic:
-            dispatch = pickle.loads(resume) if resume is not None else None
-            if dispatch is not None:
+            arbiter = pickle.loads(resume) if resume is not None else Arbiter(config)
+            if not isinstance(arbiter, Arbiter):  # a recovery store from before the arbiter
+                log.warning("dropped a dispatch restored from before arbitration: its commands lapse at the "
+                            "end of their validity")
+                arbiter = Arbiter(config)
+            arbiter.config = config
+            for dispatch in arbiter.dispatches.values():
                 dispatch.config = config
-            return cls(dispatch, config, tick, _reader(url))
+            return cls(arbiter, rules, tick, _reader(url))
 
         return build
 
-    def _now(self) -> int:
-        return max(wall_ms(), self.dispatch.clock_ms if self.dispatch is not None else 0)
+    def _now(self, dispatch: Dispatch) -> int:
+        return self.arbiter.clock(dispatch, wall_ms())
 
     @override
-    def on_batch(self, values: list[Event]) -> tuple[list[Emitted], bool]:
+    def on_batch(self, values: list[Received]) -> tuple[list[Emitted], bool]:
         emitted: list[Emitted] = []
-        for event in values:
-            emitted += self._apply(event)
+        for received in values:
+            emitted += self._apply(received)
         emitted += self._step()
-        return emitted, self._keep()
+        return emitted, self.RETAIN
 
-    def _apply(self, event: Event) -> list[Emitted]:
-        now = self._now()
-        dispatch = self.dispatch
+    def _refused(self, received: Received, refusal: Refusal) -> list[Emitted]:
+        log.warning("refused %s: %s", refusal.kind, refusal.detail)
+        return [Emitted("kafka", ARBITER_KEY, received.origin.dead_letter(refusal))]
+
+    def _apply(self, received: Received) -> list[Emitted]:
+        event, arbiter = received.event, self.arbiter
         if isinstance(event, Ack):
-            return emissions(dispatch, dispatch.on_ack(event, now)) if dispatch is not None else []
+            refusal = arbiter.check_ack(event, self.rules, wall_ms())
+            if refusal is not None:
+                return self._refused(received, refusal)
+            dispatch = arbiter.dispatches[dispatch_of(event.command_id)]
+            return emissions(dispatch, dispatch.on_ack(event, self._now(dispatch)))
         if event.action == "CREATE":
-            if dispatch is not None:  # a replayed or repeated request: the dispatch exists already
+            created = arbiter.create(event)
+            if isinstance(created, Refusal):
+                return self._refused(received, created)
+            if created is None:  # the same request again (a replay): the dispatch exists already
                 return []
-            dispatch = self.dispatch = Dispatch(event, self.config)
+            now = self._now(created)
             problem = _problem(event, now)
-            return emissions(dispatch, dispatch.fail(problem, now) if problem else dispatch.tick(now, None))
-        if dispatch is None:
+            return emissions(created, created.fail(problem, now) if problem else created.tick(now, None))
+        running = arbiter.dispatches.get(event.dispatch_id)
+        if running is None:
             return []
+        dispatch, now = running, self._now(running)
         if event.action == "CANCEL":
             return emissions(dispatch, dispatch.cancel(now))
         if event.action == "REPLACE" and _problem(event, now) is None:
             twin = self.reader.snapshot(dispatch.members) if dispatch.state == "ACTIVE" else None
-            return emissions(dispatch, dispatch.replace(event, twin, now))
+            return emissions(dispatch, dispatch.replace(event, twin, now, arbiter.held(dispatch)))
         return []
 
     def _step(self) -> list[Emitted]:
-        dispatch = self.dispatch
-        if dispatch is None or dispatch.state == "FAILED":
+        emitted: list[Emitted] = []
+        for dispatch in self.arbiter.in_order():  # claims are made in the arbitration order
+            emitted += self._step_one(dispatch)
+        self.arbiter.retire(wall_ms())
+        return emitted
+
+    def _step_one(self, dispatch: Dispatch) -> list[Emitted]:
+        if dispatch.state == "FAILED":
             return []
-        now = self._now()
+        now = self._now(dispatch)
         if dispatch.state == "PENDING":  # no members yet to tell the time by: ask the node
             dispatch.clock_ms = max(dispatch.clock_ms, self.reader.fleet_time(dispatch.request))
-            now = self._now()
+            now = self._now(dispatch)
         if dispatch.needs_members(now):
             request = dispatch.request
             members = list(request.site_ids) if request.site_ids is not None else self.reader.members(
                 request.node_id or "")
-            return emissions(dispatch, dispatch.activate(members, self.reader.snapshot(members), now))
+            return emissions(dispatch, dispatch.activate(members, self.reader.snapshot(members), now,
+                                                         self.arbiter.held(dispatch)))
         twin = self.reader.snapshot(dispatch.members) if dispatch.state in ("ACTIVE", "CANCELLED") else None
         return emissions(dispatch, dispatch.tick(now, twin))
 
-    def _keep(self) -> bool:
-        dispatch = self.dispatch
-        return self.DISCARD if dispatch is None or dispatch.finished(self._now()) else self.RETAIN
-
     @override
     def notify_at(self) -> datetime | None:
-        return datetime.now(UTC) + self.tick if self.dispatch is not None else None
+        return datetime.now(UTC) + self.tick if self.arbiter.dispatches else None
 
     @override
     def on_notify(self) -> tuple[list[Emitted], bool]:
-        return self._step(), self._keep()
+        return self._step(), self.RETAIN
 
     @override
     def snapshot(self) -> bytes:
-        return pickle.dumps(self.dispatch, protocol=pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps(self.arbiter, protocol=pickle.HIGHEST_PROTOCOL)

@@ -9,11 +9,22 @@ in its own time, and a test can step it by hand.
 The life of a dispatch:
 
 * PENDING until its window starts, then ACTIVE: the planner reads the twin of
-  the member sites and skips sites that are not ONLINE or are already
-  following another dispatch's command; the allocator (water-filling or QP)
-  spreads the target within each site's power limits and the energy it has
-  above its reserve (or below full) for the rest of the window. Each site with
-  a share worth a command gets a SiteCommand valid until the window ends.
+  the member sites and skips sites that are not ONLINE, that another dispatch
+  holds (the caller says which: :mod:`operators.arbitration` decides), or
+  that follow another dispatch's command by the twin. Of the rest it *claims*
+  just enough, most capable first, to cover ``claim_margin`` times the target
+  (room for correction), so the other sites of the node stay free for other
+  dispatches; the allocator (water-filling or QP) spreads the target over the
+  claimed sites within each site's power limits and the energy it has above
+  its reserve (or below full) for the rest of the window. Each site with a
+  share worth a command gets a SiteCommand valid until the window ends. A
+  dispatch whose members are all held by others FAILS with a reason; one that
+  lost some of them says how many (``sites_unavailable``) and plans around
+  them.
+* Acks bind to their command: :meth:`Dispatch.bound` accepts an ack only from
+  the site the command was sent to, for a revision this dispatch issued. An
+  ack never moves the dispatch's clock (its time is the device's word; the
+  caller bounds it and journals it).
 * Delivery: a command not acknowledged is sent again (same id, next attempt)
   with exponential backoff until it is acknowledged, rejected, or its window
   has passed; nothing is sent after ``valid_until``.
@@ -36,6 +47,7 @@ The life of a dispatch:
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from typing import Any
@@ -60,6 +72,8 @@ class ControlConfig:
     correction_ms: int = 5_000
     gain: float = 0.7
     max_step_fraction: float = 0.25
+    #: A dispatch claims sites until their limits cover this many times its target (0: every free site).
+    claim_margin: float = 2.0
     min_command_kw: float = 0.05
     follow_tolerance_kw: float = 0.3
     follow_tolerance_fraction: float = 0.2
@@ -82,6 +96,8 @@ class Request:
     strategy: str
     requested_by: str
     requested_ms: int
+    #: Arbitration: a higher priority is served first among dispatches starting together.
+    priority: int = 0
 
 
 @dataclass(frozen=True)
@@ -148,13 +164,18 @@ def command_id(dispatch_id: str, site_id: str, revision: int) -> str:
     return f"{dispatch_id}/{site_id}/{revision}"
 
 
+#: Why an ack is not counted (DeadLetter ``error_kind``).
+UNKNOWN_COMMAND = "UNKNOWN_COMMAND"
+NOT_THE_COMMANDED_SITE = "NOT_THE_COMMANDED_SITE"
+
+
 def dispatch_of(command: str) -> str:
     """The dispatch id a command id belongs to (dispatch ids never contain ``/``)."""
     return command.split("/", 1)[0]
 
 
 class Dispatch:
-    """The state of one dispatch (kept per dispatch id, snapshotted by the dataflow)."""
+    """The state of one dispatch (held by the arbiter, snapshotted with it by the dataflow)."""
 
     def __init__(self, request: Request, config: ControlConfig) -> None:
         self.request = request
@@ -168,6 +189,12 @@ class Dispatch:
         self.next_status_ms = 0
         self.measured_kw = 0.0
         self.shortfall_kw = 0.0
+        #: Sites this dispatch holds: it commands no other, and no other dispatch may command them.
+        self.claimed: set[str] = set()
+        #: Member sites another dispatch held when this one planned: site -> that dispatch.
+        self.unavailable: dict[str, str] = {}
+        #: Acks naming this dispatch that were not counted (wrong site, unknown revision, implausible time).
+        self.acks_refused = 0
 
     # ----------------------------------------------------------------- inputs
 
@@ -175,15 +202,27 @@ class Dispatch:
         """Whether the window has started and the members are still to be resolved."""
         return self.state == "PENDING" and now_ms >= self.request.start_ms
 
-    def activate(self, members: list[str], twin: TwinSnapshot, now_ms: int) -> Output:
-        """Start the window: allocate the target over ``members`` and command them."""
+    def activate(self, members: list[str], twin: TwinSnapshot, now_ms: int,
+                 held: Mapping[str, str] | None = None) -> Output:
+        """Start the window: claim sites of ``members`` not ``held`` (site -> its dispatch), command them."""
         out = Output()
         self._advance(now_ms, twin)
         if not members:
             self.state, self.reason = "FAILED", "the node has no member sites at the start of the window"
             return self._status(out, now_ms)
         self.members = members
+        held = held or {}
+        self.unavailable = {site_id: held[site_id] for site_id in members if site_id in held}
+        if len(self.unavailable) == len(members):
+            self.state, self.reason = "FAILED", (f"every member site follows another dispatch "
+                                                 f"({_names(self.unavailable.values())})")
+            return self._status(out, now_ms)
+        if self.unavailable:
+            self.reason = (f"{len(self.unavailable)} of {len(members)} member sites "
+                           f"({_names(self.unavailable.keys())}) follow another dispatch "
+                           f"({_names(self.unavailable.values())}): planned around them")
         self.state = "ACTIVE"
+        self._claim(twin, now_ms, held)
         self._plan(twin, now_ms, out)
         self.next_correction_ms = now_ms + self.config.correction_ms
         return self._status(out, now_ms)
@@ -192,12 +231,14 @@ class Dispatch:
         self.state, self.reason = "FAILED", reason
         return self._status(Output(), now_ms)
 
-    def replace(self, request: Request, twin: TwinSnapshot | None, now_ms: int) -> Output:
-        """New target and window; an active dispatch is planned again at once."""
+    def replace(self, request: Request, twin: TwinSnapshot | None, now_ms: int,
+                held: Mapping[str, str] | None = None) -> Output:
+        """New target and window; an active dispatch claims more free sites if it needs them, plans again."""
         self.request = request
         out = Output()
         if self.state == "ACTIVE" and twin is not None:
             self._advance(now_ms, twin)
+            self._claim(twin, now_ms, held or {})
             self._plan(twin, now_ms, out)
         return self._status(out, now_ms)
 
@@ -212,10 +253,26 @@ class Dispatch:
         self.state = "CANCELLED"
         return self._status(out, now_ms)
 
+    def bound(self, ack: Ack) -> tuple[str, str] | None:
+        """None if ``ack`` answers a command this dispatch sent to the acking site; else (kind, why not)."""
+        parts = ack.command_id.split("/")
+        if len(parts) != 3 or parts[0] != self.request.dispatch_id or not parts[2].isdigit():
+            return UNKNOWN_COMMAND, f"{ack.command_id!r} is not a command id of {self.request.dispatch_id!r}"
+        if parts[1] != ack.site_id:
+            return NOT_THE_COMMANDED_SITE, (f"{ack.site_id!r} acked {ack.command_id!r}, a command sent to "
+                                            f"{parts[1]!r}")
+        slot = self.slots.get(ack.site_id)
+        if slot is None or not 1 <= int(parts[2]) <= slot.revision:
+            return UNKNOWN_COMMAND, f"{ack.command_id!r} was never sent: no such revision for {ack.site_id!r}"
+        return None
+
     def on_ack(self, ack: Ack, now_ms: int) -> Output:
-        """Record a device's answer to our command (answers to superseded commands are only logged)."""
+        """Record a device's answer to our command (answers to superseded commands are only logged).
+
+        The caller has checked it (:meth:`bound`, and its event time); the ack's time is journaled but
+        does not move the dispatch's clock.
+        """
         out = Output()
-        self.clock_ms = max(self.clock_ms, ack.event_ms)
         parts = ack.command_id.split("/")
         slot = self.slots.get(ack.site_id)
         out.command_log.append(self._journal(ack.command_id, ack.site_id, slot or Slot(), ack.status,
@@ -239,17 +296,21 @@ class Dispatch:
         if self.state == "ACTIVE" and now_ms >= self.request.end_ms:
             self.state = "COMPLETED"
             if twin is not None:
-                self.measured_kw = self._measure(twin)
+                self.measured_kw = self.measure(twin)
             return self._status(out, now_ms)
         if self.state == "ACTIVE" and twin is not None and now_ms >= self.next_correction_ms:
             self.next_correction_ms = now_ms + self.config.correction_ms
-            self.measured_kw = self._measure(twin)
+            self.measured_kw = self.measure(twin)
             self._check_following(twin, now_ms)
             if self.request.correction:
                 self._correct(twin, now_ms, out)
         if self.state == "ACTIVE" and now_ms >= self.next_status_ms:
             self._status(out, now_ms)
         return out
+
+    def holds(self) -> set[str]:
+        """The sites no other dispatch may have now: those claimed while this one is not over."""
+        return self.claimed if self.state in ("PENDING", "ACTIVE") else set()
 
     def finished(self, now_ms: int) -> bool:
         """Whether the state can go: terminal, and nothing left to deliver."""
@@ -262,17 +323,39 @@ class Dispatch:
     def _advance(self, now_ms: int, twin: TwinSnapshot) -> None:
         self.clock_ms = max(self.clock_ms, now_ms, twin.newest_event_ms)
 
-    def _eligible(self, twin: TwinSnapshot) -> np.ndarray[Any, np.dtype[np.bool_]]:
-        """ONLINE, not following another dispatch's command, and not refused or ignoring ours."""
+    def _eligible(self, twin: TwinSnapshot, claimed_only: bool = True) -> np.ndarray[Any, np.dtype[np.bool_]]:
+        """ONLINE, claimed, not following another dispatch's command, and not refused or ignoring ours."""
         own = f"{self.request.dispatch_id}/"
         eligible = twin.online()
         for index, site_id in enumerate(twin.site_ids):
             other = twin.active_command[index]
             slot = self.slots.get(site_id)
             if (other and not other.startswith(own)) or (
-                    slot is not None and (slot.state in ("REJECTED", "EXPIRED") or not slot.following)):
+                    slot is not None and (slot.state in ("REJECTED", "EXPIRED") or not slot.following)) or (
+                    claimed_only and site_id not in self.claimed):
                 eligible[index] = False
         return eligible
+
+    def _claim(self, twin: TwinSnapshot, now_ms: int, held: Mapping[str, str] | None = None) -> None:
+        """Claim free sites, most capable first, until the claimed ones give ``claim_margin`` x the target."""
+        held = held or {}
+        eligible = self._eligible(twin, claimed_only=False)
+        fleet = Fleet(twin.max_discharge_kw, twin.max_charge_kw, twin.energy_available_kwh, twin.headroom_kwh,
+                      eligible, twin.solar_surplus_kw)
+        limits = fleet.limits_kw(self.request.target_kw >= 0, self._horizon_h(now_ms))
+        n = len(twin.site_ids)
+        claimed = np.fromiter((s in self.claimed for s in twin.site_ids), dtype=bool, count=n)
+        free = eligible & (limits > 0) & ~claimed
+        if held:
+            free &= np.fromiter((s not in held for s in twin.site_ids), dtype=bool, count=n)
+        candidates = np.flatnonzero(free)
+        order = candidates[np.argsort(-limits[candidates], kind="stable")]  # most capable, then member order
+        margin = self.config.claim_margin
+        if margin > 0:
+            missing = margin * abs(self.request.target_kw) - float(limits[claimed].sum())
+            enough = int(np.searchsorted(np.cumsum(limits[order]), missing)) + 1 if missing > 0 else 0
+            order = order[:enough]
+        self.claimed.update(twin.site_ids[i] for i in order)
 
     def _fleet(self, twin: TwinSnapshot) -> Fleet:
         return Fleet(twin.max_discharge_kw, twin.max_charge_kw, twin.energy_available_kwh, twin.headroom_kwh,
@@ -297,7 +380,7 @@ class Dispatch:
             slot = self.slots.setdefault(site_id, Slot())
             self._command(site_id, slot, share, now_ms, self.request.end_ms, out)
 
-    def _measure(self, twin: TwinSnapshot) -> float:
+    def measure(self, twin: TwinSnapshot) -> float:
         """Battery power of the dispatched sites: latest reading, or last known for sites gone quiet."""
         total = 0.0
         for site_id in self.slots:
@@ -407,12 +490,19 @@ class Dispatch:
             "dispatch_id": self.request.dispatch_id, "node_id": self.request.node_id, "state": self.state,
             "target_kw": target, "measured_kw": self.measured_kw, "error_kw": target - self.measured_kw,
             "shortfall_kw": self.shortfall_kw, "sites_total": total, "sites_acked": acked,
-            "sites_pending": pending, "sites_rejected": rejected, "event_time": now_ms}
+            "sites_pending": pending, "sites_rejected": rejected, "sites_unavailable": len(self.unavailable),
+            "event_time": now_ms}
 
     def _status(self, out: Output, now_ms: int) -> Output:
         self.next_status_ms = now_ms + self.config.correction_ms
         out.statuses.append(self.status_record(now_ms))
         return out
+
+
+def _names(names_: Iterable[str], most: int = 3) -> str:
+    """A few of ``names_`` (sites, dispatches) for a reason text."""
+    names = sorted(set(names_))
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 #: Journal times, cached: the 10,000 commands of one plan share their two window times.

@@ -1,6 +1,8 @@
 """``vpp dispatch``: ask a node for power from the shell, and watch the fleet converge.
 
     vpp dispatch NODE --kw 2000 --minutes 30     discharge 2 MW from NODE (negative kW charges)
+        [--id ID [--replace]] [--priority P]     name it (a used id exits 2 unless --replace);
+                                                 a higher priority wins sites wanted at once
     vpp dispatch status ID [--follow]            where a dispatch stands
     vpp dispatch cancel ID                       stop it; its sites return to their own plans
     vpp dispatch list                            recent dispatches
@@ -22,7 +24,7 @@ from rich.table import Table
 
 from core.config import Settings
 from core.dispatch import cancel, list_dispatches, read_status, submit
-from core.dispatch_spec import STRATEGIES, DispatchRejectedError, DispatchSpec
+from core.dispatch_spec import STRATEGIES, DispatchRejectedError, DispatchSpec, new_dispatch_id
 from schemas.times import from_epoch_ms
 
 console = Console()
@@ -41,6 +43,9 @@ def dispatch(
     strategy: str = typer.Option("waterfill", "--strategy", help=f"One of {', '.join(STRATEGIES)}."),
     follow: bool = typer.Option(True, "--follow/--no-follow", help="Watch it converge."),
     wait_s: float = typer.Option(120.0, "--wait", help="How long to watch, in seconds."),
+    ident: str = typer.Option(None, "--id", help="The dispatch id; default a fresh one."),
+    replace: bool = typer.Option(False, "--replace", help="Replace the running dispatch of --id."),
+    priority: int = typer.Option(0, "--priority", help="0..1000: wins sites other dispatches want at once."),
 ) -> None:
     """Dispatch a node, or look at, cancel or list dispatches."""
     settings = Settings()
@@ -60,8 +65,9 @@ def dispatch(
                 raise DispatchRejectedError("say how much: --kw 2000 (positive discharges, negative charges)")
             begin = _start(start)
             end = begin + timedelta(minutes=minutes)
-            spec = DispatchSpec(kw, begin, end, node_id=what, strategy=strategy)
-            ident = submit(settings, spec, "cli", client)
+            spec = DispatchSpec(kw, begin, end, node_id=what, strategy=strategy, priority=priority,
+                                dispatch_id=ident if ident is not None else new_dispatch_id())
+            ident = submit(settings, spec, "cli", client, replace=replace)
             console.print(f"dispatch [bold]{ident}[/]: {kw:,.0f} kW from {what} for {minutes:g} min")
             _watch(client, ident, follow, wait_s)
     except DispatchRejectedError as exc:

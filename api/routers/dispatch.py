@@ -31,19 +31,21 @@ router = APIRouter(prefix="/v1/dispatch", tags=["dispatch"])
 
 DispatchId = Annotated[str, Path(pattern=ID_PATTERN, description="A dispatch id.")]
 _STATUS_FLOATS = ("target_kw", "measured_kw", "error_kw", "shortfall_kw")
-_STATUS_COUNTS = ("sites_total", "sites_acked", "sites_pending", "sites_rejected")
+_STATUS_COUNTS = ("sites_total", "sites_acked", "sites_pending", "sites_rejected", "sites_unavailable",
+                  "priority")
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED, summary="Start (or replace) a dispatch")
+@router.post("", status_code=status.HTTP_202_ACCEPTED, summary="Start (or replace) a dispatch",
+             responses={409: {"description": "The dispatch id is already used (and `replace` is not set)."}})
 def create_dispatch(body: DispatchCreate, principal: Dispatcher, resources: ResourcesDep,
                     response: Response) -> DispatchAccepted:
-    """Checked and sent to ``dispatch.requests``; the control dataflow takes it from there."""
+    """Checked and sent to ``dispatch.requests``; control takes it from there (409 for a used id)."""
     spec_args = {"dispatch_id": body.dispatch_id} if body.dispatch_id is not None else {}
     spec = DispatchSpec(
         target_kw=body.target_kw, start=utc(body.start) if body.start else datetime.now(UTC),
         end=utc(body.end), node_id=body.node_id,
         site_ids=tuple(body.site_ids) if body.site_ids is not None else None, strategy=body.strategy,
-        **spec_args)
+        priority=body.priority, **spec_args)
     try:
         dispatch_id = dispatch.submit(resources.settings, spec, principal.subject, resources.redis,
                                       resources.producer, replace=body.replace)
@@ -80,7 +82,7 @@ def get_dispatch(dispatch_id: DispatchId, _: FleetReader, resources: ResourcesDe
         "node_id": now.get("node_id") or None, "strategy": now.get("strategy") or None,
         "requested_by": now.get("requested_by") or None, "start": from_ms(now.get("start")),
         "end": from_ms(now.get("end")), "event_time": from_ms(now.get("event_time")),
-        "history": points}
+        "reason": now.get("reason") or None, "history": points}
     values.update({k: float(now[k]) if now.get(k) else None for k in _STATUS_FLOATS})
     values.update({k: int(float(now[k])) if now.get(k) else None for k in _STATUS_COUNTS})
     return DispatchStatus.model_validate(values)

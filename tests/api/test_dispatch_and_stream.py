@@ -71,6 +71,21 @@ def test_refused_dispatches_say_what_to_change(api: Api, body: dict[str, Any], m
     assert response.status_code == 422 and message in response.json()["detail"], response.text
 
 
+def test_a_reused_dispatch_id_is_409_unless_it_replaces(api: Api) -> None:
+    ident = f"d-reused-{time.time_ns()}"
+    body = {"node_id": "feeder-0-0", "target_kw": 5, "dispatch_id": ident,
+            "end": (datetime.now(UTC) + timedelta(minutes=10)).isoformat()}
+    with api.client("dispatch") as client:
+        assert client.post("/v1/dispatch", json=body).status_code == 202
+        _poll(client, f"/v1/dispatch/{ident}", lambda b: b["state"] == "ACTIVE")
+        again = client.post("/v1/dispatch", json={**body, "target_kw": 7})
+        assert again.status_code == 409 and "already used" in again.json()["detail"], again.text
+        replaced = client.post("/v1/dispatch", json={**body, "target_kw": 7, "replace": True})
+        assert replaced.status_code == 202, replaced.text
+        _poll(client, f"/v1/dispatch/{ident}", lambda b: b["target_kw"] == 7)
+        assert client.delete(f"/v1/dispatch/{ident}").status_code == 202
+
+
 def test_unknown_dispatches_are_404(api: Api) -> None:
     with api.client("dispatch") as client:
         assert client.get("/v1/dispatch/d-none").status_code == 404

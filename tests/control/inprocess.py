@@ -14,7 +14,9 @@ from typing import Any
 import numpy as np
 
 from assets.generator import Site, generate_fleet
+from core.plausibility import Rules
 from edge_gateway.simulator import FaultMix, FleetSimulator
+from operators.arbitration import Arbiter
 from operators.dispatch import Ack, ControlConfig, Dispatch, Output, Request, TwinSnapshot
 from operators.twin import charge_headroom_kwh, energy_available_kwh
 from schemas.times import epoch_ms, from_epoch_ms
@@ -30,10 +32,12 @@ def sites(n: int, seed: int = 1) -> list[Site]:
 
 
 def request(target_kw: float, minutes: float, sites_: list[Site], strategy: str = "waterfill",
-            correction: bool = True, dispatch_id: str = "d-test") -> Request:
+            correction: bool = True, dispatch_id: str = "d-test", priority: int = 0,
+            requested_after_ms: int = 0) -> Request:
     start = epoch_ms(START) + 30_000
     return Request(dispatch_id, "CREATE", None, tuple(s.site_id for s in sites_), target_kw, start,
-                   start + int(minutes * 60_000), strategy, correction, strategy, "test", start)
+                   start + int(minutes * 60_000), strategy, correction, strategy, "test",
+                   start + requested_after_ms, priority)
 
 
 @dataclass
@@ -85,7 +89,8 @@ class Loop:
             if record["site_id"] not in self.gone:
                 self.latest[record["site_id"]] = record
 
-    def answer(self, dispatch: Dispatch, out: Output) -> None:
+    def answer(self, dispatch: Dispatch, out: Output, arbiter: Arbiter | None = None) -> None:
+        """Deliver the commands; the acks go back (through the arbiter's checks, when there is one)."""
         for command in out.commands:
             self.sent.append(command)
             if self.deliver is not None and not self.deliver(command):
@@ -96,8 +101,12 @@ class Loop:
                     "valid_until": from_epoch_ms(command["valid_until"])}
             ack = self.sim.apply_command(wire, self.now)
             if ack is not None:
-                dispatch.on_ack(Ack(ack["command_id"], ack["site_id"], ack["status"], ack["reason"],
-                                    epoch_ms(ack["event_time"])), epoch_ms(self.now))
+                answer = Ack(ack["command_id"], ack["site_id"], ack["status"], ack["reason"],
+                             epoch_ms(ack["event_time"]))
+                if arbiter is not None:
+                    refusal = arbiter.check_ack(answer, Rules(), epoch_ms(self.now))
+                    assert refusal is None, f"an honest ack was refused: {refusal}"
+                dispatch.on_ack(answer, epoch_ms(self.now))
 
     def true_kw(self, dispatch: Dispatch) -> float:
         """What the dispatched sites really deliver (the simulator's truth, offline sites included)."""
@@ -121,3 +130,17 @@ class Loop:
                 commanded = sorted(dispatch.slots)
                 self.gone |= set(commanded[: round(drop_share * len(commanded))])
             self.truth.append((now_ms, self.true_kw(dispatch)))
+
+    def run_all(self, arbiter: Arbiter, seconds: int) -> None:
+        """Run ``seconds`` with every dispatch of ``arbiter``, as the control dataflow steps them."""
+        members = [s.site_id for s in self.fleet_sites]
+        for _ in range(seconds):
+            self.step()
+            now_ms = epoch_ms(self.now)
+            for dispatch in arbiter.in_order():
+                if dispatch.needs_members(now_ms):
+                    out = dispatch.activate(members, self.twin(), now_ms, arbiter.held(dispatch))
+                else:
+                    out = dispatch.tick(now_ms, self.twin())
+                self.answer(dispatch, out, arbiter)
+            arbiter.retire(now_ms)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pickle
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import cast
+from typing import Any, cast
 
+import numpy as np
 import pytest
 import redis
 from confluent_kafka import Message
@@ -14,11 +16,14 @@ from confluent_kafka import Message
 from core import keys
 from core.config import Settings
 from core.topics import COMMANDS_ACKS, DISPATCH_REQUESTS, TELEMETRY_DLQ
-from operators.control_steps import decode_control
-from operators.dispatch import Ack, Request
+from operators.arbitration import ARBITER_KEY
+from operators.control_steps import ControlLogic, Received, TwinReader, decode_control
+from operators.dispatch import Ack, ControlConfig, Dispatch, Request, TwinSnapshot
+from operators.emitted import Emitted
 from operators.kafka_batches import Polled
 from operators.records import DLQ_KEY, codec
 from operators.sinks import DispatchStatusSink, StatusWrite
+from schemas.times import epoch_ms
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
@@ -58,37 +63,41 @@ def _messages(*fakes: FakeMessage) -> list[Message]:
     return cast(list[Message], list(fakes))
 
 
-def _request(dispatch_id: str) -> bytes:
+def _request(dispatch_id: str, now: datetime = NOW, target_kw: float = 100.0,
+             strategy: str = "qp-open-loop") -> bytes:
     return codec().encode("DispatchRequest", {
         "dispatch_id": dispatch_id, "action": "CREATE", "node_id": "region-0", "site_ids": None,
-        "target_kw": 100.0, "start": NOW, "end": NOW + timedelta(minutes=5), "strategy": "qp-open-loop",
-        "requested_by": "test", "requested_at": NOW})
+        "target_kw": target_kw, "start": now, "end": now + timedelta(minutes=5), "strategy": strategy,
+        "requested_by": "test", "requested_at": now})
 
 
-def _ack(command_id: str, site_id: str) -> bytes:
+def _ack(command_id: str, site_id: str, at: datetime = NOW) -> bytes:
     return codec().encode("CommandAck", {"command_id": command_id, "site_id": site_id, "status": "ACCEPTED",
-                                         "reason": None, "event_time": NOW})
+                                         "reason": None, "event_time": at})
 
 
-def test_requests_and_acks_are_keyed_by_dispatch_and_bad_records_become_dead_letters() -> None:
+def test_requests_and_acks_go_to_the_arbiter_and_bad_records_become_dead_letters() -> None:
     polls = [
         Polled(DISPATCH_REQUESTS, 0, _messages(
             FakeMessage(DISPATCH_REQUESTS, b"d-1", _request("d-1")),
             FakeMessage(DISPATCH_REQUESTS, b"d-1", b"\x00\x00\x00\x00\x01garbage"))),
         Polled(COMMANDS_ACKS, 0, _messages(
             FakeMessage(COMMANDS_ACKS, b"site-7", _ack("d-1/site-7/2", "site-7")),
-            FakeMessage(COMMANDS_ACKS, b"site-8", _ack("d-1/site-7/2", "site-7")))),
+            FakeMessage(COMMANDS_ACKS, b"site-8", _ack("d-1/site-7/2", "site-7")),
+            FakeMessage(COMMANDS_ACKS, None, _ack("d-1/site-7/2", "site-7")))),
     ]
     out = decode_control(polls)
-    request = next(value for key, value in out if isinstance(value, Request))
-    assert (request.allocator, request.correction) == ("qp", False)
-    ack = next((key, value) for key, value in out if isinstance(value, Ack))
-    assert ack[0] == "d-1", "an ack finds its dispatch through the command id"
+    received = [value for key, value in out if isinstance(value, Received)]
+    assert {key for key, value in out if isinstance(value, Received)} == {ARBITER_KEY}, "one arbiter sees all"
+    request = next(r.event for r in received if isinstance(r.event, Request))
+    assert (request.allocator, request.correction, request.priority) == ("qp", False, 0)
+    ack = next(r for r in received if isinstance(r.event, Ack))
+    assert ack.origin.key() == b"site-7" and ack.origin.topic() == COMMANDS_ACKS, "kept for a dead letter"
     dead = [value for key, value in out if key == DLQ_KEY]
-    assert len(dead) == 2, "the undecodable request and the ack under another site's key"
+    assert len(dead) == 3, "the undecodable request, the ack under another site's key, the ack without one"
     assert all(message.topic == TELEMETRY_DLQ for message in dead)  # type: ignore[union-attr]
-    reasons = {codec().decode(message.value)["error_kind"] for message in dead}  # type: ignore[union-attr,arg-type]
-    assert "KEY_MISMATCH" in reasons
+    reasons = [codec().decode(message.value)["error_kind"] for message in dead]  # type: ignore[union-attr,arg-type]
+    assert reasons.count("KEY_MISMATCH") == 2
 
 
 @pytest.mark.integration
@@ -111,3 +120,66 @@ def test_a_replayed_status_never_replaces_a_newer_or_final_one(stack_settings: S
     write("FAILED", 4_000)
     assert stored() == ("COMPLETED", 3_000), "a final status stays final"
     assert client.zscore(keys.DISPATCH_INDEX, ident) == 5_000
+
+
+class _Twin:
+    """A node of 20 idle ONLINE sites, as the control step reads them (no Redis)."""
+
+    ids = [f"site-{i:02d}" for i in range(20)]
+
+    def members(self, node_id: str) -> list[str]:
+        return self.ids
+
+    def fleet_time(self, request: Request) -> int:
+        return epoch_ms(datetime.now(UTC))
+
+    def snapshot(self, site_ids: list[str]) -> TwinSnapshot:
+        n = len(site_ids)
+        return TwinSnapshot(list(site_ids), ["ONLINE"] * n, np.zeros(n), np.full(n, 5.0), np.full(n, 5.0),
+                            np.full(n, 4.0), np.full(n, 3.0), np.zeros(n), [""] * n,
+                            epoch_ms(datetime.now(UTC)))
+
+
+def _step(logic: ControlLogic, topic: str, *fakes: FakeMessage) -> list[Emitted]:
+    out = decode_control([Polled(topic, 0, _messages(*fakes))])
+    emitted, _ = logic.on_batch([value for _, value in out if isinstance(value, Received)])
+    return emitted
+
+
+def _sent(emitted: list[Emitted], topic: str, schema: str) -> list[dict[str, Any]]:
+    return [codec().decode(e.value.value, schema) for e in emitted
+            if e.kind == "kafka" and e.value.topic == topic]
+
+
+def test_the_control_step_arbitrates_and_dead_letters_forged_acks_and_reused_ids() -> None:
+    settings = Settings()
+    logic: ControlLogic = ControlLogic.builder(settings)(None)
+    logic.reader = cast(TwinReader, _Twin())
+    now = datetime.now(UTC)
+    emitted = _step(logic, DISPATCH_REQUESTS,
+                    FakeMessage(DISPATCH_REQUESTS, b"d-a", _request("d-a", now, 20.0, "waterfill")),
+                    FakeMessage(DISPATCH_REQUESTS, b"d-b", _request("d-b", now + timedelta(milliseconds=1),
+                                                                    20.0, "waterfill")))
+    commands = _sent(emitted, "commands.site", "SiteCommand")
+    by_dispatch = {d: {c["site_id"] for c in commands if c["dispatch_id"] == d} for d in ("d-a", "d-b")}
+    assert by_dispatch["d-a"] and by_dispatch["d-b"] and not by_dispatch["d-a"] & by_dispatch["d-b"]
+
+    victim, outsider = sorted(by_dispatch["d-a"])[0], sorted(by_dispatch["d-b"])[0]
+    forged = FakeMessage(COMMANDS_ACKS, outsider.encode(), _ack(f"d-a/{victim}/1", outsider,
+                                                                now + timedelta(days=365)), 41)
+    reused = FakeMessage(DISPATCH_REQUESTS, b"d-a", _request("d-a", now + timedelta(seconds=5), 9.0), 42)
+    dead = _sent(_step(logic, COMMANDS_ACKS, forged) + _step(logic, DISPATCH_REQUESTS, reused),
+                 TELEMETRY_DLQ, "DeadLetter")
+    assert [(d["error_kind"], d["offset"], d["consumer"]) for d in dead] == [
+        ("NOT_THE_COMMANDED_SITE", 41, "dataflows.control"), ("DISPATCH_ID_REUSED", 42, "dataflows.control")]
+    first = logic.arbiter.dispatches["d-a"]
+    assert first.state == "ACTIVE" and first.request.target_kw == 20.0
+    assert first.clock_ms < epoch_ms(now + timedelta(minutes=1)), "the forged ack's time moved no clock"
+    assert logic.arbiter.refused == {"NOT_THE_COMMANDED_SITE": 1, "DISPATCH_ID_REUSED": 1}
+
+
+def test_state_from_before_the_arbiter_is_dropped_not_a_crash() -> None:
+    legacy = pickle.dumps(Dispatch(Request("d-old", "CREATE", "n", None, 1.0, 0, 1, "waterfill", True,
+                                           "waterfill", "t", 0), ControlConfig()))
+    logic: ControlLogic = ControlLogic.builder(Settings())(legacy)
+    assert logic.arbiter.dispatches == {} and logic.notify_at() is None
