@@ -27,13 +27,12 @@ import logging
 import pickle
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import redis
 from bytewax.connectors.kafka import KafkaSinkMessage
 from bytewax.operators import StatefulBatchLogic
-from confluent_kafka import Message
 from typing_extensions import override
 
 from core import keys
@@ -47,7 +46,7 @@ from operators.arbitration import ARBITER_KEY, Arbiter, Refusal
 from operators.dispatch import Ack, ControlConfig, Dispatch, Output, Request, TwinSnapshot, dispatch_of
 from operators.emitted import Emitted
 from operators.kafka_batches import Polled
-from operators.records import DLQ_KEY, KafkaOut, codec, dead_letter
+from operators.records import DLQ_KEY, KafkaOut, Origin, codec, dead_letter, dead_letter_of
 from operators.sinks import StatusWrite
 from schemas.codec import DecodeError
 from schemas.times import epoch_ms, from_epoch_ms, wall_ms
@@ -73,48 +72,6 @@ TWIN_FIELDS = ("status", "battery_kw", "last_seen", "max_discharge_kw", "max_cha
                "energy_available_kwh", "charge_headroom_kwh", "solar_kw", "load_kw", "active_command_id")
 
 Event = Request | Ack
-
-
-@dataclass(frozen=True)
-class Origin:
-    """The parts of a consumed Kafka message a dead letter keeps (what :func:`dead_letter` reads).
-
-    Kept with each event so a record refused after decoding (a forged ack, a reused dispatch id) is
-    still dead-lettered verbatim, with where it came from.
-    """
-
-    _key: bytes | None
-    _value: bytes
-    _topic: str
-    _partition: int
-    _offset: int
-    _timestamp: tuple[int, int]
-
-    @classmethod
-    def of(cls, msg: Message) -> Origin:
-        return cls(msg.key(), msg.value() or b"", msg.topic() or "", msg.partition() or 0,
-                   msg.offset() or 0, msg.timestamp())
-
-    def key(self) -> bytes | None:
-        return self._key
-
-    def value(self) -> bytes:
-        return self._value
-
-    def topic(self) -> str:
-        return self._topic
-
-    def partition(self) -> int:
-        return self._partition
-
-    def offset(self) -> int:
-        return self._offset
-
-    def timestamp(self) -> tuple[int, int]:
-        return self._timestamp
-
-    def dead_letter(self, refusal: Refusal) -> KafkaOut:
-        return dead_letter(cast(Message, self), refusal.kind, refusal.detail, CONSUMER)
 
 
 @dataclass(frozen=True)
@@ -318,7 +275,8 @@ class ControlLogic(StatefulBatchLogic[Received, Emitted, bytes]):
 
     def _refused(self, received: Received, refusal: Refusal) -> list[Emitted]:
         log.warning("refused %s: %s", refusal.kind, refusal.detail)
-        return [Emitted("kafka", ARBITER_KEY, received.origin.dead_letter(refusal))]
+        letter = dead_letter_of(received.origin, refusal.kind, refusal.detail, CONSUMER)
+        return [Emitted("kafka", ARBITER_KEY, letter)]
 
     def _apply(self, received: Received) -> list[Emitted]:
         event, arbiter = received.event, self.arbiter

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pickle
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -28,39 +27,13 @@ from schemas.times import epoch_ms
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
 
-@dataclass
-class FakeMessage:
-    """What confluent-kafka's Message answers, for the decode step (which only reads these)."""
-
-    _topic: str
-    _key: bytes | None
-    _value: bytes | None
-    _offset: int = 0
-
-    def error(self) -> None:
-        return None
-
-    def topic(self) -> str:
-        return self._topic
-
-    def key(self) -> bytes | None:
-        return self._key
-
-    def value(self) -> bytes | None:
-        return self._value
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self._offset
-
-    def timestamp(self) -> tuple[int, int]:
-        return (0, 0)
+def message(topic: str, key: bytes | None, value: bytes | None, offset: int = 0) -> Message:
+    """A real confluent-kafka Message, as a consumer would hand the decode step."""
+    return Message(topic=topic, partition=0, offset=offset, key=key, value=value, timestamp=(0, 0))
 
 
-def _messages(*fakes: FakeMessage) -> list[Message]:
-    return cast(list[Message], list(fakes))
+def _messages(*messages: Message) -> list[Message]:
+    return list(messages)
 
 
 def _request(dispatch_id: str, now: datetime = NOW, target_kw: float = 100.0,
@@ -79,12 +52,12 @@ def _ack(command_id: str, site_id: str, at: datetime = NOW) -> bytes:
 def test_requests_and_acks_go_to_the_arbiter_and_bad_records_become_dead_letters() -> None:
     polls = [
         Polled(DISPATCH_REQUESTS, 0, _messages(
-            FakeMessage(DISPATCH_REQUESTS, b"d-1", _request("d-1")),
-            FakeMessage(DISPATCH_REQUESTS, b"d-1", b"\x00\x00\x00\x00\x01garbage"))),
+            message(DISPATCH_REQUESTS, b"d-1", _request("d-1")),
+            message(DISPATCH_REQUESTS, b"d-1", b"\x00\x00\x00\x00\x01garbage"))),
         Polled(COMMANDS_ACKS, 0, _messages(
-            FakeMessage(COMMANDS_ACKS, b"site-7", _ack("d-1/site-7/2", "site-7")),
-            FakeMessage(COMMANDS_ACKS, b"site-8", _ack("d-1/site-7/2", "site-7")),
-            FakeMessage(COMMANDS_ACKS, None, _ack("d-1/site-7/2", "site-7")))),
+            message(COMMANDS_ACKS, b"site-7", _ack("d-1/site-7/2", "site-7")),
+            message(COMMANDS_ACKS, b"site-8", _ack("d-1/site-7/2", "site-7")),
+            message(COMMANDS_ACKS, None, _ack("d-1/site-7/2", "site-7")))),
     ]
     out = decode_control(polls)
     received = [value for key, value in out if isinstance(value, Received)]
@@ -92,7 +65,7 @@ def test_requests_and_acks_go_to_the_arbiter_and_bad_records_become_dead_letters
     request = next(r.event for r in received if isinstance(r.event, Request))
     assert (request.allocator, request.correction, request.priority) == ("qp", False, 0)
     ack = next(r for r in received if isinstance(r.event, Ack))
-    assert ack.origin.key() == b"site-7" and ack.origin.topic() == COMMANDS_ACKS, "kept for a dead letter"
+    assert ack.origin.key == b"site-7" and ack.origin.topic == COMMANDS_ACKS, "kept for a dead letter"
     dead = [value for key, value in out if key == DLQ_KEY]
     assert len(dead) == 3, "the undecodable request, the ack under another site's key, the ack without one"
     assert all(message.topic == TELEMETRY_DLQ for message in dead)  # type: ignore[union-attr]
@@ -140,8 +113,8 @@ class _Twin:
                             epoch_ms(datetime.now(UTC)))
 
 
-def _step(logic: ControlLogic, topic: str, *fakes: FakeMessage) -> list[Emitted]:
-    out = decode_control([Polled(topic, 0, _messages(*fakes))])
+def _step(logic: ControlLogic, topic: str, *messages: Message) -> list[Emitted]:
+    out = decode_control([Polled(topic, 0, list(messages))])
     emitted, _ = logic.on_batch([value for _, value in out if isinstance(value, Received)])
     return emitted
 
@@ -157,17 +130,17 @@ def test_the_control_step_arbitrates_and_dead_letters_forged_acks_and_reused_ids
     logic.reader = cast(TwinReader, _Twin())
     now = datetime.now(UTC)
     emitted = _step(logic, DISPATCH_REQUESTS,
-                    FakeMessage(DISPATCH_REQUESTS, b"d-a", _request("d-a", now, 20.0, "waterfill")),
-                    FakeMessage(DISPATCH_REQUESTS, b"d-b", _request("d-b", now + timedelta(milliseconds=1),
+                    message(DISPATCH_REQUESTS, b"d-a", _request("d-a", now, 20.0, "waterfill")),
+                    message(DISPATCH_REQUESTS, b"d-b", _request("d-b", now + timedelta(milliseconds=1),
                                                                     20.0, "waterfill")))
     commands = _sent(emitted, "commands.site", "SiteCommand")
     by_dispatch = {d: {c["site_id"] for c in commands if c["dispatch_id"] == d} for d in ("d-a", "d-b")}
     assert by_dispatch["d-a"] and by_dispatch["d-b"] and not by_dispatch["d-a"] & by_dispatch["d-b"]
 
     victim, outsider = sorted(by_dispatch["d-a"])[0], sorted(by_dispatch["d-b"])[0]
-    forged = FakeMessage(COMMANDS_ACKS, outsider.encode(), _ack(f"d-a/{victim}/1", outsider,
+    forged = message(COMMANDS_ACKS, outsider.encode(), _ack(f"d-a/{victim}/1", outsider,
                                                                 now + timedelta(days=365)), 41)
-    reused = FakeMessage(DISPATCH_REQUESTS, b"d-a", _request("d-a", now + timedelta(seconds=5), 9.0), 42)
+    reused = message(DISPATCH_REQUESTS, b"d-a", _request("d-a", now + timedelta(seconds=5), 9.0), 42)
     dead = _sent(_step(logic, COMMANDS_ACKS, forged) + _step(logic, DISPATCH_REQUESTS, reused),
                  TELEMETRY_DLQ, "DeadLetter")
     assert [(d["error_kind"], d["offset"], d["consumer"]) for d in dead] == [
