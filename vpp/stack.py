@@ -3,7 +3,8 @@
 ``Stack(settings).up()`` starts each part that has no external URL configured
 (``VPP_KAFKA_BOOTSTRAP``, ``VPP_REDIS_URL``, ``VPP_CLICKHOUSE_URL``), waits
 until every part answers its health probe, then creates the topics of the
-design and applies the ClickHouse DDL. Parts run detached, so the stack
+design and applies the ClickHouse DDL; a local stack also gets its token
+secrets (``<data_dir>/secrets.json``, :mod:`core.local_secrets`). Parts run detached, so the stack
 outlives the command that started it; ``down()`` stops them. The same class
 backs the ``vpp stack`` CLI and the session-scoped pytest fixture, which runs
 it on free ports in a temporary data directory.
@@ -29,6 +30,7 @@ import redis
 
 from core import history, kafka
 from core.config import Settings
+from core.local_secrets import local_secrets
 from vpp.processes import PidFiles, ProcessRecord, is_alive, log_tail, spawn, stop
 
 
@@ -268,6 +270,8 @@ class Stack:
         """
         result = UpResult()
         started: list[ProcessRecord] = []
+        if self.settings.is_local:
+            local_secrets(self.settings.data_dir)  # the data directory's token secrets, made once
         try:
             for part in self.parts():
                 result.parts.append(self._start_part(part, started, progress))

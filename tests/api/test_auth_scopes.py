@@ -38,7 +38,8 @@ def test_requests_without_a_valid_token_are_401(api: Api) -> None:
 def test_device_tokens_are_not_api_tokens(api: Api) -> None:
     with api.client("admin") as client:
         device = client.post("/v1/tokens/devices", json={"site_id": sorted(api.fleet.sites)[0]}).json()
-    settings = api.settings.model_copy(update={"api_token_secret": api.settings.gateway_token_secret})
+    gateway_secret = SecretStr(api.settings.gateway_keys().current)
+    settings = api.settings.model_copy(update={"api_token_secret": gateway_secret})
     with pytest.raises(AuthError):
         verify_api_token(settings, device["token"])
 

@@ -16,7 +16,8 @@ from websockets import ConnectionClosed, InvalidStatus
 
 from core import kafka
 from core.config import Settings
-from core.device_tokens import issue_token, revoke_token
+from core.device_tokens import issue_token
+from core.revocations import revoke_token
 from core.topics import COMMANDS_ACKS, COMMANDS_SITE, PLANS_SITE, PRICES_FORECAST, TELEMETRY_RAW
 from edge_gateway.wire import Encoding, json_frame
 from schemas import packaged_codec
@@ -134,7 +135,7 @@ def test_malformed_and_oversized_frames_are_rejected_and_never_produced(stack_se
     reasons, code, records = asyncio.run(scenario())
     tail.close()
     assert reasons == ["undecodable", "undecodable", "unexpected_record", "undecodable", "invalid",
-                       "unexpected_record", "invalid"]
+                       "unexpected_record", "out_of_range"]
     assert code == 1009
     assert [v["seq"] for k, v in records if k == site] == [99]
 
