@@ -55,7 +55,7 @@ def test_tokens_signed_with_the_old_default_secrets_are_refused(monkeypatch: pyt
 
 def test_the_api_refuses_an_admin_token_signed_with_the_old_default(monkeypatch: pytest.MonkeyPatch,
                                                                       tmp_path: Path) -> None:
-    """The attack of the issue: mint admin tokens with the published default. The real app, no stack needed."""
+    """The attack of the issue: minting admin tokens with the published default (the real app, no stack)."""
     _clean_env(monkeypatch)
     settings = Settings(data_dir=tmp_path)
     body = {"subject": "x", "scopes": ["admin"]}
@@ -141,12 +141,14 @@ def test_a_production_process_without_its_secret_refuses_to_start(tmp_path: Path
 
 def test_rotation_accepts_the_previous_key_until_it_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
     _clean_env(monkeypatch)
-    before = Settings(production=True, gateway_token_secret=SecretStr(KEY_A), api_token_secret=SecretStr(KEY_A))
+    before = Settings(production=True, gateway_token_secret=SecretStr(KEY_A),
+                      api_token_secret=SecretStr(KEY_A))
     device, api = issue_token(before, "site-1").token, issue_api_token(before, "ops", {Scope.READ}).token
     during = Settings(production=True, gateway_token_secret=SecretStr(KEY_B),
                       gateway_token_secret_previous=SecretStr(KEY_A), api_token_secret=SecretStr(KEY_B),
                       api_token_secret_previous=SecretStr(KEY_A))
-    after = Settings(production=True, gateway_token_secret=SecretStr(KEY_B), api_token_secret=SecretStr(KEY_B))
+    after = Settings(production=True, gateway_token_secret=SecretStr(KEY_B),
+                     api_token_secret=SecretStr(KEY_B))
     assert verify_token(during, device).site_id == "site-1"
     assert verify_api_token(during, api).subject == "ops"
     fresh = issue_token(during, "site-2").token
