@@ -17,6 +17,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 # Every top-level package of [tool.setuptools.packages.find] include.
 COPY vpp ./vpp
+COPY core ./core
 COPY assets ./assets
 COPY bench ./bench
 COPY schemas ./schemas

@@ -14,11 +14,16 @@ from edge_gateway.frames import FrameRejectedError, parse_frame
 from edge_gateway.wire import json_frame
 from schemas import packaged_codec
 from schemas.times import epoch_ms
-from tests.edge_gateway.support import telemetry
+from tests.edge_gateway.support import telemetry as _telemetry
 
 CODEC = packaged_codec()
 NOW = datetime.now(UTC).replace(microsecond=0)
 NOW_MS = epoch_ms(NOW)
+
+
+def telemetry(site_id: str, **changes: Any) -> dict[str, Any]:
+    """A valid reading taken at NOW, the gateway clock of these tests (however long collection took)."""
+    return _telemetry(site_id, **({"event_time": NOW} | changes))
 
 
 @pytest.mark.parametrize("as_json", [False, True])
