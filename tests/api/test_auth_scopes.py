@@ -9,6 +9,7 @@ import pytest
 from pydantic import SecretStr
 
 from api.auth import AuthError, Scope, issue_api_token, verify_api_token
+from core import history
 from tests.api.conftest import Api
 
 pytestmark = pytest.mark.integration
@@ -110,5 +111,8 @@ def test_device_token_issue_and_revoke(api: Api) -> None:
         jti = issued.json()["jti"]
         assert client.delete(f"/v1/tokens/devices/{jti}").json() == {"jti": jti, "already": False}
         assert client.delete(f"/v1/tokens/devices/{jti}").json() == {"jti": jti, "already": True}
+        store = history.HistoryStore(history.connect(api.settings), api.settings.clickhouse_database)
+        assert store.is_revoked(jti)  # durable: survives Redis losing gateway:revoked
+        store.client.close()
         assert client.post("/v1/tokens/devices", json={"site_id": "site-9-000001"}).status_code == 404
         assert client.delete("/v1/tokens/devices/not-a-jti").status_code == 422
