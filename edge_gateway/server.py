@@ -29,7 +29,7 @@ import os
 import socket
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -411,7 +411,7 @@ class Gateway:
             else:
                 self._last_heartbeat = time.monotonic()
 
-    async def _every(self, seconds: float, action: Any, doing: str) -> None:
+    async def _every(self, seconds: float, action: Callable[[], Awaitable[None]], doing: str) -> None:
         """Run ``action`` every ``seconds`` until the gateway stops; a failure is logged and retried."""
         while await self._pause(seconds):
             try:
