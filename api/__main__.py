@@ -6,12 +6,17 @@ import uvicorn
 
 from api.app import create_app
 from core.config import get_settings
+from core.local_secrets import MissingSecretError
 
 
 def main() -> None:
-    """Run in the foreground until interrupted."""
+    """Run in the foreground until interrupted; refuse to start without the token secrets."""
     settings = get_settings()
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.api_port, log_level="warning",
+    try:
+        app = create_app(settings)
+    except MissingSecretError as exc:
+        raise SystemExit(f"error: the API refuses to start: {exc}") from exc
+    uvicorn.run(app, host=settings.host, port=settings.api_port, log_level="warning",
                 access_log=False)
 
 

@@ -28,8 +28,15 @@ The dashboard is at [/dashboard/](/dashboard/).
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """The API for ``settings`` (default: from the environment)."""
-    resources = Resources(settings or get_settings())
+    """The API for ``settings`` (default: from the environment).
+
+    Raises MissingSecretError when a token secret the API needs (its own, and the
+    gateway's, since it issues device tokens) is unset outside the local stack.
+    """
+    settings = settings or get_settings()
+    settings.api_keys()
+    settings.gateway_keys()
+    resources = Resources(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -7,7 +7,8 @@ token carries ``sites``: it may read those sites (twin, history, status
 stream) and nothing of the fleet, whatever its scopes say, so a leaked
 customer token never exposes another home or a node. The audience
 (``vpp-api``) keeps device tokens (audience ``vpp-gateway``) out even when
-both secrets are the same.
+both secrets are the same. Signing and key rotation are :mod:`core.jwt_keys`'
+(keys from ``Settings.api_keys()``), shared with device tokens.
 """
 
 from __future__ import annotations
@@ -19,11 +20,9 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from functools import lru_cache
 
-import jwt
-
+from core import jwt_keys
 from core.config import Settings
 
-ALGORITHM = "HS256"
 VERIFIED_CACHE = 4096
 AUDIENCE = "vpp-api"
 
@@ -93,30 +92,30 @@ def issue_api_token(settings: Settings, subject: str, scopes: set[Scope], *,
                                   "aud": AUDIENCE, "iat": issued, "exp": expires}
     if sites is not None:
         payload["sites"] = sorted(sites)
-    token = jwt.encode(payload, settings.api_token_secret.get_secret_value(), algorithm=ALGORITHM)
+    token = jwt_keys.sign(payload, settings.api_keys())
     principal = Principal(subject, frozenset(scopes), frozenset(sites) if sites is not None else None)
     return IssuedApiToken(token, principal, expires)
 
 
 def verify_api_token(settings: Settings, token: str) -> Principal:
-    """The principal of a valid, unexpired token signed with our secret; AuthError otherwise.
+    """The principal of a valid, unexpired token signed with our key (or the previous); AuthError otherwise.
 
     Verified tokens are remembered (until they expire) so a client polling
-    the live view does not pay for a signature check on every request.
+    the live view does not pay for a signature check on every request; the
+    memory is per key pair, so dropping a previous key forgets what it verified.
     """
-    principal, expires = _verified(settings.api_token_secret.get_secret_value(), token)
+    principal, expires = _verified(settings.api_keys(), token)
     if time.time() >= expires:
         raise AuthError("invalid token: Signature has expired")
     return principal
 
 
 @lru_cache(maxsize=VERIFIED_CACHE)
-def _verified(secret: str, token: str) -> tuple[Principal, float]:
+def _verified(keys: jwt_keys.SigningKeys, token: str) -> tuple[Principal, float]:
     """Decode and check a token once; the principal and its expiry (epoch seconds)."""
     try:
-        payload = jwt.decode(token, secret, algorithms=[ALGORITHM], audience=AUDIENCE,
-                             options={"require": ["exp", "sub", "scopes"]})
-    except jwt.PyJWTError as exc:
+        payload = jwt_keys.verify(token, keys, audience=AUDIENCE, require=("exp", "sub", "scopes"))
+    except jwt_keys.InvalidTokenError as exc:
         raise AuthError(f"invalid token: {exc}") from None
     raw_scopes, raw_sites = payload["scopes"], payload.get("sites")
     if not isinstance(raw_scopes, list) or not all(isinstance(s, str) for s in raw_scopes):

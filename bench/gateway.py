@@ -74,8 +74,10 @@ def _gateway_process(settings: Settings) -> Iterator[tuple[int, int, int]]:
     port, metrics_port = free_port(), free_port()
     log = (settings.data_dir / "bench-gateway.log").open("wb")
     env = {**os.environ, "VPP_KAFKA_BOOTSTRAP": settings.kafka, "VPP_REDIS_URL": settings.redis,
+           "VPP_CLICKHOUSE_URL": settings.clickhouse, "VPP_CLICKHOUSE_DATABASE": settings.clickhouse_database,
            "VPP_GATEWAY_RATE_PER_S": "1000000", "VPP_GATEWAY_RATE_BURST": "1000000",
-           "VPP_GATEWAY_TOKEN_SECRET": settings.gateway_token_secret.get_secret_value(),
+           # External services make the process non-local: it needs its secret set (the stack's own).
+           "VPP_GATEWAY_TOKEN_SECRET": settings.gateway_keys().current,
            "VPP_GATEWAY_CONSUMER_GROUP": f"bench-{os.getpid()}"}
     process = subprocess.Popen(
         [sys.executable, "-m", "edge_gateway", "--host", "127.0.0.1", "--port", str(port),

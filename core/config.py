@@ -4,7 +4,9 @@ Local defaults need nothing set: the broker, Redis and the embedded history
 server listen on 127.0.0.1 at the ports below and keep their state under
 ``VPP_DATA_DIR`` (default ``./.vpp``). Production points the same code at real
 services by setting ``VPP_KAFKA_BOOTSTRAP``, ``VPP_REDIS_URL`` and
-``VPP_CLICKHOUSE_URL``.
+``VPP_CLICKHOUSE_URL``. Token secrets have no default: the local stack
+generates them per data directory, anything else must set them
+(:mod:`core.local_secrets`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.jwt_keys import SigningKeys
+from core.local_secrets import resolve_keys
 from core.plausibility import Rules
 
 
@@ -143,10 +147,11 @@ class Settings(BaseSettings):
     gateway_metrics_port: int = Field(
         default=9108, ge=1, le=65535, description="Edge gateway /healthz and /metrics port."
     )
-    gateway_token_secret: SecretStr = Field(
-        default=SecretStr("vpp-local-gateway-secret-not-for-production"),
-        description="HS256 secret of device tokens; the default is for the local stack only "
-        "(VPP_GATEWAY_TOKEN_SECRET).",
+    gateway_token_secret: SecretStr | None = Field(
+        default=None,
+        description="HS256 secret of device tokens (VPP_GATEWAY_TOKEN_SECRET); no default: unset, the "
+        "local stack generates one per data directory and any other deployment refuses to start "
+        "(core.local_secrets). Read it through gateway_keys().",
     )
     gateway_token_ttl_hours: float = Field(
         default=24.0 * 30, gt=0, description="Lifetime of an issued device token in hours."
@@ -172,10 +177,10 @@ class Settings(BaseSettings):
     )
     api_port: int = Field(default=8000, ge=1, le=65535,
                           description="HTTP API and dashboard port (VPP_API_PORT).")
-    api_token_secret: SecretStr = Field(
-        default=SecretStr("vpp-local-api-secret-not-for-production"),
-        description="HS256 secret of API bearer tokens; the default is for the local stack only "
-        "(VPP_API_TOKEN_SECRET).",
+    api_token_secret: SecretStr | None = Field(
+        default=None,
+        description="HS256 secret of API bearer tokens (VPP_API_TOKEN_SECRET); no default, as for "
+        "VPP_GATEWAY_TOKEN_SECRET. Read it through api_keys().",
     )
     api_token_ttl_hours: float = Field(
         default=24.0 * 30, gt=0,
@@ -220,11 +225,58 @@ class Settings(BaseSettings):
         "(VPP_CONTROL_CLAIM_MARGIN).",
     )
 
+    production: bool = Field(
+        default=False,
+        description="Marks a deployment that is not the local stack even if it names no external service "
+        "(VPP_PRODUCTION): token secrets must then be set, never generated. Setting VPP_KAFKA_BOOTSTRAP, "
+        "VPP_REDIS_URL or VPP_CLICKHOUSE_URL has the same effect.",
+    )
+    gateway_token_secret_previous: SecretStr | None = Field(
+        default=None,
+        description="The device-token secret before the last rotation: tokens it signed still verify "
+        "until it is unset (VPP_GATEWAY_TOKEN_SECRET_PREVIOUS).",
+    )
+    api_token_secret_previous: SecretStr | None = Field(
+        default=None,
+        description="The API-token secret before the last rotation: tokens it signed still verify "
+        "until it is unset (VPP_API_TOKEN_SECRET_PREVIOUS).",
+    )
+    gateway_revocations_refresh_s: float = Field(
+        default=30.0, gt=0,
+        description="How often a gateway re-reads the durable revocation list into Redis "
+        "(VPP_GATEWAY_REVOCATIONS_REFRESH_S).",
+    )
+    gateway_revocations_max_age_s: float = Field(
+        default=300.0, gt=0,
+        description="A gateway refuses new connections (503) while its last successful read of the "
+        "durable revocation list is older than this: it fails closed (VPP_GATEWAY_REVOCATIONS_MAX_AGE_S).",
+    )
+    gateway_limits_refresh_s: float = Field(
+        default=60.0, gt=0,
+        description="How often a gateway re-reads the sites' registered power ratings from the asset "
+        "registry (VPP_GATEWAY_LIMITS_REFRESH_S).",
+    )
+
     def plausibility(self) -> Rules:
         """The bounds every boundary checks device records against (core.plausibility)."""
         return Rules(max_site_kw=self.plausible_max_site_kw, rating_margin=self.plausible_rating_margin,
                      max_ahead_ms=round(self.plausible_max_ahead_s * 1000),
                      max_behind_ms=round(self.plausible_max_behind_h * 3_600_000))
+
+    @property
+    def is_local(self) -> bool:
+        """True for the local stack: not VPP_PRODUCTION and no external Kafka, Redis or ClickHouse."""
+        return not self.production and not (self.kafka_bootstrap or self.redis_url or self.clickhouse_url)
+
+    def gateway_keys(self) -> SigningKeys:
+        """The device-token keys; MissingSecretError outside the local stack if the secret is unset."""
+        return resolve_keys("gateway_token_secret", self.gateway_token_secret,
+                            self.gateway_token_secret_previous, local=self.is_local, data_dir=self.data_dir)
+
+    def api_keys(self) -> SigningKeys:
+        """The API-token keys; MissingSecretError outside the local stack if the secret is unset."""
+        return resolve_keys("api_token_secret", self.api_token_secret, self.api_token_secret_previous,
+                            local=self.is_local, data_dir=self.data_dir)
 
     @property
     def kafka(self) -> str:

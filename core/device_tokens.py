@@ -3,8 +3,8 @@
 A token carries the site it speaks for (``site_id``), optionally the site's
 price ``region``, a unique ``jti`` and an expiry. The gateway trusts nothing
 else about a connection: the site id of every frame comes from here.
-Revocation is a Redis set of jtis (``gateway:revoked``) that every gateway
-instance checks at connect and again on each heartbeat for open connections.
+Signing and rotation are :mod:`core.jwt_keys`' (keys from
+``Settings.gateway_keys()``); revocation is :mod:`core.revocations`'.
 """
 
 from __future__ import annotations
@@ -13,14 +13,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import jwt
-import redis
-
-from core import keys
+from core import jwt_keys
 from core.config import Settings
 
-REVOKED_KEY = keys.REVOKED_TOKENS
-ALGORITHM = "HS256"
 AUDIENCE = "vpp-gateway"
 
 
@@ -58,27 +53,21 @@ def issue_token(settings: Settings, site_id: str, *, region: str | None = None,
                                   "iat": issued, "exp": expires}
     if region is not None:
         payload["region"] = region
-    token = jwt.encode(payload, settings.gateway_token_secret.get_secret_value(), algorithm=ALGORITHM)
-    return IssuedToken(token, claims)
+    return IssuedToken(jwt_keys.sign(payload, settings.gateway_keys()), claims)
 
 
-def verify_token(settings: Settings, token: str) -> DeviceClaims:
-    """The claims of a valid, unexpired token signed with our secret; TokenError otherwise."""
+def verify_token(settings: Settings, token: str, keys: jwt_keys.SigningKeys | None = None) -> DeviceClaims:
+    """The claims of a valid, unexpired token signed with our key (or the previous one); TokenError otherwise.
+
+    ``keys`` saves a long-running caller (the gateway) resolving them on every handshake.
+    """
     try:
-        payload = jwt.decode(
-            token, settings.gateway_token_secret.get_secret_value(), algorithms=[ALGORITHM],
-            audience=AUDIENCE, options={"require": ["exp", "jti", "site_id"]},
-        )
-    except jwt.PyJWTError as exc:
+        payload = jwt_keys.verify(token, keys or settings.gateway_keys(), audience=AUDIENCE,
+                                  require=("exp", "jti", "site_id"))
+    except jwt_keys.InvalidTokenError as exc:
         raise TokenError(str(exc)) from None
     site_id, jti, region = payload["site_id"], payload["jti"], payload.get("region")
     if not isinstance(site_id, str) or not site_id or not isinstance(jti, str):
         raise TokenError("site_id and jti must be non-empty strings")
     return DeviceClaims(site_id, jti, datetime.fromtimestamp(payload["exp"], UTC),
                         region if isinstance(region, str) else None)
-
-
-def revoke_token(settings: Settings, jti: str) -> bool:
-    """Add ``jti`` to the revoked set; True if it was not revoked before."""
-    with redis.Redis.from_url(settings.redis) as rds:
-        return bool(rds.sadd(REVOKED_KEY, jti))

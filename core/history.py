@@ -29,7 +29,8 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
 from core.config import Settings, get_settings
-from core.rows import CommandLogEntry, DispatchLogEntry, MembershipEdge, NodeWindow, SiteWindow
+from core.plausibility import SiteLimits
+from core.rows import CommandLogEntry, DispatchLogEntry, MembershipEdge, NodeWindow, Revocation, SiteWindow
 
 Resolution = Literal["minute", "hour", "day"]
 _CREATE_TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS\s+([\w.]+)", re.IGNORECASE)
@@ -154,6 +155,29 @@ class HistoryStore:
     def insert_command_log(self, rows: list[CommandLogEntry]) -> None:
         """Journal commands and their outcomes."""
         self._insert("command_log", rows)
+
+    def insert_revocations(self, rows: list[Revocation]) -> None:
+        """Record revoked device tokens (durable; a repeat replaces itself)."""
+        self._insert("revoked_tokens", rows)
+
+    def is_revoked(self, jti: str) -> bool:
+        """True if ``jti`` has been revoked."""
+        result = self.client.query(f"SELECT count() FROM {self.db}.revoked_tokens WHERE jti = %(jti)s",
+                                   parameters={"jti": jti})
+        return bool(result.result_rows[0][0])
+
+    def revoked_jtis(self) -> list[str]:
+        """Every revoked device-token id."""
+        result = self.client.query(f"SELECT DISTINCT jti FROM {self.db}.revoked_tokens")
+        return [str(row[0]) for row in result.result_rows]
+
+    def site_limits(self) -> dict[str, SiteLimits]:
+        """The registered charge and discharge ratings of every site not retired, by site id."""
+        result = self.client.query(
+            f"SELECT site_id, max_charge_kw, max_discharge_kw FROM {self.db}.asset_sites FINAL "
+            "WHERE retired_at IS NULL")
+        return {str(site): SiteLimits(float(charge), float(discharge))
+                for site, charge, discharge in result.result_rows}
 
     def refresh_rollups(self, kind: Literal["site", "node"], first: datetime, last: datetime,
                         ids: Collection[str] | None = None) -> None:

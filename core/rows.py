@@ -96,3 +96,12 @@ class CommandLogEntry:
     attempt: int
     status: str
     event_time: datetime
+
+
+@dataclass(frozen=True)
+class Revocation:
+    """A revoked device token (by its jti), when and by whom: the durable side of ``gateway:revoked``."""
+
+    jti: str
+    revoked_at: datetime
+    revoked_by: str

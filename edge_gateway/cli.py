@@ -36,14 +36,16 @@ def token_issue(
 @token_app.command("revoke")
 def token_revoke(jti: str = typer.Argument(help="The jti of the token to revoke.")) -> None:
     """Revoke a token: refused at connect, and open connections holding it close within a heartbeat."""
+    from clickhouse_connect.driver.exceptions import ClickHouseError
     from redis.exceptions import RedisError
 
-    from core.device_tokens import revoke_token
+    from core.revocations import revoke_token
 
     try:
         fresh = revoke_token(Settings(), jti)
-    except RedisError as exc:
-        err_console.print(f"[red]error:[/] cannot reach Redis: {exc}; is the stack running (`vpp stack up`)?")
+    except (RedisError, ClickHouseError, OSError) as exc:
+        err_console.print(f"[red]error:[/] cannot record the revocation: {exc}; is the stack running "
+                          "(`vpp stack up`)?")
         raise typer.Exit(code=1) from exc
     console.print(f"revoked {jti}" if fresh else f"{jti} was already revoked", highlight=False)
 
@@ -56,12 +58,17 @@ def serve_gateway(
     instance_id: str | None = typer.Option(
         None, "--instance-id", help="Unique per instance (default: host-pid)."),
 ) -> None:
-    """Run one edge gateway instance until interrupted."""
+    """Run one edge gateway instance until interrupted (refuses to start without its token secret)."""
+    from core.local_secrets import MissingSecretError
     from edge_gateway.service import run_gateway
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(run_gateway(Settings(), host=host, port=port, metrics_port=metrics_port,
-                            instance_id=instance_id))
+    try:
+        asyncio.run(run_gateway(Settings(), host=host, port=port, metrics_port=metrics_port,
+                                instance_id=instance_id))
+    except MissingSecretError as exc:
+        err_console.print(f"[red]error:[/] the gateway refuses to start: {exc}", highlight=False)
+        raise typer.Exit(code=2) from exc
 
 
 gateway_app = typer.Typer(help="The edge gateway.")

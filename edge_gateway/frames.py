@@ -5,18 +5,42 @@ payload's: a payload naming another site is rejected (not rewritten), so a
 compromised or buggy device cannot publish for its neighbours and the mistake
 is visible in the metrics. JSON devices may leave ``site_id`` out; it is then
 the token's.
+
+A frame passes two gates. The schema first (the codec must be able to encode
+it: missing fields and wrong types are ``invalid``), then plausibility
+(:mod:`core.plausibility`, the rule set the telemetry dataflow applies again):
+telemetry within physics and the site's registered rating, booleans refused
+where numbers belong, and the event time of every record (telemetry's
+``event_time``, an ack's ``event_time``, a plan's ``issued_at``) within the
+allowed skew ahead of and the store-and-forward horizon behind the gateway's
+clock. A plan's powers are bounded like telemetry's. Refusals carry the
+reason labels of :mod:`core.plausibility`.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from core.plausibility import (
+    NOT_A_NUMBER,
+    OUT_OF_RANGE,
+    Implausible,
+    Rules,
+    SiteLimits,
+    check_event_time,
+    check_telemetry,
+)
 from edge_gateway.wire import UPSTREAM_BY_RECORD, UPSTREAM_BY_TYPE, UpstreamKind
 from schemas.codec import AvroCodec, DecodeError, EncodeError
+from schemas.times import epoch_ms
+
+#: The field holding each upstream record's event time.
+EVENT_TIME_FIELD = {"SiteTelemetry": "event_time", "CommandAck": "event_time", "SitePlan": "issued_at"}
 
 
 class FrameRejectedError(Exception):
@@ -37,21 +61,48 @@ class Accepted:
     value: bytes
 
 
-def parse_frame(codec: AvroCodec, frame: bytes | str, site_id: str, received: datetime) -> Accepted:
-    """Validate ``frame`` from a connection authenticated as ``site_id``; stamp telemetry's received_time."""
+def parse_frame(codec: AvroCodec, frame: bytes | str, site_id: str, received: datetime,
+                rules: Rules | None = None, limits: SiteLimits | None = None) -> Accepted:
+    """Validate ``frame`` from a connection authenticated as ``site_id``; stamp telemetry's received_time.
+
+    ``received`` is the gateway's clock, against which event times are bounded;
+    ``limits`` are the site's registered ratings, if the registry knows them.
+    """
     kind, record = _decode_binary(codec, frame) if isinstance(frame, bytes) else _decode_json(frame, site_id)
     claimed = record.get("site_id")
     if claimed != site_id:
         raise FrameRejectedError("site_mismatch",
                                  f"frame speaks for site {claimed!r}, the token for {site_id!r}")
     if kind.record == "SiteTelemetry":
-        _check_telemetry(record)
         record["received_time"] = received
     try:
         value = codec.encode(kind.record, record)
     except EncodeError as exc:
         raise FrameRejectedError("invalid", str(exc)) from None
+    implausible = check_record(kind.record, record, epoch_ms(received), rules or Rules(), limits)
+    if implausible is not None:
+        raise FrameRejectedError(implausible.reason, implausible.detail)
     return Accepted(kind, site_id, value)
+
+
+def check_record(record_name: str, record: Mapping[str, Any], now_ms: int, rules: Rules,
+                 limits: SiteLimits | None) -> Implausible | None:
+    """Why a schema-valid upstream record is implausible, or None (times as datetimes or epoch ms)."""
+    values = {name: epoch_ms(v) if isinstance(v, datetime) else v for name, v in record.items()}
+    if record_name == "SiteTelemetry":
+        return check_telemetry(values, now_ms, rules, limits)
+    if record_name == "SitePlan":
+        powers = values.get("power_kw")
+        for power in powers if isinstance(powers, list) else ():
+            if isinstance(power, bool) or not isinstance(power, int | float) or not math.isfinite(power):
+                return Implausible(NOT_A_NUMBER, "power_kw must hold finite numbers")
+            if abs(power) > rules.max_site_kw:
+                return Implausible(OUT_OF_RANGE, f"planned power {power} kW is beyond "
+                                   f"{rules.max_site_kw:.0f} kW, more than any home site can move")
+    event_ms = values.get(EVENT_TIME_FIELD[record_name])
+    if isinstance(event_ms, bool) or not isinstance(event_ms, int):
+        return Implausible(NOT_A_NUMBER, f"{EVENT_TIME_FIELD[record_name]} must be epoch milliseconds")
+    return check_event_time(event_ms, now_ms, rules)
 
 
 def _decode_binary(codec: AvroCodec, frame: bytes) -> tuple[UpstreamKind, dict[str, Any]]:
@@ -78,18 +129,3 @@ def _decode_json(frame: str, site_id: str) -> tuple[UpstreamKind, dict[str, Any]
         raise FrameRejectedError("unexpected_record", f"type must be one of {sorted(UPSTREAM_BY_TYPE)}")
     record.setdefault("site_id", site_id)
     return kind, record
-
-
-def _check_telemetry(record: dict[str, Any]) -> None:
-    """Physical sanity beyond the schema: finite numbers, state of charge a percentage, no negative solar."""
-    for name in ("soc_pct", "battery_kw", "solar_kw", "load_kw", "grid_kw"):
-        value = record.get(name)
-        if isinstance(value, int | float) and not math.isfinite(value):
-            raise FrameRejectedError("invalid", f"{name} is not a finite number")
-    soc = record.get("soc_pct")
-    if isinstance(soc, int | float) and not 0.0 <= soc <= 100.0:
-        raise FrameRejectedError("invalid", f"soc_pct {soc} is outside 0..100")
-    for name in ("solar_kw", "load_kw"):
-        value = record.get(name)
-        if isinstance(value, int | float) and value < 0:
-            raise FrameRejectedError("invalid", f"{name} {value} is negative")

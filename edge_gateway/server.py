@@ -4,6 +4,11 @@ Instances are stateless and interchangeable behind a TCP load balancer; what
 they share lives in Redis (routes, inboxes, revoked tokens) and Kafka. A
 connection is authenticated once at the handshake by its token, and that
 token's site is the only site the connection can speak for or be spoken to as.
+Revocations are re-loaded from their durable record and the state is refused
+when unknown (:mod:`edge_gateway.revocations`); every upstream frame is held to
+:mod:`core.plausibility` against the gateway's clock and the site's registered
+rating (:mod:`edge_gateway.limits`, a background-refreshed view, so no frame
+waits on a store).
 
 Command routing: all instances share one consumer group on ``commands.site``,
 so each command is read once. The reading instance delivers it if it holds the
@@ -24,12 +29,13 @@ import os
 import socket
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from clickhouse_connect.driver.exceptions import ClickHouseError
 from confluent_kafka import Message, Producer
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
@@ -41,13 +47,16 @@ from websockets.typing import Subprotocol
 
 from core import kafka
 from core.config import Settings
-from core.device_tokens import REVOKED_KEY, DeviceClaims, TokenError, verify_token
+from core.device_tokens import DeviceClaims, TokenError, verify_token
+from core.revocations import REVOKED_KEY
 from edge_gateway.feeds import Feed, commands_feed, prices_feed
 from edge_gateway.frames import FrameRejectedError, parse_frame
 from edge_gateway.health import serve_health
+from edge_gateway.limits import SiteRatings
 from edge_gateway.metrics import GatewayMetrics
 from edge_gateway.producer import BackpressureProducer
 from edge_gateway.ratelimit import TokenBucket
+from edge_gateway.revocations import Revocations, RevocationUnknownError
 from edge_gateway.routing import Routes
 from edge_gateway.wire import AVRO_SUBPROTOCOL, JSON_SUBPROTOCOL, Encoding, error_frame, json_frame
 from schemas import packaged_codec
@@ -87,6 +96,9 @@ class Gateway:
     def __init__(self, settings: Settings, *, host: str | None = None, port: int | None = None,
                  metrics_port: int | None = None, instance_id: str | None = None) -> None:
         self.settings = settings
+        # First, so a deployment without its secret refuses to start before it opens anything.
+        self._keys = settings.gateway_keys()
+        self._rules = settings.plausibility()
         self.instance_id = instance_id or default_instance_id()
         self.metrics = GatewayMetrics()
         self._host = host or settings.host
@@ -98,6 +110,8 @@ class Gateway:
         self._rds: Redis = Redis(connection_pool=BlockingConnectionPool.from_url(
             settings.redis, max_connections=REDIS_CONNECTIONS, timeout=10))
         self._routes = Routes(self._rds, self.instance_id, settings.gateway_route_ttl_s)
+        self.revocations = Revocations(settings, self._rds)
+        self.ratings = SiteRatings(settings)
         self._producer = BackpressureProducer(
             Producer(kafka.client_config(settings, **{"linger.ms": 5,
                                                       "client.id": f"gateway-{self.instance_id}"})),
@@ -135,6 +149,11 @@ class Gateway:
     async def start(self) -> None:
         """Open Kafka and Redis, start the listeners and the background loops."""
         await self._rds.ping()
+        for load, what in ((self.revocations.reload, "revocations"), (self.ratings.refresh, "site ratings")):
+            try:
+                await load()
+            except (RevocationUnknownError, ClickHouseError, OSError) as exc:
+                log.warning("cannot load %s at start (%s); retrying in the background", what, exc)
         self._producer.start()
         commands, prices = commands_feed(self.settings, self.instance_id), prices_feed(self.settings,
                                                                                       self.instance_id)
@@ -144,6 +163,10 @@ class Gateway:
         self._spawn(self._consume_prices(prices))
         self._spawn(self._read_inbox(inbox_start))
         self._spawn(self._heartbeat())
+        self._spawn(self._every(self.settings.gateway_revocations_refresh_s, self.revocations.reload,
+                                "re-loading revocations"))
+        self._spawn(self._every(self.settings.gateway_limits_refresh_s, self.ratings.refresh,
+                                "refreshing site ratings"))
         self._server = await serve(
             self._handle, self._host, self._port, process_request=self._authenticate,
             select_subprotocol=_select_subprotocol,
@@ -188,9 +211,12 @@ class Gateway:
 
     def _healthz(self) -> tuple[bool, dict[str, Any]]:
         fresh = time.monotonic() - self._last_heartbeat < 3 * self.settings.gateway_heartbeat_s
+        age = self.revocations.age_s
         return fresh, {"status": "ok" if fresh else "redis heartbeat failing", "instance": self.instance_id,
                        "connections": len(self._sessions),
-                       "command_partitions": sorted(self.command_partitions)}
+                       "command_partitions": sorted(self.command_partitions),
+                       "revocations_age_s": None if age is None else round(age, 1),
+                       "rated_sites": len(self.ratings)}
 
     # -- handshake and connections ---------------------------------------------------------------
 
@@ -200,12 +226,12 @@ class Gateway:
         if token is None:
             return self._refuse(connection, 401, "missing_token", "a device token is required")
         try:
-            claims = verify_token(self.settings, token)
+            claims = verify_token(self.settings, token, self._keys)
         except TokenError as exc:
             return self._refuse(connection, 401, "invalid_token", f"invalid token: {exc}")
         try:
-            revoked = await self._rds.sismember(REVOKED_KEY, claims.jti)
-        except RedisError as exc:
+            (revoked,) = await self.revocations.revoked([claims.jti])
+        except (RedisError, RevocationUnknownError) as exc:
             log.warning("revocation check failed (%s); refusing %s for now", exc, claims.site_id)
             return self._refuse(connection, 503, "revocation_unknown", "cannot check revocation; retry")
         if revoked:
@@ -256,7 +282,8 @@ class Gateway:
                 await ws.close(CloseCode.POLICY_VIOLATION, "rate limit exceeded")
                 return
             try:
-                accepted = parse_frame(self._codec, frame, site, datetime.now(UTC))
+                accepted = parse_frame(self._codec, frame, site, datetime.now(UTC), self._rules,
+                                       self.ratings.get(site))
             except FrameRejectedError as rejected:
                 self.metrics.rejects.labels(rejected.reason).inc()
                 with contextlib.suppress(ConnectionClosed):
@@ -384,6 +411,14 @@ class Gateway:
             else:
                 self._last_heartbeat = time.monotonic()
 
+    async def _every(self, seconds: float, action: Callable[[], Awaitable[None]], doing: str) -> None:
+        """Run ``action`` every ``seconds`` until the gateway stops; a failure is logged and retried."""
+        while await self._pause(seconds):
+            try:
+                await action()
+            except (RevocationUnknownError, ClickHouseError, OSError, RedisError) as exc:
+                log.warning("%s failed (%s); retrying in %.0f s", doing, exc, seconds)
+
     async def _pause(self, seconds: float) -> bool:
         """Sleep ``seconds`` unless the gateway stops first; whether to go on."""
         with contextlib.suppress(TimeoutError):
@@ -396,8 +431,7 @@ class Gateway:
         moved = set(await self._routes.refresh(sites))
         revoked: list[bool] = []
         for start in range(0, len(sessions), 1000):
-            chunk = [s.claims.jti for s in sessions[start:start + 1000]]
-            revoked.extend(bool(flag) for flag in await self._rds.smismember(REVOKED_KEY, chunk))
+            revoked.extend(await self._revoked_open([s.claims.jti for s in sessions[start:start + 1000]]))
         now = datetime.now(UTC)
         for session, is_revoked in zip(sessions, revoked, strict=True):
             if session.closing:
@@ -413,6 +447,19 @@ class Gateway:
             self.metrics.rejects.labels(label).inc()
             session.closing = True
             self._spawn(session.ws.close(CloseCode.POLICY_VIOLATION, reason))
+
+
+    async def _revoked_open(self, jtis: list[str]) -> list[bool]:
+        """Revocation flags of open connections; while the durable list is unknown, Redis's set as it is.
+
+        Open connections were checked when they connected, so they stay rather than all dropping
+        at once when the history store is briefly unreachable.
+        """
+        try:
+            return await self.revocations.revoked(jtis)
+        except RevocationUnknownError as exc:
+            log.warning("revocation list unknown (%s); checking open connections against redis as it is", exc)
+            return [bool(flag) for flag in await self._rds.smismember(REVOKED_KEY, jtis)]
 
 
 def _token_of(request: Request) -> str | None:

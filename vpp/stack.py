@@ -3,7 +3,8 @@
 ``Stack(settings).up()`` starts each part that has no external URL configured
 (``VPP_KAFKA_BOOTSTRAP``, ``VPP_REDIS_URL``, ``VPP_CLICKHOUSE_URL``), waits
 until every part answers its health probe, then creates the topics of the
-design and applies the ClickHouse DDL. Parts run detached, so the stack
+design and applies the ClickHouse DDL; a local stack also gets its token
+secrets (``<data_dir>/secrets.json``, :mod:`core.local_secrets`). Parts run detached, so the stack
 outlives the command that started it; ``down()`` stops them. The same class
 backs the ``vpp stack`` CLI and the session-scoped pytest fixture, which runs
 it on free ports in a temporary data directory.
@@ -27,6 +28,7 @@ import redis
 
 from core import history, kafka
 from core.config import Settings
+from core.local_secrets import local_secrets
 from vpp.supervisor import Managed, PartState, PartStatus, Progress, StackError, Supervisor, no_progress
 
 
@@ -202,6 +204,8 @@ class Stack:
         failed ``up`` leaves nothing half-running.
         """
         result = UpResult()
+        if self.settings.is_local:
+            local_secrets(self.settings.data_dir)  # the data directory's token secrets, made once
 
         def provision() -> None:
             progress("creating topics")

@@ -1,7 +1,8 @@
 """Tokens (``admin`` scope): device tokens for the edge gateway, and API tokens.
 
 Device tokens are :mod:`core.device_tokens`' (signed per site, revoked by
-jti in the set every gateway checks); API tokens are :mod:`api.auth`'s.
+jti through :mod:`core.revocations`: durably, then in the set every gateway
+checks); API tokens are :mod:`api.auth`'s.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from api.auth import issue_api_token
 from api.deps import Admin, ResourcesDep, SettingsDep
 from api.models import ApiToken, ApiTokenCreate, DeviceToken, DeviceTokenCreate, Revoked
 from api.routers.telemetry import known_site
-from core.device_tokens import REVOKED_KEY, issue_token
+from core.device_tokens import issue_token
+from core.revocations import revoke_token
 
 router = APIRouter(prefix="/v1/tokens", tags=["tokens"])
 
@@ -34,10 +36,10 @@ def issue_device_token(body: DeviceTokenCreate, _: Admin, settings: SettingsDep,
 
 
 @router.delete("/devices/{jti}", summary="Revoke a device token")
-async def revoke_device_token(jti: Jti, _: Admin, resources: ResourcesDep) -> Revoked:
-    """Gateways refuse it from now on and close connections using it at their next heartbeat."""
-    added = await resources.aredis.sadd(REVOKED_KEY, jti)
-    return Revoked(jti=jti, already=not added)
+def revoke_device_token(jti: Jti, admin: Admin, settings: SettingsDep) -> Revoked:
+    """Recorded durably, then gateways refuse it and close connections using it at their next heartbeat."""
+    fresh = revoke_token(settings, jti, revoked_by=admin.subject)
+    return Revoked(jti=jti, already=not fresh)
 
 
 @router.post("/api", status_code=status.HTTP_201_CREATED, summary="Issue an API token")

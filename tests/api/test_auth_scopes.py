@@ -9,6 +9,7 @@ import pytest
 from pydantic import SecretStr
 
 from api.auth import AuthError, Scope, issue_api_token, verify_api_token
+from core import history
 from tests.api.conftest import Api
 
 pytestmark = pytest.mark.integration
@@ -38,7 +39,8 @@ def test_requests_without_a_valid_token_are_401(api: Api) -> None:
 def test_device_tokens_are_not_api_tokens(api: Api) -> None:
     with api.client("admin") as client:
         device = client.post("/v1/tokens/devices", json={"site_id": sorted(api.fleet.sites)[0]}).json()
-    settings = api.settings.model_copy(update={"api_token_secret": api.settings.gateway_token_secret})
+    gateway_secret = SecretStr(api.settings.gateway_keys().current)
+    settings = api.settings.model_copy(update={"api_token_secret": gateway_secret})
     with pytest.raises(AuthError):
         verify_api_token(settings, device["token"])
 
@@ -109,5 +111,8 @@ def test_device_token_issue_and_revoke(api: Api) -> None:
         jti = issued.json()["jti"]
         assert client.delete(f"/v1/tokens/devices/{jti}").json() == {"jti": jti, "already": False}
         assert client.delete(f"/v1/tokens/devices/{jti}").json() == {"jti": jti, "already": True}
+        store = history.HistoryStore(history.connect(api.settings), api.settings.clickhouse_database)
+        assert store.is_revoked(jti)  # durable: survives Redis losing gateway:revoked
+        store.client.close()
         assert client.post("/v1/tokens/devices", json={"site_id": "site-9-000001"}).status_code == 404
         assert client.delete("/v1/tokens/devices/not-a-jti").status_code == 422

@@ -9,8 +9,10 @@ import pytest
 import redis
 from typer.testing import CliRunner
 
+from core import history
 from core.config import Settings
-from core.device_tokens import REVOKED_KEY, verify_token
+from core.device_tokens import verify_token
+from core.revocations import REVOKED_KEY
 from vpp.cli import app
 
 
@@ -32,6 +34,9 @@ def test_issue_then_revoke_a_token(stack_settings: Settings) -> None:
     assert revoked.exit_code == 0, revoked.output
     with redis.Redis.from_url(stack_settings.redis) as rds:
         assert rds.sismember(REVOKED_KEY, claims.jti)
+    client = history.connect(stack_settings)
+    assert history.HistoryStore(client).is_revoked(claims.jti)  # durable, not only in Redis
+    client.close()
     again = runner.invoke(app, ["token", "revoke", claims.jti], env=_env(stack_settings))
     assert "already revoked" in again.output
 

@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
+from core.plausibility import Rules, SiteLimits
 from core.topics import COMMANDS_ACKS, PLANS_SITE, TELEMETRY_RAW
 from edge_gateway.frames import FrameRejectedError, parse_frame
 from edge_gateway.wire import json_frame
 from schemas import packaged_codec
-from tests.edge_gateway.support import telemetry
+from schemas.times import epoch_ms
+from tests.edge_gateway.support import telemetry as _telemetry
 
 CODEC = packaged_codec()
-NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+NOW = datetime.now(UTC).replace(microsecond=0)
+NOW_MS = epoch_ms(NOW)
+
+
+def telemetry(site_id: str, **changes: Any) -> dict[str, Any]:
+    """A valid reading taken at NOW, the gateway clock of these tests (however long collection took)."""
+    return _telemetry(site_id, **({"event_time": NOW} | changes))
 
 
 @pytest.mark.parametrize("as_json", [False, True])
@@ -45,8 +54,8 @@ def test_a_frame_naming_another_site_is_rejected_not_rewritten(as_json: bool) ->
 
 
 def test_acks_and_plans_go_to_their_topics() -> None:
-    ack = {"type": "ack", "command_id": "c1", "status": "ACCEPTED", "reason": None, "event_time": 0}
-    plan = {"type": "plan", "plan_id": "p", "issued_at": 0, "start": 0, "interval_minutes": 5,
+    ack = {"type": "ack", "command_id": "c1", "status": "ACCEPTED", "reason": None, "event_time": NOW_MS}
+    plan = {"type": "plan", "plan_id": "p", "issued_at": NOW_MS, "start": NOW_MS, "interval_minutes": 5,
             "power_kw": [1.0]}
     assert parse_frame(CODEC, json.dumps(ack), "site-a", NOW).kind.topic == COMMANDS_ACKS
     assert parse_frame(CODEC, json.dumps(plan), "site-a", NOW).kind.topic == PLANS_SITE
@@ -58,11 +67,79 @@ def test_acks_and_plans_go_to_their_topics() -> None:
     ("[1, 2]", "undecodable"),
     ('{"type": ["telemetry"]}', "unexpected_record"),
     ('{"type": "ack", "command_id": 5}', "invalid"),
-    (json_frame("telemetry", telemetry("site-a", soc_pct=-1.0)), "invalid"),
-    (json_frame("telemetry", telemetry("site-a", solar_kw=-0.5)), "invalid"),
-    (json_frame("telemetry", telemetry("site-a", grid_kw=float("nan"))), "invalid"),
+    (json_frame("telemetry", telemetry("site-a", soc_pct=-1.0)), "out_of_range"),
+    (json_frame("telemetry", telemetry("site-a", solar_kw=-0.5)), "out_of_range"),
+    (json_frame("telemetry", telemetry("site-a", grid_kw=float("nan"))), "not_a_number"),
 ])
 def test_bad_frames_are_rejected_with_a_reason(frame: bytes | str, reason: str) -> None:
     with pytest.raises(FrameRejectedError) as rejected:
         parse_frame(CODEC, frame, "site-a", NOW)
     assert rejected.value.reason == reason
+
+
+# -- plausibility (issue 20, cases 2 and 3): core.plausibility's rules against the gateway's clock -----
+
+YEAR_MS = 365 * 24 * 3_600_000
+RATED = SiteLimits(max_charge_kw=5.0, max_discharge_kw=5.0)
+
+
+def _json(frame_type: str, **fields: Any) -> str:
+    return json.dumps({"type": frame_type, **fields})
+
+
+def _telemetry_json(**changes: Any) -> str:
+    record = json.loads(json_frame("telemetry", telemetry("site-a")))
+    record.update(changes)
+    return json.dumps(record)
+
+
+def _ack(event_time: Any) -> str:
+    return _json("ack", command_id="c1", status="ACCEPTED", reason=None, event_time=event_time)
+
+
+def _plan(issued_at: Any, power_kw: list[Any]) -> str:
+    return _json("plan", plan_id="p", issued_at=issued_at, start=NOW_MS, interval_minutes=5,
+                 power_kw=power_kw)
+
+
+@pytest.mark.parametrize(("frame", "reason"), [
+    (_telemetry_json(battery_kw=True), "not_a_number"),
+    (_telemetry_json(battery_kw=1e12), "out_of_range"),
+    (_telemetry_json(grid_kw=-1e12), "out_of_range"),
+    (_telemetry_json(soc_pct=1e300), "out_of_range"),
+    (_telemetry_json(seq=True), "out_of_range"),
+    (_telemetry_json(event_time=NOW_MS + YEAR_MS), "future_event_time"),
+    (_telemetry_json(event_time=31_536_000_000), "stale_event_time"),  # 1971
+    (CODEC.encode("SiteTelemetry", telemetry("site-a", battery_kw=1e12)), "out_of_range"),
+    (CODEC.encode("SiteTelemetry", telemetry("site-a", event_time=datetime(2027, 12, 1, tzinfo=UTC))),
+     "future_event_time"),
+    (CODEC.encode("SiteTelemetry", telemetry("site-a", event_time=datetime(1971, 1, 1, tzinfo=UTC))),
+     "stale_event_time"),
+    (_telemetry_json(battery_kw=9.0), "beyond_rating"),
+    (_telemetry_json(battery_kw=-9.0), "beyond_rating"),
+    (_ack(NOW_MS + YEAR_MS), "future_event_time"),
+    (_ack(0), "stale_event_time"),
+    (_ack(True), "not_a_number"),
+    (_plan(NOW_MS + YEAR_MS, [1.0]), "future_event_time"),
+    (_plan(NOW_MS, [True]), "not_a_number"),
+    (_plan(NOW_MS, [1e12]), "out_of_range"),
+])
+def test_implausible_frames_are_refused_by_the_plausibility_reason(frame: bytes | str, reason: str) -> None:
+    with pytest.raises(FrameRejectedError) as rejected:
+        parse_frame(CODEC, frame, "site-a", NOW, Rules(), RATED)
+    assert rejected.value.reason == reason
+
+
+def test_the_registered_rating_binds_only_sites_the_registry_knows() -> None:
+    frame = _telemetry_json(battery_kw=9.0)
+    assert parse_frame(CODEC, frame, "site-a", NOW, Rules(), None).kind.topic == TELEMETRY_RAW
+    within_margin = _telemetry_json(battery_kw=6.0)  # 5 kW rated, 1.25 margin
+    assert parse_frame(CODEC, within_margin, "site-a", NOW, Rules(), RATED).kind.topic == TELEMETRY_RAW
+
+
+def test_event_time_is_bounded_by_the_gateway_clock_not_the_device() -> None:
+    ahead = Rules(max_ahead_ms=60_000)
+    slightly_ahead = _telemetry_json(event_time=NOW_MS + 30_000)
+    assert parse_frame(CODEC, slightly_ahead, "site-a", NOW, ahead).kind.topic == TELEMETRY_RAW
+    with pytest.raises(FrameRejectedError, match="future_event_time"):
+        parse_frame(CODEC, slightly_ahead, "site-a", NOW, Rules())

@@ -16,10 +16,12 @@ from websockets import ConnectionClosed, InvalidStatus
 
 from core import kafka
 from core.config import Settings
-from core.device_tokens import issue_token, revoke_token
+from core.device_tokens import issue_token
+from core.revocations import revoke_token
 from core.topics import COMMANDS_ACKS, COMMANDS_SITE, PLANS_SITE, PRICES_FORECAST, TELEMETRY_RAW
 from edge_gateway.wire import Encoding, json_frame
 from schemas import packaged_codec
+from schemas.times import epoch_ms
 from tests.edge_gateway.support import (
     TopicTail,
     close_of,
@@ -134,7 +136,7 @@ def test_malformed_and_oversized_frames_are_rejected_and_never_produced(stack_se
     reasons, code, records = asyncio.run(scenario())
     tail.close()
     assert reasons == ["undecodable", "undecodable", "unexpected_record", "undecodable", "invalid",
-                       "unexpected_record", "invalid"]
+                       "unexpected_record", "out_of_range"]
     assert code == 1009
     assert [v["seq"] for k, v in records if k == site] == [99]
 
@@ -225,7 +227,8 @@ def test_prices_reach_connected_sites_of_their_region_and_plans_reach_kafka(stac
             producer.flush(10)
             frame = await next_frame(ws)
             assert isinstance(frame, str)
-            await ws.send(json.dumps({"type": "plan", "plan_id": "p1", "issued_at": 0, "start": 0,
+            now_ms = epoch_ms(datetime.now(UTC))
+            await ws.send(json.dumps({"type": "plan", "plan_id": "p1", "issued_at": now_ms, "start": now_ms,
                                       "interval_minutes": 5, "power_kw": [-1.0, 0.0, 2.0]}))
             await asyncio.to_thread(plans.collect, lambda rs: any(k == site for k, _ in rs))
             return dict(json.loads(frame))

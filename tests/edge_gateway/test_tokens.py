@@ -11,7 +11,7 @@ from pydantic import SecretStr
 from core.config import Settings
 from core.device_tokens import TokenError, issue_token, verify_token
 
-SETTINGS = Settings()
+SETTINGS = Settings(gateway_token_secret=SecretStr("device-token-secret-of-these-tests-0123456789"))
 
 
 def test_an_issued_token_verifies_to_its_site_region_jti_and_expiry() -> None:
@@ -30,7 +30,7 @@ def test_an_issued_token_verifies_to_its_site_region_jti_and_expiry() -> None:
     issue_token(SETTINGS, "site-1", ttl=timedelta(seconds=-1)).token,
     issue_token(SETTINGS.model_copy(update={"gateway_token_secret": SecretStr("y" * 40)}), "site-1").token,
     jwt.encode({"site_id": "site-1", "exp": datetime.now(UTC) + timedelta(hours=1), "aud": "vpp-gateway"},
-               SETTINGS.gateway_token_secret.get_secret_value(), algorithm="HS256"),  # no jti
+               SETTINGS.gateway_keys().current, algorithm="HS256"),  # no jti
     jwt.encode({"site_id": "site-1", "jti": "j", "exp": datetime.now(UTC) + timedelta(hours=1),
                 "aud": "vpp-gateway"}, None, algorithm="none"),  # unsigned
 ])

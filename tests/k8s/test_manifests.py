@@ -42,8 +42,11 @@ EXTERNAL = {"edge-gateway": {8765}, "api": {8000}}
 METRICS_PORTS = {9108, 8000, 3030, 9404}
 # The dataflows and the topic each one's parallelism is bounded by.
 DATAFLOWS = {"dataflows.telemetry:flow": TELEMETRY_RAW, "dataflows.control:flow": None}
-# Secrets that prod creates out of band (docs/deploy.md, Secrets).
-PROD_EXTERNAL_SECRETS = {"vpp-secrets", "vpp-api-tls"}
+# Secrets created out of band (docs/deploy.md, Secrets): the token keys in every overlay (a key in
+# git would be a usable default), the rest in prod only.
+TOKEN_SECRETS = "vpp-token-secrets"
+PROD_EXTERNAL_SECRETS = {"vpp-secrets", "vpp-api-tls", TOKEN_SECRETS}
+DEV_EXTERNAL_SECRETS = {TOKEN_SECRETS}
 # envFrom keys and the kinds they name.
 _REF_KINDS = {"configMapRef": "ConfigMap", "secretRef": "Secret"}
 
@@ -145,11 +148,25 @@ def test_project_pods_run_as_non_root(objects: tuple[Obj, ...]) -> None:
 
 
 def test_referenced_configmaps_and_secrets_exist(objects: tuple[Obj, ...]) -> None:
-    """A missing ConfigMap stops a pod from starting; only prod's documented Secrets are external."""
+    """A missing ConfigMap stops a pod from starting; only the documented Secrets are external."""
     present = {(obj["kind"], obj["metadata"]["name"]) for obj in objects}
     missing = {ref for ref in references(objects) if ref not in present}
     is_prod = objects == overlay("prod")
-    assert missing == ({("Secret", name) for name in PROD_EXTERNAL_SECRETS} if is_prod else set())
+    external = PROD_EXTERNAL_SECRETS if is_prod else DEV_EXTERNAL_SECRETS
+    assert missing == {("Secret", name) for name in external}
+
+
+def test_no_token_key_is_in_git_and_the_gateway_and_api_require_theirs(objects: tuple[Obj, ...]) -> None:
+    """Issue 20: no usable default secret; the pods that sign tokens cannot start without the keys."""
+    for secret in of_kind(objects, "Secret"):
+        keys = set(secret.get("data", {})) | set(secret.get("stringData", {}))
+        assert not {k for k in keys if "TOKEN_SECRET" in k}, label(secret)
+    for name in ("edge-gateway", "api"):
+        (workload,) = [w for w in workloads(objects) if w["metadata"]["name"] == name]
+        sources = [source for container in containers(workload, init=False)
+                   for source in container.get("envFrom", [])]
+        refs = [source["secretRef"] for source in sources if "secretRef" in source]
+        assert {"name": TOKEN_SECRETS} in refs, name  # not optional: the pod waits for the Secret
 
 
 def references(objects: tuple[Obj, ...]) -> set[tuple[str, str]]:
