@@ -17,8 +17,8 @@ wiring in-process on Bytewax's ``TestingSource`` and ``TestingSink``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import bytewax.operators as op
@@ -29,11 +29,11 @@ from bytewax.outputs import Sink
 
 from core.config import Settings
 from core.topics import COMMANDS_ACKS, DISPATCH_REQUESTS
-from dataflows.outputs import kafka_output, keyed_values_of, values_of
-from operators.control_steps import ControlLogic, Received, decode_control
+from operators import control_steps as steps
 from operators.kafka_batches import BatchedKafkaSource, Polled
-from operators.records import DLQ_KEY, KafkaOut
+from operators.records import KafkaOut
 from operators.sinks import DispatchStatusSink, HistoryRow, HistorySink, StatusWrite
+from operators.twin_reader import TwinReader
 
 
 @dataclass(frozen=True)
@@ -59,22 +59,18 @@ def kafka_source(settings: Settings) -> BatchedKafkaSource:
                               extra={"fetch.wait.max.ms": 20})
 
 
-def build_flow(settings: Settings, source: Source[Polled] | None = None,
-               sinks: ControlSinks | None = None) -> Dataflow:
-    """The control dataflow; the real Kafka source and sinks unless others are given."""
+def build_flow(settings: Settings, source: Source[Polled] | None = None, sinks: ControlSinks | None = None,
+               reader: Callable[[], TwinReader] | None = None) -> Dataflow:
+    """The control dataflow; the real Kafka source, sinks and Redis twin unless others are given."""
     flow = Dataflow("control")
     sinks = sinks or ControlSinks.of(settings)
-    decoded = op.flat_map_batch("decode", op.input("kafka-in", flow, source or kafka_source(settings)),
-                                decode_control)
-    dead = op.branch("dead-letters", decoded, lambda item: item[0] == DLQ_KEY)
-    events = op.filter_map("events", dead.falses,
-                           lambda item: item if isinstance(item[1], Received) else None)
-    results = op.stateful_batch("dispatches", events, ControlLogic.builder(settings))
+    polls = op.input("kafka-in", flow, source or kafka_source(settings))
+    decoded = steps.decode("decode", polls)
+    dispatches = steps.dispatches("dispatches", decoded.events, settings, reader)
 
-    kafka_output(dead.trues, results, sinks.kafka)
-    op.output("redis", op.filter_map("status-writes", results, partial(values_of, "redis")), sinks.redis)
-    op.output("clickhouse", op.filter_map("journal-rows", results, partial(keyed_values_of, "history")),
-              sinks.history)
+    op.output("kafka", op.merge("kafka-out", decoded.dead_letters, dispatches.kafka), sinks.kafka)
+    op.output("redis", dispatches.statuses, sinks.redis)
+    op.output("clickhouse", dispatches.journal, sinks.history)
     return flow
 
 

@@ -20,7 +20,6 @@ wiring in-process on Bytewax's ``TestingSource`` and ``TestingSink``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import bytewax.operators as op
@@ -31,11 +30,10 @@ from bytewax.outputs import Sink
 
 from core.config import Settings
 from core.topics import ASSETS_CHANGES, TELEMETRY_RAW
-from dataflows.outputs import kafka_output, keyed_values_of, values_of
+from operators import telemetry_steps as steps
 from operators.kafka_batches import BatchedKafkaSource, Polled
-from operators.records import DLQ_KEY, KafkaOut, ShardBatch, route
+from operators.records import KafkaOut
 from operators.sinks import HistoryRow, HistorySink, RedisTwinSink, TwinWrite
-from operators.telemetry_steps import NodeGroupLogic, ShardLogic
 
 
 @dataclass(frozen=True)
@@ -64,25 +62,14 @@ def build_flow(settings: Settings, source: Source[Polled] | None = None,
     """The telemetry dataflow; the real Kafka source and sinks unless others are given."""
     flow = Dataflow("telemetry")
     sinks = sinks or TelemetrySinks.of(settings)
-    messages = op.input("kafka-in", flow, source or kafka_source(settings))
-    decode = partial(route, shards=settings.telemetry_shards, rules=settings.plausibility())
-    routed = op.flat_map_batch("decode", messages, decode)
-    dead = op.branch("dead-letters", routed, lambda item: item[0] == DLQ_KEY)
+    polls = op.input("kafka-in", flow, source or kafka_source(settings))
+    decoded = steps.decode("decode", polls, settings)
+    sites = steps.sites("sites", decoded.batches, settings)
+    nodes = steps.nodes("nodes", sites.node_changes, settings)
 
-    shard_input = op.filter_map("shard-input", dead.falses,
-                                lambda item: item if isinstance(item[1], ShardBatch) else None)
-    sites = op.stateful_batch("sites", shard_input, ShardLogic.builder(settings))
-    node_input = op.filter_map("node-changes", sites, partial(keyed_values_of, "nodes"))
-    nodes = op.stateful_batch("nodes", node_input, NodeGroupLogic.builder(settings))
-    results = op.merge("results", sites, nodes)
-
-    kafka_output(dead.trues, results, sinks.kafka)
-
-    redis_out = op.filter_map("redis-writes", results, partial(values_of, "redis"))
-    op.output("redis", redis_out, sinks.redis)
-
-    history_out = op.filter_map("history-rows", results, partial(keyed_values_of, "history"))
-    op.output("clickhouse", history_out, sinks.history)
+    op.output("kafka", op.merge("kafka-out", decoded.dead_letters, sites.kafka, nodes.kafka), sinks.kafka)
+    op.output("redis", op.merge("redis-out", sites.twins, nodes.aggregates), sinks.redis)
+    op.output("clickhouse", op.merge("history-out", sites.minutes, nodes.minutes), sinks.history)
     return flow
 
 

@@ -17,61 +17,48 @@ The clock of a dispatch is the newest of the wall clock and the fleet's time
 (twin ``last_seen``, the node aggregate's event time), never an ack's: in
 production the two agree; with a simulated fleet running faster than real
 time, the fleet's own time rules. Every ``control_tick_s`` of wall time each
-dispatch reads the twin of its sites from Redis (one pipelined round trip) to
-decide what is due.
+dispatch reads the twin of its sites through the step's
+:class:`~operators.twin_reader.TwinReader` (in production one pipelined Redis
+round trip) to decide what is due.
 """
 
 from __future__ import annotations
 
 import logging
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import numpy as np
+import bytewax.operators as op
 import redis
 from bytewax.connectors.kafka import KafkaSinkMessage
-from bytewax.operators import StatefulBatchLogic
+from bytewax.dataflow import Stream
+from bytewax.operators import KeyedStream, StatefulBatchLogic
 from typing_extensions import override
 
-from core import keys
 from core.config import Settings
 from core.dispatch_spec import DispatchRejectedError, DispatchSpec, parse_strategy
 from core.plausibility import Rules
-from core.rows import DispatchLogEntry
+from core.rows import CommandLogEntry, DispatchLogEntry
 from core.topics import COMMANDS_ACKS, COMMANDS_SITE, DISPATCH_STATUS
-from operators.allocation import Array
 from operators.arbitration import ARBITER_KEY, Arbiter, Refusal
-from operators.dispatch import Ack, ControlConfig, Dispatch, Output, Request, TwinSnapshot, dispatch_of
-from operators.emitted import Emitted
+from operators.dispatch import Ack, ControlConfig, Dispatch, Output, Request, dispatch_of
 from operators.kafka_batches import Polled
 from operators.records import DLQ_KEY, KafkaOut, Origin, codec, dead_letter, dead_letter_of
 from operators.sinks import StatusWrite
+from operators.streams import keyed_values_of, values_of
+from operators.twin_reader import RedisTwinReader, TwinReader
 from schemas.codec import DecodeError
 from schemas.times import epoch_ms, from_epoch_ms, wall_ms
 
 CONSUMER = "dataflows.control"
 log = logging.getLogger(__name__)
-#: HMGET of the fields ``ARGV`` for every key in ``KEYS``, flattened: one argument per key to encode
-#: instead of one per field, which is what a pipeline of 10,000 HMGETs spent most of its time on.
-#: (On Redis Cluster the keys of one call must share a slot; there, read through a pipeline.)
-_READ_TWINS = """
-local out = {}
-for _, key in ipairs(KEYS) do
-  local values = redis.call('HMGET', key, unpack(ARGV))
-  for j = 1, #values do
-    out[#out + 1] = values[j]
-  end
-end
-return out
-"""
-#: Keys per script call: bounds the time one call holds Redis.
-READ_CHUNK = 2000
-TWIN_FIELDS = ("status", "battery_kw", "last_seen", "max_discharge_kw", "max_charge_kw",
-               "energy_available_kwh", "charge_headroom_kwh", "solar_kw", "load_kw", "active_command_id")
-
 Event = Request | Ack
+#: What the dispatches step emits: commands, statuses and refused records for Kafka, the status for
+#: Redis, journal rows for ClickHouse.
+ControlResult = KafkaOut | StatusWrite | DispatchLogEntry | CommandLogEntry
 
 
 @dataclass(frozen=True)
@@ -141,51 +128,6 @@ def _problem(request: Request, now_ms: int) -> str | None:
     return None
 
 
-class TwinReader:
-    """Member sites and their live twin, read from Redis."""
-
-    def __init__(self, client: redis.Redis) -> None:
-        self.client = client
-        self._read = client.register_script(_READ_TWINS)
-
-    def members(self, node_id: str) -> list[str]:
-        """The node's current member sites: at the start of a window, its members at that time."""
-        members: set[bytes] = self.client.smembers(keys.node_sites(node_id))  # type: ignore[assignment]
-        return sorted(s.decode() for s in members)
-
-    def fleet_time(self, request: Request) -> int:
-        """The fleet's event time as the twin last saw it: the node's aggregate, or a few of the sites."""
-        if request.node_id is not None:
-            stamp = self.client.hget(keys.node(request.node_id), "event_time")
-            return int(stamp) if stamp else 0
-        return self.snapshot(list(request.site_ids or ())[:50]).newest_event_ms
-
-    def snapshot(self, site_ids: list[str]) -> TwinSnapshot:
-        """One pipelined read of the twin of ``site_ids`` (a site without a twin: no status, no limits)."""
-        pipe = self.client.pipeline(transaction=False)
-        for first in range(0, len(site_ids), READ_CHUNK):
-            self._read(keys=[keys.site(s) for s in site_ids[first:first + READ_CHUNK]], args=TWIN_FIELDS,
-                       client=pipe)
-        flat = [value for chunk in pipe.execute() for value in chunk]
-        width = len(TWIN_FIELDS)
-
-        def column(name: str) -> list[Any]:
-            return flat[TWIN_FIELDS.index(name)::width]
-
-        def numbers(name: str) -> Array:
-            return np.array([float(v) if v else 0.0 for v in column(name)])
-
-        def texts(name: str) -> list[str]:
-            return [v.decode() if v else "" for v in column(name)]
-
-        seen = [int(v) for v in column("last_seen") if v]
-        solar_surplus = np.maximum(numbers("solar_kw") - numbers("load_kw"), 0.0)
-        return TwinSnapshot(site_ids, texts("status"), numbers("battery_kw"), numbers("max_discharge_kw"),
-                            numbers("max_charge_kw"), numbers("energy_available_kwh"),
-                            numbers("charge_headroom_kwh"), solar_surplus, texts("active_command_id"),
-                            max(seen, default=0))
-
-
 def control_config(settings: Settings) -> ControlConfig:
     return ControlConfig(
         retry_base_ms=int(settings.control_retry_base_s * 1000),
@@ -196,44 +138,32 @@ def control_config(settings: Settings) -> ControlConfig:
     )
 
 
-def emissions(dispatch: Dispatch, out: Output) -> list[Emitted]:
+def emissions(dispatch: Dispatch, out: Output) -> list[ControlResult]:
     """Commands and statuses for Kafka, the status for Redis, journal rows for ClickHouse."""
     encode = codec().encode
     request = dispatch.request
     ident = request.dispatch_id
-    emitted = [Emitted("kafka", ident, KafkaSinkMessage(
-        key=c["site_id"].encode(), value=encode("SiteCommand", c), topic=COMMANDS_SITE))
-        for c in out.commands]
+    emitted: list[ControlResult] = [KafkaSinkMessage(
+        key=c["site_id"].encode(), value=encode("SiteCommand", c), topic=COMMANDS_SITE) for c in out.commands]
     for status in out.statuses:
-        emitted.append(Emitted("kafka", ident, KafkaSinkMessage(
-            key=ident.encode(), value=encode("DispatchStatus", status), topic=DISPATCH_STATUS)))
+        emitted.append(KafkaSinkMessage(
+            key=ident.encode(), value=encode("DispatchStatus", status), topic=DISPATCH_STATUS))
         fields = {**status, "node_id": status["node_id"] or "", "start": request.start_ms,
                   "end": request.end_ms, "strategy": request.strategy, "requested_by": request.requested_by,
                   "reason": dispatch.reason, "priority": request.priority,
                   "acks_refused": dispatch.acks_refused,
                   "site_ids": ",".join(request.site_ids) if request.site_ids is not None else ""}
-        emitted.append(Emitted("redis", ident, StatusWrite(status["dispatch_id"], status["event_time"],
-                                                    status["state"], request.start_ms, fields)))
-        emitted.append(Emitted("history", ident, DispatchLogEntry(
+        emitted.append(StatusWrite(status["dispatch_id"], status["event_time"], status["state"],
+                                   request.start_ms, fields))
+        emitted.append(DispatchLogEntry(
             status["dispatch_id"], from_epoch_ms(status["event_time"]), status["state"], status["node_id"],
             status["target_kw"], status["measured_kw"], status["error_kw"], status["shortfall_kw"],
-            status["sites_total"], status["sites_acked"], status["sites_pending"], status["sites_rejected"])))
-    emitted.extend(Emitted("history", ident, row) for row in out.command_log)
+            status["sites_total"], status["sites_acked"], status["sites_pending"], status["sites_rejected"]))
+    emitted.extend(out.command_log)
     return emitted
 
 
-_READERS: dict[str, TwinReader] = {}
-
-
-def _reader(url: str) -> TwinReader:
-    """One Redis connection pool per worker process, shared by every dispatch it holds."""
-    reader = _READERS.get(url)
-    if reader is None:
-        reader = _READERS[url] = TwinReader(redis.Redis.from_url(url))
-    return reader
-
-
-class ControlLogic(StatefulBatchLogic[Received, Emitted, bytes]):
+class ControlLogic(StatefulBatchLogic[Received, ControlResult, bytes]):
     """Every dispatch of the control dataflow, under one key: the one place that arbitrates sites."""
 
     def __init__(self, arbiter: Arbiter, rules: Rules, tick: timedelta, reader: TwinReader) -> None:
@@ -243,11 +173,12 @@ class ControlLogic(StatefulBatchLogic[Received, Emitted, bytes]):
         self.reader = reader
 
     @classmethod
-    def builder(cls, settings: Settings) -> Any:
+    def builder(cls, settings: Settings, reader: Callable[[], TwinReader] | None = None) -> Any:
+        """Build the logic of the arbiter key; ``reader`` makes the twin reader (Redis by default)."""
         config = control_config(settings)
         rules = settings.plausibility()
         tick = timedelta(seconds=settings.control_tick_s)
-        url = settings.redis
+        make_reader = reader or (lambda: RedisTwinReader(redis.Redis.from_url(settings.redis)))
 
         def build(resume: bytes | None) -> ControlLogic:
             arbiter = pickle.loads(resume) if resume is not None else Arbiter(config)
@@ -258,7 +189,7 @@ class ControlLogic(StatefulBatchLogic[Received, Emitted, bytes]):
             arbiter.config = config
             for dispatch in arbiter.dispatches.values():
                 dispatch.config = config
-            return cls(arbiter, rules, tick, _reader(url))
+            return cls(arbiter, rules, tick, make_reader())
 
         return build
 
@@ -266,19 +197,18 @@ class ControlLogic(StatefulBatchLogic[Received, Emitted, bytes]):
         return self.arbiter.clock(dispatch, wall_ms())
 
     @override
-    def on_batch(self, values: list[Received]) -> tuple[list[Emitted], bool]:
-        emitted: list[Emitted] = []
+    def on_batch(self, values: list[Received]) -> tuple[list[ControlResult], bool]:
+        emitted: list[ControlResult] = []
         for received in values:
             emitted += self._apply(received)
         emitted += self._step()
         return emitted, self.RETAIN
 
-    def _refused(self, received: Received, refusal: Refusal) -> list[Emitted]:
+    def _refused(self, received: Received, refusal: Refusal) -> list[ControlResult]:
         log.warning("refused %s: %s", refusal.kind, refusal.detail)
-        letter = dead_letter_of(received.origin, refusal.kind, refusal.detail, CONSUMER)
-        return [Emitted("kafka", ARBITER_KEY, letter)]
+        return [dead_letter_of(received.origin, refusal.kind, refusal.detail, CONSUMER)]
 
-    def _apply(self, received: Received) -> list[Emitted]:
+    def _apply(self, received: Received) -> list[ControlResult]:
         event, arbiter = received.event, self.arbiter
         if isinstance(event, Ack):
             refusal = arbiter.check_ack(event, self.rules, wall_ms())
@@ -306,14 +236,14 @@ class ControlLogic(StatefulBatchLogic[Received, Emitted, bytes]):
             return emissions(dispatch, dispatch.replace(event, twin, now, arbiter.held(dispatch)))
         return []
 
-    def _step(self) -> list[Emitted]:
-        emitted: list[Emitted] = []
+    def _step(self) -> list[ControlResult]:
+        emitted: list[ControlResult] = []
         for dispatch in self.arbiter.in_order():  # claims are made in the arbitration order
             emitted += self._step_one(dispatch)
         self.arbiter.retire(wall_ms())
         return emitted
 
-    def _step_one(self, dispatch: Dispatch) -> list[Emitted]:
+    def _step_one(self, dispatch: Dispatch) -> list[ControlResult]:
         if dispatch.state == "FAILED":
             return []
         now = self._now(dispatch)
@@ -334,9 +264,53 @@ class ControlLogic(StatefulBatchLogic[Received, Emitted, bytes]):
         return datetime.now(UTC) + self.tick if self.arbiter.dispatches else None
 
     @override
-    def on_notify(self) -> tuple[list[Emitted], bool]:
+    def on_notify(self) -> tuple[list[ControlResult], bool]:
         return self._step(), self.RETAIN
 
     @override
     def snapshot(self) -> bytes:
         return pickle.dumps(self.arbiter, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+# ---- the steps, as the control dataflow wires them --------------------------------------------
+
+
+@dataclass(frozen=True)
+class ControlInput:
+    """Requests and acks under the arbiter's key, and the records that could not be used."""
+
+    events: KeyedStream[Received]
+    dead_letters: Stream[KafkaOut]
+
+
+def decode(step_id: str, polls: Stream[Polled]) -> ControlInput:
+    """Decode polled requests and acks (:func:`decode_control`)."""
+    decoded = op.flat_map_batch(step_id, polls, decode_control)
+    return ControlInput(keyed_values_of(f"{step_id}-events", decoded, Received),
+                        values_of(f"{step_id}-dead-letters", decoded, KafkaSinkMessage))
+
+
+@dataclass(frozen=True)
+class DispatchesOut:
+    """What the dispatches step hands on, by destination."""
+
+    #: Commands (commands.site), statuses (dispatch.status), refused records (telemetry.dlq).
+    kafka: Stream[KafkaOut]
+    #: Redis ``dispatch:{id}`` writes.
+    statuses: Stream[StatusWrite]
+    #: dispatch_log and command_log rows for ClickHouse, keyed by dispatch.
+    journal: KeyedStream[DispatchLogEntry | CommandLogEntry]
+
+
+def dispatches(step_id: str, events: KeyedStream[Received], settings: Settings,
+               reader: Callable[[], TwinReader] | None = None) -> DispatchesOut:
+    """The arbiter and every dispatch it holds; ``reader`` makes the twin reader (Redis by default)."""
+    results = op.stateful_batch(step_id, events, ControlLogic.builder(settings, reader))
+    rows: Stream[DispatchLogEntry | CommandLogEntry] = op.merge(
+        f"{step_id}-rows", values_of(f"{step_id}-status-rows", results, DispatchLogEntry),
+        values_of(f"{step_id}-command-rows", results, CommandLogEntry))
+    return DispatchesOut(
+        kafka=values_of(f"{step_id}-kafka", results, KafkaSinkMessage),
+        statuses=values_of(f"{step_id}-statuses", results, StatusWrite),
+        journal=op.key_on(f"{step_id}-journal", rows, lambda row: row.dispatch_id),
+    )

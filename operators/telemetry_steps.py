@@ -1,5 +1,9 @@
 """The Bytewax faces of :class:`operators.shard.Shard` and :class:`operators.rollup.NodeGroup`.
 
+The step functions at the end (:func:`decode`, :func:`sites`, :func:`nodes`)
+are what the telemetry dataflow wires: each takes its step id and typed
+streams and returns a frozen dataclass of typed streams, one per destination.
+
 Each wraps the plain-Python state in a ``StatefulBatchLogic``: batches in,
 periodic ticks from ``notify_at`` (the emission interval), and snapshots as
 pickled bytes. Pickling at snapshot time matters: Bytewax may serialise a
@@ -17,19 +21,32 @@ from __future__ import annotations
 import pickle
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
-from bytewax.operators import StatefulBatchLogic
+import bytewax.operators as op
+from bytewax.connectors.kafka import KafkaSinkMessage
+from bytewax.dataflow import Stream
+from bytewax.operators import KeyedStream, StatefulBatchLogic
 from typing_extensions import override
 
 from core import keys
 from core.config import Settings
+from core.rows import NodeWindow, SiteWindow
 from core.topics import TELEMETRY_RAW
-from operators.emitted import Emitted
-from operators.records import ShardBatch, aggregate_message, implausible_letter, status_message
+from operators.kafka_batches import Polled
+from operators.records import (
+    KafkaOut,
+    ShardBatch,
+    aggregate_message,
+    implausible_letter,
+    route,
+    status_message,
+)
 from operators.rollup import GroupOutput, NodeGroup
 from operators.shard import NodeChanges, Shard, ShardConfig, ShardOutput
 from operators.sinks import TwinWrite
+from operators.streams import keyed_values_of, values_of
 from schemas.times import epoch_ms, wall_ms
 
 
@@ -46,17 +63,33 @@ def shard_config(settings: Settings) -> ShardConfig:
     )
 
 
-def _shard_emissions(out: ShardOutput, ceiling_ms: int | None) -> list[Emitted]:
+@dataclass(frozen=True)
+class ForGroup:
+    """A shard's changes for one node group: the group is the key of the nodes step."""
+
+    key: str
+    changes: NodeChanges
+
+
+#: What the sites step emits: changes for the node groups, twin.status records and dead letters,
+#: Redis twin writes, closed site minutes.
+ShardResult = ForGroup | KafkaOut | TwinWrite | SiteWindow
+#: What the nodes step emits: Redis aggregate writes, aggregates.live records, closed node minutes.
+GroupResult = TwinWrite | KafkaOut | NodeWindow
+
+
+def _shard_results(out: ShardOutput, ceiling_ms: int | None) -> list[ShardResult]:
     """What one call of the shard emits; ``ceiling_ms``: the latest plausible event time now."""
-    emitted = [Emitted("nodes", f"group-{group}", changes) for group, changes in out.groups.items()]
-    emitted.extend(Emitted("kafka", site, status_message(site, status, previous, at, seen))
+    results: list[ShardResult] = [ForGroup(f"group-{group}", changes)
+                                  for group, changes in out.groups.items()]
+    results.extend(status_message(site, status, previous, at, seen)
                    for site, status, previous, at, seen in out.statuses)
     # A twin's version is last seen x 4 + status rank (SiteTwin.version).
     ceiling = None if ceiling_ms is None else ceiling_ms * 4 + 3
-    emitted.extend(Emitted("redis", site, TwinWrite(keys.site(site), version, fields, ceiling))
+    results.extend(TwinWrite(keys.site(site), version, fields, ceiling)
                    for site, (version, fields) in out.twins.items())
-    emitted.extend(Emitted("history", row.site_id, row) for row in out.site_rows)
-    return emitted
+    results.extend(out.site_rows)
+    return results
 
 
 @dataclass(frozen=True)
@@ -84,7 +117,7 @@ class Cadence:
                    int(settings.catch_up_after_s * 1000), timedelta(seconds=settings.emit_interval_s))
 
 
-class ShardLogic(StatefulBatchLogic[ShardBatch, Emitted, bytes]):
+class ShardLogic(StatefulBatchLogic[ShardBatch, ShardResult, bytes]):
     """One shard of sites inside the dataflow."""
 
     def __init__(self, shard: Shard, cadence: Cadence) -> None:
@@ -113,17 +146,16 @@ class ShardLogic(StatefulBatchLogic[ShardBatch, Emitted, bytes]):
         return clock > 0 and wall_ms() - clock > self.cadence.catch_up_after_ms
 
     @override
-    def on_batch(self, values: list[ShardBatch]) -> tuple[list[Emitted], bool]:
+    def on_batch(self, values: list[ShardBatch]) -> tuple[list[ShardResult], bool]:
         self.shard.shard = values[0].shard
-        emitted: list[Emitted] = []
+        emitted: list[ShardResult] = []
         now = wall_ms()
         ceiling = self.shard.clock.ceiling(now)
         for batch in values:
             out = self.shard.apply(batch.readings, batch.ancestries, now, batch.source, batch.source_max_ms)
-            emitted += _shard_emissions(out, ceiling)
-            for index, verdict in out.rejected:
-                site_id = batch.readings[index][0]
-                emitted.append(Emitted("kafka", site_id, implausible_letter(batch.origins[index], verdict)))
+            emitted += _shard_results(out, ceiling)
+            emitted.extend(implausible_letter(batch.origins[index], verdict)
+                           for index, verdict in out.rejected)
         return emitted, self.RETAIN
 
     @override
@@ -132,7 +164,7 @@ class ShardLogic(StatefulBatchLogic[ShardBatch, Emitted, bytes]):
         return self.last_tick + (cadence.catch_up_tick if self.catching_up() else cadence.live_tick)
 
     @override
-    def on_notify(self) -> tuple[list[Emitted], bool]:
+    def on_notify(self) -> tuple[list[ShardResult], bool]:
         self.last_tick = datetime.now(UTC)
         # Ticks come a little later than planned; aim for one flush per interval, not one per five ticks.
         due = self.last_tick - self.last_twin_flush >= self.cadence.twin_interval * 0.9
@@ -140,20 +172,20 @@ class ShardLogic(StatefulBatchLogic[ShardBatch, Emitted, bytes]):
         if flush:
             self.last_twin_flush = self.last_tick
         now = wall_ms()
-        return _shard_emissions(self.shard.tick(now, flush), self.shard.clock.ceiling(now)), self.RETAIN
+        return _shard_results(self.shard.tick(now, flush), self.shard.clock.ceiling(now)), self.RETAIN
 
     @override
-    def on_eof(self) -> tuple[list[Emitted], bool]:
+    def on_eof(self) -> tuple[list[ShardResult], bool]:
         now = wall_ms()
-        return _shard_emissions(self.shard.tick(now), self.shard.clock.ceiling(now)), self.RETAIN
+        return _shard_results(self.shard.tick(now), self.shard.clock.ceiling(now)), self.RETAIN
 
     @override
     def snapshot(self) -> bytes:
         return pickle.dumps(self.shard, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def _group_emissions(out: GroupOutput, max_ahead_ms: int) -> list[Emitted]:
-    emitted: list[Emitted] = []
+def _group_results(out: GroupOutput, max_ahead_ms: int) -> list[GroupResult]:
+    emitted: list[GroupResult] = []
     now = wall_ms()
     for record in out.aggregates:
         node_id = record["node_id"]
@@ -161,13 +193,13 @@ def _group_emissions(out: GroupOutput, max_ahead_ms: int) -> list[Emitted]:
         fields = {k: (event_ms if k == "event_time" else val) for k, val in record.items()}
         fields["updated_at"] = now
         write = TwinWrite(keys.node(node_id), (event_ms, 0), fields, now + max_ahead_ms)
-        emitted.append(Emitted("redis", node_id, write))
-        emitted.append(Emitted("kafka", node_id, aggregate_message(record)))
-    emitted.extend(Emitted("history", row.node_id, row) for row in out.node_rows)
+        emitted.append(write)
+        emitted.append(aggregate_message(record))
+    emitted.extend(out.node_rows)
     return emitted
 
 
-class NodeGroupLogic(StatefulBatchLogic[NodeChanges, Emitted, bytes]):
+class NodeGroupLogic(StatefulBatchLogic[NodeChanges, GroupResult, bytes]):
     """One group of nodes inside the dataflow; emits at most once per interval."""
 
     def __init__(self, group: NodeGroup, interval_s: float, max_ahead_ms: int) -> None:
@@ -192,7 +224,7 @@ class NodeGroupLogic(StatefulBatchLogic[NodeChanges, Emitted, bytes]):
         return build
 
     @override
-    def on_batch(self, values: list[NodeChanges]) -> tuple[list[Emitted], bool]:
+    def on_batch(self, values: list[NodeChanges]) -> tuple[list[GroupResult], bool]:
         for changes in values:
             self.group.apply(changes)
         return [], self.RETAIN
@@ -202,14 +234,83 @@ class NodeGroupLogic(StatefulBatchLogic[NodeChanges, Emitted, bytes]):
         return self.last_emit + self.interval if self.group.pending else None
 
     @override
-    def on_notify(self) -> tuple[list[Emitted], bool]:
+    def on_notify(self) -> tuple[list[GroupResult], bool]:
         self.last_emit = datetime.now(UTC)
-        return _group_emissions(self.group.emit(wall_ms()), self.max_ahead_ms), self.RETAIN
+        return _group_results(self.group.emit(wall_ms()), self.max_ahead_ms), self.RETAIN
 
     @override
-    def on_eof(self) -> tuple[list[Emitted], bool]:
-        return _group_emissions(self.group.emit(wall_ms()), self.max_ahead_ms), self.RETAIN
+    def on_eof(self) -> tuple[list[GroupResult], bool]:
+        return _group_results(self.group.emit(wall_ms()), self.max_ahead_ms), self.RETAIN
 
     @override
     def snapshot(self) -> bytes:
         return pickle.dumps(self.group, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+# ---- the steps, as the telemetry dataflow wires them ------------------------------------------
+
+
+@dataclass(frozen=True)
+class DecodeOut:
+    """Decoded input grouped by shard, and the records that could not be used."""
+
+    batches: KeyedStream[ShardBatch]
+    dead_letters: Stream[KafkaOut]
+
+
+def decode(step_id: str, polls: Stream[Polled], settings: Settings) -> DecodeOut:
+    """Decode and check polled records (:func:`operators.records.route`) into per-shard batches."""
+    routed = op.flat_map_batch(step_id, polls, partial(route, shards=settings.telemetry_shards,
+                                                       rules=settings.plausibility()))
+    return DecodeOut(keyed_values_of(f"{step_id}-batches", routed, ShardBatch),
+                     values_of(f"{step_id}-dead-letters", routed, KafkaSinkMessage))
+
+
+@dataclass(frozen=True)
+class SitesOut:
+    """What the sites step hands on, by destination."""
+
+    #: Summed contribution changes, keyed by node group (the nodes step's key).
+    node_changes: KeyedStream[NodeChanges]
+    #: twin.status transitions and readings refused as implausible (telemetry.dlq).
+    kafka: Stream[KafkaOut]
+    #: Redis ``site:{id}`` writes.
+    twins: Stream[TwinWrite]
+    #: Closed site minutes for ClickHouse, keyed by site.
+    minutes: KeyedStream[SiteWindow]
+
+
+def sites(step_id: str, batches: KeyedStream[ShardBatch], settings: Settings) -> SitesOut:
+    """One :class:`Shard` per key: twins, status transitions, node changes and site minutes."""
+    results = op.stateful_batch(step_id, batches, ShardLogic.builder(settings))
+    for_groups = values_of(f"{step_id}-for-groups", results, ForGroup)
+    return SitesOut(
+        node_changes=op.map(f"{step_id}-node-changes", for_groups, lambda item: (item.key, item.changes)),
+        kafka=values_of(f"{step_id}-kafka", results, KafkaSinkMessage),
+        twins=values_of(f"{step_id}-twins", results, TwinWrite),
+        minutes=op.key_on(f"{step_id}-minutes", values_of(f"{step_id}-rows", results, SiteWindow),
+                          lambda row: row.site_id),
+    )
+
+
+@dataclass(frozen=True)
+class NodesOut:
+    """What the nodes step hands on, by destination."""
+
+    #: aggregates.live records.
+    kafka: Stream[KafkaOut]
+    #: Redis ``node:{id}`` writes.
+    aggregates: Stream[TwinWrite]
+    #: Closed node minutes for ClickHouse, keyed by node.
+    minutes: KeyedStream[NodeWindow]
+
+
+def nodes(step_id: str, changes: KeyedStream[NodeChanges], settings: Settings) -> NodesOut:
+    """One :class:`NodeGroup` per key: live aggregates at most once per interval, node minutes."""
+    results = op.stateful_batch(step_id, changes, NodeGroupLogic.builder(settings))
+    return NodesOut(
+        kafka=values_of(f"{step_id}-kafka", results, KafkaSinkMessage),
+        aggregates=values_of(f"{step_id}-aggregates", results, TwinWrite),
+        minutes=op.key_on(f"{step_id}-minutes", values_of(f"{step_id}-rows", results, NodeWindow),
+                          lambda row: row.node_id),
+    )

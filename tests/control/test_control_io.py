@@ -5,20 +5,20 @@ from __future__ import annotations
 import pickle
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import pytest
 import redis
+from bytewax.connectors.kafka import KafkaSinkMessage
 from confluent_kafka import Message
 
 from core import keys
 from core.config import Settings
 from core.topics import COMMANDS_ACKS, DISPATCH_REQUESTS, TELEMETRY_DLQ
 from operators.arbitration import ARBITER_KEY
-from operators.control_steps import ControlLogic, Received, TwinReader, decode_control
+from operators.control_steps import ControlLogic, ControlResult, Received, decode_control
 from operators.dispatch import Ack, ControlConfig, Dispatch, Request, TwinSnapshot
-from operators.emitted import Emitted
 from operators.kafka_batches import Polled
 from operators.records import DLQ_KEY, codec
 from operators.sinks import DispatchStatusSink, StatusWrite
@@ -113,21 +113,20 @@ class _Twin:
                             epoch_ms(datetime.now(UTC)))
 
 
-def _step(logic: ControlLogic, topic: str, *messages: Message) -> list[Emitted]:
+def _step(logic: ControlLogic, topic: str, *messages: Message) -> list[ControlResult]:
     out = decode_control([Polled(topic, 0, list(messages))])
     emitted, _ = logic.on_batch([value for _, value in out if isinstance(value, Received)])
     return emitted
 
 
-def _sent(emitted: list[Emitted], topic: str, schema: str) -> list[dict[str, Any]]:
-    return [codec().decode(e.value.value, schema) for e in emitted
-            if e.kind == "kafka" and e.value.topic == topic]
+def _sent(emitted: list[ControlResult], topic: str, schema: str) -> list[dict[str, Any]]:
+    return [codec().decode(e.value or b"", schema) for e in emitted
+            if isinstance(e, KafkaSinkMessage) and e.topic == topic]
 
 
 def test_the_control_step_arbitrates_and_dead_letters_forged_acks_and_reused_ids() -> None:
     settings = Settings()
-    logic: ControlLogic = ControlLogic.builder(settings)(None)
-    logic.reader = cast(TwinReader, _Twin())
+    logic: ControlLogic = ControlLogic.builder(settings, _Twin)(None)
     now = datetime.now(UTC)
     emitted = _step(logic, DISPATCH_REQUESTS,
                     message(DISPATCH_REQUESTS, b"d-a", _request("d-a", now, 20.0, "waterfill")),

@@ -20,9 +20,8 @@ import pytest
 from core.config import Settings
 from operators.control_steps import ControlLogic
 from operators.dispatch import Dispatch
-from operators.emitted import Emitted
 from operators.sinks import TwinWrite
-from operators.telemetry_steps import NodeGroupLogic, ShardLogic
+from operators.telemetry_steps import ForGroup, NodeGroupLogic, ShardLogic
 from tests.telemetry.compare import mismatches
 from tests.telemetry.scenario import expected_nodes, generate
 
@@ -30,9 +29,8 @@ SNAPSHOTS = Path(__file__).parent / "snapshots"
 SETTINGS = Settings(telemetry_shards=1, telemetry_node_groups=1, topic_partitions={"telemetry.raw": 1})
 
 
-def _aggregates(emitted: list[Emitted]) -> dict[str, dict[str, Any]]:
-    return {e.value.key.removeprefix("node:"): e.value.fields for e in emitted
-            if e.kind == "redis" and isinstance(e.value, TwinWrite)}
+def _aggregates(emitted: list[object]) -> dict[str, dict[str, Any]]:
+    return {e.key.removeprefix("node:"): e.fields for e in emitted if isinstance(e, TwinWrite)}
 
 
 def test_telemetry_snapshots_of_the_previous_version_restore_with_exact_sums() -> None:
@@ -40,7 +38,7 @@ def test_telemetry_snapshots_of_the_previous_version_restore_with_exact_sums() -
     shard = ShardLogic.builder(SETTINGS)((SNAPSHOTS / "shard-v1.pickle").read_bytes())
     group = NodeGroupLogic.builder(SETTINGS)((SNAPSHOTS / "nodegroup-v1.pickle").read_bytes())
     emitted, _ = shard.on_eof()
-    group.on_batch([e.value for e in emitted if e.kind == "nodes"])
+    group.on_batch([e.changes for e in emitted if isinstance(e, ForGroup)])
     aggregates = _aggregates(group.on_eof()[0])
 
     # Statuses moved on with the wall clock since; membership and last known values did not, and the
