@@ -9,6 +9,7 @@ services by setting ``VPP_KAFKA_BOOTSTRAP``, ``VPP_REDIS_URL`` and
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -16,6 +17,11 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.plausibility import Rules
+
+
+def _cache_home() -> Path:
+    """The user's cache directory: $XDG_CACHE_HOME, else ~/.cache."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
 
 
 class Settings(BaseSettings):
@@ -212,6 +218,13 @@ class Settings(BaseSettings):
         default=168.0, gt=0,
         description="A device's event time may be at most this old: the store-and-forward horizon "
         "(VPP_PLAUSIBLE_MAX_BEHIND_H).",
+    )
+
+    datasets_dir: Path = Field(
+        default_factory=lambda: _cache_home() / "vpp" / "datasets",
+        description="Where `vpp datasets fetch` extracts the pinned real series; outside the checkout, "
+        "so fresh clones on the same machine reuse it (VPP_DATASETS_DIR; default "
+        "$XDG_CACHE_HOME/vpp/datasets or ~/.cache/vpp/datasets).",
     )
 
     def plausibility(self) -> Rules:

