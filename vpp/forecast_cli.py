@@ -1,0 +1,66 @@
+"""``vpp forecast backtest``: a rolling-origin backtest on a pinned real series, as a table by horizon."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bench import forecast as forecast_bench
+from core.config import Settings
+from vpp.datasets import DatasetError
+
+forecast_app = typer.Typer(no_args_is_help=True, help="Forecasts: backtests on real series.")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def report_table(report: forecast_bench.Report) -> Table:
+    """One row per model and horizon bucket; MAPE blank where the series crosses zero."""
+    table = Table(title=f"{report.dataset}: {report.origins} daily origins, {report.horizon} steps of "
+                        f"{report.step_min:g} min ahead, refit every {forecast_bench.REFIT_EVERY} origins")
+    columns = ("model", "horizon", "MAE", "MAPE%", "MASE", "rMAE", "in 80%", "refit s", "fc ms")
+    for column in columns:
+        text = column in ("model", "horizon")
+        table.add_column(column, justify="left" if text else "right", no_wrap=text)
+    for model in report.models:
+        for i, row in enumerate(model.buckets):
+            first = i == 0
+            table.add_row(
+                model.model if first else "", row.label, f"{row.mae:.4g}",
+                "" if row.mape_pct is None else f"{row.mape_pct:.2f}", f"{row.mase:.3f}", f"{row.rmae:.3f}",
+                f"{row.coverage_80:.0%}", f"{model.refit_s:.2f}" if first else "",
+                f"{model.forecast_ms:.1f}" if first else "",
+                end_section=row.label == "all",
+            )
+    return table
+
+
+@forecast_app.command("backtest")
+def backtest_command(
+    dataset: str = typer.Option(..., "--dataset", help="taylor, simbench:COLUMN (e.g. "
+                                "simbench:mv_urban_pload) or smard:ZONE:YEAR (e.g. smard:DE:2018)."),
+    models: Annotated[list[str] | None, typer.Option(
+        "--model", help="Model(s) beside the naive: mstl, holt-winters, sarimax (default all); repeatable.",
+    )] = None,
+    days: int | None = typer.Option(None, "--days", min=1,
+                                    help="Daily origins at the end of the series; default every day after "
+                                    "an 8-week warm-up (28 for taylor)."),
+) -> None:
+    """Rolling-origin backtest with no look-ahead: error by horizon against the naive, to bench/results/."""
+    try:
+        loaded = forecast_bench.load(dataset, Settings().datasets_dir)
+        with console.status(f"backtesting {dataset}") as status:
+            origins = days or (28 if dataset == "taylor" else None)
+            report = forecast_bench.run_backtest(loaded, models or list(forecast_bench.MODELS), origins,
+                                                 status.update)
+    except (DatasetError, ValueError) as exc:
+        err_console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(code=1) from exc
+    console.print(report_table(report))
+    for model in report.models:
+        for note in model.notes:
+            console.print(f"[yellow]{model.model}:[/] {note}")
+    console.print(f"written to {forecast_bench.write_report(report)}")
