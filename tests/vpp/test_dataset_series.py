@@ -12,6 +12,7 @@ from core.config import Settings
 from forecast import backtest
 from forecast.models import SeasonalNaive
 from vpp import dataset_series
+from vpp.datasets import DatasetError
 
 
 @pytest.fixture(scope="module")
@@ -50,5 +51,5 @@ def test_simbench_feeder_profile_is_a_leap_year_of_quarter_hours(datasets_dir: P
     series = dataset_series.simbench(datasets_dir, "mv_urban_pload")
     assert len(series) == 366 * 96 and series.step == timedelta(minutes=15)
     assert "PV3" in dataset_series.simbench_columns(datasets_dir)
-    with pytest.raises(dataset_series.DatasetError, match="no SimBench profile column"):
+    with pytest.raises(DatasetError, match="no SimBench profile column"):
         dataset_series.simbench(datasets_dir, "nope")

@@ -35,7 +35,7 @@ class FakeIndex:
 
 
 def test_fetch_extracts_only_the_pinned_member_then_serves_it_from_the_cache(tmp_path: Path) -> None:
-    index, said = FakeIndex(), []
+    index, said = FakeIndex(), list[str]()
     first = fetch(tmp_path, said.append, _manifest(), index)
     assert [f.state for f in first] == [FileState.EXTRACTED]
     assert (tmp_path / "demo-1.0" / "series.csv").read_bytes() == PAYLOAD
