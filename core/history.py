@@ -29,7 +29,15 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
 from core.config import Settings, get_settings
-from core.rows import CommandLogEntry, DispatchLogEntry, MembershipEdge, NodeWindow, SiteWindow
+from core.rows import (
+    CommandLogEntry,
+    DispatchLogEntry,
+    ForecastPoint,
+    ForecastRunRow,
+    MembershipEdge,
+    NodeWindow,
+    SiteWindow,
+)
 
 Resolution = Literal["minute", "hour", "day"]
 _CREATE_TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS\s+([\w.]+)", re.IGNORECASE)
@@ -154,6 +162,29 @@ class HistoryStore:
     def insert_command_log(self, rows: list[CommandLogEntry]) -> None:
         """Journal commands and their outcomes."""
         self._insert("command_log", rows)
+
+    def insert_forecast(self, run: ForecastRunRow, points: list[ForecastPoint]) -> None:
+        """Record a forecast run and its points (a rewrite of the same run replaces them)."""
+        self._insert("forecast_runs", [run])
+        self._insert("forecast_points", points)
+
+    def node_quarter_hours(self, node_id: str, column: Literal["load_kw", "solar_kw"], start: datetime,
+                           end: datetime) -> tuple[list[datetime], list[float]]:
+        """A node's ``column`` averaged over each 15 minutes in [start, end) that has minute rows."""
+        result = self.client.query(
+            f"SELECT toStartOfFifteenMinutes(minute) AS slot, avg({column}) FROM {self.db}.node_minute FINAL "
+            "WHERE node_id = %(id)s AND minute >= %(start)s AND minute < %(end)s GROUP BY slot ORDER BY slot",
+            parameters={"id": node_id, "start": start, "end": end})
+        return [_utc(r[0]) for r in result.result_rows], [float(r[1]) for r in result.result_rows]
+
+    def forecast_node_errors(self, series_id: str) -> list[tuple[str, str, int, int, float, float]]:
+        """(series_kind, model, horizon_steps, points, mae, coverage_80) of a node's scored forecasts."""
+        result = self.client.query(
+            "SELECT series_kind, model, horizon_steps, points, mae, coverage_80 "
+            f"FROM {self.db}.forecast_node_errors WHERE series_id = %(id)s "
+            "ORDER BY series_kind, model, horizon_steps", parameters={"id": series_id})
+        return [(str(r[0]), str(r[1]), int(r[2]), int(r[3]), float(r[4]), float(r[5]))
+                for r in result.result_rows]
 
     def refresh_rollups(self, kind: Literal["site", "node"], first: datetime, last: datetime,
                         ids: Collection[str] | None = None) -> None:

@@ -64,3 +64,32 @@ def backtest_command(
         for note in model.notes:
             console.print(f"[yellow]{model.model}:[/] {note}")
     console.print(f"written to {forecast_bench.write_report(report)}")
+
+
+@forecast_app.command("node")
+def node_command(
+    node_id: str = typer.Argument(help="The node whose history to forecast (node_minute)."),
+    series: str = typer.Option("load", "--series", help="load or solar."),
+) -> None:
+    """Forecast a node's load or solar a day ahead at 15 minutes now, and store the run in ClickHouse."""
+    from datetime import UTC, datetime
+
+    from core import history
+    from forecast.clean import GapTooLongError, InsufficientHistoryError
+    from vpp.forecast_service import COLUMNS, forecast_node
+
+    kind = f"node_{series}"
+    if kind not in COLUMNS:
+        err_console.print(f"[red]error:[/] --series is load or solar, not {series!r}")
+        raise typer.Exit(code=2)
+    store = history.HistoryStore(history.connect(Settings()))
+    try:
+        issued = forecast_node(store, node_id, kind, datetime.now(UTC))  # type: ignore[arg-type]
+    except (GapTooLongError, InsufficientHistoryError) as exc:
+        err_console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(code=1) from exc
+    run = issued.run
+    console.print(f"run {run.run_id}: {run.model}, {run.horizon_steps} x {run.step_s // 60} min from "
+                  f"{run.first_target.isoformat()}; {issued.filled.describe()}")
+    if run.note:
+        console.print(f"[yellow]{run.note}[/]")
