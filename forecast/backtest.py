@@ -13,7 +13,7 @@ audit origins it overwrites every value from the origin on, *in the array the
 caller passed*, fits and forecasts again, and restores the values. A forecast
 that moves when only the future moved has seen the future
 (:class:`LookAheadError`); this catches a model or a feature that holds a
-reference to the full series, as well as an off-by-one in the harness itself.
+reference to the full series.
 """
 
 from __future__ import annotations
