@@ -177,6 +177,32 @@ class HistoryStore:
             parameters={"id": node_id, "start": start, "end": end})
         return [_utc(r[0]) for r in result.result_rows], [float(r[1]) for r in result.result_rows]
 
+    def latest_forecast(self, series_kind: str, series_id: str,
+                        ) -> tuple[ForecastRunRow, list[ForecastPoint]] | None:
+        """The latest run of a series that is not a baseline, with its points; None if there is none."""
+        run_names = [f.name for f in fields(ForecastRunRow)]
+        result = self.client.query(
+            f"SELECT {', '.join(run_names)} FROM {self.db}.forecast_runs FINAL WHERE series_kind = %(kind)s "
+            "AND series_id = %(id)s AND note != 'baseline' ORDER BY issued_at DESC LIMIT 1",
+            parameters={"kind": series_kind, "id": series_id})
+        if not result.result_rows:
+            return None
+        values: list[Any] = list(result.result_rows[0])
+        for name in ("issued_at", "first_target"):
+            values[run_names.index(name)] = _utc(values[run_names.index(name)])
+        run = ForecastRunRow(*values)
+        point_names = [f.name for f in fields(ForecastPoint)]
+        rows = self.client.query(
+            f"SELECT {', '.join(point_names)} FROM {self.db}.forecast_points FINAL WHERE run_id = %(run)s "
+            "ORDER BY horizon_steps", parameters={"run": run.run_id}).result_rows
+        points = []
+        for raw in rows:
+            point: list[Any] = list(raw)
+            for name in ("issued_at", "target_time"):
+                point[point_names.index(name)] = _utc(point[point_names.index(name)])
+            points.append(ForecastPoint(*point))
+        return run, points
+
     def forecast_node_errors(self, series_id: str) -> list[tuple[str, str, int, int, float, float]]:
         """(series_kind, model, horizon_steps, points, mae, coverage_80) of a node's scored forecasts."""
         result = self.client.query(

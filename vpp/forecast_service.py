@@ -4,8 +4,10 @@ One call reads the node's load or solar at 15 minutes over the last four weeks,
 regularises it (gaps up to ``max_fill`` slots filled and counted in the run),
 fits the model (Holt-Winters by default; the seasonal naive, flagged in the
 run's ``note``, when there are less than two weeks) and writes the run and its
-points. ``forecast_node_errors`` scores the points once the actuals are in
-``node_minute``. Not yet here: the schedule, price regions on ``prices.forecast``.
+points, plus a same-slot-last-week run noted ``baseline``. ``forecast_node_errors``
+scores both once the actuals are in ``node_minute``, so a model whose recent
+error is worse than the naive's can be flagged. Not yet here: the schedule, and
+price regions on ``prices.forecast``.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ import numpy as np
 from core.history import HistoryStore
 from core.rows import ForecastPoint, ForecastRunRow
 from forecast.clean import FillReport, InsufficientHistoryError, regularize
-from forecast.models import HoltWinters, Model, OrNaive, SeasonalNaive
+from forecast.models import Forecast, HoltWinters, Model, OrNaive, SeasonalNaive
 from forecast.runs import run_rows
 
 STEP = timedelta(minutes=15)
 SeriesKind = Literal["node_load", "node_solar"]
+BASELINE_NOTE = "baseline"  # the naive run issued beside every forecast, so its error can be compared
 COLUMNS: dict[str, Literal["load_kw", "solar_kw"]] = {"node_load": "load_kw", "node_solar": "solar_kw"}
 
 
@@ -35,6 +38,7 @@ class IssuedRun:
     run: ForecastRunRow
     points: list[ForecastPoint]
     filled: FillReport
+    baseline: ForecastRunRow
 
 
 def forecast_node(
@@ -57,4 +61,8 @@ def forecast_node(
     forecast = chosen.fit(series).forecast(series, horizon_steps)
     run, points = run_rows(forecast, series, uuid.uuid4().hex, series_kind, node_id, now, filled)
     store.insert_forecast(run, points)
-    return IssuedRun(run, points, filled)
+    naive = SeasonalNaive().fit(series).forecast(series, horizon_steps)
+    naive = Forecast(naive.origin, naive.mean, naive.std, naive.model, BASELINE_NOTE)
+    baseline, baseline_points = run_rows(naive, series, uuid.uuid4().hex, series_kind, node_id, now, filled)
+    store.insert_forecast(baseline, baseline_points)
+    return IssuedRun(run, points, filled, baseline)
