@@ -76,15 +76,16 @@ def node_command(
 
     from core import history
     from forecast.clean import GapTooLongError, InsufficientHistoryError
-    from vpp.forecast_service import COLUMNS, forecast_node
+    from vpp.forecast_service import SERIES_KINDS, forecast_node
 
-    kind = f"node_{series}"
-    if kind not in COLUMNS:
+    by_name = {kind.removeprefix("node_"): kind for kind in SERIES_KINDS}
+    if series not in by_name:
         err_console.print(f"[red]error:[/] --series is load or solar, not {series!r}")
         raise typer.Exit(code=2)
-    store = history.HistoryStore(history.connect(Settings()))
+    settings = Settings()
+    store = history.HistoryStore(history.connect(settings), settings.clickhouse_database)
     try:
-        issued = forecast_node(store, node_id, kind, datetime.now(UTC))  # type: ignore[arg-type]
+        issued = forecast_node(store, node_id, by_name[series], datetime.now(UTC))
     except (GapTooLongError, InsufficientHistoryError) as exc:
         err_console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(code=1) from exc
@@ -93,3 +94,41 @@ def node_command(
                   f"{run.first_target.isoformat()}; {issued.filled.describe()}")
     if run.note:
         console.print(f"[yellow]{run.note}[/]")
+
+
+@forecast_app.command("serve")
+def serve_command(
+    kinds: str = typer.Option("feeder,substation,region", "--kinds",
+                              help="Comma-separated node kinds to forecast."),
+    series: str = typer.Option("load,solar", "--series", help="load, solar or both."),
+    every_min: int = typer.Option(15, "--every-min", min=1, help="Minutes between rounds."),
+    once: bool = typer.Option(False, "--once", help="One round now, then exit."),
+) -> None:
+    """Forecast every node of the given kinds on a schedule (aligned to the clock), until stopped."""
+    import time
+    from datetime import UTC, datetime
+
+    from assets.loader import restore_fleet
+    from core import history
+    from vpp.forecast_service import SERIES_KINDS, forecast_round
+
+    settings = Settings()
+    wanted = [kind for kind in SERIES_KINDS if kind.removeprefix("node_") in series.split(",")]
+    if not wanted:
+        err_console.print(f"[red]error:[/] --series is load, solar or both, not {series!r}")
+        raise typer.Exit(code=2)
+    store = history.HistoryStore(history.connect(settings), settings.clickhouse_database)
+    while True:
+        fleet = restore_fleet(settings)
+        nodes = [] if fleet is None else sorted(
+            n.node_id for n in fleet.registry.nodes.values() if n.kind in kinds.split(","))
+        now = datetime.now(UTC)
+        done = forecast_round(store, nodes, wanted, now)
+        console.print(f"{now.isoformat(timespec='seconds')}: {len(done.issued)} run(s) for {len(nodes)} "
+                      f"node(s); {len(done.refused)} refused")
+        for key, reason in sorted(done.refused.items())[:10]:
+            console.print(f"  [yellow]{key}[/]: {reason}")
+        if once:
+            return
+        period = every_min * 60
+        time.sleep(period - time.time() % period)

@@ -21,12 +21,13 @@ import numpy as np
 
 from core.history import HistoryStore
 from core.rows import ForecastPoint, ForecastRunRow
-from forecast.clean import FillReport, InsufficientHistoryError, regularize
+from forecast.clean import FillReport, GapTooLongError, InsufficientHistoryError, regularize
 from forecast.models import Forecast, HoltWinters, Model, OrNaive, SeasonalNaive
 from forecast.runs import run_rows
 
 STEP = timedelta(minutes=15)
 SeriesKind = Literal["node_load", "node_solar"]
+SERIES_KINDS: tuple[SeriesKind, ...] = ("node_load", "node_solar")
 BASELINE_NOTE = "baseline"  # the naive run issued beside every forecast, so its error can be compared
 COLUMNS: dict[str, Literal["load_kw", "solar_kw"]] = {"node_load": "load_kw", "node_solar": "solar_kw"}
 
@@ -66,3 +67,24 @@ def forecast_node(
     baseline, baseline_points = run_rows(naive, series, uuid.uuid4().hex, series_kind, node_id, now, filled)
     store.insert_forecast(baseline, baseline_points)
     return IssuedRun(run, points, filled, baseline)
+
+
+@dataclass(frozen=True, slots=True)
+class Round:
+    """One scheduled pass: the runs issued and, per ``node_id:series_kind``, why others were refused."""
+
+    issued: list[IssuedRun]
+    refused: dict[str, str]
+
+
+def forecast_round(store: HistoryStore, node_ids: list[str], kinds: list[SeriesKind], now: datetime) -> Round:
+    """Forecast every node series; a node whose history is refused is reported and the round goes on."""
+    issued: list[IssuedRun] = []
+    refused: dict[str, str] = {}
+    for node_id in node_ids:
+        for kind in kinds:
+            try:
+                issued.append(forecast_node(store, node_id, kind, now))
+            except (InsufficientHistoryError, GapTooLongError) as exc:
+                refused[f"{node_id}:{kind}"] = str(exc)
+    return Round(issued, refused)

@@ -12,7 +12,7 @@ from core import history
 from core.config import Settings
 from core.history import HistoryStore
 from forecast.clean import GapTooLongError, InsufficientHistoryError
-from vpp.forecast_service import forecast_node
+from vpp.forecast_service import forecast_node, forecast_round
 
 pytestmark = pytest.mark.integration
 
@@ -55,8 +55,9 @@ def test_a_node_forecast_is_stored_gaps_counted_and_scored_when_actuals_arrive(s
     _minutes(store, node, NOW.replace(minute=0), 60)  # the first hour's actuals arrive
     errors = store.forecast_node_errors(node)
     assert [(kind, model, h, n) for kind, model, h, n, *_ in errors] == [
-        ("node_load", "holt-winters", h, 1) for h in (1, 2, 3, 4)]
+        ("node_load", model, h, 1) for model in ("holt-winters", "naive") for h in (1, 2, 3, 4)]
     assert all(mae < 2.0 for *_, mae, _ in errors)  # a clean daily shape is easy
+    assert issued.baseline.note == "baseline" and issued.baseline.model == "naive"
 
 
 def test_short_history_is_served_by_the_naive_and_flagged_long_gaps_refused(store: HistoryStore) -> None:
@@ -71,3 +72,35 @@ def test_short_history_is_served_by_the_naive_and_flagged_long_gaps_refused(stor
         forecast_node(store, broken, "node_load", NOW)
     with pytest.raises(InsufficientHistoryError, match="stale"):
         forecast_node(store, node, "node_load", NOW + timedelta(hours=1))
+
+
+def test_a_round_forecasts_every_node_and_reports_the_refused_ones(store: HistoryStore) -> None:
+    good, silent = f"feeder-{uuid.uuid4().hex[:8]}", f"feeder-{uuid.uuid4().hex[:8]}"
+    _minutes(store, good, NOW.replace(minute=0) - timedelta(days=15), 15 * 1440)
+    done = forecast_round(store, [good, silent], ["node_load", "node_solar"], NOW)
+    assert [(r.run.series_id, r.run.series_kind) for r in done.issued] == [
+        (good, "node_load"), (good, "node_solar")]  # solar_kw is stored as 0 by default: a flat forecast
+    assert set(done.refused) == {f"{silent}:node_load", f"{silent}:node_solar"}
+    assert "no load_kw history" in done.refused[f"{silent}:node_load"]
+
+
+def test_the_cli_forecasts_a_node_now_and_runs_a_round(store: HistoryStore, stack_settings: Settings,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from vpp.cli import app
+
+    monkeypatch.setenv("VPP_CLICKHOUSE_PORT", str(stack_settings.clickhouse_port))
+    monkeypatch.setenv("VPP_DATA_DIR", str(stack_settings.data_dir))
+    node = f"feeder-{uuid.uuid4().hex[:8]}"
+    now = datetime.now(UTC)
+    edge = now.replace(minute=now.minute // 15 * 15, second=0, microsecond=0)
+    _minutes(store, node, edge - timedelta(days=15), 15 * 1440 + 15)  # and the next quarter, in case
+    outcome = CliRunner().invoke(app, ["forecast", "node", node, "--series", "load"])
+    assert outcome.exit_code == 0, outcome.output
+    assert "holt-winters, 96 x 15 min" in outcome.output and "0 of" in outcome.output
+    assert CliRunner().invoke(app, ["forecast", "node", node, "--series", "wind"]).exit_code == 2
+    silent = CliRunner().invoke(app, ["forecast", "node", f"feeder-{uuid.uuid4().hex[:8]}"])
+    assert silent.exit_code == 1 and "no load_kw history" in silent.output
+    round_ = CliRunner().invoke(app, ["forecast", "serve", "--once", "--kinds", "no-such-kind"])
+    assert round_.exit_code == 0 and "0 run(s) for 0 node(s); 0 refused" in round_.output
