@@ -17,6 +17,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 # Every top-level package of [tool.setuptools.packages.find] include.
 COPY core ./core
+COPY forecast ./forecast
 COPY vpp ./vpp
 COPY assets ./assets
 COPY bench ./bench

@@ -216,6 +216,47 @@ class History(BaseModel, Generic[T]):
     count: int
 
 
+# -- forecasts ---------------------------------------------------------------------------------------
+
+
+class ForecastPointPublic(BaseModel):
+    """One target of a forecast: the mean and the 10/50/90% quantiles (the 80% band is q10..q90)."""
+
+    target_time: datetime
+    horizon_steps: int
+    value: float
+    q10: float
+    q50: float
+    q90: float
+
+
+class ForecastQuality(BaseModel):
+    """The series' scored error so far: this model against the naive issued beside it."""
+
+    points: int = Field(description="Targets of this model whose actuals have arrived.")
+    mae: float | None
+    naive_mae: float | None
+    coverage_80: float | None = Field(description="Share of actuals inside the 80% band.")
+    worse_than_naive: bool | None = Field(description="The model's error exceeds the naive's (None: "
+                                                      "not scored yet).")
+
+
+class NodeForecast(BaseModel):
+    """The latest forecast of a node series, with its band and how good this model has been."""
+
+    node_id: str
+    series: Literal["load", "solar"]
+    run_id: str
+    model: str
+    issued_at: datetime
+    step_s: int
+    filled_steps: int = Field(description="History slots the cleaner interpolated for this run.")
+    note: str = Field(description="Why the naive served instead of the model, if it did.")
+    quality: ForecastQuality
+    data: list[ForecastPointPublic]
+    count: int
+
+
 # -- assets ------------------------------------------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ generates them per data directory, anything else must set them
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -20,6 +21,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from core.jwt_keys import SigningKeys
 from core.local_secrets import resolve_keys
 from core.plausibility import Rules
+
+
+def _cache_home() -> Path:
+    """The user's cache directory: $XDG_CACHE_HOME, else ~/.cache."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
 
 
 class Settings(BaseSettings):
@@ -255,6 +261,13 @@ class Settings(BaseSettings):
         default=60.0, gt=0,
         description="How often a gateway re-reads the sites' registered power ratings from the asset "
         "registry (VPP_GATEWAY_LIMITS_REFRESH_S).",
+    )
+
+    datasets_dir: Path = Field(
+        default_factory=lambda: _cache_home() / "vpp" / "datasets",
+        description="Where `vpp datasets fetch` extracts the pinned real series; outside the checkout, "
+        "so fresh clones on the same machine reuse it (VPP_DATASETS_DIR; default "
+        "$XDG_CACHE_HOME/vpp/datasets or ~/.cache/vpp/datasets).",
     )
 
     def plausibility(self) -> Rules:

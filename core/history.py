@@ -30,7 +30,16 @@ from clickhouse_connect.driver.client import Client
 
 from core.config import Settings, get_settings
 from core.plausibility import SiteLimits
-from core.rows import CommandLogEntry, DispatchLogEntry, MembershipEdge, NodeWindow, Revocation, SiteWindow
+from core.rows import (
+    CommandLogEntry,
+    DispatchLogEntry,
+    ForecastPoint,
+    ForecastRunRow,
+    MembershipEdge,
+    NodeWindow,
+    Revocation,
+    SiteWindow,
+)
 
 Resolution = Literal["minute", "hour", "day"]
 _CREATE_TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS\s+([\w.]+)", re.IGNORECASE)
@@ -178,6 +187,55 @@ class HistoryStore:
             "WHERE retired_at IS NULL")
         return {str(site): SiteLimits(float(charge), float(discharge))
                 for site, charge, discharge in result.result_rows}
+
+    def insert_forecast(self, run: ForecastRunRow, points: list[ForecastPoint]) -> None:
+        """Record a forecast run and its points (a rewrite of the same run replaces them)."""
+        self._insert("forecast_runs", [run])
+        self._insert("forecast_points", points)
+
+    def node_quarter_hours(self, node_id: str, column: Literal["load_kw", "solar_kw"], start: datetime,
+                           end: datetime) -> tuple[list[datetime], list[float]]:
+        """A node's ``column`` averaged over each 15 minutes in [start, end) that has minute rows."""
+        result = self.client.query(
+            f"SELECT toStartOfFifteenMinutes(minute) AS slot, avg({column}) FROM {self.db}.node_minute FINAL "
+            "WHERE node_id = %(id)s AND minute >= %(start)s AND minute < %(end)s GROUP BY slot ORDER BY slot",
+            parameters={"id": node_id, "start": start, "end": end})
+        return [_utc(r[0]) for r in result.result_rows], [float(r[1]) for r in result.result_rows]
+
+    def latest_forecast(self, series_kind: str, series_id: str,
+                        ) -> tuple[ForecastRunRow, list[ForecastPoint]] | None:
+        """The latest run of a series that is not a baseline, with its points; None if there is none."""
+        run_names = [f.name for f in fields(ForecastRunRow)]
+        result = self.client.query(
+            f"SELECT {', '.join(run_names)} FROM {self.db}.forecast_runs FINAL WHERE series_kind = %(kind)s "
+            "AND series_id = %(id)s AND note != 'baseline' ORDER BY issued_at DESC LIMIT 1",
+            parameters={"kind": series_kind, "id": series_id})
+        if not result.result_rows:
+            return None
+        values: list[Any] = list(result.result_rows[0])
+        for name in ("issued_at", "first_target"):
+            values[run_names.index(name)] = _utc(values[run_names.index(name)])
+        run = ForecastRunRow(*values)
+        point_names = [f.name for f in fields(ForecastPoint)]
+        rows = self.client.query(
+            f"SELECT {', '.join(point_names)} FROM {self.db}.forecast_points FINAL WHERE run_id = %(run)s "
+            "ORDER BY horizon_steps", parameters={"run": run.run_id}).result_rows
+        points = []
+        for raw in rows:
+            point: list[Any] = list(raw)
+            for name in ("issued_at", "target_time"):
+                point[point_names.index(name)] = _utc(point[point_names.index(name)])
+            points.append(ForecastPoint(*point))
+        return run, points
+
+    def forecast_node_errors(self, series_id: str) -> list[tuple[str, str, int, int, float, float]]:
+        """(series_kind, model, horizon_steps, points, mae, coverage_80) of a node's scored forecasts."""
+        result = self.client.query(
+            "SELECT series_kind, model, horizon_steps, points, mae, coverage_80 "
+            f"FROM {self.db}.forecast_node_errors WHERE series_id = %(id)s "
+            "ORDER BY series_kind, model, horizon_steps", parameters={"id": series_id})
+        return [(str(r[0]), str(r[1]), int(r[2]), int(r[3]), float(r[4]), float(r[5]))
+                for r in result.result_rows]
 
     def refresh_rollups(self, kind: Literal["site", "node"], first: datetime, last: datetime,
                         ids: Collection[str] | None = None) -> None:

@@ -105,3 +105,37 @@ class Revocation:
     jti: str
     revoked_at: datetime
     revoked_by: str
+
+
+@dataclass(frozen=True)
+class ForecastRunRow:
+    """One forecast of one series by one model at one time (``forecast_runs``)."""
+
+    run_id: str
+    series_kind: str  # node_load, node_solar, price
+    series_id: str  # node id or price region
+    model: str
+    issued_at: datetime
+    first_target: datetime
+    step_s: int
+    horizon_steps: int
+    history_steps: int
+    filled_steps: int
+    note: str  # why the naive served, if it did
+
+
+@dataclass(frozen=True)
+class ForecastPoint:
+    """One target of a forecast run (``forecast_points``): the mean and the 10/50/90% quantiles."""
+
+    run_id: str
+    series_kind: str
+    series_id: str
+    model: str
+    issued_at: datetime
+    target_time: datetime
+    horizon_steps: int
+    value: float
+    q10: float
+    q50: float
+    q90: float

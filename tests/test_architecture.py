@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("core", "schemas", "operators", "dataflows", "assets", "edge_gateway", "api", "vpp", "bench")
+PACKAGES = ("core", "schemas", "operators", "forecast", "dataflows", "assets", "edge_gateway", "api", "vpp",
+            "bench")
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 CONTRACTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
@@ -45,6 +46,8 @@ def _lint(tree: Path) -> subprocess.CompletedProcess[str]:
     ("operators/twin.py", "import redis  # noqa", "Pure decision logic"),
     ("schemas/times.py", "import core.topics  # noqa", "Layers"),
     ("api/models.py", "import edge_gateway.server  # noqa", "Layers"),
+    ("forecast/models.py", "import core.config  # noqa", "Pure decision logic"),
+    ("forecast/backtest.py", "import vpp.datasets  # noqa", "Layers"),
 ])
 def test_a_violation_breaks_the_import_contracts(tmp_path: Path, module: str, line: str, broken: str) -> None:
     tree = _tree_copy(tmp_path)

