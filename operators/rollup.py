@@ -86,6 +86,8 @@ class NodeGroup:
         self.retention_ms = retention_ms
         #: Something changed since the last :meth:`emit` (asked after every batch, so kept, not scanned).
         self.pending = False
+        #: The version of the last node minute rows written: each emission's is strictly newer.
+        self.last_row_version = 0
 
     def restored(self, wall_ms: int, max_ahead_ms: int) -> None:
         """Make a group just unpickled from a snapshot safe to run on at wall time ``wall_ms``.
@@ -149,7 +151,10 @@ class NodeGroup:
                 node.seq += 1
                 node.dirty = False
                 out.aggregates.append(aggregate_record(node_id, node))
-        version = wall_ms * 1000
+        # Strictly newer than any row before, even for two emissions in one millisecond (at the end of
+        # input, say): with equal versions the history table would keep either, maybe the partial one.
+        version = max(wall_ms * 1000, getattr(self, "last_row_version", 0) + 1)
+        self.last_row_version = version
         horizon = self.clock_ms - self.retention_ms
         for key, entry in list(self.minutes.items()):
             if entry.dirty:
