@@ -94,7 +94,37 @@ def _number(record: Mapping[str, Any], name: str) -> float | Implausible | None:
 
 def check_telemetry(record: Mapping[str, Any], now_ms: int, rules: Rules,
                     limits: SiteLimits | None = None) -> Implausible | None:
-    """None if a SiteTelemetry record (times as epoch ms or datetimes' ms) is plausible, else why not."""
+    """None if a SiteTelemetry record (times as epoch ms) is plausible, else why not.
+
+    Every reading passes here twice (gateway, dataflow), so the common case, a record of plain
+    floats within every bound, is decided by one chain of comparisons; anything else (NaN fails
+    every comparison, a bool or an int is not a float) goes to :func:`diagnose_telemetry`, which
+    applies the same rules one by one and says which failed. ``tests/core/test_plausibility.py``
+    checks the two agree.
+    """
+    try:
+        battery, solar, load = record["battery_kw"], record["solar_kw"], record["load_kw"]
+        grid, soc, temp = record["grid_kw"], record["soc_pct"], record["battery_temp_c"]
+        seq, event_ms = record["seq"], record["event_time"]
+    except KeyError:
+        return diagnose_telemetry(record, now_ms, rules, limits)
+    top = rules.max_site_kw
+    low, high = (-top, top) if limits is None else (max(-top, -limits.max_charge_kw * rules.rating_margin),
+                                                    min(top, limits.max_discharge_kw * rules.rating_margin))
+    if (type(battery) is float and type(solar) is float and type(load) is float and type(grid) is float
+            and type(soc) is float and type(seq) is int and type(event_ms) is int
+            and (temp is None or (type(temp) is float and rules.min_temp_c <= temp <= rules.max_temp_c))
+            and low <= battery <= high and 0.0 <= solar <= top and 0.0 <= load <= top
+            and -top <= grid <= top
+            and 0.0 <= soc <= 100.0 and seq >= 0
+            and now_ms - rules.max_behind_ms <= event_ms <= now_ms + rules.max_ahead_ms):
+        return None
+    return diagnose_telemetry(record, now_ms, rules, limits)
+
+
+def diagnose_telemetry(record: Mapping[str, Any], now_ms: int, rules: Rules,
+                       limits: SiteLimits | None = None) -> Implausible | None:
+    """The rules of :func:`check_telemetry` one at a time: the first that fails, or None."""
     values: dict[str, float] = {}
     for name in (*TELEMETRY_POWERS, "soc_pct", "battery_temp_c"):
         value = _number(record, name)

@@ -1,0 +1,64 @@
+"""The fast path of check_telemetry accepts exactly what the rule-by-rule diagnosis accepts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from core.plausibility import (
+    BEYOND_RATING,
+    FUTURE_EVENT_TIME,
+    NOT_A_NUMBER,
+    Rules,
+    SiteLimits,
+    check_telemetry,
+    diagnose_telemetry,
+)
+
+NOW = 1_796_000_000_000
+RULES = Rules()
+
+awkward_numbers = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True), st.floats(-150, 150), st.integers(-200, 200),
+    st.booleans(), st.none(), st.text(max_size=3), st.sampled_from([0.0, -0.0, 100.0, 100.000001, 1e300]))
+event_times = st.one_of(st.integers(NOW - RULES.max_behind_ms - 5, NOW + RULES.max_ahead_ms + 5),
+                        st.booleans(), st.floats(allow_nan=True), st.none())
+
+
+@st.composite
+def records(draw: st.DrawFn) -> dict[str, Any]:
+    record: dict[str, Any] = {"site_id": "site-1", "seq": draw(st.one_of(st.integers(-2, 10), st.booleans())),
+                              "event_time": draw(event_times)}
+    for name in ("battery_kw", "solar_kw", "load_kw", "grid_kw", "soc_pct", "battery_temp_c"):
+        if draw(st.booleans()):
+            record[name] = draw(awkward_numbers)
+        else:
+            record[name] = draw(st.floats(0, 20))
+    if draw(st.booleans()):
+        del record[draw(st.sampled_from(sorted(record)))]
+    return record
+
+
+limits = st.one_of(st.none(), st.builds(SiteLimits, st.floats(1, 20), st.floats(1, 20)))
+
+
+@settings(max_examples=600, deadline=None)
+@given(records(), limits)
+def test_the_fast_path_and_the_diagnosis_agree(record: dict[str, Any], site: SiteLimits | None) -> None:
+    assert (check_telemetry(record, NOW, RULES, site) is None) == (
+        diagnose_telemetry(record, NOW, RULES, site) is None)
+
+
+def test_each_kind_of_bad_reading_is_named() -> None:
+    good: dict[str, Any] = {"seq": 1, "event_time": NOW, "soc_pct": 50.0, "battery_kw": 2.0, "solar_kw": 1.0,
+                            "load_kw": 1.0, "grid_kw": 0.5, "battery_temp_c": None}
+    assert check_telemetry(good, NOW, RULES) is None
+    cases = {"battery_kw": (float("nan"), NOT_A_NUMBER), "grid_kw": (True, NOT_A_NUMBER),
+             "event_time": (NOW + 60_000, FUTURE_EVENT_TIME)}
+    for name, (value, reason) in cases.items():
+        verdict = check_telemetry({**good, name: value}, NOW, RULES)
+        assert verdict is not None and verdict.reason == reason, name
+    over = check_telemetry({**good, "battery_kw": 9.0}, NOW, RULES, SiteLimits(5.0, 5.0))
+    assert over is not None and over.reason == BEYOND_RATING
