@@ -1,10 +1,13 @@
 """Recovery stores outlive code versions: snapshots the previous version wrote still restore.
 
-The files in ``snapshots/`` were written by the code of commit 95af74b (before
-exact rollups and the move of the shared core to ``core/``), with
-``tests/dataflows/snapshots/make_v1.py`` run in a checkout of that commit: a
-shard and a node group that had read two and a half minutes of a 40-site
-scenario, and one dispatch 90 s into its window. Pickled state names classes
+The ``*-v1`` files of the shard, node group and dispatch were written by the
+code of commit 95af74b (before exact rollups, the arbiter and the move of the
+shared core to ``core/``) with ``snapshots/make_v1.py`` run in a checkout of
+that commit: a shard and a node group that had read two and a half minutes of
+a 40-site scenario, and one dispatch 90 s into its window. ``shard-v2``,
+``nodegroup-v2`` and ``arbiter-v1`` are the current versions, written by
+``snapshots/make_current.py``; when a state changes shape, they become the
+previous version. Pickled state names classes
 by module path, so a class moved or reshaped without care breaks every
 recovery store in the field; these tests catch that.
 """
@@ -13,15 +16,16 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
-from typing import Any
 
 import pytest
+from bytewax.connectors.kafka import KafkaSinkMessage
 
 from core.config import Settings
 from operators.control_steps import ControlLogic
 from operators.dispatch import Dispatch
-from operators.sinks import TwinWrite
+from operators.rollup import aggregate_record
 from operators.telemetry_steps import ForGroup, NodeGroupLogic, ShardLogic
+from tests.dataflows.test_control_flow_inprocess import FixedTwin
 from tests.telemetry.compare import mismatches
 from tests.telemetry.scenario import expected_nodes, generate
 
@@ -29,17 +33,15 @@ SNAPSHOTS = Path(__file__).parent / "snapshots"
 SETTINGS = Settings(telemetry_shards=1, telemetry_node_groups=1, topic_partitions={"telemetry.raw": 1})
 
 
-def _aggregates(emitted: list[object]) -> dict[str, dict[str, Any]]:
-    return {e.key.removeprefix("node:"): e.fields for e in emitted if isinstance(e, TwinWrite)}
-
-
-def test_telemetry_snapshots_of_the_previous_version_restore_with_exact_sums() -> None:
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_telemetry_snapshots_restore_with_exact_sums(version: str) -> None:
+    """v1: before exact rollups (float sums, rebuilt on restore); v2: the current integer sums."""
     sc = generate(n_sites=40, minutes=2.5, seed=9)  # what the snapshots had read
-    shard = ShardLogic.builder(SETTINGS)((SNAPSHOTS / "shard-v1.pickle").read_bytes())
-    group = NodeGroupLogic.builder(SETTINGS)((SNAPSHOTS / "nodegroup-v1.pickle").read_bytes())
-    emitted, _ = shard.on_eof()
+    shard = ShardLogic.builder(SETTINGS)((SNAPSHOTS / f"shard-{version}.pickle").read_bytes())
+    group = NodeGroupLogic.builder(SETTINGS)((SNAPSHOTS / f"nodegroup-{version}.pickle").read_bytes())
+    emitted, _ = shard.on_eof()  # a v1 shard re-sends every site's whole contribution here
     group.on_batch([e.changes for e in emitted if isinstance(e, ForGroup)])
-    aggregates = _aggregates(group.on_eof()[0])
+    aggregates = {node_id: aggregate_record(node_id, node) for node_id, node in group.group.nodes.items()}
 
     # Statuses moved on with the wall clock since; membership and last known values did not, and the
     # sums rebuilt from the old float state are exact.
@@ -58,3 +60,13 @@ def test_a_dispatch_snapshot_of_the_previous_version_is_dropped_cleanly(
     assert logic.arbiter.dispatches == {}
     assert logic.notify_at() is None
     assert "before arbitration" in caplog.text
+
+
+def test_an_arbiter_snapshot_of_the_current_version_restores_its_running_dispatch() -> None:
+    snapshot = (SNAPSHOTS / "arbiter-v1.pickle").read_bytes()
+    logic: ControlLogic = ControlLogic.builder(Settings(), FixedTwin)(snapshot)
+    dispatch = logic.arbiter.dispatches["d-snapshot"]
+    assert dispatch.state == "ACTIVE" and dispatch.slots
+    assert set(dispatch.slots) <= set(FixedTwin().members("feeder-0"))
+    emitted, _ = logic.on_notify()  # it carries on: retries and statuses, no crash
+    assert all(not isinstance(e, KafkaSinkMessage) or e.topic != "telemetry.dlq" for e in emitted)

@@ -1,0 +1,44 @@
+"""Write snapshots of the current state versions: shard and node group v2, arbiter v1.
+
+Run from a checkout with ``PYTHONPATH=<checkout> python tests/dataflows/snapshots/make_current.py DIR``.
+When a state's shape changes, keep these files (they become "the previous version") and
+add the new version's beside them.
+"""
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from core.config import Settings
+from operators.control_steps import ControlLogic, Received
+from operators.dispatch import Request
+from operators.records import Origin, ShardBatch
+from operators.telemetry_steps import ForGroup, NodeGroupLogic, ShardLogic
+from operators.twin import Reading
+from schemas.times import epoch_ms
+from tests.dataflows.test_control_flow_inprocess import FixedTwin
+from tests.telemetry.scenario import generate
+
+out = Path(sys.argv[1])
+out.mkdir(parents=True, exist_ok=True)
+settings = Settings(telemetry_shards=1, telemetry_node_groups=1, topic_partitions={"telemetry.raw": 1})
+sc = generate(n_sites=40, minutes=2.5, seed=9)
+shard = ShardLogic.builder(settings)(None)
+group = NodeGroupLogic.builder(settings)(None)
+shard.on_batch([ShardBatch(0, "telemetry.raw/0", 0, [], [], sc.ancestries)])
+readings = [(r["site_id"], Reading.from_record(r)) for r in sc.readings]
+for start in range(0, len(readings), 500):
+    chunk = readings[start:start + 500]
+    origins = [Origin(site.encode(), b"", "telemetry.raw", 0, start + i, None) for i, (site, _) in enumerate(chunk)]
+    emitted, _ = shard.on_batch([ShardBatch(0, "telemetry.raw/0", max(r.event_ms for _, r in chunk), chunk, origins)])
+    emitted += shard.on_eof()[0]
+    group.on_batch([e.changes for e in emitted if isinstance(e, ForGroup)])
+    group.on_eof()
+(out / "shard-v2.pickle").write_bytes(shard.snapshot())
+(out / "nodegroup-v2.pickle").write_bytes(group.snapshot())
+
+control = ControlLogic.builder(Settings(), FixedTwin)(None)
+now = epoch_ms(datetime.now(UTC))
+request = Request("d-snapshot", "CREATE", "feeder-0", None, 40.0, now, now + int(timedelta(hours=1).total_seconds() * 1000),
+                  "waterfill", True, "waterfill", "snapshot", now, 0)
+control.on_batch([Received(request, Origin(b"d-snapshot", b"", "dispatch.requests", 0, 0, None))])
+(out / "arbiter-v1.pickle").write_bytes(control.snapshot())
