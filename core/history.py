@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import astuple, fields
 from datetime import UTC, datetime, timedelta
 from importlib import resources
@@ -55,6 +56,16 @@ def connect(settings: Settings | None = None) -> Client:
         send_receive_timeout=60,
         query_retries=1,
     )
+
+
+@contextmanager
+def store_for(settings: Settings) -> Iterator[HistoryStore]:
+    """A history store on a client of its own for one piece of work, closed after it."""
+    client = connect(settings)
+    try:
+        yield HistoryStore(client, settings.clickhouse_database)
+    finally:
+        client.close()
 
 
 def ddl_statements() -> list[str]:

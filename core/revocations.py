@@ -35,13 +35,9 @@ def revoke_token(settings: Settings, jti: str, *, revoked_by: str = "cli",
     Raises the history store's or Redis's error if either is unreachable: a
     revocation that is not durable is not reported as done.
     """
-    client = history.connect(settings)
-    try:
-        store = history.HistoryStore(client, settings.clickhouse_database)
+    with history.store_for(settings) as store:
         fresh = not store.is_revoked(jti)
         store.insert_revocations([Revocation(jti, now or datetime.now(UTC), revoked_by)])
-    finally:
-        client.close()
     with redis.Redis.from_url(settings.redis) as rds:
         rds.sadd(REVOKED_KEY, jti)
     return fresh
@@ -49,8 +45,5 @@ def revoke_token(settings: Settings, jti: str, *, revoked_by: str = "cli",
 
 def durable_revocations(settings: Settings) -> list[str]:
     """Every revoked jti, from the history store (what a reload writes back to Redis)."""
-    client = history.connect(settings)
-    try:
-        return history.HistoryStore(client, settings.clickhouse_database).revoked_jtis()
-    finally:
-        client.close()
+    with history.store_for(settings) as store:
+        return store.revoked_jtis()

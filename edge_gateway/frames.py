@@ -88,7 +88,10 @@ def parse_frame(codec: AvroCodec, frame: bytes | str, site_id: str, received: da
 def check_record(record_name: str, record: Mapping[str, Any], now_ms: int, rules: Rules,
                  limits: SiteLimits | None) -> Implausible | None:
     """Why a schema-valid upstream record is implausible, or None (times as datetimes or epoch ms)."""
-    values = {name: epoch_ms(v) if isinstance(v, datetime) else v for name, v in record.items()}
+    # The checks take epoch ms; a binary frame's times decode as datetimes. Only the event time is checked.
+    field = EVENT_TIME_FIELD[record_name]
+    event = record.get(field)
+    values = {**record, field: epoch_ms(event)} if isinstance(event, datetime) else record
     if record_name == "SiteTelemetry":
         return check_telemetry(values, now_ms, rules, limits)
     if record_name == "SitePlan":
@@ -99,9 +102,9 @@ def check_record(record_name: str, record: Mapping[str, Any], now_ms: int, rules
             if abs(power) > rules.max_site_kw:
                 return Implausible(OUT_OF_RANGE, f"planned power {power} kW is beyond "
                                    f"{rules.max_site_kw:.0f} kW, more than any home site can move")
-    event_ms = values.get(EVENT_TIME_FIELD[record_name])
+    event_ms = values.get(field)
     if isinstance(event_ms, bool) or not isinstance(event_ms, int):
-        return Implausible(NOT_A_NUMBER, f"{EVENT_TIME_FIELD[record_name]} must be epoch milliseconds")
+        return Implausible(NOT_A_NUMBER, f"{field} must be epoch milliseconds")
     return check_event_time(event_ms, now_ms, rules)
 
 

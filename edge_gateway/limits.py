@@ -36,8 +36,5 @@ class SiteRatings:
         self._limits = await asyncio.to_thread(self._read)
 
     def _read(self) -> dict[str, SiteLimits]:
-        client = history.connect(self._settings)
-        try:
-            return history.HistoryStore(client, self._settings.clickhouse_database).site_limits()
-        finally:
-            client.close()
+        with history.store_for(self._settings) as store:
+            return store.site_limits()

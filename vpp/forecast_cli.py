@@ -83,9 +83,9 @@ def node_command(
         err_console.print(f"[red]error:[/] --series is load or solar, not {series!r}")
         raise typer.Exit(code=2)
     settings = Settings()
-    store = history.HistoryStore(history.connect(settings), settings.clickhouse_database)
     try:
-        issued = forecast_node(store, node_id, by_name[series], datetime.now(UTC))
+        with history.store_for(settings) as store:
+            issued = forecast_node(store, node_id, by_name[series], datetime.now(UTC))
     except (GapTooLongError, InsufficientHistoryError) as exc:
         err_console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(code=1) from exc
@@ -117,18 +117,18 @@ def serve_command(
     if not wanted:
         err_console.print(f"[red]error:[/] --series is load, solar or both, not {series!r}")
         raise typer.Exit(code=2)
-    store = history.HistoryStore(history.connect(settings), settings.clickhouse_database)
-    while True:
-        fleet = restore_fleet(settings)
-        nodes = [] if fleet is None else sorted(
-            n.node_id for n in fleet.registry.nodes.values() if n.kind in kinds.split(","))
-        now = datetime.now(UTC)
-        done = forecast_round(store, nodes, wanted, now)
-        console.print(f"{now.isoformat(timespec='seconds')}: {len(done.issued)} run(s) for {len(nodes)} "
-                      f"node(s); {len(done.refused)} refused")
-        for key, reason in sorted(done.refused.items())[:10]:
-            console.print(f"  [yellow]{key}[/]: {reason}")
-        if once:
-            return
-        period = every_min * 60
-        time.sleep(period - time.time() % period)
+    with history.store_for(settings) as store:
+        while True:
+            fleet = restore_fleet(settings)
+            nodes = [] if fleet is None else sorted(
+                n.node_id for n in fleet.registry.nodes.values() if n.kind in kinds.split(","))
+            now = datetime.now(UTC)
+            done = forecast_round(store, nodes, wanted, now)
+            console.print(f"{now.isoformat(timespec='seconds')}: {len(done.issued)} run(s) for {len(nodes)} "
+                          f"node(s); {len(done.refused)} refused")
+            for key, reason in sorted(done.refused.items())[:10]:
+                console.print(f"  [yellow]{key}[/]: {reason}")
+            if once:
+                return
+            period = every_min * 60
+            time.sleep(period - time.time() % period)
