@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("core", "schemas", "operators", "forecast", "dataflows", "assets", "edge_gateway", "api", "vpp",
-            "bench")
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
-CONTRACTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+IMPORT_LINTER = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+PACKAGES = tuple(IMPORT_LINTER["root_packages"])
+CONTRACTS = IMPORT_LINTER["contracts"]
 #: The pure decision modules, as the forbidden-imports contract lists them.
 PURE_MODULES = tuple(next(c for c in CONTRACTS if c["type"] == "forbidden")["source_modules"])
 IO_LIBRARIES = ("redis", "clickhouse_connect", "confluent_kafka", "bytewax", "pydantic_settings")
