@@ -18,6 +18,9 @@ COPY pyproject.toml README.md ./
 # Every top-level package of [tool.setuptools.packages.find] include.
 COPY core ./core
 COPY forecast ./forecast
+COPY peak ./peak
+COPY bidding ./bidding
+COPY siteplan ./siteplan
 COPY vpp ./vpp
 COPY assets ./assets
 COPY bench ./bench
