@@ -23,6 +23,7 @@ from operators.kafka_batches import Polled
 from operators.records import DLQ_KEY, codec
 from operators.sinks import DispatchStatusSink, StatusWrite
 from schemas.times import epoch_ms
+from tests.control.twins import step
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
@@ -115,8 +116,7 @@ class _Twin:
 
 def _step(logic: ControlLogic, topic: str, *messages: Message) -> list[ControlResult]:
     out = decode_control([Polled(topic, 0, list(messages))])
-    emitted, _ = logic.on_batch([value for _, value in out if isinstance(value, Received)])
-    return emitted
+    return step(logic, _Twin(), [value for _, value in out if isinstance(value, Received)])
 
 
 def _sent(emitted: list[ControlResult], topic: str, schema: str) -> list[dict[str, Any]]:
@@ -126,7 +126,7 @@ def _sent(emitted: list[ControlResult], topic: str, schema: str) -> list[dict[st
 
 def test_the_control_step_arbitrates_and_dead_letters_forged_acks_and_reused_ids() -> None:
     settings = Settings()
-    logic: ControlLogic = ControlLogic.builder(settings, _Twin)(None)
+    logic: ControlLogic = ControlLogic.builder(settings)(None)
     now = datetime.now(UTC)
     emitted = _step(logic, DISPATCH_REQUESTS,
                     message(DISPATCH_REQUESTS, b"d-a", _request("d-a", now, 20.0, "waterfill")),

@@ -64,7 +64,7 @@ def test_a_dispatch_snapshot_of_the_previous_version_is_dropped_cleanly(
 
 def test_an_arbiter_snapshot_of_the_current_version_restores_its_running_dispatch() -> None:
     snapshot = (SNAPSHOTS / "arbiter-v1.pickle").read_bytes()
-    logic: ControlLogic = ControlLogic.builder(Settings(), FixedTwin)(snapshot)
+    logic: ControlLogic = ControlLogic.builder(Settings())(snapshot)
     dispatch = logic.arbiter.dispatches["d-snapshot"]
     assert dispatch.state == "ACTIVE" and dispatch.slots
     assert set(dispatch.slots) <= set(FixedTwin().members("feeder-0"))

@@ -15,6 +15,7 @@ from operators.records import Origin, ShardBatch
 from operators.telemetry_steps import ForGroup, NodeGroupLogic, ShardLogic
 from operators.twin import Reading
 from schemas.times import epoch_ms
+from tests.control.twins import step
 from tests.dataflows.test_control_flow_inprocess import FixedTwin
 from tests.telemetry.scenario import generate
 
@@ -36,9 +37,9 @@ for start in range(0, len(readings), 500):
 (out / "shard-v2.pickle").write_bytes(shard.snapshot())
 (out / "nodegroup-v2.pickle").write_bytes(group.snapshot())
 
-control = ControlLogic.builder(Settings(), FixedTwin)(None)
+control = ControlLogic.builder(Settings())(None)
 now = epoch_ms(datetime.now(UTC))
 request = Request("d-snapshot", "CREATE", "feeder-0", None, 40.0, now, now + int(timedelta(hours=1).total_seconds() * 1000),
                   "waterfill", True, "waterfill", "snapshot", now, 0)
-control.on_batch([Received(request, Origin(b"d-snapshot", b"", "dispatch.requests", 0, 0, None))])
+step(control, FixedTwin(), [Received(request, Origin(b"d-snapshot", b"", "dispatch.requests", 0, 0, None))])
 (out / "arbiter-v1.pickle").write_bytes(control.snapshot())
