@@ -301,7 +301,8 @@ class ControlLogic(StatefulBatchLogic[Received | TwinRead, ControlResult, bytes]
                 out = dispatch.activate(read.members, read.twin, now, self.arbiter.held(dispatch))
                 self._follow(dispatch)
                 return emissions(dispatch, out)
-            self.demand.want(ident, Want("clock", request))
+            self.demand.want(ident, Want("clock", request))  # the window has not started
+            return emissions(dispatch, dispatch.tick(now, None))
         twin = self._twin(dispatch, fresh_only=True) if dispatch.state in ("ACTIVE", "CANCELLED") else None
         self._follow(dispatch)
         return emissions(dispatch, dispatch.tick(now, twin))
