@@ -45,6 +45,7 @@ from core.plausibility import Rules
 from core.rows import CommandLogEntry, DispatchLogEntry
 from core.topics import COMMANDS_ACKS, COMMANDS_SITE, DISPATCH_STATUS
 from operators.arbitration import ARBITER_KEY, Arbiter, Refusal
+from operators.control_state import ArbiterState, arbiter_state, migrate, restore
 from operators.dispatch import Ack, ControlConfig, Dispatch, Output, Request, TwinSnapshot, dispatch_of
 from operators.kafka_batches import Polled
 from operators.records import DLQ_KEY, KafkaOut, Origin, codec, dead_letter, dead_letter_of
@@ -185,15 +186,7 @@ class ControlLogic(StatefulBatchLogic[Received | TwinRead, ControlResult, bytes]
         shared = demand or TwinDemand()
 
         def build(resume: bytes | None) -> ControlLogic:
-            arbiter = pickle.loads(resume) if resume is not None else Arbiter(config)
-            if not isinstance(arbiter, Arbiter):  # a recovery store from before the arbiter
-                log.warning("dropped a dispatch restored from before arbitration: its commands lapse at the "
-                            "end of their validity")
-                arbiter = Arbiter(config)
-            arbiter.config = config
-            for dispatch in arbiter.dispatches.values():
-                dispatch.config = config
-            return cls(arbiter, rules, tick, shared)
+            return cls(_restored(resume, config), rules, tick, shared)
 
         return build
 
@@ -317,7 +310,21 @@ class ControlLogic(StatefulBatchLogic[Received | TwinRead, ControlResult, bytes]
 
     @override
     def snapshot(self) -> bytes:
-        return pickle.dumps(self.arbiter, protocol=pickle.HIGHEST_PROTOCOL)
+        """The arbiter as plain versioned data (:class:`~operators.control_state.ArbiterState`)."""
+        return pickle.dumps(arbiter_state(self.arbiter), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _restored(resume: bytes | None, config: ControlConfig) -> Arbiter:
+    """The arbiter a snapshot of any version describes, run by ``config``."""
+    state = pickle.loads(resume) if resume is not None else None
+    if isinstance(state, Arbiter):  # version 1
+        state = migrate(state)
+    if isinstance(state, ArbiterState):
+        return restore(state, config)
+    if state is not None:  # version 0: a Dispatch per id, from before the arbiter
+        log.warning("dropped a dispatch restored from before arbitration: its commands lapse at the "
+                    "end of their validity")
+    return Arbiter(config)
 
 
 # ---- the steps, as the control dataflow wires them --------------------------------------------

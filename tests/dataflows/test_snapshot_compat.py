@@ -5,7 +5,9 @@ code of commit 95af74b (before exact rollups, the arbiter and the move of the
 shared core to ``core/``) with ``snapshots/make_v1.py`` run in a checkout of
 that commit: a shard and a node group that had read two and a half minutes of
 a 40-site scenario, and one dispatch 90 s into its window. ``shard-v2``,
-``nodegroup-v2`` and ``arbiter-v1`` are the current versions, written by
+``nodegroup-v2`` and ``arbiter-v2`` (the first plain-data
+:class:`~operators.control_state.ArbiterState`; ``arbiter-v1`` is the Arbiter
+pickled whole, with its config) are the current versions, written by
 ``snapshots/make_current.py``; when a state changes shape, they become the
 previous version. Pickled state names classes
 by module path, so a class moved or reshaped without care breaks every
@@ -21,7 +23,8 @@ import pytest
 from bytewax.connectors.kafka import KafkaSinkMessage
 
 from core.config import Settings
-from operators.control_steps import ControlLogic
+from operators.control_state import VERSION, ArbiterState
+from operators.control_steps import ControlLogic, control_config
 from operators.dispatch import Dispatch
 from operators.rollup import aggregate_record
 from operators.telemetry_steps import ForGroup, NodeGroupLogic, ShardLogic
@@ -62,11 +65,29 @@ def test_a_dispatch_snapshot_of_the_previous_version_is_dropped_cleanly(
     assert "before arbitration" in caplog.text
 
 
-def test_an_arbiter_snapshot_of_the_current_version_restores_its_running_dispatch() -> None:
-    snapshot = (SNAPSHOTS / "arbiter-v1.pickle").read_bytes()
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_an_arbiter_snapshot_restores_its_running_dispatch(version: str) -> None:
+    """v1: the Arbiter pickled whole, config included (migrated); v2: the ArbiterState, plain data."""
+    snapshot = (SNAPSHOTS / f"arbiter-{version}.pickle").read_bytes()
     logic: ControlLogic = ControlLogic.builder(Settings())(snapshot)
     dispatch = logic.arbiter.dispatches["d-snapshot"]
     assert dispatch.state == "ACTIVE" and dispatch.slots
     assert set(dispatch.slots) <= set(FixedTwin().members("feeder-0"))
     emitted, _ = logic.on_notify()  # it carries on: retries and statuses, no crash
     assert all(not isinstance(e, KafkaSinkMessage) or e.topic != "telemetry.dlq" for e in emitted)
+
+
+def test_the_arbiter_snapshot_is_versioned_plain_data_and_the_config_comes_from_the_settings() -> None:
+    old = ControlLogic.builder(Settings())((SNAPSHOTS / "arbiter-v1.pickle").read_bytes())
+    snapshot = old.snapshot()
+    state = pickle.loads(snapshot)
+    assert isinstance(state, ArbiterState) and state.version == VERSION
+    assert b"ControlConfig" not in snapshot, "no config in the snapshot"
+    settings = Settings(control_gain=0.3, control_correction_s=9.0)
+    logic: ControlLogic = ControlLogic.builder(settings)(snapshot)
+    dispatch = logic.arbiter.dispatches["d-snapshot"]
+    assert logic.arbiter.config == dispatch.config == control_config(settings)
+    assert pickle.loads(logic.snapshot()) == state, "restore then snapshot gives the same state"
+    before = old.arbiter.dispatches["d-snapshot"]
+    assert (dispatch.slots, dispatch.claimed, dispatch.members, dispatch.clock_ms) == (
+        before.slots, before.claimed, before.members, before.clock_ms)

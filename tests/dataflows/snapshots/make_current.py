@@ -1,4 +1,4 @@
-"""Write snapshots of the current state versions: shard and node group v2, arbiter v1.
+"""Write snapshots of the current state versions: shard and node group v2, arbiter v2 (ArbiterState).
 
 Run from a checkout with ``PYTHONPATH=<checkout> python tests/dataflows/snapshots/make_current.py DIR``.
 When a state's shape changes, keep these files (they become "the previous version") and
@@ -42,4 +42,4 @@ now = epoch_ms(datetime.now(UTC))
 request = Request("d-snapshot", "CREATE", "feeder-0", None, 40.0, now, now + int(timedelta(hours=1).total_seconds() * 1000),
                   "waterfill", True, "waterfill", "snapshot", now, 0)
 step(control, FixedTwin(), [Received(request, Origin(b"d-snapshot", b"", "dispatch.requests", 0, 0, None))])
-(out / "arbiter-v1.pickle").write_bytes(control.snapshot())
+(out / "arbiter-v2.pickle").write_bytes(control.snapshot())
