@@ -217,7 +217,10 @@ class NodeGroupLogic(StatefulBatchLogic[NodeChanges, GroupResult, bytes]):
             if resume is None:
                 group = NodeGroup(retention_ms)
             else:
-                group = pickle.loads(resume)
+                state = pickle.loads(resume)
+                if isinstance(state, NodeGroup):  # versions 1 and 2: the group pickled whole
+                    state = NodeGroup.migrate(state)
+                group = NodeGroup.from_state(state, retention_ms)
                 group.restored(wall_ms(), max_ahead_ms)
             return cls(group, settings.emit_interval_s, max_ahead_ms)
 
@@ -244,7 +247,7 @@ class NodeGroupLogic(StatefulBatchLogic[NodeChanges, GroupResult, bytes]):
 
     @override
     def snapshot(self) -> bytes:
-        return pickle.dumps(self.group, protocol=pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps(self.group.state(), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 # ---- the steps, as the telemetry dataflow wires them ------------------------------------------
