@@ -4,8 +4,8 @@ The ``*-v1`` files of the shard, node group and dispatch were written by the
 code of commit 95af74b (before exact rollups, the arbiter and the move of the
 shared core to ``core/``) with ``snapshots/make_v1.py`` run in a checkout of
 that commit: a shard and a node group that had read two and a half minutes of
-a 40-site scenario, and one dispatch 90 s into its window. ``shard-v2``,
-``nodegroup-v3`` (the first plain-data NodeGroupState; ``nodegroup-v2`` pickled the group whole)
+a 40-site scenario, and one dispatch 90 s into its window. ``shard-v3``,
+``nodegroup-v3`` (the first plain-data ShardState and NodeGroupState; v2 pickled them whole)
 and ``arbiter-v2`` (the first plain-data
 :class:`~operators.control_state.ArbiterState`; ``arbiter-v1`` is the Arbiter
 pickled whole, with its config) are the current versions, written by
@@ -28,6 +28,7 @@ from operators.control_state import VERSION, ArbiterState
 from operators.control_steps import ControlLogic, control_config
 from operators.dispatch import Dispatch
 from operators.rollup import NodeGroupState, aggregate_record
+from operators.shard import ShardState
 from operators.telemetry_steps import ForGroup, NodeGroupLogic, ShardLogic
 from tests.dataflows.test_control_flow_inprocess import FixedTwin
 from tests.telemetry.compare import mismatches
@@ -37,10 +38,10 @@ SNAPSHOTS = Path(__file__).parent / "snapshots"
 SETTINGS = Settings(telemetry_shards=1, telemetry_node_groups=1, topic_partitions={"telemetry.raw": 1})
 
 
-@pytest.mark.parametrize(("shard_version", "group_version"), [("v1", "v1"), ("v2", "v2"), ("v2", "v3")])
+@pytest.mark.parametrize(("shard_version", "group_version"), [("v1", "v1"), ("v2", "v2"), ("v3", "v3")])
 def test_telemetry_snapshots_restore_with_exact_sums(shard_version: str, group_version: str) -> None:
     """v1: before exact rollups (float sums, rebuilt on restore); v2: integer sums, the objects
-    pickled whole; node group v3: a NodeGroupState (plain data, no config)."""
+    pickled whole; v3: a ShardState and a NodeGroupState (plain data, no config)."""
     sc = generate(n_sites=40, minutes=2.5, seed=9)  # what the snapshots had read
     shard = ShardLogic.builder(SETTINGS)((SNAPSHOTS / f"shard-{shard_version}.pickle").read_bytes())
     group = NodeGroupLogic.builder(SETTINGS)((SNAPSHOTS / f"nodegroup-{group_version}.pickle").read_bytes())
@@ -105,3 +106,15 @@ def test_the_node_group_snapshot_is_plain_data_and_its_retention_comes_from_the_
     restored = NodeGroupLogic.builder(settings)(snapshot)
     assert restored.group.retention_ms == (1200 + 600) * 1000
     assert pickle.loads(restored.snapshot()) == state, "restore then snapshot gives the same state"
+
+
+def test_the_shard_snapshot_is_plain_data_and_its_config_comes_from_the_settings() -> None:
+    shard = ShardLogic.builder(SETTINGS)((SNAPSHOTS / "shard-v2.pickle").read_bytes())
+    snapshot = shard.snapshot()
+    state = pickle.loads(snapshot)
+    assert isinstance(state, ShardState) and state.version == 3
+    assert b"ShardConfig" not in snapshot, "no config in the snapshot"
+    settings = SETTINGS.model_copy(update={"offline_after_s": 999.0})
+    restored = ShardLogic.builder(settings)(snapshot)
+    assert restored.shard.config.offline_after_ms == 999_000
+    assert restored.shard.state().sites == state.sites

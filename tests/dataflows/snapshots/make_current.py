@@ -1,4 +1,4 @@
-"""Write snapshots of the current state versions: shard v2, node group v3 and arbiter v2 (plain data).
+"""Write snapshots of the current state versions: shard v3, node group v3 and arbiter v2 (plain data).
 
 Run from a checkout with ``PYTHONPATH=<checkout> python tests/dataflows/snapshots/make_current.py DIR``.
 When a state's shape changes, keep these files (they become "the previous version") and
@@ -34,7 +34,7 @@ for start in range(0, len(readings), 500):
     emitted += shard.on_eof()[0]
     group.on_batch([e.changes for e in emitted if isinstance(e, ForGroup)])
     group.on_eof()
-(out / "shard-v2.pickle").write_bytes(shard.snapshot())
+(out / "shard-v3.pickle").write_bytes(shard.snapshot())
 (out / "nodegroup-v3.pickle").write_bytes(group.snapshot())
 
 control = ControlLogic.builder(Settings())(None)
