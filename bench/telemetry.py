@@ -237,7 +237,7 @@ def _state_bytes_per_site(sites: int) -> float:
             per.setdefault(bucket_of(site, len(shards)), []).append((site, reading))
         for n, readings in per.items():
             shards[n].apply(readings, [], wall_ms=wall)
-    return sum(len(pickle.dumps(s, protocol=pickle.HIGHEST_PROTOCOL)) for s in shards.values()) / sites
+    return sum(len(pickle.dumps(s.state(), protocol=pickle.HIGHEST_PROTOCOL)) for s in shards.values()) / sites
 
 
 def run(quick: bool) -> dict[str, float]:
