@@ -4,8 +4,9 @@ Requests and acks all go to one key (:data:`~operators.arbitration.ARBITER_KEY`)
 one :class:`~operators.arbitration.Arbiter` holds every dispatch, so it alone
 decides which dispatch may command which site (an ack finds its dispatch
 through the command id, ``{dispatch}/{site}/{revision}``). Bytewax snapshots
-and restores it: an active dispatch survives a restart of the flow and carries
-on delivering and correcting.
+it as plain versioned data (:class:`~operators.control_state.ArbiterState`) and
+the step rebuilds it with its own config: an active dispatch survives a restart
+of the flow and carries on delivering and correcting.
 
 An ack counts only if it answers a command the flow sent to that very site and
 its event time is plausible (``VPP_PLAUSIBLE_*``); a CREATE for a dispatch id
