@@ -4,15 +4,17 @@ Run it as ``python -m bytewax.run dataflows.control:flow`` (recovery flags as fo
 the telemetry flow); every setting comes from ``VPP_*`` (see
 :class:`core.config.Settings`, ``control_*``).
 
-    kafka (dispatch.requests, commands.acks)
+    kafka (dispatch.requests, commands.acks)  + twin reads (Redis, on the input's own thread, of what
+                                                the dispatches step asks for: operators.twin_feed)
       -> decode, all under one key            (bad records -> telemetry.dlq)
-      -> dispatches: one Arbiter holds every  (reads the live twin in Redis; a site follows at most one
+      -> dispatches: one Arbiter holds every  (plans from the twin reads; a site follows at most one
          Dispatch                              dispatch; forged acks, reused ids -> telemetry.dlq;
                                                commands -> commands.site, statuses -> dispatch.status,
                                                Redis dispatch:{id}, ClickHouse dispatch_log / command_log)
 
 :func:`build_flow` takes the source and sinks as arguments, so tests run the same
-wiring in-process on Bytewax's ``TestingSource`` and ``TestingSink``.
+wiring in-process on Bytewax's ``TestingSource`` and ``TestingSink``, and the
+twin reader, so they plan from a twin of their own instead of Redis.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import bytewax.operators as op
+import redis
 from bytewax.connectors.kafka import KafkaSink
 from bytewax.dataflow import Dataflow
-from bytewax.inputs import Source
+from bytewax.inputs import FixedPartitionedSource
 from bytewax.outputs import Sink
 
 from core.config import Settings
@@ -33,7 +36,8 @@ from operators import control_steps as steps
 from operators.kafka_batches import BatchedKafkaSource, Polled
 from operators.records import KafkaOut
 from operators.sinks import DispatchStatusSink, HistoryRow, HistorySink, StatusWrite
-from operators.twin_reader import TwinReader
+from operators.twin_feed import TwinDemand, WithTwins
+from operators.twin_reader import RedisTwinReader, TwinReader
 
 
 @dataclass(frozen=True)
@@ -59,14 +63,26 @@ def kafka_source(settings: Settings) -> BatchedKafkaSource:
                               extra={"fetch.wait.max.ms": 20})
 
 
-def build_flow(settings: Settings, source: Source[Polled] | None = None, sinks: ControlSinks | None = None,
-               reader: Callable[[], TwinReader] | None = None) -> Dataflow:
-    """The control dataflow; the real Kafka source, sinks and Redis twin unless others are given."""
+def redis_reader(settings: Settings) -> Callable[[], TwinReader]:
+    """The real twin reader (made on the thread that reads, with a client of its own)."""
+    return lambda: RedisTwinReader(redis.Redis.from_url(settings.redis))
+
+
+def build_flow(settings: Settings, source: FixedPartitionedSource[Polled, Any] | None = None,
+               sinks: ControlSinks | None = None, reader: Callable[[], TwinReader] | None = None) -> Dataflow:
+    """The control dataflow; the real Kafka source, sinks and Redis twin unless others are given.
+
+    ``reader`` makes the twin reader the input reads with, every ``control_tick_s``, what the
+    dispatches step asks for (one :class:`~operators.twin_feed.TwinDemand` per built flow).
+    """
     flow = Dataflow("control")
     sinks = sinks or ControlSinks.of(settings)
-    polls = op.input("kafka-in", flow, source or kafka_source(settings))
-    decoded = steps.decode("decode", polls)
-    dispatches = steps.dispatches("dispatches", decoded.events, settings, reader)
+    demand = TwinDemand()
+    with_twins = WithTwins(source or kafka_source(settings), demand, reader or redis_reader(settings),
+                           settings.control_tick_s)
+    items = op.input("kafka-in", flow, with_twins)
+    decoded = steps.decode("decode", items)
+    dispatches = steps.dispatches("dispatches", decoded.events, settings, demand)
 
     op.output("kafka", op.merge("kafka-out", decoded.dead_letters, dispatches.kafka), sinks.kafka)
     op.output("redis", dispatches.statuses, sinks.redis)

@@ -59,6 +59,8 @@ class Feed:
     def __init__(self, consumer: Consumer, batch: int = 500, wait_s: float = 0.25) -> None:
         self.consumer = consumer
         self.assigned: set[int] = set()
+        #: Whether the consumer ever had partitions (a group consumer: whether its join completed).
+        self.joined = False
         self._batch = batch
         self._wait_s = wait_s
         self._stopped = False
@@ -86,9 +88,14 @@ class Feed:
         librdkafka's close can wait indefinitely when the group is mid-rebalance;
         a stopping gateway must not, so the close runs in a daemon thread that is
         abandoned (and logged) if it overruns.
+
+        A consumer that never had partitions has read nothing and has nothing to commit; its close
+        waits for a group join still pending (4 s on Tansu), so it finishes in the background.
         """
         closer = threading.Thread(target=self.consumer.close, name="feed-close", daemon=True)
         closer.start()
+        if not self.joined:
+            return
         closer.join(timeout_s)
         if closer.is_alive():
             log.warning("consumer close did not finish within %.0f s; abandoning it", timeout_s)
@@ -123,6 +130,7 @@ def commands_feed(settings: Settings, instance_id: str) -> Feed:
     def on_assign(consumer: Consumer, partitions: list[TopicPartition]) -> None:
         start_at_end_unless_committed(consumer, partitions)
         feed.assigned = {p.partition for p in partitions}
+        feed.joined = True
 
     def on_revoke(_consumer: Consumer, _partitions: list[TopicPartition]) -> None:
         feed.assigned = set()
@@ -139,4 +147,5 @@ def prices_feed(settings: Settings, instance_id: str) -> Feed:
     consumer.assign([TopicPartition(PRICES_FORECAST, p, OFFSET_BEGINNING) for p in partitions])
     feed = Feed(consumer)
     feed.assigned = set(partitions)
+    feed.joined = True
     return feed

@@ -4,8 +4,9 @@ Requests and acks all go to one key (:data:`~operators.arbitration.ARBITER_KEY`)
 one :class:`~operators.arbitration.Arbiter` holds every dispatch, so it alone
 decides which dispatch may command which site (an ack finds its dispatch
 through the command id, ``{dispatch}/{site}/{revision}``). Bytewax snapshots
-and restores it: an active dispatch survives a restart of the flow and carries
-on delivering and correcting.
+it as plain versioned data (:class:`~operators.control_state.ArbiterState`) and
+the step rebuilds it with its own config: an active dispatch survives a restart
+of the flow and carries on delivering and correcting.
 
 An ack counts only if it answers a command the flow sent to that very site and
 its event time is plausible (``VPP_PLAUSIBLE_*``); a CREATE for a dispatch id
@@ -16,23 +17,24 @@ is counted (:attr:`~operators.arbitration.Arbiter.refused`, and per dispatch
 The clock of a dispatch is the newest of the wall clock and the fleet's time
 (twin ``last_seen``, the node aggregate's event time), never an ack's: in
 production the two agree; with a simulated fleet running faster than real
-time, the fleet's own time rules. Every ``control_tick_s`` of wall time each
-dispatch reads the twin of its sites through the step's
-:class:`~operators.twin_reader.TwinReader` (in production one pipelined Redis
-round trip) to decide what is due.
+time, the fleet's own time rules. The step reads nothing itself: it says what
+each dispatch needs (a :class:`~operators.twin_feed.Want` in the
+:class:`~operators.twin_feed.TwinDemand` it is built with) and the flow's input
+brings the answers as :class:`~operators.twin_feed.TwinRead` items
+(:mod:`operators.twin_feed`). A dispatch whose window starts waits for the read
+of its members; a correction plans only from a twin read since the last one.
+The reads are not in the snapshot: a resumed step waits for the next read.
 """
 
 from __future__ import annotations
 
 import logging
 import pickle
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import bytewax.operators as op
-import redis
 from bytewax.connectors.kafka import KafkaSinkMessage
 from bytewax.dataflow import Stream
 from bytewax.operators import KeyedStream, StatefulBatchLogic
@@ -44,12 +46,13 @@ from core.plausibility import Rules
 from core.rows import CommandLogEntry, DispatchLogEntry
 from core.topics import COMMANDS_ACKS, COMMANDS_SITE, DISPATCH_STATUS
 from operators.arbitration import ARBITER_KEY, Arbiter, Refusal
-from operators.dispatch import Ack, ControlConfig, Dispatch, Output, Request, dispatch_of
+from operators.control_state import ArbiterState, arbiter_state, migrate, restore
+from operators.dispatch import Ack, ControlConfig, Dispatch, Output, Request, TwinSnapshot, dispatch_of
 from operators.kafka_batches import Polled
 from operators.records import DLQ_KEY, KafkaOut, Origin, codec, dead_letter, dead_letter_of
 from operators.sinks import StatusWrite
-from operators.streams import keyed_values_of, values_of
-from operators.twin_reader import RedisTwinReader, TwinReader
+from operators.streams import values_of
+from operators.twin_feed import TwinDemand, TwinRead, Want
 from schemas.codec import DecodeError
 from schemas.times import epoch_ms, from_epoch_ms, wall_ms
 
@@ -163,33 +166,28 @@ def emissions(dispatch: Dispatch, out: Output) -> list[ControlResult]:
     return emitted
 
 
-class ControlLogic(StatefulBatchLogic[Received, ControlResult, bytes]):
+class ControlLogic(StatefulBatchLogic[Received | TwinRead, ControlResult, bytes]):
     """Every dispatch of the control dataflow, under one key: the one place that arbitrates sites."""
 
-    def __init__(self, arbiter: Arbiter, rules: Rules, tick: timedelta, reader: TwinReader) -> None:
+    def __init__(self, arbiter: Arbiter, rules: Rules, tick: timedelta, demand: TwinDemand) -> None:
         self.arbiter = arbiter
         self.rules = rules
         self.tick = tick
-        self.reader = reader
+        self.demand = demand
+        #: The newest twin read per dispatch, and the dispatches whose newest twin is not planned from yet.
+        self.reads: dict[str, TwinRead] = {}
+        self.fresh: set[str] = set()
 
     @classmethod
-    def builder(cls, settings: Settings, reader: Callable[[], TwinReader] | None = None) -> Any:
-        """Build the logic of the arbiter key; ``reader`` makes the twin reader (Redis by default)."""
+    def builder(cls, settings: Settings, demand: TwinDemand | None = None) -> Any:
+        """Build the logic of the arbiter key; it tells ``demand`` what the flow's input should read."""
         config = control_config(settings)
         rules = settings.plausibility()
         tick = timedelta(seconds=settings.control_tick_s)
-        make_reader = reader or (lambda: RedisTwinReader(redis.Redis.from_url(settings.redis)))
+        shared = demand or TwinDemand()
 
         def build(resume: bytes | None) -> ControlLogic:
-            arbiter = pickle.loads(resume) if resume is not None else Arbiter(config)
-            if not isinstance(arbiter, Arbiter):  # a recovery store from before the arbiter
-                log.warning("dropped a dispatch restored from before arbitration: its commands lapse at the "
-                            "end of their validity")
-                arbiter = Arbiter(config)
-            arbiter.config = config
-            for dispatch in arbiter.dispatches.values():
-                dispatch.config = config
-            return cls(arbiter, rules, tick, make_reader())
+            return cls(_restored(resume, config), rules, tick, shared)
 
         return build
 
@@ -197,12 +195,40 @@ class ControlLogic(StatefulBatchLogic[Received, ControlResult, bytes]):
         return self.arbiter.clock(dispatch, wall_ms())
 
     @override
-    def on_batch(self, values: list[Received]) -> tuple[list[ControlResult], bool]:
+    def on_batch(self, values: list[Received | TwinRead]) -> tuple[list[ControlResult], bool]:
         emitted: list[ControlResult] = []
-        for received in values:
-            emitted += self._apply(received)
+        for value in values:
+            if isinstance(value, TwinRead):
+                self._join(value)
+            else:
+                emitted += self._apply(value)
         emitted += self._step()
         return emitted, self.RETAIN
+
+    def _join(self, read: TwinRead) -> None:
+        """Keep the newest read of a dispatch still held (a read may come after its dispatch is gone)."""
+        if read.dispatch_id in self.arbiter.dispatches:
+            self.reads[read.dispatch_id] = read
+            if read.twin is not None:
+                self.fresh.add(read.dispatch_id)
+
+    def _twin(self, dispatch: Dispatch, fresh_only: bool) -> TwinSnapshot | None:
+        """The newest twin read of the dispatch's members (``fresh_only``: if not planned from yet)."""
+        ident = dispatch.request.dispatch_id
+        read = self.reads.get(ident)
+        if read is None or read.twin is None or read.twin.site_ids != dispatch.members:
+            return None
+        if fresh_only and ident not in self.fresh:
+            return None
+        self.fresh.discard(ident)
+        return read.twin
+
+    def _follow(self, dispatch: Dispatch) -> None:
+        """Ask for the twin of the members while the dispatch has sites to watch, else for nothing."""
+        request = dispatch.request
+        watching = dispatch.state in ("ACTIVE", "CANCELLED") and dispatch.members
+        want = Want("twin", request, tuple(dispatch.members)) if watching else None
+        self.demand.want(request.dispatch_id, want)
 
     def _refused(self, received: Received, refusal: Refusal) -> list[ControlResult]:
         log.warning("refused %s: %s", refusal.kind, refusal.detail)
@@ -232,8 +258,10 @@ class ControlLogic(StatefulBatchLogic[Received, ControlResult, bytes]):
         if event.action == "CANCEL":
             return emissions(dispatch, dispatch.cancel(now))
         if event.action == "REPLACE" and _problem(event, now) is None:
-            twin = self.reader.snapshot(dispatch.members) if dispatch.state == "ACTIVE" else None
-            return emissions(dispatch, dispatch.replace(event, twin, now, arbiter.held(dispatch)))
+            twin = self._twin(dispatch, fresh_only=False) if dispatch.state == "ACTIVE" else None
+            out = dispatch.replace(event, twin, now, arbiter.held(dispatch))
+            self._follow(dispatch)
+            return emissions(dispatch, out)
         return []
 
     def _step(self) -> list[ControlResult]:
@@ -241,22 +269,36 @@ class ControlLogic(StatefulBatchLogic[Received, ControlResult, bytes]):
         for dispatch in self.arbiter.in_order():  # claims are made in the arbitration order
             emitted += self._step_one(dispatch)
         self.arbiter.retire(wall_ms())
+        held = set(self.arbiter.dispatches)
+        self.demand.keep_only(held)
+        for gone in set(self.reads) - held:
+            del self.reads[gone]
+        self.fresh &= held
         return emitted
 
     def _step_one(self, dispatch: Dispatch) -> list[ControlResult]:
+        ident, request = dispatch.request.dispatch_id, dispatch.request
         if dispatch.state == "FAILED":
+            self.demand.want(ident, None)
             return []
         now = self._now(dispatch)
-        if dispatch.state == "PENDING":  # no members yet to tell the time by: ask the node
-            dispatch.clock_ms = max(dispatch.clock_ms, self.reader.fleet_time(dispatch.request))
-            now = self._now(dispatch)
-        if dispatch.needs_members(now):
-            request = dispatch.request
-            members = list(request.site_ids) if request.site_ids is not None else self.reader.members(
-                request.node_id or "")
-            return emissions(dispatch, dispatch.activate(members, self.reader.snapshot(members), now,
-                                                         self.arbiter.held(dispatch)))
-        twin = self.reader.snapshot(dispatch.members) if dispatch.state in ("ACTIVE", "CANCELLED") else None
+        if dispatch.state == "PENDING":  # no members yet to tell the time by: the node's, as last read
+            read = self.reads.get(ident)
+            if read is not None:
+                dispatch.clock_ms = max(dispatch.clock_ms, read.fleet_ms)
+                now = self._now(dispatch)
+            if dispatch.needs_members(now):
+                if read is None or read.kind != "members" or read.members is None or read.twin is None:
+                    self.demand.want(ident, Want("members", request))  # activate when the read comes
+                    return []
+                self.fresh.discard(ident)
+                out = dispatch.activate(read.members, read.twin, now, self.arbiter.held(dispatch))
+                self._follow(dispatch)
+                return emissions(dispatch, out)
+            self.demand.want(ident, Want("clock", request))  # the window has not started
+            return emissions(dispatch, dispatch.tick(now, None))
+        twin = self._twin(dispatch, fresh_only=True) if dispatch.state in ("ACTIVE", "CANCELLED") else None
+        self._follow(dispatch)
         return emissions(dispatch, dispatch.tick(now, twin))
 
     @override
@@ -269,7 +311,21 @@ class ControlLogic(StatefulBatchLogic[Received, ControlResult, bytes]):
 
     @override
     def snapshot(self) -> bytes:
-        return pickle.dumps(self.arbiter, protocol=pickle.HIGHEST_PROTOCOL)
+        """The arbiter as plain versioned data (:class:`~operators.control_state.ArbiterState`)."""
+        return pickle.dumps(arbiter_state(self.arbiter), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _restored(resume: bytes | None, config: ControlConfig) -> Arbiter:
+    """The arbiter a snapshot of any version describes, run by ``config``."""
+    state = pickle.loads(resume) if resume is not None else None
+    if isinstance(state, Arbiter):  # version 1
+        state = migrate(state)
+    if isinstance(state, ArbiterState):
+        return restore(state, config)
+    if state is not None:  # version 0: a Dispatch per id, from before the arbiter
+        log.warning("dropped a dispatch restored from before arbitration: its commands lapse at the "
+                    "end of their validity")
+    return Arbiter(config)
 
 
 # ---- the steps, as the control dataflow wires them --------------------------------------------
@@ -277,17 +333,30 @@ class ControlLogic(StatefulBatchLogic[Received, ControlResult, bytes]):
 
 @dataclass(frozen=True)
 class ControlInput:
-    """Requests and acks under the arbiter's key, and the records that could not be used."""
+    """Requests, acks and twin reads under the arbiter's key, and the records that could not be used."""
 
-    events: KeyedStream[Received]
+    events: KeyedStream[Received | TwinRead]
     dead_letters: Stream[KafkaOut]
 
 
-def decode(step_id: str, polls: Stream[Polled]) -> ControlInput:
-    """Decode polled requests and acks (:func:`decode_control`)."""
-    decoded = op.flat_map_batch(step_id, polls, decode_control)
-    return ControlInput(keyed_values_of(f"{step_id}-events", decoded, Received),
+def decode_input(items: list[Polled | TwinRead]) -> list[tuple[str, Received | TwinRead | KafkaOut]]:
+    """Polls decoded (:func:`decode_control`), twin reads passed on under the arbiter's key."""
+    out: list[tuple[str, Received | TwinRead | KafkaOut]] = [
+        (ARBITER_KEY, item) for item in items if isinstance(item, TwinRead)]
+    out += decode_control([item for item in items if isinstance(item, Polled)])
+    return out
+
+
+def decode(step_id: str, items: Stream[Polled | TwinRead]) -> ControlInput:
+    """Decode polled requests and acks (:func:`decode_control`); pass the twin reads on."""
+    decoded = op.flat_map_batch(step_id, items, decode_input)
+    return ControlInput(op.filter_map(f"{step_id}-events", decoded, _event),
                         values_of(f"{step_id}-dead-letters", decoded, KafkaSinkMessage))
+
+
+def _event(item: tuple[str, Received | TwinRead | KafkaOut]) -> tuple[str, Received | TwinRead] | None:
+    key, value = item
+    return (key, value) if isinstance(value, Received | TwinRead) else None
 
 
 @dataclass(frozen=True)
@@ -302,10 +371,10 @@ class DispatchesOut:
     journal: KeyedStream[DispatchLogEntry | CommandLogEntry]
 
 
-def dispatches(step_id: str, events: KeyedStream[Received], settings: Settings,
-               reader: Callable[[], TwinReader] | None = None) -> DispatchesOut:
-    """The arbiter and every dispatch it holds; ``reader`` makes the twin reader (Redis by default)."""
-    results = op.stateful_batch(step_id, events, ControlLogic.builder(settings, reader))
+def dispatches(step_id: str, events: KeyedStream[Received | TwinRead], settings: Settings,
+               demand: TwinDemand) -> DispatchesOut:
+    """The arbiter and every dispatch it holds; it tells ``demand`` what the input should read."""
+    results = op.stateful_batch(step_id, events, ControlLogic.builder(settings, demand))
     rows: Stream[DispatchLogEntry | CommandLogEntry] = op.merge(
         f"{step_id}-rows", values_of(f"{step_id}-status-rows", results, DispatchLogEntry),
         values_of(f"{step_id}-command-rows", results, CommandLogEntry))

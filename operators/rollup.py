@@ -71,15 +71,31 @@ class GroupOutput:
     node_rows: list[NodeWindow] = field(default_factory=list)
 
 
-#: The shape of the pickled state: 1 before exact rollups (float sums), 2 with integer sums.
-STATE_VERSION = 2
+#: The shape of the snapshot: 1, the NodeGroup pickled whole with float sums; 2, the same with
+#: integer sums; 3, a :class:`NodeGroupState` (plain data, no config).
+STATE_VERSION = 3
+#: The first version with exact (integer) sums.
+EXACT_SUMS = 2
+
+
+@dataclass(frozen=True)
+class NodeGroupState:
+    """What a node group snapshots: its nodes and minutes as plain data; the retention is the
+    settings' (:meth:`NodeGroup.from_state`). A new field is one line here and one in each of
+    :meth:`NodeGroup.state` and :meth:`NodeGroup.from_state`."""
+
+    nodes: tuple[tuple[str, NodeState], ...]
+    minutes: tuple[tuple[tuple[str, int], NodeMinute], ...]
+    clock_ms: int
+    pending: bool
+    last_row_version: int
+    version: int = STATE_VERSION
 
 
 class NodeGroup:
     """The nodes of one group; :meth:`apply` takes shard changes, :meth:`emit` says what changed."""
 
     def __init__(self, retention_ms: int) -> None:
-        self.state_version = STATE_VERSION
         self.nodes: dict[str, NodeState] = {}
         self.minutes: dict[tuple[str, int], NodeMinute] = {}
         self.clock_ms = 0
@@ -89,24 +105,45 @@ class NodeGroup:
         #: The version of the last node minute rows written: each emission's is strictly newer.
         self.last_row_version = 0
 
-    def restored(self, wall_ms: int, max_ahead_ms: int) -> None:
-        """Make a group just unpickled from a snapshot safe to run on at wall time ``wall_ms``.
+    def state(self) -> NodeGroupState:
+        """The group as plain data, for a snapshot."""
+        return NodeGroupState(tuple(self.nodes.items()), tuple(self.minutes.items()), self.clock_ms,
+                              self.pending, self.last_row_version)
 
-        A newer state version fails loudly. A snapshot from before exact rollups (float sums, which
-        may have drifted or hold a NaN) starts its sums and stale lists from zero: its shards, of the
-        same age, re-send every member's whole contribution (:meth:`Shard.restored`). Clocks beyond
-        the wall clock plus ``max_ahead_ms`` (left by code that trusted device time) are clamped,
-        and node minutes beyond it dropped.
+    @classmethod
+    def from_state(cls, state: NodeGroupState, retention_ms: int) -> NodeGroup:
+        """The group ``state`` describes, keeping ``retention_ms`` of minutes; a newer version fails."""
+        if state.version > STATE_VERSION:
+            raise RuntimeError(f"node group snapshot has state version {state.version}, this code reads "
+                               f"up to {STATE_VERSION}: run the newer code or start from an empty recovery "
+                               "store")
+        group = cls(retention_ms)
+        group.nodes, group.minutes = dict(state.nodes), dict(state.minutes)
+        group.clock_ms, group.pending, group.last_row_version = (state.clock_ms, state.pending,
+                                                                 state.last_row_version)
+        return group
+
+    @classmethod
+    def migrate(cls, old: NodeGroup) -> NodeGroupState:
+        """A NodeGroup pickled whole (versions 1 and 2) as the current state.
+
+        Version 1's float sums (which may have drifted or hold a NaN) start from zero, stale lists
+        too: its shards, of the same age, re-send every member's whole contribution
+        (:meth:`Shard.restored`).
         """
-        version = getattr(self, "state_version", 1)
-        if version > STATE_VERSION:
-            raise RuntimeError(f"node group snapshot has state version {version}, this code reads up to "
-                               f"{STATE_VERSION}: run the newer code or start from an empty recovery store")
-        if version < STATE_VERSION:
-            for node in self.nodes.values():
+        if getattr(old, "state_version", 1) < EXACT_SUMS:
+            for node in old.nodes.values():
                 node.total = [0] * v.VECTOR_SIZE
                 node.stale = {}
-            self.state_version = STATE_VERSION
+        return NodeGroupState(tuple(old.nodes.items()), tuple(old.minutes.items()), old.clock_ms,
+                              getattr(old, "pending", True), getattr(old, "last_row_version", 0))
+
+    def restored(self, wall_ms: int, max_ahead_ms: int) -> None:
+        """Make a group just restored from a snapshot safe to run on at wall time ``wall_ms``.
+
+        Clocks beyond the wall clock plus ``max_ahead_ms`` (left by code that trusted device time)
+        are clamped, and node minutes beyond it dropped.
+        """
         ceiling = wall_ms + max_ahead_ms
         if self.clock_ms > ceiling:
             self.clock_ms = wall_ms
@@ -153,7 +190,7 @@ class NodeGroup:
                 out.aggregates.append(aggregate_record(node_id, node))
         # Strictly newer than any row before, even for two emissions in one millisecond (at the end of
         # input, say): with equal versions the history table would keep either, maybe the partial one.
-        version = max(wall_ms * 1000, getattr(self, "last_row_version", 0) + 1)
+        version = max(wall_ms * 1000, self.last_row_version + 1)
         self.last_row_version = version
         horizon = self.clock_ms - self.retention_ms
         for key, entry in list(self.minutes.items()):

@@ -65,8 +65,11 @@ from operators.windows import MINUTE_MS, SILENT_PARTIAL, MinuteWindow, add_into,
 #: Summed contribution differences per chain of ancestors: (hierarchy, node ids nearest first).
 PathSums = dict[tuple[str, tuple[str, ...]], list[int]]
 
-#: The shape of the pickled state: 1 before exact rollups (float vectors), 2 with integer vectors.
-STATE_VERSION = 2
+#: The shape of the snapshot: 1, the Shard pickled whole with float vectors; 2, the same with integer
+#: vectors; 3, a :class:`ShardState` (plain data, no config).
+STATE_VERSION = 3
+#: The first version with exact (integer) vectors.
+EXACT_VECTORS = 2
 
 
 def add_units(total: list[int], part: Sequence[int]) -> None:
@@ -145,6 +148,30 @@ class ShardOutput:
     late_readings: int = 0
     #: Readings refused, by position in the batch given to :meth:`Shard.apply`, and why.
     rejected: list[tuple[int, Implausible]] = field(default_factory=list)
+
+
+def _check_version(version: int) -> None:
+    if version > STATE_VERSION:
+        raise RuntimeError(f"shard snapshot has state version {version}, this code reads up to "
+                           f"{STATE_VERSION}: run the newer code or start from an empty recovery store")
+
+
+@dataclass(frozen=True)
+class ShardState:
+    """What a shard snapshots: its sites and clock as plain data; the config is the settings'
+    (:meth:`Shard.from_state`). A new field is one line here and one in each of :meth:`Shard.state`
+    and :meth:`Shard.from_state`."""
+
+    shard: int
+    sites: tuple[tuple[str, SiteTwin], ...]
+    clock_ms: int
+    partition_max: tuple[tuple[str, int], ...]
+    closed_before_ms: int | None
+    first_minute_ms: int | None
+    changed: tuple[str, ...]
+    dirty_twins: tuple[str, ...]
+    new_limits: tuple[str, ...]
+    version: int = STATE_VERSION
 
 
 class Shard:
@@ -242,17 +269,35 @@ class Shard:
         twin or window beyond the wall clock plus the allowed skew is brought back within it.
         """
         version = getattr(self, "state_version", 1)
-        if version > STATE_VERSION:
-            raise RuntimeError(f"shard snapshot has state version {version}, this code reads up to "
-                               f"{STATE_VERSION}: run the newer code or start from an empty recovery store")
+        _check_version(version)
         self.config = config
         self.clock.max_ahead_ms = config.max_ahead_ms
-        if version < STATE_VERSION:
+        if version < EXACT_VECTORS:
             for twin in self.sites.values():
                 twin.sent_vector, twin.sent_chains, twin.sent_stale_ms = ZERO, (), None
             self._changed.update(self.sites)
             self.state_version = STATE_VERSION
         self._repair(wall_ms)
+
+    def state(self) -> ShardState:
+        """The shard as plain data, for a snapshot (the clock's wall-time bookkeeping is not kept)."""
+        return ShardState(self.shard, tuple(self.sites.items()), self.clock.now_ms,
+                          tuple(self.clock.partition_max.items()), self.closed_before_ms,
+                          self.first_minute_ms, tuple(self._changed), tuple(self._dirty_twins),
+                          tuple(self._new_limits))
+
+    @classmethod
+    def from_state(cls, state: ShardState, config: ShardConfig, wall_ms: int) -> Shard:
+        """The shard ``state`` describes, run by ``config``, safe to run on at wall time ``wall_ms``."""
+        _check_version(state.version)
+        shard = cls(state.shard, config)
+        shard.sites = dict(state.sites)
+        shard.clock.now_ms, shard.clock.partition_max = state.clock_ms, dict(state.partition_max)
+        shard.closed_before_ms, shard.first_minute_ms = state.closed_before_ms, state.first_minute_ms
+        shard._changed, shard._dirty_twins = set(state.changed), set(state.dirty_twins)
+        shard._new_limits = set(state.new_limits)
+        shard._repair(wall_ms)
+        return shard
 
     def _repair(self, wall_ms: int) -> None:
         """Bring back within the bound what trusted a device's clock: the shard clock, twins, windows."""

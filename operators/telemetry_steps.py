@@ -132,11 +132,14 @@ class ShardLogic(StatefulBatchLogic[ShardBatch, ShardResult, bytes]):
         cadence = Cadence.from_settings(settings)
 
         def build(resume: bytes | None) -> ShardLogic:
-            shard = pickle.loads(resume) if resume is not None else None
-            if shard is None:
+            state = pickle.loads(resume) if resume is not None else None
+            if state is None:
                 shard = Shard(-1, config)
-            else:
+            elif isinstance(state, Shard):  # versions 1 and 2: the shard pickled whole, with its config
+                shard = state
                 shard.restored(config, wall_ms())
+            else:
+                shard = Shard.from_state(state, config, wall_ms())
             return cls(shard, cadence)
 
         return build
@@ -181,7 +184,7 @@ class ShardLogic(StatefulBatchLogic[ShardBatch, ShardResult, bytes]):
 
     @override
     def snapshot(self) -> bytes:
-        return pickle.dumps(self.shard, protocol=pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps(self.shard.state(), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _group_results(out: GroupOutput, max_ahead_ms: int) -> list[GroupResult]:
@@ -217,7 +220,10 @@ class NodeGroupLogic(StatefulBatchLogic[NodeChanges, GroupResult, bytes]):
             if resume is None:
                 group = NodeGroup(retention_ms)
             else:
-                group = pickle.loads(resume)
+                state = pickle.loads(resume)
+                if isinstance(state, NodeGroup):  # versions 1 and 2: the group pickled whole
+                    state = NodeGroup.migrate(state)
+                group = NodeGroup.from_state(state, retention_ms)
                 group.restored(wall_ms(), max_ahead_ms)
             return cls(group, settings.emit_interval_s, max_ahead_ms)
 
@@ -244,7 +250,7 @@ class NodeGroupLogic(StatefulBatchLogic[NodeChanges, GroupResult, bytes]):
 
     @override
     def snapshot(self) -> bytes:
-        return pickle.dumps(self.group, protocol=pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps(self.group.state(), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 # ---- the steps, as the telemetry dataflow wires them ------------------------------------------

@@ -1,9 +1,10 @@
 """What the control dataflow plans from: member sites and their live twin, read from Redis.
 
-The control step asks a :class:`TwinReader` for a node's members and their
-twin when a dispatch starts and on every tick. The reader is given to the step
-(``ControlLogic.builder(settings, reader)``), so the flow holds no global
-client and tests run the step on a twin of their own (a simulated fleet's).
+The control flow's input reads through a :class:`TwinReader`, on a thread of its
+own, what the control step asks for (:mod:`operators.twin_feed`): a node's
+members and their twin when a dispatch starts, the twin on every tick. The
+reader is given to the flow (``build_flow(settings, reader=...)``), so the flow
+holds no global client and tests run it on a twin of their own.
 """
 
 from __future__ import annotations

@@ -20,9 +20,10 @@ from operators.arbitration import ARBITER_KEY
 from operators.control_steps import ControlLogic, ControlResult, Received, decode_control
 from operators.dispatch import Ack, ControlConfig, Dispatch, Request, TwinSnapshot
 from operators.kafka_batches import Polled
-from operators.records import DLQ_KEY, codec
+from operators.records import DLQ_KEY, Origin, codec
 from operators.sinks import DispatchStatusSink, StatusWrite
 from schemas.times import epoch_ms
+from tests.control.twins import step
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
@@ -115,8 +116,7 @@ class _Twin:
 
 def _step(logic: ControlLogic, topic: str, *messages: Message) -> list[ControlResult]:
     out = decode_control([Polled(topic, 0, list(messages))])
-    emitted, _ = logic.on_batch([value for _, value in out if isinstance(value, Received)])
-    return emitted
+    return step(logic, _Twin(), [value for _, value in out if isinstance(value, Received)])
 
 
 def _sent(emitted: list[ControlResult], topic: str, schema: str) -> list[dict[str, Any]]:
@@ -126,7 +126,7 @@ def _sent(emitted: list[ControlResult], topic: str, schema: str) -> list[dict[st
 
 def test_the_control_step_arbitrates_and_dead_letters_forged_acks_and_reused_ids() -> None:
     settings = Settings()
-    logic: ControlLogic = ControlLogic.builder(settings, _Twin)(None)
+    logic: ControlLogic = ControlLogic.builder(settings)(None)
     now = datetime.now(UTC)
     emitted = _step(logic, DISPATCH_REQUESTS,
                     message(DISPATCH_REQUESTS, b"d-a", _request("d-a", now, 20.0, "waterfill")),
@@ -155,3 +155,24 @@ def test_state_from_before_the_arbiter_is_dropped_not_a_crash() -> None:
                                            "waterfill", "t", 0), ControlConfig()))
     logic: ControlLogic = ControlLogic.builder(Settings())(legacy)
     assert logic.arbiter.dispatches == {} and logic.notify_at() is None
+
+
+def test_a_window_that_starts_in_the_fleets_time_starts_from_the_twin_reads() -> None:
+    """A simulated fleet runs ahead of the wall clock: the step learns the fleet's time from the reads
+    it asks for while the dispatch waits, and starts the window by it, not by the wall clock."""
+    ahead_ms = 600_000
+
+    class Ahead(_Twin):
+        def fleet_time(self, request: Request) -> int:
+            return epoch_ms(datetime.now(UTC)) + ahead_ms
+
+    logic: ControlLogic = ControlLogic.builder(Settings())(None)
+    wall = epoch_ms(datetime.now(UTC))
+    request = Request("d-ahead", "CREATE", "feeder", None, 20.0, wall + ahead_ms, wall + 2 * ahead_ms,
+                      "waterfill", True, "waterfill", "test", wall, 0)
+    received = Received(request, Origin(b"d-ahead", b"", DISPATCH_REQUESTS, 0, 0, None))
+    emitted = step(logic, Ahead(), [received])
+    assert logic.arbiter.dispatches["d-ahead"].state == "PENDING", "a clock read first: not due by the wall"
+    emitted += step(logic, Ahead(), [])
+    assert logic.arbiter.dispatches["d-ahead"].state == "ACTIVE"
+    assert _sent(emitted, "commands.site", "SiteCommand")

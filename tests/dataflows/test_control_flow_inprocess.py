@@ -3,7 +3,8 @@
 The input is a generator: requests first, then (after a pause in which the
 flow's ticks activate the dispatches) an ACCEPTED ack for every command the
 flow has sent so far, as devices would answer. The twin the flow plans from is
-a fixed fleet given through the flow's ``reader`` argument (no Redis). The input
+a fixed fleet given through the flow's ``reader`` argument (no Redis), read on the input's own
+thread (never in the control step). The input
 pauses while it waits for what the flow has sent, so no wall-clock guess decides
 when the flow has got there. The
 reference is computed by brute force from that fleet: every commanded site is
@@ -14,6 +15,7 @@ every command ends acknowledged in the statuses and the journal.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -41,16 +43,23 @@ DISCHARGE_KW = np.array([3.0 + (i % 3) * 2.0 for i in range(len(SITES))])  # 3, 
 TARGETS = {"d-first": 40.0, "d-second": 30.0}
 
 
+#: The threads the twin was read on (the control step must not read it on the worker thread).
+READ_ON: set[str] = set()
+
+
 class FixedTwin:
     """A feeder of 40 idle ONLINE sites with energy to spare, as the control step reads a twin."""
 
     def members(self, node_id: str) -> list[str]:
+        READ_ON.add(threading.current_thread().name)
         return SITES if node_id == "feeder-0" else []
 
     def fleet_time(self, request: Request) -> int:
+        READ_ON.add(threading.current_thread().name)
         return epoch_ms(datetime.now(UTC))
 
     def snapshot(self, site_ids: list[str]) -> TwinSnapshot:
+        READ_ON.add(threading.current_thread().name)
         index = [SITES.index(s) for s in site_ids]
         n = len(site_ids)
         return TwinSnapshot(list(site_ids), ["ONLINE"] * n, np.zeros(n), DISCHARGE_KW[index],
@@ -109,6 +118,7 @@ def _all_acked(captured: Captured) -> bool:
 
 def _run(workers: int) -> Captured:
     captured = Captured()
+    READ_ON.clear()
     settings = Settings(control_tick_s=0.05, control_correction_s=0.2)  # statuses every 0.2 s
     flow = build_flow(settings, TestingSource(_input(captured)), captured.sinks(), reader=FixedTwin)
     if workers == 1:
@@ -121,6 +131,7 @@ def _run(workers: int) -> Captured:
 @pytest.mark.parametrize("workers", [1, 2])
 def test_two_dispatches_on_one_feeder_get_disjoint_sites_within_limits_and_all_acks(workers: int) -> None:
     captured = _run(workers)
+    assert {"control-twin-reads"} == READ_ON, "the twin is read by the input's thread, not in the step"
     commands = captured.commands()
     by_dispatch: dict[str, dict[str, float]] = {}
     for command in commands:

@@ -4,8 +4,11 @@ The ``*-v1`` files of the shard, node group and dispatch were written by the
 code of commit 95af74b (before exact rollups, the arbiter and the move of the
 shared core to ``core/``) with ``snapshots/make_v1.py`` run in a checkout of
 that commit: a shard and a node group that had read two and a half minutes of
-a 40-site scenario, and one dispatch 90 s into its window. ``shard-v2``,
-``nodegroup-v2`` and ``arbiter-v1`` are the current versions, written by
+a 40-site scenario, and one dispatch 90 s into its window. ``shard-v3``,
+``nodegroup-v3`` (the first plain-data ShardState and NodeGroupState; v2 pickled them whole)
+and ``arbiter-v2`` (the first plain-data
+:class:`~operators.control_state.ArbiterState`; ``arbiter-v1`` is the Arbiter
+pickled whole, with its config) are the current versions, written by
 ``snapshots/make_current.py``; when a state changes shape, they become the
 previous version. Pickled state names classes
 by module path, so a class moved or reshaped without care breaks every
@@ -21,9 +24,11 @@ import pytest
 from bytewax.connectors.kafka import KafkaSinkMessage
 
 from core.config import Settings
-from operators.control_steps import ControlLogic
+from operators.control_state import VERSION, ArbiterState
+from operators.control_steps import ControlLogic, control_config
 from operators.dispatch import Dispatch
-from operators.rollup import aggregate_record
+from operators.rollup import NodeGroupState, aggregate_record
+from operators.shard import ShardState
 from operators.telemetry_steps import ForGroup, NodeGroupLogic, ShardLogic
 from tests.dataflows.test_control_flow_inprocess import FixedTwin
 from tests.telemetry.compare import mismatches
@@ -33,12 +38,13 @@ SNAPSHOTS = Path(__file__).parent / "snapshots"
 SETTINGS = Settings(telemetry_shards=1, telemetry_node_groups=1, topic_partitions={"telemetry.raw": 1})
 
 
-@pytest.mark.parametrize("version", ["v1", "v2"])
-def test_telemetry_snapshots_restore_with_exact_sums(version: str) -> None:
-    """v1: before exact rollups (float sums, rebuilt on restore); v2: the current integer sums."""
+@pytest.mark.parametrize(("shard_version", "group_version"), [("v1", "v1"), ("v2", "v2"), ("v3", "v3")])
+def test_telemetry_snapshots_restore_with_exact_sums(shard_version: str, group_version: str) -> None:
+    """v1: before exact rollups (float sums, rebuilt on restore); v2: integer sums, the objects
+    pickled whole; v3: a ShardState and a NodeGroupState (plain data, no config)."""
     sc = generate(n_sites=40, minutes=2.5, seed=9)  # what the snapshots had read
-    shard = ShardLogic.builder(SETTINGS)((SNAPSHOTS / f"shard-{version}.pickle").read_bytes())
-    group = NodeGroupLogic.builder(SETTINGS)((SNAPSHOTS / f"nodegroup-{version}.pickle").read_bytes())
+    shard = ShardLogic.builder(SETTINGS)((SNAPSHOTS / f"shard-{shard_version}.pickle").read_bytes())
+    group = NodeGroupLogic.builder(SETTINGS)((SNAPSHOTS / f"nodegroup-{group_version}.pickle").read_bytes())
     emitted, _ = shard.on_eof()  # a v1 shard re-sends every site's whole contribution here
     group.on_batch([e.changes for e in emitted if isinstance(e, ForGroup)])
     aggregates = {node_id: aggregate_record(node_id, node) for node_id, node in group.group.nodes.items()}
@@ -62,11 +68,53 @@ def test_a_dispatch_snapshot_of_the_previous_version_is_dropped_cleanly(
     assert "before arbitration" in caplog.text
 
 
-def test_an_arbiter_snapshot_of_the_current_version_restores_its_running_dispatch() -> None:
-    snapshot = (SNAPSHOTS / "arbiter-v1.pickle").read_bytes()
-    logic: ControlLogic = ControlLogic.builder(Settings(), FixedTwin)(snapshot)
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_an_arbiter_snapshot_restores_its_running_dispatch(version: str) -> None:
+    """v1: the Arbiter pickled whole, config included (migrated); v2: the ArbiterState, plain data."""
+    snapshot = (SNAPSHOTS / f"arbiter-{version}.pickle").read_bytes()
+    logic: ControlLogic = ControlLogic.builder(Settings())(snapshot)
     dispatch = logic.arbiter.dispatches["d-snapshot"]
     assert dispatch.state == "ACTIVE" and dispatch.slots
     assert set(dispatch.slots) <= set(FixedTwin().members("feeder-0"))
     emitted, _ = logic.on_notify()  # it carries on: retries and statuses, no crash
     assert all(not isinstance(e, KafkaSinkMessage) or e.topic != "telemetry.dlq" for e in emitted)
+
+
+def test_the_arbiter_snapshot_is_versioned_plain_data_and_the_config_comes_from_the_settings() -> None:
+    old = ControlLogic.builder(Settings())((SNAPSHOTS / "arbiter-v1.pickle").read_bytes())
+    snapshot = old.snapshot()
+    state = pickle.loads(snapshot)
+    assert isinstance(state, ArbiterState) and state.version == VERSION
+    assert b"ControlConfig" not in snapshot, "no config in the snapshot"
+    settings = Settings(control_gain=0.3, control_correction_s=9.0)
+    logic: ControlLogic = ControlLogic.builder(settings)(snapshot)
+    dispatch = logic.arbiter.dispatches["d-snapshot"]
+    assert logic.arbiter.config == dispatch.config == control_config(settings)
+    assert pickle.loads(logic.snapshot()) == state, "restore then snapshot gives the same state"
+    before = old.arbiter.dispatches["d-snapshot"]
+    assert (dispatch.slots, dispatch.claimed, dispatch.members, dispatch.clock_ms) == (
+        before.slots, before.claimed, before.members, before.clock_ms)
+
+
+def test_the_node_group_snapshot_is_plain_data_and_its_retention_comes_from_the_settings() -> None:
+    group = NodeGroupLogic.builder(SETTINGS)((SNAPSHOTS / "nodegroup-v2.pickle").read_bytes())
+    snapshot = group.snapshot()
+    state = pickle.loads(snapshot)
+    assert isinstance(state, NodeGroupState) and state.version == 3
+    assert b"retention_ms" not in snapshot, "no config in the snapshot"
+    settings = SETTINGS.model_copy(update={"allowed_lateness_s": 1200.0})
+    restored = NodeGroupLogic.builder(settings)(snapshot)
+    assert restored.group.retention_ms == (1200 + 600) * 1000
+    assert pickle.loads(restored.snapshot()) == state, "restore then snapshot gives the same state"
+
+
+def test_the_shard_snapshot_is_plain_data_and_its_config_comes_from_the_settings() -> None:
+    shard = ShardLogic.builder(SETTINGS)((SNAPSHOTS / "shard-v2.pickle").read_bytes())
+    snapshot = shard.snapshot()
+    state = pickle.loads(snapshot)
+    assert isinstance(state, ShardState) and state.version == 3
+    assert b"ShardConfig" not in snapshot, "no config in the snapshot"
+    settings = SETTINGS.model_copy(update={"offline_after_s": 999.0})
+    restored = ShardLogic.builder(settings)(snapshot)
+    assert restored.shard.config.offline_after_ms == 999_000
+    assert restored.shard.state().sites == state.sites

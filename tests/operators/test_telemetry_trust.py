@@ -6,6 +6,7 @@ decode step; tests/integration/test_telemetry_trust.py runs the same faults thro
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import pickle
 from dataclasses import dataclass
@@ -193,7 +194,7 @@ def test_a_huge_reading_is_refused_and_a_large_one_then_zero_loses_no_small_term
 def _as_old_snapshot(fleet: Fleet) -> tuple[bytes, bytes]:
     """The same state pickled as the code before exact rollups had it: float vectors, drifted sums."""
     shard, group = pickle.loads(pickle.dumps(fleet.shard)), pickle.loads(pickle.dumps(fleet.group))
-    del shard.state_version, group.state_version
+    del shard.state_version  # (a NodeGroup pickled whole has no version: version 1)
     for twin in shard.sites.values():
         twin.sent_vector = tuple(float(x) for x in twin.sent_vector)
     for node in group.nodes.values():
@@ -206,7 +207,8 @@ def test_an_old_float_snapshot_is_rebuilt_from_the_sites_contributions() -> None
     fleet.feed([("site-a", _reading(NOW - 1_000, 1, battery_kw=0.1)),
                 ("site-b", _reading(NOW - 1_000, 1, battery_kw=0.2))])
     shard_bytes, group_bytes = _as_old_snapshot(fleet)
-    fleet.shard, fleet.group = pickle.loads(shard_bytes), pickle.loads(group_bytes)
+    fleet.shard = pickle.loads(shard_bytes)
+    fleet.group = NodeGroup.from_state(NodeGroup.migrate(pickle.loads(group_bytes)), fleet.group.retention_ms)
     fleet.shard.restored(_config(), NOW)
     fleet.group.restored(NOW, RULES.max_ahead_ms)
     fleet.feed([], wall=NOW)
@@ -220,10 +222,9 @@ def test_a_snapshot_from_newer_code_fails_loudly() -> None:
     shard.state_version = 99
     with pytest.raises(RuntimeError, match="state version 99"):
         pickle.loads(pickle.dumps(shard)).restored(_config(), NOW)
-    group = NodeGroup(retention_ms=1)
-    group.state_version = 99
+    state = dataclasses.replace(NodeGroup(retention_ms=1).state(), version=99)
     with pytest.raises(RuntimeError, match="state version 99"):
-        pickle.loads(pickle.dumps(group)).restored(NOW, 10_000)
+        NodeGroup.from_state(pickle.loads(pickle.dumps(state)), 1)
 
 
 # ---- cases 2, 3, 5 at the decode step ------------------------------------------------------------

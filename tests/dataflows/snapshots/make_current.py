@@ -1,4 +1,4 @@
-"""Write snapshots of the current state versions: shard and node group v2, arbiter v1.
+"""Write snapshots of the current state versions: shard v3, node group v3 and arbiter v2 (plain data).
 
 Run from a checkout with ``PYTHONPATH=<checkout> python tests/dataflows/snapshots/make_current.py DIR``.
 When a state's shape changes, keep these files (they become "the previous version") and
@@ -15,6 +15,7 @@ from operators.records import Origin, ShardBatch
 from operators.telemetry_steps import ForGroup, NodeGroupLogic, ShardLogic
 from operators.twin import Reading
 from schemas.times import epoch_ms
+from tests.control.twins import step
 from tests.dataflows.test_control_flow_inprocess import FixedTwin
 from tests.telemetry.scenario import generate
 
@@ -33,12 +34,12 @@ for start in range(0, len(readings), 500):
     emitted += shard.on_eof()[0]
     group.on_batch([e.changes for e in emitted if isinstance(e, ForGroup)])
     group.on_eof()
-(out / "shard-v2.pickle").write_bytes(shard.snapshot())
-(out / "nodegroup-v2.pickle").write_bytes(group.snapshot())
+(out / "shard-v3.pickle").write_bytes(shard.snapshot())
+(out / "nodegroup-v3.pickle").write_bytes(group.snapshot())
 
-control = ControlLogic.builder(Settings(), FixedTwin)(None)
+control = ControlLogic.builder(Settings())(None)
 now = epoch_ms(datetime.now(UTC))
 request = Request("d-snapshot", "CREATE", "feeder-0", None, 40.0, now, now + int(timedelta(hours=1).total_seconds() * 1000),
                   "waterfill", True, "waterfill", "snapshot", now, 0)
-control.on_batch([Received(request, Origin(b"d-snapshot", b"", "dispatch.requests", 0, 0, None))])
-(out / "arbiter-v1.pickle").write_bytes(control.snapshot())
+step(control, FixedTwin(), [Received(request, Origin(b"d-snapshot", b"", "dispatch.requests", 0, 0, None))])
+(out / "arbiter-v2.pickle").write_bytes(control.snapshot())
