@@ -378,8 +378,23 @@ class DispatchStatus(BaseModel):
         default=None, description="Member sites another dispatch held when this one planned (it planned "
         "around them).")
     priority: int | None = None
-    reason: str | None = Field(default=None, description="Why it failed, or which dispatches hold its "
-                               "unavailable sites.")
+    reason: str | None = Field(default=None, description="Why it ended PARTIAL or FAILED, or which "
+                               "dispatches hold its unavailable sites.")
+    requested_kwh: float | None = Field(
+        default=None, description="Energy asked for over the window so far (the whole window once it is "
+        "over), kWh; positive = discharge.")
+    delivered_kwh: float | None = Field(
+        default=None, description="Energy the dispatched sites delivered over the window so far, kWh; "
+        "positive = discharge. COMPLETED needs it within VPP_CONTROL_OUTCOME_TOLERANCE of requested_kwh.")
+    tracking_error_mean_kw: float | None = Field(
+        default=None, description="Mean of |target - measured| over the ACTIVE statuses, kW.")
+    tracking_error_p95_kw: float | None = Field(
+        default=None, description="95th percentile (nearest rank) of |target - measured| over the ACTIVE "
+        "statuses, kW.")
+    sites_acknowledged: int | None = Field(
+        default=None, description="Commanded sites that accepted a command of this dispatch at least once.")
+    sites_following: int | None = Field(
+        default=None, description="Sites that accepted their current command and whose power follows it.")
     history: list[DispatchPoint]
 
 

@@ -269,6 +269,11 @@ class Settings(BaseSettings):
         "so fresh clones on the same machine reuse it (VPP_DATASETS_DIR; default "
         "$XDG_CACHE_HOME/vpp/datasets or ~/.cache/vpp/datasets).",
     )
+    control_outcome_tolerance: float = Field(
+        default=0.1, ge=0, le=1,
+        description="A dispatch ends COMPLETED only if the energy it delivered is within this fraction of "
+        "the energy requested; otherwise PARTIAL or FAILED, with the reason (VPP_CONTROL_OUTCOME_TOLERANCE).",
+    )
 
     def plausibility(self) -> Rules:
         """The bounds every boundary checks device records against (core.plausibility)."""

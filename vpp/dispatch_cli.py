@@ -108,7 +108,7 @@ def _table(dispatch_id: str, status: dict[str, str] | None) -> Table:
 def _converged(status: dict[str, str] | None) -> bool:
     if status is None:
         return False
-    if status["state"] in ("COMPLETED", "CANCELLED", "FAILED"):
+    if status["state"] in ("COMPLETED", "PARTIAL", "CANCELLED", "FAILED"):
         return True
     target = float(status["target_kw"])
     return status["state"] == "ACTIVE" and target != 0 and abs(float(status["error_kw"])) <= CONVERGED * abs(

@@ -30,9 +30,10 @@ from core.dispatch_spec import DispatchSpec
 router = APIRouter(prefix="/v1/dispatch", tags=["dispatch"])
 
 DispatchId = Annotated[str, Path(pattern=ID_PATTERN, description="A dispatch id.")]
-_STATUS_FLOATS = ("target_kw", "measured_kw", "error_kw", "shortfall_kw")
+_STATUS_FLOATS = ("target_kw", "measured_kw", "error_kw", "shortfall_kw", "requested_kwh", "delivered_kwh",
+                  "tracking_error_mean_kw", "tracking_error_p95_kw")
 _STATUS_COUNTS = ("sites_total", "sites_acked", "sites_pending", "sites_rejected", "sites_unavailable",
-                  "priority")
+                  "priority", "sites_acknowledged", "sites_following")
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, summary="Start (or replace) a dispatch",
