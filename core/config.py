@@ -14,12 +14,13 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.jwt_keys import SigningKeys
-from core.local_secrets import resolve_keys
+from core.local_secrets import MissingSecretError, resolve_keys
 from core.plausibility import Rules
 
 
@@ -274,6 +275,33 @@ class Settings(BaseSettings):
         description="A dispatch ends COMPLETED only if the energy it delivered is within this fraction of "
         "the energy requested; otherwise PARTIAL or FAILED, with the reason (VPP_CONTROL_OUTCOME_TOLERANCE).",
     )
+    clickhouse_user: str = Field(
+        default="default", min_length=1,
+        description="ClickHouse user every client connects as; the embedded history server accepts only "
+        "this one (VPP_CLICKHOUSE_USER).",
+    )
+    clickhouse_password: SecretStr | None = Field(
+        default=None,
+        description="Password of VPP_CLICKHOUSE_USER (VPP_CLICKHOUSE_PASSWORD); the embedded history server "
+        "reads the same variable. Unset on the local stack means an empty password; outside it "
+        "(VPP_PRODUCTION or VPP_CLICKHOUSE_URL set) it must be set, here or in the URL: read it through "
+        "clickhouse_credentials().",
+    )
+
+    def clickhouse_credentials(self) -> tuple[str, str] | None:
+        """(user, password) for ClickHouse, None when VPP_CLICKHOUSE_URL carries them (user:password@host).
+
+        MissingSecretError outside the local stack if the password is set nowhere.
+        """
+        if self.clickhouse_url is not None and urlsplit(self.clickhouse_url).username:
+            return None
+        if self.clickhouse_password is not None:
+            return self.clickhouse_user, self.clickhouse_password.get_secret_value()
+        if self.is_local:
+            return self.clickhouse_user, ""
+        raise MissingSecretError("VPP_CLICKHOUSE_PASSWORD is not set: outside the local stack "
+                                 "(VPP_PRODUCTION, VPP_KAFKA_BOOTSTRAP, VPP_REDIS_URL or VPP_CLICKHOUSE_URL "
+                                 "set) ClickHouse needs a password (on Kubernetes from a Secret)")
 
     def plausibility(self) -> Rules:
         """The bounds every boundary checks device records against (core.plausibility)."""
