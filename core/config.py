@@ -2,11 +2,11 @@
 
 Local defaults need nothing set: the broker, Redis and the embedded history
 server listen on 127.0.0.1 at the ports below and keep their state under
-``VPP_DATA_DIR`` (default ``./.vpp``). Production points the same code at real
-services by setting ``VPP_KAFKA_BOOTSTRAP``, ``VPP_REDIS_URL`` and
-``VPP_CLICKHOUSE_URL``. Token secrets have no default: the local stack
-generates them per data directory, anything else must set them
-(:mod:`core.local_secrets`).
+``VPP_DATA_DIR`` (default: :func:`default_data_dir`, not the working
+directory). Production points the same code at real services by setting
+``VPP_KAFKA_BOOTSTRAP``, ``VPP_REDIS_URL`` and ``VPP_CLICKHOUSE_URL``. Token
+secrets have no default: the local stack generates them per data directory,
+anything else must set them (:mod:`core.local_secrets`).
 """
 
 from __future__ import annotations
@@ -24,6 +24,24 @@ from core.local_secrets import MissingSecretError, resolve_keys
 from core.plausibility import Rules
 
 
+def default_data_dir() -> Path:
+    """The local stack's directory when VPP_DATA_DIR is unset, independent of the working directory.
+
+    The nearest ``.vpp`` from the working directory up (a checkout's own stack, run from inside it),
+    else the ``.vpp`` of the source checkout this code runs from (``vpp status`` from anywhere finds the
+    stack ``./scripts/up`` started), else ``$XDG_STATE_HOME/vpp`` (``~/.local/state/vpp``) for an
+    installed package.
+    """
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / ".vpp").is_dir():
+            return folder / ".vpp"
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "pyproject.toml").is_file():
+        return checkout / ".vpp"
+    return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "vpp"
+
+
 def _cache_home() -> Path:
     """The user's cache directory: $XDG_CACHE_HOME, else ~/.cache."""
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
@@ -35,8 +53,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VPP_", extra="ignore")
 
     data_dir: Path = Field(
-        default=Path(".vpp"),
-        description="Where the local stack keeps its state, logs and pid files (VPP_DATA_DIR).",
+        default_factory=default_data_dir,
+        description="Where the local stack keeps its state, logs and pid files (VPP_DATA_DIR; default: the "
+        "nearest .vpp from the working directory up, else the source checkout's .vpp, else "
+        "$XDG_STATE_HOME/vpp or ~/.local/state/vpp): the same stack whatever directory a command runs in.",
     )
     host: str = Field(default="127.0.0.1", description="Interface the local stack binds (VPP_HOST).")
     kafka_port: int = Field(default=19092, ge=1, le=65535, description="Local broker port (VPP_KAFKA_PORT).")
