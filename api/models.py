@@ -355,6 +355,22 @@ class DispatchPoint(BaseModel):
     sites_rejected: int
 
 
+class DispatchSummary(BaseModel):
+    """One dispatch in a list: what it is (node, window, target) and where it stands."""
+
+    dispatch_id: str
+    state: str | None = Field(default=None, description="PENDING, ACTIVE, COMPLETED, PARTIAL, CANCELLED or "
+                              "FAILED; null until control has read the request.")
+    node_id: str | None = Field(default=None, description="The dispatched node; null for a list of sites.")
+    start: datetime | None = Field(default=None, description="Start of the window (UTC).")
+    end: datetime | None = Field(default=None, description="End of the window (UTC).")
+    target_kw: float | None = Field(default=None, description="Target battery power, kW; positive = "
+                                    "discharge.")
+    requested_kwh: float | None = Field(default=None, description="Energy asked for so far, kWh.")
+    delivered_kwh: float | None = Field(default=None, description="Energy delivered so far, kWh.")
+    reason: str | None = Field(default=None, description="Why it is PARTIAL or FAILED.")
+
+
 class DispatchStatus(BaseModel):
     """Where a dispatch stands now, and its statuses so far."""
 

@@ -160,8 +160,14 @@ def read_status(client: redis.Redis, dispatch_id: str) -> dict[str, str] | None:
     return {text(k): text(v) for k, v in raw.items()}
 
 
-def list_dispatches(client: redis.Redis, since: datetime | None = None, limit: int = 100) -> list[str]:
-    """Ids of dispatches whose window starts at or after ``since`` (newest first)."""
+def list_dispatches(client: redis.Redis, since: datetime | None = None, limit: int = 100,
+                    offset: int = 0) -> list[str]:
+    """Ids of dispatches whose window starts at or after ``since`` (newest first), a page of them."""
     low = epoch_ms(since) if since is not None else "-inf"
-    ids: list[Any] = client.zrevrangebyscore(keys.DISPATCH_INDEX, "+inf", low, start=0, num=limit)
+    ids: list[Any] = client.zrevrangebyscore(keys.DISPATCH_INDEX, "+inf", low, start=offset, num=limit)
     return [text(i) for i in ids]
+
+
+def count_dispatches(client: redis.Redis, since: datetime | None = None) -> int:
+    """How many dispatches' windows start at or after ``since``."""
+    return int(client.zcount(keys.DISPATCH_INDEX, epoch_ms(since) if since is not None else "-inf", "+inf"))

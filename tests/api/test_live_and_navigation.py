@@ -40,6 +40,8 @@ def test_nodes_list_and_walk_down_and_up(api: Api) -> None:
                          "state-spare": "state"}
         feeders = client.get("/v1/nodes", params={"kind": "feeder"}).json()
         assert feeders["count"] == len([n for n in api.fleet.registry.nodes.values() if n.kind == "feeder"])
+        page = client.get("/v1/nodes", params={"kind": "feeder", "limit": 2, "offset": 1}).json()
+        assert page["count"] == feeders["count"] and page["data"] == feeders["data"][1:3], "paginated"
         substations = client.get("/v1/nodes/region-0/children").json()["data"]
         assert substations and {c["kind"] for c in substations} == {"substation"}
         feeder = client.get(f"/v1/nodes/{substations[0]['id']}/children").json()["data"][0]
