@@ -91,14 +91,20 @@ class NodeAggregate(BaseModel):
     est_available_discharge_kw: float
     est_available_charge_kw: float
     oldest_knowledge_age_s: float
+    pipeline_lag_s: float | None = Field(
+        default=None, description="Wall clock minus event_time when answered, seconds: how far behind the "
+        "pipeline is (it grows while the telemetry dataflow is stopped), next to the data's own age "
+        "(oldest_knowledge_age_s).")
 
     @classmethod
     def from_hash(cls, fields: dict[str, str]) -> NodeAggregate:
-        """The ``node:{id}`` hash the telemetry dataflow writes."""
-        values: dict[str, object] = {"event_time": from_ms(fields.get("event_time")),
-                                     "updated_at": from_ms(fields.get("updated_at"))}
+        """The ``node:{id}`` hash the telemetry dataflow writes, with the pipeline's lag now."""
+        event_time = from_ms(fields.get("event_time"))
+        values: dict[str, object] = {
+            "event_time": event_time, "updated_at": from_ms(fields.get("updated_at")),
+            "pipeline_lag_s": (datetime.now(UTC) - event_time).total_seconds() if event_time else None}
         for name in cls.model_fields:
-            if name in _NODE_TIMES:
+            if name in _NODE_TIMES or name == "pipeline_lag_s":
                 continue
             number = float(fields.get(name) or 0.0)
             values[name] = int(number) if name in _NODE_COUNTS else number
