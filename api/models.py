@@ -91,14 +91,20 @@ class NodeAggregate(BaseModel):
     est_available_discharge_kw: float
     est_available_charge_kw: float
     oldest_knowledge_age_s: float
+    pipeline_lag_s: float | None = Field(
+        default=None, description="Wall clock minus event_time when answered, seconds: how far behind the "
+        "pipeline is (it grows while the telemetry dataflow is stopped), next to the data's own age "
+        "(oldest_knowledge_age_s).")
 
     @classmethod
     def from_hash(cls, fields: dict[str, str]) -> NodeAggregate:
-        """The ``node:{id}`` hash the telemetry dataflow writes."""
-        values: dict[str, object] = {"event_time": from_ms(fields.get("event_time")),
-                                     "updated_at": from_ms(fields.get("updated_at"))}
+        """The ``node:{id}`` hash the telemetry dataflow writes, with the pipeline's lag now."""
+        event_time = from_ms(fields.get("event_time"))
+        values: dict[str, object] = {
+            "event_time": event_time, "updated_at": from_ms(fields.get("updated_at")),
+            "pipeline_lag_s": (datetime.now(UTC) - event_time).total_seconds() if event_time else None}
         for name in cls.model_fields:
-            if name in _NODE_TIMES:
+            if name in _NODE_TIMES or name == "pipeline_lag_s":
                 continue
             number = float(fields.get(name) or 0.0)
             values[name] = int(number) if name in _NODE_COUNTS else number
@@ -355,6 +361,22 @@ class DispatchPoint(BaseModel):
     sites_rejected: int
 
 
+class DispatchSummary(BaseModel):
+    """One dispatch in a list: what it is (node, window, target) and where it stands."""
+
+    dispatch_id: str
+    state: str | None = Field(default=None, description="PENDING, ACTIVE, COMPLETED, PARTIAL, CANCELLED or "
+                              "FAILED; null until control has read the request.")
+    node_id: str | None = Field(default=None, description="The dispatched node; null for a list of sites.")
+    start: datetime | None = Field(default=None, description="Start of the window (UTC).")
+    end: datetime | None = Field(default=None, description="End of the window (UTC).")
+    target_kw: float | None = Field(default=None, description="Target battery power, kW; positive = "
+                                    "discharge.")
+    requested_kwh: float | None = Field(default=None, description="Energy asked for so far, kWh.")
+    delivered_kwh: float | None = Field(default=None, description="Energy delivered so far, kWh.")
+    reason: str | None = Field(default=None, description="Why it is PARTIAL or FAILED.")
+
+
 class DispatchStatus(BaseModel):
     """Where a dispatch stands now, and its statuses so far."""
 
@@ -378,8 +400,23 @@ class DispatchStatus(BaseModel):
         default=None, description="Member sites another dispatch held when this one planned (it planned "
         "around them).")
     priority: int | None = None
-    reason: str | None = Field(default=None, description="Why it failed, or which dispatches hold its "
-                               "unavailable sites.")
+    reason: str | None = Field(default=None, description="Why it ended PARTIAL or FAILED, or which "
+                               "dispatches hold its unavailable sites.")
+    requested_kwh: float | None = Field(
+        default=None, description="Energy asked for over the window so far (the whole window once it is "
+        "over), kWh; positive = discharge.")
+    delivered_kwh: float | None = Field(
+        default=None, description="Energy the dispatched sites delivered over the window so far, kWh; "
+        "positive = discharge. COMPLETED needs it within VPP_CONTROL_OUTCOME_TOLERANCE of requested_kwh.")
+    tracking_error_mean_kw: float | None = Field(
+        default=None, description="Mean of |target - measured| over the ACTIVE statuses, kW.")
+    tracking_error_p95_kw: float | None = Field(
+        default=None, description="95th percentile (nearest rank) of |target - measured| over the ACTIVE "
+        "statuses, kW.")
+    sites_acknowledged: int | None = Field(
+        default=None, description="Commanded sites that accepted a command of this dispatch at least once.")
+    sites_following: int | None = Field(
+        default=None, description="Sites that accepted their current command and whose power follows it.")
     history: list[DispatchPoint]
 
 

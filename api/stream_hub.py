@@ -6,13 +6,23 @@ once, and handed to each subscriber whose filter matches, so a hundred open
 dashboards cost one consumer, not a hundred. The reader starts with the first
 subscriber. A subscriber that does not keep up loses events rather than
 growing memory: its queue is bounded and a live view only needs the newest.
+
+Each event gets an id, ``{hub}-{sequence}`` (the hub is this process's reader,
+named at random when it starts), and the hub keeps the last :data:`REPLAY`
+events, so a stream reconnecting with ``Last-Event-ID`` gets what it missed
+(those of them its filter wants) before the live events. An id of another hub
+(the API restarted, or another replica answered) or one older than the kept
+events cannot be resumed: the stream then starts with a ``gap`` event saying
+so, and the client should re-read the current state (``GET /v1/nodes/...``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import threading
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -27,6 +37,8 @@ from schemas import DecodeError, packaged_codec
 from schemas.times import epoch_ms
 
 QUEUE_SIZE = 1000
+#: Events kept for streams that reconnect with Last-Event-ID.
+REPLAY = 10_000
 STREAMS = Gauge("vpp_api_streams", "Open event streams of this API process.")
 DROPPED = Counter("vpp_api_stream_dropped_total", "Events a stream's reader was too slow to take.")
 _INTERNAL = frozenset({"seq"})
@@ -70,17 +82,41 @@ class StreamHub:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.instance = secrets.token_hex(4)
+        self._sequence = 0
+        self._recent: deque[tuple[int, dict[str, Any]]] = deque(maxlen=REPLAY)
 
-    def subscribe(self, nodes: frozenset[str] | None, sites: frozenset[str] | None) -> Subscription:
-        """Register a stream on the running loop; the reader starts if it was not running."""
+    def subscribe(self, nodes: frozenset[str] | None, sites: frozenset[str] | None,
+                  last_event_id: str | None = None) -> Subscription:
+        """Register a stream on the running loop; the reader starts if it was not running.
+
+        With ``last_event_id``, the kept events after it that the stream wants are queued first, or a
+        ``gap`` event when they cannot be known.
+        """
         subscription = Subscription(nodes, sites, asyncio.get_running_loop())
         with self._lock:
+            if last_event_id:
+                for event in self._missed(last_event_id):
+                    if event["type"] == "gap" or subscription.wants(event):
+                        subscription.offer(event)
             self._subscribers.add(subscription)
             STREAMS.set(len(self._subscribers))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="stream-hub", daemon=True)
                 self._thread.start()
         return subscription
+
+    def _missed(self, last_event_id: str) -> list[dict[str, Any]]:
+        """The kept events after ``last_event_id`` (under the lock), or one ``gap`` event."""
+        hub, _, number = last_event_id.strip().rpartition("-")
+        first = self._recent[0][0] if self._recent else self._sequence + 1
+        if hub == self.instance and number.isdigit() and int(number) >= first - 1:
+            return [event for sequence, event in self._recent if sequence > int(number)]
+        why = ("the events after it are no longer kept" if hub == self.instance
+               else "it is not an id of this API process (restarted, or another replica)")
+        return [{"type": "gap", "id": f"{self.instance}-{self._sequence}",
+                 "data": {"last_event_id": last_event_id, "detail": f"cannot resume after {last_event_id!r}: "
+                          f"{why}; re-read the current state"}}]
 
     def unsubscribe(self, subscription: Subscription) -> None:
         """Forget a closed stream."""
@@ -119,6 +155,9 @@ class StreamHub:
 
     def _publish(self, event: dict[str, Any]) -> None:
         with self._lock:
+            self._sequence += 1
+            event = {**event, "id": f"{self.instance}-{self._sequence}"}
+            self._recent.append((self._sequence, event))
             targets = [s for s in self._subscribers if s.wants(event)]
         for subscription in targets:
             with contextlib.suppress(RuntimeError):  # its loop closed while we held the event

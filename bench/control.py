@@ -251,7 +251,7 @@ class Harness:
                 restart_at = None
                 self.kill_and_restart_control()
                 run.restarted_ms = now_ms
-            if status is not None and status["state"] in ("COMPLETED", "FAILED", "CANCELLED"):
+            if status is not None and status["state"] in ("COMPLETED", "PARTIAL", "FAILED", "CANCELLED"):
                 break
             if now_ms > run.end_ms + 60_000 * sc.speed:
                 raise TimeoutError(f"dispatch {spec.dispatch_id} did not complete; last status {status}\n"

@@ -78,6 +78,7 @@ def _gateway_process(settings: Settings) -> Iterator[tuple[int, int, int]]:
            "VPP_GATEWAY_RATE_PER_S": "1000000", "VPP_GATEWAY_RATE_BURST": "1000000",
            # External services make the process non-local: it needs its secret set (the stack's own).
            "VPP_GATEWAY_TOKEN_SECRET": settings.gateway_keys().current,
+           "VPP_CLICKHOUSE_PASSWORD": (settings.clickhouse_credentials() or ("", ""))[1],
            "VPP_GATEWAY_CONSUMER_GROUP": f"bench-{os.getpid()}"}
     process = subprocess.Popen(
         [sys.executable, "-m", "edge_gateway", "--host", "127.0.0.1", "--port", str(port),

@@ -2,11 +2,11 @@
 
 Local defaults need nothing set: the broker, Redis and the embedded history
 server listen on 127.0.0.1 at the ports below and keep their state under
-``VPP_DATA_DIR`` (default ``./.vpp``). Production points the same code at real
-services by setting ``VPP_KAFKA_BOOTSTRAP``, ``VPP_REDIS_URL`` and
-``VPP_CLICKHOUSE_URL``. Token secrets have no default: the local stack
-generates them per data directory, anything else must set them
-(:mod:`core.local_secrets`).
+``VPP_DATA_DIR`` (default: :func:`default_data_dir`, not the working
+directory). Production points the same code at real services by setting
+``VPP_KAFKA_BOOTSTRAP``, ``VPP_REDIS_URL`` and ``VPP_CLICKHOUSE_URL``. Token
+secrets have no default: the local stack generates them per data directory,
+anything else must set them (:mod:`core.local_secrets`).
 """
 
 from __future__ import annotations
@@ -14,13 +14,32 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.jwt_keys import SigningKeys
-from core.local_secrets import resolve_keys
+from core.local_secrets import MissingSecretError, resolve_keys
 from core.plausibility import Rules
+
+
+def default_data_dir() -> Path:
+    """The local stack's directory when VPP_DATA_DIR is unset, independent of the working directory.
+
+    The nearest ``.vpp`` from the working directory up (a checkout's own stack, run from inside it),
+    else the ``.vpp`` of the source checkout this code runs from (``vpp status`` from anywhere finds the
+    stack ``./scripts/up`` started), else ``$XDG_STATE_HOME/vpp`` (``~/.local/state/vpp``) for an
+    installed package.
+    """
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / ".vpp").is_dir():
+            return folder / ".vpp"
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "pyproject.toml").is_file():
+        return checkout / ".vpp"
+    return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "vpp"
 
 
 def _cache_home() -> Path:
@@ -34,8 +53,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VPP_", extra="ignore")
 
     data_dir: Path = Field(
-        default=Path(".vpp"),
-        description="Where the local stack keeps its state, logs and pid files (VPP_DATA_DIR).",
+        default_factory=default_data_dir,
+        description="Where the local stack keeps its state, logs and pid files (VPP_DATA_DIR; default: the "
+        "nearest .vpp from the working directory up, else the source checkout's .vpp, else "
+        "$XDG_STATE_HOME/vpp or ~/.local/state/vpp): the same stack whatever directory a command runs in.",
     )
     host: str = Field(default="127.0.0.1", description="Interface the local stack binds (VPP_HOST).")
     kafka_port: int = Field(default=19092, ge=1, le=65535, description="Local broker port (VPP_KAFKA_PORT).")
@@ -269,6 +290,38 @@ class Settings(BaseSettings):
         "so fresh clones on the same machine reuse it (VPP_DATASETS_DIR; default "
         "$XDG_CACHE_HOME/vpp/datasets or ~/.cache/vpp/datasets).",
     )
+    control_outcome_tolerance: float = Field(
+        default=0.1, ge=0, le=1,
+        description="A dispatch ends COMPLETED only if the energy it delivered is within this fraction of "
+        "the energy requested; otherwise PARTIAL or FAILED, with the reason (VPP_CONTROL_OUTCOME_TOLERANCE).",
+    )
+    clickhouse_user: str = Field(
+        default="default", min_length=1,
+        description="ClickHouse user every client connects as; the embedded history server accepts only "
+        "this one (VPP_CLICKHOUSE_USER).",
+    )
+    clickhouse_password: SecretStr | None = Field(
+        default=None,
+        description="Password of VPP_CLICKHOUSE_USER (VPP_CLICKHOUSE_PASSWORD); the embedded history server "
+        "reads the same variable. Unset on the local stack means an empty password; outside it "
+        "(VPP_PRODUCTION or VPP_CLICKHOUSE_URL set) it must be set, here or in the URL: read it through "
+        "clickhouse_credentials().",
+    )
+
+    def clickhouse_credentials(self) -> tuple[str, str] | None:
+        """(user, password) for ClickHouse, None when VPP_CLICKHOUSE_URL carries them (user:password@host).
+
+        MissingSecretError outside the local stack if the password is set nowhere.
+        """
+        if self.clickhouse_url is not None and urlsplit(self.clickhouse_url).username:
+            return None
+        if self.clickhouse_password is not None:
+            return self.clickhouse_user, self.clickhouse_password.get_secret_value()
+        if self.is_local:
+            return self.clickhouse_user, ""
+        raise MissingSecretError("VPP_CLICKHOUSE_PASSWORD is not set: outside the local stack "
+                                 "(VPP_PRODUCTION, VPP_KAFKA_BOOTSTRAP, VPP_REDIS_URL or VPP_CLICKHOUSE_URL "
+                                 "set) ClickHouse needs a password (on Kubernetes from a Secret)")
 
     def plausibility(self) -> Rules:
         """The bounds every boundary checks device records against (core.plausibility)."""

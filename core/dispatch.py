@@ -11,6 +11,8 @@ checked the same way wherever it comes from, and nothing reaches
 * a finite target no larger than :data:`~core.dispatch_spec.MAX_KW_PER_SITE` per member site and
   :data:`~core.dispatch_spec.MAX_TARGET_KW` in all (a typo, not an ambitious target);
 * a strategy of :data:`~core.dispatch_spec.STRATEGIES`;
+* a dispatch that starts now needs at least one eligible (ONLINE) member site
+  now; one that starts in the future is judged when its window starts;
 * a dispatch id not used before, unless it replaces that dispatch
   (:class:`~core.dispatch_spec.DispatchConflictError`, a 409 in the API; the
   control dataflow refuses a reused id again, for requests sent at once).
@@ -69,6 +71,39 @@ def check_against_registry(client: redis.Redis, spec: DispatchSpec) -> int:
     return members
 
 
+#: Member sites whose status one round trip reads, when looking for an ONLINE one.
+_STATUS_CHUNK = 1_000
+
+
+def check_eligible_now(client: redis.Redis, spec: DispatchSpec, now: datetime) -> None:
+    """DispatchRejectedError if the dispatch starts now and none of its member sites is ONLINE.
+
+    A dispatch starting in the future is not judged here: the fleet may be back by then, and the control
+    dataflow fails it with the reason if it is not.
+    """
+    if spec.start > now:
+        return
+    if spec.site_ids is not None:
+        members = list(spec.site_ids)
+    else:
+        raw: set[Any] = client.smembers(keys.node_sites(spec.node_id or ""))
+        members = sorted(text(m) for m in raw)
+    counts: dict[str, int] = {}
+    for first in range(0, len(members), _STATUS_CHUNK):
+        pipe = client.pipeline(transaction=False)
+        for site_id in members[first:first + _STATUS_CHUNK]:
+            pipe.hget(keys.site(site_id), "status")
+        for value in pipe.execute():
+            state = text(value) if value else "UNKNOWN"
+            if state == "ONLINE":
+                return
+            counts[state] = counts.get(state, 0) + 1
+    seen = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+    where = f"node {spec.node_id!r}" if spec.node_id is not None else "the named sites"
+    raise DispatchRejectedError(f"no eligible site now: none of the {len(members)} member sites of {where} "
+                                f"is ONLINE ({seen}); start it later, when the sites are back")
+
+
 def _request(action: str, dispatch_id: str, requested_by: str, now: datetime,
              spec: DispatchSpec | None = None) -> dict[str, Any]:
     return {
@@ -97,6 +132,7 @@ def submit(settings: Settings, spec: DispatchSpec, requested_by: str, client: re
     now = datetime.now(UTC)
     spec.check(now)
     check_against_registry(client, spec)
+    check_eligible_now(client, spec, now)
     known = bool(client.exists(keys.dispatch_status(spec.dispatch_id)))
     if replace and not known:
         raise DispatchNotFoundError(f"no dispatch {spec.dispatch_id!r} to replace")
@@ -124,8 +160,14 @@ def read_status(client: redis.Redis, dispatch_id: str) -> dict[str, str] | None:
     return {text(k): text(v) for k, v in raw.items()}
 
 
-def list_dispatches(client: redis.Redis, since: datetime | None = None, limit: int = 100) -> list[str]:
-    """Ids of dispatches whose window starts at or after ``since`` (newest first)."""
+def list_dispatches(client: redis.Redis, since: datetime | None = None, limit: int = 100,
+                    offset: int = 0) -> list[str]:
+    """Ids of dispatches whose window starts at or after ``since`` (newest first), a page of them."""
     low = epoch_ms(since) if since is not None else "-inf"
-    ids: list[Any] = client.zrevrangebyscore(keys.DISPATCH_INDEX, "+inf", low, start=0, num=limit)
+    ids: list[Any] = client.zrevrangebyscore(keys.DISPATCH_INDEX, "+inf", low, start=offset, num=limit)
     return [text(i) for i in ids]
+
+
+def count_dispatches(client: redis.Redis, since: datetime | None = None) -> int:
+    """How many dispatches' windows start at or after ``since``."""
+    return int(client.zcount(keys.DISPATCH_INDEX, epoch_ms(since) if since is not None else "-inf", "+inf"))

@@ -23,6 +23,8 @@ class LiveNode:
     est_energy_kwh: float
     oldest_s: float
     as_of: str
+    #: Event time of the aggregate (epoch ms): the wall clock minus it is the pipeline's lag.
+    event_ms: int = 0
 
 
 def text(value: bytes | str) -> str:
@@ -55,6 +57,6 @@ def live_nodes(client: redis.Redis, kinds: set[str]) -> list[LiveNode]:
             energy_kwh=float(fields["energy_available_kwh"]),
             est_energy_kwh=float(fields["est_energy_available_kwh"]),
             oldest_s=float(fields["oldest_knowledge_age_s"]),
-            as_of=from_epoch_ms(event_ms).strftime("%H:%M:%S"),
+            as_of=from_epoch_ms(event_ms).strftime("%H:%M:%S"), event_ms=event_ms,
         ))
     return sorted(nodes, key=lambda n: (n.kind, n.node_id))

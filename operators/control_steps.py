@@ -137,7 +137,7 @@ def control_config(settings: Settings) -> ControlConfig:
         retry_max_ms=int(settings.control_retry_max_s * 1000),
         correction_ms=int(settings.control_correction_s * 1000),
         gain=settings.control_gain, max_step_fraction=settings.control_max_step_fraction,
-        claim_margin=settings.control_claim_margin,
+        claim_margin=settings.control_claim_margin, outcome_tolerance=settings.control_outcome_tolerance,
     )
 
 
@@ -154,7 +154,7 @@ def emissions(dispatch: Dispatch, out: Output) -> list[ControlResult]:
         fields = {**status, "node_id": status["node_id"] or "", "start": request.start_ms,
                   "end": request.end_ms, "strategy": request.strategy, "requested_by": request.requested_by,
                   "reason": dispatch.reason, "priority": request.priority,
-                  "acks_refused": dispatch.acks_refused,
+                  "acks_refused": dispatch.acks_refused, **dispatch.figures(status["event_time"]),
                   "site_ids": ",".join(request.site_ids) if request.site_ids is not None else ""}
         emitted.append(StatusWrite(status["dispatch_id"], status["event_time"], status["state"],
                                    request.start_ms, fields))

@@ -42,7 +42,11 @@ The life of a dispatch:
   leaves is covered by the others.
 * CANCEL releases every commanded site (a 0 kW command that lapses after
   ``release_ms``, after which the device returns to its own plan); REPLACE
-  re-plans with the new target and window. The window's end COMPLETES it.
+  re-plans with the new target and window.
+* The window's end judges it (:mod:`operators.outcome`): COMPLETED only if the
+  energy delivered is within ``outcome_tolerance`` of the energy requested,
+  PARTIAL or FAILED with the reason otherwise. A dispatch that finds no site it
+  can command when its window starts FAILS at once, saying why.
 """
 
 from __future__ import annotations
@@ -56,9 +60,10 @@ import numpy as np
 
 from core.rows import CommandLogEntry
 from operators.allocation import Allocation, Array, Fleet, qp_allocate, waterfill
+from operators.outcome import DEFAULT_TOLERANCE, Outcome, Sample, judge
 from schemas.times import from_epoch_ms
 
-TERMINAL = frozenset({"COMPLETED", "CANCELLED", "FAILED"})
+TERMINAL = frozenset({"COMPLETED", "PARTIAL", "CANCELLED", "FAILED"})
 MS_PER_HOUR = 3_600_000
 ALLOCATORS = {"waterfill": waterfill, "qp": qp_allocate}
 
@@ -78,6 +83,8 @@ class ControlConfig:
     follow_tolerance_kw: float = 0.3
     follow_tolerance_fraction: float = 0.2
     release_ms: int = 2_000
+    #: COMPLETED needs the delivered energy within this fraction of the requested energy.
+    outcome_tolerance: float = DEFAULT_TOLERANCE
 
 
 @dataclass(frozen=True)
@@ -195,6 +202,14 @@ class Dispatch:
         self.unavailable: dict[str, str] = {}
         #: Acks naming this dispatch that were not counted (wrong site, unknown revision, implausible time).
         self.acks_refused = 0
+        #: One per status published while ACTIVE (its dispatch_log rows): what the outcome is judged on.
+        self.samples: list[Sample] = []
+        #: The figures so far; the verdict once the window is over.
+        self.outcome: Outcome | None = None
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore a snapshot, also one taken before a field existed (it gets the field's default)."""
+        self.__dict__.update({"samples": [], "outcome": None, **state})
 
     # ----------------------------------------------------------------- inputs
 
@@ -224,11 +239,17 @@ class Dispatch:
         self.state = "ACTIVE"
         self._claim(twin, now_ms, held)
         self._plan(twin, now_ms, out)
+        if not self.slots:
+            why = self._why_no_site(twin)
+            self.outcome = self._judge(self.request.end_ms, why)
+            self.state, self.reason = "FAILED", self.outcome.reason
+            return self._status(out, now_ms)
         self.next_correction_ms = now_ms + self.config.correction_ms
         return self._status(out, now_ms)
 
     def fail(self, reason: str, now_ms: int) -> Output:
         self.state, self.reason = "FAILED", reason
+        self.outcome = self._judge(self.request.end_ms, reason)
         return self._status(Output(), now_ms)
 
     def replace(self, request: Request, twin: TwinSnapshot | None, now_ms: int,
@@ -250,6 +271,7 @@ class Dispatch:
         for site_id, slot in self.slots.items():
             if slot.state in ("PENDING", "ACCEPTED"):
                 self._command(site_id, slot, 0.0, now_ms, now_ms + self.config.release_ms, out)
+        self.outcome = self._judge(now_ms)
         self.state = "CANCELLED"
         return self._status(out, now_ms)
 
@@ -294,9 +316,12 @@ class Dispatch:
         if self.state in ("ACTIVE", "CANCELLED"):
             self._deliver(now_ms, out)
         if self.state == "ACTIVE" and now_ms >= self.request.end_ms:
-            self.state = "COMPLETED"
             if twin is not None:
                 self.measured_kw = self.measure(twin)
+            self.outcome = self._judge(now_ms)
+            self.state = self.outcome.verdict
+            if self.outcome.reason:
+                self.reason = "; ".join(r for r in (self.outcome.reason, self.reason) if r)
             return self._status(out, now_ms)
         if self.state == "ACTIVE" and twin is not None and now_ms >= self.next_correction_ms:
             self.next_correction_ms = now_ms + self.config.correction_ms
@@ -476,6 +501,54 @@ class Dispatch:
 
     # ----------------------------------------------------------------- status
 
+    def _sample(self, now_ms: int) -> None:
+        """Keep what this ACTIVE status says for the outcome (one per event time, as ``dispatch_log`` keeps).
+
+        The final status is not a sample: the last ACTIVE one's power holds to the end of the window.
+        """
+        sample = Sample(now_ms, self.request.target_kw, self.measured_kw)
+        if self.samples and self.samples[-1].at_ms >= now_ms:
+            self.samples[-1] = sample
+        else:
+            self.samples.append(sample)
+
+    def _judge(self, now_ms: int, why_no_sites: str = "") -> Outcome:
+        """The outcome over the window up to ``now_ms`` (its end, at the latest).
+
+        A dispatch that fails is judged over its whole window: none of it will be delivered.
+        """
+        request = self.request
+        stop = min(max(now_ms, request.start_ms), request.end_ms)
+        samples = self.samples or [Sample(request.start_ms, request.target_kw, 0.0)]
+        acknowledged = sum(1 for slot in self.slots.values() if slot.accepted_ms > 0)
+        return judge(samples, request.start_ms, stop, len(self.slots), self.config.outcome_tolerance,
+                     why_no_sites, acknowledged)
+
+    def _why_no_site(self, twin: TwinSnapshot) -> str:
+        """Why the planner found no member site to command."""
+        members = len(self.members)
+        offline = sum(1 for site_id in self.members
+                      if (i := twin.index.get(site_id)) is None or twin.status[i] != "ONLINE")
+        held = len(self.unavailable)
+        parts = [f"{offline} of {members} member sites not ONLINE" if offline else "",
+                 f"{held} held by another dispatch" if held else ""]
+        rest = [p for p in parts if p]
+        if not rest:
+            rest = [f"none of the {members} member sites has power or energy to give"]
+        return ", ".join(rest)
+
+    def figures(self, now_ms: int) -> dict[str, Any]:
+        """The outcome's figures so far (final once the dispatch is over), for the stored status."""
+        outcome = self.outcome if self.state in TERMINAL and self.outcome is not None else self._judge(now_ms)
+        following = sum(1 for slot in self.slots.values() if slot.state == "ACCEPTED" and slot.following)
+        return {
+            "requested_kwh": outcome.requested_kwh, "delivered_kwh": outcome.delivered_kwh,
+            "tracking_error_mean_kw": outcome.tracking_error_mean_kw,
+            "tracking_error_p95_kw": outcome.tracking_error_p95_kw,
+            "sites_acknowledged": sum(1 for slot in self.slots.values() if slot.accepted_ms > 0),
+            "sites_following": following,
+        }
+
     def counts(self) -> tuple[int, int, int, int]:
         """(sites commanded, accepted, pending, rejected or expired)."""
         states = [slot.state for slot in self.slots.values()]
@@ -495,6 +568,8 @@ class Dispatch:
 
     def _status(self, out: Output, now_ms: int) -> Output:
         self.next_status_ms = now_ms + self.config.correction_ms
+        if self.state == "ACTIVE":
+            self._sample(now_ms)
         out.statuses.append(self.status_record(now_ms))
         return out
 

@@ -85,11 +85,13 @@ def twin_call(item: TwinWrite) -> tuple[list[str], list[Any]]:
 
 
 #: Store a dispatch's status in hash ``KEYS[1]`` (fields packed in ``ARGV[4]`` like above) unless the
-#: stored status is final (COMPLETED, CANCELLED, FAILED) or newer (``event_time`` ``ARGV[1]``); list the
-#: dispatch in the sorted set ``KEYS[2]`` by the start of its window (``ARGV[3]``) with id ``ARGV[2]``.
+#: stored status is final (COMPLETED, PARTIAL, CANCELLED, FAILED) or newer (``event_time`` ``ARGV[1]``);
+#: list the dispatch in the sorted set ``KEYS[2]`` by the start of its window (``ARGV[3]``) with id
+#: ``ARGV[2]``.
 _GUARDED_STATUS = r"""
 local stored = redis.call('HMGET', KEYS[1], 'event_time', 'state')
-if stored[2] == 'COMPLETED' or stored[2] == 'CANCELLED' or stored[2] == 'FAILED' then
+if stored[2] == 'COMPLETED' or stored[2] == 'PARTIAL' or stored[2] == 'CANCELLED'
+   or stored[2] == 'FAILED' then
   return 0
 end
 if stored[1] and tonumber(stored[1]) > tonumber(ARGV[1]) then

@@ -7,8 +7,12 @@ tables. Every command reads the same :class:`core.config.Settings`, so
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from dataclasses import asdict
+from datetime import UTC, datetime
+from importlib import metadata
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -44,6 +48,36 @@ edge_cli.token_app.command("api")(api_cli.issue_api_token_command)
 
 console = Console()
 err_console = Console(stderr=True)
+JSON_HELP = "Print JSON (one document on stdout) instead of a table."
+
+
+def _version(value: bool) -> None:
+    if value:
+        try:
+            version = metadata.version("vpp")
+        except metadata.PackageNotFoundError:
+            version = "unknown (not installed)"
+        typer.echo(f"vpp {version}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """An open virtual power plant: run it, inspect it, drive it."""
+
+
+def print_json(document: Any) -> None:
+    """One JSON document on stdout, unwrapped and uncoloured (for jq and scripts)."""
+    typer.echo(json.dumps(document, default=str))
+
+
+def _parts_json(settings: Settings, statuses: list[PartStatus]) -> dict[str, Any]:
+    return {"data_dir": str(settings.data_dir.resolve()),
+            "parts": [{"name": s.name, "title": s.title, "address": s.address, "state": str(s.state),
+                       "pid": s.pid} for s in statuses]}
 
 
 def _parts_table(parts: list[PartStatus]) -> Table:
@@ -171,13 +205,24 @@ def _ensure_fleet(settings: Settings, sites: int) -> None:
 
 
 @app.command("status")
-def status() -> None:
-    """Show every part of the local system: the stack and the platform's services."""
+def status(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+    """Show every part of the local system: the stack and the platform's services.
+
+    Exits 1 if a part is unhealthy or nothing runs (then it says which data directory it looked in).
+    """
     from vpp.services import Services
 
     settings = Settings()
     statuses = Stack(settings).status() + Services(settings).status()
-    console.print(_parts_table(statuses))
+    if as_json:
+        print_json(_parts_json(settings, statuses))
+    else:
+        console.print(_parts_table(statuses))
+    if all(s.state == PartState.STOPPED for s in statuses):
+        err_console.print(f"nothing runs from the data directory {settings.data_dir.resolve()} "
+                          "(VPP_DATA_DIR): start the system with `vpp up`, or point VPP_DATA_DIR at "
+                          "the directory of a running one", soft_wrap=True)
+        raise typer.Exit(code=1)
     if any(s.state == PartState.UNHEALTHY for s in statuses):
         raise typer.Exit(code=1)
 
@@ -186,6 +231,7 @@ def status() -> None:
 def live(
     kinds: str = typer.Option("region,state,program", "--kinds",
                               help="Comma-separated node kinds to show (feeder, substation, postcode, ...)."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """The live aggregate of each node: coverage, measured and estimated power and energy."""
     import redis as redis_lib
@@ -197,6 +243,12 @@ def live(
     except redis_lib.RedisError as exc:
         err_console.print(f"[red]error:[/] cannot reach Redis ({exc}); start the system with `vpp up`")
         raise typer.Exit(code=1) from exc
+    if as_json:
+        now_ms = datetime.now(UTC).timestamp() * 1000
+        print_json([{**asdict(row), "pipeline_lag_s": round((now_ms - row.event_ms) / 1000, 3),
+                     "event_time": datetime.fromtimestamp(row.event_ms / 1000, UTC).isoformat()}
+                    for row in rows])
+        return
     if not rows:
         console.print("no live aggregates yet: is the telemetry dataflow running (`vpp status`)?")
         return

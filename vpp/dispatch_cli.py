@@ -3,9 +3,9 @@
     vpp dispatch NODE --kw 2000 --minutes 30     discharge 2 MW from NODE (negative kW charges)
         [--id ID [--replace]] [--priority P]     name it (a used id exits 2 unless --replace);
                                                  a higher priority wins sites wanted at once
-    vpp dispatch status ID [--follow]            where a dispatch stands
+    vpp dispatch status ID [--follow] [--json]   where a dispatch stands (exit 1 if there is none)
     vpp dispatch cancel ID                       stop it; its sites return to their own plans
-    vpp dispatch list                            recent dispatches
+    vpp dispatch list [--json]                   recent dispatches
 
 The request is checked (known node, sane window and magnitude) before anything
 is sent; see :mod:`core.dispatch`.
@@ -13,8 +13,10 @@ is sent; see :mod:`core.dispatch`.
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import redis
 import typer
@@ -46,16 +48,24 @@ def dispatch(
     ident: str = typer.Option(None, "--id", help="The dispatch id; default a fresh one."),
     replace: bool = typer.Option(False, "--replace", help="Replace the running dispatch of --id."),
     priority: int = typer.Option(0, "--priority", help="0..1000: wins sites other dispatches want at once."),
+    as_json: bool = typer.Option(False, "--json", help="status and list: print JSON (no following)."),
 ) -> None:
     """Dispatch a node, or look at, cancel or list dispatches."""
     settings = Settings()
     client = redis.Redis.from_url(settings.redis)
     try:
         if what == "list":
-            _list(client)
+            _list(client, as_json)
         elif what in ("status", "cancel"):
             if dispatch_id is None:
                 raise DispatchRejectedError(f"say which dispatch: vpp dispatch {what} ID")
+            if what == "status" and read_status(client, dispatch_id) is None:
+                err_console.print(f"[red]error:[/] no dispatch {dispatch_id!r} (or control has not read it "
+                                  "yet): see `vpp dispatch list`")
+                raise typer.Exit(code=1)
+            if what == "status" and as_json:
+                typer.echo(json.dumps(_document(dispatch_id, read_status(client, dispatch_id) or {})))
+                return
             if what == "cancel":
                 cancel(settings, dispatch_id, "cli", client)
                 console.print(f"asked to cancel {dispatch_id}")
@@ -108,7 +118,7 @@ def _table(dispatch_id: str, status: dict[str, str] | None) -> Table:
 def _converged(status: dict[str, str] | None) -> bool:
     if status is None:
         return False
-    if status["state"] in ("COMPLETED", "CANCELLED", "FAILED"):
+    if status["state"] in ("COMPLETED", "PARTIAL", "CANCELLED", "FAILED"):
         return True
     target = float(status["target_kw"])
     return status["state"] == "ACTIVE" and target != 0 and abs(float(status["error_kw"])) <= CONVERGED * abs(
@@ -127,11 +137,43 @@ def _watch(client: redis.Redis, dispatch_id: str, follow: bool, wait_s: float) -
             time.sleep(1.0)
             status = read_status(client, dispatch_id)
             live.update(_table(dispatch_id, status))
+    if status is not None and status.get("delivered_kwh") and status["state"] not in ("PENDING", "ACTIVE"):
+        console.print(f"outcome: {status['state']}, delivered {float(status['delivered_kwh']):,.2f} of "
+                      f"{float(status.get('requested_kwh') or 0):,.2f} kWh requested; tracking error mean "
+                      f"{float(status.get('tracking_error_mean_kw') or 0):,.1f} kW, p95 "
+                      f"{float(status.get('tracking_error_p95_kw') or 0):,.1f} kW")
     if status is not None and status.get("reason"):
         console.print(f"reason: {status['reason']}")
 
 
-def _list(client: redis.Redis) -> None:
+#: Status fields that are numbers, for JSON.
+_NUMBERS = ("target_kw", "measured_kw", "error_kw", "shortfall_kw", "requested_kwh", "delivered_kwh",
+            "tracking_error_mean_kw", "tracking_error_p95_kw")
+_COUNTS = ("sites_total", "sites_acked", "sites_pending", "sites_rejected", "sites_unavailable",
+           "sites_acknowledged", "sites_following", "priority", "acks_refused")
+_TIMES = ("start", "end", "event_time")
+
+
+def _document(dispatch_id: str, status: dict[str, str]) -> dict[str, Any]:
+    """A stored status as JSON: numbers as numbers, times as ISO 8601 UTC."""
+    document: dict[str, Any] = {"dispatch_id": dispatch_id, **status}
+    for name in _NUMBERS:
+        if status.get(name):
+            document[name] = float(status[name])
+    for name in _COUNTS:
+        if status.get(name):
+            document[name] = int(float(status[name]))
+    for name in _TIMES:
+        if status.get(name):
+            document[name] = from_epoch_ms(int(float(status[name]))).isoformat()
+    return document
+
+
+def _list(client: redis.Redis, as_json: bool = False) -> None:
+    if as_json:
+        typer.echo(json.dumps([_document(ident, read_status(client, ident) or {})
+                               for ident in list_dispatches(client)]))
+        return
     table = Table(title="dispatches (newest first)")
     for column in ("id", "node", "state", "target kW", "start (UTC)"):
         table.add_column(column)

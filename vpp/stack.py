@@ -178,7 +178,8 @@ class Stack:
                 argv=lambda: [
                     sys.executable, "-m", "vpp.history_server", "--data-dir", str(self._part_dir("history")),
                     "--host", host, "--port", str(s.clickhouse_port),
-                ],
+                    "--database", s.clickhouse_database, "--user", s.clickhouse_user,
+                ],  # the password travels in the inherited environment (VPP_CLICKHOUSE_PASSWORD)
                 ready=lambda: probe_history(s),
                 port_busy=lambda: self._port_busy(s.clickhouse_port, "the history server",
                                                   "VPP_CLICKHOUSE_PORT"),

@@ -184,9 +184,12 @@ async function loadDispatches() {
   try {
     const list = await api("/v1/dispatch?limit=50");
     const current = $("dispatch-list").value;
-    if (list.count) {
-      $("dispatch-list").replaceChildren(...list.data.map((id) => new Option(id, id)));
-      $("dispatch-list").value = list.data.includes(current) ? current : list.data[0];
+    if (list.data.length) {
+      const hhmm = (t) => (t ? t.slice(11, 16) : "?");
+      const label = (d) => `${d.node_id ?? "sites"} ${hhmm(d.start)}-${hhmm(d.end)} ${d.state ?? "new"} (${d.dispatch_id})`;
+      const ids = list.data.map((d) => d.dispatch_id);
+      $("dispatch-list").replaceChildren(...list.data.map((d) => new Option(label(d), d.dispatch_id)));
+      $("dispatch-list").value = ids.includes(current) ? current : ids[0];
     }
     await showDispatch($("dispatch-list").value);
   } catch (error) { $("dispatch-summary").textContent = error.message; }

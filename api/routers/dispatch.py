@@ -20,6 +20,7 @@ from api.models import (
     DispatchCreate,
     DispatchPoint,
     DispatchStatus,
+    DispatchSummary,
     Page,
     from_ms,
     utc,
@@ -30,9 +31,10 @@ from core.dispatch_spec import DispatchSpec
 router = APIRouter(prefix="/v1/dispatch", tags=["dispatch"])
 
 DispatchId = Annotated[str, Path(pattern=ID_PATTERN, description="A dispatch id.")]
-_STATUS_FLOATS = ("target_kw", "measured_kw", "error_kw", "shortfall_kw")
+_STATUS_FLOATS = ("target_kw", "measured_kw", "error_kw", "shortfall_kw", "requested_kwh", "delivered_kwh",
+                  "tracking_error_mean_kw", "tracking_error_p95_kw")
 _STATUS_COUNTS = ("sites_total", "sites_acked", "sites_pending", "sites_rejected", "sites_unavailable",
-                  "priority")
+                  "priority", "sites_acknowledged", "sites_following")
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, summary="Start (or replace) a dispatch",
@@ -60,10 +62,22 @@ def create_dispatch(body: DispatchCreate, principal: Dispatcher, resources: Reso
 def list_dispatches(_: FleetReader, resources: ResourcesDep,
                     since: Annotated[datetime | None,
                                      Query(description="Windows starting at or after.")] = None,
-                    limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Page[str]:
-    """Dispatch ids, newest window first."""
-    ids = dispatch.list_dispatches(resources.redis, utc(since) if since else None, limit)
-    return Page(data=ids, count=len(ids))
+                    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                    offset: Annotated[int, Query(ge=0)] = 0) -> Page[DispatchSummary]:
+    """Dispatches with their state, node and window, newest window first; ``count`` is the total."""
+    begin = utc(since) if since else None
+    ids = dispatch.list_dispatches(resources.redis, begin, limit, offset)
+    summaries = []
+    for ident in ids:
+        now = dispatch.read_status(resources.redis, ident) or {}
+        summaries.append(DispatchSummary(
+            dispatch_id=ident, state=now.get("state") or None, node_id=now.get("node_id") or None,
+            start=from_ms(now.get("start")), end=from_ms(now.get("end")),
+            target_kw=float(now["target_kw"]) if now.get("target_kw") else None,
+            requested_kwh=float(now["requested_kwh"]) if now.get("requested_kwh") else None,
+            delivered_kwh=float(now["delivered_kwh"]) if now.get("delivered_kwh") else None,
+            reason=now.get("reason") or None))
+    return Page(data=summaries, count=dispatch.count_dispatches(resources.redis, begin))
 
 
 @router.get("/{dispatch_id}", summary="A dispatch's status and its error over time")

@@ -46,13 +46,15 @@ def _kind(fleet: Fleet, ident: str) -> str:
 def list_nodes(_: FleetReader, resources: ResourcesDep,
                kind: Annotated[list[str] | None, Query(description="Only these kinds (repeatable).")] = None,
                roots: Annotated[bool, Query(description="Only nodes without a parent.")] = False,
+               limit: Limit = 1000, offset: Offset = 0,
                ) -> Page[NodeRef]:
-    """Nodes from the registry, ordered by kind and id."""
+    """Nodes from the registry, ordered by kind and id, a page of them (``count`` is the total)."""
     with resources.fleet.use() as fleet:
         nodes = [n for n in fleet.registry.nodes.values()
                  if (kind is None or n.kind in kind) and (not roots or PARENT_KIND[n.kind] is None)]
-    data = [NodeRef(id=n.node_id, kind=n.kind) for n in sorted(nodes, key=lambda n: (n.kind, n.node_id))]
-    return Page(data=data, count=len(data))
+    ordered = sorted(nodes, key=lambda n: (n.kind, n.node_id))
+    data = [NodeRef(id=n.node_id, kind=n.kind) for n in ordered[offset:offset + limit]]
+    return Page(data=data, count=len(ordered))
 
 
 @router.get("/nodes/{node_id}", summary="A node's live aggregate with coverage and estimate")

@@ -51,7 +51,10 @@ def test_dispatch_runs_reports_error_over_time_and_cancels(api: Api) -> None:
         times = [p["event_time"] for p in status["history"]]
         assert times == sorted(times) and all(t.endswith("Z") for t in times), times  # UTC, not naive
         assert all(p["target_kw"] == 40 for p in status["history"])
-        assert dispatch_id in client.get("/v1/dispatch").json()["data"]
+        listed = client.get("/v1/dispatch", params={"limit": 1}).json()
+        assert listed["count"] >= 1 and len(listed["data"]) == 1
+        (summary,) = [d for d in client.get("/v1/dispatch").json()["data"] if d["dispatch_id"] == dispatch_id]
+        assert summary["node_id"] == "feeder-0-0" and summary["state"] == "ACTIVE" and summary["end"], summary
         assert client.delete(f"/v1/dispatch/{dispatch_id}").status_code == 202
         _poll(client, f"/v1/dispatch/{dispatch_id}", lambda b: b["state"] == "CANCELLED")
 

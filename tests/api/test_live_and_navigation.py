@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -20,8 +20,11 @@ pytestmark = pytest.mark.integration
 def test_node_live_aggregate_states_coverage_and_estimate(api: Api) -> None:
     with api.client("read") as client:
         body = client.get("/v1/nodes/state-0").json()
+        answered = datetime.now(UTC)
     assert body["kind"] == "state" and body["hierarchy"] == "geographic"
     live = body["live"]
+    behind = (answered - datetime.fromisoformat(live["event_time"])).total_seconds()
+    assert 0 <= live["pipeline_lag_s"] <= behind, "the pipeline's lag: wall clock minus event time"
     assert live["expected_sites"] == SITES
     assert live["reporting_sites"] + live["delayed_sites"] + live["offline_sites"] == SITES
     assert 0 <= live["coverage"] <= 1
@@ -40,6 +43,8 @@ def test_nodes_list_and_walk_down_and_up(api: Api) -> None:
                          "state-spare": "state"}
         feeders = client.get("/v1/nodes", params={"kind": "feeder"}).json()
         assert feeders["count"] == len([n for n in api.fleet.registry.nodes.values() if n.kind == "feeder"])
+        page = client.get("/v1/nodes", params={"kind": "feeder", "limit": 2, "offset": 1}).json()
+        assert page["count"] == feeders["count"] and page["data"] == feeders["data"][1:3], "paginated"
         substations = client.get("/v1/nodes/region-0/children").json()["data"]
         assert substations and {c["kind"] for c in substations} == {"substation"}
         feeder = client.get(f"/v1/nodes/{substations[0]['id']}/children").json()["data"][0]

@@ -1,4 +1,4 @@
-"""Property-based run of the OpenAPI schema (schemathesis): no input produces a 5xx.
+"""Property-based run of the OpenAPI schema (schemathesis): no input produces a 5xx, every answer conforms.
 
 Every operation of the published schema is called with inputs schemathesis
 generates from it, valid ones and invalid ones, under an admin token so every
@@ -8,6 +8,9 @@ out: it never ends by design, and its filters are tested in
 test_dispatch_and_stream. Examples are bounded so the run stays well under a
 minute. Generated writes name unknown sites and nodes (404) or are refused
 (422); a valid one changes nothing the other tests of this package look at.
+Every answer must conform to the schema: a documented status, the documented
+content type (``application/problem+json`` for every 4xx/5xx, RFC 9457) and
+a body that fits its schema.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
+from schemathesis import checks
 from schemathesis.core.result import Ok
 from schemathesis.generation import GenerationMode
 
@@ -33,6 +37,9 @@ def test_no_input_produces_a_server_error(api: Api, mode: GenerationMode) -> Non
     schema = schemathesis.openapi.from_url(f"{api.url}/openapi.json")
     headers = {"Authorization": f"Bearer {api.tokens['admin']}"}
     server_errors: list[str] = []
+    nonconforming: list[str] = []
+    conformance = [checks.status_code_conformance, checks.content_type_conformance,
+                   checks.response_schema_conformance]
     operations = 0
     for result in schema.get_all_operations():
         assert isinstance(result, Ok), f"the published schema is invalid: {result.err()}"
@@ -49,6 +56,15 @@ def test_no_input_produces_a_server_error(api: Api, mode: GenerationMode) -> Non
             if response.status_code >= 500:
                 server_errors.append(f"{case.method} {case.formatted_path} query={case.query} "
                                      f"body={case.body} -> {response.status_code} {response.text[:300]}")
+            content_type = {k.lower(): v for k, v in response.headers.items()}.get("content-type", [""])[0]
+            if response.status_code >= 400 and not content_type.startswith("application/problem+json"):
+                nonconforming.append(f"{case.method} {case.formatted_path} -> {response.status_code} "
+                                     f"{content_type}: not problem+json")
+            try:
+                case.validate_response(response, checks=conformance)
+            except (Exception, BaseExceptionGroup) as exc:  # schemathesis' failures (one or a group)
+                nonconforming.append(f"{case.method} {case.formatted_path} query={case.query} -> "
+                                     f"{response.status_code}: {str(exc)[:400]}")
 
         try:
             call()
@@ -56,3 +72,4 @@ def test_no_input_produces_a_server_error(api: Api, mode: GenerationMode) -> Non
             assert mode is GenerationMode.NEGATIVE, operation.path
     assert operations >= 20
     assert not server_errors, "\n".join(server_errors[:10])
+    assert not nonconforming, "\n".join(sorted(set(nonconforming))[:15])

@@ -83,7 +83,7 @@ def test_a_finished_dispatch_frees_its_sites() -> None:
     arbiter = Arbiter(ControlConfig(claim_margin=0.0))
     first = _created(arbiter, 5.0, 0.5, fleet, dispatch_id="d-short")
     loop.run_all(arbiter, 70)
-    assert first.state == "COMPLETED" and "d-short" not in arbiter.dispatches
+    assert first.state in ("COMPLETED", "PARTIAL") and "d-short" not in arbiter.dispatches
     after = request(5.0, 2, fleet, dispatch_id="d-after")
     after = after.__class__(**{**after.__dict__, "start_ms": after.start_ms + 60_000,
                                "end_ms": after.end_ms + 60_000})
@@ -151,6 +151,6 @@ def test_a_reused_dispatch_id_is_refused_and_the_first_keeps_running() -> None:
     assert arbiter.create(first.request) is None, "the same request replayed is no second dispatch"
     assert arbiter.dispatches["d-1"] is first and first.request.target_kw == 5.0
     loop.run_all(arbiter, 40)
-    assert first.state == "COMPLETED" and "d-1" not in arbiter.dispatches
+    assert first.state in ("COMPLETED", "PARTIAL") and "d-1" not in arbiter.dispatches
     assert isinstance(arbiter.create(again), Refusal), "a finished dispatch's id stays used"
     assert arbiter.refused[DISPATCH_ID_REUSED] == 2

@@ -30,6 +30,7 @@ from core.dispatch import submit
 from core.dispatch_spec import DispatchRejectedError, DispatchSpec
 from core.history import HistoryStore, connect
 from tests.conftest import local_settings
+from tests.control.test_outcome import recompute
 from vpp.dataflows import settings_env
 from vpp.stack import running
 
@@ -60,7 +61,13 @@ def test_with_correction_the_measured_aggregate_stays_within_2_percent(closed: R
     worst = max(abs(float(s["error_kw"])) for s in settled)
     assert worst < 0.05 * SCENARIO.target_kw, "no settled status strays far"
     assert closed.disconnected, "sites did drop off mid-dispatch"
-    assert closed.statuses[-1]["state"] == "COMPLETED"
+    # The outcome judges energy over the whole window: on this clock, five times real time, the control
+    # flow's start-up latency and the restart are tens of simulated seconds of a six-minute window, so
+    # the delivered energy may end just short of the 10 % tolerance. Either way it is said with figures.
+    final = closed.statuses[-1]
+    assert final["state"] in ("COMPLETED", "PARTIAL"), final
+    assert final["state"] == "COMPLETED" or "kWh requested" in final["reason"], final
+    assert float(final["delivered_kwh"]) > 0.8 * float(final["requested_kwh"]), final
 
 
 def test_a_site_that_misses_the_first_command_gets_it_on_a_retry(harness: Harness, closed: Run) -> None:
@@ -87,8 +94,18 @@ def test_nothing_is_sent_after_its_window_and_an_acked_command_is_not_sent_again
 def test_the_dispatch_and_its_commands_are_journaled(harness: Harness, closed: Run) -> None:
     client = connect(harness.settings)
     db = harness.settings.clickhouse_database
+    deadline = time.monotonic() + 15  # the journal is written at the flow's next snapshot
     logged = HistoryStore(client, db).dispatch_log(closed.dispatch_id)
-    assert {"ACTIVE", "COMPLETED"} <= {entry.state for entry in logged}
+    while not {"COMPLETED", "PARTIAL"} & {e.state for e in logged} and time.monotonic() < deadline:
+        time.sleep(1)
+        logged = HistoryStore(client, db).dispatch_log(closed.dispatch_id)
+    assert "ACTIVE" in {entry.state for entry in logged}
+    assert {"COMPLETED", "PARTIAL"} & {entry.state for entry in logged}
+    # The outcome figures are what the dispatch_log rows say (recomputed independently).
+    final = closed.statuses[-1]
+    expected = recompute(logged, closed.start_ms, closed.end_ms)
+    for name, value in expected.items():
+        assert float(final[name]) == pytest.approx(value, rel=1e-6, abs=1e-6), (name, final)
     assert [entry.event_time for entry in logged] == sorted(entry.event_time for entry in logged)
     seen_on_kafka = len({(c["command_id"], c["attempt"]) for c in closed.commands})
     deadline = time.monotonic() + 15  # the journal is written at the flow's next snapshot
@@ -121,7 +138,7 @@ def test_an_active_dispatch_survives_a_killed_control_dataflow(closed: Run) -> N
     assert closed.restarted_ms is not None
     after = [s for s in closed.statuses if int(s["event_time"]) > closed.restarted_ms]
     assert after, "statuses resume after the restart"
-    assert closed.statuses[-1]["state"] == "COMPLETED"
+    assert closed.statuses[-1]["state"] in ("COMPLETED", "PARTIAL")
     assert closed.error_pct(SCENARIO.settle_after_s) < 2.0, "and the loop keeps tracking the target"
     # A state lost in the crash would plan the dispatch afresh: every site would get its first command
     # again. Restored from recovery, only the last second's epoch can be replayed.
