@@ -20,6 +20,7 @@ from typing import Any
 
 from operators.arbitration import Arbiter
 from operators.dispatch import ControlConfig, Dispatch, Request, Slot
+from operators.outcome import Outcome, Sample
 
 VERSION = 2
 
@@ -45,6 +46,8 @@ class DispatchState:
     claimed: tuple[str, ...]
     unavailable: tuple[tuple[str, str], ...]
     acks_refused: int = 0
+    samples: tuple[Sample, ...] = ()
+    outcome: Outcome | None = None
 
 
 @dataclass(frozen=True)
@@ -91,9 +94,12 @@ def restore_dispatch(state: DispatchState, config: ControlConfig) -> Dispatch:
 
 
 def arbiter_state(arbiter: Arbiter) -> ArbiterState:
-    used = tuple((ident, requested, until) for ident, (requested, until) in arbiter.used.items())
-    return ArbiterState(tuple(dispatch_state(d) for d in arbiter.dispatches.values()), used,
+    return ArbiterState(tuple(dispatch_state(d) for d in arbiter.dispatches.values()), _used(arbiter),
                         tuple(arbiter.refused.items()))
+
+
+def _used(arbiter: Arbiter) -> tuple[tuple[str, int, int], ...]:
+    return tuple((ident, requested, until) for ident, (requested, until) in arbiter.used.items())
 
 
 def restore(state: ArbiterState, config: ControlConfig) -> Arbiter:
@@ -113,4 +119,4 @@ def migrate(old: Arbiter) -> ArbiterState:
         dispatch = Dispatch(pickled.request, pickled.config)
         dispatch.__dict__.update(pickled.__dict__)
         dispatches.append(dispatch_state(dispatch))
-    return ArbiterState(tuple(dispatches), arbiter_state(old).used, arbiter_state(old).refused)
+    return ArbiterState(tuple(dispatches), _used(old), tuple(old.refused.items()))

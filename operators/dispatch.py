@@ -207,10 +207,6 @@ class Dispatch:
         #: The figures so far; the verdict once the window is over.
         self.outcome: Outcome | None = None
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        """Restore a snapshot, also one taken before a field existed (it gets the field's default)."""
-        self.__dict__.update({"samples": [], "outcome": None, **state})
-
     # ----------------------------------------------------------------- inputs
 
     def needs_members(self, now_ms: int) -> bool:

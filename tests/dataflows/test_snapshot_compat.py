@@ -18,15 +18,17 @@ recovery store in the field; these tests catch that.
 from __future__ import annotations
 
 import pickle
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 from bytewax.connectors.kafka import KafkaSinkMessage
 
 from core.config import Settings
-from operators.control_state import VERSION, ArbiterState
+from operators.control_state import VERSION, ArbiterState, DispatchState
 from operators.control_steps import ControlLogic, control_config
 from operators.dispatch import Dispatch
+from operators.outcome import Sample
 from operators.rollup import NodeGroupState, aggregate_record
 from operators.shard import ShardState
 from operators.telemetry_steps import ForGroup, NodeGroupLogic, ShardLogic
@@ -118,3 +120,15 @@ def test_the_shard_snapshot_is_plain_data_and_its_config_comes_from_the_settings
     restored = ShardLogic.builder(settings)(snapshot)
     assert restored.shard.config.offline_after_ms == 999_000
     assert restored.shard.state().sites == state.sites
+
+
+def test_every_dispatch_attribute_is_in_the_snapshot_so_a_restart_keeps_it() -> None:
+    """A new attribute of Dispatch left out of DispatchState would silently reset on every restart
+    (the outcome's samples did, once): the snapshot holds each one but the config."""
+    logic: ControlLogic = ControlLogic.builder(Settings())((SNAPSHOTS / "arbiter-v2.pickle").read_bytes())
+    dispatch = logic.arbiter.dispatches["d-snapshot"]
+    kept = {f.name for f in fields(DispatchState)}
+    assert set(vars(dispatch)) - {"config"} <= kept
+    dispatch.samples.append(Sample(dispatch.clock_ms, dispatch.request.target_kw, 1.5))
+    restored = ControlLogic.builder(Settings())(logic.snapshot()).arbiter.dispatches["d-snapshot"]
+    assert restored.samples == dispatch.samples and isinstance(restored.samples, list)
