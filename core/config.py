@@ -263,6 +263,18 @@ class Settings(BaseSettings):
         "registry (VPP_GATEWAY_LIMITS_REFRESH_S).",
     )
 
+    gateway_max_handshakes: int = Field(
+        default=200, ge=1,
+        description="Handshakes a gateway authenticates at once; a connection beyond them is closed at once "
+        "with 1013 (try again later) and a retry hint, rather than queued behind work the gateway cannot "
+        "finish (VPP_GATEWAY_MAX_HANDSHAKES).",
+    )
+    gateway_busy_retry_s: float = Field(
+        default=5.0, gt=0,
+        description="The retry hint a gateway busy with handshakes gives in its 1013 close reason, seconds "
+        "(VPP_GATEWAY_BUSY_RETRY_S).",
+    )
+
     datasets_dir: Path = Field(
         default_factory=lambda: _cache_home() / "vpp" / "datasets",
         description="Where `vpp datasets fetch` extracts the pinned real series; outside the checkout, "
