@@ -269,6 +269,12 @@ class Settings(BaseSettings):
         "with 1013 (try again later) and a retry hint, rather than queued behind work the gateway cannot "
         "finish (VPP_GATEWAY_MAX_HANDSHAKES).",
     )
+    gateway_produce_stall_s: float = Field(
+        default=15.0, gt=0,
+        description="A gateway whose Kafka producer has records waiting and no delivery report for this "
+        "long is not ready (/readyz 503), so the load balancer sends devices elsewhere "
+        "(VPP_GATEWAY_PRODUCE_STALL_S).",
+    )
     gateway_busy_retry_s: float = Field(
         default=5.0, gt=0,
         description="The retry hint a gateway busy with handshakes gives in its 1013 close reason, seconds "

@@ -218,9 +218,17 @@ class Gateway:
         task.add_done_callback(self._tasks.discard)
 
     def _healthz(self) -> tuple[bool, dict[str, Any]]:
+        """Readiness: Redis answers the heartbeat and Kafka delivers what the gateway produces."""
         fresh = time.monotonic() - self._last_heartbeat < 3 * self.settings.gateway_heartbeat_s
+        stalled_s = self._producer.stalled_s()
+        delivering = stalled_s < self.settings.gateway_produce_stall_s
+        problems = ([] if fresh else ["redis heartbeat failing"]) + (
+            [] if delivering else [f"kafka delivered nothing for {stalled_s:.0f} s"])
         age = self.revocations.age_s
-        return fresh, {"status": "ok" if fresh else "redis heartbeat failing", "instance": self.instance_id,
+        return fresh and delivering, {
+                       "status": "; ".join(problems) or "ok", "instance": self.instance_id,
+                       "undelivered_records": self._producer.outstanding,
+                       "delivery_stalled_s": round(stalled_s, 1),
                        "connections": len(self._sessions),
                        "command_partitions": sorted(self.command_partitions),
                        "revocations_age_s": None if age is None else round(age, 1),
