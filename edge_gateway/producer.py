@@ -47,6 +47,8 @@ class BackpressureProducer:
         self.outstanding = 0
         #: Since when records have waited with no delivery report (monotonic); None while none wait.
         self._waiting_since: float | None = None
+        metrics.undelivered.set_function(lambda: self.outstanding)
+        metrics.delivery_stalled.set_function(self.stalled_s)
 
     def start(self) -> None:
         """Start serving delivery reports."""

@@ -85,6 +85,8 @@ def test_readiness_fails_while_kafka_stalls_and_liveness_does_not(
                         break
                     await asyncio.sleep(0.1)
                 assert (await probe("/livez"))[0] == 200
+                assert gateway.metrics.value("vpp_gateway_undelivered_records") >= 1
+                assert gateway.metrics.value("vpp_gateway_delivery_stalled_seconds") > 0
             finally:
                 os.kill(broker.pid, signal.SIGCONT)
             for _ in range(600):
