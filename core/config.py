@@ -275,6 +275,11 @@ class Settings(BaseSettings):
         "long is not ready (/readyz 503), so the load balancer sends devices elsewhere "
         "(VPP_GATEWAY_PRODUCE_STALL_S).",
     )
+    gateway_revocation_check_timeout_s: float = Field(
+        default=2.0, gt=0,
+        description="How long a gateway's handshake waits for Redis to say whether a token is revoked before "
+        "it answers from its in-memory copy of the durable list (VPP_GATEWAY_REVOCATION_CHECK_TIMEOUT_S).",
+    )
     gateway_busy_retry_s: float = Field(
         default=5.0, gt=0,
         description="The retry hint a gateway busy with handshakes gives in its 1013 close reason, seconds "

@@ -1,4 +1,5 @@
-"""The gateway under a slow Redis: healthy connections stay, telemetry flows, handshakes are bounded.
+"""The gateway under a slow Redis: healthy connections stay, telemetry flows, handshakes are bounded,
+and devices still connect on the durable revocation list the gateway keeps in memory.
 
 Redis is paused (SIGSTOP) as if overloaded. An open connection keeps sending
 telemetry, which reaches Kafka, and is not closed. New handshakes wait on the
@@ -17,11 +18,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from websockets import ConnectionClosed
+from websockets import ConnectionClosed, InvalidStatus
 
 from core.config import Settings
 from core.device_tokens import issue_token
+from core.revocations import revoke_token
 from core.topics import TELEMETRY_RAW
+from edge_gateway.server import Gateway
 from edge_gateway.wire import json_frame
 from tests.edge_gateway.support import (
     TopicTail,
@@ -53,7 +56,9 @@ def _site() -> str:
 
 def test_a_paused_redis_closes_nothing_and_a_full_handshake_budget_answers_1013(
         stack_settings: Settings, own_redis: RedisServer) -> None:
-    settings = gateway_settings(stack_settings, redis_port=own_redis.port, gateway_max_handshakes=1)
+    # Handshakes wait for the paused Redis (no answer from the in-memory copy): they fill the budget.
+    settings = gateway_settings(stack_settings, redis_port=own_redis.port, gateway_max_handshakes=1,
+                                gateway_revocation_check_timeout_s=300.0)
     connected, waiting, refused = _site(), _site(), _site()
     tokens = {site: issue_token(settings, site).token for site in (connected, waiting, refused)}
     tail = TopicTail(settings, TELEMETRY_RAW)
@@ -97,3 +102,33 @@ def test_a_paused_redis_closes_nothing_and_a_full_handshake_budget_answers_1013(
     assert close[0] == 1013 and close[1] is not None and "retry after" in close[1], close
     assert open_after, "the established connection was not closed because Redis was slow"
     assert peak <= 1, "the handshake budget was never exceeded"
+
+
+async def _status_of(gateway: Gateway, token: str) -> int:
+    try:
+        async with device(gateway, token):
+            return 101
+    except InvalidStatus as refused:
+        return refused.response.status_code
+
+
+def test_with_redis_paused_devices_connect_and_revoked_tokens_are_refused_from_the_durable_list(
+        stack_settings: Settings, own_redis: RedisServer) -> None:
+    settings = gateway_settings(stack_settings, redis_port=own_redis.port,
+                                gateway_revocation_check_timeout_s=0.5)
+    good, bad = issue_token(settings, _site()), issue_token(settings, _site())
+    revoke_token(settings, bad.claims.jti)  # durable first, then Redis
+    assert own_redis.process is not None
+    pid = own_redis.process.pid
+
+    async def scenario() -> tuple[int, int]:
+        async with running_gateway(settings) as gateway:
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                return await _status_of(gateway, good.token), await _status_of(gateway, bad.token)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+
+    good_status, bad_status = asyncio.run(scenario())
+    assert good_status == 101, "a good token connects while Redis does not answer"
+    assert bad_status == 403, "a revoked token is refused from the in-memory durable list"
