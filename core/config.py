@@ -284,6 +284,29 @@ class Settings(BaseSettings):
         "registry (VPP_GATEWAY_LIMITS_REFRESH_S).",
     )
 
+    gateway_max_handshakes: int = Field(
+        default=200, ge=1,
+        description="Handshakes a gateway authenticates at once; a connection beyond them is closed at once "
+        "with 1013 (try again later) and a retry hint, rather than queued behind work the gateway cannot "
+        "finish (VPP_GATEWAY_MAX_HANDSHAKES).",
+    )
+    gateway_produce_stall_s: float = Field(
+        default=15.0, gt=0,
+        description="A gateway whose Kafka producer has records waiting and no delivery report for this "
+        "long is not ready (/readyz 503), so the load balancer sends devices elsewhere "
+        "(VPP_GATEWAY_PRODUCE_STALL_S).",
+    )
+    gateway_revocation_check_timeout_s: float = Field(
+        default=2.0, gt=0,
+        description="How long a gateway's handshake waits for Redis to say whether a token is revoked before "
+        "it answers from its in-memory copy of the durable list (VPP_GATEWAY_REVOCATION_CHECK_TIMEOUT_S).",
+    )
+    gateway_busy_retry_s: float = Field(
+        default=5.0, gt=0,
+        description="The retry hint a gateway busy with handshakes gives in its 1013 close reason, seconds "
+        "(VPP_GATEWAY_BUSY_RETRY_S).",
+    )
+
     datasets_dir: Path = Field(
         default_factory=lambda: _cache_home() / "vpp" / "datasets",
         description="Where `vpp datasets fetch` extracts the pinned real series; outside the checkout, "

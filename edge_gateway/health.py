@@ -1,4 +1,10 @@
-"""``/healthz`` and ``/metrics`` on their own port, served from the gateway's event loop.
+"""``/livez``, ``/readyz`` (and ``/healthz``, the same as ``/readyz``) and ``/metrics`` on their own port.
+
+Served from the gateway's event loop, so ``/livez`` answering at all says the
+loop runs: liveness asks nothing of Redis or Kafka, and a dependency's blip
+never makes the kubelet restart the gateway. ``/readyz`` says whether the
+instance can do its work now (``check``): kubelet takes it out of the load
+balancer while it cannot, and puts it back when it can.
 
 A separate port keeps probes and scrapes off the device listener (and out of
 its auth). The server speaks just enough HTTP/1.1 for kubelet probes and
@@ -28,12 +34,14 @@ async def serve_health(host: str, port: int, check: HealthCheck,
             path = parts[1].split(b"?", 1)[0] if len(parts) > 1 else b""
             if path == b"/metrics":
                 status, ctype, body = "200 OK", CONTENT_TYPE_LATEST, generate_latest(registry)
-            elif path == b"/healthz":
+            elif path == b"/livez":
+                status, ctype, body = "200 OK", "application/json", b'{"status": "alive"}'
+            elif path in (b"/readyz", b"/healthz"):
                 healthy, detail = check()
                 status = "200 OK" if healthy else "503 Service Unavailable"
                 ctype, body = "application/json", json.dumps(detail).encode()
             else:
-                status, ctype, body = "404 Not Found", "text/plain", b"try /healthz or /metrics\n"
+                status, ctype, body = "404 Not Found", "text/plain", b"try /livez, /readyz or /metrics\n"
             head = (f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
                     "Connection: close\r\n\r\n")
             writer.write(head.encode() + body)

@@ -30,6 +30,13 @@ class GatewayMetrics:
             registry=self.registry)
         self.produce_errors = Counter("vpp_gateway_produce_errors", "Records the broker did not accept.",
                                       registry=self.registry)
+        self.undelivered = Gauge("vpp_gateway_undelivered_records",
+                                 "Records produced with no delivery report yet (the producer queue).",
+                                 registry=self.registry)
+        self.delivery_stalled = Gauge(
+            "vpp_gateway_delivery_stalled_seconds",
+            "How long records have waited with no delivery report at all (0 while none wait).",
+            registry=self.registry)
         self.produce_latency = Histogram(
             "vpp_gateway_produce_latency_seconds", "From produce() to the broker's delivery report.",
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),

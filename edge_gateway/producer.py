@@ -6,7 +6,9 @@ retries; while it waits it reads nothing more from its socket, the WebSocket
 receive queue fills, and TCP flow control pushes back on the device. Memory
 stays bounded by the producer queue plus ``max_queue`` frames per connection.
 Delivery reports are served by a thread of their own, which also times each
-record from produce() to acknowledgement by the broker.
+record from produce() to acknowledgement by the broker, and keeps what readiness
+needs: how many records wait for delivery and for how long no delivery came
+while some waited (:meth:`BackpressureProducer.stalled_s`).
 """
 
 from __future__ import annotations
@@ -40,6 +42,13 @@ class BackpressureProducer:
         self._retry_s = retry_s
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
+        self._lock = threading.Lock()
+        #: Records produced and not yet reported delivered (or failed).
+        self.outstanding = 0
+        #: Since when records have waited with no delivery report (monotonic); None while none wait.
+        self._waiting_since: float | None = None
+        metrics.undelivered.set_function(lambda: self.outstanding)
+        metrics.delivery_stalled.set_function(self.stalled_s)
 
     def start(self) -> None:
         """Start serving delivery reports."""
@@ -57,7 +66,21 @@ class BackpressureProducer:
                 self._metrics.backpressure_waits.inc()
                 await asyncio.sleep(self._retry_s)
             else:
+                with self._lock:
+                    if self.outstanding == 0:
+                        self._waiting_since = time.monotonic()
+                    self.outstanding += 1
                 return
+
+    def stalled_s(self) -> float:
+        """Seconds records have waited with no delivery report at all (0 while none wait).
+
+        A broker that stopped accepting records shows here long before librdkafka's message
+        timeout turns them into delivery errors.
+        """
+        with self._lock:
+            since = self._waiting_since
+        return 0.0 if since is None else time.monotonic() - since
 
     def close(self, timeout_s: float = 10.0) -> int:
         """Stop the delivery thread and flush; returns how many records were still undelivered."""
@@ -74,6 +97,9 @@ class BackpressureProducer:
         metrics = self._metrics
 
         def delivered(error: KafkaError | None, _message: Message) -> None:
+            with self._lock:
+                self.outstanding -= 1
+                self._waiting_since = time.monotonic() if self.outstanding else None
             if error is not None:
                 metrics.produce_errors.inc()
             else:

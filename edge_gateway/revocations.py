@@ -14,6 +14,14 @@ the history store's (:mod:`core.revocations`). Policy, fail closed:
   restart fails, the revocation state is unknown: new connections are refused
   with 503 ``revocation_unknown`` (open ones stay; the heartbeat keeps checking
   them against what Redis holds).
+
+A slow or unreachable Redis does not stop devices whose tokens are good: each
+load also keeps the durable list in memory, and a check Redis does not answer
+within ``VPP_GATEWAY_REVOCATION_CHECK_TIMEOUT_S`` is answered from that copy
+while it is younger than ``VPP_GATEWAY_REVOCATIONS_MAX_AGE_S`` (it is re-read
+every ``VPP_GATEWAY_REVOCATIONS_REFRESH_S``, whether or not Redis answers).
+Every revocation is written to the durable list first, so the copy lags it by
+at most one refresh. A list never loaded stays unknown: fail closed.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import time
 
 from clickhouse_connect.driver.exceptions import ClickHouseError
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from core.config import Settings
 from core.revocations import REVOKED_KEY, durable_revocations
@@ -46,6 +55,10 @@ class Revocations:
         self._lock = asyncio.Lock()
         self._loaded_at: float | None = None
         self._run_id: str | None = None
+        #: The durable list as last read, and when (monotonic): the answer while Redis does not give one.
+        self._copy: frozenset[str] = frozenset()
+        self._copy_at: float | None = None
+        self._answering_from_copy = False
 
     @property
     def age_s(self) -> float | None:
@@ -62,20 +75,44 @@ class Revocations:
                 return  # another caller reloaded into the new server meanwhile
             try:
                 jtis = await asyncio.to_thread(durable_revocations, self._settings)
+            except (ClickHouseError, OSError) as exc:
+                raise RevocationUnknownError(f"cannot read the durable revocation list: {exc}") from exc
+            self._copy, self._copy_at = frozenset(jtis), time.monotonic()
+            try:
                 # The server id before writing: a restart in between makes the next check reload again.
                 run_id = str((await self._rds.info("server"))["run_id"])
                 for start in range(0, len(jtis), CHUNK):
                     await self._rds.sadd(REVOKED_KEY, *jtis[start:start + CHUNK])
-            except (ClickHouseError, OSError) as exc:
-                raise RevocationUnknownError(f"cannot read the durable revocation list: {exc}") from exc
+            except OSError as exc:
+                raise RevocationUnknownError(f"cannot load the revocation list into redis: {exc}") from exc
             self._run_id, self._loaded_at = run_id, time.monotonic()
             log.info("loaded %d revoked tokens into redis %s", len(jtis), run_id)
 
     async def revoked(self, jtis: list[str]) -> list[bool]:
         """Whether each token is revoked; RevocationUnknownError when that cannot be known.
 
-        Redis errors propagate (the caller treats an unreachable Redis as unknown too).
+        Redis first; when it fails, does not answer in time or holds a list not loaded for too long,
+        the in-memory copy of the durable list while it is fresh; else the error propagates (the
+        caller treats an unreachable Redis as unknown too).
         """
+        try:
+            flags = await asyncio.wait_for(self._revoked_in_redis(jtis),
+                                           self._settings.gateway_revocation_check_timeout_s)
+        except (RedisError, TimeoutError, RevocationUnknownError) as exc:
+            copied = self._copy_at
+            if copied is None or time.monotonic() - copied > self._settings.gateway_revocations_max_age_s:
+                raise
+            if not self._answering_from_copy:
+                log.warning("redis does not answer revocation checks (%r): answering from the durable list "
+                            "read %.0f s ago", exc, time.monotonic() - copied)
+                self._answering_from_copy = True
+            return [jti in self._copy for jti in jtis]
+        if self._answering_from_copy:
+            log.warning("redis answers revocation checks again")
+            self._answering_from_copy = False
+        return flags
+
+    async def _revoked_in_redis(self, jtis: list[str]) -> list[bool]:
         age = self.age_s
         if age is None or age > self._settings.gateway_revocations_max_age_s:
             raise RevocationUnknownError("the revocation list has not been loaded "

@@ -66,6 +66,9 @@ log = logging.getLogger(__name__)
 
 SEND_TIMEOUT_S = 5.0
 REDIS_CONNECTIONS = 64
+#: Waits between tries at a route claim while Redis fails: doubling from the first to the cap.
+ROUTE_RETRY_FIRST_S = 0.1
+ROUTE_RETRY_CAP_S = 5.0
 
 
 def default_instance_id() -> str:
@@ -125,6 +128,11 @@ class Gateway:
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self._block_s = min(1.0, settings.gateway_heartbeat_s)
+        # Admission control: handshakes being authenticated now, the most ever at once, and the
+        # connections accepted only to be closed with 1013 because the budget was full.
+        self.handshaking = 0
+        self.handshaking_peak = 0
+        self._busy: weakref.WeakSet[ServerConnection] = weakref.WeakSet()
         self._server: Server | None = None
         self._health: asyncio.Server | None = None
         self._last_heartbeat = 0.0
@@ -210,9 +218,17 @@ class Gateway:
         task.add_done_callback(self._tasks.discard)
 
     def _healthz(self) -> tuple[bool, dict[str, Any]]:
+        """Readiness: Redis answers the heartbeat and Kafka delivers what the gateway produces."""
         fresh = time.monotonic() - self._last_heartbeat < 3 * self.settings.gateway_heartbeat_s
+        stalled_s = self._producer.stalled_s()
+        delivering = stalled_s < self.settings.gateway_produce_stall_s
+        problems = ([] if fresh else ["redis heartbeat failing"]) + (
+            [] if delivering else [f"kafka delivered nothing for {stalled_s:.0f} s"])
         age = self.revocations.age_s
-        return fresh, {"status": "ok" if fresh else "redis heartbeat failing", "instance": self.instance_id,
+        return fresh and delivering, {
+                       "status": "; ".join(problems) or "ok", "instance": self.instance_id,
+                       "undelivered_records": self._producer.outstanding,
+                       "delivery_stalled_s": round(stalled_s, 1),
                        "connections": len(self._sessions),
                        "command_partitions": sorted(self.command_partitions),
                        "revocations_age_s": None if age is None else round(age, 1),
@@ -221,7 +237,24 @@ class Gateway:
     # -- handshake and connections ---------------------------------------------------------------
 
     async def _authenticate(self, connection: ServerConnection, request: Request) -> Response | None:
-        """Refuse the upgrade unless the request carries a valid, unrevoked token (401 / 403)."""
+        """Refuse the upgrade unless the request carries a valid, unrevoked token (401 / 403).
+
+        At most ``gateway_max_handshakes`` run at once: beyond them the connection is upgraded
+        only to be closed at once with 1013 and a retry hint (:meth:`_handle`), so a reconnect
+        storm meets a quick, cheap answer instead of a queue that outlives its clients' patience.
+        """
+        if self.handshaking >= self.settings.gateway_max_handshakes:
+            self.metrics.rejects.labels("busy").inc()
+            self._busy.add(connection)
+            return None
+        self.handshaking += 1
+        self.handshaking_peak = max(self.handshaking_peak, self.handshaking)
+        try:
+            return await self._check_token(connection, request)
+        finally:
+            self.handshaking -= 1
+
+    async def _check_token(self, connection: ServerConnection, request: Request) -> Response | None:
         token = _token_of(request)
         if token is None:
             return self._refuse(connection, 401, "missing_token", "a device token is required")
@@ -247,6 +280,10 @@ class Gateway:
         return response
 
     async def _handle(self, ws: ServerConnection) -> None:
+        if ws in self._busy:
+            retry = self.settings.gateway_busy_retry_s
+            await ws.close(CloseCode.TRY_AGAIN_LATER, f"gateway busy: retry after {retry:g} s")
+            return
         claims = self._handshakes.pop(ws)
         session = Session(ws, claims, Encoding.AVRO if ws.subprotocol == AVRO_SUBPROTOCOL else Encoding.JSON)
         site = claims.site_id
@@ -255,22 +292,36 @@ class Gateway:
         if previous is not None:
             await previous.ws.close(CloseCode.POLICY_VIOLATION, "superseded by a newer connection")
         self.metrics.connections.inc()
+        # The route is claimed beside the connection: telemetry does not wait for Redis, and a slow
+        # or absent Redis never closes a healthy connection (commands reach it once the route is written).
+        self._spawn(self._claim_route(session))
         try:
-            await self._routes.claim(site)
             self._send_latest_prices(session)
             await self._read(session)
         except ConnectionClosedError as exc:
             if exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG:
                 self.metrics.rejects.labels("oversized").inc()
-        except RedisError:
-            log.warning("redis failed while serving %s; closing its connection", site, exc_info=True)
-            await ws.close(CloseCode.TRY_AGAIN_LATER, "gateway cannot reach its route store")
         finally:
             self.metrics.connections.dec()
             if self._sessions.get(site) is session:
                 del self._sessions[site]
                 with contextlib.suppress(RedisError):
                     await self._routes.release(site)
+
+    async def _claim_route(self, session: Session) -> None:
+        """Claim the session's route, trying again (doubling waits up to 5 s) while Redis fails."""
+        site, delay = session.claims.site_id, ROUTE_RETRY_FIRST_S
+        while self._sessions.get(site) is session:
+            try:
+                await self._routes.claim(site)
+                return
+            except RedisError as exc:
+                if delay == ROUTE_RETRY_FIRST_S:
+                    log.warning("cannot claim the route of %s yet (%s); retrying in the background",
+                                site, exc)
+            if not await self._pause(delay):
+                return
+            delay = min(2 * delay, ROUTE_RETRY_CAP_S)
 
     async def _read(self, session: Session) -> None:
         """Forward each frame the device sends until it closes, breaks the rate limit or oversends."""

@@ -35,7 +35,20 @@ from edge_gateway.wire import DOWNSTREAM_RECORDS, Encoding, json_frame
 from schemas import packaged_codec
 from schemas.codec import AvroCodec, DecodeError
 
-RECONNECT_S = 1.0
+#: Reconnect backoff: the first ceiling, doubled after every failed attempt up to the cap.
+RECONNECT_BASE_S = 0.5
+RECONNECT_CAP_S = 30.0
+
+
+def reconnect_delay(attempt: int, rng: random.Random, base_s: float = RECONNECT_BASE_S,
+                    cap_s: float = RECONNECT_CAP_S) -> float:
+    """How long a device waits before its reconnect ``attempt`` (0 first): exponential, full jitter.
+
+    Uniform over ``[0, min(cap, base * 2**attempt)]``: devices dropped together spread their
+    retries over the whole window instead of returning in step (a fixed one-second retry kept a
+    saturated gateway saturated), and the ceiling grows while the gateway keeps refusing.
+    """
+    return rng.uniform(0.0, min(cap_s, base_s * 2.0 ** min(attempt, 32)))
 
 
 @dataclass
@@ -111,6 +124,7 @@ class WebSocketTransport:
     async def _site(self, site: SimulatedSite) -> None:
         await asyncio.sleep(self._rng.uniform(0.0, self.clock.wall_seconds(self.interval_s)))
         last = self.clock.now()
+        attempt = 0  # failed connects (or connections that ended) since the last one that worked
         while True:
             if not site.online(self.clock.now()):
                 last = await self._tick(site, last, None)
@@ -124,13 +138,16 @@ class WebSocketTransport:
                     try:
                         while site.online(self.clock.now()):
                             last = await self._tick(site, last, ws)
+                            attempt = 0  # a frame went through: not a refusal (1013 closes first)
                     finally:
                         listener.cancel()
             except InvalidHandshake:
                 self.stats.refused += 1
-                await asyncio.sleep(RECONNECT_S)
+                await asyncio.sleep(reconnect_delay(attempt, self._rng))
+                attempt += 1
             except (OSError, ConnectionClosed, TimeoutError):
-                await asyncio.sleep(RECONNECT_S)
+                await asyncio.sleep(reconnect_delay(attempt, self._rng))
+                attempt += 1
 
     async def _tick(self, site: SimulatedSite, last: datetime, ws: ClientConnection | None) -> datetime:
         """Sleep to the next sample time, step the site, send what it reports (if connected)."""

@@ -6,18 +6,42 @@ telemetry messages a second that wrapping was the largest single cost after
 decoding. This source emits a :class:`Polled` batch (the consumer's own
 ``Message`` objects) per poll of a partition, and the decode step unpacks it.
 Partitions, offsets kept in the recovery store, ``tail`` and resume work as in
-Bytewax's source: each Kafka partition is one source partition, its state the
-next offset to read.
+Bytewax's source: each Kafka partition is one source partition.
+
+A partition's state is a :class:`Position`: the next offset *and* the
+incarnation of the topic it belongs to (the topic id the broker gave the topic
+when it was created). An offset only means something in the log it was read
+from: the local broker keeps its topics in memory, so after a restart the same
+topic names hold new, short logs, and a stored offset of 24,735 would skip the
+first 24,735 new records (or wait for them for minutes). A resumed partition
+whose topic is a different incarnation (or, where the broker gives no topic ids,
+whose log ends before the stored offset) is read from its beginning instead
+(:func:`resume_offset`).
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicCollection,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 from typing_extensions import override
+
+log = logging.getLogger(__name__)
+
+#: The topic id a broker without topic ids reports (all zero bits, base64).
+_NO_TOPIC_ID = "AAAAAAAAAAAAAAAAAAAAAA"
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,14 +53,54 @@ class Polled:
     messages: list[Message]
 
 
-class _Partition(StatefulSourcePartition[Polled, int]):
-    def __init__(self, config: dict[str, object], topic: str, partition: int, offset: int,
-                 batch_size: int) -> None:
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where a partition's reading stands: the next offset in the topic incarnation ``incarnation``.
+
+    ``incarnation`` is the topic's id, None when the broker has none to give.
+    """
+
+    incarnation: str | None
+    offset: int
+
+
+def resume_offset(resume: Position | int | None, incarnation: str | None, log_end: Callable[[], int]) -> int:
+    """The offset to start a partition at, given its stored state and the topic as it is now.
+
+    A stored position from another incarnation of the topic means the log is not the
+    one it was read from: read it from the beginning. The same incarnation resumes
+    where it stood. When either side has no incarnation (a broker without topic ids,
+    or a bare ``int`` from a store written before positions carried one) only the end
+    of the log can tell: an offset beyond it means the broker was emptied. The end is
+    a lower bound on Tansu (it reports the last batch's base offset + 1), so that check
+    may replay a log from its beginning once, which the idempotent sinks absorb.
+    """
+    if resume is None:
+        return OFFSET_BEGINNING
+    if isinstance(resume, int):
+        resume = Position(None, resume)
+    if resume.incarnation is not None and incarnation is not None:
+        return resume.offset if resume.incarnation == incarnation else OFFSET_BEGINNING
+    return resume.offset if resume.offset <= log_end() else OFFSET_BEGINNING
+
+
+class _Partition(StatefulSourcePartition[Polled, Position | int]):
+    def __init__(self, config: dict[str, object], topic: str, partition: int,
+                 resume: Position | int | None, incarnation: str | None, batch_size: int) -> None:
         self._consumer = Consumer(config)
+        tp = TopicPartition(topic, partition)
+        consumer = self._consumer
+        offset = resume_offset(resume, incarnation, lambda: int(consumer.get_watermark_offsets(tp, 30)[1]))
+        if resume is not None and offset == OFFSET_BEGINNING:
+            stored = resume.offset if isinstance(resume, Position) else resume
+            log.warning("%s[%d]: the stored offset %d belongs to another log (the topic is a new "
+                        "incarnation, or the broker was emptied): reading the partition from its beginning",
+                        topic, partition, stored)
         self._consumer.assign([TopicPartition(topic, partition, offset)])
         self._topic = topic
         self._partition = partition
-        self._offset = offset
+        self._incarnation = incarnation
+        self._offset = 0 if offset == OFFSET_BEGINNING else offset
         self._batch_size = batch_size
         self._eof = False
 
@@ -58,15 +122,15 @@ class _Partition(StatefulSourcePartition[Polled, int]):
         return [Polled(self._topic, self._partition, kept)] if kept else []
 
     @override
-    def snapshot(self) -> int:
-        return self._offset
+    def snapshot(self) -> Position:
+        return Position(self._incarnation, self._offset)
 
     @override
     def close(self) -> None:
         self._consumer.close()
 
 
-class BatchedKafkaSource(FixedPartitionedSource[Polled, int]):
+class BatchedKafkaSource(FixedPartitionedSource[Polled, Position | int]):
     """Every partition of ``topics``; with ``tail`` False each stops at the end it finds."""
 
     def __init__(self, brokers: list[str], topics: list[str], tail: bool = True, batch_size: int = 2000,
@@ -76,6 +140,7 @@ class BatchedKafkaSource(FixedPartitionedSource[Polled, int]):
         self._tail = tail
         self._batch_size = batch_size
         self._extra = extra or {}
+        self._incarnations: dict[str, str | None] = {}
 
     @override
     def list_parts(self) -> list[str]:
@@ -88,8 +153,24 @@ class BatchedKafkaSource(FixedPartitionedSource[Polled, int]):
             parts += [f"{index}-{topic}" for index in metadata.partitions]
         return parts
 
+    def incarnation(self, topic: str) -> str | None:
+        """The topic's id (new each time the topic is created), None if the broker gives none."""
+        if topic not in self._incarnations:
+            admin = AdminClient({"bootstrap.servers": self._brokers})
+            try:
+                future = admin.describe_topics(TopicCollection([topic]), request_timeout=30)[topic]
+                described = future.result()
+            except KafkaException as exc:
+                log.warning("cannot describe %s (%s): its stored offsets are checked against its end only",
+                            topic, exc)
+                self._incarnations[topic] = None
+            else:
+                topic_id = None if described.topic_id is None else str(described.topic_id)
+                self._incarnations[topic] = None if topic_id in (None, _NO_TOPIC_ID) else topic_id
+        return self._incarnations[topic]
+
     @override
-    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _Partition:
+    def build_part(self, step_id: str, for_part: str, resume_state: Position | int | None) -> _Partition:
         index, topic = for_part.split("-", 1)
         config: dict[str, object] = {
             "bootstrap.servers": self._brokers,
@@ -98,5 +179,4 @@ class BatchedKafkaSource(FixedPartitionedSource[Polled, int]):
             "enable.partition.eof": not self._tail,
             **self._extra,
         }
-        offset = OFFSET_BEGINNING if resume_state is None else resume_state
-        return _Partition(config, topic, int(index), offset, self._batch_size)
+        return _Partition(config, topic, int(index), resume_state, self.incarnation(topic), self._batch_size)

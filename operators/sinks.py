@@ -12,10 +12,18 @@ crash), so neither may count twice:
   epoch boundary (the partition's ``snapshot``), before Bytewax records the
   epoch as done, so a crash can lose no row that the recovery store thinks
   was written.
+
+Losing Redis does not end the flow: a Redis sink that cannot reach it holds the
+batch and tries it again with a bounded, doubling backoff, logging once when the
+outage starts and once when it ends (not per batch), and carries on when Redis
+answers. The guarded scripts make a repeated batch harmless, and the flow (its
+input included) waits meanwhile, so nothing is lost.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -58,6 +66,15 @@ redis.call('HSET', KEYS[1], unpack(args))
 return 1
 """
 FIELD_SEPARATOR = "\x1f"
+log = logging.getLogger(__name__)
+
+#: The first wait before a batch is tried again while Redis cannot be reached; doubled up to the cap.
+RETRY_FIRST_S = 0.1
+RETRY_CAP_S = 5.0
+#: A Redis that does not answer within this (paused, overloaded) counts as unreachable for the attempt.
+REDIS_TIMEOUT_S = 10.0
+#: Failures that end when Redis comes back (a restart, a pause, a full connection pool, a reload).
+_TRANSIENT = (redis.ConnectionError, redis.TimeoutError)
 Item = TypeVar("Item")
 
 
@@ -136,14 +153,32 @@ class _ScriptPartition(StatelessSinkPartition[Item]):
         self._client = client
         self._script = client.register_script(script)
         self._call = call
+        self._outage_since: float | None = None
 
     @override
     def write_batch(self, items: list[Item]) -> None:
-        pipe = self._client.pipeline(transaction=False)
-        for item in items:
-            keys, args = self._call(item)
-            self._script(keys=keys, args=args, client=pipe)
-        pipe.execute()
+        """Write the batch; while Redis cannot be reached, wait and try the whole batch again."""
+        delay = RETRY_FIRST_S
+        while True:
+            pipe = self._client.pipeline(transaction=False)
+            for item in items:
+                keys, args = self._call(item)
+                self._script(keys=keys, args=args, client=pipe)
+            try:
+                pipe.execute()
+            except _TRANSIENT as exc:
+                if self._outage_since is None:
+                    self._outage_since = time.monotonic()
+                    log.warning("Redis cannot be reached (%s): holding the flow's writes and retrying "
+                                "(backoff up to %.0f s) until it answers", exc, RETRY_CAP_S)
+                time.sleep(delay)
+                delay = min(2 * delay, RETRY_CAP_S)
+                continue
+            if self._outage_since is not None:
+                log.warning("Redis answers again after %.1f s: carrying on",
+                            time.monotonic() - self._outage_since)
+                self._outage_since = None
+            return
 
     @override
     def close(self) -> None:
@@ -158,7 +193,9 @@ class _ScriptSink(DynamicSink[Item]):
 
     @override
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _ScriptPartition[Item]:
-        return _ScriptPartition(redis.Redis.from_url(self._url), self._script, self._call)
+        client = redis.Redis.from_url(self._url, socket_timeout=REDIS_TIMEOUT_S,
+                                      socket_connect_timeout=REDIS_TIMEOUT_S)
+        return _ScriptPartition(client, self._script, self._call)
 
 
 class RedisTwinSink(_ScriptSink[TwinWrite]):

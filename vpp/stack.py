@@ -100,11 +100,16 @@ def _accepts_connections(host: str, port: int) -> bool:
         return False
 
 
+#: How long one health probe waits for an answer; probes are repeated within the startup budget, and a
+#: machine under load can take seconds to answer one (a 1 s probe failed two ``vpp up`` runs in three).
+_PROBE_TIMEOUT_S = 5.0
+
+
 def _probe_broker(settings: Settings) -> bool:
     if settings.kafka_bootstrap is None and not _accepts_connections(settings.host, settings.kafka_port):
         return False
     try:
-        kafka.admin(settings).list_topics(timeout=1.0)
+        kafka.admin(settings).list_topics(timeout=_PROBE_TIMEOUT_S)
     except Exception:  # any failure means "not ready yet"
         return False
     return True
@@ -112,7 +117,8 @@ def _probe_broker(settings: Settings) -> bool:
 
 def _probe_redis(settings: Settings) -> bool:
     try:
-        client = redis.Redis.from_url(settings.redis, socket_timeout=1.0, socket_connect_timeout=1.0)
+        client = redis.Redis.from_url(settings.redis, socket_timeout=_PROBE_TIMEOUT_S,
+                                      socket_connect_timeout=_PROBE_TIMEOUT_S)
         with client:
             return bool(client.ping())
     except redis.RedisError:
@@ -121,7 +127,8 @@ def _probe_redis(settings: Settings) -> bool:
 
 def probe_history(settings: Settings) -> bool:
     try:
-        with urllib.request.urlopen(f"{settings.clickhouse.rstrip('/')}/ping", timeout=1.0) as response:
+        with urllib.request.urlopen(f"{settings.clickhouse.rstrip('/')}/ping",
+                                    timeout=_PROBE_TIMEOUT_S) as response:
             return bool(response.read().strip() == b"Ok.")
     except OSError:
         return False

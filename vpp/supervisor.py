@@ -116,10 +116,12 @@ class Supervisor:
             return PartStatus(process.name, process.title, process.address, PartState.EXTERNAL)
         running = self.pids.running(process.name)
         if running is not None:
-            if process.must_answer_when_running and process.ready is not None and not process.ready():
+            # A busy machine answers slowly: probe again within the startup budget, not once.
+            if (process.must_answer_when_running and process.ready is not None
+                    and not self._answers(process, running)):
                 raise StackError(
-                    f"{process.title} (pid {running.pid}) is running but not answering at {process.address}; "
-                    f"see {running.log}, then `vpp down` and `vpp up`"
+                    f"{process.title} (pid {running.pid}) is running but did not answer at {process.address} "
+                    f"within {self.startup_timeout_s:.0f} s; see {running.log}, then `vpp down` and `vpp up`"
                 )
             return PartStatus(process.name, process.title, process.address, PartState.ALREADY_RUNNING,
                               running.pid)
@@ -134,6 +136,15 @@ class Supervisor:
         self.pids.write(record)
         self._wait_ready(process, record)
         return PartStatus(process.name, process.title, process.address, PartState.STARTED, record.pid)
+
+    def _answers(self, process: Managed, record: ProcessRecord) -> bool:
+        """True once a running process answers its probe within the startup budget (False if it died)."""
+        assert process.ready is not None
+        try:
+            return wait_until(process.ready, self.startup_timeout_s, interval_s=0.5,
+                              abandon=lambda: None if is_alive(record) else "exited")
+        except GaveUpError:
+            return False
 
     def _wait_ready(self, process: Managed, record: ProcessRecord | None) -> None:
         def exited() -> str | None:

@@ -21,11 +21,23 @@ def plotly_js() -> Path:
     return Path(str(package_files.files("plotly").joinpath("package_data", "plotly.min.js")))
 
 
-@router.get("/healthz", summary="Liveness: 200 while Redis answers")
+@router.get("/healthz", summary="Readiness (as /readyz): 200 while Redis answers")
 async def healthz(resources: ResourcesDep) -> JSONResponse:
     """503 when the live store is unreachable (the handler in api.errors answers it)."""
     await resources.aredis.ping()
     return JSONResponse({"status": "ok"})
+
+
+@router.get("/readyz", summary="Readiness: 200 while Redis answers")
+async def readyz(resources: ResourcesDep) -> JSONResponse:
+    """503 when the live store is unreachable: take this instance out of the load balancer."""
+    return await healthz(resources)
+
+
+@router.get("/livez", summary="Liveness: 200 while the process serves requests")
+def livez() -> JSONResponse:
+    """Asks no dependency, so a Redis blip never makes the kubelet restart the API."""
+    return JSONResponse({"status": "alive"})
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

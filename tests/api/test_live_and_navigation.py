@@ -137,6 +137,8 @@ def test_malformed_input_is_422_not_500(api: Api) -> None:
 def test_health_and_metrics(api: Api) -> None:
     with api.client(None) as client:
         assert client.get("/healthz").json() == {"status": "ok"}
+        assert client.get("/readyz").json() == {"status": "ok"}
+        assert client.get("/livez").json() == {"status": "alive"}
         metrics = client.get("/metrics").text
     assert 'vpp_api_requests_total{method="GET",route="/v1/nodes/{node_id}",status="200"}' in metrics
     assert "vpp_api_request_seconds_bucket" in metrics
