@@ -269,7 +269,7 @@ class HistoryStore:
         return [str(row[0]) for row in result.result_rows]
 
     def forecast_price_errors(self, region: str) -> list[tuple[str, str, int, int, float, float]]:
-        """(series_kind, model, horizon_steps, points, mae, coverage_80) of a region's scored price forecasts."""
+        """(series_kind, model, horizon_steps, points, mae, coverage_80) of scored price forecasts."""
         result = self.client.query(
             "SELECT 'price', model, horizon_steps, points, mae, coverage_80 "
             f"FROM {self.db}.forecast_price_errors WHERE series_id = %(id)s ORDER BY model, horizon_steps",
