@@ -90,7 +90,8 @@ def test_a_price_forecast_is_stored_published_and_scored_when_prices_arrive(
     assert store.forecast_price_errors(region) == []  # nothing published for the targets yet
     feed.publish(store, NOW + timedelta(days=1), since=known)  # the next day's auction
     errors = store.forecast_price_errors(region)
-    assert {(model, h) for _, model, h, *_ in errors} == {(m, h) for m in ("mstl", "naive") for h in range(1, 25)}
+    scored = {(model, h) for _, model, h, *_ in errors}
+    assert scored == {(m, h) for m in ("mstl", "naive") for h in range(1, 25)}
     assert all(n == 1 and mae >= 0 for _, _, _, n, mae, _ in errors)
 
 
