@@ -98,3 +98,22 @@ def test_a_price_forecast_is_stored_published_and_scored_when_prices_arrive(
 def test_a_stale_or_missing_market_is_refused(store: HistoryStore) -> None:
     with pytest.raises(InsufficientHistoryError, match="market feed"):
         forecast_price(store, f"region-{uuid.uuid4().hex[:8]}", NOW)
+
+
+def test_the_cli_runs_the_market_and_forecasts_a_region_on_demand(stack_settings: Settings) -> None:
+    from typer.testing import CliRunner
+
+    from vpp.cli import app
+    from vpp.dataflows import settings_env
+
+    region = f"region-{uuid.uuid4().hex[:8]}"
+    env = settings_env(stack_settings)
+    market = CliRunner().invoke(app, ["forecast", "market", "--region", region, "--once"], env=env)
+    assert market.exit_code == 0, market.output
+    assert "smard:DE:2018 (simulated)" in market.output
+    price = CliRunner().invoke(app, ["forecast", "price", region], env=env)
+    assert price.exit_code == 0, price.output
+    assert "published on prices.forecast" in price.output
+    refused = CliRunner().invoke(app, ["forecast", "market", "--region", region, "--once"],
+                                 env={**env, "VPP_MARKET_PRICE_SERIES": ""})
+    assert refused.exit_code == 1 and "VPP_MARKET_PRICE_SERIES" in refused.output
