@@ -257,6 +257,25 @@ class NodeForecast(BaseModel):
     count: int
 
 
+class PriceForecastPublic(BaseModel):
+    """The latest price forecast of a region, with its band, its quality and where the prices come from."""
+
+    region: str
+    run_id: str
+    model: str
+    issued_at: datetime
+    step_s: int
+    filled_steps: int = Field(description="History hours the cleaner interpolated for this run.")
+    note: str = Field(description="Why the naive served instead of the model, if it did.")
+    source: str = Field(description="What published the region's prices, e.g. smard:DE:2018.")
+    simulated: bool = Field(description="The prices are a replayed real series (the local simulated "
+                                        "day-ahead market), not a live market.")
+    currency: str
+    quality: ForecastQuality
+    data: list[ForecastPointPublic]
+    count: int
+
+
 # -- assets ------------------------------------------------------------------------------------------
 
 
