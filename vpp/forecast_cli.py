@@ -146,14 +146,14 @@ def price_command(region: str = typer.Argument(help="The price region (market_pr
     from core import history, kafka
     from forecast.clean import GapTooLongError, InsufficientHistoryError
     from schemas import packaged_codec
-    from vpp.forecast_service import forecast_price, publish_price
+    from vpp.forecast_service import PublishError, forecast_price, publish_price
 
     settings = Settings()
     try:
         with history.store_for(settings) as store:
             issued = forecast_price(store, region, datetime.now(UTC))
         publish_price(Producer(kafka.client_config(settings)), packaged_codec(), issued)
-    except (GapTooLongError, InsufficientHistoryError) as exc:
+    except (GapTooLongError, InsufficientHistoryError, PublishError) as exc:
         err_console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(code=1) from exc
     run = issued.run
@@ -184,7 +184,7 @@ def serve_command(
     from core import history, kafka
     from forecast.clean import GapTooLongError, InsufficientHistoryError
     from schemas import packaged_codec
-    from vpp.forecast_service import SERIES_KINDS, forecast_price, forecast_round, publish_price
+    from vpp.forecast_service import SERIES_KINDS, PublishError, forecast_price, forecast_round, publish_price
 
     settings = Settings()
     wanted = [kind for kind in SERIES_KINDS if kind.removeprefix("node_") in series.split(",")]
@@ -209,8 +209,8 @@ def serve_command(
                     publish_price(producer, codec, issued)
                     console.print(f"  price {region}: {issued.run.model} from "
                                   f"{issued.run.first_target.isoformat()}")
-                except (GapTooLongError, InsufficientHistoryError) as exc:
-                    console.print(f"  [yellow]price {region}[/]: {exc}")
+                except (GapTooLongError, InsufficientHistoryError, PublishError) as exc:
+                    console.print(f"  [yellow]price {region}[/]: {exc}")  # the next round tries again
             if once:
                 return
             period = (every_min or settings.forecast_every_min) * 60

@@ -137,9 +137,13 @@ def price_record(issued: IssuedRun, currency: str = "EUR") -> dict[str, object]:
             "currency": currency}
 
 
+class PublishError(RuntimeError):
+    """A price forecast was stored but not delivered to ``prices.forecast``."""
+
+
 def publish_price(producer: Producer, codec: AvroCodec, issued: IssuedRun) -> None:
     """Send a price run on ``prices.forecast``, keyed by its region, and wait for delivery."""
     producer.produce(PRICES_FORECAST, key=issued.run.series_id.encode(),
                      value=codec.encode("PriceForecast", price_record(issued)))
     if producer.flush(30) != 0:
-        raise RuntimeError(f"the price forecast for {issued.run.series_id} was not delivered within 30 s")
+        raise PublishError(f"the price forecast for {issued.run.series_id} was not delivered within 30 s")
