@@ -257,6 +257,13 @@ class NodeForecast(BaseModel):
     count: int
 
 
+class PublishedPrice(BaseModel):
+    """One published interval price (``market_prices``): the actual a price forecast is scored against."""
+
+    interval_start: datetime
+    price_eur_mwh: float
+
+
 class PriceForecastPublic(BaseModel):
     """The latest price forecast of a region, with its band, its quality and where the prices come from."""
 
@@ -274,6 +281,8 @@ class PriceForecastPublic(BaseModel):
     quality: ForecastQuality
     data: list[ForecastPointPublic]
     count: int
+    actual: list[PublishedPrice] = Field(description="Published prices from a day before the first target "
+                                                     "to the last target, to draw against the forecast.")
 
 
 # -- assets ------------------------------------------------------------------------------------------

@@ -70,6 +70,7 @@ def test_a_region_price_forecast_says_its_prices_are_simulated_and_scores_them(a
     assert answer["simulated"] is True and answer["source"] == "smard:DE:2018" and answer["currency"] == "EUR"
     assert all(p["q10"] < p["value"] < p["q90"] for p in answer["data"])
     assert answer["quality"]["points"] == 0 and answer["quality"]["worse_than_naive"] is None
+    assert len(answer["actual"]) == 24 and answer["actual"][-1]["interval_start"].startswith("2026-12-01T22")
     feed.publish(store, now + timedelta(days=1), since=known)
     with api.client("read") as client:
         quality = client.get(f"/v1/prices/{region}/forecast").json()["quality"]
