@@ -263,6 +263,34 @@ class NodeForecast(BaseModel):
     count: int
 
 
+class PublishedPrice(BaseModel):
+    """One published interval price (``market_prices``): the actual a price forecast is scored against."""
+
+    interval_start: datetime
+    price_eur_mwh: float
+
+
+class PriceForecastPublic(BaseModel):
+    """The latest price forecast of a region, with its band, its quality and where the prices come from."""
+
+    region: str
+    run_id: str
+    model: str
+    issued_at: datetime
+    step_s: int
+    filled_steps: int = Field(description="History hours the cleaner interpolated for this run.")
+    note: str = Field(description="Why the naive served instead of the model, if it did.")
+    source: str = Field(description="What published the region's prices, e.g. smard:DE:2018.")
+    simulated: bool = Field(description="The prices are a replayed real series (the local simulated "
+                                        "day-ahead market), not a live market.")
+    currency: str
+    quality: ForecastQuality
+    data: list[ForecastPointPublic]
+    count: int
+    actual: list[PublishedPrice] = Field(description="Published prices from a day before the first target "
+                                                     "to the last target, to draw against the forecast.")
+
+
 # -- assets ------------------------------------------------------------------------------------------
 
 

@@ -346,6 +346,27 @@ class Settings(BaseSettings):
                                  "(VPP_PRODUCTION, VPP_KAFKA_BOOTSTRAP, VPP_REDIS_URL or VPP_CLICKHOUSE_URL "
                                  "set) ClickHouse needs a password (on Kubernetes from a Secret)")
 
+    market_price_series: str = Field(
+        default="smard:DE:2018",
+        description="The real price series the local simulated day-ahead market replays onto the current "
+        "calendar, as smard:ZONE:YEAR from `vpp datasets fetch`; empty refuses to start the market feed "
+        "(VPP_MARKET_PRICE_SERIES).",
+    )
+    market_history_weeks: int = Field(
+        default=8, ge=2,
+        description="Weeks of past prices the market feed writes when it starts, enough for the price "
+        "models (VPP_MARKET_HISTORY_WEEKS).",
+    )
+    market_publish_time: str = Field(
+        default="12:45", pattern=r"^\d{2}:\d{2}$",
+        description="Local time (of the series' zone) at which the next day's day-ahead prices are "
+        "published (VPP_MARKET_PUBLISH_TIME).",
+    )
+    forecast_every_min: int = Field(
+        default=15, ge=1,
+        description="Minutes between the forecast service's rounds in `vpp up` (VPP_FORECAST_EVERY_MIN).",
+    )
+
     def plausibility(self) -> Rules:
         """The bounds every boundary checks device records against (core.plausibility)."""
         return Rules(max_site_kw=self.plausible_max_site_kw, rating_margin=self.plausible_rating_margin,

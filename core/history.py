@@ -36,6 +36,7 @@ from core.rows import (
     DispatchLogEntry,
     ForecastPoint,
     ForecastRunRow,
+    MarketPrice,
     MembershipEdge,
     NodeWindow,
     Revocation,
@@ -246,6 +247,34 @@ class HistoryStore:
             "SELECT series_kind, model, horizon_steps, points, mae, coverage_80 "
             f"FROM {self.db}.forecast_node_errors WHERE series_id = %(id)s "
             "ORDER BY series_kind, model, horizon_steps", parameters={"id": series_id})
+        return [(str(r[0]), str(r[1]), int(r[2]), int(r[3]), float(r[4]), float(r[5]))
+                for r in result.result_rows]
+
+    def insert_market_prices(self, rows: list[MarketPrice]) -> None:
+        """Record published interval prices (a re-published interval replaces the earlier row)."""
+        self._insert("market_prices", rows)
+
+    def market_prices(self, region: str, start: datetime, end: datetime) -> list[MarketPrice]:
+        """A region's published prices with interval_start in [start, end), oldest first."""
+        names = [f.name for f in fields(MarketPrice)]
+        result = self.client.query(
+            f"SELECT {', '.join(names)} FROM {self.db}.market_prices FINAL WHERE region = %(region)s "
+            "AND interval_start >= %(start)s AND interval_start < %(end)s ORDER BY interval_start",
+            parameters={"region": region, "start": start, "end": end})
+        return [MarketPrice(str(r[0]), _utc(r[1]), int(r[2]), float(r[3]), _utc(r[4]), str(r[5]))
+                for r in result.result_rows]
+
+    def market_regions(self) -> list[str]:
+        """Every region with a published price."""
+        result = self.client.query(f"SELECT DISTINCT region FROM {self.db}.market_prices ORDER BY region")
+        return [str(row[0]) for row in result.result_rows]
+
+    def forecast_price_errors(self, region: str) -> list[tuple[str, str, int, int, float, float]]:
+        """(series_kind, model, horizon_steps, points, mae, coverage_80) of scored price forecasts."""
+        result = self.client.query(
+            "SELECT 'price', model, horizon_steps, points, mae, coverage_80 "
+            f"FROM {self.db}.forecast_price_errors WHERE series_id = %(id)s ORDER BY model, horizon_steps",
+            parameters={"id": region})
         return [(str(r[0]), str(r[1]), int(r[2]), int(r[3]), float(r[4]), float(r[5]))
                 for r in result.result_rows]
 

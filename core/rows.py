@@ -139,3 +139,15 @@ class ForecastPoint:
     q10: float
     q50: float
     q90: float
+
+
+@dataclass(frozen=True)
+class MarketPrice:
+    """One interval's day-ahead price of a price region (``market_prices``), and where it came from."""
+
+    region: str
+    interval_start: datetime
+    interval_minutes: int
+    price_eur_mwh: float
+    published_at: datetime
+    source: str  # the adapter or replayed series, e.g. smard:DE:2018

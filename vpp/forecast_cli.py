@@ -96,27 +96,102 @@ def node_command(
         console.print(f"[yellow]{run.note}[/]")
 
 
+def _regions(settings: Settings) -> list[str]:
+    """The price regions: the asset registry's region nodes."""
+    from assets.loader import restore_fleet
+
+    fleet = restore_fleet(settings)
+    return [] if fleet is None else sorted(
+        n.node_id for n in fleet.registry.nodes.values() if n.kind == "region")
+
+
+@forecast_app.command("market")
+def market_command(
+    regions: Annotated[list[str] | None, typer.Option(
+        "--region", help="Price region(s); default every region node of the asset registry.")] = None,
+    once: bool = typer.Option(False, "--once", help="Write what is published now, then exit."),
+) -> None:
+    """The simulated day-ahead market: replay VPP_MARKET_PRICE_SERIES into market_prices, day by day."""
+    import time
+    from datetime import UTC, datetime
+
+    from core import history
+    from vpp.market_feed import MarketFeed, MarketFeedError, next_publication
+
+    settings = Settings()
+    try:
+        feed = MarketFeed.from_settings(settings, regions or _regions(settings))
+    except MarketFeedError as exc:
+        err_console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(code=1) from exc
+    with history.store_for(settings) as store:
+        end = feed.publish(store, datetime.now(UTC), weeks=settings.market_history_weeks)
+        while True:
+            console.print(f"{feed.series.name} (simulated) for {', '.join(feed.regions)}: prices published "
+                          f"up to {end.isoformat()}")
+            if once:
+                return
+            due = next_publication(datetime.now(UTC), feed.series.tz, feed.publish_at)
+            time.sleep(max(0.0, (due - datetime.now(UTC)).total_seconds()) + 1)
+            end = feed.publish(store, datetime.now(UTC), since=end)
+
+
+@forecast_app.command("price")
+def price_command(region: str = typer.Argument(help="The price region (market_prices.region).")) -> None:
+    """Forecast a region's price for the 48 hours after the last published one; store and publish it."""
+    from datetime import UTC, datetime
+
+    from confluent_kafka import Producer
+
+    from core import history, kafka
+    from forecast.clean import GapTooLongError, InsufficientHistoryError
+    from schemas import packaged_codec
+    from vpp.forecast_service import PublishError, forecast_price, publish_price
+
+    settings = Settings()
+    try:
+        with history.store_for(settings) as store:
+            issued = forecast_price(store, region, datetime.now(UTC))
+        publish_price(Producer(kafka.client_config(settings)), packaged_codec(), issued)
+    except (GapTooLongError, InsufficientHistoryError, PublishError) as exc:
+        err_console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(code=1) from exc
+    run = issued.run
+    console.print(f"run {run.run_id}: {run.model}, {run.horizon_steps} h from "
+                  f"{run.first_target.isoformat()}, published on prices.forecast; {issued.filled.describe()}")
+    if run.note:
+        console.print(f"[yellow]{run.note}[/]")
+
+
 @forecast_app.command("serve")
 def serve_command(
     kinds: str = typer.Option("feeder,substation,region", "--kinds",
                               help="Comma-separated node kinds to forecast."),
     series: str = typer.Option("load,solar", "--series", help="load, solar or both."),
-    every_min: int = typer.Option(15, "--every-min", min=1, help="Minutes between rounds."),
+    every_min: int | None = typer.Option(None, "--every-min", min=1,
+                                         help="Minutes between rounds (default VPP_FORECAST_EVERY_MIN)."),
+    prices: bool = typer.Option(True, "--prices/--no-prices",
+                                help="Also forecast and publish each priced region's price."),
     once: bool = typer.Option(False, "--once", help="One round now, then exit."),
 ) -> None:
-    """Forecast every node of the given kinds on a schedule (aligned to the clock), until stopped."""
+    """Forecast every node of the given kinds, and every priced region, on a schedule, until stopped."""
     import time
     from datetime import UTC, datetime
 
+    from confluent_kafka import Producer
+
     from assets.loader import restore_fleet
-    from core import history
-    from vpp.forecast_service import SERIES_KINDS, forecast_round
+    from core import history, kafka
+    from forecast.clean import GapTooLongError, InsufficientHistoryError
+    from schemas import packaged_codec
+    from vpp.forecast_service import SERIES_KINDS, PublishError, forecast_price, forecast_round, publish_price
 
     settings = Settings()
     wanted = [kind for kind in SERIES_KINDS if kind.removeprefix("node_") in series.split(",")]
     if not wanted:
         err_console.print(f"[red]error:[/] --series is load, solar or both, not {series!r}")
         raise typer.Exit(code=2)
+    producer, codec = Producer(kafka.client_config(settings)), packaged_codec()
     with history.store_for(settings) as store:
         while True:
             fleet = restore_fleet(settings)
@@ -128,7 +203,15 @@ def serve_command(
                           f"node(s); {len(done.refused)} refused")
             for key, reason in sorted(done.refused.items())[:10]:
                 console.print(f"  [yellow]{key}[/]: {reason}")
+            for region in store.market_regions() if prices else []:
+                try:
+                    issued = forecast_price(store, region, now)
+                    publish_price(producer, codec, issued)
+                    console.print(f"  price {region}: {issued.run.model} from "
+                                  f"{issued.run.first_target.isoformat()}")
+                except (GapTooLongError, InsufficientHistoryError, PublishError) as exc:
+                    console.print(f"  [yellow]price {region}[/]: {exc}")  # the next round tries again
             if once:
                 return
-            period = every_min * 60
+            period = (every_min or settings.forecast_every_min) * 60
             time.sleep(period - time.time() % period)

@@ -6,8 +6,13 @@ fits the model (Holt-Winters by default; the seasonal naive, flagged in the
 run's ``note``, when there are less than two weeks) and writes the run and its
 points, plus a same-slot-last-week run noted ``baseline``. ``forecast_node_errors``
 scores both once the actuals are in ``node_minute``, so a model whose recent
-error is worse than the naive's can be flagged. Not yet here: the schedule, and
-price regions on ``prices.forecast``.
+error is worse than the naive's can be flagged.
+
+Price regions: :func:`forecast_price` reads a region's hourly ``market_prices``,
+forecasts the hours after the last published one with MSTL+AR (the price naive,
+flagged, on short history), writes the run with a price-naive baseline, and
+publishes it as a ``PriceForecast`` on ``prices.forecast`` (keyed by region), which
+the gateway delivers to the region's sites. ``forecast_price_errors`` scores it.
 """
 
 from __future__ import annotations
@@ -18,12 +23,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import numpy as np
+from confluent_kafka import Producer
 
 from core.history import HistoryStore
 from core.rows import ForecastPoint, ForecastRunRow
+from core.topics import PRICES_FORECAST
 from forecast.clean import FillReport, GapTooLongError, InsufficientHistoryError, regularize
-from forecast.models import Forecast, HoltWinters, Model, OrNaive, SeasonalNaive
+from forecast.models import Forecast, HoltWinters, Model, MstlAr, OrNaive, PriceNaive, SeasonalNaive
 from forecast.runs import run_rows
+from schemas.codec import AvroCodec
 
 STEP = timedelta(minutes=15)
 SeriesKind = Literal["node_load", "node_solar"]
@@ -88,3 +96,54 @@ def forecast_round(store: HistoryStore, node_ids: list[str], kinds: list[SeriesK
             except (InsufficientHistoryError, GapTooLongError) as exc:
                 refused[f"{node_id}:{kind}"] = str(exc)
     return Round(issued, refused)
+
+
+PRICE_STEP = timedelta(hours=1)
+
+
+def forecast_price(
+    store: HistoryStore, region: str, now: datetime, tz: str = "Europe/Berlin", model: Model | None = None,
+    history: timedelta = timedelta(weeks=8), horizon_steps: int = 48, max_fill: int = 3,
+) -> IssuedRun:
+    """Forecast a region's hourly price for the ``horizon_steps`` hours after the last published one."""
+    prices = store.market_prices(region, now - history - timedelta(days=2), now + timedelta(days=2))
+    if not prices:
+        raise InsufficientHistoryError(f"region {region} has no market prices: is the market feed running "
+                                       "(`vpp market serve`)?")
+    if any(p.interval_minutes != 60 for p in prices):
+        raise InsufficientHistoryError(f"region {region} has prices at other than 60-minute intervals")
+    epochs = np.array([int(p.interval_start.timestamp()) for p in prices], dtype=np.int64)
+    if prices[-1].interval_start < now - timedelta(days=1):
+        raise InsufficientHistoryError(f"region {region}'s latest price is for "
+                                       f"{prices[-1].interval_start.isoformat()}: the market feed is stale")
+    series, filled = regularize(epochs, np.array([p.price_eur_mwh for p in prices]), PRICE_STEP, max_fill,
+                                f"{region}:price", tz)
+    chosen = OrNaive(model or MstlAr(), PriceNaive())
+    forecast = chosen.fit(series).forecast(series, horizon_steps)
+    run, points = run_rows(forecast, series, uuid.uuid4().hex, "price", region, now, filled)
+    store.insert_forecast(run, points)
+    naive = PriceNaive().fit(series).forecast(series, horizon_steps)
+    naive = Forecast(naive.origin, naive.mean, naive.std, naive.model, BASELINE_NOTE)
+    baseline, baseline_points = run_rows(naive, series, uuid.uuid4().hex, "price", region, now, filled)
+    store.insert_forecast(baseline, baseline_points)
+    return IssuedRun(run, points, filled, baseline)
+
+
+def price_record(issued: IssuedRun, currency: str = "EUR") -> dict[str, object]:
+    """The ``PriceForecast`` record of a price run (schemas/avro/PriceForecast.avsc, fields as they are)."""
+    run = issued.run
+    return {"region": run.series_id, "issued_at": run.issued_at, "start": run.first_target,
+            "interval_minutes": run.step_s // 60, "prices_per_mwh": [p.value for p in issued.points],
+            "currency": currency}
+
+
+class PublishError(RuntimeError):
+    """A price forecast was stored but not delivered to ``prices.forecast``."""
+
+
+def publish_price(producer: Producer, codec: AvroCodec, issued: IssuedRun) -> None:
+    """Send a price run on ``prices.forecast``, keyed by its region, and wait for delivery."""
+    producer.produce(PRICES_FORECAST, key=issued.run.series_id.encode(),
+                     value=codec.encode("PriceForecast", price_record(issued)))
+    if producer.flush(30) != 0:
+        raise PublishError(f"the price forecast for {issued.run.series_id} was not delivered within 30 s")

@@ -1,4 +1,5 @@
-"""The platform's own long-running processes on the local machine: dataflows, gateway, simulator.
+"""The platform's own long-running processes on the local machine: dataflows, gateway, API, the simulated
+market, the forecast service, simulator.
 
 :mod:`vpp.stack` runs the infrastructure (broker, Redis, history server); this
 module runs what the project itself is made of, the same way (detached, pid
@@ -34,8 +35,8 @@ def api_base_url(settings: Settings) -> str:
 
 
 class Services:
-    """The telemetry and control dataflows, the edge gateway, the API and a simulated fleet, for one data
-    directory."""
+    """The telemetry and control dataflows, the edge gateway, the API, the simulated day-ahead market, the
+    forecast service and a simulated fleet, for one data directory."""
 
     def __init__(self, settings: Settings, simulated_sites: int = 1000) -> None:
         self.settings = settings
@@ -64,6 +65,12 @@ class Services:
                     lambda: [sys.executable, "-m", "edge_gateway"], ready=lambda: _http_ok(health)),
             Managed("api", "HTTP API and dashboard", f"{api_url}/dashboard/  docs {api_url}/docs",
                     lambda: [sys.executable, "-m", "api"], ready=lambda: _http_ok(f"{api_url}/healthz")),
+            Managed("market", "Simulated day-ahead market",
+                    f"{s.market_price_series} replayed -> market_prices",
+                    lambda: [sys.executable, "-m", "vpp", "forecast", "market"]),
+            Managed("forecast", "Forecast service",
+                    f"nodes and price regions every {s.forecast_every_min} min",
+                    lambda: [sys.executable, "-m", "vpp", "forecast", "serve"]),
             Managed("simulator", "Simulated fleet", f"{self.simulated_sites:,} sites -> {gateway_url}",
                     lambda: [sys.executable, "-m", "edge_gateway.simulate",
                              "--sites", str(self.simulated_sites)]),

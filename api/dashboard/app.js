@@ -142,8 +142,42 @@ async function loadHistory(spanSeconds) {
 
 let forecastSeries = "load";
 
+// A region node is also a price region: its price forecast against the published prices, with the band.
+async function loadPriceForecast(node) {
+  const region = node.startsWith("region-");
+  $("price-controls").hidden = !region;
+  $("chart-price").hidden = !region;
+  if (!region) return;
+  try {
+    const f = await api(`/v1/prices/${node}/forecast`);
+    if (node !== selected) return;
+    const q = f.quality;
+    const scored = q.points
+      ? `MAE ${fmt(q.mae, 2)} vs naive ${fmt(q.naive_mae, 2)} EUR/MWh over ${fmt(q.points, 0)} points`
+      : "not scored yet";
+    $("price-note").textContent = `${f.model}${f.note ? ` (${f.note})` : ""}, issued ${f.issued_at}; ${scored}; ` +
+      `prices: ${f.source}${f.simulated ? " (simulated market)" : ""}` +
+      (q.worse_than_naive ? " · worse than the naive so far" : "");
+    $("price-note").classList.toggle("warning", Boolean(q.worse_than_naive));
+    const x = f.data.map((p) => p.target_time);
+    Plotly.react("chart-price", [
+      {x, y: f.data.map((p) => p.q90), name: "q90", line: {width: 0}, showlegend: false},
+      {x, y: f.data.map((p) => p.q10), name: "80 % band", fill: "tonexty", line: {width: 0}},
+      {x, y: f.data.map((p) => p.value), name: `forecast ${f.currency}/MWh`},
+      {x: f.actual.map((p) => p.interval_start), y: f.actual.map((p) => p.price_eur_mwh),
+       name: `published ${f.currency}/MWh`},
+    ], {title: {text: `price forecast: ${node}`}, margin: {t: 40, r: 10, b: 40, l: 60},
+        legend: {orientation: "h"}},
+    {displaylogo: false, responsive: true});
+  } catch (error) {
+    $("price-note").classList.remove("warning");
+    $("price-note").textContent = error.message;
+  }
+}
+
 async function loadForecast() {
   if (!selected) return;
+  loadPriceForecast(selected);
   const node = selected;
   try {
     const f = await api(`/v1/nodes/${node}/forecast?series=${forecastSeries}`);

@@ -81,3 +81,21 @@ def test_dashboard_renders_live_history_and_dispatch_charts(api: Api, tmp_path: 
     assert "target kW" in dom and "measured kW" in dom
     windows = re.search(r'id="history-note">(\d+) minute windows', dom)
     assert windows and int(windows.group(1)) > 22 * 60, "the history chart has no data"
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium binary on PATH (apt-get install chromium)")
+def test_a_region_shows_its_price_forecast_against_the_published_prices(api: Api, tmp_path: Path) -> None:
+    from vpp.forecast_service import forecast_price
+    from vpp.market_feed import MarketFeed
+
+    client = history.connect(api.settings)
+    store = history.HistoryStore(client, api.settings.clickhouse_database)
+    now = datetime.now(UTC)
+    MarketFeed.from_settings(api.settings, ["region-0"]).publish(store, now - timedelta(days=1), weeks=8)
+    forecast_price(store, "region-0", now - timedelta(days=1))
+    client.close()
+    url = f"{api.url}/dashboard/#token={api.tokens['read']}&node=region-0&stream=off"
+    dom = _chromium("--dump-dom", url).stdout
+    (tmp_path / "dashboard-price.html").write_text(dom)
+    assert re.search(r'<div id="chart-price" class="chart[^"]*js-plotly-plot', dom), "no price chart drawn"
+    assert "smard:DE:2018 (simulated market)" in dom

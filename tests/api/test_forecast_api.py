@@ -49,3 +49,30 @@ def test_latest_forecast_with_band_then_flagged_when_worse_than_the_naive(api: A
         quality = client.get(f"/v1/nodes/{NODE}/forecast").json()["quality"]
     assert quality["points"] == 8 and quality["naive_mae"] == pytest.approx(0.0, abs=1e-6)
     assert quality["mae"] > 0 and quality["worse_than_naive"] is True
+
+
+def test_a_region_price_forecast_says_its_prices_are_simulated_and_scores_them(api: Api) -> None:
+    from vpp.forecast_service import forecast_price
+    from vpp.market_feed import MarketFeed
+
+    region = "region-price-api"
+    now = datetime(2026, 11, 30, 14, 5, tzinfo=UTC)
+    with api.client("read") as client:
+        missing = client.get(f"/v1/prices/{region}/forecast")
+    assert missing.status_code == 404 and "vpp forecast price" in missing.json()["detail"]
+    store = history.HistoryStore(history.connect(api.settings), api.settings.clickhouse_database)
+    feed = MarketFeed.from_settings(api.settings, [region])
+    known = feed.publish(store, now, weeks=8)
+    issued = forecast_price(store, region, now)
+    with api.client("read") as client:
+        answer = client.get(f"/v1/prices/{region}/forecast").json()
+    assert answer["run_id"] == issued.run.run_id and answer["model"] == "mstl" and answer["count"] == 48
+    assert answer["simulated"] is True and answer["source"] == "smard:DE:2018" and answer["currency"] == "EUR"
+    assert all(p["q10"] < p["value"] < p["q90"] for p in answer["data"])
+    assert answer["quality"]["points"] == 0 and answer["quality"]["worse_than_naive"] is None
+    assert len(answer["actual"]) == 24 and answer["actual"][-1]["interval_start"].startswith("2026-12-01T22")
+    feed.publish(store, now + timedelta(days=1), since=known)
+    with api.client("read") as client:
+        quality = client.get(f"/v1/prices/{region}/forecast").json()["quality"]
+    assert quality["points"] == 24 and quality["naive_mae"] is not None
+    assert quality["worse_than_naive"] is (quality["mae"] > quality["naive_mae"])

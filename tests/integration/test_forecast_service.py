@@ -102,5 +102,6 @@ def test_the_cli_forecasts_a_node_now_and_runs_a_round(store: HistoryStore, stac
     assert CliRunner().invoke(app, ["forecast", "node", node, "--series", "wind"]).exit_code == 2
     silent = CliRunner().invoke(app, ["forecast", "node", f"feeder-{uuid.uuid4().hex[:8]}"])
     assert silent.exit_code == 1 and "no load_kw history" in silent.output
-    round_ = CliRunner().invoke(app, ["forecast", "serve", "--once", "--kinds", "no-such-kind"])
+    round_ = CliRunner().invoke(app, ["forecast", "serve", "--once", "--kinds", "no-such-kind",
+                                      "--no-prices"])
     assert round_.exit_code == 0 and "0 run(s) for 0 node(s); 0 refused" in round_.output
