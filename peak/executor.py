@@ -59,7 +59,8 @@ def follow_threshold(load_kw: Array, threshold_kw: float | None, fleet: FleetCap
     for t, load in enumerate(load_kw):
         seen = max(seen, float(load))
         if threshold_kw is not None and load > threshold_kw:
-            p = min(fleet.discharge_kw, load - threshold_kw, max(e, 0.0) * fleet.discharge_efficiency / step_h)
+            deliverable = max(e, 0.0) * fleet.discharge_efficiency / step_h
+            p = min(fleet.discharge_kw, load - threshold_kw, deliverable)
             e -= p * step_h / fleet.discharge_efficiency
             battery[t] = p
         else:

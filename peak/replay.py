@@ -9,6 +9,9 @@ local midnight), the replay
 2. plans the day with :class:`peak.planner.Planner` from the fleet's state at
    midnight (its energy carried over from the day before),
 3. executes it against the actual load with :func:`peak.executor.follow_threshold`,
+   holding at least the month's net peak so far (``billing_floor``: the bill is
+   the monthly peak, so discharging below what the month has already reached buys
+   nothing and spends energy a later, higher interval of the day may need),
 
 and runs two references on the same days: a fixed discharge window with
 immediate recharge (the fleet carried over the same way) and the
@@ -21,7 +24,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from zoneinfo import ZoneInfo
 
@@ -111,9 +114,10 @@ def _mae(a: Array, b: Array) -> float:
     return float(np.mean(np.abs(a - b)))
 
 
-def replay_year(series: Series, model: Model, fleet: FleetCapacity, quantile: float = 0.8,
+def replay_year(series: Series, model: Model, fleet: FleetCapacity, quantile: float = 0.5,
                 window_hours: tuple[float, float] = (17.0, 19.0), refit_days: int = 7,
-                judge_days: int = 14, billing_floor: bool = True, progress: Callable[[str], None] = lambda _: None) -> YearResult:
+                judge_days: int = 14, billing_floor: bool = True,
+                progress: Callable[[str], None] = lambda _: None) -> YearResult:
     """Replay every whole day of ``series`` (see the module docstring)."""
     per_day = series.per(DAY)
     step_h = series.step.total_seconds() / 3600
@@ -148,8 +152,7 @@ def replay_year(series: Series, model: Model, fleet: FleetCapacity, quantile: fl
         except (InsufficientHistoryError, ValueError):
             fitted = None
         forecast_s.append(time.perf_counter() - began)
-        state = FleetCapacity(fleet.discharge_kw, fleet.charge_kw, energy_vpp, fleet.capacity_kwh - energy_vpp,
-                              fleet.coverage, fleet.charge_efficiency, fleet.discharge_efficiency)
+        state = replace(fleet, energy_kwh=energy_vpp, headroom_kwh=fleet.capacity_kwh - energy_vpp)
         began = time.perf_counter()
         plan = planner.plan(forecast, state)
         if isinstance(plan, Plan):
@@ -163,8 +166,11 @@ def replay_year(series: Series, model: Model, fleet: FleetCapacity, quantile: fl
         energy_vpp = float(vpp.energy_kwh[-1])
         fixed = fixed_window(actual, window, fleet, step_h, energy_window)
         energy_window = float(fixed.energy_kwh[-1])
-        best = perfect.plan(LoadForecast(series.time_at(first), series.step, actual, np.zeros(per_day)), fleet)
-        perfect_peak = min(best.threshold_kw, float(actual.max())) if isinstance(best, Plan) else float(actual.max())
+        hindsight = LoadForecast(series.time_at(first), series.step, actual, np.zeros(per_day))
+        best = perfect.plan(hindsight, fleet)
+        perfect_peak = float(actual.max())
+        if isinstance(best, Plan):
+            perfect_peak = min(best.threshold_kw, perfect_peak)
         model_mae = _mae(forecast.mean_kw, actual) if forecast is not None else None
         naive_mae = _mae(naive_mean, actual) if naive_mean is not None else None
         if model_mae is not None and naive_mae is not None:
