@@ -38,6 +38,7 @@ from core.rows import (
     ForecastRunRow,
     MembershipEdge,
     NodeWindow,
+    PeakEvent,
     Revocation,
     SiteWindow,
 )
@@ -203,6 +204,26 @@ class HistoryStore:
         """Record a forecast run and its points (a rewrite of the same run replaces them)."""
         self._insert("forecast_runs", [run])
         self._insert("forecast_points", points)
+
+    def insert_peak_events(self, rows: list[PeakEvent]) -> None:
+        """Record peak days (a later ``recorded_at`` for the same node and day replaces the row)."""
+        self._insert("peak_events", rows)
+
+    def peak_events(self, node_id: str, start: datetime, end: datetime) -> list[PeakEvent]:
+        """A node's peak days in [start, end), the latest record of each, oldest first."""
+        names = [f.name for f in fields(PeakEvent)]
+        result = self.client.query(
+            f"SELECT {', '.join(names)} FROM {self.db}.peak_events FINAL WHERE node_id = %(id)s "
+            "AND day >= %(start)s AND day < %(end)s ORDER BY day",
+            parameters={"id": node_id, "start": start, "end": end})
+        rows = []
+        for raw in result.result_rows:
+            values: list[Any] = list(raw)
+            for name in ("day", "recorded_at"):
+                values[names.index(name)] = _utc(values[names.index(name)])
+            values[names.index("rebound")] = bool(values[names.index("rebound")])
+            rows.append(PeakEvent(*values))
+        return rows
 
     def node_quarter_hours(self, node_id: str, column: Literal["load_kw", "solar_kw"], start: datetime,
                            end: datetime) -> tuple[list[datetime], list[float]]:
