@@ -33,3 +33,46 @@ def test_a_measured_day_replaces_its_planned_row(stack_settings: Settings) -> No
         assert store.peak_events(node, DAY, DAY + timedelta(days=1)) == [done]
     finally:
         client.close()
+
+
+def test_a_node_day_is_planned_from_its_stored_forecast_and_live_fleet(stack_settings: Settings) -> None:
+    import redis
+
+    from core import keys
+    from core.rows import ForecastPoint, ForecastRunRow
+    from peak.planner import NoEvent, Plan
+    from vpp.peak_service import plan_node
+
+    node = f"feeder-{uuid.uuid4().hex[:8]}"
+    client = history.connect(stack_settings)
+    live = redis.Redis.from_url(stack_settings.redis)
+    try:
+        history.apply_ddl(client)
+        store = history.HistoryStore(client, stack_settings.clickhouse_database)
+        day = DAY.date()
+        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        missing = plan_node(store, live, node, day)
+        assert isinstance(missing.plan, NoEvent) and "no load forecast" in missing.plan.reason
+        issued = start - timedelta(hours=2)
+        run = ForecastRunRow(uuid.uuid4().hex, "node_load", node, "holt-winters", issued, start, 900, 96,
+                             2688, 0, "")
+        load = [60.0 + (40.0 if 72 <= i < 80 else 0.0) for i in range(96)]  # 18:00-20:00 at 100 kW
+        store.insert_forecast(run, [
+            ForecastPoint(run.run_id, "node_load", node, "holt-winters", issued,
+                          start + timedelta(minutes=15 * i), i + 1, v, v - 2.0, v, v + 2.0)
+            for i, v in enumerate(load)])
+        live.hset(keys.node(node), mapping={
+            "est_available_discharge_kw": 20, "est_available_charge_kw": 20, "est_energy_available_kwh": 20,
+            "est_charge_headroom_kwh": 20, "coverage": 0.7})
+        planned = plan_node(store, live, node, day)
+        assert isinstance(planned.plan, Plan)
+        assert planned.plan.threshold_kw < 100.0
+        assert any("coverage 70%" in note for note in planned.plan.notes)
+        [row] = store.peak_events(node, start, start + timedelta(days=1))
+        assert row.status == "planned" and row.plan_id == planned.plan_id
+        assert row.threshold_kw == planned.plan.threshold_kw and row.forecast_peak_kw == 100.0
+        assert "coverage 70%" in row.note
+    finally:
+        live.delete(keys.node(node))
+        live.close()
+        client.close()
