@@ -19,8 +19,9 @@ from rich.table import Table
 from core.config import Settings
 from core.dispatch_spec import DispatchRejectedError
 from core.history import store_for
+from peak.day import NodePlan
 from peak.planner import Plan
-from vpp.peak_service import NodePlan, plan_node, run_plan
+from vpp.peak_service import plan_node, run_plan
 
 peak_app = typer.Typer(no_args_is_help=True, help="Peak shaving: plan a node's day and run it.")
 console = Console()
