@@ -433,7 +433,8 @@ class PeakPlanCreate(BaseModel):
     """Plan a node's peak day (and, with ``dispatch``, send what is left of it to the control loop)."""
 
     node_id: Id
-    day: date | None = Field(default=None, description="The UTC day; default tomorrow.")
+    day: date | None = Field(default=None, ge=date(1970, 1, 1), le=date(2105, 12, 31),
+                             description="The UTC day (1970-2105); default tomorrow.")
     dispatch: bool = Field(default=False, description="Also send the rest of the day's schedule as "
                            "dispatches of the node (dispatch ids: the plan id and the start, HHMM).")
 

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, status
+from pydantic import AfterValidator
 
 from api.deps import Dispatcher, FleetReader, ResourcesDep
 from api.models import (
@@ -23,7 +24,7 @@ from api.models import (
     PeakInterval,
     PeakPlanCreate,
     PeakPlanPublic,
-    utc,
+    storable,
 )
 from core import dispatch, keys
 from core.live import text
@@ -32,6 +33,7 @@ from peak.planner import Plan
 from peak.schedule import dispatch_specs
 
 router = APIRouter(prefix="/v1/peak", tags=["peak"])
+LAST_DAY = datetime(2106, 1, 1, tzinfo=UTC)
 
 
 def _known(resources: ResourcesDep, node_id: str) -> None:
@@ -82,14 +84,16 @@ def create_plan(body: PeakPlanCreate, principal: Dispatcher, resources: Resource
 @router.get("/plans", summary="A node's recorded peak days")
 def list_plans(_: FleetReader, resources: ResourcesDep,
                node_id: Annotated[str, Query(pattern=ID_PATTERN, description="The node.")],
-               start: Annotated[datetime | None, Query(description="From; default 30 days ago.")] = None,
-               end: Annotated[datetime | None, Query(description="Before; default in 2 days.")] = None,
+               start: Annotated[datetime | None, AfterValidator(storable),
+                                Query(description="From (1970-2200); default 30 days ago.")] = None,
+               end: Annotated[datetime | None, AfterValidator(storable),
+                              Query(description="Before (1970-2200); default in 2 days.")] = None,
                ) -> Page[PeakEventPublic]:
     """The latest record of each day in [start, end): plan, threshold, and once measured, the outcome."""
     _known(resources, node_id)
     now = datetime.now(UTC)
-    first = utc(start) if start else now - timedelta(days=30)
-    last = utc(end) if end else now + timedelta(days=2)
+    first = start or now - timedelta(days=30)
+    last = min(end or now + timedelta(days=2), LAST_DAY)  # the day column is a DateTime (to 2106)
     with resources.history() as store:
         rows = store.peak_events(node_id, first, last)
     data = []

@@ -37,7 +37,7 @@ def test_a_day_is_planned_recorded_and_listed(api: Api) -> None:
                                 for i, v in enumerate(load)])
     store.client.close()
     live = redis.Redis.from_url(api.settings.redis, decode_responses=True)
-    before = live.hgetall(keys.node(NODE))
+    before: dict[str, str] = {str(k): str(v) for k, v in live.hgetall(keys.node(NODE)).items()}
     live.hset(keys.node(NODE), mapping={"est_available_discharge_kw": 20, "est_available_charge_kw": 20,
                                         "est_energy_available_kwh": 20, "est_charge_headroom_kwh": 20,
                                         "coverage": 1.0})
