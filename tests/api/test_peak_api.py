@@ -58,6 +58,6 @@ def test_a_day_is_planned_recorded_and_listed(api: Api) -> None:
         assert row["threshold_kw"] == plan["threshold_kw"] and row["actual_peak_kw"] is None
     finally:
         live.delete(keys.node(NODE))
-        if before:
-            live.hset(keys.node(NODE), mapping=before)
+        for field, value in before.items():
+            live.hset(keys.node(NODE), field, value)
         live.close()
