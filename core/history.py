@@ -44,6 +44,7 @@ from core.rows import (
 )
 
 Resolution = Literal["minute", "hour", "day"]
+QuarterHourColumn = Literal["load_kw", "solar_kw", "grid_kw", "battery_kw"]
 _CREATE_TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS\s+([\w.]+)", re.IGNORECASE)
 
 
@@ -225,7 +226,7 @@ class HistoryStore:
             rows.append(PeakEvent(*values))
         return rows
 
-    def node_quarter_hours(self, node_id: str, column: Literal["load_kw", "solar_kw"], start: datetime,
+    def node_quarter_hours(self, node_id: str, column: QuarterHourColumn, start: datetime,
                            end: datetime) -> tuple[list[datetime], list[float]]:
         """A node's ``column`` averaged over each 15 minutes in [start, end) that has minute rows."""
         result = self.client.query(

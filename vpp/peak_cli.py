@@ -2,6 +2,7 @@
 
     vpp peak plan NODE [--day 2026-12-02]    plan the day (default tomorrow, UTC) and record it
     vpp peak run NODE [--day D]              plan it and send the rest of the day as dispatches
+    vpp peak record NODE [--day D]           complete the day's row from node_minute (default yesterday)
 
 A day without a plan (no forecast, no live aggregate, a reserve at risk) prints
 why and exits 1.
@@ -21,7 +22,7 @@ from core.dispatch_spec import DispatchRejectedError
 from core.history import store_for
 from peak.day import NodePlan
 from peak.planner import Plan
-from vpp.peak_service import plan_node, run_plan
+from vpp.peak_service import plan_node, record_day, run_plan
 
 peak_app = typer.Typer(no_args_is_help=True, help="Peak shaving: plan a node's day and run it.")
 console = Console()
@@ -86,3 +87,20 @@ def run_command(node_id: str = typer.Argument(help="The node to run the plan on.
         err_console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(code=2) from exc
     console.print(f"sent {len(sent)} dispatch(es): {', '.join(sent) or 'nothing left of the day'}")
+
+
+@peak_app.command("record")
+def record_command(node_id: str = typer.Argument(help="The node whose day to record."),
+                   day: str = typer.Option(None, "--day", help="The UTC day; default yesterday.")) -> None:
+    """Complete the day's peak_events row from node_minute: both peaks, energy, the rebound check."""
+    when = _day(day) if day else datetime.now(UTC).date() - timedelta(days=1)
+    try:
+        with store_for(Settings()) as store:
+            event = record_day(store, node_id, when)
+    except ValueError as exc:
+        err_console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(code=1) from exc
+    console.print(f"{event.plan_id} ({event.status}): peak {event.actual_peak_kw:,.1f} kW with the fleet, "
+                  f"{event.counterfactual_peak_kw:,.1f} kW without; {event.energy_delivered_kwh:,.1f} kWh "
+                  f"delivered, {event.energy_recharged_kwh:,.1f} kWh recharged; "
+                  f"{'REBOUND' if event.rebound else 'no rebound'}")

@@ -76,3 +76,38 @@ def test_a_node_day_is_planned_from_its_stored_forecast_and_live_fleet(stack_set
         live.delete(keys.node(node))
         live.close()
         client.close()
+
+
+def test_a_day_is_completed_from_node_minute_with_the_counterfactual_peak(stack_settings: Settings) -> None:
+    from vpp.peak_service import record_day
+
+    node = f"feeder-{uuid.uuid4().hex[:8]}"
+    start = datetime(2026, 3, 3, tzinfo=UTC)
+    client = history.connect(stack_settings)
+    try:
+        history.apply_ddl(client)
+        store = history.HistoryStore(client, stack_settings.clickhouse_database)
+        with pytest.raises(ValueError, match="no complete measurements"):
+            record_day(store, node, start.date())
+        planned = PeakEvent(node, start, "p9", "planned", 100.0, 90.0, float("nan"), float("nan"), 0.0, 0.0,
+                            False, "", start - timedelta(hours=6))
+        store.insert_peak_events([planned])
+        # Every minute: 60 kW of grid import; 18:00-19:00 the load is 100 kW and the fleet gives 10,
+        # 20:00-21:00 it recharges 5 kW on a 60 kW load.
+        rows = []
+        for m in range(1440):
+            hour = m // 60
+            battery = 10.0 if hour == 18 else -5.0 if hour == 20 else 0.0
+            load = 100.0 if hour == 18 else 60.0
+            rows.append([node, "electrical", start + timedelta(minutes=m), load - battery, battery, 1])
+        client.insert("vpp.node_minute", rows,
+                      column_names=["node_id", "hierarchy", "minute", "grid_kw", "battery_kw", "version"])
+        event = record_day(store, node, start.date(), now=start + timedelta(days=1))
+        assert event.status == "completed" and event.plan_id == "p9" and event.threshold_kw == 90.0
+        assert event.actual_peak_kw == 90.0 and event.counterfactual_peak_kw == 100.0
+        assert event.energy_delivered_kwh == pytest.approx(10.0)
+        assert event.energy_recharged_kwh == pytest.approx(5.0)
+        assert not event.rebound
+        assert store.peak_events(node, start, start + timedelta(days=1)) == [event]
+    finally:
+        client.close()
