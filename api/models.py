@@ -8,7 +8,7 @@ kWh, coverage a fraction 0..1. The internal version fields of the twin
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, Field
@@ -492,3 +492,58 @@ class Revoked(BaseModel):
 
     jti: str
     already: bool
+
+
+class PeakPlanCreate(BaseModel):
+    """Plan a node's peak day (and, with ``dispatch``, send what is left of it to the control loop)."""
+
+    node_id: Id
+    day: date | None = Field(default=None, ge=date(1970, 1, 1), le=date(2105, 12, 31),
+                             description="The UTC day (1970-2105); default tomorrow.")
+    dispatch: bool = Field(default=False, description="Also send the rest of the day's schedule as "
+                           "dispatches of the node (dispatch ids: the plan id and the start, HHMM).")
+
+
+class PeakInterval(BaseModel):
+    """One interval of a plan: the load planned against and what the fleet gives (+) or takes."""
+
+    start: datetime
+    load_kw: float
+    discharge_kw: float
+    charge_kw: float
+    net_kw: float
+    energy_kwh: float = Field(description="Energy above the reserves at the interval's end.")
+
+
+class PeakPlanPublic(BaseModel):
+    """A node's planned day, or why it has no event (``status`` no_event or refused, ``reason``)."""
+
+    plan_id: str
+    node_id: str
+    day: datetime
+    status: str
+    reason: str | None = None
+    threshold_kw: float | None = None
+    forecast_peak_kw: float | None = None
+    energy_delivered_kwh: float | None = None
+    notes: list[str] = Field(default_factory=list)
+    intervals: list[PeakInterval] = Field(default_factory=list)
+    dispatch_ids: list[str] = Field(default_factory=list)
+
+
+class PeakEventPublic(BaseModel):
+    """A recorded peak day (ClickHouse ``peak_events``); measured figures are null until measured."""
+
+    node_id: str
+    day: datetime
+    plan_id: str
+    status: str
+    forecast_peak_kw: float | None
+    threshold_kw: float | None
+    actual_peak_kw: float | None
+    counterfactual_peak_kw: float | None
+    energy_delivered_kwh: float
+    energy_recharged_kwh: float
+    rebound: bool
+    note: str
+    recorded_at: datetime

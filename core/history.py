@@ -39,11 +39,13 @@ from core.rows import (
     MarketPrice,
     MembershipEdge,
     NodeWindow,
+    PeakEvent,
     Revocation,
     SiteWindow,
 )
 
 Resolution = Literal["minute", "hour", "day"]
+QuarterHourColumn = Literal["load_kw", "solar_kw", "grid_kw", "battery_kw"]
 _CREATE_TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS\s+([\w.]+)", re.IGNORECASE)
 
 
@@ -206,7 +208,27 @@ class HistoryStore:
         self._insert("forecast_runs", [run])
         self._insert("forecast_points", points)
 
-    def node_quarter_hours(self, node_id: str, column: Literal["load_kw", "solar_kw"], start: datetime,
+    def insert_peak_events(self, rows: list[PeakEvent]) -> None:
+        """Record peak days (a later ``recorded_at`` for the same node and day replaces the row)."""
+        self._insert("peak_events", rows)
+
+    def peak_events(self, node_id: str, start: datetime, end: datetime) -> list[PeakEvent]:
+        """A node's peak days in [start, end), the latest record of each, oldest first."""
+        names = [f.name for f in fields(PeakEvent)]
+        result = self.client.query(
+            f"SELECT {', '.join(names)} FROM {self.db}.peak_events FINAL WHERE node_id = %(id)s "
+            "AND day >= %(start)s AND day < %(end)s ORDER BY day",
+            parameters={"id": node_id, "start": start, "end": end})
+        rows = []
+        for raw in result.result_rows:
+            values: list[Any] = list(raw)
+            for name in ("day", "recorded_at"):
+                values[names.index(name)] = _utc(values[names.index(name)])
+            values[names.index("rebound")] = bool(values[names.index("rebound")])
+            rows.append(PeakEvent(*values))
+        return rows
+
+    def node_quarter_hours(self, node_id: str, column: QuarterHourColumn, start: datetime,
                            end: datetime) -> tuple[list[datetime], list[float]]:
         """A node's ``column`` averaged over each 15 minutes in [start, end) that has minute rows."""
         result = self.client.query(

