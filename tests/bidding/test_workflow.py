@@ -9,8 +9,21 @@ from hypothesis import strategies as st
 
 from bidding.artifacts import artifact, canonical
 from bidding.workflow import (
-    FETCH, OPTIMISE, SAFE_BID, SUBMIT, Event, RunTask, Start, Status, TaskDone, TaskFailed, Wake, Workflow,
-    forecast_step, replay, transition,
+    FETCH,
+    OPTIMISE,
+    SAFE_BID,
+    SUBMIT,
+    Event,
+    RunTask,
+    Start,
+    Status,
+    TaskDone,
+    TaskFailed,
+    Wake,
+    Workflow,
+    forecast_step,
+    replay,
+    transition,
 )
 
 T0 = datetime(2018, 3, 5, 10, 0, tzinfo=UTC)
@@ -80,7 +93,7 @@ def test_failed_tasks_are_retried_up_to_max_attempts() -> None:
 
 
 def test_a_timed_out_task_is_reissued_on_wake() -> None:
-    state, tasks = run([(0, start()), (25, Wake(WF))])
+    _state, tasks = run([(0, start()), (25, Wake(WF))])
     assert [(t.step, t.attempt) for t in tasks] == [(FETCH, 1), (FETCH, 2)]
 
 
@@ -111,11 +124,11 @@ def test_no_forecast_by_its_deadline_gives_a_safe_bid() -> None:
 
 
 def test_never_submits_at_or_after_gate_closure() -> None:
-    events = happy_path()[:4] + [(180, TaskDone(WF, OPTIMISE, 1, "bid"))]
+    events = [*happy_path()[:4], (180, TaskDone(WF, OPTIMISE, 1, "bid"))]
     state, tasks = run(events)
     assert SUBMIT not in [t.step for t in tasks]
     assert state.status is Status.MISSED
-    state, tasks = run(happy_path()[:4] + [(181, Wake(WF)), (182, TaskDone(WF, OPTIMISE, 1, "bid"))])
+    state, tasks = run([*happy_path()[:4], (181, Wake(WF)), (182, TaskDone(WF, OPTIMISE, 1, "bid"))])
     assert state.status is Status.MISSED and SUBMIT not in [t.step for t in tasks]
 
 
