@@ -18,7 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from bidding.optimiser import Battery, Plan
+import numpy as np
+
+from bidding.optimiser import Array, Battery, Plan, optimise
 
 MAX_BANDS = 10
 PRICE_FLOOR = -500.0  # EUR/MWh, the day-ahead market's technical minimum (EPEX)
@@ -97,3 +99,32 @@ def safe_bid(asset_id: str, interval_start: datetime, reason: str) -> Bid:
     """Hold the state of charge: nothing bought or sold at any price, no reserve offered."""
     hold = IntervalBid(interval_start, ENERGY, (Band(PRICE_FLOOR, 0.0),))
     return Bid(asset_id, (hold,), f"safe bid: {reason}")
+
+
+QUANTILE_Z = (-1.645, -1.036, -0.524, 0.0, 0.524, 1.036, 1.645)  # 5%, 15%, 30%, 50%, 70%, 85%, 95%
+
+
+def response_bands(battery: Battery, mean: Array, std: Array, step_h: float, soc_mwh: float,
+                   interval_start: datetime, *, soc_end_min_mwh: float = 0.0) -> IntervalBid:
+    """The next interval's curve from the forecast's uncertainty: the optimal response at each quantile.
+
+    The first interval's price is set to each quantile of its forecast in turn (the rest stay at
+    their means) and the plan re-solved (the LP is compiled once, so a re-solve is only numbers);
+    the net quantity it then chooses is the curve's quantity from midway between that quantile and
+    the one below. A linear programme's response to its own price never falls as the price rises,
+    so the curve is monotone (a running maximum removes solver noise). Equal neighbours merge, so
+    the curve has at most ``len(QUANTILE_Z)`` bands.
+    """
+    levels = [float(mean[0] + z * std[0]) for z in QUANTILE_Z]
+    quantities: list[float] = []
+    for level in levels:
+        prices = np.array(mean, dtype=np.float64)
+        prices[0] = level
+        plan = optimise(battery, prices, step_h, soc_mwh, soc_end_min_mwh=soc_end_min_mwh)
+        net = round(float(plan.discharge_mw[0] - plan.charge_mw[0]), 4)
+        quantities.append(max([net, *quantities[-1:]]))
+    bands = [Band(PRICE_FLOOR, quantities[0])]
+    for below, level, quantity in zip(levels, levels[1:], quantities[1:], strict=False):
+        if quantity > bands[-1].quantity_mw:
+            bands.append(Band(max((below + level) / 2, bands[-1].price + 1e-6), quantity))
+    return IntervalBid(interval_start, ENERGY, tuple(bands))
