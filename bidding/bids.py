@@ -105,7 +105,8 @@ QUANTILE_Z = (-1.645, -1.036, -0.524, 0.0, 0.524, 1.036, 1.645)  # 5%, 15%, 30%,
 
 
 def response_bands(battery: Battery, mean: Array, std: Array, step_h: float, soc_mwh: float,
-                   interval_start: datetime, *, soc_end_min_mwh: float = 0.0) -> IntervalBid:
+                   interval_start: datetime, *, soc_end_min_mwh: float = 0.0,
+                   persistence: float = 0.9) -> IntervalBid:
     """The next interval's curve from the forecast's uncertainty: the optimal response at each quantile.
 
     The first interval's price is set to each quantile of its forecast in turn (the rest stay at
@@ -118,8 +119,8 @@ def response_bands(battery: Battery, mean: Array, std: Array, step_h: float, soc
     levels = [float(mean[0] + z * std[0]) for z in QUANTILE_Z]
     quantities: list[float] = []
     for level in levels:
-        prices = np.array(mean, dtype=np.float64)
-        prices[0] = level
+        surprise = level - float(mean[0])
+        prices = np.asarray(mean, dtype=np.float64) + surprise * persistence ** np.arange(len(mean))
         plan = optimise(battery, prices, step_h, soc_mwh, soc_end_min_mwh=soc_end_min_mwh)
         net = round(float(plan.discharge_mw[0] - plan.charge_mw[0]), 4)
         quantities.append(max([net, *quantities[-1:]]))

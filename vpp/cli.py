@@ -249,13 +249,14 @@ def datasets_fetch() -> None:
 @app.command("bench")
 def bench(
     name: str = typer.Argument(
-        help="Which benchmark: allocation, api, assets, control, forecast, gateway, rollups, telemetry"),
+        help="Which benchmark: allocation, api, assets, bidding, control, forecast, gateway, rollups, telemetry"),
     quick: bool = typer.Option(False, "--quick", help="A smaller run that finishes in under a minute."),
 ) -> None:
     """Run one benchmark, print its figures and write bench/results/NAME.json."""
     from bench import allocation as allocation_bench
     from bench import api as api_bench
     from bench import assets as assets_bench
+    from bench import bidding as bidding_bench
     from bench import control as control_bench
     from bench import forecast as forecast_bench
     from bench import gateway as gateway_bench
@@ -264,6 +265,7 @@ def bench(
     from bench.results import write_result
 
     benchmarks = {"allocation": allocation_bench.run, "api": api_bench.run, "assets": assets_bench.run,
+                  "bidding": bidding_bench.run,
                   "control": control_bench.run, "forecast": forecast_bench.run,
                   "gateway": gateway_bench.run, "rollups": rollups_bench.run,
                   "telemetry": telemetry_bench.run}
