@@ -30,10 +30,10 @@ from datetime import timedelta
 
 import numpy as np
 
-from bidding.bids import ENERGY, Bid, response_bands
-from bidding.market import SeriesPrices, SimulatedMarket, generated_reserve_prices
-from bidding.optimiser import Battery, optimise
 from bench.results import RESULTS_DIR
+from bidding.bids import ENERGY, Bid, response_bands
+from bidding.market import SeriesPrices, SimulatedMarket
+from bidding.optimiser import Battery, optimise
 from core.config import Settings
 from forecast.models import Model, MstlAr, PriceNaive
 from forecast.series import Series

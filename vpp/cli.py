@@ -249,7 +249,8 @@ def datasets_fetch() -> None:
 @app.command("bench")
 def bench(
     name: str = typer.Argument(
-        help="Which benchmark: allocation, api, assets, bidding, control, forecast, gateway, rollups, telemetry"),
+        help="Which benchmark: allocation, api, assets, bidding, control, forecast, gateway, rollups, "
+             "telemetry"),
     quick: bool = typer.Option(False, "--quick", help="A smaller run that finishes in under a minute."),
 ) -> None:
     """Run one benchmark, print its figures and write bench/results/NAME.json."""

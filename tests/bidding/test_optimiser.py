@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from bidding.bids import ENERGY, PRICE_FLOOR, Band, IntervalBid, energy_bands, safe_bid
+from bidding.bids import ENERGY, PRICE_FLOOR, Band, IntervalBid, energy_bands, response_bands, safe_bid
 from bidding.optimiser import Battery, optimise
 
 T0 = datetime(2018, 3, 5, tzinfo=UTC)
@@ -106,3 +106,18 @@ def test_a_day_of_five_minute_intervals_with_reserve_solves() -> None:
     energy, reserve = rng.uniform(0, 100, 288), rng.uniform(0, 20, 288)
     plan = optimise(Battery(1.0, 2.0), energy, 1 / 12, 1.0, reserve_price=reserve)
     assert len(plan.soc_mwh) == 289 and plan.value_eur > 0
+
+
+def test_response_bands_are_monotone_and_answer_the_price_that_clears() -> None:
+    battery = Battery(1.0, 2.0, degradation_eur_per_mwh=1.0)
+    mean = np.array([40.0, 20, 20, 60, 60, 40])
+    independent = response_bands(battery, mean, np.full(6, 30.0), 1.0, 1.0, T0, persistence=0.0)
+    assert 1 <= len(independent.bands) <= 10
+    assert independent.quantity_at(-10.0) < 0  # far below the forecast: buy now rather than later
+    assert independent.quantity_at(90.0) > 0  # far above even the evening: sell now
+    # errors that persist move the later prices too: a low price now says the next hours are lower
+    persistent = response_bands(battery, mean, np.full(6, 30.0), 1.0, 1.0, T0, persistence=0.9)
+    assert persistent.quantity_at(-10.0) > independent.quantity_at(-10.0)
+    for bid in (independent, persistent):
+        quantities = [bid.quantity_at(p) for p in np.linspace(-50, 150, 81)]
+        assert quantities == sorted(quantities)
