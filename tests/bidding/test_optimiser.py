@@ -121,3 +121,15 @@ def test_response_bands_are_monotone_and_answer_the_price_that_clears() -> None:
     for bid in (independent, persistent):
         quantities = [bid.quantity_at(p) for p in np.linspace(-50, 150, 81)]
         assert quantities == sorted(quantities)
+
+
+def test_re_running_the_decision_on_the_same_inputs_gives_the_same_artifact_hash() -> None:
+    from bidding.artifacts import artifact
+
+    rng = np.random.default_rng(11)
+    mean, std = rng.uniform(10, 90, 24), rng.uniform(5, 15, 24)
+    battery = Battery(1.0, 2.0, degradation_eur_per_mwh=1.0)
+    first = artifact("bid", response_bands(battery, mean, std, 1.0, 0.7, T0, soc_end_min_mwh=1.0))
+    optimise(battery, rng.uniform(0, 50, 24), 1.0, 1.5)  # the compiled problem is reused in between
+    again = artifact("bid", response_bands(battery, mean, std, 1.0, 0.7, T0, soc_end_min_mwh=1.0))
+    assert first.artifact_id == again.artifact_id
