@@ -320,7 +320,7 @@ def datasets_fetch() -> None:
 @app.command("bench")
 def bench(
     name: str = typer.Argument(
-        help="Which benchmark: allocation, api, assets, control, forecast, gateway, peak, rollups, "
+        help="Which benchmark: allocation, api, assets, bidding, control, forecast, gateway, peak, rollups, "
              "telemetry"),
     quick: bool = typer.Option(False, "--quick", help="A smaller run that finishes in under a minute."),
 ) -> None:
@@ -328,6 +328,7 @@ def bench(
     from bench import allocation as allocation_bench
     from bench import api as api_bench
     from bench import assets as assets_bench
+    from bench import bidding as bidding_bench
     from bench import control as control_bench
     from bench import forecast as forecast_bench
     from bench import gateway as gateway_bench
@@ -337,6 +338,7 @@ def bench(
     from bench.results import write_result
 
     benchmarks = {"allocation": allocation_bench.run, "api": api_bench.run, "assets": assets_bench.run,
+                  "bidding": bidding_bench.run,
                   "control": control_bench.run, "forecast": forecast_bench.run,
                   "gateway": gateway_bench.run, "peak": peak_bench.run, "rollups": rollups_bench.run,
                   "telemetry": telemetry_bench.run}
