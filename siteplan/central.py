@@ -14,16 +14,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cvxpy as cp
 import numpy as np
+from numpy.typing import NDArray
 
-from siteplan.planner import SOLVER, Array, PlanInputs
+from siteplan.planner import SOLVER, Array, PlanInputs, solved
 
 
 @dataclass(frozen=True)
 class FleetOptimum:
-    """The central optimum: the fleet's total bill, each site's battery power and grid power (sites x steps)."""
+    """The central optimum: the fleet's total bill, each site's battery and grid power (sites x steps)."""
 
     cost: float
     power_kw: Array
@@ -42,7 +44,7 @@ def plan_fleet(sites: Sequence[PlanInputs], feeder_limit_kw: Array | float | Non
     def col(values: Sequence[float]) -> Array:
         return np.asarray(values, dtype=float).reshape(n, 1)
 
-    def rows(values: Sequence[Array]) -> Array:
+    def rows(values: Sequence[NDArray[Any]]) -> Array:
         return np.vstack([np.asarray(v, dtype=float) for v in values])
 
     batteries = [s.battery for s in sites]
@@ -66,7 +68,8 @@ def plan_fleet(sites: Sequence[PlanInputs], feeder_limit_kw: Array | float | Non
     energy = cp.Variable((n, steps + 1))
     constraints = [
         energy[:, :1] == start,
-        energy[:, 1:] == energy[:, :-1] + cp.multiply(eta * dt_h, charge) - cp.multiply(dt_h / eta, discharge),
+        energy[:, 1:] == energy[:, :-1] + cp.multiply(eta * dt_h, charge)
+        - cp.multiply(dt_h / eta, discharge),
         energy >= floor,
         energy <= capacity @ np.ones((1, steps + 1)),
         energy[:, steps:] >= end,
@@ -77,10 +80,11 @@ def plan_fleet(sites: Sequence[PlanInputs], feeder_limit_kw: Array | float | Non
     if feeder_limit_kw is not None:
         limit = np.broadcast_to(np.asarray(feeder_limit_kw, dtype=float), (steps,))
         constraints.append(cp.sum(grid_in - grid_out, axis=0) <= limit)
-    objective = cp.Minimize(cp.sum(cp.multiply(import_cost, grid_in)) - cp.sum(cp.multiply(export_credit, grid_out)))
+    objective = cp.Minimize(cp.sum(cp.multiply(import_cost, grid_in))
+                            - cp.sum(cp.multiply(export_credit, grid_out)))
     problem = cp.Problem(objective, constraints)
     problem.solve(solver=SOLVER)
     if problem.status != cp.OPTIMAL:
         raise ValueError(f"no fleet plan: the problem is {problem.status}")
-    return FleetOptimum(float(problem.value), np.asarray(discharge.value - charge.value, dtype=float),
-                        np.asarray(grid_in.value - grid_out.value, dtype=float))
+    return FleetOptimum(float(problem.value), solved(discharge) - solved(charge),
+                        solved(grid_in) - solved(grid_out))

@@ -54,7 +54,8 @@ SOLVER = "HIGHS"
 
 @dataclass(frozen=True)
 class Tariff:
-    """What the owner pays per MWh: the forecast price plus network charges on import, less a fee on export."""
+    """What the owner pays per MWh: the forecast price plus network charges on import, less a fee on export.
+    """
 
     network_per_mwh: float = 90.0
     export_fee_per_mwh: float = 20.0
@@ -248,12 +249,16 @@ class _Program:
         self.problem.solve(solver=SOLVER)
         if self.problem.status != cp.OPTIMAL:
             raise ValueError(f"no plan: the problem is {self.problem.status}")
-        charge = np.maximum(np.asarray(self.charge.value, dtype=float), 0.0)
-        discharge = np.maximum(np.asarray(self.discharge.value, dtype=float), 0.0)
-        grid = np.asarray(self.grid_in.value - self.grid_out.value, dtype=float)
-        return SitePlanResult(discharge - charge, charge, discharge,
-                              np.asarray(self.energy.value, dtype=float), grid,
+        charge = np.maximum(solved(self.charge), 0.0)
+        discharge = np.maximum(solved(self.discharge), 0.0)
+        grid = solved(self.grid_in) - solved(self.grid_out)
+        return SitePlanResult(discharge - charge, charge, discharge, solved(self.energy), grid,
                               float(self.problem.value))
+
+
+def solved(variable: cp.Variable) -> Array:
+    """A solved variable's values as a float array."""
+    return np.asarray(variable.value, dtype=np.float64)
 
 
 @lru_cache(maxsize=8)
@@ -266,8 +271,9 @@ def plan_site(inputs: PlanInputs) -> SitePlanResult:
     return _program(inputs.steps).solve(inputs)
 
 
-def owner_cost(grid_kw: Array, prices_per_mwh: Array, tariff: Tariff, step_minutes: int = STEP_MINUTES) -> float:
-    """What a grid power profile costs the owner (imports at the import price, exports at the export credit)."""
+def owner_cost(grid_kw: Array, prices_per_mwh: Array, tariff: Tariff,
+               step_minutes: int = STEP_MINUTES) -> float:
+    """What a grid power profile costs the owner: imports at the import price, exports at the credit."""
     dt_h = step_minutes / 60.0
     imports, exports = np.maximum(grid_kw, 0.0), np.maximum(-grid_kw, 0.0)
     return float((tariff.import_prices(prices_per_mwh) @ imports
