@@ -20,7 +20,7 @@ import cvxpy as cp
 import numpy as np
 from numpy.typing import NDArray
 
-from siteplan.planner import SOLVER, Array, PlanInputs, solved
+from siteplan.planner import NO_CAP_KW, SOLVER, Array, PlanInputs, solved
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,8 @@ def plan_fleet(sites: Sequence[PlanInputs], feeder_limit_kw: Array | float | Non
         energy[:, steps:] >= end,
         charge <= col([b.max_charge_kw for b in batteries]) @ np.ones((1, steps)),
         discharge <= max_discharge,
+        grid_in <= rows([np.full(steps, NO_CAP_KW) if s.import_cap_kw is None else s.import_cap_kw
+                         for s in sites]),
         grid_in - grid_out == net_load + charge - discharge,
     ]
     if feeder_limit_kw is not None:

@@ -50,6 +50,8 @@ Array = NDArray[np.float64]
 STEP_MINUTES = 15
 HORIZON_STEPS = 96
 SOLVER = "HIGHS"
+#: Import cap standing for "none": far beyond any home's connection.
+NO_CAP_KW = 1e6
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,8 @@ class PlanInputs:
     may_discharge: NDArray[np.bool_] | None = None
     end_soc_pct: float | None = None
     step_minutes: int = STEP_MINUTES
+    #: Per step: most the site may import (a feeder cap the platform sends); None = no cap.
+    import_cap_kw: Array | None = None
 
     def __post_init__(self) -> None:
         steps = len(self.prices_per_mwh)
@@ -215,6 +219,7 @@ class _Program:
         self.end = cp.Parameter()
         self.max_charge = cp.Parameter(nonneg=True)
         self.max_discharge = cp.Parameter(t, nonneg=True)
+        self.import_cap = cp.Parameter(t, nonneg=True)
         constraints = [
             self.energy[0] == self.start,
             self.energy[1:] == self.energy[:-1] + self.charge_gain * self.charge
@@ -224,6 +229,7 @@ class _Program:
             self.energy[t] >= self.end,
             self.charge <= self.max_charge,
             self.discharge <= self.max_discharge,
+            self.grid_in <= self.import_cap,
             self.grid_in - self.grid_out == self.net_load + self.charge - self.discharge,
         ]
         objective = cp.Minimize(self.import_cost @ self.grid_in - self.export_credit @ self.grid_out)
@@ -246,6 +252,8 @@ class _Program:
         self.max_charge.value = b.max_charge_kw
         may = np.ones(t, dtype=bool) if inputs.may_discharge is None else inputs.may_discharge
         self.max_discharge.value = np.where(may, b.max_discharge_kw, 0.0)
+        cap = inputs.import_cap_kw
+        self.import_cap.value = np.full(t, NO_CAP_KW) if cap is None else cap
         self.problem.solve(solver=SOLVER)
         if self.problem.status != cp.OPTIMAL:
             raise ValueError(f"no plan: the problem is {self.problem.status}")
