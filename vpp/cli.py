@@ -249,7 +249,8 @@ def datasets_fetch() -> None:
 @app.command("bench")
 def bench(
     name: str = typer.Argument(
-        help="Which benchmark: allocation, api, assets, control, forecast, gateway, rollups, telemetry"),
+        help="Which benchmark: allocation, api, assets, control, forecast, gateway, plans, rollups, "
+             "telemetry"),
     quick: bool = typer.Option(False, "--quick", help="A smaller run that finishes in under a minute."),
 ) -> None:
     """Run one benchmark, print its figures and write bench/results/NAME.json."""
@@ -259,13 +260,14 @@ def bench(
     from bench import control as control_bench
     from bench import forecast as forecast_bench
     from bench import gateway as gateway_bench
+    from bench import plans as plans_bench
     from bench import rollups as rollups_bench
     from bench import telemetry as telemetry_bench
     from bench.results import write_result
 
     benchmarks = {"allocation": allocation_bench.run, "api": api_bench.run, "assets": assets_bench.run,
                   "control": control_bench.run, "forecast": forecast_bench.run,
-                  "gateway": gateway_bench.run, "rollups": rollups_bench.run,
+                  "gateway": gateway_bench.run, "plans": plans_bench.run, "rollups": rollups_bench.run,
                   "telemetry": telemetry_bench.run}
     if name not in benchmarks:
         known = ", ".join(sorted(benchmarks))
