@@ -79,6 +79,9 @@ class _Command:
 class SimulatedSite:
     """One home: battery physics, solar with clouds, noisy household load, the command it follows."""
 
+    #: The storm watch over the site's area, if one is raised: its plans hold a full battery through it.
+    storm: planner.StormWatch | None = None
+
     def __init__(self, site: Site, faults: Faults, seed: int, start: datetime) -> None:
         self.site = site
         self.faults = faults
@@ -160,7 +163,9 @@ class SimulatedSite:
         battery = planner.Battery(self.spec.capacity_kwh, self.spec.max_charge_kw, self.spec.max_discharge_kw,
                                   self.spec.reserve_pct, min(100.0, max(0.0, self.soc_pct)),
                                   self.spec.round_trip_efficiency)
-        plan = planner.plan_site(planner.PlanInputs(battery, prices, load, solar, step_minutes=minutes))
+        hold, may_discharge = planner.storm_hold(battery, start, len(prices), self.storm, minutes)
+        plan = planner.plan_site(planner.PlanInputs(battery, prices, load, solar, hold_kwh=hold,
+                                                    may_discharge=may_discharge, step_minutes=minutes))
         issued = instant(forecast["issued_at"])
         return {"site_id": self.site_id, "plan_id": f"{self.site_id}-{int(issued.timestamp())}",
                 "issued_at": now, "start": start, "interval_minutes": minutes,
@@ -226,6 +231,11 @@ class FleetSimulator:
         """Give a forecast to every online site of its region; their plans."""
         return [site.receive_prices(forecast, now) for site in self.sites.values()
                 if site.site.region == forecast["region"] and site.online(now)]
+
+    def raise_storm_watch(self, site_ids: Iterable[str], watch: planner.StormWatch | None) -> None:
+        """A storm watch reaches these sites (None lifts it); their next plans hold a full battery."""
+        for site_id in site_ids:
+            self.sites[site_id].storm = watch
 
 
 class SimClock:

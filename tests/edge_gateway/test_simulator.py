@@ -160,3 +160,22 @@ def test_sites_plan_with_the_site_planner_within_limits_and_reserve() -> None:
                                 site.spec.reserve_pct, site.spec.round_trip_efficiency)
             assert len(record["power_kw"]) == steps
             assert check_plan(Plan.from_record(record), limits, site.soc_pct) is None
+
+
+def test_a_storm_watch_reaching_sites_makes_their_plans_fill_the_battery_before_it_begins() -> None:
+    import math
+
+    from siteplan.planner import StormWatch, replay_energy
+
+    fleet = FleetSimulator(_sites(6), seed=5, start=START)
+    watch = StormWatch(START + timedelta(hours=12), START + timedelta(hours=18))
+    fleet.raise_storm_watch(fleet.sites, watch)
+    prices = [300.0 if k < 48 else 20.0 for k in range(96)]  # dear until noon: only the storm makes it charge
+    for region in {s.site.region for s in fleet.sites.values()}:
+        forecast = {"region": region, "issued_at": START, "start": START, "interval_minutes": 15,
+                    "prices_per_mwh": prices, "currency": "EUR"}
+        for record in fleet.receive_prices(forecast, START):
+            spec = fleet.sites[record["site_id"]].spec
+            start_kwh = fleet.sites[record["site_id"]].soc_pct / 100 * spec.capacity_kwh
+            energy = replay_energy(record["power_kw"], start_kwh, math.sqrt(spec.round_trip_efficiency))
+            assert min(energy[48:73]) >= spec.capacity_kwh - 1e-3  # full 12:00 to 18:00
