@@ -26,7 +26,7 @@ its owner, not for the platform:
 
 The problem is a linear programme, built once as a parametrised cvxpy
 problem (DPP, so cvxpy compiles it once per horizon length) and solved per
-site with HiGHS. Doing nothing (battery idle) is always feasible without a
+site with Clarabel. Doing nothing (battery idle) is always feasible without a
 storm watch, so an optimal plan never costs the owner more than it.
 
 Sign convention as in SiteTelemetry: battery power positive = discharging;
@@ -49,7 +49,9 @@ Array = NDArray[np.float64]
 
 STEP_MINUTES = 15
 HORIZON_STEPS = 96
-SOLVER = "HIGHS"
+#: An interior-point solver that writes nothing (HiGHS, as fast here, prints a banner to stdout once
+#: per process whatever its options say, and the planner runs inside devices and the simulator).
+SOLVER = "CLARABEL"
 #: Import cap standing for "none": far beyond any home's connection.
 NO_CAP_KW = 1e6
 

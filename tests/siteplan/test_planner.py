@@ -131,16 +131,16 @@ def _site(seed: int) -> PlanInputs:
 
 
 def test_the_cvxpy_problem_agrees_with_another_solver() -> None:
-    """HiGHS (used) and Clarabel (interior point) reach the same optimum: the LP, not a solver quirk."""
+    """Clarabel (interior point, used) and HiGHS (simplex) reach the same optimum: the LP, not a quirk."""
     import cvxpy as cp
 
     from siteplan import planner
 
     inputs = _site(7)
     program = planner._Program(STEPS)
-    highs = program.solve(inputs).cost
-    program.problem.solve(solver=cp.CLARABEL)
-    assert abs(float(program.problem.value) - highs) <= 1e-5 * max(1.0, abs(highs))
+    clarabel = program.solve(inputs).cost
+    program.problem.solve(solver=cp.HIGHS)
+    assert abs(float(program.problem.value) - clarabel) <= 1e-5 * max(1.0, abs(clarabel))
 
 
 def test_bad_inputs_are_refused() -> None:
