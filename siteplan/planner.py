@@ -52,6 +52,9 @@ HORIZON_STEPS = 96
 #: An interior-point solver that writes nothing (HiGHS, as fast here, prints a banner to stdout once
 #: per process whatever its options say, and the planner runs inside devices and the simulator).
 SOLVER = "CLARABEL"
+#: Tighter than Clarabel's 1e-8 gap defaults, so a fleet's sum of plans stays within 1e-6 of the
+#: central optimum even over thousands of sites (costs about a millisecond per plan).
+SOLVER_OPTIONS: dict[str, float] = {"tol_gap_abs": 1e-10, "tol_gap_rel": 1e-10}
 #: Import cap standing for "none": far beyond any home's connection.
 NO_CAP_KW = 1e6
 
@@ -256,7 +259,7 @@ class _Program:
         self.max_discharge.value = np.where(may, b.max_discharge_kw, 0.0)
         cap = inputs.import_cap_kw
         self.import_cap.value = np.full(t, NO_CAP_KW) if cap is None else cap
-        self.problem.solve(solver=SOLVER)
+        self.problem.solve(solver=SOLVER, **SOLVER_OPTIONS)
         if self.problem.status != cp.OPTIMAL:
             raise ValueError(f"no plan: the problem is {self.problem.status}")
         charge = np.maximum(solved(self.charge), 0.0)
