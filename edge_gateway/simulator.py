@@ -23,9 +23,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import numpy as np
+
 from assets.generator import Site
 from edge_gateway import physics
 from edge_gateway.wire import instant
+from siteplan import planner
 
 FIRMWARE = "vpp-sim/1.0"
 DELAY_S = 30.0
@@ -75,6 +78,9 @@ class _Command:
 
 class SimulatedSite:
     """One home: battery physics, solar with clouds, noisy household load, the command it follows."""
+
+    #: The storm watch over the site's area, if one is raised: its plans hold a full battery through it.
+    storm: planner.StormWatch | None = None
 
     def __init__(self, site: Site, faults: Faults, seed: int, start: datetime) -> None:
         self.site = site
@@ -142,22 +148,28 @@ class SimulatedSite:
                 "reason": reason, "event_time": now}
 
     def receive_prices(self, forecast: Mapping[str, Any], now: datetime) -> dict[str, Any]:
-        """Keep a PriceForecast; plan to charge in the cheapest quarter and discharge in the dearest.
+        """Keep a PriceForecast and plan the battery for the owner with the site planner (``siteplan``).
 
-        Returns the SitePlan record the device sends back.
+        The device forecasts its own load and solar from its profile (no noise, today's clouds)
+        and plans from its state of charge now. Returns the SitePlan record it sends back.
         """
         self.forecast = dict(forecast)
-        prices = [float(p) for p in forecast["prices_per_mwh"]]
-        ranked = sorted(prices)
-        quarter = max(1, len(prices) // 4)
-        cheap, dear = ranked[quarter - 1], ranked[-quarter]
-        plan = [0.5 * self.spec.max_discharge_kw if p >= dear and p > cheap
-                else -0.5 * self.spec.max_charge_kw if p <= cheap and p < dear else 0.0 for p in prices]
+        prices = np.array([float(p) for p in forecast["prices_per_mwh"]])
+        start, minutes = instant(forecast["start"]), int(forecast["interval_minutes"])
+        hours = [(t.hour + t.minute / 60 + self.site.lon / 15.0) % 24
+                 for t in (start + timedelta(minutes=minutes * (k + 0.5)) for k in range(len(prices)))]
+        load = np.array([physics.household_load_kw(self._base_load_kw, h, 0.0) for h in hours])
+        solar = np.array([physics.solar_kw(self.site.solar_kwp, h, self._cloud) for h in hours])
+        battery = planner.Battery(self.spec.capacity_kwh, self.spec.max_charge_kw, self.spec.max_discharge_kw,
+                                  self.spec.reserve_pct, min(100.0, max(0.0, self.soc_pct)),
+                                  self.spec.round_trip_efficiency)
+        hold, may_discharge = planner.storm_hold(battery, start, len(prices), self.storm, minutes)
+        plan = planner.plan_site(planner.PlanInputs(battery, prices, load, solar, hold_kwh=hold,
+                                                    may_discharge=may_discharge, step_minutes=minutes))
         issued = instant(forecast["issued_at"])
         return {"site_id": self.site_id, "plan_id": f"{self.site_id}-{int(issued.timestamp())}",
-                "issued_at": now, "start": instant(forecast["start"]),
-                "interval_minutes": int(forecast["interval_minutes"]), "power_kw": plan,
-                "forecast_issued_at": issued}
+                "issued_at": now, "start": start, "interval_minutes": minutes,
+                "power_kw": [round(p, 6) for p in plan.power_kw.tolist()], "forecast_issued_at": issued}
 
     def corrupts_next_frame(self) -> bool:
         """Whether the transport should mangle the next frame (corrupt sites, about one frame in five)."""
@@ -219,6 +231,11 @@ class FleetSimulator:
         """Give a forecast to every online site of its region; their plans."""
         return [site.receive_prices(forecast, now) for site in self.sites.values()
                 if site.site.region == forecast["region"] and site.online(now)]
+
+    def raise_storm_watch(self, site_ids: Iterable[str], watch: planner.StormWatch | None) -> None:
+        """A storm watch reaches these sites (None lifts it); their next plans hold a full battery."""
+        for site_id in site_ids:
+            self.sites[site_id].storm = watch
 
 
 class SimClock:

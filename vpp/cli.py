@@ -320,7 +320,7 @@ def datasets_fetch() -> None:
 @app.command("bench")
 def bench(
     name: str = typer.Argument(
-        help="Which benchmark: allocation, api, assets, bidding, control, forecast, gateway, peak, rollups, "
+        help="Which benchmark: allocation, api, assets, bidding, control, forecast, gateway, peak, plans, rollups, "
              "telemetry"),
     quick: bool = typer.Option(False, "--quick", help="A smaller run that finishes in under a minute."),
 ) -> None:
@@ -333,6 +333,7 @@ def bench(
     from bench import forecast as forecast_bench
     from bench import gateway as gateway_bench
     from bench import peak as peak_bench
+    from bench import plans as plans_bench
     from bench import rollups as rollups_bench
     from bench import telemetry as telemetry_bench
     from bench.results import write_result
@@ -340,7 +341,8 @@ def bench(
     benchmarks = {"allocation": allocation_bench.run, "api": api_bench.run, "assets": assets_bench.run,
                   "bidding": bidding_bench.run,
                   "control": control_bench.run, "forecast": forecast_bench.run,
-                  "gateway": gateway_bench.run, "peak": peak_bench.run, "rollups": rollups_bench.run,
+                  "gateway": gateway_bench.run, "peak": peak_bench.run, "plans": plans_bench.run,
+                  "rollups": rollups_bench.run,
                   "telemetry": telemetry_bench.run}
     if name not in benchmarks:
         known = ", ".join(sorted(benchmarks))

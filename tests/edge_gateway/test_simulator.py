@@ -137,3 +137,45 @@ def test_the_fleet_routes_commands_and_prices_and_offline_sites_do_not_answer() 
     for plan in plans:
         codec.encode("SitePlan", plan)
         assert plan["power_kw"][0] < 0 < plan["power_kw"][3]  # charge when cheap, discharge when dear
+
+
+def test_sites_plan_with_the_site_planner_within_limits_and_reserve() -> None:
+    """The plans the simulated devices send pass the platform's plan check from their SoC (issue 16)."""
+    import math
+
+    from siteplan.aggregate import Plan, SiteLimits, check_plan
+
+    fleet = FleetSimulator(_sites(20), seed=4, start=START)
+    for site in fleet.sites.values():
+        site.soc_pct = site.spec.reserve_pct + 5.0  # little energy above reserve: a blind plan breaks it
+    steps = 96
+    prices = [80.0 + 60.0 * math.sin(2 * math.pi * k / steps) for k in range(steps)]
+    regions = {s.site.region for s in fleet.sites.values()}
+    for region in regions:
+        forecast = {"region": region, "issued_at": START, "start": START, "interval_minutes": 15,
+                    "prices_per_mwh": prices, "currency": "EUR"}
+        for record in fleet.receive_prices(forecast, START):
+            site = fleet.sites[record["site_id"]]
+            limits = SiteLimits(site.spec.capacity_kwh, site.spec.max_charge_kw, site.spec.max_discharge_kw,
+                                site.spec.reserve_pct, site.spec.round_trip_efficiency)
+            assert len(record["power_kw"]) == steps
+            assert check_plan(Plan.from_record(record), limits, site.soc_pct) is None
+
+
+def test_a_storm_watch_reaching_sites_makes_their_plans_fill_the_battery_before_it_begins() -> None:
+    import math
+
+    from siteplan.planner import StormWatch, replay_energy
+
+    fleet = FleetSimulator(_sites(6), seed=5, start=START)
+    watch = StormWatch(START + timedelta(hours=12), START + timedelta(hours=18))
+    fleet.raise_storm_watch(fleet.sites, watch)
+    prices = [300.0 if k < 48 else 20.0 for k in range(96)]  # dear until noon: only the storm makes it charge
+    for region in {s.site.region for s in fleet.sites.values()}:
+        forecast = {"region": region, "issued_at": START, "start": START, "interval_minutes": 15,
+                    "prices_per_mwh": prices, "currency": "EUR"}
+        for record in fleet.receive_prices(forecast, START):
+            spec = fleet.sites[record["site_id"]].spec
+            start_kwh = fleet.sites[record["site_id"]].soc_pct / 100 * spec.capacity_kwh
+            energy = replay_energy(record["power_kw"], start_kwh, math.sqrt(spec.round_trip_efficiency))
+            assert min(energy[48:73]) >= spec.capacity_kwh - 1e-3  # full 12:00 to 18:00
