@@ -7,6 +7,7 @@ tables. Every command reads the same :class:`core.config.Settings`, so
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Callable
 from dataclasses import asdict
@@ -317,39 +318,25 @@ def datasets_fetch() -> None:
     console.print(table)
 
 
+#: The modules of bench/ that are benchmarks (each has ``run(quick) -> figures``).
+BENCHMARKS = ("allocation", "api", "assets", "bidding", "control", "forecast", "gateway", "peak", "plans",
+              "rollups", "telemetry")
+
+
 @app.command("bench")
 def bench(
-    name: str = typer.Argument(
-        help="Which benchmark: allocation, api, assets, bidding, control, forecast, gateway, peak, plans, rollups, "
-             "telemetry"),
+    name: str = typer.Argument(help=f"Which benchmark: {', '.join(BENCHMARKS)}"),
     quick: bool = typer.Option(False, "--quick", help="A smaller run that finishes in under a minute."),
 ) -> None:
     """Run one benchmark, print its figures and write bench/results/NAME.json."""
-    from bench import allocation as allocation_bench
-    from bench import api as api_bench
-    from bench import assets as assets_bench
-    from bench import bidding as bidding_bench
-    from bench import control as control_bench
-    from bench import forecast as forecast_bench
-    from bench import gateway as gateway_bench
-    from bench import peak as peak_bench
-    from bench import plans as plans_bench
-    from bench import rollups as rollups_bench
-    from bench import telemetry as telemetry_bench
     from bench.results import write_result
 
-    benchmarks = {"allocation": allocation_bench.run, "api": api_bench.run, "assets": assets_bench.run,
-                  "bidding": bidding_bench.run,
-                  "control": control_bench.run, "forecast": forecast_bench.run,
-                  "gateway": gateway_bench.run, "peak": peak_bench.run, "plans": plans_bench.run,
-                  "rollups": rollups_bench.run,
-                  "telemetry": telemetry_bench.run}
-    if name not in benchmarks:
-        known = ", ".join(sorted(benchmarks))
-        err_console.print(f"[red]error:[/] unknown benchmark {name!r}; one of {known}")
+    if name not in BENCHMARKS:
+        err_console.print(f"[red]error:[/] unknown benchmark {name!r}; one of {', '.join(BENCHMARKS)}")
         raise typer.Exit(code=2)
+    run = importlib.import_module(f"bench.{name}").run
     with console.status(f"running bench {name}"):
-        figures = benchmarks[name](quick)
+        figures = run(quick)
     path = write_result(name, figures, quick, console)
     console.print(f"written to {path}")
 
