@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from core.rows import ForecastPoint, ForecastRunRow, PeakEvent
+from forecast.quality import ErrorRow, worse_than_naive
 from peak.events import planned_event
-from peak.inputs import ErrorRow, fleet_from_aggregate, forecast_for_day, worse_than_naive
+from peak.inputs import fleet_from_aggregate, forecast_for_day
 from peak.planner import NoEvent, Plan, Planner
 
 DAY_S = 86_400
@@ -48,7 +49,7 @@ def plan_day(node_id: str, day: date, latest: tuple[ForecastRunRow, Sequence[For
         run, points = latest
         step = timedelta(seconds=run.step_s)
         intervals = DAY_S // run.step_s
-        worse = worse_than_naive(errors, "node_load", run.model)
+        worse = worse_than_naive(errors, "node_load", run.model) is True
         forecast = forecast_for_day(points, day_start, step, intervals, worse)
         if forecast is None:
             plan = NoEvent(f"the latest load forecast of {node_id!r} (run {run.run_id}, from "

@@ -50,20 +50,3 @@ def forecast_for_day(points: Sequence[ForecastPoint], day_start: datetime, step:
     mean = np.array([p.value for p in chosen])
     std = np.maximum(np.array([p.q90 for p in chosen]) - mean, 0.0) / Z90
     return LoadForecast(day_start, step, mean, std, chosen[0].model, worse_than_naive)
-
-
-ErrorRow = tuple[str, str, int, int, float, float]
-
-
-def worse_than_naive(errors: Sequence[ErrorRow], kind: str, model: str) -> bool:
-    """Whether ``model``'s points-weighted MAE so far is above the naive's (``forecast_node_errors`` rows).
-
-    Rows are (series kind, model, horizon, points, MAE, band coverage); no scored points means no flag.
-    """
-    def pooled(name: str) -> float | None:
-        rows = [(n, mae) for k, m, _, n, mae, _ in errors if k == kind and m == name]
-        total = sum(n for n, _ in rows)
-        return sum(n * mae for n, mae in rows) / total if total else None
-
-    mae, naive = pooled(model), pooled("naive")
-    return model != "naive" and mae is not None and naive is not None and mae > naive

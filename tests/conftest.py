@@ -7,14 +7,20 @@ topics, keys or tables with unique names instead of restarting the stack.
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from core.config import Settings
 from vpp.stack import running
+
+if TYPE_CHECKING:
+    from tests.own_redis import RedisServer
 
 
 def free_port() -> int:
@@ -49,3 +55,16 @@ def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setting
     )
     with running(settings):
         yield settings
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own, which it may kill, pause (SIGSTOP) and start again."""
+    from tests.own_redis import RedisServer  # it imports free_port from here
+
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    if server.process is not None:
+        os.kill(server.process.pid, signal.SIGCONT)
+    server.stop()

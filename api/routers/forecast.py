@@ -21,27 +21,19 @@ from api.models import (
     PublishedPrice,
 )
 from api.routers.telemetry import NodeId
+from forecast.quality import ErrorRow, pooled, worse_than_naive
 
 router = APIRouter(prefix="/v1", tags=["forecasts"])
 
 SeriesParam = Annotated[Literal["load", "solar"], Query(description="load or solar.")]
 
 
-def _quality(errors: list[tuple[str, str, int, int, float, float]], kind: str, model: str) -> ForecastQuality:
+def _quality(errors: list[ErrorRow], kind: str, model: str) -> ForecastQuality:
     """Points-weighted MAE and band coverage of ``model`` and of the naive over every scored horizon."""
-
-    def pooled(name: str) -> tuple[int, float | None, float | None]:
-        rows = [(n, mae, cov) for k, m, _, n, mae, cov in errors if k == kind and m == name]
-        total = sum(n for n, _, _ in rows)
-        if not total:
-            return 0, None, None
-        return (total, sum(n * mae for n, mae, _ in rows) / total, sum(n * cov for n, _, cov in rows) / total)
-
-    points, mae, coverage = pooled(model)
-    _, naive_mae, _ = pooled("naive")
-    worse = None if mae is None or naive_mae is None or model == "naive" else mae > naive_mae
-    return ForecastQuality(points=points, mae=mae, naive_mae=naive_mae, coverage_80=coverage,
-                           worse_than_naive=worse)
+    mine = pooled(errors, kind, model)
+    return ForecastQuality(points=mine.points, mae=mine.mae, naive_mae=pooled(errors, kind, "naive").mae,
+                           coverage_80=mine.coverage_80,
+                           worse_than_naive=worse_than_naive(errors, kind, model))
 
 
 @router.get("/nodes/{node_id}/forecast", summary="A node's latest forecast")

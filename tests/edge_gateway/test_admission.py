@@ -14,8 +14,6 @@ import asyncio
 import os
 import signal
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from websockets import ConnectionClosed, InvalidStatus
@@ -40,14 +38,6 @@ from tests.own_redis import RedisServer
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    if server.process is not None:
-        os.kill(server.process.pid, signal.SIGCONT)
-    server.stop()
 
 
 def _site() -> str:

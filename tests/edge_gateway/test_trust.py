@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import jwt
@@ -43,7 +40,7 @@ from tests.edge_gateway.support import (
     running_gateway,
     telemetry,
 )
-from vpp.stack import _redis_binary
+from tests.own_redis import RedisServer
 
 pytestmark = pytest.mark.integration
 
@@ -145,51 +142,7 @@ def test_implausible_frames_are_answered_counted_by_reason_and_never_produced(
 # -- durable revocations (case 9) ------------------------------------------------------------------
 
 
-class _Redis:
-    """A redis-server of the test's own on a fixed port, killable and restartable empty."""
-
-    def __init__(self, directory: Path) -> None:
-        self.port = free_port()
-        self._directory = directory
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self._process = subprocess.Popen(
-            [_redis_binary(), "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self._directory),
-             "--save", "", "--appendonly", "no", "--protected-mode", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with redis.Redis(port=self.port, socket_connect_timeout=0.5) as client:
-                    client.ping()
-                return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-
-    def crash(self) -> None:
-        assert self._process is not None
-        self._process.kill()
-        self._process.wait(30)
-
-    def stop(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self.crash()
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[_Redis]:
-    server = _Redis(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def test_a_revocation_survives_a_redis_crash(stack_settings: Settings, own_redis: _Redis) -> None:
+def test_a_revocation_survives_a_redis_crash(stack_settings: Settings, own_redis: RedisServer) -> None:
     settings = gateway_settings(stack_settings, redis_port=own_redis.port)
     site = _site()
     revoked, kept = issue_token(settings, site), issue_token(settings, site)
@@ -198,7 +151,7 @@ def test_a_revocation_survives_a_redis_crash(stack_settings: Settings, own_redis
         async with running_gateway(settings) as gateway:
             await asyncio.to_thread(revoke_token, settings, revoked.claims.jti)
             before = await _status_of(gateway, revoked.token)
-            own_redis.crash()
+            own_redis.stop()
             own_redis.start()  # empty: the revocation is gone from Redis
             with redis.Redis(port=own_redis.port) as fresh:
                 assert not fresh.exists("gateway:revoked")

@@ -13,8 +13,6 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
@@ -26,14 +24,6 @@ from tests.own_redis import RedisServer
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    if server.process is not None:
-        os.kill(server.process.pid, signal.SIGCONT)
-    server.stop()
 
 
 def _writes(first: int, count: int) -> list[TwinWrite]:
@@ -46,37 +36,37 @@ def _write_in_background(partition: object, items: list[TwinWrite]) -> threading
     return thread
 
 
-def test_writes_wait_through_a_redis_restart_and_land(server: RedisServer,
+def test_writes_wait_through_a_redis_restart_and_land(own_redis: RedisServer,
                                                       caplog: pytest.LogCaptureFixture) -> None:
-    partition = RedisTwinSink(f"redis://127.0.0.1:{server.port}").build("redis", 0, 1)
+    partition = RedisTwinSink(f"redis://127.0.0.1:{own_redis.port}").build("redis", 0, 1)
     partition.write_batch(_writes(0, 10))
-    server.stop()
+    own_redis.stop()
     with caplog.at_level(logging.WARNING, logger="operators.sinks"):
         writer = _write_in_background(partition, _writes(10, 10))
         assert wait_until(lambda: "cannot be reached" in caplog.text, 60), "the outage was logged"
         assert writer.is_alive(), "the sink waits for Redis instead of failing the flow"
-        server.start()  # empty: nothing was saved
+        own_redis.start()  # empty: nothing was saved
         writer.join(120)
         assert not writer.is_alive(), "the held batch was written once Redis answered"
         partition.write_batch(_writes(20, 5))
     assert caplog.text.count("cannot be reached") == 1, "one warning per outage, not per attempt"
     assert "answers again" in caplog.text
-    with redis.Redis(port=server.port, decode_responses=True) as client:
+    with redis.Redis(port=own_redis.port, decode_responses=True) as client:
         assert {int(k.split("-")[1]) for k in client.scan_iter("site:outage-*")} == set(range(10, 25))
     partition.close()
 
 
-def test_writes_wait_through_a_paused_redis(server: RedisServer) -> None:
-    partition = RedisTwinSink(f"redis://127.0.0.1:{server.port}").build("redis", 0, 1)
-    assert server.process is not None
-    os.kill(server.process.pid, signal.SIGSTOP)
+def test_writes_wait_through_a_paused_redis(own_redis: RedisServer) -> None:
+    partition = RedisTwinSink(f"redis://127.0.0.1:{own_redis.port}").build("redis", 0, 1)
+    assert own_redis.process is not None
+    os.kill(own_redis.process.pid, signal.SIGSTOP)
     writer = _write_in_background(partition, _writes(0, 10))
     try:
         assert not wait_until(lambda: not writer.is_alive(), 1.0), "nothing is written while Redis is paused"
     finally:
-        os.kill(server.process.pid, signal.SIGCONT)
+        os.kill(own_redis.process.pid, signal.SIGCONT)
     writer.join(120)
     assert not writer.is_alive()
-    with redis.Redis(port=server.port, decode_responses=True) as client:
+    with redis.Redis(port=own_redis.port, decode_responses=True) as client:
         assert client.hget("site:outage-7", "soc_pct") == "7.0"
     partition.close()

@@ -9,7 +9,7 @@ import pytest
 
 from core.rows import ForecastPoint
 from peak.fleet import FleetCapacity
-from peak.inputs import fleet_from_aggregate, forecast_for_day, worse_than_naive
+from peak.inputs import fleet_from_aggregate, forecast_for_day
 from peak.planner import LoadForecast, Plan, Planner
 from peak.schedule import dispatch_specs
 
@@ -43,14 +43,6 @@ def test_the_day_comes_from_the_points_with_the_std_from_the_band() -> None:
 
 def test_a_forecast_missing_an_interval_of_the_day_is_no_forecast() -> None:
     assert forecast_for_day(points(range(20)), DAY, STEP, 24) is None
-
-
-def test_worse_than_naive_pools_every_scored_horizon() -> None:
-    rows = [("node_load", "holt-winters", 1, 10, 2.0, 0.8), ("node_load", "holt-winters", 2, 30, 6.0, 0.8),
-            ("node_load", "naive", 1, 10, 4.0, 0.8), ("node_load", "naive", 2, 30, 4.0, 0.8)]
-    assert worse_than_naive(rows, "node_load", "holt-winters")  # 5.0 against 4.0
-    assert not worse_than_naive(rows[:1] + rows[2:3], "node_load", "holt-winters")
-    assert not worse_than_naive([], "node_load", "holt-winters")
 
 
 def test_the_rest_of_a_plan_becomes_dispatches_of_equal_power() -> None:
