@@ -419,8 +419,8 @@ class DispatchSummary(BaseModel):
     reason: str | None = Field(default=None, description="Why it is PARTIAL or FAILED.")
     sites_total: int | None = Field(default=None, description="Sites the dispatch commands (0: none was "
                                     "eligible); null until control has read the request.")
-    shortfall_kw: float | None = Field(default=None, description="Latest target minus measured power "
-                                       "in the target's direction, kW (0 when met).")
+    shortfall_kw: float | None = Field(default=None, description="The part of the target, kW, that the "
+                                       "commanded sites cannot give within their limits (0: they can).")
 
 
 class DispatchStatus(BaseModel):

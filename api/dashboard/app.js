@@ -23,6 +23,8 @@ let source = null;
 const COVERAGE_ALARM = 0.95;
 // A dispatch missing more than this share of the energy it asked for is flagged as a large shortfall.
 const SHORTFALL_FLAG = 0.2;
+// Sites take a few seconds to follow a new command: an active dispatch's energy is judged after this.
+const RAMP_MS = 60000;
 const ALARM = "#b3261e";
 const OK = "#2e7d32";
 const STEP_MS = {minute: 60000, hour: 3600000, day: 86400000};
@@ -295,7 +297,7 @@ async function loadHistory() {
       {x: grid.x, y: get("energy_available_kwh"), name: "energy kWh", yaxis: "y2", line: {color: "#7b4fa0"}},
       coverageTrace(grid),
     ], {title: {text: `history: ${node} (${history.resolution})`}, margin: {t: 40, r: 60, b: 40, l: 60},
-        legend: {orientation: "h"}, ...coverageLayout(grid)},
+        legend: {orientation: "h", y: -0.2}, ...coverageLayout(grid)},
     plotConfig);
   } catch (error) { $("history-note").textContent = error.message; }
 }
@@ -434,8 +436,9 @@ async function loadSite() {
     const history = await api(`/v1/sites/${site}/history?start=${start.toISOString()}&end=${end.toISOString()}`);
     if (site !== view.site) return;
     const grid = onGrid(history.data, start, end, history.resolution);
-    $("site-history-note").textContent = [`${history.count} ${history.resolution} windows`, outageText(grid)]
-      .filter(Boolean).join(" · ");
+    $("site-history-note").textContent = history.count
+      ? [`${history.count} ${history.resolution} windows`, outageText(grid)].filter(Boolean).join(" · ")
+      : "no windows yet: a minute closes into history about 30 s after it ends";
     const get = (key) => grid.at.map((row) => (row ? row[key] : null));
     Plotly.react("chart-site", [
       band(grid.x, get("battery_kw_min"), get("battery_kw_max"), {name: "min–max kW", fillcolor: "rgba(31, 119, 180, 0.18)"}),
@@ -444,7 +447,7 @@ async function loadSite() {
       {x: grid.x, y: get("soc_pct_last"), name: "SoC %", yaxis: "y2", line: {color: "#7b4fa0"}},
       coverageTrace(grid),
     ], {title: {text: `site history: ${site} (${history.resolution})`}, margin: {t: 40, r: 60, b: 40, l: 60},
-        legend: {orientation: "h"}, ...coverageLayout(grid),
+        legend: {orientation: "h", y: -0.2}, ...coverageLayout(grid),
         yaxis2: {title: {text: "SoC %"}, overlaying: "y", side: "right", range: [0, 100]}},
     plotConfig);
   } catch (error) { $("site-history-note").textContent = error.message; }
@@ -531,12 +534,17 @@ function lineage(nodeId) {
   return ancestry.get(nodeId);
 }
 
-// Why an operator should look at a dispatch: it ended short, it has nobody, or it delivers far too little.
+// Why an operator should look at a dispatch: it ended short, it has nobody, its sites cannot give the
+// target, or (past the first minute's ramp, or once ended) it delivered far less energy than it asked for.
 function flags(d) {
   const out = [];
   if (d.state === "PARTIAL" || d.state === "FAILED") out.push(d.reason ? `${d.state}: ${d.reason}` : d.state);
   if (d.sites_total === 0) out.push("0 sites");
-  if (d.requested_kwh && d.delivered_kwh !== null && d.delivered_kwh !== undefined) {
+  const asked = Math.abs(d.target_kw ?? 0);
+  if (d.shortfall_kw && asked && d.shortfall_kw > SHORTFALL_FLAG * asked) {
+    out.push(`shortfall: its sites can give ${fmt(asked - d.shortfall_kw)} of ${fmt(asked)} kW`);
+  } else if (d.requested_kwh && d.delivered_kwh !== null && d.delivered_kwh !== undefined &&
+             (d.state !== "ACTIVE" || Date.now() - Date.parse(d.start) > RAMP_MS)) {
     const missing = 1 - d.delivered_kwh / d.requested_kwh;
     if (missing > SHORTFALL_FLAG) out.push(`shortfall: ${fmt(missing * 100, 0)} % of the energy asked for is missing`);
   }
