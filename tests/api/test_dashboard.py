@@ -118,7 +118,9 @@ def test_the_console_shows_sites_dispatches_outages_alarms_and_the_peak_day(api:
         try:
             _poll(client, f"/v1/dispatch/{ours}", lambda b: len(b["history"]) >= 2)
             _poll(client, f"/v1/dispatch/{other}", lambda b: (b["requested_kwh"] or 0) > 0)
-            commanded = (lambda s: (s["active_command_id"] or "").startswith(f"{ours}/"))  # noqa: E731
+            def commanded(twin: dict[str, Any]) -> bool:
+                return str(twin["active_command_id"] or "").startswith(f"{ours}/")
+
             page = _poll(client, "/v1/nodes/feeder-0-0/sites/twins?limit=1000",
                          lambda p: any(commanded(s) for s in p["data"]))
             site = next(s["site_id"] for s in page["data"] if commanded(s))
