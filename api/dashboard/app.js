@@ -225,7 +225,9 @@ function showLive(live) {
   Plotly.react("chart-live", [
     {x: liveSeries.t, y: liveSeries.measured, name: "battery kW (reporting)", mode: "lines+markers"},
     {x: liveSeries.t, y: liveSeries.estimated, name: "battery kW (estimate, all sites)", mode: "lines", line: {dash: "dot"}},
-  ], {title: {text: `live: ${view.node}`}, margin: {t: 40, r: 10, b: 40, l: 60}, legend: {orientation: "h"}},
+  ], {title: {text: `live: ${view.node}`}, margin: {t: 40, r: 10, b: 40, l: 60}, legend: {orientation: "h"},
+      // a single point gets a readable minute around it, not a millisecond axis
+      xaxis: liveSeries.t.length > 1 ? {} : {range: [new Date(t.getTime() - 60000), new Date(t.getTime() + 60000)]}},
   plotConfig);
 }
 
@@ -273,6 +275,8 @@ const coverageLayout = (grid) => ({
     y0: COVERAGE_ALARM * 100, y1: COVERAGE_ALARM * 100, line: {color: ALARM, width: 1, dash: "dash"}}],
 });
 
+let zoomFollowed = false;
+
 async function loadHistory() {
   if (!view.node) return;
   const node = view.node;
@@ -299,6 +303,7 @@ async function loadHistory() {
     ], {title: {text: `history: ${node} (${history.resolution})`}, margin: {t: 40, r: 60, b: 40, l: 60},
         legend: {orientation: "h", y: -0.2}, ...coverageLayout(grid)},
     plotConfig);
+    if (!zoomFollowed) { followZoom(); zoomFollowed = true; }
   } catch (error) { $("history-note").textContent = error.message; }
 }
 
@@ -642,6 +647,22 @@ document.querySelectorAll("[data-view]").forEach((a) => a.addEventListener("clic
   event.preventDefault();
   showView(a.dataset.view);
 }));
+// Zooming the history chart narrows the range (finer windows, kept in the URL); autoscale goes back.
+function followZoom() {
+  $("chart-history").on("plotly_relayout", (change) => {
+    if (change["xaxis.range[0]"] && change["xaxis.range[1]"]) {
+      const iso = (t) => new Date(`${String(t).replace(" ", "T")}Z`).toISOString();
+      Object.assign(view, {from: iso(change["xaxis.range[0]"]), to: iso(change["xaxis.range[1]"])});
+    } else if (change["xaxis.autorange"]) {
+      Object.assign(view, {from: null, to: null});
+    } else {
+      return;
+    }
+    saveView();
+    loadHistory();
+    loadSite();
+  });
+}
 $("sites-prev").addEventListener("click", () => { sitesOffset = Math.max(0, sitesOffset - SITES_PER_PAGE); loadSites(); });
 $("sites-next").addEventListener("click", () => { sitesOffset += SITES_PER_PAGE; loadSites(); });
 $("site-close").addEventListener("click", () => { view.site = null; saveView(); loadSite(); loadSites(); });

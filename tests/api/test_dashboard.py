@@ -128,7 +128,10 @@ def test_the_console_shows_sites_dispatches_outages_alarms_and_the_peak_day(api:
             # Virtual time (the budget) stands still while a fetch is open, so the page polls instead of
             # streaming here; the stream itself is tested in test_dispatch_and_stream.
             url = f"{api.url}/dashboard/#token={api.tokens['read']}&stream=off"
-            main = f"&node=feeder-0-0&day={day.isoformat()}"
+            # node, time range (the synthetic day) and peak day come from the URL, as after a reload
+            until = first + timedelta(hours=23)
+            main = (f"&node=feeder-0-0&from={first.isoformat().replace('+00:00', 'Z')}"
+                    f"&to={until.isoformat().replace('+00:00', 'Z')}&day={day.isoformat()}")
             elsewhere = f"&node=state-0&site={site}"
             screenshot = tmp_path / "dashboard.png"
             shot = _chromium(f"--screenshot={screenshot}", url + main)
@@ -164,7 +167,8 @@ def test_the_console_shows_sites_dispatches_outages_alarms_and_the_peak_day(api:
     # the outage is a gap (and named), not a zero; low coverage is drawn in the alarm colour
     note = _element(dom, "history-note")
     windows = re.search(r'id="history-note"[^>]*>(\d+) minute windows', note)
-    assert windows and int(windows.group(1)) > 22 * 60 - len(OUTAGE), note
+    assert windows and int(windows.group(1)) == 23 * 60 - len(OUTAGE), note
+    assert f"{first:%Y-%m-%d %H:%M}\u2013" in note, "the range from the URL is not the one shown"
     assert "(40 min)" in note and "drawn as gaps" in note, note
     outages = re.search(r'data-outages="(\d+)"', _element(dom, "chart-history"))
     assert outages and int(outages.group(1)) >= 1
