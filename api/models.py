@@ -165,6 +165,20 @@ class SiteTwin(BaseModel):
         return cls.model_validate(values)
 
 
+class SiteCommand(BaseModel):
+    """One command sent to a site, and what became of it (a ``command_log`` row)."""
+
+    command_id: str
+    dispatch_id: str
+    setpoint_kw: float = Field(description="Battery setpoint, kW; positive = discharge.")
+    valid_from: datetime
+    valid_until: datetime
+    attempt: int
+    status: str = Field(description="SENT (by control), ACCEPTED, REJECTED or EXPIRED (the device's answer), "
+                        "or UNANSWERED (no answer in time).")
+    event_time: datetime
+
+
 class Ancestry(BaseModel):
     """A site's ancestors per hierarchy at a time, nearest first (programs: all enrolments)."""
 
@@ -403,6 +417,10 @@ class DispatchSummary(BaseModel):
     requested_kwh: float | None = Field(default=None, description="Energy asked for so far, kWh.")
     delivered_kwh: float | None = Field(default=None, description="Energy delivered so far, kWh.")
     reason: str | None = Field(default=None, description="Why it is PARTIAL or FAILED.")
+    sites_total: int | None = Field(default=None, description="Sites the dispatch commands (0: none was "
+                                    "eligible); null until control has read the request.")
+    shortfall_kw: float | None = Field(default=None, description="The part of the target, kW, that the "
+                                       "commanded sites cannot give within their limits (0: they can).")
 
 
 class DispatchStatus(BaseModel):

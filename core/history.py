@@ -363,6 +363,23 @@ class HistoryStore:
             entries.append(DispatchLogEntry(*values))
         return entries
 
+    def site_commands(self, site_id: str, start: datetime, end: datetime,
+                      limit: int = 1000) -> list[CommandLogEntry]:
+        """What a site was commanded in [start, end) (by event time) and what became of it, newest first."""
+        names = [f.name for f in fields(CommandLogEntry)]
+        result = self.client.query(
+            f"SELECT {', '.join(names)} FROM {self.db}.command_log FINAL WHERE site_id = %(id)s "
+            "AND event_time >= %(start)s AND event_time < %(end)s ORDER BY event_time DESC LIMIT %(limit)s",
+            parameters={"id": site_id, "start": start, "end": end, "limit": limit})
+        times = [names.index(n) for n in ("valid_from", "valid_until", "event_time")]
+        entries = []
+        for raw in result.result_rows:
+            values: list[Any] = list(raw)
+            for at in times:
+                values[at] = _utc(values[at])
+            entries.append(CommandLogEntry(*values))
+        return entries
+
     def _history(self, row_type: type[Row], kind: str, ident: str, start: datetime, end: datetime,
                  resolution: Resolution | Literal["auto"]) -> list[Row]:
         if end <= start:

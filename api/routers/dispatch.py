@@ -76,7 +76,9 @@ def list_dispatches(_: FleetReader, resources: ResourcesDep,
             target_kw=float(now["target_kw"]) if now.get("target_kw") else None,
             requested_kwh=float(now["requested_kwh"]) if now.get("requested_kwh") else None,
             delivered_kwh=float(now["delivered_kwh"]) if now.get("delivered_kwh") else None,
-            reason=now.get("reason") or None))
+            reason=now.get("reason") or None,
+            sites_total=int(float(now["sites_total"])) if now.get("sites_total") else None,
+            shortfall_kw=float(now["shortfall_kw"]) if now.get("shortfall_kw") else None))
     return Page(data=summaries, count=dispatch.count_dispatches(resources.redis, begin))
 
 

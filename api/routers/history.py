@@ -15,7 +15,17 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, status
 
 from api.deps import FleetReader, ResourcesDep, SiteReader
-from api.models import EARLIEST, LATEST, History, NodePoint, ResolutionChoice, SitePoint, utc
+from api.models import (
+    EARLIEST,
+    LATEST,
+    History,
+    NodePoint,
+    Page,
+    ResolutionChoice,
+    SiteCommand,
+    SitePoint,
+    utc,
+)
 from api.routers.telemetry import NodeId, SiteId, known_site
 from core.history import Resolution, choose_resolution
 
@@ -75,3 +85,16 @@ def site_history(site_id: SiteId, _: SiteReader, resources: ResourcesDep, start:
         rows = store.site_history(site_id, first, last, chosen)
     data = [SitePoint.model_validate(row, from_attributes=True) for row in rows]
     return History(id=site_id, start=first, end=last, resolution=chosen, data=data, count=len(data))
+
+
+@router.get("/sites/{site_id}/commands", summary="Commands a site received")
+def site_commands(site_id: SiteId, _: SiteReader, resources: ResourcesDep, start: Start = None,
+                  end: End = None,
+                  limit: Annotated[int, Query(ge=1, le=10_000)] = 200) -> Page[SiteCommand]:
+    """Every command sent to the site in [start, end) and each answer (``command_log``), newest first."""
+    first, last, _resolution = _range(start, end, "auto")
+    known_site(resources, site_id)
+    with resources.history() as store:
+        rows = store.site_commands(site_id, first, last, limit)
+    data = [SiteCommand.model_validate(row, from_attributes=True) for row in rows]
+    return Page(data=data, count=len(data))

@@ -123,6 +123,25 @@ def node_sites(node_id: NodeId, _: FleetReader, resources: ResourcesDep, at: At 
     return Page(data=ids[offset:offset + limit], count=len(ids))
 
 
+@router.get("/nodes/{node_id}/sites/twins", summary="The live twins of a page of a node's sites")
+def node_site_twins(node_id: NodeId, _: FleetReader, resources: ResourcesDep,
+                    limit: Annotated[int, Query(ge=1, le=1000)] = 100, offset: Offset = 0) -> Page[SiteTwin]:
+    """Status, last seen, power and state of charge of the node's sites (sorted by id), one Redis round trip.
+
+    The operator's site list: ``/sites`` gives the ids, this gives what each site says now.
+    """
+    with resources.fleet.use() as fleet:
+        _known_node(fleet, node_id)
+    ids = resources.members(keys.node_sites(node_id))
+    page = ids[offset:offset + limit]
+    pipe = resources.redis.pipeline(transaction=False)
+    for site_id in page:
+        pipe.hgetall(keys.site(site_id))
+    answers = pipe.execute()
+    twins = [SiteTwin.from_hash(site_id, fields) for site_id, fields in zip(page, answers, strict=True)]
+    return Page(data=twins, count=len(ids))
+
+
 @router.get("/sites/{site_id}", summary="A site's live twin")
 async def get_site(site_id: SiteId, _: SiteReader, resources: ResourcesDep) -> SiteTwin:
     """Latest telemetry, status (ONLINE/DELAYED/OFFLINE), last seen, limits and available energy."""
