@@ -16,11 +16,12 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.jwt_keys import SigningKeys
 from core.local_secrets import MissingSecretError, resolve_keys
+from core.logs import LogFormat, LogLevel
 from core.plausibility import Rules
 
 
@@ -366,6 +367,25 @@ class Settings(BaseSettings):
         default=15, ge=1,
         description="Minutes between the forecast service's rounds in `vpp up` (VPP_FORECAST_EVERY_MIN).",
     )
+
+    log_format: LogFormat = Field(
+        default="text",
+        description="How every process writes its log to stderr: `text` (one readable line per event) or "
+        "`json` (one JSON object per line, for a log shipper) (VPP_LOG_FORMAT).",
+    )
+    log_level: LogLevel = Field(
+        default="INFO",
+        description="The least severe records every process logs: DEBUG, INFO, WARNING, ERROR or CRITICAL, "
+        "any case (VPP_LOG_LEVEL).",
+    )
+
+    @field_validator("log_format", "log_level", mode="before")
+    @classmethod
+    def _log_case(cls, value: object, info: ValidationInfo) -> object:
+        """VPP_LOG_LEVEL=debug and VPP_LOG_FORMAT=JSON mean what they say."""
+        if not isinstance(value, str):
+            return value
+        return value.upper() if info.field_name == "log_level" else value.lower()
 
     def plausibility(self) -> Rules:
         """The bounds every boundary checks device records against (core.plausibility)."""

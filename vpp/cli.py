@@ -21,6 +21,7 @@ from rich.table import Table
 
 from api import cli as api_cli
 from core.config import Settings
+from core.logs import configure_logging
 from edge_gateway import cli as edge_cli
 from vpp import dispatch_cli, forecast_cli, peak_cli
 from vpp.stack import Stack, UpResult
@@ -71,6 +72,7 @@ def main(
                                  help="Print the version and exit."),
 ) -> None:
     """An open virtual power plant: run it, inspect it, drive it."""
+    configure_logging(Settings())
 
 
 def print_json(document: Any) -> None:

@@ -75,6 +75,9 @@ import lz4.frame
 from backports import zstd
 from chdb import session as chdb_session
 
+from core.config import Settings
+from core.logs import configure_logging
+
 log = logging.getLogger("vpp.history_server")
 
 _FORMAT_AT_END = re.compile(r"\s+FORMAT\s+([A-Za-z0-9_]+)\s*;?\s*$", re.IGNORECASE)
@@ -429,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--user", default="default", help=f"the one user; its password is ${PASSWORD_ENV}")
     parser.add_argument("--readers", type=int, default=4, help="sessions reads run on at once")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    configure_logging(Settings())  # VPP_LOG_FORMAT, VPP_LOG_LEVEL
     try:
         server = make_server(args.data_dir, args.host, args.port, database=args.database,
                              access=Access(args.user, os.environ.get(PASSWORD_ENV, "")), readers=args.readers)
