@@ -20,7 +20,7 @@ from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.jwt_keys import SigningKeys
-from core.local_secrets import MissingSecretError, resolve_keys
+from core.local_secrets import MissingSecretError, local_secrets, resolve_keys
 from core.logs import LogFormat, LogLevel
 from core.plausibility import Rules
 
@@ -327,7 +327,8 @@ class Settings(BaseSettings):
     clickhouse_password: SecretStr | None = Field(
         default=None,
         description="Password of VPP_CLICKHOUSE_USER (VPP_CLICKHOUSE_PASSWORD); the embedded history server "
-        "reads the same variable. Unset on the local stack means an empty password; outside it "
+        "reads the same variable. Unset on the local stack, it is generated once into the data directory's "
+        "secrets.json (core.local_secrets) and every local process uses that one; outside it "
         "(VPP_PRODUCTION or VPP_CLICKHOUSE_URL set) it must be set, here or in the URL: read it through "
         "clickhouse_credentials().",
     )
@@ -335,14 +336,15 @@ class Settings(BaseSettings):
     def clickhouse_credentials(self) -> tuple[str, str] | None:
         """(user, password) for ClickHouse, None when VPP_CLICKHOUSE_URL carries them (user:password@host).
 
-        MissingSecretError outside the local stack if the password is set nowhere.
+        On the local stack an unset password is the one generated into the data directory (the history
+        server gets the same); elsewhere MissingSecretError if it is set nowhere.
         """
         if self.clickhouse_url is not None and urlsplit(self.clickhouse_url).username:
             return None
         if self.clickhouse_password is not None:
             return self.clickhouse_user, self.clickhouse_password.get_secret_value()
         if self.is_local:
-            return self.clickhouse_user, ""
+            return self.clickhouse_user, local_secrets(self.data_dir)["clickhouse_password"]
         raise MissingSecretError("VPP_CLICKHOUSE_PASSWORD is not set: outside the local stack "
                                  "(VPP_PRODUCTION, VPP_KAFKA_BOOTSTRAP, VPP_REDIS_URL or VPP_CLICKHOUSE_URL "
                                  "set) ClickHouse needs a password (on Kubernetes from a Secret)")

@@ -186,7 +186,10 @@ class Stack:
                     sys.executable, "-m", "vpp.history_server", "--data-dir", str(self._part_dir("history")),
                     "--host", host, "--port", str(s.clickhouse_port),
                     "--database", s.clickhouse_database, "--user", s.clickhouse_user,
-                ],  # the password travels in the inherited environment (VPP_CLICKHOUSE_PASSWORD)
+                ],
+                # The password travels in the environment, never on the command line (`ps` shows that):
+                # the configured one, else the one generated into this data directory.
+                env=lambda: {"VPP_CLICKHOUSE_PASSWORD": (s.clickhouse_credentials() or ("", ""))[1]},
                 ready=lambda: probe_history(s),
                 port_busy=lambda: self._port_busy(s.clickhouse_port, "the history server",
                                                   "VPP_CLICKHOUSE_PORT"),
