@@ -381,6 +381,16 @@ class Settings(BaseSettings):
         "any case (VPP_LOG_LEVEL).",
     )
 
+    telemetry_metrics_port: int = Field(
+        default=3030, ge=1, le=65535,
+        description="Port of the local telemetry dataflow's /metrics (Bytewax's dataflow API, which binds "
+        "every interface; Kubernetes uses 3030 in each pod) (VPP_TELEMETRY_METRICS_PORT).",
+    )
+    control_metrics_port: int = Field(
+        default=3031, ge=1, le=65535,
+        description="Port of the local control dataflow's /metrics (VPP_CONTROL_METRICS_PORT).",
+    )
+
     @field_validator("log_format", "log_level", mode="before")
     @classmethod
     def _log_case(cls, value: object, info: ValidationInfo) -> object:
