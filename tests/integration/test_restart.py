@@ -80,6 +80,7 @@ def test_down_and_up_twice_the_system_works_and_history_survives(tmp_path: Path)
     env.update(VPP_DATA_DIR=str(tmp_path), VPP_KAFKA_PORT=str(free_port()), VPP_REDIS_PORT=str(redis_port),
                VPP_CLICKHOUSE_PORT=str(free_port()), VPP_GATEWAY_PORT=str(free_port()),
                VPP_GATEWAY_METRICS_PORT=str(free_port()), VPP_API_PORT=str(free_port()),
+               VPP_TELEMETRY_METRICS_PORT=str(free_port()), VPP_CONTROL_METRICS_PORT=str(free_port()),
                VPP_DEFAULT_PARTITIONS="1",  # every stored offset lies beyond the new, short logs
                COLUMNS="200")
     client = redis.Redis(port=redis_port, decode_responses=True)
