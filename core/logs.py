@@ -31,8 +31,10 @@ ACCESS_LOGGER = "vpp.api.access"
 #: Libraries that log an INFO line per connection or per request: kept to warnings.
 QUIET_LOGGERS = ("websockets", "websockets.server", "websockets.client", "uvicorn.access", "httpx",
                  "httpcore", "urllib3")
-#: Attributes every LogRecord has; anything else on a record came from ``extra=`` and is a field.
-_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+#: Attributes every LogRecord has; anything else on a record came from ``extra=`` and is a field
+#: (except uvicorn's ``color_message``, the same message with terminal colours).
+_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {
+    "message", "asctime", "taskName", "color_message"}
 
 
 def _timestamp(record: logging.LogRecord) -> str:

@@ -317,7 +317,7 @@ def _live_table(rows: list[LiveNode]) -> Table:
     """Fits 80 columns: estimates next to measurements, the lag (wall clock minus event time) last."""
     now_ms = datetime.now(UTC).timestamp() * 1000
     table = narrow_table(f"live fleet at {datetime.now(UTC):%H:%M:%S} UTC",
-                         "est.: silent sites at last values; lag: now - event time; age: oldest data")
+                         "est. counts silent sites; lag: now - event time; age: oldest")
     for column in ("node", "sites", "cov.", "power", "est.", "energy", "est.", "lag s", "age s"):
         table.add_column(column, justify="left" if column == "node" else "right",
                          overflow="fold" if column == "node" else "ellipsis")
