@@ -93,11 +93,12 @@ def _parts_json(settings: Settings, statuses: list[PartStatus]) -> dict[str, Any
 
 
 def _parts_table(parts: list[PartStatus]) -> Table:
-    table = Table(title="local stack")
-    table.add_column("part")
-    table.add_column("state")
-    table.add_column("address")
-    table.add_column("pid", justify="right")
+    """Every part with its state, address and pid; at 80 columns addresses wrap, never cut short."""
+    table = narrow_table("local stack")
+    table.add_column("part", overflow="fold")
+    table.add_column("state", no_wrap=True)
+    table.add_column("address", overflow="fold")
+    table.add_column("pid", justify="right", no_wrap=True)
     colours = {
         PartState.STARTED: "green",
         PartState.RUNNING: "green",

@@ -116,6 +116,14 @@ def test_live_dispatch_list_and_status_fit_80_columns(stack_settings: Settings, 
     assert "1,100 acked" not in text and "1100 acked, 90 pending, 10 rejected of 1200" in text
 
 
+def test_status_fits_80_columns_and_cuts_no_address_short(stack_settings: Settings, narrow: None) -> None:
+    result = CliRunner().invoke(cli.app, ["status"], env=_env(stack_settings))
+    lines = _fits(result.output)
+    assert "…" not in result.output, "an address cut short cannot be used"
+    text = "".join(line.strip() for line in lines)
+    assert stack_settings.clickhouse in text and stack_settings.redis in text
+
+
 def test_dispatch_has_real_subcommands_and_send_is_the_default(stack_settings: Settings,
                                                                fleet: redis.Redis) -> None:
     runner, env = CliRunner(), _env(stack_settings)
