@@ -144,6 +144,7 @@ def _get(url: str) -> int:
         return 0
 
 
+@pytest.mark.slow  # an API process start (~10 s on a busy machine): pytest -m slow -k access_line
 @pytest.mark.integration
 def test_the_api_process_logs_json_lines_with_an_access_line(stack_settings: Settings,
                                                              tmp_path: Path) -> None:
