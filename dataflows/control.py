@@ -31,6 +31,7 @@ from bytewax.inputs import FixedPartitionedSource
 from bytewax.outputs import Sink
 
 from core.config import Settings
+from core.logs import configure_logging
 from core.topics import COMMANDS_ACKS, DISPATCH_REQUESTS
 from operators import control_steps as steps
 from operators.kafka_batches import BatchedKafkaSource, Polled
@@ -93,5 +94,7 @@ def build_flow(settings: Settings, source: FixedPartitionedSource[Polled, Any] |
 def __getattr__(name: str) -> Any:
     """``flow`` for ``python -m bytewax.run dataflows.control:flow``, built from the environment when read."""
     if name == "flow":
-        return build_flow(Settings())
+        settings = Settings()
+        configure_logging(settings)
+        return build_flow(settings)
     raise AttributeError(name)

@@ -29,6 +29,7 @@ from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
 from core.config import Settings
+from core.logs import configure_logging
 from core.topics import ASSETS_CHANGES, TELEMETRY_RAW
 from operators import telemetry_steps as steps
 from operators.kafka_batches import BatchedKafkaSource, Polled
@@ -76,5 +77,7 @@ def build_flow(settings: Settings, source: Source[Polled] | None = None,
 def __getattr__(name: str) -> Any:
     """``flow`` for ``bytewax.run dataflows.telemetry:flow``, built from the environment when read."""
     if name == "flow":
-        return build_flow(Settings())
+        settings = Settings()
+        configure_logging(settings)
+        return build_flow(settings)
     raise AttributeError(name)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from datetime import UTC, datetime, timedelta
 
 import typer
 from rich.console import Console
 
 from core.config import Settings
+from core.logs import configure_logging
 
 console = Console()
 err_console = Console(stderr=True)
@@ -62,9 +62,10 @@ def serve_gateway(
     from core.local_secrets import MissingSecretError
     from edge_gateway.service import run_gateway
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings()
+    configure_logging(settings)
     try:
-        asyncio.run(run_gateway(Settings(), host=host, port=port, metrics_port=metrics_port,
+        asyncio.run(run_gateway(settings, host=host, port=port, metrics_port=metrics_port,
                                 instance_id=instance_id))
     except MissingSecretError as exc:
         err_console.print(f"[red]error:[/] the gateway refuses to start: {exc}", highlight=False)
@@ -102,6 +103,7 @@ def simulate(
         err_console.print("[red]error:[/] --transport is websocket or kafka; --encoding is avro or json")
         raise typer.Exit(code=2)
     settings = Settings()
+    configure_logging(settings)
     raise_fd_limit()
     step = interval or settings.simulator_interval_s
     start = datetime.now(UTC)

@@ -77,6 +77,7 @@ class Revocations:
                 jtis = await asyncio.to_thread(durable_revocations, self._settings)
             except (ClickHouseError, OSError) as exc:
                 raise RevocationUnknownError(f"cannot read the durable revocation list: {exc}") from exc
+            changed = frozenset(jtis) != self._copy
             self._copy, self._copy_at = frozenset(jtis), time.monotonic()
             try:
                 # The server id before writing: a restart in between makes the next check reload again.
@@ -85,8 +86,11 @@ class Revocations:
                     await self._rds.sadd(REVOKED_KEY, *jtis[start:start + CHUNK])
             except OSError as exc:
                 raise RevocationUnknownError(f"cannot load the revocation list into redis: {exc}") from exc
+            fresh_server = run_id != self._run_id
             self._run_id, self._loaded_at = run_id, time.monotonic()
-            log.info("loaded %d revoked tokens into redis %s", len(jtis), run_id)
+            # A line when something changed (a new list or a new Redis), not one per periodic reload.
+            log.log(logging.INFO if changed or fresh_server else logging.DEBUG,
+                    "loaded %d revoked tokens into redis %s", len(jtis), run_id)
 
     async def revoked(self, jtis: list[str]) -> list[bool]:
         """Whether each token is revoked; RevocationUnknownError when that cannot be known.

@@ -350,9 +350,9 @@ class Gateway:
         async for batch in feed.batches():
             try:
                 await self._route_commands(batch)
-            except RedisError:
-                log.warning("redis failed while routing %d commands; the control loop retries them",
-                            len(batch), exc_info=True)
+            except RedisError as exc:
+                log.warning("redis failed while routing %d commands (%s); the control loop retries them",
+                            len(batch), exc)
                 self.metrics.commands.labels("unroutable").inc(len(batch))
 
     async def _route_commands(self, batch: list[Message]) -> None:
@@ -383,8 +383,8 @@ class Gateway:
         while not self._stopping.is_set():
             try:
                 position, records = await self._routes.read_inbox(position, int(self._block_s * 1000))
-            except RedisError:
-                log.warning("reading the inbox failed; retrying", exc_info=True)
+            except RedisError as exc:
+                log.warning("reading the inbox failed (%s); retrying", exc)
                 await self._pause(self.settings.gateway_heartbeat_s)
                 continue
             for raw in records:
@@ -457,8 +457,8 @@ class Gateway:
         while await self._pause(self.settings.gateway_heartbeat_s):
             try:
                 await self._sweep()
-            except RedisError:
-                log.warning("heartbeat failed; routes expire if this persists", exc_info=True)
+            except RedisError as exc:
+                log.warning("heartbeat failed (%s); routes expire if this persists", exc)
             else:
                 self._last_heartbeat = time.monotonic()
 

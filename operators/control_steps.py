@@ -48,6 +48,7 @@ from core.topics import COMMANDS_ACKS, COMMANDS_SITE, DISPATCH_STATUS
 from operators.arbitration import ARBITER_KEY, Arbiter, Refusal
 from operators.control_state import ArbiterState, arbiter_state, migrate, restore
 from operators.dispatch import Ack, ControlConfig, Dispatch, Output, Request, TwinSnapshot, dispatch_of
+from operators.flow_metrics import RECORDS_IN
 from operators.kafka_batches import Polled
 from operators.records import DLQ_KEY, KafkaOut, Origin, codec, dead_letter, dead_letter_of
 from operators.sinks import StatusWrite
@@ -80,6 +81,7 @@ def decode_control(polls: list[Polled]) -> list[tuple[str, Received | KafkaOut]]
     out: list[tuple[str, Received | KafkaOut]] = []
     decode = codec().decode
     for poll in polls:
+        RECORDS_IN.labels("control", poll.topic).inc(len(poll.messages))
         acks = poll.topic == COMMANDS_ACKS
         for msg in poll.messages:
             error, value = msg.error(), msg.value()

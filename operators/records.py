@@ -29,6 +29,7 @@ from prometheus_client import Counter
 
 from core.plausibility import Implausible, Rules, check_telemetry
 from core.topics import AGGREGATES_LIVE, TELEMETRY_DLQ, TELEMETRY_RAW, TWIN_STATUS
+from operators.flow_metrics import DEAD_LETTERS, RECORDS_IN, flow_of
 from operators.kafka_batches import Polled
 from operators.shard import bucket_of
 from operators.twin import Reading
@@ -91,7 +92,8 @@ def dead_letter(msg: Message, kind: str, error: str, consumer: str = CONSUMER) -
 
 
 def dead_letter_of(origin: Origin, kind: str, error: str, consumer: str = CONSUMER) -> KafkaOut:
-    """A DeadLetter record for the record ``origin`` describes."""
+    """A DeadLetter record for the record ``origin`` describes (counted by flow and kind)."""
+    DEAD_LETTERS.labels(flow_of(consumer), kind).inc()
     value = codec().encode("DeadLetter", {
         "original_key": origin.key,
         "original_value": origin.value,
@@ -121,6 +123,7 @@ def route(polls: list[Polled], shards: int, rules: Rules) -> list[tuple[str, Sha
     decode, decode_millis = codec().decode, codec().decode_millis
     now_ms = wall_ms()
     for poll in polls:
+        RECORDS_IN.labels("telemetry", poll.topic).inc(len(poll.messages))
         source = f"{poll.topic}/{poll.partition}"
         telemetry = poll.topic == TELEMETRY_RAW
         expected = "SiteTelemetry" if telemetry else "SiteAncestry"

@@ -34,6 +34,7 @@ from core import keys
 from core.config import Settings
 from core.rows import NodeWindow, SiteWindow
 from core.topics import TELEMETRY_RAW
+from operators.flow_metrics import LATE_READINGS, shard_lag
 from operators.kafka_batches import Polled
 from operators.records import (
     KafkaOut,
@@ -159,6 +160,9 @@ class ShardLogic(StatefulBatchLogic[ShardBatch, ShardResult, bytes]):
             emitted += _shard_results(out, ceiling)
             emitted.extend(implausible_letter(batch.origins[index], verdict)
                            for index, verdict in out.rejected)
+            if out.late_readings:
+                LATE_READINGS.inc(out.late_readings)
+        shard_lag(self.shard.shard, self.shard.clock.now_ms, now)
         return emitted, self.RETAIN
 
     @override
@@ -175,6 +179,7 @@ class ShardLogic(StatefulBatchLogic[ShardBatch, ShardResult, bytes]):
         if flush:
             self.last_twin_flush = self.last_tick
         now = wall_ms()
+        shard_lag(self.shard.shard, self.shard.clock.now_ms, now)
         return _shard_results(self.shard.tick(now, flush), self.shard.clock.ceiling(now)), self.RETAIN
 
     @override

@@ -128,8 +128,10 @@ class _Poller:
                     return
                 try:
                     self.reads.append(serve(reader, want))
-                except Exception:  # Redis away: the step keeps its last read; try again next period
-                    log.exception("reading the twin for dispatch %s failed", want.request.dispatch_id)
+                except Exception as exc:  # Redis away: the step keeps its last read; try again next period
+                    # Expected while Redis is away: one line, not a traceback every period.
+                    log.warning("reading the twin for dispatch %s failed (%s: %s); retrying",
+                                want.request.dispatch_id, type(exc).__name__, exc)
 
     def drain(self) -> list[TwinRead]:
         out = []

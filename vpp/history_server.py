@@ -23,9 +23,10 @@ subset of ClickHouse's HTTP interface clickhouse-connect uses:
 * credentials as ClickHouse takes them (``X-ClickHouse-User``/``-Key``
   headers, HTTP Basic, or ``user``/``password`` parameters) against the
   configured user (``--user``) and password (environment
-  ``VPP_CLICKHOUSE_PASSWORD``, never a command-line argument): a wrong one is
-  refused with code 516 (AUTHENTICATION_FAILED) and HTTP 401. ``/ping`` needs
-  none, as on ClickHouse;
+  ``VPP_CLICKHOUSE_PASSWORD``, never a command-line argument; unset, the
+  server refuses to start, so there is no default anyone could use): a wrong
+  one is refused with code 516 (AUTHENTICATION_FAILED) and HTTP 401. ``/ping``
+  needs none, as on ClickHouse;
 * HTTP compression: request bodies with ``Content-Encoding`` gzip, deflate,
   lz4 (frame) or zstd are decompressed; with ``enable_http_compression=1`` the
   answer is compressed in the first of the client's ``Accept-Encoding`` this
@@ -74,6 +75,9 @@ from urllib.parse import parse_qs, urlparse
 import lz4.frame
 from backports import zstd
 from chdb import session as chdb_session
+
+from core.config import Settings
+from core.logs import configure_logging
 
 log = logging.getLogger("vpp.history_server")
 
@@ -429,10 +433,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--user", default="default", help=f"the one user; its password is ${PASSWORD_ENV}")
     parser.add_argument("--readers", type=int, default=4, help="sessions reads run on at once")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    configure_logging(Settings())  # VPP_LOG_FORMAT, VPP_LOG_LEVEL
+    password = os.environ.get(PASSWORD_ENV)
+    if password is None:  # no default password anyone could use
+        log.error("%s is not set: the history server needs its user's password (`vpp stack up` passes the "
+                  "one it generated into the data directory's secrets.json)", PASSWORD_ENV)
+        return 2
     try:
         server = make_server(args.data_dir, args.host, args.port, database=args.database,
-                             access=Access(args.user, os.environ.get(PASSWORD_ENV, "")), readers=args.readers)
+                             access=Access(args.user, password), readers=args.readers)
     except HistoryServerError as exc:
         log.error("%s", exc)
         return 2

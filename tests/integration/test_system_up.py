@@ -34,7 +34,9 @@ def test_up_runs_the_fleet_end_to_end_and_down_stops_it(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VPP_")}
     env.update(VPP_DATA_DIR=str(tmp_path), VPP_KAFKA_PORT=str(free_port()), VPP_REDIS_PORT=str(redis_port),
                VPP_CLICKHOUSE_PORT=str(free_port()), VPP_GATEWAY_PORT=str(free_port()),
-               VPP_GATEWAY_METRICS_PORT=str(free_port()), VPP_API_PORT=str(free_port()), COLUMNS="200")
+               VPP_GATEWAY_METRICS_PORT=str(free_port()), VPP_API_PORT=str(free_port()),
+               VPP_TELEMETRY_METRICS_PORT=str(free_port()), VPP_CONTROL_METRICS_PORT=str(free_port()),
+               COLUMNS="200")
     up = _vpp(env, "up", "--sites", str(SITES))
     try:
         assert up.returncode == 0, up.stdout + up.stderr

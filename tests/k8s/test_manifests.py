@@ -393,3 +393,9 @@ def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
         "DoesNotExist": lambda e: e["key"] not in labels,
     }
     return all(tests[expr["operator"]](expr) for expr in selector.get("matchExpressions", []))
+
+
+def test_pods_log_one_json_object_per_line(objects: tuple[Obj, ...], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cluster's log shipper reads JSON lines: every platform process gets VPP_LOG_FORMAT=json."""
+    settings = settings_of(objects, monkeypatch)
+    assert (settings.log_format, settings.log_level) == ("json", "INFO")
