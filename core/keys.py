@@ -63,3 +63,13 @@ def route(site_id: str) -> str:
 def inbox(instance_id: str) -> str:
     """The capped stream of commands other instances forward to one gateway instance."""
     return f"{INBOX_PREFIX}{instance_id}"
+
+
+def node_plan(node_id: str) -> str:
+    """The live aggregate plan of a node (plans dataflow): intervals, planned and estimated kW, coverage."""
+    return f"plan:node:{node_id}"
+
+
+def site_plan(site_id: str) -> str:
+    """The latest plan the plans dataflow accepted from a site."""
+    return f"plan:site:{site_id}"
