@@ -18,6 +18,8 @@ DISPATCH_INDEX = "dispatches"
 REVOKED_TOKENS = "gateway:revoked"
 ROUTE_PREFIX = "gateway:route:"
 INBOX_PREFIX = "gateway:inbox:"
+#: Hash of the storm watches in force: node id -> JSON (starts, until, sites, raised_by, raised_at).
+STORM_WATCHES = "storm:watches"
 
 
 def site(site_id: str) -> str:
