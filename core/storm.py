@@ -60,6 +60,11 @@ class Watch:
                    data["raised_by"], when(data["raised_at"]))
 
 
+def _members(client: redis.Redis, node_id: str) -> list[str]:
+    members = client.smembers(keys.node_sites(node_id))
+    return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
+
+
 def _send(producer: Producer, node_id: str, action: str, starts: datetime, until: datetime,
           site_ids: list[str], by: str, now: datetime) -> None:
     value = packaged_codec().encode("StormWatch", {
@@ -86,7 +91,7 @@ def raise_watch(client: redis.Redis, producer: Producer, node_id: str, starts: d
         raise StormWatchError(f"the watch lapsed already ({until.isoformat()})")
     if until - max(starts, now) > MAX_WATCH:
         raise StormWatchError(f"a storm watch lasts at most {MAX_WATCH.days} days")
-    site_ids = sorted(str(s) for s in client.smembers(keys.node_sites(node_id)))
+    site_ids = _members(client, node_id)
     if not site_ids:
         raise StormWatchNotFoundError(f"unknown node {node_id!r} (or it has no sites): "
                                       "see `vpp live` or GET /v1/nodes for node ids")
@@ -116,7 +121,7 @@ def clear_watch(client: redis.Redis, producer: Producer, node_id: str, by: str,
     held = next((w for w in list_watches(client, now) if w.node_id == node_id), None)
     if held is None:
         raise StormWatchNotFoundError(f"no storm watch is in force over {node_id!r}")
-    site_ids = sorted(str(s) for s in client.smembers(keys.node_sites(node_id)))
+    site_ids = _members(client, node_id)
     _send(producer, node_id, "CLEAR", held.starts, held.until, site_ids, by, now)
     client.hdel(keys.STORM_WATCHES, node_id)
     return held

@@ -87,7 +87,7 @@ def raise_storm_watch(body: StormWatchCreate, principal: Dispatcher,
     except storm.StormWatchNotFoundError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     except storm.StormWatchError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from None
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
     except RuntimeError as exc:  # the broker did not take it
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
     return _public(watch)

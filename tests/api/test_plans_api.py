@@ -1,0 +1,96 @@
+"""GET /v1/nodes/{id}/plan, /v1/sites/{id}/plan and the storm-watch endpoints on the live API.
+
+The plan hashes are written as the plans dataflow writes them (the desk's own
+``NodeAnswer.fields`` and the step's site fields come from one place each; the
+flow itself is tested in tests/integration/test_plans_flow.py). A storm watch
+must reach the node's member sites as a StormWatch record on ``storm.watch``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+import redis
+
+from core import keys
+from core.topics import STORM_WATCH
+from schemas import packaged_codec
+from schemas.times import epoch_ms
+from siteplan.aggregate import NodePlan
+from siteplan.desk import NodeAnswer
+from tests.api.conftest import Api
+from tests.telemetry import flowrun
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_node_plan_and_a_site_plan_are_read_from_the_flows_hashes(api: Api) -> None:
+    node = "feeder-spare-1"
+    site = sorted(api.fleet.sites)[2]
+    with api.client("read") as client:
+        missing = client.get(f"/v1/nodes/{node}/plan")
+        assert missing.status_code == 404
+        assert missing.headers["content-type"].startswith("application/problem+json")
+        assert client.get(f"/v1/sites/{site}/plan").status_code == 404
+
+    start = datetime(2030, 1, 1, tzinfo=UTC)
+    plan = NodePlan(node, epoch_ms(start), 15, np.array([1.5, -2.0]), np.array([2.5, -1.0]), 4,
+                    np.array([3, 2]), np.array([1, 1]), 1)
+    computed = start - timedelta(minutes=1)
+    live = redis.Redis.from_url(api.settings.redis, decode_responses=True)
+    live.hset(keys.node_plan(node), mapping=NodeAnswer(node, "electrical", plan, epoch_ms(computed)).fields())
+    live.hset(keys.site_plan(site), mapping={
+        "site_id": site, "plan_id": "p-1", "issued_at": epoch_ms(computed), "start_ms": epoch_ms(start),
+        "interval_minutes": 15, "power_kw": "[0.5,-0.25]", "forecast_issued_at": "",
+        "received_at": epoch_ms(computed)})
+    try:
+        with api.client("read") as client:
+            got = client.get(f"/v1/nodes/{node}/plan").json()
+            mine = client.get(f"/v1/sites/{site}/plan").json()
+        with api.client("customer_a") as client:
+            assert client.get(f"/v1/sites/{site}/plan").status_code == 403  # not the customer's site
+    finally:
+        live.delete(keys.node_plan(node), keys.site_plan(site))
+        live.close()
+    assert got["planned_kw"] == [1.5, -2.0] and got["estimate_kw"] == [2.5, -1.0]
+    assert got["planned_sites"] == [3, 2] and got["carried_sites"] == [1, 1]
+    assert got["coverage"] == [0.75, 0.5] and got["expected_sites"] == 4 and got["stale_sites"] == 1
+    assert datetime.fromisoformat(got["start"]) == start and got["hierarchy"] == "electrical"
+    assert mine["plan_id"] == "p-1" and mine["power_kw"] == [0.5, -0.25]
+    assert mine["forecast_issued_at"] is None
+
+
+def test_a_storm_watch_reaches_the_nodes_sites_is_listed_and_cleared(api: Api) -> None:
+    node = next(n for n in sorted(api.fleet.registry.nodes) if n.startswith("feeder-")
+                and not n.startswith("feeder-spare"))
+    with redis.Redis.from_url(api.settings.redis, decode_responses=True) as live:
+        members = sorted(str(s) for s in live.smembers(keys.node_sites(node)))
+    now = datetime.now(UTC)
+    body = {"node_id": node, "starts": (now + timedelta(hours=6)).isoformat(),
+            "until": (now + timedelta(hours=12)).isoformat()}
+    with api.client("read") as client:
+        assert client.post("/v1/storm-watch", json=body).status_code == 403  # needs the dispatch scope
+    with api.client("dispatch") as client:
+        assert client.post("/v1/storm-watch", json={**body, "node_id": "feeder-9-99"}).status_code == 404
+        backwards = client.post("/v1/storm-watch", json={**body, "until": now.isoformat()})
+        assert backwards.status_code == 422 and "before it begins" in backwards.json()["detail"]
+        raised = client.post("/v1/storm-watch", json=body)
+        assert raised.status_code == 201, raised.text
+        assert raised.json()["sites"] == len(members) > 0
+        listed = client.get("/v1/storm-watch").json()
+        assert [w["node_id"] for w in listed["data"]] == [node]
+        cleared = client.delete(f"/v1/storm-watch/{node}")
+        assert cleared.status_code == 200
+        assert client.get("/v1/storm-watch").json()["count"] == 0
+        assert client.delete(f"/v1/storm-watch/{node}").status_code == 404
+
+    codec = packaged_codec()
+    records = [codec.decode(m.value(), "StormWatch") for m in flowrun.read_topic(api.settings, STORM_WATCH)
+               if m.key() == node.encode()]
+    assert [r["action"] for r in records][-2:] == ["RAISE", "CLEAR"]
+    raised_record = records[-2]
+    assert sorted(raised_record["site_ids"]) == members
+    starts = datetime.fromisoformat(body["starts"])
+    assert raised_record["starts"] == starts.replace(microsecond=starts.microsecond // 1000 * 1000)
