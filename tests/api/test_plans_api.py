@@ -40,7 +40,8 @@ def test_a_node_plan_and_a_site_plan_are_read_from_the_flows_hashes(api: Api) ->
                     np.array([3, 2]), np.array([1, 1]), 1)
     computed = start - timedelta(minutes=1)
     live = redis.Redis.from_url(api.settings.redis, decode_responses=True)
-    live.hset(keys.node_plan(node), mapping=NodeAnswer(node, "electrical", plan, epoch_ms(computed)).fields())
+    fields = {k: str(v) for k, v in NodeAnswer(node, "electrical", plan, epoch_ms(computed)).fields().items()}
+    live.hset(keys.node_plan(node), mapping=fields)
     live.hset(keys.site_plan(site), mapping={
         "site_id": site, "plan_id": "p-1", "issued_at": epoch_ms(computed), "start_ms": epoch_ms(start),
         "interval_minutes": 15, "power_kw": "[0.5,-0.25]", "forecast_issued_at": "",
