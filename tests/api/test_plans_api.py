@@ -9,6 +9,7 @@ must reach the node's member sites as a StormWatch record on ``storm.watch``.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pytest
@@ -40,7 +41,7 @@ def test_a_node_plan_and_a_site_plan_are_read_from_the_flows_hashes(api: Api) ->
                     np.array([3, 2]), np.array([1, 1]), 1)
     computed = start - timedelta(minutes=1)
     live = redis.Redis.from_url(api.settings.redis, decode_responses=True)
-    fields = {k: str(v) for k, v in NodeAnswer(node, "electrical", plan, epoch_ms(computed)).fields().items()}
+    fields: Any = NodeAnswer(node, "electrical", plan, epoch_ms(computed)).fields()
     live.hset(keys.node_plan(node), mapping=fields)
     live.hset(keys.site_plan(site), mapping={
         "site_id": site, "plan_id": "p-1", "issued_at": epoch_ms(computed), "start_ms": epoch_ms(start),
