@@ -96,3 +96,27 @@ def test_a_storm_watch_reaches_the_nodes_sites_is_listed_and_cleared(api: Api) -
     assert sorted(raised_record["site_ids"]) == members
     starts = datetime.fromisoformat(body["starts"])
     assert raised_record["starts"] == starts.replace(microsecond=starts.microsecond // 1000 * 1000)
+
+
+def test_vpp_storm_raises_lists_and_clears_a_watch(api: Api) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from vpp.dataflows import settings_env
+
+    env = {**os.environ, **settings_env(api.settings), "COLUMNS": "200"}
+
+    def vpp(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "vpp.cli", "storm", *args], env=env, capture_output=True,
+                              text=True, check=False, timeout=120)
+
+    node = "substation-0-0"
+    raised = vpp("raise", node, "--hours", "3")
+    assert raised.returncode == 0, raised.stdout + raised.stderr
+    listed = vpp("list", "--json")
+    assert [w["node_id"] for w in json.loads(listed.stdout)] == [node]
+    assert vpp("clear", node).returncode == 0
+    assert vpp("clear", node).returncode == 1
+    assert vpp("raise", "feeder-9-99").returncode == 2
