@@ -18,6 +18,7 @@ sinks) and ``siteplan`` (the desk), which may not import each other.
 
 from __future__ import annotations
 
+import json
 import pickle
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -244,7 +245,7 @@ class PlansLogic(StatefulBatchLogic[PlanItem, PlanResult, bytes]):
         forecast = plan.forecast_issued_at_ms
         fields = {"site_id": plan.site_id, "plan_id": plan.plan_id, "issued_at": plan.issued_at_ms,
                   "start_ms": plan.start_ms, "interval_minutes": plan.interval_minutes,
-                  "power_kw": "[" + ",".join(repr(p) for p in plan.power_kw) + "]",
+                  "power_kw": json.dumps(plan.power_kw, separators=(",", ":")),
                   "forecast_issued_at": "" if forecast is None else forecast,
                   "received_at": now_ms}
         write = TwinWrite(keys.site_plan(plan.site_id), (plan.issued_at_ms, 0), fields,

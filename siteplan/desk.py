@@ -28,6 +28,7 @@ step restores them from its own copy of the sites' ancestries).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,12 +82,28 @@ class DeskConfig:
         return now_ms - now_ms % self.interval_ms
 
 
+#: (plan_id, issued_at ms, start ms, interval minutes, float64 powers as bytes, forecast issued ms).
+PackedPlan = tuple[str, int, int, int, bytes, int | None]
+
+
+def pack(plan: Plan) -> PackedPlan:
+    """A plan as compact plain data for the snapshot."""
+    return (plan.plan_id, plan.issued_at_ms, plan.start_ms, plan.interval_minutes,
+            np.asarray(plan.power_kw, dtype=np.float64).tobytes(), plan.forecast_issued_at_ms)
+
+
+def unpack(site_id: str, packed: PackedPlan) -> Plan:
+    plan_id, issued, start, minutes, powers, forecast = packed
+    return Plan(site_id, plan_id, issued, start, minutes, tuple(np.frombuffer(powers).tolist()), forecast)
+
+
 @dataclass(frozen=True)
 class DeskState:
     """What a desk must keep across a restart: the latest plans, statuses and outcome counts."""
 
     version: int
-    plans: dict[str, Plan]
+    #: site -> its latest plan, packed (:func:`pack`): a day of floats as bytes pickles ~50x faster.
+    plans: dict[str, PackedPlan]
     #: site -> (event time of its newest status, that status).
     statuses: dict[str, tuple[int, str]]
     counts: dict[str, int]
@@ -138,7 +155,7 @@ class NodeAnswer:
 
 
 def _json(values: list[Any]) -> str:
-    return "[" + ",".join(repr(v) for v in values) + "]"
+    return json.dumps(values, separators=(",", ":"))
 
 
 def _empty(node_id: str, start_ms: int, steps: int, interval_minutes: int) -> NodePlan:
@@ -189,8 +206,11 @@ class PlanDesk:
         self.history_pending: dict[str, NodeAnswer] = {}
         self.last_history_ms: int | None = None
         self.waiting: dict[str, list[tuple[dict[str, Any], Any, int]]] = {}
+        #: Each site's latest plan packed for the snapshot, kept as plans come (not at every snapshot).
+        self.packed: dict[str, PackedPlan] = {}
         if state is not None:
-            self.intake.book.plans.update(state.plans)
+            self.intake.book.plans.update((site, unpack(site, p)) for site, p in state.plans.items())
+            self.packed.update(state.plans)
             self.statuses = dict(state.statuses)
             self.intake.counts.update(state.counts)
             self.waiting = {site: list(plans) for site, plans in state.waiting.items()}
@@ -260,6 +280,7 @@ class PlanDesk:
             return Taken(outcome, None, tag)
         self.dirty = True
         plan = self.intake.book.plans[outcome.site_id]
+        self.packed[plan.site_id] = pack(plan)
         forecast = plan.forecast_issued_at_ms
         row = SitePlanRow(plan.site_id, plan.plan_id, from_epoch_ms(plan.issued_at_ms),
                           from_epoch_ms(plan.start_ms), plan.interval_minutes, list(plan.power_kw),
@@ -315,5 +336,5 @@ class PlanDesk:
 
     def state(self) -> DeskState:
         """Plain data to snapshot (copies: the desk goes on changing after the snapshot)."""
-        return DeskState(STATE_VERSION, dict(self.intake.book.plans), dict(self.statuses),
+        return DeskState(STATE_VERSION, dict(self.packed), dict(self.statuses),
                          dict(self.intake.counts), {site: list(p) for site, p in self.waiting.items()})
