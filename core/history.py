@@ -328,12 +328,14 @@ class HistoryStore:
             rows.append(NodePlanRow(*values))
         return rows
 
-    def site_plans(self, site_id: str, start: datetime, end: datetime) -> list[SitePlanRow]:
-        """The plans a site sent with ``issued_at`` in [start, end), oldest first."""
+    def site_plans(self, site_id: str, start: datetime, end: datetime,
+                   latest_only: bool = False) -> list[SitePlanRow]:
+        """The plans a site sent with ``issued_at`` in [start, end), oldest first (the newest alone)."""
         names = [f.name for f in fields(SitePlanRow)]
+        order = "issued_at DESC, plan_id DESC LIMIT 1" if latest_only else "issued_at, plan_id"
         result = self.client.query(
             f"SELECT {', '.join(names)} FROM {self.db}.site_plan FINAL WHERE site_id = %(id)s "
-            "AND issued_at >= %(start)s AND issued_at < %(end)s ORDER BY issued_at, plan_id",
+            f"AND issued_at >= %(start)s AND issued_at < %(end)s ORDER BY {order}",
             parameters={"id": site_id, "start": start, "end": end})
         rows = []
         for raw in result.result_rows:

@@ -70,8 +70,3 @@ def inbox(instance_id: str) -> str:
 def node_plan(node_id: str) -> str:
     """The live aggregate plan of a node (plans dataflow): intervals, planned and estimated kW, coverage."""
     return f"plan:node:{node_id}"
-
-
-def site_plan(site_id: str) -> str:
-    """The latest plan the plans dataflow accepted from a site."""
-    return f"plan:site:{site_id}"

@@ -18,7 +18,6 @@ sinks) and ``siteplan`` (the desk), which may not import each other.
 
 from __future__ import annotations
 
-import json
 import pickle
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -233,24 +232,14 @@ class PlansLogic(StatefulBatchLogic[PlanItem, PlanResult, bytes]):
         return [] if taken is None else self._results(taken, now_ms)
 
     def _results(self, taken: Taken, now_ms: int) -> list[PlanResult]:
-        """A refused plan's dead letter; an accepted plan's Redis write and history row."""
+        """A refused plan's dead letter; an accepted plan's history row (``site_plan`` is where a site's
+        plan is read: a Redis copy of every plan cost more than the rest of the step)."""
         outcome, accepted = taken.outcome, taken.accepted
         if outcome.reason is not None:
             kind = rejection_kind(outcome.reason)
             REJECTED.labels(kind).inc()
             return [dead_letter_of(taken.tag, kind, outcome.reason, CONSUMER)]
-        if accepted is None:
-            return []
-        plan = accepted.plan
-        forecast = plan.forecast_issued_at_ms
-        fields = {"site_id": plan.site_id, "plan_id": plan.plan_id, "issued_at": plan.issued_at_ms,
-                  "start_ms": plan.start_ms, "interval_minutes": plan.interval_minutes,
-                  "power_kw": json.dumps(plan.power_kw, separators=(",", ":")),
-                  "forecast_issued_at": "" if forecast is None else forecast,
-                  "received_at": now_ms}
-        write = TwinWrite(keys.site_plan(plan.site_id), (plan.issued_at_ms, 0), fields,
-                          now_ms + self.max_ahead_ms)
-        return [write, accepted.row]
+        return [] if accepted is None else [accepted.row]
 
     def _emit(self, at_end: bool = False) -> list[PlanResult]:
         now = wall_ms()
@@ -323,7 +312,7 @@ class PlansOut:
 
     #: Refused plans (telemetry.dlq).
     kafka: Stream[KafkaOut]
-    #: Redis ``plan:site:{id}`` and ``plan:node:{id}`` writes.
+    #: Redis ``plan:node:{id}`` writes.
     redis: Stream[TwinWrite]
     #: site_plan and node_plan rows for ClickHouse, keyed by site or node.
     history: KeyedStream[SitePlanRow | NodePlanRow]

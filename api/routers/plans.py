@@ -1,7 +1,8 @@
 """Site plans (co-optimisation): aggregate plans of nodes, sites' latest plans, storm watches.
 
-The plans come from the plans dataflow's Redis hashes (``plan:node:{id}``,
-``plan:site:{id}``); a node or site without one yet is a 404 naming why. Storm
+A node's aggregate plan comes from the plans dataflow's Redis hash
+``plan:node:{id}``, a site's latest plan from ClickHouse ``site_plan``; a node
+or site without one yet is a 404 naming why. Storm
 watches go through :mod:`core.storm` (the same checks as ``vpp storm``): raising
 or clearing one needs the dispatch scope (it changes what sites do), reading
 them the read scope.
@@ -10,6 +11,7 @@ them the read scope.
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -18,7 +20,9 @@ from fastapi.concurrency import run_in_threadpool
 
 from api.deps import Dispatcher, FleetReader, ResourcesDep, SiteReader
 from api.models import (
+    EARLIEST,
     ID_PATTERN,
+    LATEST,
     NodePlanPublic,
     Page,
     SitePlanPublic,
@@ -59,16 +63,13 @@ async def node_plan(node_id: NodeId, _: FleetReader, resources: ResourcesDep) ->
 
 
 @router.get("/sites/{site_id}/plan", summary="A site's latest accepted plan")
-async def site_plan(site_id: SiteId, _: SiteReader, resources: ResourcesDep) -> SitePlanPublic:
-    """The newest plan the site sent that passed the checks against its limits and reserve."""
-    fields = await resources.hash(keys.site_plan(site_id))
-    if not fields:
+def site_plan(site_id: SiteId, _: SiteReader, resources: ResourcesDep) -> SitePlanPublic:
+    """The newest plan the site sent that passed the checks against its limits and reserve (site_plan)."""
+    with resources.history() as store:
+        latest = store.site_plans(site_id, EARLIEST, LATEST, latest_only=True)
+    if not latest:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no plan from site {site_id!r} yet")
-    return SitePlanPublic(
-        site_id=site_id, plan_id=fields["plan_id"], issued_at=_time(fields["issued_at"]),
-        start=_time(fields["start_ms"]), interval_minutes=int(fields["interval_minutes"]),
-        power_kw=json.loads(fields["power_kw"]), forecast_issued_at=from_ms(fields.get("forecast_issued_at")),
-        received_at=_time(fields["received_at"]))
+    return SitePlanPublic(**asdict(latest[0]))
 
 
 def _public(watch: storm.Watch) -> StormWatchPublic:

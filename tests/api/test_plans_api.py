@@ -1,8 +1,8 @@
 """GET /v1/nodes/{id}/plan, /v1/sites/{id}/plan and the storm-watch endpoints on the live API.
 
-The plan hashes are written as the plans dataflow writes them (the desk's own
-``NodeAnswer.fields`` and the step's site fields come from one place each; the
-flow itself is tested in tests/integration/test_plans_flow.py). A storm watch
+The node plan hash is written as the plans dataflow writes it (the desk's own
+``NodeAnswer.fields``), a site's plans as ``site_plan`` rows; the flow itself is
+tested in tests/integration/test_plans_flow.py. A storm watch
 must reach the node's member sites as a StormWatch record on ``storm.watch``.
 """
 
@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import redis
 
-from core import keys
+from core import history, keys
+from core.rows import SitePlanRow
 from core.topics import STORM_WATCH
 from schemas import packaged_codec
 from schemas.times import epoch_ms
@@ -27,7 +28,7 @@ from tests.telemetry import flowrun
 pytestmark = pytest.mark.integration
 
 
-def test_a_node_plan_and_a_site_plan_are_read_from_the_flows_hashes(api: Api) -> None:
+def test_a_node_plan_and_a_site_plan_are_read_where_the_flow_writes_them(api: Api) -> None:
     node = "feeder-spare-1"
     site = sorted(api.fleet.sites)[2]
     with api.client("read") as client:
@@ -43,10 +44,10 @@ def test_a_node_plan_and_a_site_plan_are_read_from_the_flows_hashes(api: Api) ->
     live = redis.Redis.from_url(api.settings.redis, decode_responses=True)
     fields: Any = NodeAnswer(node, "electrical", plan, epoch_ms(computed)).fields()
     live.hset(keys.node_plan(node), mapping=fields)
-    live.hset(keys.site_plan(site), mapping={
-        "site_id": site, "plan_id": "p-1", "issued_at": epoch_ms(computed), "start_ms": epoch_ms(start),
-        "interval_minutes": 15, "power_kw": "[0.5,-0.25]", "forecast_issued_at": "",
-        "received_at": epoch_ms(computed)})
+    store = history.HistoryStore(history.connect(api.settings), api.settings.clickhouse_database)
+    older = SitePlanRow(site, "p-0", computed - timedelta(minutes=15), start, 15, [9.0, 9.0], None, computed)
+    newer = SitePlanRow(site, "p-1", computed, start, 15, [0.5, -0.25], None, computed)
+    store.insert_site_plans([older, newer])
     try:
         with api.client("read") as client:
             got = client.get(f"/v1/nodes/{node}/plan").json()
@@ -54,8 +55,10 @@ def test_a_node_plan_and_a_site_plan_are_read_from_the_flows_hashes(api: Api) ->
         with api.client("customer_a") as client:
             assert client.get(f"/v1/sites/{site}/plan").status_code == 403  # not the customer's site
     finally:
-        live.delete(keys.node_plan(node), keys.site_plan(site))
+        live.delete(keys.node_plan(node))
         live.close()
+        store.client.command(f"TRUNCATE TABLE {api.settings.clickhouse_database}.site_plan")
+        store.client.close()
     assert got["planned_kw"] == [1.5, -2.0] and got["estimate_kw"] == [2.5, -1.0]
     assert got["planned_sites"] == [3, 2] and got["carried_sites"] == [1, 1]
     assert got["coverage"] == [0.75, 0.5] and got["expected_sites"] == 4 and got["stale_sites"] == 1

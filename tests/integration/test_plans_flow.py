@@ -26,7 +26,7 @@ import redis
 
 from core import keys
 from core.config import Settings
-from core.history import connect
+from core.history import HistoryStore, connect
 from schemas import packaged_codec
 from schemas.times import from_epoch_ms, wall_ms
 from tests.conftest import local_settings
@@ -106,15 +106,15 @@ def test_aggregate_plans_equal_the_brute_force_sum_and_refused_plans_are_dead_le
             assert (row[4], row[5], row[6]) == (want["planned_n"][k], want["carried_n"][k], want["expected"])
     site_rows = history.query(f"SELECT site_id, plan_id FROM {settings.clickhouse_database}.site_plan FINAL")
     stored = {(r[0], r[1]) for r in site_rows.result_rows}
+    store = HistoryStore(history, settings.clickhouse_database)
+    (latest,) = store.site_plans(specs[7].site_id, from_epoch_ms(0), from_epoch_ms(now + 3_600_000),
+                                 latest_only=True)
     history.close()
+    assert latest.plan_id == "site-007-c" and len(latest.power_kw) == STEPS
     # Every plan that entered the book once (new or replacing), each once: the late ones never did.
     entered = {(p["site_id"], p["plan_id"]) for plans in data.accepted.values() for p in plans
                if not p["plan_id"].endswith("-0")}
     assert stored == entered
-
-    client = redis.Redis.from_url(settings.redis, decode_responses=True)
-    assert client.hget(keys.site_plan(specs[7].site_id), "plan_id") == "site-007-c"
-    client.close()
 
     codec = packaged_codec()
     letters = [codec.decode(m.value(), "DeadLetter") for m in flowrun.read_topic(settings, "telemetry.dlq")]
