@@ -35,7 +35,7 @@ from core.config import Settings
 from core.plausibility import Rules, check_event_time
 from core.rows import NodePlanRow, SitePlanRow
 from core.topics import ASSETS_CHANGES, PLANS_SITE, TWIN_STATUS
-from operators.ancestry import Ancestry
+from operators.ancestry import Ancestry, AncestryVersion, Path
 from operators.kafka_batches import Polled
 from operators.records import DLQ_KEY, KafkaOut, Origin, codec, dead_letter, dead_letter_of
 from operators.sinks import TwinWrite
@@ -134,12 +134,32 @@ def desk_config(settings: Settings) -> DeskConfig:
                       history_interval_ms=round(settings.plans_history_interval_s * 1000))
 
 
+#: An Ancestry as plain tuples: (version, capacity, max charge, max discharge, reserve, region, versions).
+PackedAncestry = tuple[int, float, float, float, float, str, tuple[Any, ...]]
+
+
+def pack_ancestry(ancestry: Ancestry) -> PackedAncestry:
+    """An Ancestry as plain tuples, for the snapshot."""
+    versions = tuple((v.version, v.effective_from_ms, v.retired, tuple(tuple(p) for p in v.paths))
+                     for v in ancestry.versions)
+    return (ancestry.version, ancestry.capacity_kwh, ancestry.max_charge_kw, ancestry.max_discharge_kw,
+            ancestry.reserve_pct, ancestry.region, versions)
+
+
+def unpack_ancestry(packed: PackedAncestry) -> Ancestry:
+    version, capacity, charge, discharge, reserve, region, versions = packed
+    return Ancestry(version, capacity, charge, discharge, reserve, region,
+                    tuple(AncestryVersion(n, effective, retired, tuple(Path(*p) for p in paths))
+                          for n, effective, retired, paths in versions))
+
+
 @dataclass(frozen=True)
 class PlansStepState:
     """The step's snapshot: plain, versioned data without config (the desk's and the ancestries)."""
 
     version: int
-    ancestries: dict[str, Ancestry]
+    #: site -> its ancestry as plain tuples (:func:`pack_ancestry`: named tuples pickle slowly).
+    ancestries: dict[str, PackedAncestry]
     desk: DeskState
 
 
@@ -148,6 +168,8 @@ class _Sites:
     """Each site's ancestry, and when the next effective-dated change of membership falls."""
 
     ancestries: dict[str, Ancestry] = field(default_factory=dict)
+    #: Each ancestry packed for the snapshot, kept as they change (not at every snapshot).
+    packed: dict[str, PackedAncestry] = field(default_factory=dict)
     next_change_ms: int | None = None
 
 
@@ -170,7 +192,7 @@ class PlansLogic(StatefulBatchLogic[PlanItem, PlanResult, bytes]):
     def __init__(self, desk: PlanDesk, ancestries: dict[str, Ancestry], emit_interval_ms: int,
                  max_ahead_ms: int) -> None:
         self.desk = desk
-        self.sites = _Sites(ancestries)
+        self.sites = _Sites(ancestries, {site: pack_ancestry(a) for site, a in ancestries.items()})
         self.emit_interval_ms = emit_interval_ms
         self.max_ahead_ms = max_ahead_ms
         self.last_emit_ms = wall_ms() - emit_interval_ms
@@ -191,7 +213,8 @@ class PlansLogic(StatefulBatchLogic[PlanItem, PlanResult, bytes]):
             if state.version > STEP_STATE_VERSION:
                 raise ValueError(f"plans step state version {state.version} is newer than this code "
                                  f"({STEP_STATE_VERSION})")
-            return cls(PlanDesk(config, state.desk), dict(state.ancestries), interval_ms, max_ahead_ms)
+            ancestries = {site: unpack_ancestry(packed) for site, packed in state.ancestries.items()}
+            return cls(PlanDesk(config, state.desk), ancestries, interval_ms, max_ahead_ms)
 
         return build
 
@@ -221,9 +244,10 @@ class PlansLogic(StatefulBatchLogic[PlanItem, PlanResult, bytes]):
             site_id = item.record["site_id"]
             held = self.sites.ancestries.get(site_id)
             if held is None:
-                self.sites.ancestries[site_id] = Ancestry.from_record(item.record)
+                held = self.sites.ancestries[site_id] = Ancestry.from_record(item.record)
             elif not held.merge(item.record):
                 return []
+            self.sites.packed[site_id] = pack_ancestry(held)
             return self._place(site_id, now_ms)
         if isinstance(item, StatusIn):
             self.desk.on_status(item.site_id, item.status, item.event_ms)
@@ -278,7 +302,7 @@ class PlansLogic(StatefulBatchLogic[PlanItem, PlanResult, bytes]):
 
     @override
     def snapshot(self) -> bytes:
-        state = PlansStepState(STEP_STATE_VERSION, dict(self.sites.ancestries), self.desk.state())
+        state = PlansStepState(STEP_STATE_VERSION, dict(self.sites.packed), self.desk.state())
         return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
 
