@@ -282,11 +282,23 @@ class PlansLogic(StatefulBatchLogic[PlanItem, PlanResult, bytes]):
 
     @override
     def on_batch(self, values: list[PlanItem]) -> tuple[list[PlanResult], bool]:
+        """Items in order; each run of consecutive plans is checked at once (``PlanDesk.on_plans``)."""
         now = wall_ms()
         results: list[PlanResult] = []
+        run: list[tuple[dict[str, Any], Any]] = []
         for item in values:
+            if isinstance(item, PlanIn):
+                run.append((item.record, item.origin))
+                continue
+            results.extend(self._plans(run, now))
+            run = []
             results.extend(self._take(item, now))
+        results.extend(self._plans(run, now))
         return results, self.RETAIN
+
+    def _plans(self, run: list[tuple[dict[str, Any], Any]], now_ms: int) -> list[PlanResult]:
+        taken = self.desk.on_plans(run, now_ms) if run else []
+        return [result for item in taken for result in self._results(item, now_ms)]
 
     @override
     def notify_at(self) -> datetime:

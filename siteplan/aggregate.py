@@ -109,6 +109,41 @@ def check_plan(plan: Plan, limits: SiteLimits | None, soc_pct: float | None = No
     return None
 
 
+def check_plans(plans: Sequence[Plan], limits: Sequence[SiteLimits | None],
+                soc_pct: Sequence[float | None]) -> list[str | None]:
+    """:func:`check_plan` of many plans at once, the same answers (a property test holds them equal).
+
+    Plans of one length and step with known limits and no SoC are checked as one matrix; a plan
+    that fails there, or any other, gets :func:`check_plan`'s own verdict and reason.
+    """
+    reasons: list[str | None] = [None] * len(plans)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, (plan, site_limits, soc) in enumerate(zip(plans, limits, soc_pct, strict=True)):
+        if site_limits is None or soc is not None or plan.interval_minutes <= 0 or not plan.power_kw:
+            reasons[i] = check_plan(plan, site_limits, soc)
+        else:
+            groups.setdefault((len(plan.power_kw), plan.interval_minutes), []).append(i)
+    for (_, minutes), rows in groups.items():
+        p = np.array([plans[i].power_kw for i in rows])
+        held = [limits[i] for i in rows]
+        charge = np.array([lim.max_charge_kw for lim in held if lim is not None])
+        discharge = np.array([lim.max_discharge_kw for lim in held if lim is not None])
+        eta = np.sqrt(np.array([lim.round_trip_efficiency for lim in held if lim is not None]))[:, None]
+        room = np.array([lim.capacity_kwh - lim.reserve_pct / 100.0 * lim.capacity_kwh
+                         for lim in held if lim is not None])
+        dt_h = minutes / 60.0
+        with np.errstate(invalid="ignore"):
+            within = (p.min(axis=1) >= -charge - TOLERANCE) & (p.max(axis=1) <= discharge + TOLERANCE)
+            steps = np.where(p < 0, -p * dt_h * eta, -p * dt_h / eta)
+            stored = np.concatenate((np.zeros((len(rows), 1)), np.cumsum(steps, axis=1)), axis=1)
+            drawdown = np.max(np.maximum.accumulate(stored, axis=1) - stored, axis=1)
+            fine = np.isfinite(p).all(axis=1) & within & (drawdown <= room + TOLERANCE)
+        for i, ok in zip(rows, fine, strict=True):
+            if not ok:
+                reasons[i] = check_plan(plans[i], limits[i], None)
+    return reasons
+
+
 class PlanBook:
     """The latest plan per site; replays are idempotent and late plans never replace newer ones."""
 

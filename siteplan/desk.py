@@ -29,7 +29,7 @@ step restores them from its own copy of the sites' ancestries).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -258,6 +258,20 @@ class PlanDesk:
             return None
         return self._take(record, tag, received_ms)
 
+    def on_plans(self, plans: Sequence[tuple[dict[str, Any], Any]], received_ms: int) -> list[Taken]:
+        """:meth:`on_plan` of several (record, tag) pairs in order, checked at once; what became of
+        those whose site is registered (the others wait)."""
+        ready: list[tuple[dict[str, Any], Any]] = []
+        for record, tag in plans:
+            site_id = str(record["site_id"])
+            if site_id in self.intake.limits:
+                ready.append((record, tag))
+            else:
+                self.waiting.setdefault(site_id, []).append((record, tag, received_ms))
+        outcomes = self.intake.on_plans([record for record, _ in ready])
+        return [self._taken(outcome, tag, received_ms)
+                for outcome, (_, tag) in zip(outcomes, ready, strict=True)]
+
     def expire(self, now_ms: int, everything: bool = False) -> list[Taken]:
         """Refuse the waiting plans whose site has not appeared within the grace period (``everything``:
         all of them, at the end of a bounded input, when every registration there is has been read)."""
@@ -275,7 +289,9 @@ class PlanDesk:
         return taken
 
     def _take(self, record: Mapping[str, Any], tag: Any, received_ms: int) -> Taken:
-        outcome = self.intake.on_plan(record)
+        return self._taken(self.intake.on_plan(record), tag, received_ms)
+
+    def _taken(self, outcome: Outcome, tag: Any, received_ms: int) -> Taken:
         if outcome.outcome not in ("new", "replaced"):
             return Taken(outcome, None, tag)
         self.dirty = True

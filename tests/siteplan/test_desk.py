@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 from typing import Any
 
@@ -99,3 +100,28 @@ def test_the_grid_moves_with_the_clock_and_the_state_survives_a_snapshot() -> No
     assert [t.tag for t in restored.on_site("z", LIMITS, CHAIN)] == ["t"]
     replayed = restored.on_plan(_plan("a", "a1", NOW, [1.0, 2.0, 3.0, 4.0]), NOW)
     assert replayed is not None and replayed.outcome.outcome == "replayed" and replayed.accepted is None
+
+
+def test_checking_plans_at_once_gives_check_plans_own_answers() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from siteplan.aggregate import Plan, check_plan, check_plans
+
+    power = st.floats(-8.0, 8.0) | st.sampled_from([math.nan, math.inf, -math.inf])
+    limits = st.builds(SiteLimits, st.sampled_from([5.0, 10.0]), st.sampled_from([3.0, 5.0]),
+                       st.sampled_from([3.0, 5.0]), st.sampled_from([0.0, 20.0, 50.0]))
+    case = st.tuples(st.lists(power, min_size=0, max_size=6), st.sampled_from([0, 15, 30]),
+                     st.none() | limits, st.none() | st.floats(0.0, 100.0))
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(case, min_size=1, max_size=12))
+    def same(cases: list[Any]) -> None:
+        plans = [Plan(f"s{i}", f"p{i}", 0, 0, minutes, tuple(p))
+                 for i, (p, minutes, _, _) in enumerate(cases)]
+        held = [c[2] for c in cases]
+        socs = [c[3] for c in cases]
+        assert check_plans(plans, held, socs) == [check_plan(p, lim, soc)
+                                                  for p, lim, soc in zip(plans, held, socs, strict=True)]
+
+    same()
