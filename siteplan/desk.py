@@ -269,8 +269,8 @@ class PlanDesk:
             else:
                 self.waiting.setdefault(site_id, []).append((record, tag, received_ms))
         outcomes = self.intake.on_plans([record for record, _ in ready])
-        return [self._taken(outcome, tag, received_ms)
-                for outcome, (_, tag) in zip(outcomes, ready, strict=True)]
+        return [self._taken(outcome, plan, tag, received_ms)
+                for (outcome, plan), (_, tag) in zip(outcomes, ready, strict=True)]
 
     def expire(self, now_ms: int, everything: bool = False) -> list[Taken]:
         """Refuse the waiting plans whose site has not appeared within the grace period (``everything``:
@@ -289,13 +289,15 @@ class PlanDesk:
         return taken
 
     def _take(self, record: Mapping[str, Any], tag: Any, received_ms: int) -> Taken:
-        return self._taken(self.intake.on_plan(record), tag, received_ms)
+        ((outcome, plan),) = self.intake.on_plans([record])
+        return self._taken(outcome, plan, tag, received_ms)
 
-    def _taken(self, outcome: Outcome, tag: Any, received_ms: int) -> Taken:
+    def _taken(self, outcome: Outcome, plan: Plan, tag: Any, received_ms: int) -> Taken:
+        """What became of ``plan``: the history row when it entered the book (it may have been replaced
+        since, within the same run)."""
         if outcome.outcome not in ("new", "replaced"):
             return Taken(outcome, None, tag)
         self.dirty = True
-        plan = self.intake.book.plans[outcome.site_id]
         self.packed[plan.site_id] = pack(plan)
         forecast = plan.forecast_issued_at_ms
         row = SitePlanRow(plan.site_id, plan.plan_id, from_epoch_ms(plan.issued_at_ms),

@@ -65,8 +65,9 @@ class PlanIntake:
         self.counts[outcome] += 1
         return Outcome(plan.site_id, outcome, reason)
 
-    def on_plans(self, records: Sequence[Mapping[str, Any]]) -> list[Outcome]:
-        """:meth:`on_plan` of several values in order, checked at once (:func:`check_plans`)."""
+    def on_plans(self, records: Sequence[Mapping[str, Any]]) -> list[tuple[Outcome, Plan]]:
+        """:meth:`on_plan` of several values in order, checked at once (:func:`check_plans`); each
+        outcome with its plan."""
         plans = [Plan.from_record(record) for record in records]
         reasons = check_plans(plans, [self.limits.get(p.site_id) for p in plans],
                               [self.soc_pct.get(p.site_id) for p in plans])
@@ -74,7 +75,7 @@ class PlanIntake:
         for plan, reason in zip(plans, reasons, strict=True):
             outcome = "rejected" if reason is not None else self.book.offer(plan)
             self.counts[outcome] += 1
-            outcomes.append(Outcome(plan.site_id, outcome, reason))
+            outcomes.append((Outcome(plan.site_id, outcome, reason), plan))
         return outcomes
 
     def node_plans(self, start_ms: int, steps: int, interval_minutes: int = 15,

@@ -21,6 +21,7 @@ from confluent_kafka import Message
 
 from core import keys
 from core.config import Settings
+from core.rows import SitePlanRow
 from dataflows.plans import PlansSinks, build_flow
 from operators.kafka_batches import Polled
 from operators.sinks import TwinWrite
@@ -89,6 +90,9 @@ def test_node_plans_equal_the_brute_force_sum_with_one_and_two_workers(workers: 
     kinds = {codec.decode(bytes(d["original_value"]), "SitePlan")["plan_id"]: d["error_kind"]
              for d in letters}
     assert kinds == data.refused
+    stored = {(row.site_id, row.plan_id) for _, row in captured.history if isinstance(row, SitePlanRow)}
+    assert stored == {(p["site_id"], p["plan_id"]) for plans in data.accepted.values() for p in plans
+                      if not p["plan_id"].endswith("-0")}  # every plan that entered the book; late ones never
 
 
 def test_the_step_resumed_from_its_snapshot_answers_what_it_answered_before(tmp_path: Path) -> None:
