@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from siteplan.aggregate import NodePlan, Plan, PlanBook, SiteLimits, aggregate, check_plan, check_plans
+from siteplan.aggregate import NodePlan, Plan, PlanBook, SiteLimits, aggregate, check_plans
 
 
 @dataclass(frozen=True)
@@ -59,11 +59,7 @@ class PlanIntake:
 
     def on_plan(self, record: Mapping[str, Any]) -> Outcome:
         """Check a SitePlan value against the site's limits and take it into the book; what happened."""
-        plan = Plan.from_record(record)
-        reason = check_plan(plan, self.limits.get(plan.site_id), self.soc_pct.get(plan.site_id))
-        outcome = "rejected" if reason is not None else self.book.offer(plan)
-        self.counts[outcome] += 1
-        return Outcome(plan.site_id, outcome, reason)
+        return self.on_plans([record])[0][0]
 
     def on_plans(self, records: Sequence[Mapping[str, Any]]) -> list[tuple[Outcome, Plan]]:
         """:meth:`on_plan` of several values in order, checked at once (:func:`check_plans`); each
