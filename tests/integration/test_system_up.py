@@ -49,6 +49,11 @@ def test_up_runs_the_fleet_end_to_end_and_down_stops_it(tmp_path: Path) -> None:
             reporting = int(client.hget("node:state-0", "reporting_sites") or 0)
             time.sleep(0.5)
         assert reporting == SITES, f"{reporting} of {SITES} simulated sites reporting at the state node"
+        planned_over = 0  # the plans dataflow runs: the state node's aggregate plan counts every site
+        while time.monotonic() < deadline + 60 and planned_over < SITES:
+            planned_over = int(client.hget("plan:node:state-0", "expected_sites") or 0)
+            time.sleep(0.5)
+        assert planned_over == SITES, f"the plans dataflow counts {planned_over} of {SITES} sites"
         live = _vpp(env, "live")
         assert live.returncode == 0, live.stderr
         assert "state-0" in live.stdout and f"{SITES}/{SITES}" in live.stdout
