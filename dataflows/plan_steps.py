@@ -239,7 +239,8 @@ class PlansLogic(StatefulBatchLogic[PlanItem, PlanResult, bytes]):
         for site_id in self.sites.ancestries:
             self._place(site_id, now_ms)  # registered sites: no plan waits for them
 
-    def _take(self, item: PlanItem, now_ms: int) -> list[PlanResult]:
+    def _take(self, item: SiteIn | StatusIn, now_ms: int) -> list[PlanResult]:
+        """A registration (which may release plans that waited for it) or a status."""
         if isinstance(item, SiteIn):
             site_id = item.record["site_id"]
             held = self.sites.ancestries.get(site_id)
@@ -249,11 +250,8 @@ class PlansLogic(StatefulBatchLogic[PlanItem, PlanResult, bytes]):
                 return []
             self.sites.packed[site_id] = pack_ancestry(held)
             return self._place(site_id, now_ms)
-        if isinstance(item, StatusIn):
-            self.desk.on_status(item.site_id, item.status, item.event_ms)
-            return []
-        taken = self.desk.on_plan(item.record, now_ms, item.origin)
-        return [] if taken is None else self._results(taken, now_ms)
+        self.desk.on_status(item.site_id, item.status, item.event_ms)
+        return []
 
     def _results(self, taken: Taken, now_ms: int) -> list[PlanResult]:
         """A refused plan's dead letter; an accepted plan's history row (``site_plan`` is where a site's

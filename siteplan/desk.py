@@ -252,11 +252,8 @@ class PlanDesk:
     def on_plan(self, record: dict[str, Any], received_ms: int, tag: Any = None) -> Taken | None:
         """Check and take one SitePlan value; what became of it, or None while its site is not registered
         (it waits, see :meth:`expire`)."""
-        site_id = str(record["site_id"])
-        if site_id not in self.intake.limits:
-            self.waiting.setdefault(site_id, []).append((record, tag, received_ms))
-            return None
-        return self._take(record, tag, received_ms)
+        taken = self.on_plans([(record, tag)], received_ms)
+        return taken[0] if taken else None
 
     def on_plans(self, plans: Sequence[tuple[dict[str, Any], Any]], received_ms: int) -> list[Taken]:
         """:meth:`on_plan` of several (record, tag) pairs in order, checked at once; what became of
