@@ -81,6 +81,8 @@ class StatusIn:
 
 
 PlanItem = PlanIn | SiteIn | StatusIn
+#: The same as a tuple: isinstance with a tuple is several times faster than with a union.
+_ITEM_TYPES = (PlanIn, SiteIn, StatusIn)
 #: What the plans step emits: dead letters, Redis writes (site and node plans), history rows.
 PlanResult = KafkaOut | TwinWrite | SitePlanRow | NodePlanRow
 
@@ -337,7 +339,7 @@ def decode(step_id: str, polls: Stream[Polled], settings: Settings) -> PlansInpu
 
 def _item(item: tuple[str, PlanItem | KafkaOut]) -> tuple[str, PlanItem] | None:
     key, value = item
-    return (key, value) if isinstance(value, PlanIn | SiteIn | StatusIn) else None
+    return (key, value) if isinstance(value, _ITEM_TYPES) else None
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ step restores them from its own copy of the sites' ancestries).
 from __future__ import annotations
 
 import json
+from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -89,12 +90,14 @@ PackedPlan = tuple[str, int, int, int, bytes, int | None]
 def pack(plan: Plan) -> PackedPlan:
     """A plan as compact plain data for the snapshot."""
     return (plan.plan_id, plan.issued_at_ms, plan.start_ms, plan.interval_minutes,
-            np.asarray(plan.power_kw, dtype=np.float64).tobytes(), plan.forecast_issued_at_ms)
+            array("d", plan.power_kw).tobytes(), plan.forecast_issued_at_ms)
 
 
 def unpack(site_id: str, packed: PackedPlan) -> Plan:
     plan_id, issued, start, minutes, powers, forecast = packed
-    return Plan(site_id, plan_id, issued, start, minutes, tuple(np.frombuffer(powers).tolist()), forecast)
+    values = array("d")
+    values.frombytes(powers)
+    return Plan(site_id, plan_id, issued, start, minutes, tuple(values), forecast)
 
 
 @dataclass(frozen=True)
@@ -228,12 +231,11 @@ class PlanDesk:
             self.members.pop(site_id, None)
             self.dirty = True
             return []
-        nodes = tuple(node for _, node in ancestors)
         if self.members.get(site_id) != ancestors or self.intake.limits.get(site_id) != limits:
             self.dirty = True
-        self.intake.on_site(site_id, limits, nodes)
-        self.members[site_id] = ancestors
-        self.hierarchy_of.update((node, hierarchy) for hierarchy, node in ancestors)
+            self.intake.on_site(site_id, limits, tuple(node for _, node in ancestors))
+            self.members[site_id] = ancestors
+            self.hierarchy_of.update((node, hierarchy) for hierarchy, node in ancestors)
         held = self.statuses.get(site_id)
         self.intake.on_status(site_id, held is None or held[1] != OFFLINE)
         return [self._take(record, tag, received) for record, tag, received in self.waiting.pop(site_id, [])]
