@@ -92,7 +92,7 @@ def test_a_storm_watch_reaches_the_nodes_sites_is_listed_and_cleared(api: Api) -
         assert client.delete(f"/v1/storm-watch/{node}").status_code == 404
 
     codec = packaged_codec()
-    records = [codec.decode(m.value(), "StormWatch") for m in flowrun.read_topic(api.settings, STORM_WATCH)
+    records = [codec.decode(m.value(), "StormWatch") for m in flowrun.read_topic(api.settings, STORM_WATCH, idle_s=1.0)
                if m.key() == node.encode()]
     assert [r["action"] for r in records][-2:] == ["RAISE", "CLEAR"]
     raised_record = records[-2]
@@ -103,23 +103,23 @@ def test_a_storm_watch_reaches_the_nodes_sites_is_listed_and_cleared(api: Api) -
 
 def test_vpp_storm_raises_lists_and_clears_a_watch(api: Api) -> None:
     import json
-    import os
-    import subprocess
-    import sys
 
+    from typer.testing import CliRunner
+
+    from vpp.cli import app
     from vpp.dataflows import settings_env
 
-    env = {**os.environ, **settings_env(api.settings), "COLUMNS": "200"}
+    env = settings_env(api.settings)
+    runner = CliRunner()
 
-    def vpp(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "vpp.cli", "storm", *args], env=env, capture_output=True,
-                              text=True, check=False, timeout=120)
+    def vpp(*args: str) -> Any:
+        return runner.invoke(app, ["storm", *args], env=env)
 
     node = "substation-0-0"
     raised = vpp("raise", node, "--hours", "3")
-    assert raised.returncode == 0, raised.stdout + raised.stderr
+    assert raised.exit_code == 0, raised.output
     listed = vpp("list", "--json")
-    assert [w["node_id"] for w in json.loads(listed.stdout)] == [node]
-    assert vpp("clear", node).returncode == 0
-    assert vpp("clear", node).returncode == 1
-    assert vpp("raise", "feeder-9-99").returncode == 2
+    assert [w["node_id"] for w in json.loads(listed.output)] == [node]
+    assert vpp("clear", node).exit_code == 0
+    assert vpp("clear", node).exit_code == 1
+    assert vpp("raise", "feeder-9-99").exit_code == 2
