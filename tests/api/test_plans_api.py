@@ -92,7 +92,7 @@ def test_a_storm_watch_reaches_the_nodes_sites_is_listed_and_cleared(api: Api) -
         assert client.delete(f"/v1/storm-watch/{node}").status_code == 404
 
     codec = packaged_codec()
-    messages = flowrun.read_topic(api.settings, STORM_WATCH, idle_s=1.0)
+    messages = flowrun.read_topic(api.settings, STORM_WATCH)
     records = [codec.decode(m.value(), "StormWatch") for m in messages if m.key() == node.encode()]
     assert [r["action"] for r in records][-2:] == ["RAISE", "CLEAR"]
     raised_record = records[-2]
