@@ -565,3 +565,58 @@ class PeakEventPublic(BaseModel):
     rebound: bool
     note: str
     recorded_at: datetime
+
+
+class NodePlanPublic(BaseModel):
+    """A node's live aggregate plan (plans dataflow): one value per interval from ``start``.
+
+    ``planned_kw`` sums the latest plans of online member sites (+ = discharge); ``estimate_kw``
+    adds the last plans of offline sites, carried forward (``carried_sites`` per interval);
+    ``coverage`` is the share of ``expected_sites`` with a current plan for the interval;
+    ``stale_sites`` planned from a price forecast older than VPP_PLANS_STALE_AFTER_S.
+    """
+
+    node_id: str
+    hierarchy: str
+    start: datetime
+    interval_minutes: int
+    planned_kw: list[float]
+    estimate_kw: list[float]
+    planned_sites: list[int]
+    carried_sites: list[int]
+    coverage: list[float]
+    expected_sites: int
+    stale_sites: int
+    computed_at: datetime
+
+
+class SitePlanPublic(BaseModel):
+    """The latest plan a site sent that the plans dataflow accepted (+ = discharge, kW per interval)."""
+
+    site_id: str
+    plan_id: str
+    issued_at: datetime
+    start: datetime
+    interval_minutes: int
+    power_kw: list[float]
+    forecast_issued_at: datetime | None
+    received_at: datetime
+
+
+class StormWatchCreate(BaseModel):
+    """Raise a storm watch over a node: its sites plan a full battery from ``starts`` until ``until``."""
+
+    node_id: Id
+    starts: datetime | None = Field(default=None, description="When the watch begins (default now).")
+    until: datetime = Field(description="When it lapses (after it begins, at most 7 days ahead).")
+
+
+class StormWatchPublic(BaseModel):
+    """A storm watch in force over a node, and the sites it reached."""
+
+    node_id: str
+    starts: datetime
+    until: datetime
+    sites: int
+    raised_by: str
+    raised_at: datetime

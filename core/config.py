@@ -399,6 +399,30 @@ class Settings(BaseSettings):
             return value
         return value.upper() if info.field_name == "log_level" else value.lower()
 
+    plans_emit_interval_s: float = Field(
+        default=1.0, gt=0,
+        description="At most this often the plans dataflow re-aggregates the latest site plans and writes "
+        "the changed nodes' plans to Redis (VPP_PLANS_EMIT_INTERVAL_S).",
+    )
+    plans_horizon_steps: int = Field(
+        default=96, ge=1, le=2880,
+        description="Intervals of the aggregate plan from the current one (VPP_PLANS_HORIZON_STEPS).",
+    )
+    plans_interval_minutes: int = Field(
+        default=15, ge=1, le=1440,
+        description="Length of an aggregate plan interval in minutes (VPP_PLANS_INTERVAL_MINUTES).",
+    )
+    plans_history_interval_s: float = Field(
+        default=60.0, gt=0,
+        description="At most this often the changed nodes' aggregate plans are written to ClickHouse "
+        "node_plan (VPP_PLANS_HISTORY_INTERVAL_S).",
+    )
+    plans_stale_after_s: float = Field(
+        default=3600.0, gt=0,
+        description="A plan made from a price forecast older than this counts as stale "
+        "(VPP_PLANS_STALE_AFTER_S).",
+    )
+
     def plausibility(self) -> Rules:
         """The bounds every boundary checks device records against (core.plausibility)."""
         return Rules(max_site_kw=self.plausible_max_site_kw, rating_margin=self.plausible_rating_margin,

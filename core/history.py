@@ -21,7 +21,7 @@ import re
 import time
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
-from dataclasses import astuple, fields
+from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any, Literal, TypeVar
@@ -38,9 +38,11 @@ from core.rows import (
     ForecastRunRow,
     MarketPrice,
     MembershipEdge,
+    NodePlanRow,
     NodeWindow,
     PeakEvent,
     Revocation,
+    SitePlanRow,
     SiteWindow,
 )
 
@@ -149,8 +151,11 @@ class HistoryStore:
     def _insert(self, table: str, rows: list[Any], columns: list[str] | None = None) -> None:
         if not rows:
             return
-        names = columns or [f.name for f in fields(rows[0])]
-        self.client.insert(f"{self.db}.{table}", [astuple(row) for row in rows], column_names=names)
+        attributes = [f.name for f in fields(rows[0])]
+        # Shallow tuples: dataclasses.astuple deep-copies every list (a plan's 96 powers), which cost
+        # more than the insert itself.
+        data = [tuple(getattr(row, name) for name in attributes) for row in rows]
+        self.client.insert(f"{self.db}.{table}", data, column_names=columns or attributes)
 
     def insert_site_minutes(self, rows: list[SiteWindow]) -> None:
         """Insert minute windows and refresh the hour/day rollups they touch."""
@@ -299,6 +304,49 @@ class HistoryStore:
             parameters={"id": region})
         return [(str(r[0]), str(r[1]), int(r[2]), int(r[3]), float(r[4]), float(r[5]))
                 for r in result.result_rows]
+
+    def insert_site_plans(self, rows: list[SitePlanRow]) -> None:
+        """Record accepted site plans (a replayed plan replaces itself)."""
+        self._insert("site_plan", rows)
+
+    def insert_node_plans(self, rows: list[NodePlanRow]) -> None:
+        """Record aggregate plans per node and interval (a later computation replaces the row)."""
+        self._insert("node_plan", rows)
+
+    def node_plan(self, node_id: str, start: datetime, end: datetime) -> list[NodePlanRow]:
+        """A node's latest aggregate plan for the intervals starting in [start, end), oldest first."""
+        names = [f.name for f in fields(NodePlanRow)]
+        result = self.client.query(
+            f"SELECT {', '.join(names)} FROM {self.db}.node_plan FINAL WHERE node_id = %(id)s "
+            "AND interval_start >= %(start)s AND interval_start < %(end)s ORDER BY interval_start",
+            parameters={"id": node_id, "start": start, "end": end})
+        rows = []
+        for raw in result.result_rows:
+            values: list[Any] = list(raw)
+            for name in ("interval_start", "computed_at"):
+                values[names.index(name)] = _utc(values[names.index(name)])
+            rows.append(NodePlanRow(*values))
+        return rows
+
+    def site_plans(self, site_id: str, start: datetime, end: datetime,
+                   latest_only: bool = False) -> list[SitePlanRow]:
+        """The plans a site sent with ``issued_at`` in [start, end), oldest first (the newest alone)."""
+        names = [f.name for f in fields(SitePlanRow)]
+        order = "issued_at DESC, plan_id DESC LIMIT 1" if latest_only else "issued_at, plan_id"
+        result = self.client.query(
+            f"SELECT {', '.join(names)} FROM {self.db}.site_plan FINAL WHERE site_id = %(id)s "
+            f"AND issued_at >= %(start)s AND issued_at < %(end)s ORDER BY {order}",
+            parameters={"id": site_id, "start": start, "end": end})
+        rows = []
+        for raw in result.result_rows:
+            values: list[Any] = list(raw)
+            for name in ("issued_at", "start", "received_at"):
+                values[names.index(name)] = _utc(values[names.index(name)])
+            forecast = values[names.index("forecast_issued_at")]
+            values[names.index("forecast_issued_at")] = None if forecast is None else _utc(forecast)
+            values[names.index("power_kw")] = [float(p) for p in values[names.index("power_kw")]]
+            rows.append(SitePlanRow(*values))
+        return rows
 
     def refresh_rollups(self, kind: Literal["site", "node"], first: datetime, last: datetime,
                         ids: Collection[str] | None = None) -> None:

@@ -18,6 +18,8 @@ DISPATCH_INDEX = "dispatches"
 REVOKED_TOKENS = "gateway:revoked"
 ROUTE_PREFIX = "gateway:route:"
 INBOX_PREFIX = "gateway:inbox:"
+#: Hash of the storm watches in force: node id -> JSON (starts, until, sites, raised_by, raised_at).
+STORM_WATCHES = "storm:watches"
 
 
 def site(site_id: str) -> str:
@@ -63,3 +65,8 @@ def route(site_id: str) -> str:
 def inbox(instance_id: str) -> str:
     """The capped stream of commands other instances forward to one gateway instance."""
     return f"{INBOX_PREFIX}{instance_id}"
+
+
+def node_plan(node_id: str) -> str:
+    """The live aggregate plan of a node (plans dataflow): intervals, planned and estimated kW, coverage."""
+    return f"plan:node:{node_id}"

@@ -175,3 +175,39 @@ class PeakEvent:
     rebound: bool
     note: str
     recorded_at: datetime
+
+
+@dataclass(frozen=True)
+class SitePlanRow:
+    """One plan a site sent and the plans dataflow accepted (``site_plan``); powers in kW, + = discharge."""
+
+    site_id: str
+    plan_id: str
+    issued_at: datetime
+    start: datetime
+    interval_minutes: int
+    power_kw: list[float]
+    forecast_issued_at: datetime | None
+    received_at: datetime
+
+
+@dataclass(frozen=True)
+class NodePlanRow:
+    """A node's aggregate plan for one interval as computed at ``computed_at`` (``node_plan``).
+
+    ``planned_kw`` sums the plans of online sites, ``estimate_kw`` adds the last plans of
+    offline sites (``carried_sites`` of them); coverage = planned_sites / expected_sites.
+    """
+
+    node_id: str
+    hierarchy: str
+    interval_start: datetime
+    interval_minutes: int
+    planned_kw: float
+    estimate_kw: float
+    expected_sites: int
+    planned_sites: int
+    carried_sites: int
+    stale_sites: int
+    coverage: float
+    computed_at: datetime

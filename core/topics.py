@@ -20,6 +20,7 @@ DISPATCH_STATUS = "dispatch.status"
 PRICES_FORECAST = "prices.forecast"
 PLANS_SITE = "plans.site"
 WORKFLOW_EVENTS = "workflow.events"
+STORM_WATCH = "storm.watch"
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(PRICES_FORECAST, "region", "PriceForecast"),
     TopicSpec(PLANS_SITE, "site_id", "SitePlan"),
     TopicSpec(WORKFLOW_EVENTS, "workflow_id", "WorkflowEvent"),
+    TopicSpec(STORM_WATCH, "node_id", "StormWatch"),
 )
 
 TOPICS_BY_NAME: dict[str, TopicSpec] = {spec.name: spec for spec in TOPICS}

@@ -6,7 +6,8 @@ then delivers it locally or forwards it to the instance holding the site (see
 ``routing``). ``prices.forecast`` is small and goes to every site of a region,
 so every instance reads all of it, from the beginning, without a group: a new
 instance learns each region's latest forecast and can hand it to devices as
-they connect.
+they connect. ``storm.watch`` is read the same way: each watch names the sites
+it reaches.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message,
 
 from core import kafka
 from core.config import Settings
-from core.topics import COMMANDS_SITE, PRICES_FORECAST
+from core.topics import COMMANDS_SITE, PRICES_FORECAST, STORM_WATCH
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -141,10 +142,19 @@ def commands_feed(settings: Settings, instance_id: str) -> Feed:
 
 def prices_feed(settings: Settings, instance_id: str) -> Feed:
     """All of prices.forecast from the beginning, assigned directly (no group, no commits)."""
+    return _whole_topic_feed(settings, instance_id, PRICES_FORECAST, "prices")
+
+
+def storms_feed(settings: Settings, instance_id: str) -> Feed:
+    """All of storm.watch from the beginning (few, small records), like prices.forecast."""
+    return _whole_topic_feed(settings, instance_id, STORM_WATCH, "storms")
+
+
+def _whole_topic_feed(settings: Settings, instance_id: str, topic: str, name: str) -> Feed:
     consumer = Consumer(kafka.client_config(
-        settings, **{"group.id": f"gateway-prices-{instance_id}", "enable.auto.commit": False}))
-    partitions = consumer.list_topics(PRICES_FORECAST, timeout=10).topics[PRICES_FORECAST].partitions
-    consumer.assign([TopicPartition(PRICES_FORECAST, p, OFFSET_BEGINNING) for p in partitions])
+        settings, **{"group.id": f"gateway-{name}-{instance_id}", "enable.auto.commit": False}))
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
     feed = Feed(consumer)
     feed.assigned = set(partitions)
     feed.joined = True

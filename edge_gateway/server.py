@@ -49,7 +49,7 @@ from core import kafka
 from core.config import Settings
 from core.device_tokens import DeviceClaims, TokenError, verify_token
 from core.revocations import REVOKED_KEY
-from edge_gateway.feeds import Feed, commands_feed, prices_feed
+from edge_gateway.feeds import Feed, commands_feed, prices_feed, storms_feed
 from edge_gateway.frames import FrameRejectedError, parse_frame
 from edge_gateway.health import serve_health
 from edge_gateway.limits import SiteRatings
@@ -93,6 +93,18 @@ class _Forecast:
     text: str
 
 
+@dataclass(frozen=True)
+class _Storm:
+    """The newest StormWatch of a node: the sites it names and its frame (without the site list)."""
+
+    event_time: datetime
+    raised: bool
+    until: datetime
+    sites: frozenset[str]
+    raw: bytes
+    text: str
+
+
 class Gateway:
     """One gateway instance: ``await start()``, serve, ``await stop()``."""
 
@@ -124,6 +136,7 @@ class Gateway:
         self._handshakes: weakref.WeakKeyDictionary[ServerConnection, DeviceClaims] = (
             weakref.WeakKeyDictionary())
         self._prices: dict[str, _Forecast] = {}
+        self._storms: dict[str, _Storm] = {}
         self._feeds: list[Feed] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
@@ -165,10 +178,12 @@ class Gateway:
         self._producer.start()
         commands, prices = commands_feed(self.settings, self.instance_id), prices_feed(self.settings,
                                                                                       self.instance_id)
-        self._feeds = [commands, prices]
+        storms = storms_feed(self.settings, self.instance_id)
+        self._feeds = [commands, prices, storms]
         inbox_start = await self._routes.inbox_position()
         self._spawn(self._consume_commands(commands))
         self._spawn(self._consume_prices(prices))
+        self._spawn(self._consume_storms(storms))
         self._spawn(self._read_inbox(inbox_start))
         self._spawn(self._heartbeat())
         self._spawn(self._every(self.settings.gateway_revocations_refresh_s, self.revocations.reload,
@@ -297,6 +312,7 @@ class Gateway:
         self._spawn(self._claim_route(session))
         try:
             self._send_latest_prices(session)
+            self._send_storms(session)
             await self._read(session)
         except ConnectionClosedError as exc:
             if exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG:
@@ -449,6 +465,39 @@ class Gateway:
         broadcast(avro, forecast.raw)
         broadcast(text, forecast.text)
         self.metrics.frames_out.labels("prices").inc(len(sessions))
+
+    async def _consume_storms(self, feed: Feed) -> None:
+        """Hand each storm watch (raised or cleared) to the connected sites it names."""
+        async for batch in feed.batches():
+            for message in batch:
+                raw = message.value()
+                assert raw is not None
+                try:
+                    record = self._codec.decode(raw, expected="StormWatch")
+                except DecodeError:
+                    self.metrics.rejects.labels("storm_undecodable").inc()
+                    continue
+                node, held = record["node_id"], self._storms.get(record["node_id"])
+                if held is not None and held.event_time >= record["event_time"]:
+                    continue
+                frame = {**record, "site_ids": []}  # a device needs the watch, not its neighbours' ids
+                storm = _Storm(record["event_time"], record["action"] == "RAISE", record["until"],
+                               frozenset(record["site_ids"]), self._codec.encode("StormWatch", frame),
+                               json_frame("storm", frame))
+                self._storms[node] = storm
+                self._broadcast_storm([s for site, s in self._sessions.items() if site in storm.sites], storm)
+
+    def _send_storms(self, session: Session) -> None:
+        """A site that connects while a watch over it is in force is told at once."""
+        now = datetime.now(UTC)
+        for storm in self._storms.values():
+            if storm.raised and storm.until > now and session.claims.site_id in storm.sites:
+                self._broadcast_storm([session], storm)
+
+    def _broadcast_storm(self, sessions: list[Session], storm: _Storm) -> None:
+        broadcast([s.ws for s in sessions if s.encoding is Encoding.AVRO], storm.raw)
+        broadcast([s.ws for s in sessions if s.encoding is Encoding.JSON], storm.text)
+        self.metrics.frames_out.labels("storm").inc(len(sessions))
 
     # -- heartbeat --------------------------------------------------------------------------------
 

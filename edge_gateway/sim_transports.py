@@ -28,7 +28,7 @@ from assets.loader import restore_fleet
 from core import kafka
 from core.config import Settings
 from core.device_tokens import issue_token
-from core.topics import COMMANDS_ACKS, COMMANDS_SITE, PLANS_SITE, PRICES_FORECAST, TELEMETRY_RAW
+from core.topics import COMMANDS_ACKS, COMMANDS_SITE, PLANS_SITE, PRICES_FORECAST, STORM_WATCH, TELEMETRY_RAW
 from edge_gateway.feeds import next_batch, start_at_end_unless_committed, uncancellable_in_thread
 from edge_gateway.simulator import FleetSimulator, SimClock, SimulatedSite
 from edge_gateway.wire import DOWNSTREAM_RECORDS, Encoding, json_frame
@@ -183,6 +183,11 @@ class WebSocketTransport:
                 if record["region"] == site.site.region:
                     await self._send(site, ws, "plan", "SitePlan", site.receive_prices(record, now))
                     self.stats.plans += 1
+            elif record_name == "StormWatch":  # the gateway sends it only to the sites it names
+                plan = site.receive_storm(record, now)
+                if plan is not None:
+                    await self._send(site, ws, "plan", "SitePlan", plan)
+                    self.stats.plans += 1
             else:
                 self.stats.errors += 1
 
@@ -214,7 +219,7 @@ class KafkaTransport:
         self._consumer = Consumer(kafka.client_config(settings, **{
             "group.id": group_id, "session.timeout.ms": 10_000, "heartbeat.interval.ms": 1_000}))
         self.assigned: set[tuple[str, int]] = set()
-        self._consumer.subscribe([COMMANDS_SITE, PRICES_FORECAST], on_assign=self._on_assign)
+        self._consumer.subscribe([COMMANDS_SITE, PRICES_FORECAST, STORM_WATCH], on_assign=self._on_assign)
 
     async def run(self, duration_s: float | None = None) -> SimStats:
         """Step the fleet every interval for ``duration_s`` of wall time (forever if None)."""
@@ -264,6 +269,10 @@ class KafkaTransport:
             elif decoded.record_name == "PriceForecast":
                 self.stats.forecasts += 1
                 for plan in self.fleet.receive_prices(decoded.value, now):
+                    self._produce(PLANS_SITE, plan["site_id"], self._codec.encode("SitePlan", plan))
+                    self.stats.plans += 1
+            elif decoded.record_name == "StormWatch":
+                for plan in self.fleet.receive_storm(decoded.value, now):
                     self._produce(PLANS_SITE, plan["site_id"], self._codec.encode("SitePlan", plan))
                     self.stats.plans += 1
 

@@ -167,9 +167,18 @@ class SimulatedSite:
         plan = planner.plan_site(planner.PlanInputs(battery, prices, load, solar, hold_kwh=hold,
                                                     may_discharge=may_discharge, step_minutes=minutes))
         issued = instant(forecast["issued_at"])
-        return {"site_id": self.site_id, "plan_id": f"{self.site_id}-{int(issued.timestamp())}",
+        # One id per plan made (a storm watch re-plans from the same forecast: a new plan, not a replay).
+        return {"site_id": self.site_id, "plan_id": f"{self.site_id}-{round(now.timestamp() * 1000)}",
                 "issued_at": now, "start": start, "interval_minutes": minutes,
                 "power_kw": [round(p, 6) for p in plan.power_kw.tolist()], "forecast_issued_at": issued}
+
+    def receive_storm(self, watch: Mapping[str, Any], now: datetime) -> dict[str, Any] | None:
+        """A StormWatch reaches the site (a CLEAR, or one already lapsed, lifts it); the plan it makes
+        at once from the forecast it holds, or None before its first forecast."""
+        until = instant(watch["until"])
+        raised = watch["action"] == "RAISE" and until > now
+        self.storm = planner.StormWatch(instant(watch["starts"]), until) if raised else None
+        return self.receive_prices(self.forecast, now) if self.forecast is not None else None
 
     def corrupts_next_frame(self) -> bool:
         """Whether the transport should mangle the next frame (corrupt sites, about one frame in five)."""
@@ -231,6 +240,17 @@ class FleetSimulator:
         """Give a forecast to every online site of its region; their plans."""
         return [site.receive_prices(forecast, now) for site in self.sites.values()
                 if site.site.region == forecast["region"] and site.online(now)]
+
+    def receive_storm(self, watch: Mapping[str, Any], now: datetime) -> list[dict[str, Any]]:
+        """Give a StormWatch to the sites of this fleet it names; the plans the online ones make at once."""
+        plans = []
+        for site_id in watch["site_ids"]:
+            site = self.sites.get(site_id)
+            if site is not None:
+                plan = site.receive_storm(watch, now)
+                if plan is not None and site.online(now):
+                    plans.append(plan)
+        return plans
 
     def raise_storm_watch(self, site_ids: Iterable[str], watch: planner.StormWatch | None) -> None:
         """A storm watch reaches these sites (None lifts it); their next plans hold a full battery."""

@@ -54,7 +54,7 @@ UPSTREAM_BY_TYPE = {kind.type: kind for kind in UPSTREAM}
 UPSTREAM_BY_RECORD = {kind.record: kind for kind in UPSTREAM}
 
 #: Downstream JSON ``type`` of each record the gateway sends to devices.
-DOWNSTREAM_TYPES = {"SiteCommand": "command", "PriceForecast": "prices"}
+DOWNSTREAM_TYPES = {"SiteCommand": "command", "PriceForecast": "prices", "StormWatch": "storm"}
 DOWNSTREAM_RECORDS = {frame_type: record for record, frame_type in DOWNSTREAM_TYPES.items()}
 
 

@@ -36,7 +36,7 @@ from typing_extensions import override
 from core import keys
 from core.config import Settings
 from core.history import HistoryStore, connect
-from core.rows import CommandLogEntry, DispatchLogEntry, NodeWindow, SiteWindow
+from core.rows import CommandLogEntry, DispatchLogEntry, NodePlanRow, NodeWindow, SitePlanRow, SiteWindow
 
 #: Write the fields packed in ``ARGV[3]`` (name and value alternating, separated by ``\x1f``) into
 #: hash ``KEYS[1]`` only if the version (``ARGV[1]``, ``ARGV[2]``) is at least the stored
@@ -212,7 +212,7 @@ class DispatchStatusSink(_ScriptSink[StatusWrite]):
         super().__init__(redis_url, _GUARDED_STATUS, status_call)
 
 
-HistoryRow = SiteWindow | NodeWindow | DispatchLogEntry | CommandLogEntry
+HistoryRow = SiteWindow | NodeWindow | DispatchLogEntry | CommandLogEntry | SitePlanRow | NodePlanRow
 
 #: Which insert of :class:`HistoryStore` takes each kind of row.
 _INSERTS: dict[type, Callable[[HistoryStore, list[Any]], None]] = {
@@ -220,6 +220,8 @@ _INSERTS: dict[type, Callable[[HistoryStore, list[Any]], None]] = {
     NodeWindow: HistoryStore.insert_node_minutes,
     DispatchLogEntry: HistoryStore.insert_dispatch_log,
     CommandLogEntry: HistoryStore.insert_command_log,
+    SitePlanRow: HistoryStore.insert_site_plans,
+    NodePlanRow: HistoryStore.insert_node_plans,
 }
 
 

@@ -211,8 +211,24 @@ class _Generator:
     def _array(self, schema: Any, indent: int, depth: int) -> str:
         target = self.fresh()
         self.emit(indent, f"{target} = []")
+        code = _STRUCT_CODES.get(schema["items"]) if isinstance(schema["items"], str) else None
+        if code is not None:  # a run of doubles (a plan's powers): one struct call per block
+            self._number_blocks(target, code, indent)
+            return target
         self._blocks(indent, lambda inner: self._append_item(target, schema["items"], inner, depth))
         return target
+
+    def _number_blocks(self, target: str, code: str, indent: int) -> None:
+        count = self.fresh()
+        width = struct.calcsize("<" + code)
+        unpack = self.constant(struct.unpack_from)
+        self.emit(indent, "while True:")
+        self.emit(indent + 1, f"{count}, pos = read_long(buf, pos)")
+        self.emit(indent + 1, f"if {count} == 0: break")
+        self.emit(indent + 1, f"if {count} < 0: {count} = -{count}; _, pos = read_long(buf, pos)")
+        self.emit(indent + 1, f"if pos + {width} * {count} > size: raise Invalid('block count')")
+        self.emit(indent + 1, f"{target}.extend({unpack}('<%d{code}' % {count}, buf, pos))")
+        self.emit(indent + 1, f"pos += {width} * {count}")
 
     def _append_item(self, target: str, items: Any, indent: int, depth: int) -> None:
         self.emit(indent, f"{target}.append({self.value(items, indent, depth + 1)})")

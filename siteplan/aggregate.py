@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy import sparse
 
 from schemas.times import epoch_ms
 
@@ -53,7 +54,7 @@ class Plan:
         forecast = record.get("forecast_issued_at")
         return cls(str(record["site_id"]), str(record["plan_id"]), _ms(record["issued_at"]),
                    _ms(record["start"]), int(record["interval_minutes"]),
-                   tuple(float(p) for p in record["power_kw"]),
+                   tuple(map(float, record["power_kw"])),
                    None if forecast is None else _ms(forecast))
 
     def value_at(self, t_ms: int) -> float | None:
@@ -83,14 +84,14 @@ def check_plan(plan: Plan, limits: SiteLimits | None, soc_pct: float | None = No
         return f"plan for unknown site {plan.site_id}"
     if plan.interval_minutes <= 0 or not plan.power_kw:
         return f"plan {plan.plan_id} has no intervals ({len(plan.power_kw)} x {plan.interval_minutes} min)"
-    if not all(math.isfinite(p) for p in plan.power_kw):
+    p = np.asarray(plan.power_kw)
+    if not np.isfinite(p).all():
         return f"plan {plan.plan_id} has a non-finite power"
-    low, high = min(plan.power_kw), max(plan.power_kw)
+    low, high = float(p.min()), float(p.max())
     if low < -limits.max_charge_kw - TOLERANCE or high > limits.max_discharge_kw + TOLERANCE:
         return (f"plan {plan.plan_id} power [{low:.3f}, {high:.3f}] kW beyond the site's limits "
                 f"[-{limits.max_charge_kw}, {limits.max_discharge_kw}] kW")
     eta = math.sqrt(limits.round_trip_efficiency)
-    p = np.asarray(plan.power_kw)
     dt_h = plan.interval_minutes / 60.0
     stored = np.concatenate(([0.0], np.cumsum(np.where(p < 0, -p * dt_h * eta, -p * dt_h / eta))))
     reserve_kwh = limits.reserve_pct / 100.0 * limits.capacity_kwh
@@ -106,6 +107,41 @@ def check_plan(plan: Plan, limits: SiteLimits | None, soc_pct: float | None = No
         return (f"plan {plan.plan_id} draws {drawdown:.3f} kWh, more than the "
                 f"{limits.capacity_kwh - reserve_kwh:.3f} kWh above the site's reserve")
     return None
+
+
+def check_plans(plans: Sequence[Plan], limits: Sequence[SiteLimits | None],
+                soc_pct: Sequence[float | None]) -> list[str | None]:
+    """:func:`check_plan` of many plans at once, the same answers (a property test holds them equal).
+
+    Plans of one length and step with known limits and no SoC are checked as one matrix; a plan
+    that fails there, or any other, gets :func:`check_plan`'s own verdict and reason.
+    """
+    reasons: list[str | None] = [None] * len(plans)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, (plan, site_limits, soc) in enumerate(zip(plans, limits, soc_pct, strict=True)):
+        if site_limits is None or soc is not None or plan.interval_minutes <= 0 or not plan.power_kw:
+            reasons[i] = check_plan(plan, site_limits, soc)
+        else:
+            groups.setdefault((len(plan.power_kw), plan.interval_minutes), []).append(i)
+    for (_, minutes), rows in groups.items():
+        p = np.array([plans[i].power_kw for i in rows])
+        held = [limits[i] for i in rows]
+        charge = np.array([lim.max_charge_kw for lim in held if lim is not None])
+        discharge = np.array([lim.max_discharge_kw for lim in held if lim is not None])
+        eta = np.sqrt(np.array([lim.round_trip_efficiency for lim in held if lim is not None]))[:, None]
+        room = np.array([lim.capacity_kwh - lim.reserve_pct / 100.0 * lim.capacity_kwh
+                         for lim in held if lim is not None])
+        dt_h = minutes / 60.0
+        with np.errstate(invalid="ignore"):
+            within = (p.min(axis=1) >= -charge - TOLERANCE) & (p.max(axis=1) <= discharge + TOLERANCE)
+            steps = np.where(p < 0, -p * dt_h * eta, -p * dt_h / eta)
+            stored = np.concatenate((np.zeros((len(rows), 1)), np.cumsum(steps, axis=1)), axis=1)
+            drawdown = np.max(np.maximum.accumulate(stored, axis=1) - stored, axis=1)
+            fine = np.isfinite(p).all(axis=1) & within & (drawdown <= room + TOLERANCE)
+        for i, ok in zip(rows, fine, strict=True):
+            if not ok:
+                reasons[i] = check_plan(plans[i], limits[i], None)
+    return reasons
 
 
 class PlanBook:
@@ -157,12 +193,20 @@ def plan_matrix(plans: Sequence[Plan | None], start_ms: int, steps: int, interva
     """Each plan on a common grid of intervals (rows), NaN where a site has no plan for the interval."""
     out = np.full((len(plans), steps), np.nan)
     grid = start_ms + np.arange(steps, dtype=np.int64) * interval_minutes * MINUTE_MS
+    # Plans made from one forecast share their start, step and length: place each such group at once.
+    groups: dict[tuple[int, int, int], list[tuple[int, Plan]]] = {}
     for row, plan in enumerate(plans):
-        if plan is None:
+        if plan is not None:
+            shape = (plan.start_ms, plan.interval_minutes, len(plan.power_kw))
+            groups.setdefault(shape, []).append((row, plan))
+    for (plan_start, minutes, length), members in groups.items():
+        index = (grid - plan_start) // (minutes * MINUTE_MS)
+        inside = (index >= 0) & (index < length)
+        if not inside.any():
             continue
-        index = (grid - plan.start_ms) // (plan.interval_minutes * MINUTE_MS)
-        inside = (index >= 0) & (index < len(plan.power_kw))
-        out[row, inside] = np.asarray(plan.power_kw)[index[inside]]
+        rows = np.array([row for row, _ in members], dtype=np.int64)
+        powers = np.array([plan.power_kw for _, plan in members])
+        out[np.ix_(rows, np.flatnonzero(inside))] = powers[:, index[inside]]
     return out
 
 
@@ -191,17 +235,16 @@ def aggregate(book: PlanBook, ancestors: Mapping[str, Iterable[str]], online: It
     pairs = [(node_index[n], site_index[s]) for s in site_ids for n in set(ancestors[s])]
     nodes = np.array([p[0] for p in pairs], dtype=np.int64)
     sites = np.array([p[1] for p in pairs], dtype=np.int64)
-    shape = (len(node_ids), steps)
-    sums = {name: np.zeros(shape) for name in ("planned", "estimate", "planned_n", "carried_n")}
-    np.add.at(sums["planned"], nodes, planned[sites])
-    np.add.at(sums["estimate"], nodes, filled[sites])
-    np.add.at(sums["planned_n"], nodes, (has & is_online)[sites].astype(float))
-    np.add.at(sums["carried_n"], nodes, (has & ~is_online)[sites].astype(float))
+    # Node x site membership as a sparse matrix: every sum below is one sparse product.
+    members = sparse.csr_matrix((np.ones(len(pairs)), (nodes, sites)), shape=(len(node_ids), len(site_ids)))
+    sums = {"planned": members @ planned, "estimate": members @ filled,
+            "planned_n": members @ (has & is_online).astype(float),
+            "carried_n": members @ (has & ~is_online).astype(float)}
     expected = np.bincount(nodes, minlength=len(node_ids))
-    stale_n = np.bincount(nodes, weights=stale[sites].astype(float), minlength=len(node_ids))
+    stale_n = members @ stale.astype(float)
     return {
         node: NodePlan(node, start_ms, interval_minutes, sums["planned"][i], sums["estimate"][i],
-                       int(expected[i]), sums["planned_n"][i].astype(np.int64),
-                       sums["carried_n"][i].astype(np.int64), int(stale_n[i]))
+                       int(expected[i]), np.rint(sums["planned_n"][i]).astype(np.int64),
+                       np.rint(sums["carried_n"][i]).astype(np.int64), round(float(stale_n[i])))
         for node, i in node_index.items()
     }

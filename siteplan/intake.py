@@ -12,11 +12,11 @@ dead-letter topic's ``error``); each outcome is counted.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from siteplan.aggregate import NodePlan, Plan, PlanBook, SiteLimits, aggregate, check_plan
+from siteplan.aggregate import NodePlan, Plan, PlanBook, SiteLimits, aggregate, check_plans
 
 
 @dataclass(frozen=True)
@@ -59,11 +59,20 @@ class PlanIntake:
 
     def on_plan(self, record: Mapping[str, Any]) -> Outcome:
         """Check a SitePlan value against the site's limits and take it into the book; what happened."""
-        plan = Plan.from_record(record)
-        reason = check_plan(plan, self.limits.get(plan.site_id), self.soc_pct.get(plan.site_id))
-        outcome = "rejected" if reason is not None else self.book.offer(plan)
-        self.counts[outcome] += 1
-        return Outcome(plan.site_id, outcome, reason)
+        return self.on_plans([record])[0][0]
+
+    def on_plans(self, records: Sequence[Mapping[str, Any]]) -> list[tuple[Outcome, Plan]]:
+        """:meth:`on_plan` of several values in order, checked at once (:func:`check_plans`); each
+        outcome with its plan."""
+        plans = [Plan.from_record(record) for record in records]
+        reasons = check_plans(plans, [self.limits.get(p.site_id) for p in plans],
+                              [self.soc_pct.get(p.site_id) for p in plans])
+        outcomes = []
+        for plan, reason in zip(plans, reasons, strict=True):
+            outcome = "rejected" if reason is not None else self.book.offer(plan)
+            self.counts[outcome] += 1
+            outcomes.append((Outcome(plan.site_id, outcome, reason), plan))
+        return outcomes
 
     def node_plans(self, start_ms: int, steps: int, interval_minutes: int = 15,
                    stale_before_ms: int | None = None) -> dict[str, NodePlan]:

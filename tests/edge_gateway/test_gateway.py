@@ -258,3 +258,38 @@ def test_health_and_metrics_are_served_on_their_own_port(stack_settings: Setting
     assert metrics_status == 200
     for name in ("vpp_gateway_connections", "vpp_gateway_produce_latency_seconds_bucket"):
         assert name in metrics
+
+
+def test_a_storm_watch_reaches_the_sites_it_names_now_and_when_they_connect(stack_settings: Settings) -> None:
+    settings = gateway_settings(stack_settings)
+    named, other, later = _site(), _site(), _site()
+    now = datetime.now(UTC).replace(microsecond=0)
+
+    def watch(node: str, sites: list[str]) -> bytes:
+        return CODEC.encode("StormWatch", {
+            "node_id": node, "action": "RAISE", "starts": now + timedelta(hours=1),
+            "until": now + timedelta(hours=7), "site_ids": sites, "raised_by": "test", "event_time": now})
+
+    producer = Producer(kafka.client_config(settings))
+
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        first_node, second_node = f"feeder-{uuid.uuid4().hex[:6]}", f"feeder-{uuid.uuid4().hex[:6]}"
+        async with running_gateway(settings) as gateway, \
+                device(gateway, issue_token(settings, named).token) as ws_named, \
+                device(gateway, issue_token(settings, other).token) as ws_other:
+            producer.produce("storm.watch", key=first_node.encode(), value=watch(first_node, [named, later]))
+            producer.produce("storm.watch", key=second_node.encode(), value=watch(second_node, [other]))
+            producer.flush(10)
+            got_named, got_other = await next_frame(ws_named), await next_frame(ws_other)
+            async with device(gateway, issue_token(settings, later).token) as ws_later:
+                got_later = await next_frame(ws_later)
+        return (dict(json.loads(got_named)), dict(json.loads(got_other)),
+                dict(json.loads(got_later)))
+
+    named_frame, other_frame, later_frame = asyncio.run(scenario())
+    assert named_frame["type"] == "storm" and named_frame["action"] == "RAISE"
+    assert named_frame["site_ids"] == []  # a device gets the watch, not the list of its neighbours
+    assert named_frame["starts"] == epoch_ms(now + timedelta(hours=1))
+    # The other site's first frame is the watch naming it: the first watch never reached it.
+    assert other_frame["node_id"] != named_frame["node_id"]
+    assert later_frame["node_id"] == named_frame["node_id"]  # connected after it was raised

@@ -179,3 +179,31 @@ def test_a_storm_watch_reaching_sites_makes_their_plans_fill_the_battery_before_
             start_kwh = fleet.sites[record["site_id"]].soc_pct / 100 * spec.capacity_kwh
             energy = replay_energy(record["power_kw"], start_kwh, math.sqrt(spec.round_trip_efficiency))
             assert min(energy[48:73]) >= spec.capacity_kwh - 1e-3  # full 12:00 to 18:00
+
+
+def test_a_storm_watch_record_makes_the_named_sites_plan_again_at_once_and_a_clear_lifts_it() -> None:
+    import math
+
+    from siteplan.planner import replay_energy
+
+    fleet = FleetSimulator(_sites(6), seed=5, start=START)
+    prices = [300.0 if k < 48 else 20.0 for k in range(96)]  # dear until noon: only a storm makes it charge
+    for region in {s.site.region for s in fleet.sites.values()}:
+        fleet.receive_prices({"region": region, "issued_at": START, "start": START, "interval_minutes": 15,
+                              "prices_per_mwh": prices, "currency": "EUR"}, START)
+    named = sorted(fleet.sites)[:2]
+    watch = {"node_id": "feeder-x", "action": "RAISE", "starts": START + timedelta(hours=12),
+             "until": START + timedelta(hours=18), "site_ids": [*named, "site-not-here"], "raised_by": "t",
+             "event_time": START}
+    now = START + timedelta(seconds=5)
+    plans = fleet.receive_storm(watch, now)
+    assert sorted(p["site_id"] for p in plans) == named
+    for record in plans:
+        site = fleet.sites[record["site_id"]]
+        assert site.storm is not None and record["plan_id"].endswith(str(round(now.timestamp() * 1000)))
+        start_kwh = site.soc_pct / 100 * site.spec.capacity_kwh
+        energy = replay_energy(record["power_kw"], start_kwh, math.sqrt(site.spec.round_trip_efficiency))
+        assert min(energy[48:73]) >= site.spec.capacity_kwh - 1e-3  # full 12:00 to 18:00
+    assert all(fleet.sites[s].storm is None for s in sorted(fleet.sites)[2:])
+    cleared = fleet.receive_storm({**watch, "action": "CLEAR"}, now + timedelta(seconds=1))
+    assert len(cleared) == 2 and all(fleet.sites[s].storm is None for s in named)

@@ -40,7 +40,7 @@ def test_up_runs_the_fleet_end_to_end_and_down_stops_it(tmp_path: Path) -> None:
     up = _vpp(env, "up", "--sites", str(SITES))
     try:
         assert up.returncode == 0, up.stdout + up.stderr
-        for name in ("Telemetry dataflow", "Edge gateway", "HTTP API and dashboard",
+        for name in ("Telemetry dataflow", "Plans dataflow", "Edge gateway", "HTTP API and dashboard",
                      "Simulated day-ahead market", "Forecast service", "Simulated fleet"):
             assert name in up.stdout
         assert f"dashboard: http://127.0.0.1:{env['VPP_API_PORT']}/dashboard/#token=" in up.stdout
@@ -51,6 +51,11 @@ def test_up_runs_the_fleet_end_to_end_and_down_stops_it(tmp_path: Path) -> None:
             reporting = int(client.hget("node:state-0", "reporting_sites") or 0)
             time.sleep(0.5)
         assert reporting == SITES, f"{reporting} of {SITES} simulated sites reporting at the state node"
+        planned_over = 0  # the plans dataflow runs: the state node's aggregate plan counts every site
+        while time.monotonic() < deadline + 60 and planned_over < SITES:
+            planned_over = int(client.hget("plan:node:state-0", "expected_sites") or 0)
+            time.sleep(0.5)
+        assert planned_over == SITES, f"the plans dataflow counts {planned_over} of {SITES} sites"
         live = _vpp(env, "live")
         assert live.returncode == 0, live.stderr
         assert "state-0" in live.stdout and f"{SITES}/{SITES}" in live.stdout
@@ -59,5 +64,5 @@ def test_up_runs_the_fleet_end_to_end_and_down_stops_it(tmp_path: Path) -> None:
     finally:
         down = _vpp(env, "down")
     assert down.returncode == 0, down.stderr
-    assert "stopped 7 service(s)" in down.stdout
+    assert "stopped 8 service(s)" in down.stdout
     assert "stopped 3 part(s)" in down.stdout

@@ -110,3 +110,19 @@ def test_unsupported_schemas_fall_back_to_fastavro(schema: Any) -> None:
         value = {"d": 0} if schema["name"] == "D" else {"next": {"next": None}}
         decoded = codec.decode(codec.encode(schema["name"], value))
         assert decoded == _fastavro(schema, _encode(schema, value))[0]
+
+
+def test_an_array_of_doubles_in_several_blocks_one_with_its_byte_size_is_read_whole() -> None:
+    import struct
+
+    schema = {"type": "array", "items": "double"}
+    wrapper = {"type": "record", "name": "A", "fields": [{"name": "a", "type": schema}]}
+    values = [0.5, -1.25, 3.0, 1e-9, -0.0]
+
+    def long(n: int) -> bytes:
+        return _encode("long", n)
+
+    # A block of 2 written with a negative count and its byte size, then a block of 3, then the end.
+    data = (long(-2) + long(16) + struct.pack("<2d", *values[:2]) + long(3) + struct.pack("<3d", *values[2:])
+            + long(0))
+    assert compile_decoder(wrapper)(data, 0) == _fastavro(wrapper, data) == ({"a": values}, len(data))
