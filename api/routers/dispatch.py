@@ -25,6 +25,7 @@ from api.models import (
     from_ms,
     utc,
 )
+from api.routers.telemetry import Offset
 from core import dispatch
 from core.dispatch_spec import DispatchSpec
 
@@ -63,7 +64,7 @@ def list_dispatches(_: FleetReader, resources: ResourcesDep,
                     since: Annotated[datetime | None,
                                      Query(description="Windows starting at or after.")] = None,
                     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                    offset: Annotated[int, Query(ge=0)] = 0) -> Page[DispatchSummary]:
+                    offset: Offset = 0) -> Page[DispatchSummary]:
     """Dispatches with their state, node and window, newest window first; ``count`` is the total."""
     begin = utc(since) if since else None
     ids = dispatch.list_dispatches(resources.redis, begin, limit, offset)

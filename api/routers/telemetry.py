@@ -29,7 +29,8 @@ SiteId = Annotated[str, Path(pattern=ID_PATTERN, description="A site id, e.g. si
 At = Annotated[datetime | None, Query(description="Navigate the hierarchy as it was at this time "
                                                   "(default: now, from the live view).")]
 Limit = Annotated[int, Query(ge=1, le=10_000)]
-Offset = Annotated[int, Query(ge=0)]
+#: Bounded so that a store given the offset (Redis takes a 64-bit integer) never sees one it refuses.
+Offset = Annotated[int, Query(ge=0, le=100_000_000, description="Items to skip before the page.")]
 
 
 def _known_node(fleet: Fleet, node_id: str) -> None:
