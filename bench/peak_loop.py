@@ -1,0 +1,319 @@
+"""The closed-loop peak replay: one recorded feeder day through the real stack, faster than real time.
+
+A feeder slice (``sites`` simulated sites of one generated feeder) replays a
+recorded SimBench day (:mod:`peak.feeder_day`): each site's house follows a
+SimBench household profile and its panels a SimBench PV profile, scaled so the
+sites' summed net load is the recorded feeder day with the fleet's power at
+``fleet_share`` of the day's peak. The batteries stand still unless commanded
+(a program's sites keep their energy for its events), so the node measures the
+recorded day when the fleet does nothing.
+
+The run is the production path end to end: the fleet talks Kafka (as
+``vpp bench control``), the real telemetry dataflow keeps the twin and writes
+``node_minute``, the real control dataflow splits and corrects the dispatches.
+Once the fleet is live, the rest of the day is planned by the peak LP on the
+recorded day as the forecast and the fleet read from the live aggregate
+(``fleet_from_aggregate``, as ``vpp peak plan``), the plan is recorded and sent
+as dispatches (``run_plan``, as ``vpp peak run``), the simulated clock runs to
+the end of the day, and the day is recorded from ``node_minute``
+(``record_day``, as ``vpp peak record``). The figures compare what the plan
+promised with what ``node_minute`` measured:
+
+* planned reduction: ``(forecast peak - threshold) / forecast peak``;
+* achieved reduction: ``(counterfactual peak - measured peak) / counterfactual
+  peak``, both quarter-hour means of ``node_minute`` (net load ``grid_kw``,
+  counterfactual ``grid_kw + battery_kw``);
+* ``closed_loop_gap_pct``: planned minus achieved, in percentage points.
+
+The simulated clock runs ahead of the wall clock (the day simulated is today
+or tomorrow, UTC, at ``speed`` times real time), so the run's settings widen
+``plausible_max_ahead_s`` explicitly (:data:`SIM_MAX_AHEAD_S`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import redis
+
+from assets.generator import generate_fleet
+from assets.loader import load_fleet
+from core import keys
+from core.config import Settings
+from core.dispatch import read_status
+from core.history import HistoryStore, connect
+from core.live import text
+from core.rows import PeakEvent
+from edge_gateway.sim_transports import KafkaTransport
+from edge_gateway.simulator import FleetSimulator, SimClock
+from forecast.series import DAY
+from peak.day import NodePlan, plan_id_for
+from peak.events import planned_event
+from peak.feeder_day import FeederDay, scale_to_fleet, split_feeder
+from peak.inputs import fleet_from_aggregate
+from peak.planner import LoadForecast, NoEvent, Plan, Planner
+from vpp import dataset_series
+from vpp.dataflows import dataflow_argv, ensure_recovery, settings_env
+from vpp.peak_service import record_day, run_plan
+
+#: The simulated day runs up to a day and a half ahead of the wall clock; anything beyond is refused.
+SIM_MAX_AHEAD_S = 2 * 24 * 3600.0
+HOUSEHOLDS = ("H0-A_pload", "H0-B_pload", "H0-C_pload", "H0-G_pload", "H0-H_pload", "H0-L_pload")
+STEP = timedelta(minutes=15)
+
+
+@dataclass(frozen=True)
+class LoopScenario:
+    """The knobs of one closed-loop day; the defaults are what the slow test and the bench run."""
+
+    feeder: str = "lv_urban6_pload"
+    day_index: int = 343  # 2016-12-09, a Friday with a clear evening peak (18:15 local)
+    solar: str | None = "PV3"
+    sites: int = 40
+    #: Every site's battery (kWh, kW): a building's shared battery (its load is tens of kW).
+    battery: tuple[float, float] = (5.0, 2.5)
+    start_soc_pct: float = 90.0
+    fleet_share: float = 0.10
+    #: Simulated time of day (hours) the fleet starts at; the plan covers what is left of the day.
+    from_hour: float = 14.0
+    speed: float = 120.0
+    interval_s: float = 15.0
+    seed: int = 11
+
+
+@dataclass
+class LoopResult:
+    """What the day planned and what ``node_minute`` measured."""
+
+    node_id: str
+    day: date
+    plan: Plan
+    event: PeakEvent
+    dispatch_ids: list[str]
+    statuses: dict[str, dict[str, str]] = field(default_factory=dict)
+    wall_s: float = 0.0
+
+    @property
+    def planned_reduction_pct(self) -> float:
+        """The plan's peak reduction against its forecast (the recorded day)."""
+        return 100 * (self.plan.forecast_peak_kw - self.plan.threshold_kw) / self.plan.forecast_peak_kw
+
+    @property
+    def achieved_reduction_pct(self) -> float:
+        """The measured reduction: counterfactual peak against measured peak (quarter-hour means)."""
+        cf, actual = self.event.counterfactual_peak_kw, self.event.actual_peak_kw
+        return 100 * (cf - actual) / cf
+
+    @property
+    def gap_pct(self) -> float:
+        """Planned minus achieved reduction, percentage points (positive: the loop fell short)."""
+        return self.planned_reduction_pct - self.achieved_reduction_pct
+
+    def figures(self) -> dict[str, float]:
+        """The bench figures of this run."""
+        return {"closed_loop_gap_pct": abs(self.gap_pct),
+                "closed_loop_planned_reduction_pct": self.planned_reduction_pct,
+                "closed_loop_achieved_reduction_pct": self.achieved_reduction_pct,
+                "closed_loop_rebound": float(self.event.rebound),
+                "closed_loop_threshold_kw": self.plan.threshold_kw,
+                "closed_loop_actual_peak_kw": self.event.actual_peak_kw,
+                "closed_loop_counterfactual_peak_kw": self.event.counterfactual_peak_kw,
+                "closed_loop_dispatches": float(len(self.dispatch_ids)),
+                "closed_loop_wall_s": self.wall_s}
+
+
+def sim_day(now: datetime, from_hour: float) -> date:
+    """The first UTC day whose ``from_hour`` is still ahead of ``now`` (the fleet must run ahead)."""
+    today = now.date()
+    start = datetime(today.year, today.month, today.day, tzinfo=UTC) + timedelta(hours=from_hour)
+    return today if start > now + timedelta(minutes=1) else today + timedelta(days=1)
+
+
+def feeder_day(settings: Settings, scenario: LoopScenario, day_start: datetime,
+               sites: list[tuple[str, float]], fleet_kw: float) -> FeederDay:
+    """The scenario's recorded day spread over ``sites`` (read from the pinned SimBench files)."""
+    def day_of(column: str) -> np.ndarray[Any, np.dtype[np.float64]]:
+        series = dataset_series.simbench(settings.datasets_dir, column)
+        per_day = series.per(DAY)
+        return series.values[scenario.day_index * per_day:(scenario.day_index + 1) * per_day]
+
+    net = scale_to_fleet(day_of(scenario.feeder), fleet_kw, scenario.fleet_share)
+    solar = day_of(scenario.solar) if scenario.solar else None
+    return split_feeder(day_start, STEP, net, [day_of(h) for h in HOUSEHOLDS], solar, sites)
+
+
+class PeakLoop:
+    """The dataflows, the simulated feeder slice and the peak day's plan, on a running stack."""
+
+    def __init__(self, settings: Settings, scenario: LoopScenario) -> None:
+        self.scenario = scenario
+        sc = scenario
+        self.settings = settings.model_copy(update={
+            # Control timings in fleet time scale with the clock; the twin is read often enough that a
+            # window starts within a few simulated seconds of its time.
+            "control_tick_s": 0.05, "control_correction_s": 0.5 * sc.speed,
+            "control_retry_base_s": 0.5 * sc.speed, "control_retry_max_s": 4 * sc.speed,
+            "telemetry_interval_s": sc.interval_s, "offline_after_s": 20 * sc.interval_s,
+            "delayed_after_s": 4 * sc.interval_s,
+            # The simulated day runs ahead of the wall clock: a deliberately skewed device clock.
+            "plausible_max_ahead_s": SIM_MAX_AHEAD_S})
+        wall = datetime.now(UTC)
+        self.day = sim_day(wall, sc.from_hour)
+        self.day_start = datetime(self.day.year, self.day.month, self.day.day, tzinfo=UTC)
+        generated = generate_fleet(wall - timedelta(hours=1), sc.sites, sc.seed)
+        capacity, power = sc.battery
+        for site_id, site in list(generated.sites.items()):
+            generated.sites[site_id] = replace(site, capacity_kwh=capacity, max_charge_kw=power,
+                                               max_discharge_kw=power)
+        load_fleet(self.settings, generated, wall - timedelta(hours=1), 1, lambda _: None)
+        self.sites = [generated.sites[s] for s in sorted(generated.sites)]
+        self.node_id = "feeder-0-0"
+        fleet_kw = power * len(self.sites)
+        self.day_profile = feeder_day(self.settings, sc, self.day_start,
+                                      [(s.site_id, s.solar_kwp) for s in self.sites], fleet_kw)
+        most = max(float(p.load.max()) for p in self.day_profile.sites.values())
+        if most > self.settings.plausible_max_site_kw:
+            raise ValueError(f"a site would draw {most:.1f} kW, above the plausible "
+                             f"{self.settings.plausible_max_site_kw} kW: use more sites or smaller batteries")
+        self.clock = SimClock(self.day_start + timedelta(hours=sc.from_hour), sc.speed)
+        self.fleet = FleetSimulator(self.sites, sc.seed, self.clock.start)
+        for simulated in self.fleet.sites.values():
+            simulated.profile = self.day_profile.sites[simulated.site_id]
+            simulated.soc_pct = max(sc.start_soc_pct, simulated.spec.reserve_pct)
+        self.redis = redis.Redis.from_url(self.settings.redis)
+        self.flows: dict[str, subprocess.Popen[bytes]] = {}
+
+    @contextmanager
+    def running(self) -> Iterator[PeakLoop]:
+        """Both dataflows and the simulated fleet, stopped afterwards."""
+        self.flows = {name: self._start_flow(name) for name in ("telemetry", "control")}
+        transport = KafkaTransport(self.fleet, self.clock, self.settings, self.scenario.interval_s,
+                                   self.scenario.seed, group_id="bench-peak-loop-fleet")
+        stop = threading.Event()
+        thread = threading.Thread(target=lambda: asyncio.run(self._simulate(transport, stop)), daemon=True)
+        thread.start()
+        try:
+            self._wait_for_fleet(transport)
+            yield self
+        finally:
+            stop.set()
+            thread.join(30)
+            for flow in self.flows.values():
+                flow.terminate()
+            for flow in self.flows.values():
+                try:
+                    flow.wait(20)
+                except subprocess.TimeoutExpired:
+                    flow.kill()
+
+    def _start_flow(self, name: str) -> subprocess.Popen[bytes]:
+        recovery = None
+        if name == "control":
+            recovery = self.settings.data_dir / "recovery" / "peak-loop-control"
+            ensure_recovery(recovery)
+        settings = self.settings.model_copy(update={"snapshot_interval_s": 1})
+        log = (self.settings.data_dir / f"peak-loop-{name}.log").open("ab")
+        return subprocess.Popen(dataflow_argv(name, settings, recovery=recovery),
+                                env={**os.environ, **settings_env(settings)}, stdout=log, stderr=log)
+
+    def log_tail(self) -> str:
+        """The end of each dataflow's log, for an error message."""
+        logs = [self.settings.data_dir / f"peak-loop-{name}.log" for name in self.flows]
+        return "\n".join(f"{log.name}: {log.read_text()[-1500:]}" for log in logs if log.exists())
+
+    async def _simulate(self, transport: KafkaTransport, stop: threading.Event) -> None:
+        task = asyncio.create_task(transport.run(None))
+        while not stop.is_set() and not task.done():
+            await asyncio.sleep(0.2)
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
+
+    def _check_flows(self) -> None:
+        for flow in self.flows.values():
+            if flow.poll() is not None:
+                raise RuntimeError(f"a dataflow died: {self.log_tail()}")
+
+    def aggregate(self) -> dict[str, str]:
+        """The node's live aggregate (``node:{id}``)."""
+        return {text(k): text(v) for k, v in self.redis.hgetall(keys.node(self.node_id)).items()}
+
+    def _wait_for_fleet(self, transport: KafkaTransport, timeout_s: float = 120.0) -> None:
+        """Until the simulator has its command partitions and the node's aggregate covers 95% of it."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self._check_flows()
+            fields = self.aggregate()
+            if transport.assigned and float(fields.get("coverage", 0.0)) >= 0.95:
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"the fleet did not come online in the twin: {self.aggregate()}\n"
+                           f"{self.log_tail()}")
+
+    def plan(self, lead: timedelta = timedelta(minutes=20)) -> NodePlan:
+        """The rest of the day, from the first quarter-hour ``lead`` ahead, planned on the recorded day."""
+        first = self.clock.now() + lead
+        index = math.ceil((first - self.day_start) / STEP)
+        if index >= len(self.day_profile.net_kw) - 4:
+            raise RuntimeError(f"too little of the day is left to plan at {first.isoformat()}")
+        load = self.day_profile.net_kw[index:]
+        forecast = LoadForecast(self.day_start + index * STEP, STEP, load, np.zeros(len(load)),
+                                "recorded-day")
+        fleet = fleet_from_aggregate(self.aggregate())
+        plan: Plan | NoEvent = Planner(len(load), STEP.total_seconds() / 3600).plan(forecast, fleet)
+        plan_id = plan_id_for(self.node_id, self.day)
+        return NodePlan(self.node_id, plan_id, plan,
+                        planned_event(self.node_id, self.day_start, plan_id, plan, self.clock.now()))
+
+    def run_day(self) -> LoopResult:
+        """Plan, record and send the rest of the day, run it to its end, record it from node_minute."""
+        began = time.monotonic()
+        planned = self.plan()
+        if not isinstance(planned.plan, Plan):
+            raise RuntimeError(f"no plan for the day: {planned.plan.reason}")
+        client = connect(self.settings)
+        try:
+            store = HistoryStore(client, self.settings.clickhouse_database)
+            store.insert_peak_events([planned.event])
+            sent = run_plan(self.settings, self.redis, planned, now=self.clock.now())
+            end = self.day_start + timedelta(days=1)
+            # Past midnight by the telemetry flow's lateness, so the day's last minutes close.
+            until = end + timedelta(seconds=self.settings.allowed_lateness_s + 4 * self.scenario.interval_s)
+            while self.clock.now() < until:
+                self._check_flows()
+                time.sleep(0.5)
+            statuses = {d: s for d in sent if (s := read_status(self.redis, d)) is not None}
+            event = self._record(store, end)
+        finally:
+            client.close()
+        return LoopResult(self.node_id, self.day, planned.plan, event, sent, statuses,
+                          time.monotonic() - began)
+
+    def _record(self, store: HistoryStore, end: datetime, timeout_s: float = 60.0) -> PeakEvent:
+        """``record_day`` once node_minute has the day's last quarter-hour."""
+        last = end - STEP
+        deadline = time.monotonic() + timeout_s
+        while True:
+            times, _ = store.node_quarter_hours(self.node_id, "grid_kw", last, end)
+            if times or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        return record_day(store, self.node_id, self.day, now=self.clock.now())
+
+
+def run(settings: Settings, scenario: LoopScenario | None = None) -> LoopResult:
+    """One closed-loop day on the running stack ``settings`` describes."""
+    loop = PeakLoop(settings, scenario or LoopScenario())
+    with loop.running():
+        return loop.run_day()
