@@ -69,6 +69,8 @@ from vpp.peak_service import record_day, run_plan
 
 #: The simulated day runs up to a day and a half ahead of the wall clock; anything beyond is refused.
 SIM_MAX_AHEAD_S = 2 * 24 * 3600.0
+#: Simulated seconds between two aggregates (and twin writes) of the telemetry flow.
+SIM_EMIT_S = 5.0
 HOUSEHOLDS = ("H0-A_pload", "H0-B_pload", "H0-C_pload", "H0-G_pload", "H0-H_pload", "H0-L_pload")
 STEP = timedelta(minutes=15)
 
@@ -85,9 +87,12 @@ class LoopScenario:
     battery: tuple[float, float] = (5.0, 2.5)
     start_soc_pct: float = 90.0
     fleet_share: float = 0.10
-    #: Simulated time of day (hours) the fleet starts at; the plan covers what is left of the day.
-    from_hour: float = 14.0
-    speed: float = 120.0
+    #: Simulated hours of the day the fleet runs (UTC, the recorded day's local hours): the plan covers
+    #: from the first quarter-hour after the fleet is live to ``to_hour``, and gives back by then what
+    #: it took (the evening peak and its recharge), so the run need not simulate the whole day.
+    from_hour: float = 17.0
+    to_hour: float = 22.0
+    speed: float = 90.0
     interval_s: float = 15.0
     seed: int = 11
 
@@ -127,6 +132,7 @@ class LoopResult:
                 "closed_loop_achieved_reduction_pct": self.achieved_reduction_pct,
                 "closed_loop_rebound": float(self.event.rebound),
                 "closed_loop_threshold_kw": self.plan.threshold_kw,
+                "closed_loop_fleet_kw": self.plan.fleet.discharge_kw,
                 "closed_loop_actual_peak_kw": self.event.actual_peak_kw,
                 "closed_loop_counterfactual_peak_kw": self.event.counterfactual_peak_kw,
                 "closed_loop_dispatches": float(len(self.dispatch_ids)),
@@ -163,6 +169,9 @@ class PeakLoop:
             # Control timings in fleet time scale with the clock; the twin is read often enough that a
             # window starts within a few simulated seconds of its time.
             "control_tick_s": 0.05, "control_correction_s": 0.5 * sc.speed,
+            # Aggregates and twins reach Redis every emit interval of *wall* time: at the default second
+            # the control flow would see the fleet's clock and power a simulated two minutes late.
+            "emit_interval_s": SIM_EMIT_S / sc.speed,
             "control_retry_base_s": 0.5 * sc.speed, "control_retry_max_s": 4 * sc.speed,
             "telemetry_interval_s": sc.interval_s, "offline_after_s": 20 * sc.interval_s,
             "delayed_after_s": 4 * sc.interval_s,
@@ -179,9 +188,9 @@ class PeakLoop:
         load_fleet(self.settings, generated, wall - timedelta(hours=1), 1, lambda _: None)
         self.sites = [generated.sites[s] for s in sorted(generated.sites)]
         self.node_id = "feeder-0-0"
-        fleet_kw = power * len(self.sites)
+        self.fleet_kw = power * len(self.sites)
         self.day_profile = feeder_day(self.settings, sc, self.day_start,
-                                      [(s.site_id, s.solar_kwp) for s in self.sites], fleet_kw)
+                                      [(s.site_id, s.solar_kwp) for s in self.sites], self.fleet_kw)
         most = max(float(p.load.max()) for p in self.day_profile.sites.values())
         if most > self.settings.plausible_max_site_kw:
             raise ValueError(f"a site would draw {most:.1f} kW, above the plausible "
@@ -250,24 +259,35 @@ class PeakLoop:
         return {text(k): text(v) for k, v in self.redis.hgetall(keys.node(self.node_id)).items()}
 
     def _wait_for_fleet(self, transport: KafkaTransport, timeout_s: float = 120.0) -> None:
-        """Until the simulator has its command partitions and the node's aggregate covers 95% of it."""
+        """Until the simulator has its command partitions and the node's aggregate has the whole fleet.
+
+        The whole fleet: 95% of the sites reporting and 95% of their power available (each site's
+        reading joined with its registered rating), so the plan does not count on a fleet half-known.
+        """
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             self._check_flows()
             fields = self.aggregate()
-            if transport.assigned and float(fields.get("coverage", 0.0)) >= 0.95:
+            if (transport.assigned and float(fields.get("coverage", 0.0)) >= 0.95
+                    and float(fields.get("est_available_discharge_kw", 0.0)) >= 0.95 * self.fleet_kw):
                 return
             time.sleep(0.2)
         raise TimeoutError(f"the fleet did not come online in the twin: {self.aggregate()}\n"
                            f"{self.log_tail()}")
 
+    @property
+    def end(self) -> datetime:
+        """When the planned slice of the day ends."""
+        return self.day_start + timedelta(hours=self.scenario.to_hour)
+
     def plan(self, lead: timedelta = timedelta(minutes=20)) -> NodePlan:
-        """The rest of the day, from the first quarter-hour ``lead`` ahead, planned on the recorded day."""
+        """From the first quarter-hour ``lead`` ahead to ``to_hour``, planned on the recorded day."""
         first = self.clock.now() + lead
         index = math.ceil((first - self.day_start) / STEP)
-        if index >= len(self.day_profile.net_kw) - 4:
+        last = self.day_profile.index(self.end)
+        if index >= last - 4:
             raise RuntimeError(f"too little of the day is left to plan at {first.isoformat()}")
-        load = self.day_profile.net_kw[index:]
+        load = self.day_profile.net_kw[index:last]
         forecast = LoadForecast(self.day_start + index * STEP, STEP, load, np.zeros(len(load)),
                                 "recorded-day")
         fleet = fleet_from_aggregate(self.aggregate())
@@ -277,7 +297,7 @@ class PeakLoop:
                         planned_event(self.node_id, self.day_start, plan_id, plan, self.clock.now()))
 
     def run_day(self) -> LoopResult:
-        """Plan, record and send the rest of the day, run it to its end, record it from node_minute."""
+        """Plan, record and send the slice of the day, run it to its end, record it from node_minute."""
         began = time.monotonic()
         planned = self.plan()
         if not isinstance(planned.plan, Plan):
@@ -287,8 +307,8 @@ class PeakLoop:
             store = HistoryStore(client, self.settings.clickhouse_database)
             store.insert_peak_events([planned.event])
             sent = run_plan(self.settings, self.redis, planned, now=self.clock.now())
-            end = self.day_start + timedelta(days=1)
-            # Past midnight by the telemetry flow's lateness, so the day's last minutes close.
+            end = self.end
+            # Past the end by the telemetry flow's lateness, so the last minutes close.
             until = end + timedelta(seconds=self.settings.allowed_lateness_s + 4 * self.scenario.interval_s)
             while self.clock.now() < until:
                 self._check_flows()
