@@ -11,12 +11,13 @@ recorded day when the fleet does nothing.
 The run is the production path end to end: the fleet talks Kafka (as
 ``vpp bench control``), the real telemetry dataflow keeps the twin and writes
 ``node_minute``, the real control dataflow splits and corrects the dispatches.
-Once the fleet is live, the rest of the day is planned by the peak LP on the
-recorded day as the forecast and the fleet read from the live aggregate
-(``fleet_from_aggregate``, as ``vpp peak plan``), the plan is recorded and sent
-as dispatches (``run_plan``, as ``vpp peak run``), the simulated clock runs to
-the end of the day, and the day is recorded from ``node_minute``
-(``record_day``, as ``vpp peak record``). The figures compare what the plan
+Once the fleet is live, the day from then to ``to_hour`` (the evening peak and
+its recharge) is planned by the peak LP on the recorded day as the forecast and
+the fleet read from the live aggregate (``fleet_from_aggregate``, as ``vpp peak
+plan``), the plan is recorded and sent as dispatches (``run_plan``, as ``vpp
+peak run``), the simulated clock runs to ``to_hour``, and the day is recorded
+from ``node_minute`` (``record_day``, as ``vpp peak record``; the quarter-hours
+measured are the slice simulated). The figures compare what the plan
 promised with what ``node_minute`` measured:
 
 * planned reduction: ``(forecast peak - threshold) / forecast peak``;
@@ -27,7 +28,13 @@ promised with what ``node_minute`` measured:
 
 The simulated clock runs ahead of the wall clock (the day simulated is today
 or tomorrow, UTC, at ``speed`` times real time), so the run's settings widen
-``plausible_max_ahead_s`` explicitly (:data:`SIM_MAX_AHEAD_S`).
+``plausible_max_ahead_s`` explicitly (:data:`SIM_MAX_AHEAD_S`), and the
+wall-clock cadences that decide how soon the control flow sees the fleet (the
+telemetry flow's emit interval, the control tick) are scaled to the clock. What
+remains of the gap is the time from a window's start to the fleet following
+its commands: a fraction of a second of wall time, which is tens of simulated
+seconds of a 15-minute interval at this speed (and under a second at speed 1),
+so the figure depends on the speed and is reported with it.
 """
 
 from __future__ import annotations
