@@ -78,6 +78,8 @@ from vpp.peak_service import record_day, run_plan
 SIM_MAX_AHEAD_S = 2 * 24 * 3600.0
 #: Simulated seconds between two aggregates (and twin writes) of the telemetry flow.
 SIM_EMIT_S = 5.0
+#: Wall seconds between two samples of a site while the fleet warms up.
+WARM_SAMPLE_WALL_S = 0.5
 HOUSEHOLDS = ("H0-A_pload", "H0-B_pload", "H0-C_pload", "H0-G_pload", "H0-H_pload", "H0-L_pload")
 STEP = timedelta(minutes=15)
 
@@ -146,6 +148,33 @@ class LoopResult:
                 "closed_loop_wall_s": self.wall_s}
 
 
+class ReplayClock(SimClock):
+    """A simulated clock that runs ``warm_speed`` times real time until :meth:`go`, then ``speed``.
+
+    The fleet warms up (dataflows starting, the twin filling) on a slower clock, so a slow start
+    on a busy machine does not spend the simulated evening before the plan is made; not too slow,
+    because the simulator sleeps a whole sample interval of the old pace after the switch. The pace
+    is one tuple replaced whole, so the simulator's thread never reads half a switch.
+    """
+
+    def __init__(self, start: datetime, speed: float, warm_speed: float) -> None:
+        super().__init__(start, speed)
+        self._pace = (start, time.monotonic(), min(warm_speed, speed))
+
+    def now(self) -> datetime:
+        """The simulated time now."""
+        start, origin, speed = self._pace
+        return start + timedelta(seconds=(time.monotonic() - origin) * speed)
+
+    def wall_seconds(self, sim_seconds: float) -> float:
+        """How long ``sim_seconds`` of simulated time take on the wall clock at the current pace."""
+        return sim_seconds / self._pace[2]
+
+    def go(self) -> None:
+        """From now on, run ``speed`` times faster than real time."""
+        self._pace = (self.now(), time.monotonic(), self.speed)
+
+
 def sim_day(now: datetime, from_hour: float) -> date:
     """The first UTC day whose ``from_hour`` is still ahead of ``now`` (the fleet must run ahead)."""
     today = now.date()
@@ -202,7 +231,8 @@ class PeakLoop:
         if most > self.settings.plausible_max_site_kw:
             raise ValueError(f"a site would draw {most:.1f} kW, above the plausible "
                              f"{self.settings.plausible_max_site_kw} kW: use more sites or smaller batteries")
-        self.clock = SimClock(self.day_start + timedelta(hours=sc.from_hour), sc.speed)
+        self.clock = ReplayClock(self.day_start + timedelta(hours=sc.from_hour), sc.speed,
+                                 sc.interval_s / WARM_SAMPLE_WALL_S)
         self.fleet = FleetSimulator(self.sites, sc.seed, self.clock.start)
         for simulated in self.fleet.sites.values():
             simulated.profile = self.day_profile.sites[simulated.site_id]
@@ -221,6 +251,7 @@ class PeakLoop:
         thread.start()
         try:
             self._wait_for_fleet(transport)
+            self.clock.go()
             yield self
         finally:
             stop.set()
