@@ -2,9 +2,9 @@
 
 40 simulated sites replay SimBench's ``lv_urban6`` feeder on 9 December 2016
 (household and PV profiles scaled so their net load is the feeder, the fleet at
-10% of the day's peak for 2 hours) on a clock 90 times faster than real time,
+10% of the day's peak for 2 hours) on a clock 60 times faster than real time,
 through the real telemetry and control dataflows. The peak LP plans the evening
-(17:00-22:00) on the recorded day, ``run_plan`` sends it as dispatches, and
+(17:00-21:00) on the recorded day, ``run_plan`` sends it as dispatches, and
 ``record_day`` measures the day from ``node_minute`` (``bench/peak_loop.py``).
 
 Slow (about four minutes): ``pytest -m slow tests/integration/test_peak_closed_loop.py``.
