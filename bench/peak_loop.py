@@ -86,7 +86,8 @@ STEP = timedelta(minutes=15)
 
 @dataclass(frozen=True)
 class LoopScenario:
-    """The knobs of one closed-loop day; the defaults are what the slow test and the bench run."""
+    """The knobs of one closed-loop day; the defaults are the slow test's (``vpp bench peak`` runs the
+    whole evening and night: ``bench.peak.LOOP_SCENARIO``)."""
 
     feeder: str = "lv_urban6_pload"
     day_index: int = 343  # 2016-12-09, a Friday with a clear evening peak (18:15 local)
