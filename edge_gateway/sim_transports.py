@@ -216,8 +216,11 @@ class KafkaTransport:
         self._producer = Producer(kafka.client_config(settings, **{"linger.ms": 20}))
         # A short session: brokers (Tansu among them) hold a new group's first join for a
         # good part of the session timeout, which at librdkafka's default is 45 s.
+        # A short fetch wait: at librdkafka's default (500 ms) a command sits in the broker for up to
+        # half a second, minutes of an accelerated clock (the peak replay measured it at speed 120).
         self._consumer = Consumer(kafka.client_config(settings, **{
-            "group.id": group_id, "session.timeout.ms": 10_000, "heartbeat.interval.ms": 1_000}))
+            "group.id": group_id, "session.timeout.ms": 10_000, "heartbeat.interval.ms": 1_000,
+            "fetch.wait.max.ms": 20}))
         self.assigned: set[tuple[str, int]] = set()
         self._consumer.subscribe([COMMANDS_SITE, PRICES_FORECAST, STORM_WATCH], on_assign=self._on_assign)
 

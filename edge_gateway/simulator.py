@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -68,6 +68,29 @@ class FaultMix:
         return {site: Faults(**{name: site in members for name, members in chosen.items()}) for site in ids}
 
 
+class SiteProfile(Protocol):
+    """A recorded load (and PV) a site replays instead of its synthetic household.
+
+    ``self_consumption`` says what the battery does when no command holds it: run
+    the house (cover load minus solar), or stand still, as a program site that
+    keeps its energy for the program's events does (``peak`` replays use this, so
+    the node's load without the fleet is exactly the recorded one).
+    """
+
+    @property
+    def self_consumption(self) -> bool:
+        """Whether the battery runs the house when no command holds it (else it stands still)."""
+        ...
+
+    def load_kw(self, now: datetime) -> float:
+        """The household load at ``now``."""
+        ...
+
+    def solar_kw(self, now: datetime) -> float:
+        """The PV output at ``now``."""
+        ...
+
+
 @dataclass
 class _Command:
     command_id: str
@@ -81,6 +104,8 @@ class SimulatedSite:
 
     #: The storm watch over the site's area, if one is raised: its plans hold a full battery through it.
     storm: planner.StormWatch | None = None
+    #: A recorded load and PV to replay (no noise) instead of the synthetic ones, if given.
+    profile: SiteProfile | None = None
 
     def __init__(self, site: Site, faults: Faults, seed: int, start: datetime) -> None:
         self.site = site
@@ -187,13 +212,18 @@ class SimulatedSite:
     def _advance(self, dt_s: float, now: datetime) -> dict[str, Any]:
         hour = (now.hour + now.minute / 60 + now.second / 3600 + self.site.lon / 15.0) % 24
         self._cloud = physics.next_cloud_factor(self._cloud, self._rng.gauss(0.0, 0.03))
-        solar = physics.solar_kw(self.site.solar_kwp, hour, self._cloud)
-        load = physics.household_load_kw(self._base_load_kw, hour, self._rng.gauss(0.0, 0.08))
+        profile = self.profile
+        if profile is None:
+            solar = physics.solar_kw(self.site.solar_kwp, hour, self._cloud)
+            load = physics.household_load_kw(self._base_load_kw, hour, self._rng.gauss(0.0, 0.08))
+        else:
+            solar, load = profile.solar_kw(now), profile.load_kw(now)
         command = self.command
         if command is not None and now >= command.valid_until:
             command = self.command = None
         following = command is not None and command.valid_from <= now
-        requested = command.setpoint_kw if command is not None and following else load - solar
+        own = load - solar if profile is None or profile.self_consumption else 0.0
+        requested = command.setpoint_kw if command is not None and following else own
         result = physics.step_battery(self.spec, self.soc_pct, requested, dt_s)
         self.soc_pct = result.soc_pct
         self.battery_kw = result.battery_kw

@@ -79,10 +79,26 @@ class Arbiter:
         dispatch = self.dispatches[ident] = Dispatch(request, self.config)
         return dispatch
 
-    def held(self, besides: Dispatch) -> dict[str, str]:
-        """Sites other running dispatches hold: site -> dispatch id."""
+    def held(self, besides: Dispatch, now_ms: int | None = None) -> dict[str, str]:
+        """Sites other running dispatches hold: site -> dispatch id.
+
+        A dispatch whose window has ended by ``now_ms`` (the asking dispatch's clock) holds none:
+        its commands lapse at its end, even if its own clock has not yet seen the end (each
+        dispatch's clock moves with its own twin reads). Without this, a dispatch starting as
+        another ends on the same sites (a peak plan's back-to-back intervals) plans around them.
+        """
         return {site_id: other.request.dispatch_id for other in self.dispatches.values()
-                if other is not besides for site_id in other.holds()}
+                if other is not besides and (now_ms is None or other.request.end_ms > now_ms)
+                for site_id in other.holds()}
+
+    def lapsed(self, now_ms: int) -> frozenset[str]:
+        """Ids of dispatches whose commands have lapsed by ``now_ms``: finished, or their window over.
+
+        A twin that still shows a command of one of these (read just before the command's end)
+        does not make its site another dispatch's.
+        """
+        ended = {ident for ident, d in self.dispatches.items() if d.request.end_ms <= now_ms}
+        return frozenset(ended | set(self.used))
 
     def in_order(self) -> Iterator[Dispatch]:
         """The dispatches in the order they claim sites: priority (higher first), then first come, then id."""

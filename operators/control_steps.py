@@ -261,7 +261,7 @@ class ControlLogic(StatefulBatchLogic[Received | TwinRead, ControlResult, bytes]
             return emissions(dispatch, dispatch.cancel(now))
         if event.action == "REPLACE" and _problem(event, now) is None:
             twin = self._twin(dispatch, fresh_only=False) if dispatch.state == "ACTIVE" else None
-            out = dispatch.replace(event, twin, now, arbiter.held(dispatch))
+            out = dispatch.replace(event, twin, now, arbiter.held(dispatch, now), arbiter.lapsed(now))
             self._follow(dispatch)
             return emissions(dispatch, out)
         return []
@@ -294,7 +294,8 @@ class ControlLogic(StatefulBatchLogic[Received | TwinRead, ControlResult, bytes]
                     self.demand.want(ident, Want("members", request))  # activate when the read comes
                     return []
                 self.fresh.discard(ident)
-                out = dispatch.activate(read.members, read.twin, now, self.arbiter.held(dispatch))
+                out = dispatch.activate(read.members, read.twin, now, self.arbiter.held(dispatch, now),
+                                        self.arbiter.lapsed(now))
                 self._follow(dispatch)
                 return emissions(dispatch, out)
             self.demand.want(ident, Want("clock", request))  # the window has not started

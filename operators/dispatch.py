@@ -214,8 +214,11 @@ class Dispatch:
         return self.state == "PENDING" and now_ms >= self.request.start_ms
 
     def activate(self, members: list[str], twin: TwinSnapshot, now_ms: int,
-                 held: Mapping[str, str] | None = None) -> Output:
-        """Start the window: claim sites of ``members`` not ``held`` (site -> its dispatch), command them."""
+                 held: Mapping[str, str] | None = None, lapsed: frozenset[str] = frozenset()) -> Output:
+        """Start the window: claim sites of ``members`` not ``held`` (site -> its dispatch), command them.
+
+        ``lapsed``: dispatches whose commands are over (:meth:`operators.arbitration.Arbiter.lapsed`).
+        """
         out = Output()
         self._advance(now_ms, twin)
         if not members:
@@ -233,8 +236,8 @@ class Dispatch:
                            f"({_names(self.unavailable.keys())}) follow another dispatch "
                            f"({_names(self.unavailable.values())}): planned around them")
         self.state = "ACTIVE"
-        self._claim(twin, now_ms, held)
-        self._plan(twin, now_ms, out)
+        self._claim(twin, now_ms, held, lapsed)
+        self._plan(twin, now_ms, out, lapsed)
         if not self.slots:
             why = self._why_no_site(twin)
             self.outcome = self._judge(self.request.end_ms, why)
@@ -249,14 +252,14 @@ class Dispatch:
         return self._status(Output(), now_ms)
 
     def replace(self, request: Request, twin: TwinSnapshot | None, now_ms: int,
-                held: Mapping[str, str] | None = None) -> Output:
+                held: Mapping[str, str] | None = None, lapsed: frozenset[str] = frozenset()) -> Output:
         """New target and window; an active dispatch claims more free sites if it needs them, plans again."""
         self.request = request
         out = Output()
         if self.state == "ACTIVE" and twin is not None:
             self._advance(now_ms, twin)
-            self._claim(twin, now_ms, held or {})
-            self._plan(twin, now_ms, out)
+            self._claim(twin, now_ms, held or {}, lapsed)
+            self._plan(twin, now_ms, out, lapsed)
         return self._status(out, now_ms)
 
     def cancel(self, now_ms: int) -> Output:
@@ -344,23 +347,28 @@ class Dispatch:
     def _advance(self, now_ms: int, twin: TwinSnapshot) -> None:
         self.clock_ms = max(self.clock_ms, now_ms, twin.newest_event_ms)
 
-    def _eligible(self, twin: TwinSnapshot, claimed_only: bool = True) -> np.ndarray[Any, np.dtype[np.bool_]]:
-        """ONLINE, claimed, not following another dispatch's command, and not refused or ignoring ours."""
+    def _eligible(self, twin: TwinSnapshot, claimed_only: bool = True,
+                  lapsed: frozenset[str] = frozenset()) -> np.ndarray[Any, np.dtype[np.bool_]]:
+        """ONLINE, claimed, not following another dispatch's command, and not refused or ignoring ours.
+
+        A command of a ``lapsed`` dispatch (over, though the twin may still show it) is no other's.
+        """
         own = f"{self.request.dispatch_id}/"
         eligible = twin.online()
         for index, site_id in enumerate(twin.site_ids):
             other = twin.active_command[index]
             slot = self.slots.get(site_id)
-            if (other and not other.startswith(own)) or (
+            if (other and not other.startswith(own) and dispatch_of(other) not in lapsed) or (
                     slot is not None and (slot.state in ("REJECTED", "EXPIRED") or not slot.following)) or (
                     claimed_only and site_id not in self.claimed):
                 eligible[index] = False
         return eligible
 
-    def _claim(self, twin: TwinSnapshot, now_ms: int, held: Mapping[str, str] | None = None) -> None:
+    def _claim(self, twin: TwinSnapshot, now_ms: int, held: Mapping[str, str] | None = None,
+               lapsed: frozenset[str] = frozenset()) -> None:
         """Claim free sites, most capable first, until the claimed ones give ``claim_margin`` x the target."""
         held = held or {}
-        eligible = self._eligible(twin, claimed_only=False)
+        eligible = self._eligible(twin, claimed_only=False, lapsed=lapsed)
         fleet = Fleet(twin.max_discharge_kw, twin.max_charge_kw, twin.energy_available_kwh, twin.headroom_kwh,
                       eligible, twin.solar_surplus_kw)
         limits = fleet.limits_kw(self.request.target_kw >= 0, self._horizon_h(now_ms))
@@ -378,16 +386,17 @@ class Dispatch:
             order = order[:enough]
         self.claimed.update(twin.site_ids[i] for i in order)
 
-    def _fleet(self, twin: TwinSnapshot) -> Fleet:
+    def _fleet(self, twin: TwinSnapshot, lapsed: frozenset[str] = frozenset()) -> Fleet:
         return Fleet(twin.max_discharge_kw, twin.max_charge_kw, twin.energy_available_kwh, twin.headroom_kwh,
-                     self._eligible(twin), twin.solar_surplus_kw)
+                     self._eligible(twin, lapsed=lapsed), twin.solar_surplus_kw)
 
     def _horizon_h(self, now_ms: int) -> float:
         return max(self.request.end_ms - now_ms, 1_000) / MS_PER_HOUR
 
-    def _plan(self, twin: TwinSnapshot, now_ms: int, out: Output) -> None:
+    def _plan(self, twin: TwinSnapshot, now_ms: int, out: Output,
+              lapsed: frozenset[str] = frozenset()) -> None:
         """Allocate the whole target afresh and command every site whose share changed."""
-        fleet = self._fleet(twin)
+        fleet = self._fleet(twin, lapsed)
         horizon = self._horizon_h(now_ms)
         allocation: Allocation = ALLOCATORS[self.request.allocator](fleet, self.request.target_kw, horizon)
         self.shortfall_kw = allocation.shortfall_kw

@@ -93,6 +93,35 @@ def test_a_finished_dispatch_frees_its_sites() -> None:
     assert second.state == "ACTIVE" and set(second.slots) & set(first.slots)
 
 
+def test_a_dispatch_starting_as_another_ends_takes_over_its_sites() -> None:
+    """A peak plan's back-to-back intervals: the next dispatch starts the instant the last one ends.
+
+    In the dataflow each dispatch's clock moves with its own twin reads, so the ending one may not
+    have seen its end yet, and the twin read at the start may still show its commands (a reading
+    taken just before the end). Neither keeps the sites from the dispatch that starts.
+    """
+    fleet = sites(10)
+    loop = Loop(fleet)
+    arbiter = Arbiter(ControlConfig(claim_margin=0.0))
+    first = _created(arbiter, 5.0, 1, fleet, dispatch_id="d-first")
+    shaped = request(5.0, 1, fleet, dispatch_id="d-next", requested_after_ms=1)
+    second = arbiter.create(shaped.__class__(**{**shaped.__dict__, "start_ms": first.request.end_ms,
+                                                "end_ms": first.request.end_ms + 60_000}))
+    assert isinstance(second, Dispatch)
+    while loop.now.timestamp() * 1000 < first.request.end_ms - 1_000:
+        loop.run_all(arbiter, 1)
+    assert first.state == "ACTIVE" and first.slots
+    stale = loop.twin()  # read a second before the end: the sites still follow d-first's commands
+    assert any(c.startswith("d-first/") for c in stale.active_command)
+    now_ms = first.request.end_ms
+    out = second.activate([s.site_id for s in fleet], stale, now_ms, arbiter.held(second, now_ms),
+                          arbiter.lapsed(now_ms))
+    assert first.state == "ACTIVE", "the first has not seen its end: its clock lags"
+    assert second.state == "ACTIVE" and not second.unavailable, second.reason
+    assert set(second.slots) & set(first.slots), "it commands the sites the first one had"
+    assert sum(c["setpoint_kw"] for c in out.commands) == pytest.approx(5.0)
+
+
 def _active(fleet_size: int = 10) -> tuple[Loop, Arbiter, Dispatch]:
     fleet = sites(fleet_size)
     loop = Loop(fleet)
