@@ -157,7 +157,7 @@ class ShardLogic(StatefulBatchLogic[ShardBatch, ShardResult, bytes]):
         for batch in values:
             out = self.shard.apply(batch.readings, batch.ancestries, now, batch.source, batch.source_max_ms)
             emitted += _shard_results(out, ceiling)
-            emitted.extend(implausible_letter(batch.origins[index], verdict)
+            emitted.extend(implausible_letter(batch.origin(index), verdict)
                            for index, verdict in out.rejected)
         return emitted, self.RETAIN
 
