@@ -56,6 +56,7 @@ from operators.ancestry import Ancestry, Chains, node_kind
 from operators.clock import EventClock
 from operators.site_columns import (
     DELAYED,
+    F64,
     I64,
     NEVER,
     NONE,
@@ -65,6 +66,7 @@ from operators.site_columns import (
     STATUS_NAMES,
     UNKNOWN,
     ChainTable,
+    MinuteColumns,
     SiteColumns,
     contributions,
 )
@@ -184,8 +186,8 @@ class ShardColumns:
     columns: dict[str, Any]
     #: The chain sets the ``sent_set`` and ``chain_set`` columns number, in order.
     chain_sets: tuple[Chains, ...]
-    #: Open minute windows: (minute start, ((row, window), ...)).
-    windows: tuple[tuple[int, tuple[tuple[int, MinuteWindow], ...]], ...]
+    #: Open minute windows: (minute start, (columns, sequence numbers seen)) (:class:`MinuteColumns`).
+    windows: tuple[tuple[int, tuple[dict[str, Any], tuple[tuple[int, int, int], ...]]], ...]
     clock_ms: int
     partition_max: tuple[tuple[str, int], ...]
     closed_before_ms: int | None
@@ -202,8 +204,8 @@ class Shard:
         self.state_version = STATE_VERSION
         self.table = SiteColumns()
         self.chains = ChainTable()
-        #: Open minute windows: minute start -> row -> window.
-        self.windows: dict[int, dict[int, MinuteWindow]] = {}
+        #: Open minute windows by minute start.
+        self.windows: dict[int, MinuteColumns] = {}
         self.clock = EventClock(config.idle_ms, config.partitions, config.max_ahead_ms)
         #: Minutes starting before this are closed (None: none closed yet).
         self.closed_before_ms: int | None = None
@@ -230,7 +232,8 @@ class Shard:
             t.ids[row], reading, STATUS_NAMES[t.status[row]], t.ancestry[row],
             tuple(int(x) for x in t.sent[row]), self.chain_set_of(int(t.sent_set[row])),
             None if stale == NONE else stale, None if recheck == NEVER else recheck,
-            {minute: rows[row] for minute, rows in self.windows.items() if row in rows})
+            {minute: window for minute, columns in self.windows.items()
+             if (window := columns.window(row)) is not None})
 
     def _reading(self, row: int) -> Reading | None:
         t = self.table
@@ -311,11 +314,14 @@ class Shard:
                 known[index] = t.row(site_ids[index])
         rows = known if taken is None else known[taken]
         event = event if taken is None else event[taken]
-        positions = range(len(values)) if taken is None else taken.tolist()
-        self._count_in_windows(rows, event, [values[i] for i in positions], out)
         seq = np.array(fields[1], dtype=np.int64)
+        floats = {name: np.array(fields[position], dtype=np.float64)
+                  for name, position in (("soc", 2), ("battery", 3), ("solar", 4), ("load", 5), ("grid", 6),
+                                         ("temp", 7))}
         if taken is not None:
             seq = seq[taken]
+            floats = {name: column[taken] for name, column in floats.items()}
+        self._count_in_windows(rows, seq, event, floats, out)
         # The newest reading of each site in the batch (event time, then sequence; the first of equals).
         order = np.lexsort((-np.arange(len(rows)), seq, event, rows))
         ordered = rows[order]
@@ -328,33 +334,34 @@ class Shard:
             source = winners if taken is None else taken[winners]
             t.event_ms[at_rows] = event[winners]
             t.seq[at_rows] = seq[winners]
-            for column, position in ((t.soc, 2), (t.battery, 3), (t.solar, 4), (t.load, 5), (t.grid, 6),
-                                     (t.temp, 7)):
-                column[at_rows] = np.array(fields[position], dtype=np.float64)[source]
+            for name, column in floats.items():
+                t.cols[name][at_rows] = column[winners]
             for objects, position in ((t.mode, 8), (t.command, 9)):
                 picked = fields[position]
                 objects[at_rows] = [picked[i] for i in source.tolist()]
             t.changed[at_rows] = True
         return int(event.max())
 
-    def _count_in_windows(self, rows: I64, event: I64, readings: list[Reading], out: ShardOutput) -> None:
+    def _count_in_windows(self, rows: I64, seq: I64, event: I64, floats: dict[str, F64],
+                          out: ShardOutput) -> None:
         """Count each reading into its site's minute window (a closed minute's are late)."""
         closed_before = self.closed_before_ms if self.closed_before_ms is not None else -1
         minutes = event - event % MINUTE_MS
-        windows = self.windows
-        for row, minute, reading in zip(rows.tolist(), minutes.tolist(), readings, strict=True):
-            if minute < closed_before:
-                out.late_readings += 1
-                continue
-            open_windows = windows.get(minute)
-            if open_windows is None:
-                open_windows = windows[minute] = {}
+        late = minutes < closed_before
+        if late.any():
+            out.late_readings += int(late.sum())
+        size = self.table.size
+        for minute in np.unique(minutes[~late]).tolist():
+            columns = self.windows.get(minute)
+            if columns is None:
+                columns = self.windows[minute] = MinuteColumns(size)
                 if self.first_minute_ms is None or minute < self.first_minute_ms:
                     self.first_minute_ms = minute
-            window = open_windows.get(row)
-            if window is None:
-                window = open_windows[row] = MinuteWindow()
-            window.add(reading)
+            else:
+                columns.grow(size)
+            chosen = minutes == minute
+            columns.add(rows[chosen], seq[chosen], event[chosen],
+                        {name: column[chosen] for name, column in floats.items()})
 
     # ---- restore --------------------------------------------------------------------------
 
@@ -391,7 +398,7 @@ class Shard:
         """The shard as plain data, for a snapshot (the clock's wall-time bookkeeping is not kept)."""
         return ShardColumns(
             self.shard, tuple(self.table.ids), self.table.state(), tuple(self.chains.sets),
-            tuple((minute, tuple(rows.items())) for minute, rows in self.windows.items()),
+            tuple((minute, columns.state(self.table.n)) for minute, columns in self.windows.items()),
             self.clock.now_ms, tuple(self.clock.partition_max.items()), self.closed_before_ms,
             self.first_minute_ms)
 
@@ -409,7 +416,8 @@ class Shard:
             shard.table = SiteColumns.from_state(state.site_ids, state.columns)
             for chains in state.chain_sets:
                 shard.chains.intern(chains)
-            shard.windows = {minute: dict(rows) for minute, rows in state.windows}
+            shard.windows = {minute: MinuteColumns.from_state(shard.table.size, columns)
+                             for minute, columns in state.windows}
             shard.closed_before_ms, shard.first_minute_ms = state.closed_before_ms, state.first_minute_ms
         shard._repair(wall_ms)
         return shard
@@ -438,8 +446,9 @@ class Shard:
             t.sent_set[row] = self.chains.intern(twin.sent_chains)
             t.sent_stale[row] = NONE if twin.sent_stale_ms is None else twin.sent_stale_ms
             t.recheck[row] = NEVER if twin.recheck_ms is None else twin.recheck_ms
+        for site_id, twin in twins.items():
             for minute, window in twin.windows.items():
-                self.windows.setdefault(minute, {})[row] = window
+                self.windows.setdefault(minute, MinuteColumns(t.size)).put(t.index[site_id], window)
         for names, column in ((changed, t.changed), (dirty, t.dirty), (new_limits, t.new_limits)):
             for site_id in names:
                 column[t.index[site_id]] = True
@@ -636,7 +645,9 @@ class Shard:
             first = max(previous, self.first_minute_ms, closed_before - MAX_SILENT_MINUTES * 60_000)
             closing = {minute: {} for minute in range(first, closed_before, 60_000)}
         for minute in [m for m in self.windows if m < closed_before]:
-            closing[minute] = self.windows.pop(minute)
+            columns = self.windows.pop(minute)
+            closing[minute] = {row: window for row in columns.rows()
+                               if (window := columns.window(row)) is not None}
         expected = self.config.expected_samples_per_minute
         t = self.table
         for minute, windows in sorted(closing.items()):

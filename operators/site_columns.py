@@ -17,6 +17,7 @@ Pure data, no I/O.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,7 @@ import numpy.typing as npt
 
 from operators import twin as tw
 from operators.ancestry import Ancestry, Chains, node_kind
+from operators.windows import SEEN_SPAN, MinuteWindow
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
@@ -50,6 +52,9 @@ INTS = {"event_ms": NONE, "seq": 0, "sent_stale": NONE, "recheck": NEVER, "sent_
 FLAGS = ("changed", "dirty", "new_limits")
 #: Object columns: the reading's mode and active command, the site's ancestry.
 OBJECTS = ("mode", "command", "ancestry")
+#: Columns a snapshot leaves out: the limits (the ancestry has them) and the chain lookups it caches.
+DERIVED = frozenset({"capacity", "reserve", "max_charge", "max_discharge", "chain_set", "chain_from",
+                     "chain_until"})
 
 
 class SiteColumns:
@@ -140,8 +145,8 @@ class SiteColumns:
         self.chain_until[row] = NONE
 
     def state(self) -> dict[str, Any]:
-        """The first ``n`` rows of every column, copied (for a snapshot)."""
-        return {name: column[:self.n].copy() for name, column in self.cols.items()}
+        """The first ``n`` rows of every column but those derived from others, copied (for a snapshot)."""
+        return {name: column[:self.n].copy() for name, column in self.cols.items() if name not in DERIVED}
 
     @classmethod
     def from_state(cls, ids: tuple[str, ...], columns: dict[str, Any]) -> SiteColumns:
@@ -151,8 +156,11 @@ class SiteColumns:
         table.index = {site: row for row, site in enumerate(ids)}
         table.n = len(ids)
         for name, column in table.cols.items():
-            if name in columns:
+            if name in columns and name not in DERIVED:
                 column[:table.n] = columns[name]
+        for row, ancestry in enumerate(table.ancestry[:table.n].tolist()):
+            if ancestry is not None:
+                table.set_ancestry(row, ancestry)
         return table
 
 
@@ -300,3 +308,130 @@ def _grouped(targets: I64, values: I64) -> tuple[I64, I64]:
     sums = np.zeros((len(ids), values.shape[1]), dtype=np.int64)
     np.add.at(sums, where, values[source[valid]])
     return ids, sums
+
+
+#: Float sums, minima and maxima of a minute window, with their empty values.
+_WINDOW_FLOATS = {"battery_sum": 0.0, "battery_min": np.inf, "battery_max": -np.inf, "solar_sum": 0.0,
+                  "load_sum": 0.0, "grid_sum": 0.0, "last_soc": 0.0}
+_WINDOW_INTS = {"samples": 0, "last_event": -1, "last_seq": -1}
+
+
+class MinuteColumns:
+    """One open minute of a shard's sites, as columns over the shard's rows (a site without a
+    reading in the minute has ``samples`` 0): the statistics of :class:`MinuteWindow`, counted
+    for a whole batch at once.
+
+    The statistics are added in arrival order (``np.add.at`` is sequential per element), so the
+    float sums are those a :class:`MinuteWindow` per site would hold, to the bit. Re-delivered
+    readings are recognised exactly as :meth:`MinuteWindow.add` does (sequence numbers as bits
+    of one integer per site, ``seen``), in a plain loop: the one part that stays per reading.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.cols: dict[str, Any] = {}
+        for name, empty in _WINDOW_FLOATS.items():
+            self.cols[name] = np.full(size, empty)
+        for name, empty in _WINDOW_INTS.items():
+            self.cols[name] = np.full(size, empty, dtype=np.int64)
+        #: row -> (first sequence number seen, bit mask of the numbers seen from it).
+        self.seen: dict[int, tuple[int, int]] = {}
+
+    def grow(self, size: int) -> None:
+        for name, column in self.cols.items():
+            if len(column) < size:
+                wider = np.full(size, _WINDOW_FLOATS.get(name, _WINDOW_INTS.get(name)), dtype=column.dtype)
+                wider[:len(column)] = column
+                self.cols[name] = wider
+
+    def add(self, rows: I64, seq: I64, event: I64, values: dict[str, F64]) -> None:
+        """Count readings (in arrival order) of ``rows``; ``values``: battery, solar, load, grid, soc."""
+        fresh = np.fromiter(self._first_times(rows.tolist(), seq.tolist()), dtype=np.bool_, count=len(rows))
+        if not fresh.all():
+            rows, seq, event = rows[fresh], seq[fresh], event[fresh]
+            values = {name: column[fresh] for name, column in values.items()}
+            if len(rows) == 0:
+                return
+        c = self.cols
+        np.add.at(c["samples"], rows, 1)
+        battery = values["battery"]
+        np.add.at(c["battery_sum"], rows, battery)
+        np.minimum.at(c["battery_min"], rows, battery)
+        np.maximum.at(c["battery_max"], rows, battery)
+        np.add.at(c["solar_sum"], rows, values["solar"])
+        np.add.at(c["load_sum"], rows, values["load"])
+        np.add.at(c["grid_sum"], rows, values["grid"])
+        order = np.lexsort((seq, event, rows))
+        ordered = rows[order]
+        last = order[np.r_[ordered[1:] != ordered[:-1], True]]
+        at = rows[last]
+        held_event, held_seq = c["last_event"][at], c["last_seq"][at]
+        newer = (event[last] > held_event) | ((event[last] == held_event) & (seq[last] > held_seq))
+        last, at = last[newer], at[newer]
+        c["last_event"][at], c["last_seq"][at] = event[last], seq[last]
+        c["last_soc"][at] = values["soc"][last]
+
+    def _first_times(self, rows: list[int], seqs: list[int]) -> Iterator[bool]:
+        """Whether each reading is counted for the first time (:meth:`MinuteWindow._first_time`)."""
+        seen = self.seen
+        for row, seq in zip(rows, seqs, strict=True):
+            held = seen.get(row)
+            if held is None:
+                seen[row] = (seq, 1)
+                yield True
+                continue
+            base, mask = held
+            offset = seq - base
+            if offset < 0:
+                if -offset >= SEEN_SPAN:
+                    yield True
+                    continue
+                mask <<= -offset
+                base, offset = seq, 0
+            if offset >= SEEN_SPAN:
+                seen[row] = (base, mask)
+                yield True
+                continue
+            bit = 1 << offset
+            seen[row] = (base, mask | bit)
+            yield not mask & bit
+
+    def rows(self) -> list[int]:
+        """The rows with a reading in this minute."""
+        return np.flatnonzero(self.cols["samples"] > 0).tolist()
+
+    def window(self, row: int) -> MinuteWindow | None:
+        """Row ``row`` as a :class:`MinuteWindow` (None: no reading in this minute)."""
+        c = self.cols
+        if row >= len(c["samples"]) or c["samples"][row] == 0:
+            return None
+        base, mask = self.seen.get(row, (-1, 0))
+        return MinuteWindow(int(c["samples"][row]), float(c["battery_sum"][row]),
+                            float(c["battery_min"][row]), float(c["battery_max"][row]),
+                            float(c["solar_sum"][row]), float(c["load_sum"][row]), float(c["grid_sum"][row]),
+                            (int(c["last_event"][row]), int(c["last_seq"][row])), float(c["last_soc"][row]),
+                            base, mask)
+
+    def put(self, row: int, window: MinuteWindow) -> None:
+        """Hold ``window`` as row ``row`` (restoring a snapshot with an object per site)."""
+        c = self.cols
+        for name in ("samples", "battery_sum", "battery_min", "battery_max", "solar_sum", "load_sum",
+                     "grid_sum", "last_soc"):
+            c[name][row] = getattr(window, name)
+        c["last_event"][row], c["last_seq"][row] = window.last_key
+        if window.seen_base >= 0:
+            self.seen[row] = (window.seen_base, window.seen_mask)
+
+    def state(self, n: int) -> tuple[dict[str, Any], tuple[tuple[int, int, int], ...]]:
+        """The first ``n`` rows and the sequence numbers seen, for a snapshot."""
+        return ({name: column[:n].copy() for name, column in self.cols.items()},
+                tuple((row, base, mask) for row, (base, mask) in self.seen.items()))
+
+    @classmethod
+    def from_state(cls, size: int,
+                   state: tuple[dict[str, Any], tuple[tuple[int, int, int], ...]]) -> MinuteColumns:
+        columns, seen = state
+        minute = cls(size)
+        for name, column in columns.items():
+            minute.cols[name][:len(column)] = column
+        minute.seen = {row: (base, mask) for row, base, mask in seen}
+        return minute
