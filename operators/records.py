@@ -136,10 +136,12 @@ def route(polls: list[Polled], shards: int, rules: Rules) -> list[tuple[str, Sha
     newest_by_source: dict[str, int] = {}
     decode, decode_millis = codec().decode, codec().decode_millis
     now_ms = wall_ms()
+    from_millis = Reading.from_millis_record
     for poll in polls:
         source = f"{poll.topic}/{poll.partition}"
         telemetry = poll.topic == TELEMETRY_RAW
         expected = "SiteTelemetry" if telemetry else "SiteAncestry"
+        newest = newest_by_source.get(source, 0)
         for msg in poll.messages:
             error = msg.error()
             if error is not None:
@@ -169,13 +171,14 @@ def route(polls: list[Polled], shards: int, rules: Rules) -> list[tuple[str, Sha
             if target is None:
                 target = by_shard[(shard, source)] = ShardBatch(shard, source)
             if telemetry:
-                reading = Reading.from_millis_record(record)
+                reading = from_millis(record)
                 target.readings.append((site_id, reading))
                 target.origins.append(msg)
-                if reading.event_ms > newest_by_source.get(source, 0):
-                    newest_by_source[source] = reading.event_ms
+                newest = max(newest, reading.event_ms)
             else:
                 target.ancestries.append(record)
+        if newest:
+            newest_by_source[source] = newest
     for source, newest in newest_by_source.items():
         for shard in range(shards):
             target = by_shard.get((shard, source))
