@@ -17,7 +17,8 @@ DESIGN_KEYS = ("msgs_per_s_1proc", "msgs_per_s_2proc", "decode_only_msgs_per_s",
 
 def test_state_per_site_is_measured_from_pickled_shards() -> None:
     small = telemetry._state_bytes_per_site(200)
-    assert 100 < small < 20_000, small
+    assert 100 < small["state_bytes_per_site"] < 20_000, small
+    assert small["shard_readings_per_cpu_s"] > 0
 
 
 @pytest.mark.integration
@@ -27,6 +28,8 @@ def test_throughput_counts_every_preloaded_message() -> None:
     assert figures["msgs_per_s_1proc"] > 0
     assert figures["msgs_per_s_2proc"] > 0
     assert figures["decode_only_msgs_per_s"] > 0
+    for key in ("msgs_per_cpu_s_1proc", "msgs_per_cpu_s_2proc", "decode_only_msgs_per_cpu_s"):
+        assert figures[key] > 0, key
 
 
 @pytest.mark.slow
