@@ -55,22 +55,25 @@ class BackpressureProducer:
         self._poller = threading.Thread(target=self._poll_forever, name="gateway-delivery", daemon=True)
         self._poller.start()
 
+    def try_produce(self, topic: str, key: bytes, value: bytes) -> bool:
+        """Queue one record if there is room now (the hot path: no coroutine per frame); False if the
+        queue is full, and then the caller awaits :meth:`produce`."""
+        callback = self._on_delivery(time.perf_counter())
+        try:
+            self._producer.produce(topic, value=value, key=key, on_delivery=callback)
+        except BufferError:
+            return False
+        with self._lock:
+            if self.outstanding == 0:
+                self._waiting_since = time.monotonic()
+            self.outstanding += 1
+        return True
+
     async def produce(self, topic: str, key: bytes, value: bytes) -> None:
         """Queue one record; while the queue is full, let deliveries drain and try again."""
-        sent = time.perf_counter()
-        callback = self._on_delivery(sent)
-        while True:
-            try:
-                self._producer.produce(topic, value=value, key=key, on_delivery=callback)
-            except BufferError:
-                self._metrics.backpressure_waits.inc()
-                await asyncio.sleep(self._retry_s)
-            else:
-                with self._lock:
-                    if self.outstanding == 0:
-                        self._waiting_since = time.monotonic()
-                    self.outstanding += 1
-                return
+        while not self.try_produce(topic, key, value):
+            self._metrics.backpressure_waits.inc()
+            await asyncio.sleep(self._retry_s)
 
     def stalled_s(self) -> float:
         """Seconds records have waited with no delivery report at all (0 while none wait).

@@ -196,7 +196,7 @@ def _as_old_snapshot(fleet: Fleet) -> tuple[bytes, bytes]:
     group = pickle.loads(pickle.dumps(fleet.group))
     twins = fleet.shard.sites
     for twin in twins.values():
-        twin.sent_vector = tuple(float(x) for x in twin.sent_vector)
+        twin.sent_vector = cast(tuple[int, ...], tuple(float(x) for x in twin.sent_vector))  # as v1 held it
     # An object per site and no version attribute (a NodeGroup pickled whole has none either: version 1).
     shard = object.__new__(Shard)
     shard.__dict__.update(shard=0, config=fleet.shard.config, sites=twins, clock=fleet.shard.clock,
