@@ -12,8 +12,8 @@ emission of each program (VPP-level) node, the time it was written to Redis
 minus the event time of the newest data it includes; staleness is what a
 reader polling every 50 ms sees (now minus that event time), which adds the
 time since the last emission.
-(c) State per site: pickled shard snapshots (what the recovery store keeps) over
-the number of sites.
+(c) State per site: shard snapshots as the recovery store keeps them (pickled and
+compressed, ``shard_snapshot``) over the number of sites.
 (d) CPU time, which a busy shared machine disturbs far less than wall time: the
 same throughput runs as messages per CPU-second of the flow processes
 (``*_per_cpu_s``; decode-only is the baseline), and the shard alone, in this
@@ -27,7 +27,6 @@ The benchmark starts a private stack on free ports in a temporary directory.
 from __future__ import annotations
 
 import os
-import pickle
 import random
 import resource
 import socket
@@ -49,7 +48,7 @@ from core.config import Settings
 from core.kafka import client_config
 from core.topics import ASSETS_CHANGES, TELEMETRY_RAW
 from operators.shard import Shard, bucket_of
-from operators.telemetry_steps import shard_config
+from operators.telemetry_steps import shard_config, shard_snapshot
 from operators.twin import Reading
 from schemas import AvroCodec, packaged_codec
 from vpp.dataflows import settings_env
@@ -264,7 +263,7 @@ def _state_bytes_per_site(sites: int) -> dict[str, float]:
                 shard.tick(wall)
         cpu += time.process_time() - started
     states = [s.state() for s in shards.values()]  # what the recovery store keeps
-    size = sum(len(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)) for state in states)
+    size = sum(len(shard_snapshot(state)) for state in states)
     return {"state_bytes_per_site": size / sites, "shard_readings_per_cpu_s": sites * 90 / cpu}
 
 

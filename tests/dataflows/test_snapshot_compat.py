@@ -6,7 +6,8 @@ shared core to ``core/``) with ``snapshots/make_v1.py`` run in a checkout of
 that commit: a shard and a node group that had read two and a half minutes of
 a 40-site scenario, and one dispatch 90 s into its window. ``shard-v3``,
 ``nodegroup-v3`` (the first plain-data ShardState and NodeGroupState; v2 pickled them whole),
-``shard-v4`` (the sites as columns, :class:`~operators.shard.ShardColumns`)
+``shard-v4`` (the sites as columns, :class:`~operators.shard.ShardColumns`, pickled and
+zlib-compressed as ``ShardLogic.snapshot`` writes it; the older files are plain pickles)
 and ``arbiter-v2`` (the first plain-data
 :class:`~operators.control_state.ArbiterState`; ``arbiter-v1`` is the Arbiter
 pickled whole, with its config) are the current versions, written by
@@ -19,6 +20,7 @@ recovery store in the field; these tests catch that.
 from __future__ import annotations
 
 import pickle
+import zlib
 from dataclasses import fields
 from pathlib import Path
 
@@ -32,7 +34,7 @@ from operators.dispatch import Dispatch
 from operators.outcome import Sample
 from operators.rollup import NodeGroupState, aggregate_record
 from operators.shard import ShardColumns, ShardState
-from operators.telemetry_steps import ForGroup, NodeGroupLogic, ShardLogic
+from operators.telemetry_steps import ForGroup, NodeGroupLogic, ShardLogic, load_snapshot
 from tests.dataflows.test_control_flow_inprocess import FixedTwin
 from tests.telemetry.compare import mismatches
 from tests.telemetry.scenario import expected_nodes, generate
@@ -122,9 +124,9 @@ def test_the_shard_snapshot_is_plain_data_and_its_config_comes_from_the_settings
     old_twins = old.sites if isinstance(old, ShardState) else old.__dict__["sites"]
     assert shard.shard.sites == dict(old_twins), "the migration keeps every twin as it was"
     snapshot = shard.snapshot()
-    state = pickle.loads(snapshot)
+    state = load_snapshot(snapshot)
     assert isinstance(state, ShardColumns) and state.version == 4
-    assert b"ShardConfig" not in snapshot, "no config in the snapshot"
+    assert b"ShardConfig" not in zlib.decompress(snapshot), "no config in the snapshot"
     settings = SETTINGS.model_copy(update={"offline_after_s": 999.0})
     restored = ShardLogic.builder(settings)(snapshot)
     assert restored.shard.config.offline_after_ms == 999_000
