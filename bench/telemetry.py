@@ -207,6 +207,11 @@ def _freshness(sites: int, duration_s: float) -> dict[str, float]:
         client = redis.Redis.from_url(settings.redis)
         emissions: set[tuple[int, int, int]] = set()
         staleness: list[float] = []
+        # The warm-up starts once the flow has written its first program aggregate: on a busy machine,
+        # start-up alone (a process, 10,000 ancestries) can take longer than a fixed warm-up.
+        started_by = time.time() + 180
+        while not client.exists("node:program-0") and time.time() < started_by and flow.poll() is None:
+            time.sleep(0.2)
         warmup_until = time.time() + 10
         end = warmup_until + duration_s
         try:
