@@ -26,6 +26,7 @@ The benchmark starts a private stack on free ports in a temporary directory.
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import resource
@@ -169,13 +170,24 @@ def _throughput(sites: int, seconds: int, repeats: int = 1) -> dict[str, float]:
             for (key, (target, processes)), cpu_key in zip(runs.items(), cpu_rates, strict=True):
                 base = startup_decode if target.startswith("bench.") else startup[processes]
                 elapsed, cpu = _run_flow(settings, target, processes)
-                rates[key].append(messages / max(1e-3, elapsed - base[0]))
-                cpu_rates[cpu_key].append(messages / max(1e-3, cpu - base[1]))
-    figures = {key: statistics.median(values) for key, values in (rates | cpu_rates).items()}
+                rates[key].append(_rate(messages, elapsed - base[0]))
+                cpu_rates[cpu_key].append(_rate(messages, cpu - base[1]))
+    figures = {key: _median(values) for key, values in (rates | cpu_rates).items()}
     figures.update(messages=float(messages), rounds=float(repeats), startup_s_1proc=startup[1][0],
                    msgs_per_s_1proc_min=min(rates["msgs_per_s_1proc"]),
                    msgs_per_s_1proc_max=max(rates["msgs_per_s_1proc"]))
     return figures
+
+
+def _rate(messages: int, net_s: float) -> float:
+    """Messages per second of net time; NaN when start-up (measured in another run) took longer than
+    the whole run, which a busy machine can do to a short run: no figure rather than a huge one."""
+    return messages / net_s if net_s > 0 else float("nan")
+
+
+def _median(values: list[float]) -> float:
+    known = [v for v in values if not math.isnan(v)]
+    return statistics.median(known) if known else float("nan")
 
 
 def _freshness(sites: int, duration_s: float) -> dict[str, float]:
