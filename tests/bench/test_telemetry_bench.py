@@ -47,5 +47,6 @@ def test_quick_telemetry_bench_writes_the_design_keys(tmp_path: Path,
     assert outcome.exit_code == 0, outcome.output
     written = json.loads((tmp_path / "telemetry.json").read_text())
     for key in DESIGN_KEYS:
-        assert written[key] > 0, key
+        # Rates are NaN when a run took less than start-up (a short run on a busy machine).
+        assert written[key] > 0 or (key.startswith(("msgs", "decode")) and math.isnan(written[key])), key
     assert written["quick"] is True
