@@ -7,7 +7,11 @@ whole batch of readings, and sends each node group one message per batch with
 the summed changes of every node in it. The shard count is fixed for the life of
 a recovery store; workers and processes can change.
 
-Per batch, the shard updates each site's twin and minute windows. On each
+The sites are columns (:mod:`operators.site_columns`, state version 4): one
+array per field over the shard's rows, so a batch and a tick are a few array
+operations, not a loop over objects; :attr:`Shard.sites` gives a site as a
+:class:`SiteTwin` for tests and tools. Per batch, the shard updates each site's
+twin and minute windows. On each
 periodic :meth:`Shard.tick` (four per emission interval) it sends the
 *difference* between what each changed site contributes now and what it
 contributed at the last tick (:mod:`operators.twin`), to the nodes it belongs to
