@@ -55,22 +55,24 @@ class BackpressureProducer:
         self._poller = threading.Thread(target=self._poll_forever, name="gateway-delivery", daemon=True)
         self._poller.start()
 
+    def try_produce(self, topic: str, key: bytes, value: bytes) -> bool:
+        """Queue one record if there is room now (the hot path: no coroutine per frame); False if the
+        queue is full, and then the caller awaits :meth:`produce`."""
+        try:
+            self._producer.produce(topic, value=value, key=key, on_delivery=self._delivered)
+        except BufferError:
+            return False
+        with self._lock:
+            if self.outstanding == 0:
+                self._waiting_since = time.monotonic()
+            self.outstanding += 1
+        return True
+
     async def produce(self, topic: str, key: bytes, value: bytes) -> None:
         """Queue one record; while the queue is full, let deliveries drain and try again."""
-        sent = time.perf_counter()
-        callback = self._on_delivery(sent)
-        while True:
-            try:
-                self._producer.produce(topic, value=value, key=key, on_delivery=callback)
-            except BufferError:
-                self._metrics.backpressure_waits.inc()
-                await asyncio.sleep(self._retry_s)
-            else:
-                with self._lock:
-                    if self.outstanding == 0:
-                        self._waiting_since = time.monotonic()
-                    self.outstanding += 1
-                return
+        while not self.try_produce(topic, key, value):
+            self._metrics.backpressure_waits.inc()
+            await asyncio.sleep(self._retry_s)
 
     def stalled_s(self) -> float:
         """Seconds records have waited with no delivery report at all (0 while none wait).
@@ -93,16 +95,15 @@ class BackpressureProducer:
         while not self._stop.is_set():
             self._producer.poll(0.05)
 
-    def _on_delivery(self, sent: float) -> Callable[[KafkaError | None, Message], None]:
-        metrics = self._metrics
-
-        def delivered(error: KafkaError | None, _message: Message) -> None:
-            with self._lock:
-                self.outstanding -= 1
-                self._waiting_since = time.monotonic() if self.outstanding else None
-            if error is not None:
-                metrics.produce_errors.inc()
-            else:
-                metrics.produce_latency.observe(time.perf_counter() - sent)
-
-        return delivered
+    def _delivered(self, error: KafkaError | None, message: Message) -> None:
+        """One delivery report (one bound method for every record, not a closure per record: the
+        produce-to-acknowledgement time is librdkafka's own, ``Message.latency``)."""
+        with self._lock:
+            self.outstanding -= 1
+            self._waiting_since = time.monotonic() if self.outstanding else None
+        if error is not None:
+            self._metrics.produce_errors.inc()
+            return
+        latency = message.latency()
+        if latency is not None:
+            self._metrics.produce_latency.observe(latency)

@@ -58,7 +58,7 @@ from edge_gateway.producer import BackpressureProducer
 from edge_gateway.ratelimit import TokenBucket
 from edge_gateway.revocations import Revocations, RevocationUnknownError
 from edge_gateway.routing import Routes
-from edge_gateway.wire import AVRO_SUBPROTOCOL, JSON_SUBPROTOCOL, Encoding, error_frame, json_frame
+from edge_gateway.wire import AVRO_SUBPROTOCOL, JSON_SUBPROTOCOL, UPSTREAM, Encoding, error_frame, json_frame
 from schemas import packaged_codec
 from schemas.codec import DecodeError
 
@@ -343,22 +343,25 @@ class Gateway:
         """Forward each frame the device sends until it closes, breaks the rate limit or oversends."""
         settings, ws, site = self.settings, session.ws, session.claims.site_id
         bucket = TokenBucket(settings.gateway_rate_per_s, settings.gateway_rate_burst, time.monotonic())
+        # Per frame only what must be: the key, counters and producer are looked up once per connection.
+        key, producer, codec, rules = site.encode(), self._producer, self._codec, self._rules
+        counted = {kind.type: self.metrics.frames_in.labels(kind.type) for kind in UPSTREAM}
         async for frame in ws:
             if not bucket.allow(time.monotonic()):
                 self.metrics.rejects.labels("rate_limited").inc()
                 await ws.close(CloseCode.POLICY_VIOLATION, "rate limit exceeded")
                 return
             try:
-                accepted = parse_frame(self._codec, frame, site, datetime.now(UTC), self._rules,
-                                       self.ratings.get(site))
+                accepted = parse_frame(codec, frame, site, datetime.now(UTC), rules, self.ratings.get(site))
             except FrameRejectedError as rejected:
                 self.metrics.rejects.labels(rejected.reason).inc()
                 with contextlib.suppress(ConnectionClosed):
                     await ws.send(error_frame(rejected.reason, rejected.detail))
                 self.metrics.frames_out.labels("error").inc()
                 continue
-            await self._producer.produce(accepted.kind.topic, site.encode(), accepted.value)
-            self.metrics.frames_in.labels(accepted.kind.type).inc()
+            if not producer.try_produce(accepted.kind.topic, key, accepted.value):
+                await producer.produce(accepted.kind.topic, key, accepted.value)
+            counted[accepted.kind.type].inc()
 
     # -- downstream ---------------------------------------------------------------------------------
 

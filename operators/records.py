@@ -81,9 +81,25 @@ class ShardBatch:
     #: shard whose own sites have all gone quiet still sees time pass.
     source_max_ms: int = 0
     readings: list[tuple[str, Reading]] = field(default_factory=list)
-    #: Where each reading came from (same positions as ``readings``), for the shard's dead letters.
-    origins: list[Origin] = field(default_factory=list)
+    #: Where each reading came from (same positions as ``readings``), for the shard's dead letters:
+    #: the consumer's own messages while the batch stays in this process (an :class:`Origin` is
+    #: made only for the rare reading the shard refuses), Origins once pickled to another process.
+    origins: list[Origin | Message] = field(default_factory=list)
     ancestries: list[dict[str, Any]] = field(default_factory=list)
+
+    def origin(self, index: int) -> Origin:
+        """Where reading ``index`` came from."""
+        found = self.origins[index]
+        return found if isinstance(found, Origin) else Origin.of(found)
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        """Messages do not pickle (they hold librdkafka buffers): they travel as Origins."""
+        return (self.shard, self.source, self.source_max_ms, self.readings,
+                [self.origin(i) for i in range(len(self.origins))], self.ancestries)
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        (self.shard, self.source, self.source_max_ms, self.readings, self.origins,
+         self.ancestries) = state
 
 
 def dead_letter(msg: Message, kind: str, error: str, consumer: str = CONSUMER) -> KafkaOut:
@@ -122,11 +138,13 @@ def route(polls: list[Polled], shards: int, rules: Rules) -> list[tuple[str, Sha
     newest_by_source: dict[str, int] = {}
     decode, decode_millis = codec().decode, codec().decode_millis
     now_ms = wall_ms()
+    from_millis = Reading.from_millis_record
     for poll in polls:
         RECORDS_IN.labels("telemetry", poll.topic).inc(len(poll.messages))
         source = f"{poll.topic}/{poll.partition}"
         telemetry = poll.topic == TELEMETRY_RAW
         expected = "SiteTelemetry" if telemetry else "SiteAncestry"
+        newest = newest_by_source.get(source, 0)
         for msg in poll.messages:
             error = msg.error()
             if error is not None:
@@ -156,13 +174,14 @@ def route(polls: list[Polled], shards: int, rules: Rules) -> list[tuple[str, Sha
             if target is None:
                 target = by_shard[(shard, source)] = ShardBatch(shard, source)
             if telemetry:
-                reading = Reading.from_millis_record(record)
+                reading = from_millis(record)
                 target.readings.append((site_id, reading))
-                target.origins.append(Origin.of(msg))
-                if reading.event_ms > newest_by_source.get(source, 0):
-                    newest_by_source[source] = reading.event_ms
+                target.origins.append(msg)
+                newest = max(newest, reading.event_ms)
             else:
                 target.ancestries.append(record)
+        if newest:
+            newest_by_source[source] = newest
     for source, newest in newest_by_source.items():
         for shard in range(shards):
             target = by_shard.get((shard, source))

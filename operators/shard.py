@@ -7,7 +7,11 @@ whole batch of readings, and sends each node group one message per batch with
 the summed changes of every node in it. The shard count is fixed for the life of
 a recovery store; workers and processes can change.
 
-Per batch, the shard updates each site's twin and minute windows. On each
+The sites are columns (:mod:`operators.site_columns`, state version 4): one
+array per field over the shard's rows, so a batch and a tick are a few array
+operations, not a loop over objects; :attr:`Shard.sites` gives a site as a
+:class:`SiteTwin` for tests and tools. Per batch, the shard updates each site's
+twin and minute windows. On each
 periodic :meth:`Shard.tick` (four per emission interval) it sends the
 *difference* between what each changed site contributes now and what it
 contributed at the last tick (:mod:`operators.twin`), to the nodes it belongs to
@@ -40,34 +44,43 @@ their sums from zero.
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
+
 from core.plausibility import FUTURE_EVENT_TIME, Implausible, Rules, SiteLimits, check_telemetry
 from core.rows import SiteWindow
-from operators.ancestry import Ancestry, node_kind
+from operators import twin as tw
+from operators.ancestry import Ancestry, Chains, node_kind
 from operators.clock import EventClock
-from operators.twin import (
+from operators.site_columns import (
     DELAYED,
+    F64,
+    I64,
+    NEVER,
+    NONE,
     OFFLINE,
-    ZERO,
-    Reading,
-    SiteTwin,
-    contribution,
-    status_at,
-    status_deadline,
+    ONLINE,
+    STATUS_CODES,
+    STATUS_NAMES,
+    UNKNOWN,
+    ChainTable,
+    MinuteColumns,
+    SiteColumns,
+    contributions,
 )
+from operators.twin import Reading, SiteTwin
 from operators.windows import MINUTE_MS, SILENT_PARTIAL, MinuteWindow, add_into, minute_of
 
-#: Summed contribution differences per chain of ancestors: (hierarchy, node ids nearest first).
-PathSums = dict[tuple[str, tuple[str, ...]], list[int]]
-
 #: The shape of the snapshot: 1, the Shard pickled whole with float vectors; 2, the same with integer
-#: vectors; 3, a :class:`ShardState` (plain data, no config).
-STATE_VERSION = 3
+#: vectors; 3, a :class:`ShardState` (plain data, an object per site, no config); 4, a
+#: :class:`ShardColumns` (the sites as columns, :mod:`operators.site_columns`).
+STATE_VERSION = 4
 #: The first version with exact (integer) vectors.
 EXACT_VECTORS = 2
 
@@ -76,14 +89,6 @@ def add_units(total: list[int], part: Sequence[int]) -> None:
     """``total += part``, element-wise, in place, for contribution vectors (exact: integers)."""
     for i, value in enumerate(part):
         total[i] += value
-
-
-def _accumulate(acc: PathSums, chain: tuple[str, tuple[str, ...]], diff: Sequence[int]) -> None:
-    total = acc.get(chain)
-    if total is None:
-        acc[chain] = list(diff)
-    else:
-        add_units(total, diff)
 
 
 #: At most this many minutes without any reading get node-minute shares when a shard closes them.
@@ -174,83 +179,102 @@ class ShardState:
     version: int = STATE_VERSION
 
 
+@dataclass(frozen=True)
+class ShardColumns:
+    """What a shard snapshots from version 4 on: its sites as columns (:mod:`operators.site_columns`),
+    its chain sets, open minute windows and clock, as plain data; the config is the settings'."""
+
+    shard: int
+    site_ids: tuple[str, ...]
+    #: Column name -> the first ``len(site_ids)`` rows of that column.
+    columns: dict[str, Any]
+    #: The chain sets the ``sent_set`` and ``chain_set`` columns number, in order.
+    chain_sets: tuple[Chains, ...]
+    #: Open minute windows: (minute start, (columns, sequence numbers seen)) (:class:`MinuteColumns`).
+    windows: tuple[tuple[int, tuple[dict[str, Any], tuple[tuple[int, int, int], ...]]], ...]
+    clock_ms: int
+    partition_max: tuple[tuple[str, int], ...]
+    closed_before_ms: int | None
+    first_minute_ms: int | None
+    version: int = STATE_VERSION
+
+
 class Shard:
-    """The sites of one shard and the clock they share."""
+    """The sites of one shard (as columns) and the clock they share."""
 
     def __init__(self, shard: int, config: ShardConfig) -> None:
         self.shard = shard
         self.config = config
         self.state_version = STATE_VERSION
-        self.sites: dict[str, SiteTwin] = {}
+        self.table = SiteColumns()
+        self.chains = ChainTable()
+        #: Open minute windows by minute start.
+        self.windows: dict[int, MinuteColumns] = {}
         self.clock = EventClock(config.idle_ms, config.partitions, config.max_ahead_ms)
         #: Minutes starting before this are closed (None: none closed yet).
         self.closed_before_ms: int | None = None
         #: The earliest minute this shard has had a reading for: history starts there.
         self.first_minute_ms: int | None = None
-        #: Sites with a newer reading or ancestry since the last tick: their contribution is
-        #: refreshed (and the difference sent) once per tick, however many readings arrived.
-        self._changed: set[str] = set()
-        self._dirty_twins: set[str] = set()
-        #: Sites whose limits (from a new ancestry) Redis has not been given yet.
-        self._new_limits: set[str] = set()
 
-    def _twin(self, site_id: str) -> SiteTwin:
-        twin = self.sites.get(site_id)
-        if twin is None:
-            twin = self.sites[site_id] = SiteTwin(site_id)
-        return twin
+    # ---- views ---------------------------------------------------------------------------
+
+    @property
+    def sites(self) -> dict[str, SiteTwin]:
+        """Every site as a :class:`SiteTwin` (a copy: for tests and tools, not the hot path)."""
+        return {site: self._twin_view(row) for site, row in self.table.index.items()}
+
+    def twin(self, site_id: str) -> SiteTwin | None:
+        """The site ``site_id`` as a :class:`SiteTwin` (a copy), None if never heard of."""
+        row = self.table.index.get(site_id)
+        return None if row is None else self._twin_view(row)
+
+    def _twin_view(self, row: int) -> SiteTwin:
+        t = self.table
+        reading = self._reading(row)
+        stale, recheck = int(t.sent_stale[row]), int(t.recheck[row])
+        return SiteTwin(
+            t.ids[row], reading, STATUS_NAMES[t.status[row]], t.ancestry[row],
+            tuple(int(x) for x in t.sent[row]), self.chain_set_of(int(t.sent_set[row])),
+            None if stale == NONE else stale, None if recheck == NEVER else recheck,
+            {minute: window for minute, columns in self.windows.items()
+             if (window := columns.window(row)) is not None})
+
+    def _reading(self, row: int) -> Reading | None:
+        t = self.table
+        if t.event_ms[row] == NONE:
+            return None
+        temp = float(t.temp[row])
+        return Reading(int(t.event_ms[row]), int(t.seq[row]), float(t.soc[row]), float(t.battery[row]),
+                       float(t.solar[row]), float(t.load[row]), float(t.grid[row]),
+                       None if math.isnan(temp) else temp, t.mode[row], t.command[row])
+
+    def chain_set_of(self, number: int) -> Chains:
+        return () if number < 0 else self.chains.sets[number]
 
     # ---- input ---------------------------------------------------------------------------
 
-    def apply(self, readings: Iterable[tuple[str, Reading]], ancestries: Iterable[dict[str, Any]],
+    def apply(self, readings: Sequence[tuple[str, Reading]], ancestries: Iterable[dict[str, Any]],
               wall_ms: int, source: str = "", source_max_ms: int = 0) -> ShardOutput:
         """Take in a batch of readings (all from input partition ``source``) and ancestry changes.
 
         ``source_max_ms`` is the newest event time that poll of ``source`` delivered to any shard.
         """
         out = ShardOutput()
-        touched = self._changed
+        t = self.table
         for record in ancestries:
-            twin = self._twin(record["site_id"])
-            if twin.ancestry is None:
-                twin.ancestry = Ancestry.from_record(record)
-            elif not twin.ancestry.merge(record):
+            row = t.row(record["site_id"])
+            ancestry = t.ancestry[row]
+            if ancestry is None:
+                ancestry = Ancestry.from_record(record)
+            elif not ancestry.merge(record):
                 continue
-            touched.add(twin.site_id)
-            self._new_limits.add(twin.site_id)
-        closed_before = self.closed_before_ms if self.closed_before_ms is not None else -1
-        sites = self.sites
+            t.set_ancestry(row, ancestry)
+            t.changed[row] = t.new_limits[row] = True
         rules = self.config.rules
         ceiling = wall_ms + rules.max_ahead_ms if rules is not None else 0
-        margin = rules.rating_margin if rules is not None else 0.0
         newest = min(source_max_ms, ceiling) if rules is not None else source_max_ms
-        # The hot loop of the dataflow: kept flat (no helper calls but for refusals) on purpose.
-        for index, (site_id, reading) in enumerate(readings):
-            known = sites.get(site_id)
-            event_ms = reading.event_ms
-            if rules is not None:
-                limits = known.ancestry if known is not None else None
-                if event_ms > ceiling or (limits is not None and not (
-                        -limits.max_charge_kw * margin <= reading.battery_kw
-                        <= limits.max_discharge_kw * margin)):
-                    out.rejected.append((index, _why(reading, wall_ms, known, rules)))
-                    continue
-            twin = known if known is not None else sites.setdefault(site_id, SiteTwin(site_id))
-            newest = max(newest, event_ms)
-            minute = event_ms - event_ms % MINUTE_MS
-            if minute < closed_before:
-                out.late_readings += 1
-            else:
-                window = twin.windows.get(minute)
-                if window is None:
-                    window = twin.windows[minute] = MinuteWindow()
-                    if self.first_minute_ms is None or minute < self.first_minute_ms:
-                        self.first_minute_ms = minute
-                window.add(reading)
-            held = twin.reading
-            if held is None or (event_ms, reading.seq) > (held.event_ms, held.seq):
-                twin.reading = reading
-                touched.add(site_id)
+        if readings:
+            newest = max(newest, self._take(readings, wall_ms, ceiling, out))
         if newest:
             self.clock.observe(source, newest, wall_ms)
         now = self.clock.advance(wall_ms)
@@ -259,70 +283,205 @@ class Shard:
         self._close_minutes(now, out)
         return out
 
+    def _take(self, readings: Sequence[tuple[str, Reading]], wall_ms: int, ceiling: int,
+              out: ShardOutput) -> int:
+        """Check a batch of readings, write the newest of each site into the columns and count every
+        one into its minute window; returns the newest event time taken (0: none)."""
+        t = self.table
+        site_ids, values = zip(*readings, strict=True)
+        known = np.fromiter((t.index.get(s, -1) for s in site_ids), dtype=np.int64, count=len(site_ids))
+        fields = list(zip(*values, strict=True))
+        event = np.array(fields[0], dtype=np.int64)
+        battery = np.array(fields[3], dtype=np.float64)
+        rules = self.config.rules
+        if rules is not None:
+            margin = rules.rating_margin
+            at = np.where(known >= 0, known, 0)
+            low, high = -t.max_charge[at] * margin, t.max_discharge[at] * margin
+            limited = (known >= 0) & ~np.isnan(high)
+            with np.errstate(invalid="ignore"):
+                refused = (event > ceiling) | (limited & ~((low <= battery) & (battery <= high)))
+            if refused.any():
+                for index in np.flatnonzero(refused).tolist():
+                    row = int(known[index])
+                    out.rejected.append((index, _why(values[index], wall_ms,
+                                                     t.ancestry[row] if row >= 0 else None, rules)))
+                taken = np.flatnonzero(~refused)
+                if len(taken) == 0:
+                    return 0
+            else:
+                taken = None
+        else:
+            taken = None
+        if (known < 0).any():  # sites first heard of now get rows (refused readings make none)
+            for index in (np.flatnonzero(known < 0) if taken is None else taken[known[taken] < 0]).tolist():
+                known[index] = t.row(site_ids[index])
+        rows = known if taken is None else known[taken]
+        event = event if taken is None else event[taken]
+        seq = np.array(fields[1], dtype=np.int64)
+        floats = {name: np.array(fields[position], dtype=np.float64)
+                  for name, position in (("soc", 2), ("battery", 3), ("solar", 4), ("load", 5), ("grid", 6),
+                                         ("temp", 7))}
+        if taken is not None:
+            seq = seq[taken]
+            floats = {name: column[taken] for name, column in floats.items()}
+        self._count_in_windows(rows, seq, event, floats, out)
+        # The newest reading of each site in the batch (event time, then sequence; the first of equals).
+        order = np.lexsort((-np.arange(len(rows)), seq, event, rows))
+        ordered = rows[order]
+        last = order[np.r_[ordered[1:] != ordered[:-1], True]]
+        winners, at_rows = last, rows[last]
+        held_event, held_seq = t.event_ms[at_rows], t.seq[at_rows]
+        newer = (event[winners] > held_event) | ((event[winners] == held_event) & (seq[winners] > held_seq))
+        winners, at_rows = winners[newer], at_rows[newer]
+        if len(winners):
+            source = winners if taken is None else taken[winners]
+            t.event_ms[at_rows] = event[winners]
+            t.seq[at_rows] = seq[winners]
+            for name, column in floats.items():
+                t.cols[name][at_rows] = column[winners]
+            for objects, position in ((t.mode, 8), (t.command, 9)):
+                picked = fields[position]
+                objects[at_rows] = [picked[i] for i in source.tolist()]
+            t.changed[at_rows] = True
+        return int(event.max())
+
+    def _count_in_windows(self, rows: I64, seq: I64, event: I64, floats: dict[str, F64],
+                          out: ShardOutput) -> None:
+        """Count each reading into its site's minute window (a closed minute's are late)."""
+        closed_before = self.closed_before_ms if self.closed_before_ms is not None else -1
+        minutes = event - event % MINUTE_MS
+        late = minutes < closed_before
+        if late.any():
+            out.late_readings += int(late.sum())
+        size = self.table.size
+        for minute in np.unique(minutes[~late]).tolist():
+            columns = self.windows.get(minute)
+            if columns is None:
+                columns = self.windows[minute] = MinuteColumns(size)
+                if self.first_minute_ms is None or minute < self.first_minute_ms:
+                    self.first_minute_ms = minute
+            else:
+                columns.grow(size)
+            chosen = minutes == minute
+            columns.add(rows[chosen], seq[chosen], event[chosen],
+                        {name: column[chosen] for name, column in floats.items()})
+
     # ---- restore --------------------------------------------------------------------------
 
     def restored(self, config: ShardConfig, wall_ms: int) -> None:
-        """Make a shard just unpickled from a snapshot safe to run on at wall time ``wall_ms``.
+        """Make a shard just unpickled whole safe to run on at wall time ``wall_ms``.
 
-        A snapshot from a newer state version fails loudly; one from before exact rollups re-sends
-        every contribution (its node groups start from zero, :meth:`NodeGroup.restored`); a clock,
-        twin or window beyond the wall clock plus the allowed skew is brought back within it.
+        A snapshot from a newer state version fails loudly; a shard pickled whole by code before
+        version 4 (an object per site) is converted to columns, and one from before exact rollups
+        (version 1) re-sends every contribution (its node groups start from zero,
+        :meth:`NodeGroup.restored`); a clock, twin or window beyond the wall clock plus the allowed
+        skew is brought back within it.
         """
         version = getattr(self, "state_version", 1)
         _check_version(version)
+        if "table" not in self.__dict__:  # an object per site: versions 1 and 2
+            old = dict(self.__dict__)
+            self.__dict__.clear()
+            Shard.__init__(self, old["shard"], config)
+            self.clock = old["clock"]
+            self._load_twins(old["sites"], old["closed_before_ms"], old["first_minute_ms"],
+                             old.get("_changed", ()), old.get("_dirty_twins", ()), old.get("_new_limits", ()))
+            if version < EXACT_VECTORS:
+                t = self.table
+                t.sent[:t.n] = 0
+                t.sent_set[:t.n] = -1
+                t.sent_stale[:t.n] = NONE
+                t.changed[:t.n] = True
         self.config = config
+        self.state_version = STATE_VERSION
         self.clock.max_ahead_ms = config.max_ahead_ms
-        if version < EXACT_VECTORS:
-            for twin in self.sites.values():
-                twin.sent_vector, twin.sent_chains, twin.sent_stale_ms = ZERO, (), None
-            self._changed.update(self.sites)
-            self.state_version = STATE_VERSION
         self._repair(wall_ms)
 
-    def state(self) -> ShardState:
+    def state(self) -> ShardColumns:
         """The shard as plain data, for a snapshot (the clock's wall-time bookkeeping is not kept)."""
-        return ShardState(self.shard, tuple(self.sites.items()), self.clock.now_ms,
-                          tuple(self.clock.partition_max.items()), self.closed_before_ms,
-                          self.first_minute_ms, tuple(self._changed), tuple(self._dirty_twins),
-                          tuple(self._new_limits))
+        return ShardColumns(
+            self.shard, tuple(self.table.ids), self.table.state(), tuple(self.chains.sets),
+            tuple((minute, columns.state(self.table.n)) for minute, columns in self.windows.items()),
+            self.clock.now_ms, tuple(self.clock.partition_max.items()), self.closed_before_ms,
+            self.first_minute_ms)
 
     @classmethod
-    def from_state(cls, state: ShardState, config: ShardConfig, wall_ms: int) -> Shard:
-        """The shard ``state`` describes, run by ``config``, safe to run on at wall time ``wall_ms``."""
+    def from_state(cls, state: ShardColumns | ShardState, config: ShardConfig, wall_ms: int) -> Shard:
+        """The shard ``state`` describes (version 3, an object per site, or 4, columns), run by
+        ``config``, safe to run on at wall time ``wall_ms``."""
         _check_version(state.version)
         shard = cls(state.shard, config)
-        shard.sites = dict(state.sites)
         shard.clock.now_ms, shard.clock.partition_max = state.clock_ms, dict(state.partition_max)
-        shard.closed_before_ms, shard.first_minute_ms = state.closed_before_ms, state.first_minute_ms
-        shard._changed, shard._dirty_twins = set(state.changed), set(state.dirty_twins)
-        shard._new_limits = set(state.new_limits)
+        if isinstance(state, ShardState):
+            shard._load_twins(dict(state.sites), state.closed_before_ms, state.first_minute_ms,
+                              state.changed, state.dirty_twins, state.new_limits)
+        else:
+            shard.table = SiteColumns.from_state(state.site_ids, state.columns)
+            for chains in state.chain_sets:
+                shard.chains.intern(chains)
+            shard.windows = {minute: MinuteColumns.from_state(shard.table.size, columns)
+                             for minute, columns in state.windows}
+            shard.closed_before_ms, shard.first_minute_ms = state.closed_before_ms, state.first_minute_ms
         shard._repair(wall_ms)
         return shard
+
+    def _load_twins(self, twins: dict[str, SiteTwin], closed_before_ms: int | None,
+                    first_minute_ms: int | None, changed: Iterable[str], dirty: Iterable[str],
+                    new_limits: Iterable[str]) -> None:
+        """Fill the columns from an object per site (state versions 1 to 3)."""
+        t = self.table
+        self.closed_before_ms, self.first_minute_ms = closed_before_ms, first_minute_ms
+        for site_id, twin in twins.items():
+            row = t.row(site_id)
+            if twin.ancestry is not None:
+                t.set_ancestry(row, twin.ancestry)
+            reading = twin.reading
+            if reading is not None:
+                t.event_ms[row], t.seq[row] = reading.event_ms, reading.seq
+                t.soc[row], t.battery[row] = reading.soc_pct, reading.battery_kw
+                t.solar[row] = reading.solar_kw
+                t.load[row], t.grid[row] = reading.load_kw, reading.grid_kw
+                t.temp[row] = np.nan if reading.battery_temp_c is None else reading.battery_temp_c
+                t.mode[row], t.command[row] = reading.mode, reading.active_command_id
+            t.status[row] = STATUS_CODES[twin.status]
+            if all(isinstance(x, int) for x in twin.sent_vector):
+                t.sent[row] = twin.sent_vector
+            t.sent_set[row] = self.chains.intern(twin.sent_chains)
+            t.sent_stale[row] = NONE if twin.sent_stale_ms is None else twin.sent_stale_ms
+            t.recheck[row] = NEVER if twin.recheck_ms is None else twin.recheck_ms
+        for site_id, twin in twins.items():
+            for minute, window in twin.windows.items():
+                self.windows.setdefault(minute, MinuteColumns(t.size)).put(t.index[site_id], window)
+        for names, column in ((changed, t.changed), (dirty, t.dirty), (new_limits, t.new_limits)):
+            for site_id in names:
+                column[t.index[site_id]] = True
 
     def _repair(self, wall_ms: int) -> None:
         """Bring back within the bound what trusted a device's clock: the shard clock, twins, windows."""
         ceiling = self.clock.ceiling(wall_ms)
         if ceiling is None:
             return
+        t, n = self.table, self.table.n
         poisoned = self.clock.clamp(wall_ms)
-        for twin in self.sites.values():
-            if twin.reading is not None and twin.reading.event_ms > ceiling:
-                twin.reading = None  # the next current reading takes its place
-                poisoned = True
-            for minute in [m for m in twin.windows if m > ceiling]:
-                del twin.windows[minute]
-                poisoned = True
+        ahead = t.event_ms[:n] > ceiling
+        if ahead.any():
+            t.event_ms[:n][ahead] = NONE  # the next current reading takes its place
+            poisoned = True
+        for minute in [m for m in self.windows if m > ceiling]:
+            del self.windows[minute]
+            poisoned = True
         if self.closed_before_ms is not None and self.closed_before_ms > ceiling:
             now = self.clock.now_ms
             self.closed_before_ms = (minute_of(now - self.config.lateness_ms - 60_000) + 60_000
                                      if now > 0 else None)
             poisoned = True
         if self.first_minute_ms is not None and self.first_minute_ms > ceiling:
-            self.first_minute_ms = min((m for t in self.sites.values() for m in t.windows), default=None)
+            self.first_minute_ms = min(self.windows, default=None)
         if poisoned:  # every status and contribution is looked at again against the repaired clock
-            for twin in self.sites.values():
-                twin.recheck_ms = None
-            self._changed.update(self.sites)
+            t.recheck[:n] = NEVER
+            t.chain_until[:n] = NONE
+            t.changed[:n] = True
 
     # ---- time ----------------------------------------------------------------------------
 
@@ -331,88 +490,139 @@ class Shard:
         minutes, write changed twins."""
         out = ShardOutput()
         now = self.clock.advance(wall_ms)
-        acc: PathSums = {}
-        for site_id in self._changed:
-            self._refresh(self.sites[site_id], now, out, acc)
-        self._changed.clear()
-        for twin in self.sites.values():
-            if twin.recheck_ms is not None and twin.recheck_ms <= now:
-                self._refresh(twin, now, out, acc)
-        self._expand(acc, out)
+        t, n = self.table, self.table.n
+        due = np.flatnonzero(t.changed[:n] | (t.recheck[:n] <= now))
+        t.changed[:n] = False
+        if len(due):
+            self._refresh(due, now, out)
         self._close_minutes(now, out)
         if flush_twins:
             self._flush_twins(now, out)
         return out
 
     def _flush_twins(self, now: int, out: ShardOutput) -> None:
-        for site_id in self._dirty_twins:
-            twin = self.sites[site_id]
-            out.twins[site_id] = (twin.version(), twin.redis_fields(now, site_id in self._new_limits))
-        self._dirty_twins.clear()
-        self._new_limits.clear()
+        """The ``site:{id}`` hash of every twin that changed (as :meth:`SiteTwin.redis_fields`, from
+        the columns, without a SiteTwin per site)."""
+        t, n = self.table, self.table.n
+        rows = np.flatnonzero(t.dirty[:n])
+        if len(rows) == 0:
+            return
+        columns = zip(rows.tolist(), t.new_limits[rows].tolist(), t.status[rows].tolist(),
+                      t.event_ms[rows].tolist(), t.seq[rows].tolist(), t.soc[rows].tolist(),
+                      t.battery[rows].tolist(), t.solar[rows].tolist(), t.load[rows].tolist(),
+                      t.grid[rows].tolist(), t.temp[rows].tolist(), strict=True)
+        ids, modes, commands, ancestries = t.ids, t.mode, t.command, t.ancestry
+        for row, with_limits, code, seen, seq, soc, battery, solar, load, grid, temp in columns:
+            status = STATUS_NAMES[code]
+            site_id = ids[row]
+            fields: dict[str, str | float | int] = {"site_id": site_id, "status": status, "as_of": now}
+            ancestry = ancestries[row]
+            if seen != NONE:
+                fields.update(last_seen=seen, seq=seq, soc_pct=soc, battery_kw=battery, solar_kw=solar,
+                              load_kw=load, grid_kw=grid, mode=modes[row],
+                              battery_temp_c="" if math.isnan(temp) else temp,
+                              active_command_id=commands[row] or "")
+            if ancestry is not None:
+                if with_limits:
+                    fields.update(
+                        ancestry_version=ancestry.version, capacity_kwh=ancestry.capacity_kwh,
+                        reserve_pct=ancestry.reserve_pct, max_charge_kw=ancestry.max_charge_kw,
+                        max_discharge_kw=ancestry.max_discharge_kw, region=ancestry.region)
+                if seen != NONE:
+                    fields["energy_available_kwh"] = tw.energy_available_kwh(soc, ancestry.capacity_kwh,
+                                                                             ancestry.reserve_pct)
+                    fields["charge_headroom_kwh"] = tw.charge_headroom_kwh(soc, ancestry.capacity_kwh)
+            version = ((0 if seen == NONE else seen) * 4 + tw.STATUS_RANK[status],
+                       ancestry.version if ancestry is not None else 0)
+            out.twins[site_id] = (version, fields)
+        t.dirty[:n] = False
+        t.new_limits[:n] = False
 
-    # ---- the twin and its contribution ----------------------------------------------------
+    # ---- the twins and their contributions -------------------------------------------------
 
-    def _refresh(self, twin: SiteTwin, now: int, out: ShardOutput, acc: PathSums) -> None:
-        """Bring a twin's status and contribution up to ``now``; add what changed to ``acc``.
+    def _refresh(self, rows: I64, now: int, out: ShardOutput) -> None:
+        """Bring the status and contribution of ``rows`` up to ``now`` and send what changed.
 
-        Differences are summed per chain of ancestors (one per hierarchy) rather than per node:
-        sites share chains, so expanding the sums to nodes afterwards (:meth:`_expand`) costs far
-        fewer vector additions than adding every site to each of its nodes.
+        Differences are summed per chain of ancestors and then per node (:meth:`ChainTable.node_sums`),
+        for all rows at once.
         """
-        cfg = self.config
-        last_seen = twin.last_seen_ms
-        status = status_at(now, last_seen, cfg.delayed_after_ms, cfg.offline_after_ms)
-        if status != twin.status:
-            at = now if last_seen is None else _transition_time(status, last_seen, cfg)
-            out.statuses.append((twin.site_id, status, twin.status, at, last_seen))
-            twin.status = status
-        self._dirty_twins.add(twin.site_id)
-        ancestry = twin.ancestry
-        chains, change = ancestry.chains_at(now) if ancestry is not None else ((), None)
-        vector = contribution(twin.reading, status, ancestry) if chains and ancestry else ZERO
-        stale_ms = last_seen if status in (DELAYED, OFFLINE) else None
-        old_chains = twin.sent_chains
-        if chains == old_chains:
-            if vector != twin.sent_vector:
-                diff = [new - old for new, old in zip(vector, twin.sent_vector, strict=True)]
-                for chain in chains:
-                    _accumulate(acc, chain, diff)
-            if stale_ms != twin.sent_stale_ms:
-                for _, nodes in chains:
-                    for node in nodes:
-                        self._stale(out, node, twin.site_id, stale_ms)
-        else:
-            negative = [-v for v in twin.sent_vector]
-            for chain in old_chains:
-                _accumulate(acc, chain, negative)
-                if twin.sent_stale_ms is not None:
-                    for node in chain[1]:
-                        self._stale(out, node, twin.site_id, None)
-            for chain in chains:
-                _accumulate(acc, chain, vector)
-                if stale_ms is not None:
-                    for node in chain[1]:
-                        self._stale(out, node, twin.site_id, stale_ms)
-        twin.sent_vector = vector
-        twin.sent_chains = chains
-        twin.sent_stale_ms = stale_ms
-        deadline = None if last_seen is None else status_deadline(
-            status, last_seen, cfg.delayed_after_ms, cfg.offline_after_ms)
-        pending = [t for t in (deadline, change) if t is not None]
-        twin.recheck_ms = min(pending) if pending else None
+        cfg, t = self.config, self.table
+        last = t.event_ms[rows]
+        heard = last != NONE
+        age = np.where(heard, now - np.where(heard, last, 0), 0)
+        status = np.where(~heard, UNKNOWN, np.where(age >= cfg.offline_after_ms, OFFLINE,
+                                                     np.where(age >= cfg.delayed_after_ms, DELAYED,
+                                                              ONLINE))).astype(np.int8)
+        moved = np.flatnonzero(status != t.status[rows])
+        for i in moved.tolist():
+            row, seen = int(rows[i]), int(last[i]) if heard[i] else None
+            name = STATUS_NAMES[status[i]]
+            at = now if seen is None else _transition_time(name, seen, cfg)
+            out.statuses.append((t.ids[row], name, STATUS_NAMES[t.status[row]], at, seen))
+        t.status[rows] = status
+        t.dirty[rows] = True
+        sets = self._chain_sets(rows, now)
+        vectors = contributions(t, rows, status, sets >= 0)
+        stale = np.where(heard & ((status == DELAYED) | (status == OFFLINE)), last, NONE)
+        old_sets, old_vectors, old_stale = t.sent_set[rows], t.sent[rows], t.sent_stale[rows]
+        same = sets == old_sets
+        diffs = vectors - old_vectors
+        sending = same & diffs.any(axis=1)
+        parts_sets, parts = [sets[sending]], [diffs[sending]]
+        moved_sets = np.flatnonzero(~same)
+        if len(moved_sets):  # membership changed: take the old vector from the old chains, add the new
+            parts_sets += [old_sets[moved_sets], sets[moved_sets]]
+            parts += [-old_vectors[moved_sets], vectors[moved_sets]]
+        all_sets, all_diffs = np.concatenate(parts_sets), np.concatenate(parts)
+        keep = all_sets >= 0
+        self._send(out, *self.chains.node_sums(all_sets[keep], all_diffs[keep]))
+        for i in np.flatnonzero(same & (stale != old_stale) & (sets >= 0)).tolist():
+            self._stale_all(out, int(sets[i]), t.ids[int(rows[i])], _or_none(int(stale[i])))
+        for i in moved_sets.tolist():
+            site_id = t.ids[int(rows[i])]
+            if old_stale[i] != NONE:
+                self._stale_all(out, int(old_sets[i]), site_id, None)
+            if stale[i] != NONE:
+                self._stale_all(out, int(sets[i]), site_id, int(stale[i]))
+        t.sent[rows] = vectors
+        t.sent_set[rows] = sets
+        t.sent_stale[rows] = stale
+        deadline = np.where(status == ONLINE, last + cfg.delayed_after_ms,
+                            np.where(status == DELAYED, last + cfg.offline_after_ms, NEVER))
+        t.recheck[rows] = np.minimum(np.where(heard, deadline, NEVER), t.chain_until[rows])
 
-    def _expand(self, acc: PathSums, out: ShardOutput) -> None:
-        """Send the summed differences of each chain to every node on it."""
-        for (hierarchy, nodes), diff in acc.items():
-            for depth, node in enumerate(nodes):
-                changes = self._changes(out, node)
-                changes.meta[node] = (hierarchy, node_kind(hierarchy, depth))
-                total = changes.deltas.get(node)
-                if total is None:
-                    changes.deltas[node] = list(diff)
-                else:
-                    add_units(total, diff)
+    def _chain_sets(self, rows: I64, now: int) -> I64:
+        """The chain set of each of ``rows`` at ``now`` (-1: none), looked up again only where the
+        answer kept in the columns has run out (:meth:`Ancestry.chains_at`)."""
+        t = self.table
+        stale = np.flatnonzero((t.chain_from[rows] > now) | (now >= t.chain_until[rows]))
+        for row in rows[stale].tolist():
+            ancestry = t.ancestry[row]
+            if ancestry is None:
+                chains, until = (), None
+            else:
+                chains, until = ancestry.chains_at(now)
+            t.chain_set[row] = self.chains.intern(chains)
+            t.chain_from[row] = now
+            t.chain_until[row] = NEVER if until is None else until
+        return t.chain_set[rows]
+
+    def _send(self, out: ShardOutput, nodes: list[int], sums: list[list[int]]) -> None:
+        table = self.chains
+        for number, delta in zip(nodes, sums, strict=True):
+            node = table.nodes[number]
+            changes = self._changes(out, node)
+            changes.meta[node] = table.meta[number]
+            total = changes.deltas.get(node)
+            if total is None:
+                changes.deltas[node] = delta
+            else:
+                add_units(total, delta)
+
+    def _stale_all(self, out: ShardOutput, chain_set: int, site_id: str, last_seen_ms: int | None) -> None:
+        for _, nodes in self.chains.sets[chain_set]:
+            for node in nodes:
+                self._changes(out, node).stale.setdefault(node, {})[site_id] = last_seen_ms
 
     def _changes(self, out: ShardOutput, node: str) -> NodeChanges:
         group = bucket_of(node, self.config.node_groups)
@@ -420,9 +630,6 @@ class Shard:
         if changes is None:
             changes = out.groups[group] = NodeChanges(clock_ms=self.clock.now_ms, shard=self.shard)
         return changes
-
-    def _stale(self, out: ShardOutput, node: str, site_id: str, last_seen_ms: int | None) -> None:
-        self._changes(out, node).stale.setdefault(node, {})[site_id] = last_seen_ms
 
     # ---- minute windows --------------------------------------------------------------------
 
@@ -435,31 +642,32 @@ class Shard:
         if previous is not None and closed_before <= previous:
             return
         self.closed_before_ms = closed_before
-        closing: dict[int, dict[str, MinuteWindow]] = {}
+        closing: dict[int, dict[int, MinuteWindow]] = {}
         if previous is not None and self.first_minute_ms is not None:
             # Minutes in which none of this shard's sites reported still count its members as
             # expected (bounded, so a shard idle for days does not write days of empty minutes).
             first = max(previous, self.first_minute_ms, closed_before - MAX_SILENT_MINUTES * 60_000)
             closing = {minute: {} for minute in range(first, closed_before, 60_000)}
-        for twin in self.sites.values():
-            due = [m for m in twin.windows if m < closed_before]
-            for minute in due:
-                closing.setdefault(minute, {})[twin.site_id] = twin.windows.pop(minute)
+        for minute in [m for m in self.windows if m < closed_before]:
+            columns = self.windows.pop(minute)
+            closing[minute] = {row: window for row in columns.rows()
+                               if (window := columns.window(row)) is not None}
         expected = self.config.expected_samples_per_minute
+        t = self.table
         for minute, windows in sorted(closing.items()):
-            for site_id, window in windows.items():
-                ancestry = self.sites[site_id].ancestry
-                capacity, reserve = (ancestry.capacity_kwh, ancestry.reserve_pct) if ancestry else (0.0, 0.0)
-                out.site_rows.append(window.site_row(site_id, minute, capacity, reserve, expected))
+            for row, window in windows.items():
+                capacity, reserve = ((t.ancestry[row].capacity_kwh, t.ancestry[row].reserve_pct)
+                                     if t.ancestry[row] is not None else (0.0, 0.0))
+                out.site_rows.append(window.site_row(t.ids[row], minute, capacity, reserve, expected))
             self._node_minutes(minute, windows, out)
 
-    def _node_minutes(self, minute: int, windows: dict[str, MinuteWindow], out: ShardOutput) -> None:
+    def _node_minutes(self, minute: int, windows: dict[int, MinuteWindow], out: ShardOutput) -> None:
         """This shard's share of every node's minute: its member sites, reporting or not."""
-        for twin in self.sites.values():
-            ancestry = twin.ancestry
+        t = self.table
+        for row, ancestry in enumerate(t.ancestry[:t.n].tolist()):
             if ancestry is None:
                 continue
-            window = windows.get(twin.site_id)
+            window = windows.get(row)
             share = SILENT_PARTIAL if window is None else window.partial(ancestry.capacity_kwh,
                                                                          ancestry.reserve_pct)
             for path in ancestry.paths_at(minute):
@@ -473,9 +681,12 @@ class Shard:
                     changes.meta.setdefault(node, (path.hierarchy, node_kind(path.hierarchy, depth)))
 
 
-def _why(reading: Reading, wall_ms: int, twin: SiteTwin | None, rules: Rules) -> Implausible:
+def _or_none(value: int) -> int | None:
+    return None if value == NONE else value
+
+
+def _why(reading: Reading, wall_ms: int, ancestry: Ancestry | None, rules: Rules) -> Implausible:
     """The plausibility verdict on a reading the shard's hot loop refused."""
-    ancestry = twin.ancestry if twin is not None else None
     limits = None if ancestry is None else SiteLimits(ancestry.max_charge_kw, ancestry.max_discharge_kw)
     record = {**reading._asdict(), "event_time": reading.event_ms}
     verdict = check_telemetry(record, wall_ms, rules, limits)
@@ -484,9 +695,9 @@ def _why(reading: Reading, wall_ms: int, twin: SiteTwin | None, rules: Rules) ->
 
 def _transition_time(status: str, last_seen: int, cfg: ShardConfig) -> int:
     """When a status change happened: the deadline an ageing site passed, or the reading's time."""
-    if status == DELAYED:
+    if status == tw.DELAYED:
         return last_seen + cfg.delayed_after_ms
-    if status == OFFLINE:
+    if status == tw.OFFLINE:
         return last_seen + cfg.offline_after_ms
     return last_seen
 

@@ -14,6 +14,7 @@ ONLINE, then DELAYED after ``delayed_after_s``, then OFFLINE after
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 from operators.ancestry import Ancestry
@@ -73,16 +74,18 @@ class Reading(NamedTuple):
 
     @classmethod
     def from_millis_record(cls, record: dict[str, Any]) -> Reading:
-        """From a SiteTelemetry value decoded with times in epoch milliseconds (the hot path)."""
-        return cls(
-            record["event_time"], record["seq"], record["soc_pct"], record["battery_kw"], record["solar_kw"],
-            record["load_kw"], record["grid_kw"], record["battery_temp_c"], record["mode"],
-            record["active_command_id"],
-        )
+        """From a SiteTelemetry value decoded with times in epoch milliseconds (the hot path: the
+        fields are picked in one C call and the tuple made without the NamedTuple constructor)."""
+        return tuple.__new__(cls, _MILLIS_FIELDS(record))
 
     def is_newer_than(self, other: Reading | None) -> bool:
         """Ordered by event time, then sequence; an equal reading is not newer (replays are no-ops)."""
         return other is None or (self.event_ms, self.seq) > (other.event_ms, other.seq)
+
+
+#: The SiteTelemetry fields of a :class:`Reading`, in its order (``event_time`` in epoch ms).
+_MILLIS_FIELDS = itemgetter("event_time", "seq", "soc_pct", "battery_kw", "solar_kw", "load_kw", "grid_kw",
+                            "battery_temp_c", "mode", "active_command_id")
 
 
 def status_at(now_ms: int, last_seen_ms: int | None, delayed_after_ms: int, offline_after_ms: int) -> str:

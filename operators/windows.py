@@ -23,7 +23,7 @@ from schemas.times import from_epoch_ms
 
 MINUTE_MS = 60_000
 #: Sequence numbers remembered per window for de-duplication (as bits of one integer).
-_SEEN_SPAN = 4096
+SEEN_SPAN = 4096
 
 # Positions in a node-minute partial vector.
 P_BATTERY, P_BATTERY_MIN, P_BATTERY_MAX, P_SOLAR, P_LOAD, P_GRID = 0, 1, 2, 3, 4, 5
@@ -57,12 +57,12 @@ class MinuteWindow:
             self.seen_base = seq
         offset = seq - self.seen_base
         if offset < 0:
-            if -offset >= _SEEN_SPAN:
+            if -offset >= SEEN_SPAN:
                 return True
             self.seen_mask <<= -offset
             self.seen_base = seq
             offset = 0
-        if offset >= _SEEN_SPAN:
+        if offset >= SEEN_SPAN:
             return True
         bit = 1 << offset
         if self.seen_mask & bit:

@@ -210,6 +210,22 @@ class AvroCodec:
         self._millis_decoders[(sid, expected)] = fast
         return fast
 
+    def decode_millis_exact(self, data: bytes, expected: str) -> dict[str, Any] | None:
+        """The generated decoder's reading of ``data`` as ``expected`` (times in epoch ms), or None
+        unless it read every byte of a canonical message: for hot paths that forward the bytes
+        themselves (anything else goes the way of :meth:`decode`, which has the last word)."""
+        if len(data) < HEADER_SIZE or data[0] != MAGIC:
+            return None
+        key = (_HEADER.unpack_from(data)[1], expected)
+        fast = self._millis_decoders[key] if key in self._millis_decoders else self._millis_decoder(*key)
+        if fast is None:
+            return None
+        try:
+            value, end = fast(data, HEADER_SIZE)
+        except Exception:
+            return None
+        return value if end == len(data) else None
+
     def decode_with_info(self, data: bytes, expected: str | None = None) -> Decoded:
         """Decode one framed message and say which record and schema id it was written with."""
         value = self.decode(data, expected)

@@ -5,7 +5,9 @@ code of commit 95af74b (before exact rollups, the arbiter and the move of the
 shared core to ``core/``) with ``snapshots/make_v1.py`` run in a checkout of
 that commit: a shard and a node group that had read two and a half minutes of
 a 40-site scenario, and one dispatch 90 s into its window. ``shard-v3``,
-``nodegroup-v3`` (the first plain-data ShardState and NodeGroupState; v2 pickled them whole)
+``nodegroup-v3`` (the first plain-data ShardState and NodeGroupState; v2 pickled them whole),
+``shard-v4`` (the sites as columns, :class:`~operators.shard.ShardColumns`, pickled and
+zlib-compressed as ``ShardLogic.snapshot`` writes it; the older files are plain pickles)
 and ``arbiter-v2`` (the first plain-data
 :class:`~operators.control_state.ArbiterState`; ``arbiter-v1`` is the Arbiter
 pickled whole, with its config) are the current versions, written by
@@ -18,6 +20,7 @@ recovery store in the field; these tests catch that.
 from __future__ import annotations
 
 import pickle
+import zlib
 from dataclasses import fields
 from pathlib import Path
 
@@ -30,8 +33,8 @@ from operators.control_steps import ControlLogic, control_config
 from operators.dispatch import Dispatch
 from operators.outcome import Sample
 from operators.rollup import NodeGroupState, aggregate_record
-from operators.shard import ShardState
-from operators.telemetry_steps import ForGroup, NodeGroupLogic, ShardLogic
+from operators.shard import ShardColumns, ShardState
+from operators.telemetry_steps import ForGroup, NodeGroupLogic, ShardLogic, load_snapshot
 from tests.dataflows.test_control_flow_inprocess import FixedTwin
 from tests.telemetry.compare import mismatches
 from tests.telemetry.scenario import expected_nodes, generate
@@ -40,10 +43,12 @@ SNAPSHOTS = Path(__file__).parent / "snapshots"
 SETTINGS = Settings(telemetry_shards=1, telemetry_node_groups=1, topic_partitions={"telemetry.raw": 1})
 
 
-@pytest.mark.parametrize(("shard_version", "group_version"), [("v1", "v1"), ("v2", "v2"), ("v3", "v3")])
+@pytest.mark.parametrize(("shard_version", "group_version"),
+                         [("v1", "v1"), ("v2", "v2"), ("v3", "v3"), ("v4", "v3")])
 def test_telemetry_snapshots_restore_with_exact_sums(shard_version: str, group_version: str) -> None:
     """v1: before exact rollups (float sums, rebuilt on restore); v2: integer sums, the objects
-    pickled whole; v3: a ShardState and a NodeGroupState (plain data, no config)."""
+    pickled whole; v3: a ShardState and a NodeGroupState (plain data, no config, an object per
+    site); v4: a ShardColumns (the sites as columns)."""
     sc = generate(n_sites=40, minutes=2.5, seed=9)  # what the snapshots had read
     shard = ShardLogic.builder(SETTINGS)((SNAPSHOTS / f"shard-{shard_version}.pickle").read_bytes())
     group = NodeGroupLogic.builder(SETTINGS)((SNAPSHOTS / f"nodegroup-{group_version}.pickle").read_bytes())
@@ -110,16 +115,22 @@ def test_the_node_group_snapshot_is_plain_data_and_its_retention_comes_from_the_
     assert pickle.loads(restored.snapshot()) == state, "restore then snapshot gives the same state"
 
 
-def test_the_shard_snapshot_is_plain_data_and_its_config_comes_from_the_settings() -> None:
-    shard = ShardLogic.builder(SETTINGS)((SNAPSHOTS / "shard-v2.pickle").read_bytes())
+@pytest.mark.parametrize("version", ["v2", "v3"])
+def test_the_shard_snapshot_is_plain_data_and_its_config_comes_from_the_settings(version: str) -> None:
+    """An older snapshot (v2: pickled whole; v3: an object per site) is migrated to columns (v4),
+    site by site the same twins; a restore of the new snapshot gives them again."""
+    shard = ShardLogic.builder(SETTINGS)((SNAPSHOTS / f"shard-{version}.pickle").read_bytes())
+    old = pickle.loads((SNAPSHOTS / f"shard-{version}.pickle").read_bytes())
+    old_twins = old.sites if isinstance(old, ShardState) else old.__dict__["sites"]
+    assert shard.shard.sites == dict(old_twins), "the migration keeps every twin as it was"
     snapshot = shard.snapshot()
-    state = pickle.loads(snapshot)
-    assert isinstance(state, ShardState) and state.version == 3
-    assert b"ShardConfig" not in snapshot, "no config in the snapshot"
+    state = load_snapshot(snapshot)
+    assert isinstance(state, ShardColumns) and state.version == 4
+    assert b"ShardConfig" not in zlib.decompress(snapshot), "no config in the snapshot"
     settings = SETTINGS.model_copy(update={"offline_after_s": 999.0})
     restored = ShardLogic.builder(settings)(snapshot)
     assert restored.shard.config.offline_after_ms == 999_000
-    assert restored.shard.state().sites == state.sites
+    assert restored.shard.sites == shard.shard.sites
 
 
 def test_every_dispatch_attribute_is_in_the_snapshot_so_a_restart_keeps_it() -> None:

@@ -7,13 +7,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from core.plausibility import Rules, SiteLimits
+from core.plausibility import BEYOND_RATING, FUTURE_EVENT_TIME, NOT_A_NUMBER, Rules, SiteLimits
 from core.topics import COMMANDS_ACKS, PLANS_SITE, TELEMETRY_RAW
+from edge_gateway import frames
 from edge_gateway.frames import FrameRejectedError, parse_frame
 from edge_gateway.wire import json_frame
 from schemas import packaged_codec
-from schemas.times import epoch_ms
+from schemas.times import epoch_ms, from_epoch_ms
 from tests.edge_gateway.support import telemetry as _telemetry
 
 CODEC = packaged_codec()
@@ -143,3 +146,44 @@ def test_event_time_is_bounded_by_the_gateway_clock_not_the_device() -> None:
     assert parse_frame(CODEC, slightly_ahead, "site-a", NOW, ahead).kind.topic == TELEMETRY_RAW
     with pytest.raises(FrameRejectedError, match="future_event_time"):
         parse_frame(CODEC, slightly_ahead, "site-a", NOW, Rules())
+
+
+# ---- the hot path of binary telemetry (issue 21): stamped in place, not decoded and encoded again ----
+
+
+@settings(max_examples=40, deadline=None)
+@given(seq=st.integers(0, 2**62), soc=st.floats(0.0, 100.0), battery=st.floats(-5.0, 5.0),
+       temp=st.none() | st.floats(-20.0, 60.0), command=st.none() | st.text(max_size=40),
+       received=st.none() | st.integers(0, 2**47), site=st.text(min_size=1, max_size=30))
+def test_a_binary_frame_stamped_in_place_is_what_encoding_the_record_again_gives(
+        seq: int, soc: float, battery: float, temp: float | None, command: str | None, received: int | None,
+        site: str) -> None:
+    record = telemetry(site, seq=seq, soc_pct=soc, battery_kw=battery, battery_temp_c=temp,
+                       active_command_id=command,
+                       received_time=None if received is None else from_epoch_ms(received))
+    frame = CODEC.encode("SiteTelemetry", record)
+    assert frames._stamped_telemetry(CODEC, frame, site, NOW_MS, Rules(), SiteLimits(5.0, 5.0)) is not None
+    accepted = parse_frame(CODEC, frame, site, NOW, Rules(), SiteLimits(5.0, 5.0))
+    assert accepted.value == CODEC.encode("SiteTelemetry", record | {"received_time": NOW})
+
+
+@pytest.mark.parametrize(("changes", "reason"), [
+    ({"site_id": "site-b"}, "site_mismatch"),
+    ({"battery_kw": 6.5}, BEYOND_RATING),
+    ({"event_time": datetime(2030, 1, 1, tzinfo=UTC)}, FUTURE_EVENT_TIME),
+    ({"soc_pct": float("nan")}, NOT_A_NUMBER),
+])
+def test_the_binary_hot_path_keeps_every_check(changes: dict[str, Any], reason: str) -> None:
+    frame = CODEC.encode("SiteTelemetry", telemetry("site-a") | changes)
+    with pytest.raises(FrameRejectedError) as rejected:
+        frames._stamped_telemetry(CODEC, frame, "site-a", NOW_MS, Rules(), SiteLimits(5.0, 5.0))
+    assert rejected.value.reason == reason
+
+
+def test_bytes_the_generated_decoder_does_not_read_exactly_take_the_general_path() -> None:
+    frame = CODEC.encode("SiteTelemetry", telemetry("site-a"))
+    assert frames._stamped_telemetry(CODEC, frame + b"\x00", "site-a", NOW_MS, Rules(), None) is None
+    assert frames._stamped_telemetry(CODEC, frame[:-3], "site-a", NOW_MS, Rules(), None) is None
+    ack = CODEC.encode("CommandAck", {"site_id": "site-a", "command_id": "c", "status": "ACCEPTED",
+                                      "reason": None, "event_time": NOW})
+    assert frames._stamped_telemetry(CODEC, ack, "site-a", NOW_MS, Rules(), None) is None

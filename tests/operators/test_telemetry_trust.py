@@ -193,10 +193,16 @@ def test_a_huge_reading_is_refused_and_a_large_one_then_zero_loses_no_small_term
 
 def _as_old_snapshot(fleet: Fleet) -> tuple[bytes, bytes]:
     """The same state pickled as the code before exact rollups had it: float vectors, drifted sums."""
-    shard, group = pickle.loads(pickle.dumps(fleet.shard)), pickle.loads(pickle.dumps(fleet.group))
-    del shard.state_version  # (a NodeGroup pickled whole has no version: version 1)
-    for twin in shard.sites.values():
-        twin.sent_vector = tuple(float(x) for x in twin.sent_vector)
+    group = pickle.loads(pickle.dumps(fleet.group))
+    twins = fleet.shard.sites
+    for twin in twins.values():
+        twin.sent_vector = cast(tuple[int, ...], tuple(float(x) for x in twin.sent_vector))  # as v1 held it
+    # An object per site and no version attribute (a NodeGroup pickled whole has none either: version 1).
+    shard = object.__new__(Shard)
+    shard.__dict__.update(shard=0, config=fleet.shard.config, sites=twins, clock=fleet.shard.clock,
+                          closed_before_ms=fleet.shard.closed_before_ms,
+                          first_minute_ms=fleet.shard.first_minute_ms, _changed=set(), _dirty_twins=set(),
+                          _new_limits=set())
     for node in group.nodes.values():
         node.total = [float("nan")] + [x + 0.37 for x in node.total[1:]]  # drifted beyond repair
     return pickle.dumps(shard), pickle.dumps(group)
@@ -296,7 +302,7 @@ def test_the_decode_step_dead_letters_implausible_readings_with_the_reason_and_c
     batches = [b for key, b in out if key != DLQ_KEY]
     assert len(batches) == 1 and isinstance(batches[0], ShardBatch)
     assert [site for site, _ in batches[0].readings] == ["site-a"]
-    assert batches[0].origins[0].value == values["good"]
+    assert batches[0].origin(0).value == values["good"]
     assert batches[0].source_max_ms == now - 1_000, "a refused reading moves no clock"
     after = {r: REJECTED.labels(r)._value.get() for r in before}
     assert {r: after[r] - before[r] for r in before} == {OUT_OF_RANGE: 2, NOT_A_NUMBER: 1,

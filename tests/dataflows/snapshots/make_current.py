@@ -1,8 +1,9 @@
-"""Write snapshots of the current state versions: shard v3, node group v3 and arbiter v2 (plain data).
+"""Write snapshots of the current state versions: shard v4 (columns), node group v3 and arbiter v2.
 
 Run from a checkout with ``PYTHONPATH=<checkout> python tests/dataflows/snapshots/make_current.py DIR``.
 When a state's shape changes, keep these files (they become "the previous version") and
-add the new version's beside them.
+add the new version's beside them (copy only the new file in: the others are the fixtures already
+committed, and must stay the bytes their version's code wrote).
 """
 import sys
 from datetime import UTC, datetime, timedelta
@@ -34,7 +35,7 @@ for start in range(0, len(readings), 500):
     emitted += shard.on_eof()[0]
     group.on_batch([e.changes for e in emitted if isinstance(e, ForGroup)])
     group.on_eof()
-(out / "shard-v3.pickle").write_bytes(shard.snapshot())
+(out / "shard-v4.pickle").write_bytes(shard.snapshot())
 (out / "nodegroup-v3.pickle").write_bytes(group.snapshot())
 
 control = ControlLogic.builder(Settings())(None)

@@ -1,0 +1,121 @@
+"""The shard's columns agree with the per-site functions they replace (issue 21).
+
+The brute-force reference checks (tests/operators/test_telemetry_state.py, tests/dataflows,
+tests/integration) are the contract for the aggregates; these check the vectorised pieces one by
+one against the scalar code of :mod:`operators.twin`: contribution vectors to the bit, Redis twin
+fields, the newest reading of a batch, and shard batches crossing a process boundary.
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import numpy as np
+from confluent_kafka import Message
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from operators.ancestry import Ancestry
+from operators.records import Origin, ShardBatch
+from operators.shard import Shard, ShardConfig
+from operators.site_columns import STATUS_CODES, SiteColumns, contributions
+from operators.twin import DELAYED, OFFLINE, ONLINE, UNKNOWN, Reading, SiteTwin, contribution
+from schemas.times import from_epoch_ms
+
+NOW = 1_790_000_000_000
+
+
+def _ancestry(site_id: str, capacity: float = 13.5, reserve: float = 20.0,
+              max_kw: float = 5.0) -> dict[str, Any]:
+    at = from_epoch_ms(NOW - 3_600_000)
+    return {"site_id": site_id, "version": 1, "event_time": at, "effective_from": at, "retired": False,
+            "capacity_kwh": capacity, "max_charge_kw": max_kw, "max_discharge_kw": max_kw,
+            "reserve_pct": reserve, "region": "region-0",
+            "paths": [{"hierarchy": "electrical", "node_ids": ["feeder-1", "region-0"], "valid_from": at,
+                       "valid_to": None}]}
+
+
+finite = st.floats(min_value=-1e4, max_value=1e4, allow_nan=False)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.lists(st.tuples(st.floats(0.0, 100.0), finite, st.floats(0.0, 1e4), st.floats(0.0, 1e4),
+                               finite, st.floats(0.0, 1e3), st.floats(0.0, 100.0), st.floats(0.0, 1e3),
+                               st.sampled_from([UNKNOWN, ONLINE, DELAYED, OFFLINE]), st.booleans()),
+                     min_size=1, max_size=20))
+def test_vectorised_contributions_are_the_scalar_ones_to_the_bit(rows: list[tuple[Any, ...]]) -> None:
+    table = SiteColumns(capacity=2)
+    expected = []
+    for i, (soc, battery, solar, load, grid, capacity, reserve, max_kw, status, heard) in enumerate(rows):
+        row = table.row(f"site-{i}")
+        ancestry = Ancestry.from_record(_ancestry(f"site-{i}", capacity, reserve, max_kw))
+        table.set_ancestry(row, ancestry)
+        reading = Reading(NOW, 1, soc, battery, solar, load, grid, None, "IDLE", None) if heard else None
+        if reading is not None:
+            table.event_ms[row] = NOW
+            table.soc[row], table.battery[row], table.solar[row] = soc, battery, solar
+            table.load[row], table.grid[row] = load, grid
+        expected.append(contribution(reading, status, ancestry))
+    statuses = np.array([STATUS_CODES[r[8]] for r in rows], dtype=np.int8)
+    counted = np.ones(len(rows), dtype=np.bool_)
+    got = contributions(table, np.arange(len(rows)), statuses, counted)
+    assert [tuple(v) for v in got.tolist()] == expected
+
+
+def _config() -> ShardConfig:
+    return ShardConfig(delayed_after_ms=5_000, offline_after_ms=60_000, lateness_ms=30_000,
+                       expected_samples_per_minute=60.0, node_groups=2)
+
+
+def test_twin_writes_from_the_columns_are_the_site_twin_fields() -> None:
+    shard = Shard(0, _config())
+    shard.apply([], [_ancestry("site-a"), _ancestry("site-b")], wall_ms=NOW)
+    shard.apply([("site-a", Reading(NOW - 500, 7, 61.5, -2.25, 1.5, 0.75, 0.0, 24.5, "CHARGE", "cmd-1")),
+                 ("site-c", Reading(NOW - 400, 3, 40.0, 1.0, 0.0, 0.5, 0.5, None, "IDLE", None))], [],
+                wall_ms=NOW, source="p0")
+    out = shard.tick(NOW)
+    assert set(out.twins) == {"site-a", "site-b", "site-c"}
+    for site_id, (version, fields) in out.twins.items():
+        twin = shard.twin(site_id)
+        assert twin is not None
+        assert version == twin.version()
+        assert fields == twin.redis_fields(shard.clock.now_ms, with_limits=site_id != "site-c")
+    assert out.twins["site-a"][1]["active_command_id"] == "cmd-1"
+    assert out.twins["site-c"][1]["battery_temp_c"] == ""
+    assert shard.tick(NOW).twins == {}, "a twin is written again only when it changes"
+
+
+def test_the_newest_reading_of_a_batch_wins_and_an_equal_one_does_not_replace_it() -> None:
+    shard = Shard(0, _config())
+    first = Reading(NOW - 1_000, 5, 50.0, 1.0, 0.0, 0.0, 0.0, None, "A", None)
+    same_key = Reading(NOW - 1_000, 5, 50.0, 2.0, 0.0, 0.0, 0.0, None, "B", None)
+    older = Reading(NOW - 2_000, 9, 50.0, 3.0, 0.0, 0.0, 0.0, None, "C", None)
+    shard.apply([("site-a", first), ("site-a", same_key), ("site-a", older)], [], wall_ms=NOW)
+    twin = shard.twin("site-a")
+    assert twin is not None and twin.reading == first, "newest by event time, then seq; the first of equals"
+    shard.apply([("site-a", same_key)], [], wall_ms=NOW)
+    twin = shard.twin("site-a")
+    assert twin is not None and twin.reading == first, "a re-delivered equal reading is no news"
+
+
+def test_a_shard_pickled_whole_or_as_state_gives_the_same_sites() -> None:
+    shard = Shard(0, _config())
+    shard.apply([], [_ancestry(f"site-{i}") for i in range(100)], wall_ms=NOW)  # grows past 64 rows
+    shard.apply([(f"site-{i}", Reading(NOW - 900, 1, 50.0 + i / 10, 0.5, 0.0, 0.0, 0.0, 20.0, "IDLE", None))
+                 for i in range(0, 100, 3)], [], wall_ms=NOW)
+    shard.tick(NOW)
+    restored = Shard.from_state(pickle.loads(pickle.dumps(shard.state())), _config(), NOW)
+    assert restored.sites == shard.sites
+    assert isinstance(shard.sites["site-3"], SiteTwin)
+
+
+def test_a_batch_pickled_to_another_process_carries_origins_not_messages() -> None:
+    message = Message(topic="telemetry.raw", partition=2, offset=41, key=b"site-a", value=b"\x00avro",
+                      timestamp=(1, 1_790_000_000_000))
+    batch = ShardBatch(3, "telemetry.raw/2", NOW, [], [message])
+    copy = pickle.loads(pickle.dumps(batch))
+    origin = Origin(b"site-a", b"\x00avro", "telemetry.raw", 2, 41, 1_790_000_000_000)
+    assert copy.origins == [origin]
+    assert batch.origin(0) == copy.origin(0) == origin
+    assert (copy.shard, copy.source, copy.source_max_ms) == (3, "telemetry.raw/2", NOW)
