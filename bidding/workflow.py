@@ -211,8 +211,9 @@ def _submit(state: Workflow, bid: str, now: datetime) -> Transition:
 
 def _start_forecasts(state: Workflow, market: str, now: datetime) -> Transition:
     commands: list[Command] = []
-    for product in _spec(state).products:
-        state, issued = _issue(state, forecast_step(product), (market,), now)
+    spec = _spec(state)
+    for product in spec.products:  # a forecast reads the market data and the run's inputs (its interval)
+        state, issued = _issue(state, forecast_step(product), (market, *spec.inputs), now)
         commands += issued
     return state, commands
 

@@ -20,6 +20,8 @@ DISPATCH_STATUS = "dispatch.status"
 PRICES_FORECAST = "prices.forecast"
 PLANS_SITE = "plans.site"
 WORKFLOW_EVENTS = "workflow.events"
+WORKFLOW_TASKS = "workflow.tasks"
+WORKFLOW_RESULTS = "workflow.results"
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,8 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(PRICES_FORECAST, "region", "PriceForecast"),
     TopicSpec(PLANS_SITE, "site_id", "SitePlan"),
     TopicSpec(WORKFLOW_EVENTS, "workflow_id", "WorkflowEvent"),
+    TopicSpec(WORKFLOW_TASKS, "workflow_id", "WorkflowTask"),
+    TopicSpec(WORKFLOW_RESULTS, "workflow_id", "WorkflowResult"),
 )
 
 TOPICS_BY_NAME: dict[str, TopicSpec] = {spec.name: spec for spec in TOPICS}

@@ -102,7 +102,7 @@ def test_market_data_late_past_deadline_runs_on_last_good_data_flagged() -> None
                         (63, TaskDone(WF, forecast_step("energy"), 1, "fe")),
                         (64, TaskDone(WF, forecast_step("reserve"), 1, "fr")),
                         (65, TaskDone(WF, OPTIMISE, 1, "bid")), (66, TaskDone(WF, SUBMIT, 1, "ok"))])
-    assert next(t for t in tasks if t.step == "forecast:energy").inputs == ("market-old",)
+    assert next(t for t in tasks if t.step == "forecast:energy").inputs == ("market-old", "asset-state")
     assert next(t for t in tasks if t.step == OPTIMISE).inputs[0] == "market-old"
     assert state.status is Status.SUBMITTED
     assert any(f.startswith("market data fallback to market-old") for f in state.flags)
