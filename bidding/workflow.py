@@ -206,7 +206,7 @@ def _safe_bid(state: Workflow, reason: str, now: datetime) -> Transition:
 def _submit(state: Workflow, bid: str, now: datetime) -> Transition:
     if now >= _spec(state).gate_closure:
         return replace(_flag(state, "gate closed before the bid was ready"), status=Status.MISSED), []
-    return _issue(state, SUBMIT, (bid,), now)
+    return _issue(state, SUBMIT, (bid, *_spec(state).inputs), now)  # the inputs name the market region
 
 
 def _start_forecasts(state: Workflow, market: str, now: datetime) -> Transition:

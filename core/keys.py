@@ -63,3 +63,8 @@ def route(site_id: str) -> str:
 def inbox(instance_id: str) -> str:
     """The capped stream of commands other instances forward to one gateway instance."""
     return f"{INBOX_PREFIX}{instance_id}"
+
+
+def bid_last_market(region: str) -> str:
+    """The newest market-data artifact a bidding workflow fetched for a price region (its fallback)."""
+    return f"bid:last_market:{region}"

@@ -213,6 +213,7 @@ class BidRow:
     asset_id: str
     interval_start: datetime
     product: str
+    region: str
     workflow_id: str
     bands_json: str
     note: str

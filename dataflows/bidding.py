@@ -25,7 +25,7 @@ from bytewax.outputs import Sink
 
 from core.config import Settings
 from core.topics import WORKFLOW_EVENTS, WORKFLOW_RESULTS
-from operators import bidding_steps as steps
+from dataflows import bidding_steps as steps
 from operators.kafka_batches import BatchedKafkaSource, Polled
 from operators.records import KafkaOut
 

@@ -22,7 +22,7 @@ from rich.table import Table
 from api import cli as api_cli
 from core.config import Settings
 from edge_gateway import cli as edge_cli
-from vpp import dispatch_cli, forecast_cli, peak_cli
+from vpp import bid_cli, dispatch_cli, forecast_cli, peak_cli
 from vpp.stack import Stack, UpResult
 from vpp.supervisor import PartState, PartStatus, StackError
 
@@ -41,6 +41,7 @@ datasets_app = typer.Typer(no_args_is_help=True,
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(forecast_cli.forecast_app, name="forecast")
 app.add_typer(peak_cli.peak_app, name="peak")
+app.add_typer(bid_cli.bid_app, name="bid")
 app.add_typer(edge_cli.token_app, name="token")
 app.command("gateway")(edge_cli.serve_gateway)
 app.command("simulate")(edge_cli.simulate)

@@ -35,6 +35,7 @@ CREATE TABLE IF NOT EXISTS vpp.bids
     asset_id String,
     interval_start DateTime('UTC'),
     product LowCardinality(String),
+    region LowCardinality(String),
     workflow_id String,
     bands_json String,
     note String,

@@ -1,5 +1,8 @@
 """The Bytewax face of :mod:`bidding.workflow`: the orchestrator's steps, one workflow per key.
 
+It lives in the parts layer beside the flow, because ``operators/`` and ``bidding/`` are siblings
+that may not import each other.
+
 ``decode`` turns polled records into workflow events keyed by workflow id: a ``requested``
 entry on ``workflow.events`` (a client asking for a run, :mod:`bidding.journal`) becomes a
 :class:`~bidding.workflow.Start`, a WorkflowResult on ``workflow.results`` a
