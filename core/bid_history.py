@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import astuple, fields
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from clickhouse_connect.driver.client import Client
 
@@ -18,6 +18,25 @@ from core.rows import BidRow, MarketResultRow, WorkflowArtifactRow, WorkflowStep
 
 def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Named(Protocol):
+    """An artifact as :mod:`bidding.artifacts` makes it (core does not import the logic layer)."""
+
+    @property
+    def artifact_id(self) -> str: ...
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def body(self) -> bytes: ...
+
+
+def artifact_row(made: Named, workflow_id: str, step: str, now: datetime) -> WorkflowArtifactRow:
+    """The ``workflow_artifacts`` row of an artifact made by ``step`` of ``workflow_id``."""
+    return WorkflowArtifactRow(workflow_id, step, made.artifact_id, made.kind, now, made.body.decode(),
+                               made.artifact_id)
 
 
 class BidStore:
@@ -46,7 +65,7 @@ class BidStore:
         self._insert("workflow_artifacts", rows)
 
     def artifacts(self, ids: list[str]) -> dict[str, WorkflowArtifactRow]:
-        """The stored artifacts among ``ids``, by id."""
+        """The stored artifacts among ``ids``, by id (any one row of each: the same id is the same content)."""
         if not ids:
             return {}
         found = self._select("workflow_artifacts", WorkflowArtifactRow, "artifact_id IN %(ids)s",

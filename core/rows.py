@@ -181,16 +181,17 @@ class PeakEvent:
 class WorkflowArtifactRow:
     """One immutable task input or output of a bidding workflow (``workflow_artifacts``).
 
-    ``artifact_id`` is the sha256 of ``body`` (canonical JSON, :mod:`bidding.artifacts`);
-    ``workflow_id`` and ``step`` say where it was first made.
+    ``artifact_id`` (and ``content_sha256``) is the sha256 of ``content`` (canonical JSON,
+    :mod:`bidding.artifacts`); ``workflow_id`` and ``step`` say which task made it.
     """
 
-    artifact_id: str
-    kind: str
-    body: str
     workflow_id: str
     step: str
+    artifact_id: str
+    kind: str
     created_at: datetime
+    content: str
+    content_sha256: str
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,8 @@ from bidding.artifacts import artifact
 from bidding.tasks import PRODUCTS, PriceForecast, RunInputs, bid_for, value_of
 from bidding.workflow import OPTIMISE, Start, Workflow
 from core import kafka, keys
-from core.bid_history import BidStore
+from core.bid_history import BidStore, artifact_row
 from core.config import Settings
-from core.rows import WorkflowArtifactRow
 from core.topics import WORKFLOW_EVENTS
 from schemas import packaged_codec
 
@@ -70,8 +69,7 @@ def request_run(settings: Settings, store: BidStore, producer: Producer, client:
     now = now or datetime.now(UTC)
     made = artifact("inputs", run)
     ident = workflow_id(run.asset_id, run.interval_start, rebid)
-    store.put_artifacts([WorkflowArtifactRow(made.artifact_id, made.kind, made.body.decode(), ident,
-                                             "request", now)])
+    store.put_artifacts([artifact_row(made, ident, "request", now)])
     last = client.get(keys.bid_last_market(run.region))
     last_good = last.decode() if isinstance(last, bytes) else last
     start = start_for(settings, run, made.artifact_id, now, last_good, rebid)
@@ -144,7 +142,7 @@ def replay_optimise(store: BidStore, state: Workflow) -> OptimiseReplay | None:
     if task is None or task.output is None:
         return None
     stored = store.artifacts(list(task.inputs))
-    values = [value_of(stored[i].body) for i in task.inputs]
+    values = [value_of(stored[i].content) for i in task.inputs]
     run = next(v for v in values if isinstance(v, RunInputs))
     forecasts = {v.product: v for v in values if isinstance(v, PriceForecast)}
     bid = bid_for(run, forecasts["energy"], forecasts.get("reserve"))

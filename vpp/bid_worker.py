@@ -58,10 +58,10 @@ from bidding.tasks import (
 )
 from bidding.workflow import FETCH, OPTIMISE, SAFE_BID, SUBMIT
 from core import kafka, keys
-from core.bid_history import BidStore
+from core.bid_history import BidStore, artifact_row
 from core.config import Settings
 from core.history import HistoryStore, connect
-from core.rows import WorkflowArtifactRow, WorkflowStepRow
+from core.rows import WorkflowStepRow
 from core.topics import TELEMETRY_DLQ, WORKFLOW_RESULTS, WORKFLOW_TASKS
 from schemas import packaged_codec
 from schemas.codec import DecodeError
@@ -108,7 +108,7 @@ class Worker:
         self.store = BidStore(self.client, settings.clickhouse_database)
         self.history = HistoryStore(self.client, settings.clickhouse_database)
         self.redis = redis.Redis.from_url(settings.redis)
-        self.producer = Producer(kafka.client_config(settings, linger_ms=0))
+        self.producer = Producer(kafka.client_config(settings, **{"linger.ms": 0}))
         self.done = 0
 
     def market(self) -> StoredMarket:
@@ -172,7 +172,7 @@ class Worker:
         missing = [i for i in task.inputs if i not in stored]
         if missing:
             raise TaskInputError(f"input artifacts not stored: {', '.join(missing)}")
-        return [value_of(stored[i].body) for i in task.inputs]
+        return [value_of(stored[i].content) for i in task.inputs]
 
     def _work(self, task: Task, inputs: list[Any]) -> Any:
         run = next((v for v in inputs if isinstance(v, RunInputs)), None)
@@ -215,8 +215,7 @@ class Worker:
 
     def _store(self, task: Task, made: list[Artifact]) -> None:
         now = datetime.now(UTC)
-        self.store.put_artifacts([WorkflowArtifactRow(a.artifact_id, a.kind, a.body.decode(),
-                                                      task.workflow_id, task.step, now) for a in made])
+        self.store.put_artifacts([artifact_row(a, task.workflow_id, task.step, now) for a in made])
 
     # ---- Kafka --------------------------------------------------------------------------------------
 
@@ -249,7 +248,7 @@ class Worker:
         """Take tasks until ``stop()``; commit each task's offset only after its result is produced."""
         consumer = Consumer(kafka.client_config(
             self.settings, **{"group.id": WORKER_GROUP, "enable.auto.commit": False,
-                              "auto.offset.reset": "earliest", "session.timeout.ms": 10_000,
+                              "auto.offset.reset": "earliest", "session.timeout.ms": 6_000,
                               "heartbeat.interval.ms": 1_000, "fetch.wait.max.ms": 20}))
         consumer.subscribe([WORKFLOW_TASKS])
         last_clear = time.monotonic()

@@ -1,17 +1,6 @@
--- The Autobidder's history (issue 15). Every task input and output of a bidding workflow is an
--- immutable artifact named by the sha256 of its canonical JSON (bidding.artifacts): written again it
--- replaces itself, so a re-done task adds nothing.
-CREATE TABLE IF NOT EXISTS vpp.workflow_artifacts
-(
-    artifact_id FixedString(64),
-    kind LowCardinality(String),
-    body String,
-    workflow_id String,
-    step String,
-    created_at DateTime64(3, 'UTC')
-)
-ENGINE = ReplacingMergeTree
-ORDER BY artifact_id;
+-- The Autobidder's history (issue 15). Task inputs and outputs are in workflow_artifacts
+-- (040_control.sql): immutable, named by the sha256 of their canonical JSON (bidding.artifacts), so
+-- a re-done task writes the same row again and it replaces itself.
 
 -- What each (workflow, step, attempt) produced, as the worker recorded it before producing the result:
 -- the worker's idempotency record (a re-delivered task answers from here instead of being done again).
