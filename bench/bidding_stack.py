@@ -111,12 +111,15 @@ class BidStack:
         """A 1 MW / 2 MWh battery at half charge, bidding into the next open interval."""
         lead = timedelta(seconds=self.settings.bid_gate_lead_s + self.settings.bid_forecast_deadline_s + 30)
         interval = interval or next_interval(datetime.now(UTC), STEP, lead)
-        return RunInputs(asset_id, region, interval, int(STEP.total_seconds()), self.settings.bid_horizon_steps,
-                         1.0, 2.0, 1.0)
+        return RunInputs(asset_id, region, interval, int(STEP.total_seconds()),
+                         self.settings.bid_horizon_steps, 1.0, 2.0, 1.0)
 
-    def request(self, run: RunInputs, rebid: int = 0) -> Requested:
-        """Ask the orchestrator for a run."""
-        return request_run(self.settings, self.store, self.producer, self.redis, run, rebid=rebid)
+    def request(self, run: RunInputs, rebid: int = 0, fetch_deadline_s: float | None = None) -> Requested:
+        """Ask the orchestrator for a run (``fetch_deadline_s`` overrides the setting for this run)."""
+        settings = self.settings
+        if fetch_deadline_s is not None:
+            settings = settings.model_copy(update={"bid_fetch_deadline_s": fetch_deadline_s})
+        return request_run(settings, self.store, self.producer, self.redis, run, rebid=rebid)
 
     def entries(self, workflow_id: str | None = None) -> list[journal.Entry]:
         """The journal as it stands on workflow.events."""
@@ -138,13 +141,13 @@ class BidStack:
 
 
 @contextmanager
-def bid_stack(settings: Settings, workdir: Path, workers: int = 1) -> Iterator[BidStack]:
-    """An orchestrator and ``workers`` workers on ``settings``' running stack, stopped afterwards."""
+def bid_stack(settings: Settings, workdir: Path, workers: int = 1, *worker_args: str) -> Iterator[BidStack]:
+    """An orchestrator and ``workers`` workers (started with ``worker_args``) on a running stack."""
     harness = BidStack(settings, workdir)
     try:
         harness.start_orchestrator()
         for _ in range(workers):
-            harness.start_worker()
+            harness.start_worker(*worker_args)
         yield harness
     finally:
         harness.stop()

@@ -65,7 +65,7 @@ class BidStore:
         self._insert("workflow_artifacts", rows)
 
     def artifacts(self, ids: list[str]) -> dict[str, WorkflowArtifactRow]:
-        """The stored artifacts among ``ids``, by id (any one row of each: the same id is the same content)."""
+        """The stored artifacts among ``ids``, by id (any row of each: the same id is the same content)."""
         if not ids:
             return {}
         found = self._select("workflow_artifacts", WorkflowArtifactRow, "artifact_id IN %(ids)s",

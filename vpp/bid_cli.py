@@ -134,7 +134,7 @@ def replay_command(workflow_id: str = typer.Argument(help="The run to replay."))
         raise typer.Exit(code=1)
 
 
-def _faults(delay: list[str], corrupt: list[str]) -> Faults:
+def _faults(delay: list[str], corrupt: list[str], scope: str) -> Faults:
     delays: dict[str, float] = {}
     for item in delay:
         step, _, seconds = item.partition("=")
@@ -142,7 +142,7 @@ def _faults(delay: list[str], corrupt: list[str]) -> Faults:
             delays[step] = float(seconds)
         except ValueError:
             raise typer.BadParameter(f"{item!r} is not STEP=SECONDS") from None
-    return Faults(delays, frozenset(corrupt))
+    return Faults(delays, frozenset(corrupt), scope)
 
 
 @bid_app.command("worker")
@@ -151,6 +151,8 @@ def worker_command(
         "--delay", help="Test hook: STEP=SECONDS to sleep before the work.")] = None,
     corrupt: Annotated[list[str] | None, typer.Option(
         "--corrupt", help="Test hook: corrupt STEP's first attempt.")] = None,
+    scope: Annotated[str, typer.Option(
+        "--fault-scope", help="Test hook: the hooks apply only to runs whose id contains this.")] = "",
 ) -> None:
     """One member of the worker pool: take tasks from workflow.tasks until SIGTERM."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -162,4 +164,4 @@ def worker_command(
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    Worker(Settings(), _faults(delay or [], corrupt or [])).run(lambda: stopping)
+    Worker(Settings(), _faults(delay or [], corrupt or [], scope)).run(lambda: stopping)

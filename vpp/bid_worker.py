@@ -78,10 +78,18 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Faults:
-    """Test hooks: ``delay_s`` per step (sleep before the work), ``corrupt`` steps' first attempts."""
+    """Test hooks: ``delay_s`` per step (sleep before the work), ``corrupt`` steps' first attempts.
+
+    They apply only to runs whose id contains ``scope`` (every run when it is empty).
+    """
 
     delay_s: dict[str, float] = field(default_factory=dict)
     corrupt: frozenset[str] = frozenset()
+    scope: str = ""
+
+    def applies(self, workflow_id: str) -> bool:
+        """True when the hooks concern this run."""
+        return self.scope in workflow_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +142,7 @@ class Worker:
             self._send(task, recorded.output, recorded.error)
             return
         delay = self.faults.delay_s.get(task.step.split(":")[0], 0.0)
-        if delay:
+        if delay and self.faults.applies(task.workflow_id):
             time.sleep(delay)
         output, error = self._run(task)
         self.store.put_step(WorkflowStepRow(task.workflow_id, task.step, task.attempt, output, error,
@@ -150,7 +158,7 @@ class Worker:
         except (TaskInputError, GateClosedError, ValueError) as exc:
             return None, f"{type(exc).__name__}: {exc}"
         made = artifact(kind_of(value), value)
-        if task.step in self.faults.corrupt and task.attempt == 1:
+        if task.step in self.faults.corrupt and task.attempt == 1 and self.faults.applies(task.workflow_id):
             made = artifact("bid", {"corrupt": True})  # what a broken worker might send
             value = made.value()
         try:

@@ -1,0 +1,198 @@
+"""The Autobidder on the real stack: the orchestrator dataflow and workers as processes, SIGKILLed.
+
+A stack of its own (broker, Redis, history server), the orchestrator (``dataflows.bidding``,
+recovery store, 1 s snapshots) and ``vpp bid worker`` processes, real SMARD prices replayed onto
+today's calendar. What every run must show, however it was interrupted:
+
+- exactly one bid per interval: the market's book (``bids``) holds one curve per product for the
+  run's interval, every row written for it the same curve from the same run;
+- no step's result committed twice: each (workflow, step, attempt) recorded once by the workers,
+  and each step's output accepted once by the orchestrator (a re-delivered or superseded result is
+  journaled as ignored);
+- the journal shows each recovery (a ``recovered`` entry per orchestrator restart that resumed the
+  run from a snapshot), and replaying it gives the state the run ended in; optimise re-run from the
+  stored artifacts gives the stored hash.
+
+The default suite runs one run with an orchestrator kill at a stage boundary and a worker kill
+mid-task, and the missing-data run. ``-m slow`` adds kills at every stage boundary, several times:
+``pytest -m slow tests/integration/test_bidding_workflow.py``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from bench.bidding_stack import BidStack, bid_stack
+from bidding import journal
+from bidding.artifacts import artifact
+from bidding.tasks import RunInputs, market_data
+from bidding.workflow import FETCH, OPTIMISE, SUBMIT, Status, Workflow, forecast_step
+from core import keys
+from core.bid_history import artifact_row
+from core.config import Settings
+from tests.conftest import local_settings
+from vpp.bid_runs import replay_optimise
+from vpp.stack import running
+
+pytestmark = pytest.mark.integration
+
+REGION = "DE"
+LATE_REGION = "DE-LATE"
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    values = local_settings(tmp_path_factory.mktemp("bidding") / "data", snapshot_interval_s=1,
+                            bid_fetch_deadline_s=8, bid_forecast_deadline_s=40, bid_task_timeout_s=5,
+                            bid_max_attempts=6)
+    with running(values):
+        yield values
+
+
+@pytest.fixture(scope="module")
+def stack(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BidStack]:
+    # The worker runs forecasts and optimise slowly for runs named slow-*, so they can be killed mid-task.
+    hooks = ("--delay", "forecast=3", "--delay", "optimise=6", "--fault-scope", "slow-")
+    with bid_stack(settings, tmp_path_factory.mktemp("bid-procs"), 1, *hooks) as harness:
+        harness.publish_prices(REGION)
+        warm = harness.request(harness.run_inputs("warm-up", REGION))
+        state = harness.wait_for(warm.workflow_id, timeout_s=120)  # the worker has joined its group
+        assert state.status is Status.SUBMITTED, (state, _logs(harness))
+        yield harness
+
+
+def _logs(harness: BidStack) -> str:
+    return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(harness.workdir.glob("*.log")))
+
+
+def _wait(harness: BidStack, condition: Callable[[], bool], timeout_s: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting\n{_logs(harness)}"
+        time.sleep(0.2)
+
+
+def _check_run(harness: BidStack, ident: str, run: RunInputs) -> tuple[Workflow, list[journal.Entry]]:
+    """The guarantees every run keeps, however it was interrupted; its final state and journal."""
+    state = harness.wait_for(ident, timeout_s=150)
+    assert state.status is Status.SUBMITTED, (state, _logs(harness))
+    entries = harness.entries(ident)
+    lived = journal.effective(entries)
+    assert [e.seq for e in lived] == list(range(len(lived))), "the journal reads as one unbroken sequence"
+
+    # Exactly one bid per interval, every row written for it the same curve from this run.
+    bids = harness.store.bids(run.asset_id, run.interval_start, run.interval_start + timedelta(seconds=1))
+    assert sorted(b.product for b in bids) == sorted({b.product for b in bids}) and bids
+    raw = harness.client.query(
+        f"SELECT product, workflow_id, bands_json FROM {harness.settings.clickhouse_database}.bids "
+        "WHERE asset_id = %(a)s AND interval_start = %(t)s",
+        parameters={"a": run.asset_id, "t": run.interval_start}).result_rows
+    assert {(r[1], r[0], r[2]) for r in raw} == {(ident, b.product, b.bands_json) for b in bids}
+
+    # No step's result committed twice: one worker record per (step, attempt), one accepted output per step.
+    records = Counter((s.step, s.attempt) for s in harness.store.steps(ident))
+    rows_written = harness.store.step_rows_written(ident)
+    assert rows_written == sum(records.values()), "no (workflow, step, attempt) was recorded twice"
+    accepted = Counter(t.step for t in state.tasks if t.output)
+    assert all(n == 1 for n in accepted.values())
+    assert state.output(SUBMIT) is not None
+    return state, entries
+
+
+def _issued(harness: BidStack, ident: str, step: str) -> Callable[[], bool]:
+    return lambda: harness.state(ident).task(step) is not None
+
+
+def _done(harness: BidStack, ident: str, step: str) -> Callable[[], bool]:
+    return lambda: harness.state(ident).output(step) is not None
+
+
+def _recoveries(entries: list[journal.Entry]) -> list[journal.Entry]:
+    return [e for e in journal.effective(entries) if e.event_type == journal.RECOVERED]
+
+
+def test_a_run_survives_a_killed_orchestrator_and_a_worker_killed_mid_task(stack: BidStack) -> None:
+    slow = stack.workers[0]
+    run = stack.run_inputs("slow-battery-1", REGION)
+    ident = stack.request(run).workflow_id
+
+    # Orchestrator killed at the fetch -> forecast boundary, after a snapshot holds the fetch's result.
+    _wait(stack, _done(stack, ident, FETCH))
+    time.sleep(2.5)
+    stack.kill_orchestrator()
+    stack.start_orchestrator()
+
+    # Worker killed mid-optimise; a new one takes the re-delivered task (and the retry) over.
+    _wait(stack, _issued(stack, ident, OPTIMISE))
+    time.sleep(1.0)
+    stack.kill(slow)
+    stack.start_worker()
+
+    state, entries = _check_run(stack, ident, run)
+    assert len(_recoveries(entries)) == 1, [(e.seq, e.event_type) for e in journal.effective(entries)]
+    assert _recoveries(entries)[0].payload["resumed_at_seq"] >= 1
+    assert journal.replay_entries(ident, entries) == state
+    assert all(state.output(forecast_step(p)) for p in ("energy", "reserve"))
+    assert state.output(OPTIMISE) is not None, state.flags
+
+    # Optimise re-run from the stored artifacts through today's logic: the very same output hash.
+    replayed = replay_optimise(stack.store, state)
+    assert replayed is not None and replayed.identical
+
+
+def test_market_data_withheld_past_its_deadline_the_run_completes_on_the_last_good_data_flagged(
+        stack: BidStack) -> None:
+    now = datetime.now(UTC)
+    cut = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
+    stack.publish_prices(LATE_REGION, until=cut)  # nothing published for the last three hours
+    # The last good market data a previous run fetched for the region.
+    earlier = stack.run_inputs("battery-late", LATE_REGION, interval=cut)
+    rows = stack.history.market_prices(LATE_REGION, cut - timedelta(days=7), cut)
+    last_good = artifact("market", market_data(earlier, [(r.interval_start, r.price_eur_mwh) for r in rows]))
+    stack.store.put_artifacts([artifact_row(last_good, "an-earlier-run", FETCH, now)])
+    stack.redis.set(keys.bid_last_market(LATE_REGION), last_good.artifact_id)
+
+    run = stack.run_inputs("battery-late", LATE_REGION)
+    ident = stack.request(run).workflow_id
+    state, _ = _check_run(stack, ident, run)
+    fallback = f"market data fallback to {last_good.artifact_id}"
+    assert any(f.startswith(fallback) and "late past its deadline" in f for f in state.flags), state.flags
+    optimise = state.task(OPTIMISE)
+    assert optimise is not None and optimise.inputs[0] == last_good.artifact_id
+    fetch = state.task(FETCH)
+    assert fetch is not None and fetch.output is None
+    assert not any(f.startswith("safe bid") for f in state.flags), "decided on the fallback, not a safe bid"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("round_", range(3))
+def test_kills_at_every_stage_boundary(stack: BidStack, round_: int) -> None:
+    """The orchestrator killed at each boundary and a worker killed mid-task in each stage, several times."""
+    for worker in list(stack.workers):
+        if worker.poll() is None:
+            stack.kill(worker)
+    for stage, done in ((FETCH, FETCH), ("forecast", forecast_step("reserve")), ("optimise", OPTIMISE)):
+        slow = stack.start_worker("--delay", f"{stage}=4", "--fault-scope", "slow-")
+        run = stack.run_inputs(f"slow-battery-{round_}-{stage}", REGION)
+        ident = stack.request(run, fetch_deadline_s=60).workflow_id  # however long the worker takes to join
+        _wait(stack, _issued(stack, ident, stage if stage != "forecast" else forecast_step("energy")))
+        time.sleep(1.5)
+        stack.kill(slow)  # mid-task
+        stack.start_worker()
+        _wait(stack, _done(stack, ident, done))
+        time.sleep(2.5)  # a snapshot holds the stage's result
+        stack.kill_orchestrator()  # at the boundary after the stage
+        stack.start_orchestrator()
+        _wait(stack, lambda: bool(_recoveries(stack.entries(ident))))  # noqa: B023 - waited on here
+        state, entries = _check_run(stack, ident, run)
+        assert journal.replay_entries(ident, entries) == state
+        for worker in list(stack.workers):
+            if worker.poll() is None:
+                stack.kill(worker)
+    stack.start_worker()
+
