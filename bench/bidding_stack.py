@@ -89,14 +89,10 @@ class BidStack:
         process.wait()
 
     def stop(self) -> None:
-        """Stop everything this harness started."""
+        """Stop everything this harness started (SIGKILL: every part is built to be killed)."""
         for process in [*self.workers, *([self.orchestrator] if self.orchestrator else [])]:
             if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(10)
-                except subprocess.TimeoutExpired:
-                    self.kill(process)
+                self.kill(process)
         self.client.close()
 
     def publish_prices(self, region: str, until: datetime | None = None) -> None:

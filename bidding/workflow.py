@@ -265,6 +265,10 @@ def _fallback(state: Workflow, reason: str, now: datetime) -> Transition:
 
 def _retry(state: Workflow, task: Task, error: str, now: datetime) -> Transition:
     spec = _spec(state)
+    if task.step == FETCH and now >= spec.fetch_deadline:  # no more asking: the run stops waiting for it
+        state = _with_task(state, replace(task, failed=True))
+        deadline = spec.fetch_deadline.isoformat()
+        return _fallback(state, f"market data late past its deadline {deadline} ({error})", now)
     if task.attempt >= spec.max_attempts or now >= spec.gate_closure:
         return _out_of_attempts(state, task, error, now)
     return _issue(state, task.step, task.inputs, now, task.attempt + 1)

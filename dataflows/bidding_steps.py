@@ -43,6 +43,7 @@ from typing_extensions import override
 from bidding import journal
 from bidding.artifacts import canonical
 from bidding.workflow import (
+    FETCH,
     FINAL,
     Event,
     RunTask,
@@ -123,11 +124,18 @@ def journal_entry(workflow_id: str, seq: int, event_type: str, step: str, now: d
     return KafkaSinkMessage(key=workflow_id.encode(), value=value, topic=WORKFLOW_EVENTS)
 
 
-def task_message(task: RunTask, now: datetime, timeout_s: float) -> KafkaOut:
-    """One WorkflowTask for ``workflow.tasks``, keyed by the workflow."""
+def task_message(task: RunTask, now: datetime, start: Start) -> KafkaOut:
+    """One WorkflowTask for ``workflow.tasks``, keyed by the workflow.
+
+    Its deadline is the attempt's time-out, and for a fetch no later than the fetch deadline: a
+    worker asking again for market data that is not in yet stops when the run stops waiting for it.
+    """
+    deadline = now + timedelta(seconds=start.task_timeout_s)
+    if task.step == FETCH:
+        deadline = min(deadline, start.fetch_deadline)
     value = codec().encode("WorkflowTask", {
         "workflow_id": task.workflow_id, "step": task.step, "attempt": task.attempt,
-        "inputs": list(task.inputs), "issued_at": now, "deadline": now + timedelta(seconds=timeout_s)})
+        "inputs": list(task.inputs), "issued_at": now, "deadline": deadline})
     return KafkaSinkMessage(key=task.workflow_id.encode(), value=value, topic=WORKFLOW_TASKS)
 
 
@@ -191,7 +199,7 @@ class WorkflowLogic(StatefulBatchLogic[Event, KafkaOut, bytes]):
         kind = journal.EVENT_TYPES[type(event)]
         out = [journal_entry(new.workflow_id, run.seq, kind, journal.step_of(event), now,
                              journal.event_payload(event, now, new), artifact)]
-        out += [task_message(t, now, new.start.task_timeout_s) for t in tasks]
+        out += [task_message(t, now, new.start) for t in tasks]
         self.run = RunState(new, run.seq + 1, wake)
         return out
 

@@ -127,12 +127,14 @@ class Worker:
 
     def handle(self, message: Message) -> None:
         """Answer one task message (result produced and flushed before this returns)."""
-        value = message.value()
+        self.handle_value(message.key(), message.value() or b"", message)
+
+    def handle_value(self, key: bytes | None, value: bytes, message: Message | None = None) -> None:
+        """Answer one WorkflowTask record (what :meth:`handle` does with a message's key and value)."""
         try:
-            record = self.codec.decode(value or b"", "WorkflowTask")
+            record = self.codec.decode(value, "WorkflowTask")
         except DecodeError as exc:
-            self._dead_letter(message.key(), value or b"", WORKFLOW_TASKS, message, exc.reason.value,
-                              exc.message)
+            self._dead_letter(key, value, WORKFLOW_TASKS, message, exc.reason.value, exc.message)
             return
         task = Task(record["workflow_id"], record["step"], record["attempt"], tuple(record["inputs"]),
                     record["deadline"])
@@ -217,9 +219,10 @@ class Worker:
             try:
                 return market_data(run, [(r.interval_start, r.price_eur_mwh) for r in rows])
             except MarketDataLateError:
-                if datetime.now(UTC) + timedelta(seconds=FETCH_RETRY_S) >= deadline:
+                remaining = (deadline - datetime.now(UTC)).total_seconds()
+                if remaining <= 0:  # fail at the deadline, not before: the run then stops waiting for it
                     raise
-                time.sleep(FETCH_RETRY_S)
+                time.sleep(min(FETCH_RETRY_S, remaining))
 
     def _store(self, task: Task, made: list[Artifact]) -> None:
         now = datetime.now(UTC)

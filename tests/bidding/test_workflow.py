@@ -189,3 +189,9 @@ def test_at_most_one_submit_and_never_after_gate_closure(raw: list[tuple[float, 
     assert len({c.inputs for _, c in submits}) <= 1  # retries resend the same bid
     done = [t for t in state.tasks if t.output is not None]
     assert len({t.step for t in done}) == len(done)
+
+
+def test_a_fetch_failing_after_its_deadline_is_not_retried_the_run_falls_back() -> None:
+    state, tasks = run([(0, start()), (61, TaskFailed(WF, FETCH, 1, "not published yet"))])
+    assert [(t.step, t.attempt) for t in tasks] == [(FETCH, 1), ("forecast:energy", 1), ("forecast:reserve", 1)]
+    assert "late past its deadline" in state.flags[0] and "not published yet" in state.flags[0]
