@@ -193,5 +193,6 @@ def test_at_most_one_submit_and_never_after_gate_closure(raw: list[tuple[float, 
 
 def test_a_fetch_failing_after_its_deadline_is_not_retried_the_run_falls_back() -> None:
     state, tasks = run([(0, start()), (61, TaskFailed(WF, FETCH, 1, "not published yet"))])
-    assert [(t.step, t.attempt) for t in tasks] == [(FETCH, 1), ("forecast:energy", 1), ("forecast:reserve", 1)]
+    steps = [(t.step, t.attempt) for t in tasks]
+    assert steps == [(FETCH, 1), ("forecast:energy", 1), ("forecast:reserve", 1)]
     assert "late past its deadline" in state.flags[0] and "not published yet" in state.flags[0]
