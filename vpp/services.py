@@ -35,8 +35,8 @@ def api_base_url(settings: Settings) -> str:
 
 
 class Services:
-    """The telemetry and control dataflows, the edge gateway, the API, the simulated day-ahead market, the
-    forecast service and a simulated fleet, for one data directory."""
+    """The telemetry, control and bidding dataflows, the bidding worker, the edge gateway, the API, the
+    simulated day-ahead market, the forecast service and a simulated fleet, for one data directory."""
 
     def __init__(self, settings: Settings, simulated_sites: int = 1000) -> None:
         self.settings = settings
@@ -51,6 +51,7 @@ class Services:
         s = self.settings
         recovery = recovery_dir(s, "telemetry")
         control_recovery = recovery_dir(s, "control")
+        bidding_recovery = recovery_dir(s, "bidding")
         health = f"http://{s.host}:{s.gateway_metrics_port}/healthz"
         gateway_url = f"ws://{s.host}:{s.gateway_port}"
         api_url = api_base_url(s)
@@ -61,6 +62,11 @@ class Services:
             Managed("control", "Control dataflow (Bytewax)", f"recovery in {control_recovery}",
                     lambda: dataflow_argv("control", s, workers=1, recovery=control_recovery),
                     prepare=lambda: ensure_recovery(control_recovery)),
+            Managed("bidding", "Bidding orchestrator (Bytewax)", f"recovery in {bidding_recovery}",
+                    lambda: dataflow_argv("bidding", s, workers=1, recovery=bidding_recovery),
+                    prepare=lambda: ensure_recovery(bidding_recovery)),
+            Managed("bid-worker", "Bidding worker", "workflow.tasks -> workflow.results (vpp bid run ASSET)",
+                    lambda: [sys.executable, "-m", "vpp", "bid", "worker"]),
             Managed("gateway", "Edge gateway (WebSocket)", f"{gateway_url}  metrics {health[:-8]}/metrics",
                     lambda: [sys.executable, "-m", "edge_gateway"], ready=lambda: _http_ok(health)),
             Managed("api", "HTTP API and dashboard", f"{api_url}/dashboard/  docs {api_url}/docs",

@@ -20,6 +20,7 @@ mid-task, and the missing-data run. ``-m slow`` adds kills at every stage bounda
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -27,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from typer.testing import CliRunner
 
 from bench.bidding_stack import BidStack, bid_stack
 from bidding import journal
@@ -41,6 +43,8 @@ from schemas import packaged_codec
 from tests.conftest import local_settings
 from vpp.bid_runs import replay_optimise
 from vpp.bid_worker import Faults, Worker
+from vpp.cli import app
+from vpp.dataflows import settings_env
 from vpp.stack import running
 
 pytestmark = pytest.mark.integration
@@ -276,3 +280,22 @@ def test_a_redelivered_task_is_answered_from_its_record_and_a_bad_result_is_dead
     (letter,) = _records(settings, TELEMETRY_DLQ, "DeadLetter", b"direct-2")
     assert letter["error_kind"] == "RESULT_SCHEMA" and letter["topic"] == WORKFLOW_RESULTS
     # The orchestrator takes a failed result as a failed attempt and retries (tests/bidding/test_workflow.py).
+
+
+def test_vpp_bid_run_status_and_replay(stack: BidStack, settings: Settings,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in settings_env(settings).items():
+        monkeypatch.setenv(name, value)
+    runner = CliRunner()
+    ran = runner.invoke(app, ["bid", "run", "cli-battery", "--region", REGION, "--wait", "60"])
+    assert ran.exit_code == 0, ran.output
+    requested = next(line for line in ran.output.splitlines() if line.startswith("requested"))
+    ident = requested.split()[1].rstrip(":")
+    status = runner.invoke(app, ["bid", "status", "--json"])
+    assert status.exit_code == 0, status.output
+    (row,) = [r for r in json.loads(status.output) if r["workflow_id"] == ident]
+    assert row["status"] == "submitted"
+    replayed = runner.invoke(app, ["bid", "replay", ident])
+    assert replayed.exit_code == 0, replayed.output
+    assert "optimise re-run from stored artifacts: identical" in replayed.output
+    assert runner.invoke(app, ["bid", "replay", "no-such-run"]).exit_code == 1
