@@ -1,6 +1,6 @@
 """The Autobidder on the real stack: the orchestrator dataflow and workers as processes, SIGKILLed.
 
-A stack of its own (broker, Redis, history server), the orchestrator (``dataflows.bidding``,
+The session's stack (broker, Redis, history server), the orchestrator (``dataflows.bidding``,
 recovery store, 1 s snapshots) and ``vpp bid worker`` processes, real SMARD prices replayed onto
 today's calendar. What every run must show, however it was interrupted:
 
@@ -40,12 +40,10 @@ from core.bid_history import artifact_row
 from core.config import Settings
 from core.topics import TELEMETRY_DLQ, WORKFLOW_RESULTS
 from schemas import packaged_codec
-from tests.conftest import local_settings
 from vpp.bid_runs import replay_optimise
 from vpp.bid_worker import Faults, Worker
 from vpp.cli import app
 from vpp.dataflows import settings_env
-from vpp.stack import running
 
 pytestmark = pytest.mark.integration
 
@@ -54,12 +52,11 @@ LATE_REGION = "DE-LATE"
 
 
 @pytest.fixture(scope="module")
-def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    values = local_settings(tmp_path_factory.mktemp("bidding") / "data", snapshot_interval_s=1,
-                            bid_fetch_deadline_s=4, bid_forecast_deadline_s=40, bid_task_timeout_s=5,
-                            bid_max_attempts=6)
-    with running(values):
-        yield values
+def settings(stack_settings: Settings) -> Settings:
+    """The session's stack (only these tests use the workflow topics), with short bidding deadlines."""
+    return stack_settings.model_copy(update={
+        "snapshot_interval_s": 1, "bid_fetch_deadline_s": 4.0, "bid_forecast_deadline_s": 40.0,
+        "bid_task_timeout_s": 5.0, "bid_max_attempts": 6})
 
 
 @pytest.fixture(scope="module")
