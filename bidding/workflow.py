@@ -313,14 +313,15 @@ def next_wake(state: Workflow) -> datetime | None:
     if state.status in FINAL or state.start is None:
         return None
     spec = state.start
-    times = [spec.gate_closure]
-    if not any(t.step.startswith("forecast:") for t in state.tasks):
+    times = [] if state.task(SUBMIT) else [spec.gate_closure]  # once submitted, the market judges lateness
+    deciding = state.task(SAFE_BID) is not None or any(t.step.startswith("forecast:") for t in state.tasks)
+    if not deciding:
         times.append(spec.fetch_deadline)
     if state.task(OPTIMISE) is None and state.task(SAFE_BID) is None:
         times.append(spec.forecast_deadline)
     times += [t.issued_at + timedelta(seconds=spec.task_timeout_s)
               for t in state.tasks if t.output is None and not t.failed]
-    return min(times)
+    return min(times) if times else None
 
 
 def transition(state: Workflow, event: Event, now: datetime) -> Transition:

@@ -65,6 +65,8 @@ CONSUMER = "dataflows.bidding"
 #: How long a finished run is kept after its gate closure, so late results are still recognised.
 RETAIN_AFTER_GATE = timedelta(hours=1)
 STATE_VERSION = 1
+#: A wake-up that found nothing due is tried again this much later (never a busy loop).
+IDLE_WAKE = timedelta(seconds=1)
 log = logging.getLogger(__name__)
 
 IGNORED = Counter("vpp_workflow_results_ignored_total",
@@ -193,6 +195,8 @@ class WorkflowLogic(StatefulBatchLogic[Event, KafkaOut, bytes]):
             wake = new.start.gate_closure + RETAIN_AFTER_GATE
         tasks = [c for c in commands if isinstance(c, RunTask)]
         if isinstance(event, Wake) and new == state and not tasks:
+            if wake is not None and wake <= now:  # nothing is due yet after all: look again shortly
+                wake = now + IDLE_WAKE
             self.run = RunState(new, run.seq, wake)
             return []
         artifact = event.output if isinstance(event, TaskDone) else None

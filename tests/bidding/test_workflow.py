@@ -22,6 +22,7 @@ from bidding.workflow import (
     Wake,
     Workflow,
     forecast_step,
+    next_wake,
     replay,
     transition,
 )
@@ -196,3 +197,11 @@ def test_a_fetch_failing_after_its_deadline_is_not_retried_the_run_falls_back() 
     steps = [(t.step, t.attempt) for t in tasks]
     assert steps == [(FETCH, 1), ("forecast:energy", 1), ("forecast:reserve", 1)]
     assert "late past its deadline" in state.flags[0] and "not published yet" in state.flags[0]
+
+
+def test_no_wake_up_is_asked_for_a_deadline_that_can_no_longer_change_anything() -> None:
+    state, _ = run([(0, start(last_good=None)), (61, Wake(WF))])  # no market data: a safe bid
+    assert state.task(SAFE_BID) is not None
+    assert next_wake(state) == at(61 + 20), "the safe bid's time-out, not the passed fetch deadline"
+    state, _ = run([*happy_path()[:-1]])  # submit in flight
+    assert next_wake(state) == at(4 + 20), "the submit's time-out; the market judges the gate"
