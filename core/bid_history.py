@@ -83,6 +83,17 @@ class BidStore:
                              {"wf": workflow_id, "step": step, "attempt": attempt})
         return found[0] if found else None
 
+    def done_steps(self, step: str, start: datetime, end: datetime) -> list[WorkflowStepRow]:
+        """Every successful record of ``step`` that finished in [start, end), oldest first."""
+        return self._select("workflow_steps", WorkflowStepRow, "step = %(step)s AND output IS NOT NULL AND "
+                            "finished_at >= %(start)s AND finished_at < %(end)s",
+                            {"step": step, "start": start, "end": end}, "ORDER BY finished_at")
+
+    def run_artifacts(self, workflow_id: str) -> list[WorkflowArtifactRow]:
+        """Every artifact a run's tasks (and its request) made."""
+        return self._select("workflow_artifacts", WorkflowArtifactRow, "workflow_id = %(wf)s",
+                            {"wf": workflow_id})
+
     def steps(self, workflow_id: str) -> list[WorkflowStepRow]:
         """Every step record of a run, in the order they finished."""
         return self._select("workflow_steps", WorkflowStepRow, "workflow_id = %(wf)s", {"wf": workflow_id},

@@ -33,6 +33,7 @@ from core import kafka
 from core.bid_history import BidStore
 from core.config import Settings
 from core.history import HistoryStore, connect
+from vpp.bid_backtest import backtest
 from vpp.bid_runs import next_interval, read_journal, replay_optimise, request_run, runs
 from vpp.bid_worker import Faults, Worker
 
@@ -132,6 +133,45 @@ def replay_command(workflow_id: str = typer.Argument(help="The run to replay."))
                   f"now {replayed.recomputed[:12]})")
     if not replayed.identical:
         raise typer.Exit(code=1)
+
+
+def _when(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not an ISO 8601 time") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def backtest_command(
+    start: Annotated[str, typer.Option("--from", help="Decisions made from this time (ISO 8601, UTC).")],
+    end: Annotated[str, typer.Option("--to", help="... up to this time (exclusive).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Replay the stored bidding decisions of a window through today's logic: what would change."""
+    settings = Settings()
+    client = connect(settings)
+    replayed = backtest(BidStore(client, settings.clickhouse_database),
+                        HistoryStore(client, settings.clickhouse_database), _when(start), _when(end))
+    changed = [r for r in replayed if not r.identical]
+    rows = [{"workflow_id": r.workflow_id, "interval_start": r.interval_start.isoformat(),
+             "identical": r.identical, "stored": r.stored, "replayed": r.replayed,
+             "stored_revenue_eur": r.stored_revenue_eur, "replayed_revenue_eur": r.replayed_revenue_eur}
+            for r in replayed]
+    if as_json:
+        typer.echo(json.dumps({"decisions": len(rows), "changed": len(changed), "runs": rows}))
+    else:
+        table = Table(title=f"{len(rows)} decision(s) replayed, {len(changed)} would change")
+        for column in ("workflow", "interval (UTC)", "same bid", "stored EUR", "today EUR"):
+            table.add_column(column)
+        for r in replayed:
+            table.add_row(r.workflow_id, f"{r.interval_start:%Y-%m-%d %H:%M}", "yes" if r.identical else "NO",
+                          _eur(r.stored_revenue_eur), _eur(r.replayed_revenue_eur))
+        console.print(table)
+
+
+def _eur(value: float | None) -> str:
+    return "not cleared" if value is None else f"{value:,.2f}"
 
 
 def _faults(delay: list[str], corrupt: list[str], scope: str) -> Faults:

@@ -49,6 +49,16 @@ class _DayPrices:
         return RESERVE_BASE + RESERVE_SPREAD_SHARE * float(np.max(values) - np.min(values))
 
 
+def day_prices(history: HistoryStore, region: str, interval_start: datetime) -> _DayPrices | None:
+    """The region's published prices of the interval's (UTC) day, if the interval's price is among them."""
+    day = interval_start.replace(hour=0, minute=0, second=0, microsecond=0)
+    published = history.market_prices(region, day, day + timedelta(days=1))
+    if not any(p.interval_start == interval_start for p in published):
+        return None
+    step = timedelta(minutes=published[0].interval_minutes)
+    return _DayPrices({p.interval_start: p.price_eur_mwh for p in published}, step)
+
+
 @dataclass(slots=True)
 class StoredMarket:
     """A simulated market whose accepted bids live in ``bids``, cleared at each price region's prices."""
@@ -99,13 +109,8 @@ class StoredMarket:
 
     def _simulated(self, region: str, interval_start: datetime) -> SimulatedMarket | None:
         """A simulated market over the region's published prices of the interval's day, if it has one."""
-        day = interval_start.replace(hour=0, minute=0, second=0, microsecond=0)
-        published = self.history.market_prices(region, day, day + timedelta(days=1))
-        if not any(p.interval_start == interval_start for p in published):
-            return None
-        step = timedelta(minutes=published[0].interval_minutes)
-        return SimulatedMarket(_DayPrices({p.interval_start: p.price_eur_mwh for p in published}, step),
-                               self.gate_lead)
+        prices = day_prices(self.history, region, interval_start)
+        return None if prices is None else SimulatedMarket(prices, self.gate_lead)
 
     def clear_due(self, now: datetime) -> int:
         """Clear every started interval with bids and no results; how many result rows were written."""

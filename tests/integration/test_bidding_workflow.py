@@ -279,7 +279,7 @@ def test_a_redelivered_task_is_answered_from_its_record_and_a_bad_result_is_dead
     # The orchestrator takes a failed result as a failed attempt and retries (tests/bidding/test_workflow.py).
 
 
-def test_vpp_bid_run_status_and_replay(stack: BidStack, settings: Settings,
+def test_vpp_bid_run_status_replay_and_backtest(stack: BidStack, settings: Settings,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in settings_env(settings).items():
         monkeypatch.setenv(name, value)
@@ -296,3 +296,12 @@ def test_vpp_bid_run_status_and_replay(stack: BidStack, settings: Settings,
     assert replayed.exit_code == 0, replayed.output
     assert "optimise re-run from stored artifacts: identical" in replayed.output
     assert runner.invoke(app, ["bid", "replay", "no-such-run"]).exit_code == 1
+
+    # A backtest of the stored decisions with unchanged logic reproduces every one of them exactly.
+    now = datetime.now(UTC)
+    window = ["--from", (now - timedelta(hours=1)).isoformat(), "--to", (now + timedelta(minutes=1)).isoformat()]
+    backtested = runner.invoke(app, ["backtest", *window, "--json"])
+    assert backtested.exit_code == 0, backtested.output
+    report = json.loads(backtested.output)
+    assert ident in {r["workflow_id"] for r in report["runs"]}
+    assert report["decisions"] >= 1 and report["changed"] == 0, report
