@@ -299,7 +299,8 @@ def test_vpp_bid_run_status_replay_and_backtest(stack: BidStack, settings: Setti
 
     # A backtest of the stored decisions with unchanged logic reproduces every one of them exactly.
     now = datetime.now(UTC)
-    window = ["--from", (now - timedelta(hours=1)).isoformat(), "--to", (now + timedelta(minutes=1)).isoformat()]
+    window = ["--from", (now - timedelta(hours=1)).isoformat(),
+              "--to", (now + timedelta(minutes=1)).isoformat()]
     backtested = runner.invoke(app, ["backtest", *window, "--json"])
     assert backtested.exit_code == 0, backtested.output
     report = json.loads(backtested.output)
