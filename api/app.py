@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from api import errors
 from api.metrics import MetricsMiddleware
 from api.resources import Resources
-from api.routers import assets, dispatch, forecast, history, peak, stream, system, telemetry, tokens
+from api.routers import assets, bidding, dispatch, forecast, history, peak, stream, system, telemetry, tokens
 from core.config import Settings, get_settings
 
 DESCRIPTION = """
@@ -47,6 +47,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.resources = resources
     errors.register(app)
     app.add_middleware(MetricsMiddleware)
-    for module in (telemetry, history, forecast, peak, assets, dispatch, tokens, stream, system):
+    for module in (telemetry, history, forecast, peak, bidding, assets, dispatch, tokens, stream, system):
         app.include_router(module.router)
     return app
