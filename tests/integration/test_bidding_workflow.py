@@ -62,7 +62,7 @@ def settings(stack_settings: Settings) -> Settings:
 @pytest.fixture(scope="module")
 def stack(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BidStack]:
     # The worker runs forecasts slowly for runs named slow-*: the orchestrator is killed between stages.
-    hooks = ("--delay", "forecast=1.5", "--fault-scope", "slow-")
+    hooks = ("--delay", "forecast=1", "--fault-scope", "slow-")
     with bid_stack(settings, tmp_path_factory.mktemp("bid-procs"), 1, *hooks) as harness:
         harness.publish_prices(REGION)
         # Once this is submitted, the worker has joined its group (its market data may have come too
@@ -160,7 +160,7 @@ def test_market_data_withheld_past_its_deadline_the_run_completes_on_the_last_go
     stack.redis.set(keys.bid_last_market(LATE_REGION), last_good.artifact_id)
 
     run = stack.run_inputs("battery-late", LATE_REGION)
-    ident = stack.request(run).workflow_id
+    ident = stack.request(run, fetch_deadline_s=2).workflow_id
     state, _ = _check_run(stack, ident, run)
     fallback = f"market data fallback to {last_good.artifact_id}"
     assert any(f.startswith(fallback) and "late past its deadline" in f for f in state.flags), state.flags
