@@ -47,8 +47,8 @@ from vpp.dataflows import settings_env
 
 pytestmark = pytest.mark.integration
 
-REGION = "DE"
-LATE_REGION = "DE-LATE"
+REGION = "bidtest-DE"
+LATE_REGION = "bidtest-DE-late"
 
 
 @pytest.fixture(scope="module")
