@@ -2,8 +2,9 @@
 
 On a private local stack, the orchestrator dataflow and two workers (real processes, as in
 ``vpp up``) run bidding workflows for a 1 MW / 2 MWh battery on the replayed SMARD prices.
-Runs are requested at a steady offered rate, as rebids of the next open interval (each a run of
-its own: fetch, two forecasts, optimise, submit; the market keeps the newest curve). Figures:
+Runs are requested at a steady offered rate, as rebids of one interval whose gate closes after
+the whole window (each a run of its own: fetch, two forecasts, optimise, submit; the market keeps
+the newest curve). Figures:
 
 - ``interval_p50_s`` / ``interval_p99_s``: from the run's start (its fetch issued) to its bid
   submitted (the submit result applied), from the journal's own times;
@@ -17,16 +18,16 @@ from __future__ import annotations
 
 import tempfile
 import time
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 
-from bench.bidding_stack import BidStack, bid_stack
+from bench.bidding_stack import STEP, BidStack, bid_stack
 from bench.local import private_stack
 from bidding import journal
 from bidding.workflow import FINAL, SUBMIT, Status
-from vpp.bid_runs import read_journal, runs
+from vpp.bid_runs import next_interval, read_journal, runs
 
 REGION = "DE"
 
@@ -55,7 +56,11 @@ def measure(runs_wanted: int, rate_per_s: float, workers: int = 2) -> dict[str, 
             harness.publish_prices(REGION)
             warm = harness.request(harness.run_inputs("bench-warm-up", REGION))
             harness.wait_for(warm.workflow_id, timeout_s=180)  # every worker has joined its group
-            run = harness.run_inputs("bench-battery", REGION)
+            # One interval whose gate closes after the whole window: every run is a rebid that counts.
+            window = timedelta(seconds=runs_wanted / rate_per_s + settings.bid_gate_lead_s
+                               + settings.bid_forecast_deadline_s + 120)
+            run = harness.run_inputs("bench-battery", REGION,
+                                     next_interval(datetime.now(UTC), STEP, window))
             requested: list[str] = []
             first = time.monotonic()
             backlog_mid = 0.0
@@ -79,9 +84,11 @@ def measure(runs_wanted: int, rate_per_s: float, workers: int = 2) -> dict[str, 
     late = [x for x in latencies[len(latencies) // 2:] if x is not None]
     submitted_times = sorted(max(e.event_time for e in by_run[i]) for i in requested if i in by_run)
     span = (submitted_times[-1] - _first_start(by_run, requested)).total_seconds() if submitted_times else 0.0
+    states = runs(entries)
     return {
         "workflow_runs": float(len(requested)),
         "workflow_submitted": float(len(done)),
+        "workflow_missed": float(sum(1 for i in requested if i in states and states[i].status is Status.MISSED)),
         "interval_p50_s": float(np.percentile(done, 50)) if done else float("nan"),
         "interval_p99_s": float(np.percentile(done, 99)) if done else float("nan"),
         "interval_p99_late_s": float(np.percentile(late, 99)) if late else float("nan"),
