@@ -88,7 +88,8 @@ def measure(runs_wanted: int, rate_per_s: float, workers: int = 2) -> dict[str, 
     return {
         "workflow_runs": float(len(requested)),
         "workflow_submitted": float(len(done)),
-        "workflow_missed": float(sum(1 for i in requested if i in states and states[i].status is Status.MISSED)),
+        "workflow_missed": float(sum(1 for i in requested
+                                     if i in states and states[i].status is Status.MISSED)),
         "interval_p50_s": float(np.percentile(done, 50)) if done else float("nan"),
         "interval_p99_s": float(np.percentile(done, 99)) if done else float("nan"),
         "interval_p99_late_s": float(np.percentile(late, 99)) if late else float("nan"),
