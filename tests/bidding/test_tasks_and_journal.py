@@ -52,7 +52,7 @@ def test_market_data_covers_the_hours_before_the_interval_and_late_data_is_refus
 
 def test_forecasts_are_daily_seasonal_naive_for_energy_and_the_generated_rule_for_reserve() -> None:
     data = market_data(inputs(), prices())
-    energy = forecast(["forecast", "energy"][1], data, inputs())
+    energy = forecast(ENERGY, data, inputs())
     assert energy.mean == data.prices[-24:] and len(energy.std) == 24 and min(energy.std) > 0
     stale = forecast(ENERGY, data, inputs(inputs().interval_start + 30 * HOUR))  # the fallback, a day on
     assert stale.mean[0] == data.prices[-24 + 6]
