@@ -15,7 +15,19 @@ from fastapi import FastAPI
 from api import errors
 from api.metrics import MetricsMiddleware
 from api.resources import Resources
-from api.routers import assets, dispatch, forecast, history, peak, plans, stream, system, telemetry, tokens
+from api.routers import (
+    assets,
+    bidding,
+    dispatch,
+    forecast,
+    history,
+    peak,
+    plans,
+    stream,
+    system,
+    telemetry,
+    tokens,
+)
 from core.config import Settings, get_settings
 
 DESCRIPTION = """
@@ -47,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.resources = resources
     errors.register(app)
     app.add_middleware(MetricsMiddleware)
-    for module in (telemetry, history, forecast, peak, plans, assets, dispatch, tokens, stream, system):
+    for module in (telemetry, history, forecast, peak, plans, bidding, assets, dispatch, tokens, stream,
+                   system):
         app.include_router(module.router)
     return app

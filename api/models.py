@@ -620,3 +620,38 @@ class StormWatchPublic(BaseModel):
     sites: int
     raised_by: str
     raised_at: datetime
+
+
+class BidBand(BaseModel):
+    """At clearing prices of ``price`` (EUR/MWh, or EUR/MW/h for reserve) or more, deliver ``quantity_mw``."""
+
+    price: float
+    quantity_mw: float
+
+
+class BidPublic(BaseModel):
+    """One accepted curve (ClickHouse ``bids``) and, once cleared, its price, quantity and revenue."""
+
+    asset_id: str
+    interval_start: datetime
+    product: str
+    region: str
+    workflow_id: str
+    bands: list[BidBand]
+    note: str
+    artifact_id: str
+    submitted_at: datetime
+    cleared_price: float | None = None
+    cleared_mw: float | None = None
+    revenue_eur: float | None = None
+
+
+class WorkflowStepPublic(BaseModel):
+    """What one (step, attempt) of a bidding run produced (ClickHouse ``workflow_steps``)."""
+
+    step: str
+    attempt: int
+    output: str | None
+    error: str | None
+    worker: str
+    finished_at: datetime

@@ -206,13 +206,14 @@ def _safe_bid(state: Workflow, reason: str, now: datetime) -> Transition:
 def _submit(state: Workflow, bid: str, now: datetime) -> Transition:
     if now >= _spec(state).gate_closure:
         return replace(_flag(state, "gate closed before the bid was ready"), status=Status.MISSED), []
-    return _issue(state, SUBMIT, (bid,), now)
+    return _issue(state, SUBMIT, (bid, *_spec(state).inputs), now)  # the inputs name the market region
 
 
 def _start_forecasts(state: Workflow, market: str, now: datetime) -> Transition:
     commands: list[Command] = []
-    for product in _spec(state).products:
-        state, issued = _issue(state, forecast_step(product), (market,), now)
+    spec = _spec(state)
+    for product in spec.products:  # a forecast reads the market data and the run's inputs (its interval)
+        state, issued = _issue(state, forecast_step(product), (market, *spec.inputs), now)
         commands += issued
     return state, commands
 
@@ -264,6 +265,10 @@ def _fallback(state: Workflow, reason: str, now: datetime) -> Transition:
 
 def _retry(state: Workflow, task: Task, error: str, now: datetime) -> Transition:
     spec = _spec(state)
+    if task.step == FETCH and now >= spec.fetch_deadline:  # no more asking: the run stops waiting for it
+        state = _with_task(state, replace(task, failed=True))
+        deadline = spec.fetch_deadline.isoformat()
+        return _fallback(state, f"market data late past its deadline {deadline} ({error})", now)
     if task.attempt >= spec.max_attempts or now >= spec.gate_closure:
         return _out_of_attempts(state, task, error, now)
     return _issue(state, task.step, task.inputs, now, task.attempt + 1)
@@ -308,14 +313,15 @@ def next_wake(state: Workflow) -> datetime | None:
     if state.status in FINAL or state.start is None:
         return None
     spec = state.start
-    times = [spec.gate_closure]
-    if not any(t.step.startswith("forecast:") for t in state.tasks):
+    times = [] if state.task(SUBMIT) else [spec.gate_closure]  # once submitted, the market judges lateness
+    deciding = state.task(SAFE_BID) is not None or any(t.step.startswith("forecast:") for t in state.tasks)
+    if not deciding:
         times.append(spec.fetch_deadline)
     if state.task(OPTIMISE) is None and state.task(SAFE_BID) is None:
         times.append(spec.forecast_deadline)
     times += [t.issued_at + timedelta(seconds=spec.task_timeout_s)
               for t in state.tasks if t.output is None and not t.failed]
-    return min(times)
+    return min(times) if times else None
 
 
 def transition(state: Workflow, event: Event, now: datetime) -> Transition:

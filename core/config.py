@@ -423,6 +423,39 @@ class Settings(BaseSettings):
         "(VPP_PLANS_STALE_AFTER_S).",
     )
 
+    bid_fetch_deadline_s: float = Field(
+        default=20.0, gt=0,
+        description="Seconds after a bidding workflow starts by which its market data must be in; later, the "
+        "run goes on with the last good market data, flagged (VPP_BID_FETCH_DEADLINE_S).",
+    )
+    bid_forecast_deadline_s: float = Field(
+        default=40.0, gt=0,
+        description="Seconds after a bidding workflow starts by which every product's forecast must be in; "
+        "later, the run submits a safe bid that holds the state of charge (VPP_BID_FORECAST_DEADLINE_S).",
+    )
+    bid_task_timeout_s: float = Field(
+        default=10.0, gt=0,
+        description="Seconds the orchestrator waits for one attempt of a bidding task before it issues the "
+        "next attempt (VPP_BID_TASK_TIMEOUT_S).",
+    )
+    bid_max_attempts: int = Field(
+        default=3, ge=1,
+        description="Attempts of each bidding task before the step counts as failed (VPP_BID_MAX_ATTEMPTS).",
+    )
+    bid_gate_lead_s: float = Field(
+        default=300.0, ge=0,
+        description="Seconds before an interval's start at which the (simulated) market's gate closes for "
+        "it (VPP_BID_GATE_LEAD_S).",
+    )
+    bid_history_days: int = Field(
+        default=7, ge=2,
+        description="Days of market prices the bidding workflow's fetch step reads (VPP_BID_HISTORY_DAYS).",
+    )
+    bid_horizon_steps: int = Field(
+        default=24, ge=2,
+        description="Market intervals the bid optimiser looks ahead (VPP_BID_HORIZON_STEPS).",
+    )
+
     def plausibility(self) -> Rules:
         """The bounds every boundary checks device records against (core.plausibility)."""
         return Rules(max_site_kw=self.plausible_max_site_kw, rating_margin=self.plausible_rating_margin,

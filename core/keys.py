@@ -70,3 +70,8 @@ def inbox(instance_id: str) -> str:
 def node_plan(node_id: str) -> str:
     """The live aggregate plan of a node (plans dataflow): intervals, planned and estimated kW, coverage."""
     return f"plan:node:{node_id}"
+
+
+def bid_last_market(region: str) -> str:
+    """The newest market-data artifact a bidding workflow fetched for a price region (its fallback)."""
+    return f"bid:last_market:{region}"

@@ -211,3 +211,62 @@ class NodePlanRow:
     stale_sites: int
     coverage: float
     computed_at: datetime
+
+
+@dataclass(frozen=True)
+class WorkflowArtifactRow:
+    """One immutable task input or output of a bidding workflow (``workflow_artifacts``).
+
+    ``artifact_id`` (and ``content_sha256``) is the sha256 of ``content`` (canonical JSON,
+    :mod:`bidding.artifacts`); ``workflow_id`` and ``step`` say which task made it.
+    """
+
+    workflow_id: str
+    step: str
+    artifact_id: str
+    kind: str
+    created_at: datetime
+    content: str
+    content_sha256: str
+
+
+@dataclass(frozen=True)
+class WorkflowStepRow:
+    """What one (workflow, step, attempt) produced (``workflow_steps``): the worker's idempotency record."""
+
+    workflow_id: str
+    step: str
+    attempt: int
+    output: str | None
+    error: str | None
+    worker: str
+    finished_at: datetime
+
+
+@dataclass(frozen=True)
+class BidRow:
+    """One accepted curve (``bids``): bands as JSON ``[[price, MW], ...]``."""
+
+    asset_id: str
+    interval_start: datetime
+    product: str
+    region: str
+    workflow_id: str
+    bands_json: str
+    note: str
+    artifact_id: str
+    submitted_at: datetime
+
+
+@dataclass(frozen=True)
+class MarketResultRow:
+    """What the market cleared for one asset, interval and product (``market_results``)."""
+
+    asset_id: str
+    interval_start: datetime
+    product: str
+    price: float
+    quantity_mw: float
+    revenue_eur: float
+    workflow_id: str
+    cleared_at: datetime

@@ -21,6 +21,8 @@ PRICES_FORECAST = "prices.forecast"
 PLANS_SITE = "plans.site"
 WORKFLOW_EVENTS = "workflow.events"
 STORM_WATCH = "storm.watch"
+WORKFLOW_TASKS = "workflow.tasks"
+WORKFLOW_RESULTS = "workflow.results"
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,8 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(PLANS_SITE, "site_id", "SitePlan"),
     TopicSpec(WORKFLOW_EVENTS, "workflow_id", "WorkflowEvent"),
     TopicSpec(STORM_WATCH, "node_id", "StormWatch"),
+    TopicSpec(WORKFLOW_TASKS, "workflow_id", "WorkflowTask"),
+    TopicSpec(WORKFLOW_RESULTS, "workflow_id", "WorkflowResult"),
 )
 
 TOPICS_BY_NAME: dict[str, TopicSpec] = {spec.name: spec for spec in TOPICS}

@@ -25,7 +25,7 @@ from api import cli as api_cli
 from core.config import Settings
 from core.logs import configure_logging
 from edge_gateway import cli as edge_cli
-from vpp import dispatch_cli, forecast_cli, peak_cli, storm_cli
+from vpp import bid_cli, dispatch_cli, forecast_cli, peak_cli, storm_cli
 from vpp.stack import Stack, UpResult
 from vpp.supervisor import PartState, PartStatus, StackError
 from vpp.tables import narrow_table, scaled
@@ -47,6 +47,8 @@ app.add_typer(datasets_app, name="datasets")
 app.add_typer(forecast_cli.forecast_app, name="forecast")
 app.add_typer(peak_cli.peak_app, name="peak")
 app.add_typer(storm_cli.storm_app, name="storm")
+app.add_typer(bid_cli.bid_app, name="bid")
+app.command("backtest")(bid_cli.backtest_command)
 app.add_typer(edge_cli.token_app, name="token")
 app.command("gateway")(edge_cli.serve_gateway)
 app.command("simulate")(edge_cli.simulate)

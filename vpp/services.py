@@ -35,8 +35,8 @@ def api_base_url(settings: Settings) -> str:
 
 
 class Services:
-    """The telemetry, control and plans dataflows, the edge gateway, the API, the simulated day-ahead
-    market, the forecast service and a simulated fleet, for one data directory."""
+    """The telemetry, control, plans and bidding dataflows, the bidding worker, the edge gateway, the API,
+    the simulated day-ahead market, the forecast service and a simulated fleet, for one data directory."""
 
     def __init__(self, settings: Settings, simulated_sites: int = 1000) -> None:
         self.settings = settings
@@ -60,6 +60,7 @@ class Services:
         control_recovery = recovery_dir(s, "control")
         metrics = f"http://{s.host}:{{}}/metrics"
         plans_recovery = recovery_dir(s, "plans")
+        bidding_recovery = recovery_dir(s, "bidding")
         health = f"http://{s.host}:{s.gateway_metrics_port}/healthz"
         gateway_url = f"ws://{s.host}:{s.gateway_port}"
         api_url = api_base_url(s)
@@ -75,6 +76,11 @@ class Services:
             Managed("plans", "Plans dataflow (Bytewax)", f"recovery in {plans_recovery}",
                     lambda: dataflow_argv("plans", s, workers=1, recovery=plans_recovery),
                     prepare=lambda: ensure_recovery(plans_recovery)),
+            Managed("bidding", "Bidding orchestrator (Bytewax)", f"recovery in {bidding_recovery}",
+                    lambda: dataflow_argv("bidding", s, workers=1, recovery=bidding_recovery),
+                    prepare=lambda: ensure_recovery(bidding_recovery)),
+            Managed("bid-worker", "Bidding worker", "workflow.tasks -> workflow.results (vpp bid run ASSET)",
+                    lambda: [sys.executable, "-m", "vpp", "bid", "worker"]),
             Managed("gateway", "Edge gateway (WebSocket)", f"{gateway_url}  metrics {health[:-8]}/metrics",
                     lambda: [sys.executable, "-m", "edge_gateway"], ready=lambda: _http_ok(health)),
             Managed("api", "HTTP API and dashboard", f"{api_url}/dashboard/  docs {api_url}/docs",

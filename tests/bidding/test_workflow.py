@@ -22,6 +22,7 @@ from bidding.workflow import (
     Wake,
     Workflow,
     forecast_step,
+    next_wake,
     replay,
     transition,
 )
@@ -102,7 +103,7 @@ def test_market_data_late_past_deadline_runs_on_last_good_data_flagged() -> None
                         (63, TaskDone(WF, forecast_step("energy"), 1, "fe")),
                         (64, TaskDone(WF, forecast_step("reserve"), 1, "fr")),
                         (65, TaskDone(WF, OPTIMISE, 1, "bid")), (66, TaskDone(WF, SUBMIT, 1, "ok"))])
-    assert next(t for t in tasks if t.step == "forecast:energy").inputs == ("market-old",)
+    assert next(t for t in tasks if t.step == "forecast:energy").inputs == ("market-old", "asset-state")
     assert next(t for t in tasks if t.step == OPTIMISE).inputs[0] == "market-old"
     assert state.status is Status.SUBMITTED
     assert any(f.startswith("market data fallback to market-old") for f in state.flags)
@@ -189,3 +190,18 @@ def test_at_most_one_submit_and_never_after_gate_closure(raw: list[tuple[float, 
     assert len({c.inputs for _, c in submits}) <= 1  # retries resend the same bid
     done = [t for t in state.tasks if t.output is not None]
     assert len({t.step for t in done}) == len(done)
+
+
+def test_a_fetch_failing_after_its_deadline_is_not_retried_the_run_falls_back() -> None:
+    state, tasks = run([(0, start()), (61, TaskFailed(WF, FETCH, 1, "not published yet"))])
+    steps = [(t.step, t.attempt) for t in tasks]
+    assert steps == [(FETCH, 1), ("forecast:energy", 1), ("forecast:reserve", 1)]
+    assert "late past its deadline" in state.flags[0] and "not published yet" in state.flags[0]
+
+
+def test_no_wake_up_is_asked_for_a_deadline_that_can_no_longer_change_anything() -> None:
+    state, _ = run([(0, start(last_good=None)), (61, Wake(WF))])  # no market data: a safe bid
+    assert state.task(SAFE_BID) is not None
+    assert next_wake(state) == at(61 + 20), "the safe bid's time-out, not the passed fetch deadline"
+    state, _ = run([*happy_path()[:-1]])  # submit in flight
+    assert next_wake(state) == at(4 + 20), "the submit's time-out; the market judges the gate"

@@ -40,7 +40,8 @@ def test_up_runs_the_fleet_end_to_end_and_down_stops_it(tmp_path: Path) -> None:
     up = _vpp(env, "up", "--sites", str(SITES))
     try:
         assert up.returncode == 0, up.stdout + up.stderr
-        for name in ("Telemetry dataflow", "Plans dataflow", "Edge gateway", "HTTP API and dashboard",
+        for name in ("Telemetry dataflow", "Plans dataflow", "Bidding orchestrator", "Bidding worker",
+                     "Edge gateway", "HTTP API and dashboard",
                      "Simulated day-ahead market", "Forecast service", "Simulated fleet"):
             assert name in up.stdout
         assert f"dashboard: http://127.0.0.1:{env['VPP_API_PORT']}/dashboard/#token=" in up.stdout
@@ -64,5 +65,5 @@ def test_up_runs_the_fleet_end_to_end_and_down_stops_it(tmp_path: Path) -> None:
     finally:
         down = _vpp(env, "down")
     assert down.returncode == 0, down.stderr
-    assert "stopped 8 service(s)" in down.stdout
+    assert "stopped 10 service(s)" in down.stdout
     assert "stopped 3 part(s)" in down.stdout

@@ -1,0 +1,63 @@
+"""The Autobidder's record: the bids the market accepted with what they cleared, and a run's steps.
+
+Read-only, from ClickHouse (``bids``, ``market_results``, ``workflow_steps``); runs are started with
+``vpp bid run`` and their journal lives on ``workflow.events`` (``vpp bid status`` / ``replay``).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, status
+from pydantic import AfterValidator
+
+from api.deps import FleetReader, ResourcesDep
+from api.models import BidBand, BidPublic, Page, WorkflowStepPublic, storable
+from core.bid_history import BidStore
+
+router = APIRouter(prefix="/v1/bidding", tags=["bidding"])
+LAST_INTERVAL = datetime(2106, 1, 1, tzinfo=UTC)  # the interval column is a DateTime (to 2106)
+
+
+@router.get("/bids", summary="An asset's accepted bids and what they cleared")
+def list_bids(_: FleetReader, resources: ResourcesDep,
+              asset_id: Annotated[str, Query(max_length=200, description="The asset bid into the market.")],
+              start: Annotated[datetime | None, AfterValidator(storable),
+                               Query(description="Intervals from (1970-2200); default a day ago.")] = None,
+              end: Annotated[datetime | None, AfterValidator(storable),
+                             Query(description="Intervals before (1970-2200); default in a day.")] = None,
+              ) -> Page[BidPublic]:
+    """One curve per interval and product (a rebid replaced the earlier one), with its clearing if cleared."""
+    now = datetime.now(UTC)
+    first, last = start or now - timedelta(days=1), min(end or now + timedelta(days=1), LAST_INTERVAL)
+    with resources.history() as history:
+        store = BidStore(history.client, history.db)
+        bids = store.bids(asset_id, first, last)
+        cleared = {(r.interval_start, r.product): r for r in store.results(asset_id, first, last)}
+    data = []
+    for bid in bids:
+        result = cleared.get((bid.interval_start, bid.product))
+        data.append(BidPublic(
+            asset_id=bid.asset_id, interval_start=bid.interval_start, product=bid.product, region=bid.region,
+            workflow_id=bid.workflow_id,
+            bands=[BidBand(price=p, quantity_mw=q) for p, q in json.loads(bid.bands_json)],
+            note=bid.note, artifact_id=bid.artifact_id, submitted_at=bid.submitted_at,
+            cleared_price=result.price if result else None, cleared_mw=result.quantity_mw if result else None,
+            revenue_eur=result.revenue_eur if result else None))
+    return Page(data=data, count=len(data))
+
+
+@router.get("/workflows/{workflow_id}/steps", summary="What each task of a bidding run produced")
+def list_steps(_: FleetReader, resources: ResourcesDep,
+               workflow_id: str) -> Page[WorkflowStepPublic]:
+    """Every (step, attempt) a worker finished for the run: its output artifact or why it failed."""
+    with resources.history() as history:
+        steps = BidStore(history.client, history.db).steps(workflow_id)
+    if not steps:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no bidding run {workflow_id!r} on record")
+    data = [WorkflowStepPublic(step=s.step, attempt=s.attempt, output=s.output, error=s.error,
+                               worker=s.worker, finished_at=s.finished_at) for s in steps]
+    return Page(data=data, count=len(data))
+

@@ -1,0 +1,47 @@
+"""GET /v1/bidding/bids and /v1/bidding/workflows/{id}/steps: the Autobidder's record, read back."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from core import history
+from core.bid_history import BidStore
+from core.rows import BidRow, MarketResultRow, WorkflowStepRow
+from tests.api.conftest import Api
+
+pytestmark = pytest.mark.integration
+
+INTERVAL = datetime(2030, 1, 2, 10, tzinfo=UTC)
+
+
+def test_bids_come_with_their_clearing_and_a_run_with_its_steps(api: Api) -> None:
+    asset, run = f"battery-{uuid.uuid4().hex[:8]}", f"wf-{uuid.uuid4().hex[:8]}"
+    client = history.connect(api.settings)
+    store = BidStore(client, api.settings.clickhouse_database)
+    at = datetime.now(UTC).replace(microsecond=0)
+    curve = "[[-500.0,-1.0],[40.0,0.0],[60.0,1.0]]"
+    later = INTERVAL + timedelta(hours=1)
+    store.put_bids([BidRow(asset, INTERVAL, "energy", "DE", run, curve, "", "bid-1", at),
+                    BidRow(asset, later, "energy", "DE", run, "[[-500.0,0.0]]", "", "bid-2", at)])
+    store.put_results([MarketResultRow(asset, INTERVAL, "energy", 70.0, 1.0, 70.0, run, at)])
+    store.put_step(WorkflowStepRow(run, "fetch", 1, "market-1", None, "worker-a", at))
+    store.put_step(WorkflowStepRow(run, "optimise", 1, None, "timed out", "worker-a",
+                                   at + timedelta(seconds=1)))
+    client.close()
+    window = {"start": INTERVAL.isoformat(), "end": (INTERVAL + timedelta(hours=2)).isoformat()}
+    with api.client(None) as anonymous:
+        assert anonymous.get("/v1/bidding/bids", params={"asset_id": asset, **window}).status_code == 401
+    with api.client("read") as reader:
+        bids = reader.get("/v1/bidding/bids", params={"asset_id": asset, **window}).json()
+        steps = reader.get(f"/v1/bidding/workflows/{run}/steps").json()
+        assert reader.get("/v1/bidding/workflows/no-such-run/steps").status_code == 404
+    assert bids["count"] == 2
+    first, second = bids["data"]
+    assert first["bands"][-1] == {"price": 60.0, "quantity_mw": 1.0}
+    assert (first["cleared_price"], first["cleared_mw"], first["revenue_eur"]) == (70.0, 1.0, 70.0)
+    assert second["cleared_price"] is None, "not cleared yet"
+    assert [(s["step"], s["output"], s["error"]) for s in steps["data"]] == [
+        ("fetch", "market-1", None), ("optimise", None, "timed out")]

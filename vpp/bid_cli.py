@@ -1,0 +1,207 @@
+"""``vpp bid``: ask for bidding runs, watch them, replay them, and run the worker pool.
+
+    vpp bid run ASSET [--region R] [--power-mw 1] [--energy-mwh 2] [--soc-mwh 1] [--wait]
+                                        bid the asset into the next interval whose gate is open
+    vpp bid status [--json]             every run on workflow.events: status, flags, tasks
+    vpp bid replay WF_ID                replay the journal (the state it rebuilds), re-run optimise from
+                                        the stored artifacts and compare hashes
+    vpp bid worker                      one member of the worker pool (run several for more)
+
+The orchestrator is the ``bidding`` dataflow (``python -m bytewax.run dataflows.bidding:flow``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import time
+from datetime import UTC, datetime, timedelta
+from types import FrameType
+from typing import Annotated
+
+import redis
+import typer
+from confluent_kafka import Producer
+from rich.console import Console
+from rich.table import Table
+
+from bidding import journal
+from bidding.tasks import RunInputs
+from bidding.workflow import FINAL, Workflow
+from core import kafka
+from core.bid_history import BidStore
+from core.config import Settings
+from core.history import HistoryStore, connect
+from vpp.bid_backtest import backtest
+from vpp.bid_runs import next_interval, read_journal, replay_optimise, request_run, runs
+from vpp.bid_worker import Faults, Worker
+
+bid_app = typer.Typer(no_args_is_help=True, help="The Autobidder: bidding runs, their journal, the workers.")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _state_row(state: Workflow) -> dict[str, object]:
+    start = state.start
+    return {"workflow_id": state.workflow_id, "status": state.status.value,
+            "interval_start": start.interval_start.isoformat() if start else None,
+            "flags": list(state.flags), "ignored": state.ignored,
+            "tasks": [{"step": t.step, "attempt": t.attempt, "output": t.output, "failed": t.failed}
+                      for t in state.tasks]}
+
+
+@bid_app.command("run")
+def run_command(
+    asset_id: str = typer.Argument(help="The asset to bid (a battery; its figures are the options)."),
+    region: str = typer.Option(None, "--region", help="Price region; default the first with prices."),
+    power_mw: float = typer.Option(1.0, "--power-mw", min=0.0),
+    energy_mwh: float = typer.Option(2.0, "--energy-mwh", min=0.0),
+    soc_mwh: float = typer.Option(None, "--soc-mwh", help="State of charge now; default half full."),
+    rebid: int = typer.Option(0, "--rebid", min=0, help="Resubmission number for the same interval."),
+    wait: float = typer.Option(0.0, "--wait", help="Seconds to wait for the run to end (0: do not wait)."),
+) -> None:
+    """Bid the asset into the next interval whose gate closes after the run's deadlines."""
+    settings = Settings()
+    client = connect(settings)
+    history = HistoryStore(client, settings.clickhouse_database)
+    chosen = region or next(iter(history.market_regions()), None)
+    if chosen is None:
+        err_console.print("[red]error:[/] no market prices stored: start the market feed (`vpp up`)")
+        raise typer.Exit(code=2)
+    now = datetime.now(UTC)
+    recent = history.market_prices(chosen, now - timedelta(days=2), now + timedelta(days=2))
+    step = timedelta(minutes=recent[-1].interval_minutes if recent else 60)
+    lead = timedelta(seconds=settings.bid_gate_lead_s + settings.bid_forecast_deadline_s + 30)
+    interval = next_interval(now, step, lead)
+    run = RunInputs(asset_id, chosen, interval, int(step.total_seconds()), settings.bid_horizon_steps,
+                    power_mw, energy_mwh, energy_mwh / 2 if soc_mwh is None else soc_mwh)
+    store = BidStore(client, settings.clickhouse_database)
+    producer = Producer(kafka.client_config(settings))
+    requested = request_run(settings, store, producer, redis.Redis.from_url(settings.redis), run, now, rebid)
+    gate = requested.start.gate_closure
+    console.print(f"requested {requested.workflow_id}: gate closes {gate:%H:%M:%S} UTC")
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        state = runs(read_journal(settings, requested.workflow_id)).get(requested.workflow_id)
+        if state is not None and state.status in FINAL:
+            console.print_json(json.dumps(_state_row(state)))
+            return
+        time.sleep(1)
+    if wait:
+        err_console.print("[yellow]the run has not ended yet[/]")
+        raise typer.Exit(code=1)
+
+
+@bid_app.command("status")
+def status_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Every run on workflow.events, replayed from its journal."""
+    states = runs(read_journal(Settings()))
+    rows = [_state_row(s) for s in states.values()]
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    table = Table(title=f"{len(rows)} bidding run(s)")
+    for column in ("workflow", "interval (UTC)", "status", "steps done", "flags"):
+        table.add_column(column)
+    for state in states.values():
+        done = sum(1 for t in state.tasks if t.output)
+        when = f"{state.start.interval_start:%Y-%m-%d %H:%M}" if state.start else ""
+        table.add_row(state.workflow_id, when, state.status.value, str(done), "; ".join(state.flags))
+    console.print(table)
+
+
+@bid_app.command("replay")
+def replay_command(workflow_id: str = typer.Argument(help="The run to replay.")) -> None:
+    """Replay the run's journal; re-run optimise from its stored inputs and compare output hashes."""
+    settings = Settings()
+    entries = read_journal(settings, workflow_id)
+    if not entries:
+        err_console.print(f"[red]error:[/] no journal for {workflow_id} on workflow.events")
+        raise typer.Exit(code=1)
+    state = journal.replay_entries(workflow_id, entries)
+    recoveries = [e for e in journal.effective(entries) if e.event_type == journal.RECOVERED]
+    console.print_json(json.dumps({**_state_row(state), "journal_entries": len(journal.effective(entries)),
+                                   "recoveries": len(recoveries)}))
+    client = connect(settings)
+    replayed = replay_optimise(BidStore(client, settings.clickhouse_database), state)
+    if replayed is None:
+        console.print("optimise did not run in this run: nothing to re-run")
+        return
+    verdict = "identical" if replayed.identical else "DIFFERENT"
+    console.print(f"optimise re-run from stored artifacts: {verdict} (stored {replayed.stored[:12]}, "
+                  f"now {replayed.recomputed[:12]})")
+    if not replayed.identical:
+        raise typer.Exit(code=1)
+
+
+def _when(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not an ISO 8601 time") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def backtest_command(
+    start: Annotated[str, typer.Option("--from", help="Decisions made from this time (ISO 8601, UTC).")],
+    end: Annotated[str, typer.Option("--to", help="... up to this time (exclusive).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Replay the stored bidding decisions of a window through today's logic: what would change."""
+    settings = Settings()
+    client = connect(settings)
+    replayed = backtest(BidStore(client, settings.clickhouse_database),
+                        HistoryStore(client, settings.clickhouse_database), _when(start), _when(end))
+    changed = [r for r in replayed if not r.identical]
+    rows = [{"workflow_id": r.workflow_id, "interval_start": r.interval_start.isoformat(),
+             "identical": r.identical, "stored": r.stored, "replayed": r.replayed,
+             "stored_revenue_eur": r.stored_revenue_eur, "replayed_revenue_eur": r.replayed_revenue_eur}
+            for r in replayed]
+    if as_json:
+        typer.echo(json.dumps({"decisions": len(rows), "changed": len(changed), "runs": rows}))
+    else:
+        table = Table(title=f"{len(rows)} decision(s) replayed, {len(changed)} would change")
+        for column in ("workflow", "interval (UTC)", "same bid", "stored EUR", "today EUR"):
+            table.add_column(column)
+        for r in replayed:
+            table.add_row(r.workflow_id, f"{r.interval_start:%Y-%m-%d %H:%M}", "yes" if r.identical else "NO",
+                          _eur(r.stored_revenue_eur), _eur(r.replayed_revenue_eur))
+        console.print(table)
+
+
+def _eur(value: float | None) -> str:
+    return "not cleared" if value is None else f"{value:,.2f}"
+
+
+def _faults(delay: list[str], corrupt: list[str], scope: str) -> Faults:
+    delays: dict[str, float] = {}
+    for item in delay:
+        step, _, seconds = item.partition("=")
+        try:
+            delays[step] = float(seconds)
+        except ValueError:
+            raise typer.BadParameter(f"{item!r} is not STEP=SECONDS") from None
+    return Faults(delays, frozenset(corrupt), scope)
+
+
+@bid_app.command("worker")
+def worker_command(
+    delay: Annotated[list[str] | None, typer.Option(
+        "--delay", help="Test hook: STEP=SECONDS to sleep before the work.")] = None,
+    corrupt: Annotated[list[str] | None, typer.Option(
+        "--corrupt", help="Test hook: corrupt STEP's first attempt.")] = None,
+    scope: Annotated[str, typer.Option(
+        "--fault-scope", help="Test hook: the hooks apply only to runs whose id contains this.")] = "",
+) -> None:
+    """One member of the worker pool: take tasks from workflow.tasks until SIGTERM."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    stopping = False
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    Worker(Settings(), _faults(delay or [], corrupt or [], scope)).run(lambda: stopping)
