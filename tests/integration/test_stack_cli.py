@@ -14,7 +14,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from core import kafka
 from core.config import Settings
-from core.topics import ASSETS_CHANGES
+from core.topics import ASSETS_CHANGES, TOPICS
 from tests.conftest import free_port
 from vpp.processes import is_alive
 from vpp.stack import Stack
@@ -51,12 +51,12 @@ def test_up_twice_status_down_leaves_nothing(tmp_path: Path) -> None:
 
     first = _vpp(env, "stack", "up")
     assert first.returncode == 0, first.stderr
-    assert "12 topics (12 created now)" in first.stdout
+    assert f"{len(TOPICS)} topics ({len(TOPICS)} created now)" in first.stdout
     try:
         second = _vpp(env, "stack", "up")
         assert second.returncode == 0, second.stderr
         assert "already running" in second.stdout
-        assert "12 topics (0 created now)" in second.stdout
+        assert f"{len(TOPICS)} topics (0 created now)" in second.stdout
 
         status = _vpp(env, "stack", "status")
         assert status.returncode == 0, status.stderr
