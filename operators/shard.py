@@ -42,13 +42,14 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
 from core.plausibility import FUTURE_EVENT_TIME, Implausible, Rules, SiteLimits, check_telemetry
 from core.rows import SiteWindow
 from operators.ancestry import Ancestry, node_kind
+from operators.backfill import KeptWindow, SiteBackfill
 from operators.clock import EventClock
 from operators.twin import (
     DELAYED,
@@ -112,6 +113,9 @@ class ShardConfig:
     #: What a device may say (:mod:`core.plausibility`): bounds the clock and twins by the wall clock
     #: and battery power by the site's rating. None only for replays of recorded input in tests.
     rules: Rules | None = None
+    #: How far back (event time, behind the closed minutes) a late reading still corrects history
+    #: (:mod:`operators.backfill`); 0: late readings are only counted.
+    backfill_horizon_ms: int = 0
 
     @property
     def max_ahead_ms(self) -> int | None:
@@ -130,6 +134,8 @@ class NodeChanges:
     meta: dict[str, tuple[str, str]] = field(default_factory=dict)
     #: Closed minutes: summed site-minute shares per (node, minute start).
     minutes: dict[tuple[str, int], list[float]] = field(default_factory=dict)
+    #: Backfill: differences to add to this shard's share of minutes it sent before.
+    corrections: dict[tuple[str, int], list[float]] = field(default_factory=dict)
     #: The shard's clock when it sent this.
     clock_ms: int = 0
     shard: int = 0
@@ -146,6 +152,8 @@ class ShardOutput:
     twins: dict[str, tuple[tuple[int, int], dict[str, Any]]] = field(default_factory=dict)
     site_rows: list[SiteWindow] = field(default_factory=list)
     late_readings: int = 0
+    #: Late readings that completed a closed minute (:mod:`operators.backfill`).
+    backfilled_readings: int = 0
     #: Readings refused, by position in the batch given to :meth:`Shard.apply`, and why.
     rejected: list[tuple[int, Implausible]] = field(default_factory=list)
 
@@ -172,6 +180,8 @@ class ShardState:
     dirty_twins: tuple[str, ...]
     new_limits: tuple[str, ...]
     version: int = STATE_VERSION
+    #: Closed windows kept for backfill, per site (absent from snapshots written before backfill).
+    backfill: tuple[tuple[str, SiteBackfill], ...] = ()
 
 
 class Shard:
@@ -193,6 +203,8 @@ class Shard:
         self._dirty_twins: set[str] = set()
         #: Sites whose limits (from a new ancestry) Redis has not been given yet.
         self._new_limits: set[str] = set()
+        #: Closed windows late readings may still complete, per site (:mod:`operators.backfill`).
+        self.backfill: dict[str, SiteBackfill] = {}
 
     def _twin(self, site_id: str) -> SiteTwin:
         twin = self.sites.get(site_id)
@@ -224,6 +236,8 @@ class Shard:
         ceiling = wall_ms + rules.max_ahead_ms if rules is not None else 0
         margin = rules.rating_margin if rules is not None else 0.0
         newest = min(source_max_ms, ceiling) if rules is not None else source_max_ms
+        #: Backfilled (site, minute)s and their node-minute share before this batch.
+        corrected: dict[tuple[str, int], tuple[float, ...]] = {}
         # The hot loop of the dataflow: kept flat (no helper calls but for refusals) on purpose.
         for index, (site_id, reading) in enumerate(readings):
             known = sites.get(site_id)
@@ -239,7 +253,10 @@ class Shard:
             newest = max(newest, event_ms)
             minute = event_ms - event_ms % MINUTE_MS
             if minute < closed_before:
-                out.late_readings += 1
+                if self._backfill(twin, minute, reading, corrected):
+                    out.backfilled_readings += 1
+                else:
+                    out.late_readings += 1
             else:
                 window = twin.windows.get(minute)
                 if window is None:
@@ -251,6 +268,8 @@ class Shard:
             if held is None or (event_ms, reading.seq) > (held.event_ms, held.seq):
                 twin.reading = reading
                 touched.add(site_id)
+        if corrected:
+            self._correct(corrected, out)
         if newest:
             self.clock.observe(source, newest, wall_ms)
         now = self.clock.advance(wall_ms)
@@ -272,6 +291,8 @@ class Shard:
         _check_version(version)
         self.config = config
         self.clock.max_ahead_ms = config.max_ahead_ms
+        if not hasattr(self, "backfill"):  # pickled before backfill
+            self.backfill = {}
         if version < EXACT_VECTORS:
             for twin in self.sites.values():
                 twin.sent_vector, twin.sent_chains, twin.sent_stale_ms = ZERO, (), None
@@ -284,7 +305,7 @@ class Shard:
         return ShardState(self.shard, tuple(self.sites.items()), self.clock.now_ms,
                           tuple(self.clock.partition_max.items()), self.closed_before_ms,
                           self.first_minute_ms, tuple(self._changed), tuple(self._dirty_twins),
-                          tuple(self._new_limits))
+                          tuple(self._new_limits), backfill=tuple(self.backfill.items()))
 
     @classmethod
     def from_state(cls, state: ShardState, config: ShardConfig, wall_ms: int) -> Shard:
@@ -296,6 +317,7 @@ class Shard:
         shard.closed_before_ms, shard.first_minute_ms = state.closed_before_ms, state.first_minute_ms
         shard._changed, shard._dirty_twins = set(state.changed), set(state.dirty_twins)
         shard._new_limits = set(state.new_limits)
+        shard.backfill = dict(state.backfill)
         shard._repair(wall_ms)
         return shard
 
@@ -452,6 +474,79 @@ class Shard:
                 capacity, reserve = (ancestry.capacity_kwh, ancestry.reserve_pct) if ancestry else (0.0, 0.0)
                 out.site_rows.append(window.site_row(site_id, minute, capacity, reserve, expected))
             self._node_minutes(minute, windows, out)
+        if self.config.backfill_horizon_ms > 0:
+            self._keep_for_backfill(closing, closed_before, now)
+
+    # ---- backfill (operators.backfill) ----------------------------------------------------
+
+    def _keep_for_backfill(self, closing: dict[int, dict[str, MinuteWindow]], closed_before: int,
+                           now: int) -> None:
+        """Keep the closed windows late readings may still complete; forget what left the horizon.
+
+        Once per close (a minute), over every site, like the node-minute shares.
+        """
+        horizon = self.config.backfill_horizon_ms
+        first_closing = min(closing, default=closed_before)
+        for site_id, twin in self.sites.items():
+            reading = twin.reading
+            entry = self.backfill.get(site_id)
+            if reading is not None and reading.event_ms < closed_before:  # quiet: maybe cut off
+                if entry is None:
+                    entry = self.backfill[site_id] = SiteBackfill(first_closing, now + horizon)
+                entry.until_ms = now + horizon
+            if entry is None:
+                continue
+            if now >= entry.until_ms:
+                del self.backfill[site_id]
+                continue
+            for minute, windows in closing.items():
+                window = windows.get(site_id)
+                if window is not None:
+                    entry.windows[minute] = KeptWindow(window, 1)
+            entry.expire(closed_before - horizon)
+
+    def _backfill(self, twin: SiteTwin, minute: int, reading: Reading,
+                  corrected: dict[tuple[str, int], tuple[float, ...]]) -> bool:
+        """Add a late reading to the kept window of its minute; False when no window can take it."""
+        entry = self.backfill.get(twin.site_id)
+        if entry is None or self.closed_before_ms is None or (
+                minute < self.closed_before_ms - self.config.backfill_horizon_ms):
+            return False
+        kept = entry.window_for(minute)
+        if kept is None:
+            return False
+        key = (twin.site_id, minute)
+        if key not in corrected:
+            corrected[key] = _share(twin, kept.window)
+        kept.window.add(reading)  # a re-delivered reading is not counted again
+        return True
+
+    def _correct(self, corrected: dict[tuple[str, int], tuple[float, ...]], out: ShardOutput) -> None:
+        """Write the backfilled site minutes again and send the node groups the difference."""
+        expected = self.config.expected_samples_per_minute
+        for (site_id, minute), before in corrected.items():
+            twin = self.sites[site_id]
+            kept = self.backfill[site_id].windows[minute]
+            after = _share(twin, kept.window)
+            if after == before:  # only re-deliveries
+                continue
+            kept.version += 1
+            ancestry = twin.ancestry
+            capacity, reserve = (ancestry.capacity_kwh, ancestry.reserve_pct) if ancestry else (0.0, 0.0)
+            row = kept.window.site_row(site_id, minute, capacity, reserve, expected)
+            out.site_rows.append(replace(row, version=kept.version))
+            if ancestry is None:
+                continue
+            delta = [new - old for new, old in zip(after, before, strict=True)]
+            for path in ancestry.paths_at(minute):
+                for depth, node in enumerate(path.node_ids):
+                    changes = self._changes(out, node)
+                    total = changes.corrections.get((node, minute))
+                    if total is None:
+                        changes.corrections[(node, minute)] = list(delta)
+                    else:
+                        add_into(total, delta)
+                    changes.meta.setdefault(node, (path.hierarchy, node_kind(path.hierarchy, depth)))
 
     def _node_minutes(self, minute: int, windows: dict[str, MinuteWindow], out: ShardOutput) -> None:
         """This shard's share of every node's minute: its member sites, reporting or not."""
@@ -471,6 +566,15 @@ class Shard:
                     else:
                         add_into(total, share)
                     changes.meta.setdefault(node, (path.hierarchy, node_kind(path.hierarchy, depth)))
+
+
+def _share(twin: SiteTwin, window: MinuteWindow) -> tuple[float, ...]:
+    """A site's share of its node minutes from ``window`` (silent when it holds no sample)."""
+    if window.samples == 0:
+        return SILENT_PARTIAL
+    ancestry = twin.ancestry
+    capacity, reserve = (ancestry.capacity_kwh, ancestry.reserve_pct) if ancestry else (0.0, 0.0)
+    return window.partial(capacity, reserve)
 
 
 def _why(reading: Reading, wall_ms: int, twin: SiteTwin | None, rules: Rules) -> Implausible:

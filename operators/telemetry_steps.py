@@ -60,7 +60,13 @@ def shard_config(settings: Settings) -> ShardConfig:
         idle_ms=int(settings.partition_idle_s * 1000),
         partitions=tuple(f"{TELEMETRY_RAW}/{p}" for p in range(settings.partitions_of(TELEMETRY_RAW))),
         rules=settings.plausibility(),
+        backfill_horizon_ms=int(settings.backfill_horizon_s * 1000),
     )
+
+
+def node_minute_retention_ms(settings: Settings) -> int:
+    """How long node groups keep closed node minutes: ten minutes, or the backfill horizon and a margin."""
+    return int((settings.allowed_lateness_s + max(600.0, settings.backfill_horizon_s + 120.0)) * 1000)
 
 
 @dataclass(frozen=True)
@@ -213,7 +219,7 @@ class NodeGroupLogic(StatefulBatchLogic[NodeChanges, GroupResult, bytes]):
 
     @classmethod
     def builder(cls, settings: Settings) -> Any:
-        retention_ms = int((settings.allowed_lateness_s + 600) * 1000)
+        retention_ms = node_minute_retention_ms(settings)
         max_ahead_ms = settings.plausibility().max_ahead_ms
 
         def build(resume: bytes | None) -> NodeGroupLogic:
