@@ -55,10 +55,15 @@ class BackpressureProducer:
         self._poller = threading.Thread(target=self._poll_forever, name="gateway-delivery", daemon=True)
         self._poller.start()
 
-    async def produce(self, topic: str, key: bytes, value: bytes) -> None:
-        """Queue one record; while the queue is full, let deliveries drain and try again."""
+    async def produce(self, topic: str, key: bytes, value: bytes,
+                      on_done: Callable[[bool], None] | None = None) -> None:
+        """Queue one record; while the queue is full, let deliveries drain and try again.
+
+        ``on_done(delivered)`` is called from the delivery thread once the broker confirmed the
+        record (True) or librdkafka gave up on it (False).
+        """
         sent = time.perf_counter()
-        callback = self._on_delivery(sent)
+        callback = self._on_delivery(sent, on_done)
         while True:
             try:
                 self._producer.produce(topic, value=value, key=key, on_delivery=callback)
@@ -93,7 +98,8 @@ class BackpressureProducer:
         while not self._stop.is_set():
             self._producer.poll(0.05)
 
-    def _on_delivery(self, sent: float) -> Callable[[KafkaError | None, Message], None]:
+    def _on_delivery(self, sent: float, on_done: Callable[[bool], None] | None
+                     ) -> Callable[[KafkaError | None, Message], None]:
         metrics = self._metrics
 
         def delivered(error: KafkaError | None, _message: Message) -> None:
@@ -104,5 +110,7 @@ class BackpressureProducer:
                 metrics.produce_errors.inc()
             else:
                 metrics.produce_latency.observe(time.perf_counter() - sent)
+            if on_done is not None:
+                on_done(error is None)
 
         return delivered
