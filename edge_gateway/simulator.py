@@ -117,6 +117,9 @@ class SimulatedSite:
         self.backlog: list[dict[str, Any]] = []
         #: Kept readings dropped because the backlog was full (the oldest go first).
         self.backlog_dropped = 0
+        #: If set, every reading the device takes and means to deliver, by (site, seq): what a
+        #: reference check compares history with (readings of a device that is down are not in it).
+        self.journal: dict[tuple[str, int], dict[str, Any]] | None = None
 
     @property
     def site_id(self) -> str:
@@ -141,10 +144,15 @@ class SimulatedSite:
         delayed site's samples come out ``DELAY_S`` later.
         """
         sample = self._advance(dt_s, now)
+        kept = True
         if self.online(now):
             self._held.append((now + timedelta(seconds=DELAY_S if self.faults.delayed else 0.0), sample))
         elif self.disconnected and not self.faults.offline:
             self.hold([sample])
+        else:
+            kept = False
+        if kept and self.journal is not None:
+            self.journal[(self.site_id, self.seq)] = sample
         due = []
         while self._held and self._held[0][0] <= now:
             due.append(self._held.popleft()[1])
