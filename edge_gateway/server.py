@@ -243,6 +243,7 @@ class Gateway:
                        "undelivered_records": self._producer.outstanding,
                        "delivery_stalled_s": round(stalled_s, 1),
                        "connections": len(self._sessions),
+                       "handshaking": self.handshaking, "handshaking_peak": self.handshaking_peak,
                        "command_partitions": sorted(self.command_partitions),
                        "revocations_age_s": None if age is None else round(age, 1),
                        "rated_sites": len(self.ratings)}
