@@ -55,6 +55,8 @@ from vpp.stack import Stack
 #: How far ahead of the wall clock the accelerated fleet's event times may be (as in bench/control.py).
 SIM_MAX_AHEAD_S = 24 * 3600.0
 MINUTE_MS = 60_000
+#: A live aggregate older than this (wall time) is not evidence of coverage.
+FRESH_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -192,14 +194,21 @@ class ChaosHarness:
     # ---- what the platform says --------------------------------------------------------------
 
     def coverage(self) -> float | None:
-        """Reporting over expected sites of the region nodes, from Redis; None if Redis does not answer."""
+        """Reporting over expected sites of the region nodes, from Redis; None if Redis does not answer.
+
+        An aggregate not written for ``FRESH_S`` counts as nothing reporting: a dataflow that is down
+        leaves its last (full) coverage in Redis, which says nothing about the fleet now.
+        """
         try:
             hashes = aggregate_hashes(self.redis)
         except redis.RedisError:
             return None
+        now_ms = time.time() * 1000
         regions = [h for h in hashes.values() if h.get("node_kind") == "region"]
         expected = sum(int(h.get("expected_sites", 0)) for h in regions)
-        return sum(int(h.get("reporting_sites", 0)) for h in regions) / expected if expected else 0.0
+        reporting = sum(int(h.get("reporting_sites", 0)) for h in regions
+                        if now_ms - float(h.get("updated_at", 0)) < FRESH_S * 1000)
+        return reporting / expected if expected else 0.0
 
     def gateway_ready(self) -> bool:
         """The gateway's /readyz: 200 (True), else False (not ready or not answering)."""

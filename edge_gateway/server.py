@@ -50,6 +50,7 @@ from core.config import Settings
 from core.device_tokens import DeviceClaims, TokenError, verify_token
 from core.revocations import REVOKED_KEY
 from edge_gateway.acks import ACKS_HEADER, DeliveryWindow
+from edge_gateway.coalesce import Coalescer
 from edge_gateway.feeds import Feed, commands_feed, prices_feed
 from edge_gateway.frames import FrameRejectedError, parse_frame
 from edge_gateway.health import serve_health
@@ -126,6 +127,8 @@ class Gateway:
             settings.redis, max_connections=REDIS_CONNECTIONS, timeout=10))
         self._routes = Routes(self._rds, self.instance_id, settings.gateway_route_ttl_s)
         self.revocations = Revocations(settings, self._rds)
+        # Handshakes arriving together (a reconnect storm) share one revocation round trip.
+        self._revoked: Coalescer[str, bool] = Coalescer(self.revocations.revoked)
         self.ratings = SiteRatings(settings)
         self._producer = BackpressureProducer(
             Producer(kafka.client_config(settings, **{"linger.ms": 5,
@@ -277,7 +280,7 @@ class Gateway:
         except TokenError as exc:
             return self._refuse(connection, 401, "invalid_token", f"invalid token: {exc}")
         try:
-            (revoked,) = await self.revocations.revoked([claims.jti])
+            revoked = await self._revoked(claims.jti)
         except (RedisError, RevocationUnknownError) as exc:
             log.warning("revocation check failed (%s); refusing %s for now", exc, claims.site_id)
             return self._refuse(connection, 503, "revocation_unknown", "cannot check revocation; retry")
