@@ -21,6 +21,7 @@ from contextlib import contextmanager
 import pytest
 
 from bench.chaos import ChaosConfig, ChaosHarness, next_minute_ms
+from core.waiting import wait_until
 from tests.conftest import local_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -73,7 +74,7 @@ def test_a_paused_dependency_is_reported_and_nothing_is_lost(harness: ChaosHarne
     fault = h.fault(f"{part}_paused", lambda: h.paused(part), 20.0)
     assert fault.readiness_reported, "the gateway said it was ready while it could not work"
     assert fault.recovery_s is not None and fault.recovery_s <= RECOVERY_S, fault
-    assert h.gateway_ready()
+    assert wait_until(h.gateway_ready, 30), "ready again once the dependency answers"
     _exact(h, after_ms)
 
 
@@ -93,5 +94,6 @@ def test_a_killed_part_restarts_and_nothing_is_lost_or_doubled(harness: ChaosHar
     fault = h.fault(f"{part}_killed", killed, 15.0, stops_work=part == "gateway")
     if part == "gateway":
         assert fault.readiness_reported
+        assert wait_until(h.gateway_ready, 30), "the restarted gateway never said it was ready"
     assert fault.recovery_s is not None and fault.recovery_s <= RECOVERY_S, fault
     _exact(h, after_ms)
