@@ -221,7 +221,7 @@ class WebSocketTransport:
                 break
             try:
                 await self._send(site, ws, "telemetry", "SiteTelemetry", record, link)
-            except ConnectionClosed:
+            except BaseException:  # closed, broken or cancelled: nothing of this step may be lost
                 self._hand_back(site, records[k + 1:])  # this one is in the link's unconfirmed frames
                 raise
             self.stats.telemetry += 1

@@ -238,6 +238,7 @@ class Shard:
         newest = min(source_max_ms, ceiling) if rules is not None else source_max_ms
         #: Backfilled (site, minute)s and their node-minute share before this batch.
         corrected: dict[tuple[str, int], tuple[float, ...]] = {}
+        gap_ms, horizon_ms = self.config.delayed_after_ms, self.config.backfill_horizon_ms
         # The hot loop of the dataflow: kept flat (no helper calls but for refusals) on purpose.
         for index, (site_id, reading) in enumerate(readings):
             known = sites.get(site_id)
@@ -266,6 +267,8 @@ class Shard:
                 window.add(reading)
             held = twin.reading
             if held is None or (event_ms, reading.seq) > (held.event_ms, held.seq):
+                if held is not None and event_ms - held.event_ms > gap_ms and horizon_ms:
+                    self._returned(site_id, held.event_ms, wall_ms)
                 twin.reading = reading
                 touched.add(site_id)
         if corrected:
@@ -504,6 +507,17 @@ class Shard:
                 if window is not None:
                     entry.windows[minute] = KeptWindow(window, 1)
             entry.expire(closed_before - horizon)
+
+    def _returned(self, site_id: str, last_before_ms: int, wall_ms: int) -> None:
+        """A site is heard again after a gap (its last reading before it at ``last_before_ms``): its
+        uploads may come after the minutes of the gap close, so keep them from the gap's minute on."""
+        gap_minute = minute_of(last_before_ms)
+        until = max(self.clock.now_ms, wall_ms) + self.config.backfill_horizon_ms
+        entry = self.backfill.get(site_id)
+        if entry is None:
+            self.backfill[site_id] = SiteBackfill(gap_minute, until)
+        else:
+            entry.until_ms = max(entry.until_ms, until)
 
     def _backfill(self, twin: SiteTwin, minute: int, reading: Reading,
                   corrected: dict[tuple[str, int], tuple[float, ...]]) -> bool:

@@ -1,7 +1,8 @@
 """Which late readings complete history: only those of a site that went quiet, never a steady site's.
 
 A site cut off mid-minute uploads its readings late: they complete the minute it
-went quiet in and fill the minutes it was silent. A site that kept reporting and
+went quiet in and fill the minutes it was silent, also when it was back before
+that minute closed (a short outage whose upload is slower than the lateness). A site that kept reporting and
 whose reading merely arrived late (an out-of-order producer) has its minute
 written already from what was in time; a late reading must not replace that
 row with a window of its own, so it is counted as late and left out, as before.
@@ -29,9 +30,10 @@ def test_a_quiet_sites_upload_completes_its_minutes_and_a_steady_sites_late_read
     held: list[tuple[str, Reading]] = []
     for second in range(200):
         batch = []
-        for site in ("steady", "cut"):
+        for site in ("steady", "cut", "short"):
             reading = _reading(second)
-            if (site == "steady" and second == 30) or (site == "cut" and 30 <= second < 150):
+            if (site == "steady" and second == 30) or (site == "cut" and 30 <= second < 150) or (
+                    site == "short" and 50 <= second < 70):
                 held.append((site, reading))
             else:
                 batch.append((site, reading))
@@ -50,7 +52,10 @@ def test_a_quiet_sites_upload_completes_its_minutes_and_a_steady_sites_late_read
         if key not in newest or row.version > newest[key].version:
             newest[key] = row
     assert late == 1, "the steady site's late reading is counted and left out"
-    assert backfilled == 90, "every held reading of a closed minute completed it (120-149 s: still open)"
+    assert backfilled == 90 + 20, "every held reading of a closed minute completed it (120-149 s: still open)"
     assert newest[("steady", T0)].samples == 59, "the steady site's minute was not overwritten"
     assert [newest[("cut", T0 + m * 60_000)].samples for m in range(4)] == [60, 60, 60, 20]
     assert newest[("cut", T0)].version == 2 and newest[("cut", T0 + 60_000)].version == 1
+    # Back before its minute closed, so never quiet at a close: the gap its live reading showed
+    # kept the windows its upload completes.
+    assert [newest[("short", T0 + m * 60_000)].samples for m in range(2)] == [60, 60]
