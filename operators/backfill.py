@@ -18,6 +18,11 @@ Which windows are kept, without keeping every site's closed minutes:
 - while the site is quiet, and for ``horizon`` after it was last found quiet,
   every window of it that closes is kept too (its live readings came back
   before the uploaded ones: the minute of the return closes with a gap).
+- a site heard again after a gap (a reading well after its last one) starts
+  or extends the same state from the minute of its last reading before the
+  gap: after a short outage it was never quiet at a close, yet its upload,
+  behind its live readings and at a bounded rate, may come after the minutes
+  of the gap closed.
 
 A late reading for a minute at or after ``floor_ms`` and within the horizon
 either completes its kept window or, when there is none, opens one from
