@@ -1,0 +1,61 @@
+"""Which late readings complete history: only those of a site that went quiet, never a steady site's.
+
+A site cut off mid-minute uploads its readings late: they complete the minute it
+went quiet in and fill the minutes it was silent, also when it was back before
+that minute closed (a short outage whose upload is slower than the lateness). A site that kept reporting and
+whose reading merely arrived late (an out-of-order producer) has its minute
+written already from what was in time; a late reading must not replace that
+row with a window of its own, so it is counted as late and left out, as before.
+"""
+
+from __future__ import annotations
+
+from core.rows import SiteWindow
+from operators.shard import Shard, ShardConfig
+from operators.twin import Reading
+from schemas.times import epoch_ms
+
+T0 = 1_790_000_000_000 - 1_790_000_000_000 % 60_000
+CONFIG = ShardConfig(delayed_after_ms=5_000, offline_after_ms=60_000, lateness_ms=30_000,
+                     expected_samples_per_minute=60.0, node_groups=1, backfill_horizon_ms=900_000)
+
+
+def _reading(second: int) -> Reading:
+    return Reading(T0 + second * 1000, second, 50.0, float(second % 7), 1.0, 0.5, -0.5, None, "IDLE", None)
+
+
+def test_a_quiet_sites_upload_completes_its_minutes_and_a_steady_sites_late_reading_does_not() -> None:
+    shard = Shard(0, CONFIG)
+    rows: list[SiteWindow] = []
+    held: list[tuple[str, Reading]] = []
+    for second in range(200):
+        batch = []
+        for site in ("steady", "cut", "short"):
+            reading = _reading(second)
+            if (site == "steady" and second == 30) or (site == "cut" and 30 <= second < 150) or (
+                    site == "short" and 50 <= second < 70):
+                held.append((site, reading))
+            else:
+                batch.append((site, reading))
+        wall = T0 + second * 1000 + 100
+        out = shard.apply(batch, [], wall, "p", T0 + second * 1000)
+        rows += out.site_rows
+        rows += shard.tick(wall).site_rows
+    out = shard.apply(held, [], T0 + 200_100, "p", T0 + 199_000)
+    rows += out.site_rows
+    late, backfilled = out.late_readings, out.backfilled_readings
+    rows += shard.apply([], [], T0 + 300_100, "p", T0 + 300_000).site_rows  # the open minutes close
+
+    newest: dict[tuple[str, int], SiteWindow] = {}
+    for row in rows:
+        key = (row.site_id, epoch_ms(row.start))
+        if key not in newest or row.version > newest[key].version:
+            newest[key] = row
+    assert late == 1, "the steady site's late reading is counted and left out"
+    assert backfilled == 90 + 20, "every held reading of a closed minute completed it (120-149 s: still open)"
+    assert newest[("steady", T0)].samples == 59, "the steady site's minute was not overwritten"
+    assert [newest[("cut", T0 + m * 60_000)].samples for m in range(4)] == [60, 60, 60, 20]
+    assert newest[("cut", T0)].version == 2 and newest[("cut", T0 + 60_000)].version == 1
+    # Back before its minute closed, so never quiet at a close: the gap its live reading showed
+    # kept the windows its upload completes.
+    assert [newest[("short", T0 + m * 60_000)].samples for m in range(2)] == [60, 60]
