@@ -13,8 +13,10 @@ Which windows are kept, without keeping every site's closed minutes:
 
 - a window closes while its site is *quiet* (nothing newer than the closing
   minutes heard): the site may have been cut off mid-minute. Its backfill
-  state starts there: ``floor_ms``, the first minute closing, and from then on
-  every minute of the site is either kept or was silent (no reading at all);
+  state starts there: ``floor_ms``, the first minute closing or, if later, the
+  minute of its last reading (minutes before that closed while it reported,
+  however many minutes one close covered), and from then on every minute of
+  the site is either kept or was silent (no reading at all);
 - while the site is quiet, and for ``horizon`` after it was last found quiet,
   every window of it that closes is kept too (its live readings came back
   before the uploaded ones: the minute of the return closes with a gap).

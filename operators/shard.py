@@ -705,7 +705,11 @@ class Shard:
             site_id = t.ids[row]
             entry = self.backfill.get(site_id)
             if entry is None:
-                self.backfill[site_id] = SiteBackfill(first_closing, now + horizon)
+                # From the minute of its last reading: minutes before it closed while it reported, even
+                # when a batch spanning minutes closes several at once (the floor does not depend on
+                # how the input was batched).
+                floor = max(first_closing, minute_of(int(seen[row])))
+                self.backfill[site_id] = SiteBackfill(floor, now + horizon)
             else:
                 entry.until_ms = now + horizon
         for site_id, entry in list(self.backfill.items()):

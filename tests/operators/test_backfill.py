@@ -59,3 +59,17 @@ def test_a_quiet_sites_upload_completes_its_minutes_and_a_steady_sites_late_read
     # Back before its minute closed, so never quiet at a close: the gap its live reading showed
     # kept the windows its upload completes.
     assert [newest[("short", T0 + m * 60_000)].samples for m in range(2)] == [60, 60]
+
+
+def test_a_late_reading_of_a_minute_the_site_reported_after_is_late_however_the_input_was_batched() -> None:
+    """A backlog read in big batches closes several minutes at once. A site that went quiet in the
+    last of them reported after the earlier ones closed (in event time): a late reading for one of
+    those is a steady site's late reading, counted and left out, as with one minute per close."""
+    for starts in (list(range(200)), [0, 60]):  # one second per batch; 0-59 s, then 60-199 s at once
+        shard = Shard(0, CONFIG)
+        for start, end in zip(starts, [*starts[1:], 200], strict=True):
+            batch = [("other", _reading(s)) for s in range(start, end)]
+            batch += [("quiet", _reading(s)) for s in range(start, end) if s < 100 and s != 30]
+            shard.apply(batch, [], T0 + (end - 1) * 1000 + 100, "p", T0 + (end - 1) * 1000)
+        out = shard.apply([("quiet", _reading(30))], [], T0 + 200_100, "p", T0 + 199_000)
+        assert (out.late_readings, out.backfilled_readings) == (1, 0), f"{len(starts)} batches"
