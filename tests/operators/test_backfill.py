@@ -73,3 +73,25 @@ def test_a_late_reading_of_a_minute_the_site_reported_after_is_late_however_the_
             shard.apply(batch, [], T0 + (end - 1) * 1000 + 100, "p", T0 + (end - 1) * 1000)
         out = shard.apply([("quiet", _reading(30))], [], T0 + 200_100, "p", T0 + 199_000)
         assert (out.late_readings, out.backfilled_readings) == (1, 0), f"{len(starts)} batches"
+
+
+def test_the_kept_windows_are_in_the_snapshot_and_a_v4_snapshot_without_them_loads_empty() -> None:
+    import pickle
+    from dataclasses import replace
+
+    shard = Shard(0, CONFIG)
+    for second in range(150):
+        batch = [("other", _reading(second))] + ([("cut", _reading(second))] if second < 30 else [])
+        shard.apply(batch, [], T0 + second * 1000 + 100, "p", T0 + second * 1000)
+    state = shard.state()
+    assert dict(state.backfill).keys() == {"cut"}
+    restored = Shard.from_state(pickle.loads(pickle.dumps(state)), CONFIG, T0 + 150_100)
+    upload = [("cut", _reading(s)) for s in range(30, 60)]
+    want = shard.apply(upload, [], T0 + 150_100, "p", T0 + 149_000)
+    got = restored.apply(upload, [], T0 + 150_100, "p", T0 + 149_000)
+    assert got.backfilled_readings == want.backfilled_readings == 30
+    assert got.site_rows == want.site_rows and got.groups == want.groups
+    # A v4 snapshot written before backfill has no such field: unpickled, the class default is used.
+    old = replace(state, backfill=())
+    del old.__dict__["backfill"]
+    assert Shard.from_state(pickle.loads(pickle.dumps(old)), CONFIG, T0 + 150_100).backfill == {}
