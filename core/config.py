@@ -456,6 +456,14 @@ class Settings(BaseSettings):
         description="Market intervals the bid optimiser looks ahead (VPP_BID_HORIZON_STEPS).",
     )
 
+    backfill_horizon_s: float = Field(
+        default=900.0, ge=0,
+        description="How far behind the closed minutes (event time) a late reading, such as a device's "
+        "store-and-forward upload after an outage, still completes its site and node minutes in history; "
+        "older ones are counted as late and left out. Node minutes are kept this long too "
+        "(VPP_BACKFILL_HORIZON_S; 0 turns backfill off).",
+    )
+
     def plausibility(self) -> Rules:
         """The bounds every boundary checks device records against (core.plausibility)."""
         return Rules(max_site_kw=self.plausible_max_site_kw, rating_margin=self.plausible_rating_margin,

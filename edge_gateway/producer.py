@@ -55,11 +55,18 @@ class BackpressureProducer:
         self._poller = threading.Thread(target=self._poll_forever, name="gateway-delivery", daemon=True)
         self._poller.start()
 
-    def try_produce(self, topic: str, key: bytes, value: bytes) -> bool:
+    def try_produce(self, topic: str, key: bytes, value: bytes,
+                    on_done: Callable[[bool], None] | None = None) -> bool:
         """Queue one record if there is room now (the hot path: no coroutine per frame); False if the
-        queue is full, and then the caller awaits :meth:`produce`."""
+        queue is full, and then the caller awaits :meth:`produce`.
+
+        ``on_done(delivered)`` is called from the delivery thread once the broker confirmed the
+        record (True) or librdkafka gave up on it (False); without it (a device that asked for no
+        acknowledgements) every record shares one bound method, no closure per record.
+        """
+        callback = self._delivered if on_done is None else self._reporting(on_done)
         try:
-            self._producer.produce(topic, value=value, key=key, on_delivery=self._delivered)
+            self._producer.produce(topic, value=value, key=key, on_delivery=callback)
         except BufferError:
             return False
         with self._lock:
@@ -68,9 +75,10 @@ class BackpressureProducer:
             self.outstanding += 1
         return True
 
-    async def produce(self, topic: str, key: bytes, value: bytes) -> None:
+    async def produce(self, topic: str, key: bytes, value: bytes,
+                      on_done: Callable[[bool], None] | None = None) -> None:
         """Queue one record; while the queue is full, let deliveries drain and try again."""
-        while not self.try_produce(topic, key, value):
+        while not self.try_produce(topic, key, value, on_done):
             self._metrics.backpressure_waits.inc()
             await asyncio.sleep(self._retry_s)
 
@@ -107,3 +115,12 @@ class BackpressureProducer:
         latency = message.latency()
         if latency is not None:
             self._metrics.produce_latency.observe(latency)
+
+    def _reporting(self, on_done: Callable[[bool], None]) -> Callable[[KafkaError | None, Message], None]:
+        """A delivery report that also tells ``on_done`` whether the record reached the broker."""
+
+        def delivered(error: KafkaError | None, message: Message) -> None:
+            self._delivered(error, message)
+            on_done(error is None)
+
+        return delivered

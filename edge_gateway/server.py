@@ -49,6 +49,8 @@ from core import kafka
 from core.config import Settings
 from core.device_tokens import DeviceClaims, TokenError, verify_token
 from core.revocations import REVOKED_KEY
+from edge_gateway.acks import ACKS_HEADER, DeliveryWindow
+from edge_gateway.coalesce import Coalescer
 from edge_gateway.feeds import Feed, commands_feed, prices_feed, storms_feed
 from edge_gateway.frames import FrameRejectedError, parse_frame
 from edge_gateway.health import serve_health
@@ -58,7 +60,15 @@ from edge_gateway.producer import BackpressureProducer
 from edge_gateway.ratelimit import TokenBucket
 from edge_gateway.revocations import Revocations, RevocationUnknownError
 from edge_gateway.routing import Routes
-from edge_gateway.wire import AVRO_SUBPROTOCOL, JSON_SUBPROTOCOL, UPSTREAM, Encoding, error_frame, json_frame
+from edge_gateway.wire import (
+    AVRO_SUBPROTOCOL,
+    JSON_SUBPROTOCOL,
+    UPSTREAM,
+    Encoding,
+    delivered_frame,
+    error_frame,
+    json_frame,
+)
 from schemas import packaged_codec
 from schemas.codec import DecodeError
 
@@ -69,6 +79,8 @@ REDIS_CONNECTIONS = 64
 #: Waits between tries at a route claim while Redis fails: doubling from the first to the cap.
 ROUTE_RETRY_FIRST_S = 0.1
 ROUTE_RETRY_CAP_S = 5.0
+#: How often devices that asked for them are told which of their frames are safe in Kafka.
+ACK_INTERVAL_S = 0.2
 
 
 def default_instance_id() -> str:
@@ -84,6 +96,8 @@ class Session:
     claims: DeviceClaims
     encoding: Encoding
     closing: bool = False
+    #: Upstream frames and their delivery, for a device that asked for acknowledgements.
+    window: DeliveryWindow | None = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +140,8 @@ class Gateway:
             settings.redis, max_connections=REDIS_CONNECTIONS, timeout=10))
         self._routes = Routes(self._rds, self.instance_id, settings.gateway_route_ttl_s)
         self.revocations = Revocations(settings, self._rds)
+        # Handshakes arriving together (a reconnect storm) share one revocation round trip.
+        self._revoked: Coalescer[str, bool] = Coalescer(self.revocations.revoked)
         self.ratings = SiteRatings(settings)
         self._producer = BackpressureProducer(
             Producer(kafka.client_config(settings, **{"linger.ms": 5,
@@ -186,6 +202,7 @@ class Gateway:
         self._spawn(self._consume_storms(storms))
         self._spawn(self._read_inbox(inbox_start))
         self._spawn(self._heartbeat())
+        self._spawn(self._tell_deliveries())
         self._spawn(self._every(self.settings.gateway_revocations_refresh_s, self.revocations.reload,
                                 "re-loading revocations"))
         self._spawn(self._every(self.settings.gateway_limits_refresh_s, self.ratings.refresh,
@@ -245,6 +262,7 @@ class Gateway:
                        "undelivered_records": self._producer.outstanding,
                        "delivery_stalled_s": round(stalled_s, 1),
                        "connections": len(self._sessions),
+                       "handshaking": self.handshaking, "handshaking_peak": self.handshaking_peak,
                        "command_partitions": sorted(self.command_partitions),
                        "revocations_age_s": None if age is None else round(age, 1),
                        "rated_sites": len(self.ratings)}
@@ -278,7 +296,7 @@ class Gateway:
         except TokenError as exc:
             return self._refuse(connection, 401, "invalid_token", f"invalid token: {exc}")
         try:
-            (revoked,) = await self.revocations.revoked([claims.jti])
+            revoked = await self._revoked(claims.jti)
         except (RedisError, RevocationUnknownError) as exc:
             log.warning("revocation check failed (%s); refusing %s for now", exc, claims.site_id)
             return self._refuse(connection, 503, "revocation_unknown", "cannot check revocation; retry")
@@ -301,6 +319,8 @@ class Gateway:
             return
         claims = self._handshakes.pop(ws)
         session = Session(ws, claims, Encoding.AVRO if ws.subprotocol == AVRO_SUBPROTOCOL else Encoding.JSON)
+        if ws.request is not None and ws.request.headers.get(ACKS_HEADER) == "1":
+            session.window = DeliveryWindow()
         site = claims.site_id
         previous = self._sessions.get(site)
         self._sessions[site] = session
@@ -346,11 +366,13 @@ class Gateway:
         # Per frame only what must be: the key, counters and producer are looked up once per connection.
         key, producer, codec, rules = site.encode(), self._producer, self._codec, self._rules
         counted = {kind.type: self.metrics.frames_in.labels(kind.type) for kind in UPSTREAM}
+        window = session.window
         async for frame in ws:
             if not bucket.allow(time.monotonic()):
                 self.metrics.rejects.labels("rate_limited").inc()
                 await ws.close(CloseCode.POLICY_VIOLATION, "rate limit exceeded")
                 return
+            index = window.receive() if window is not None else 0
             try:
                 accepted = parse_frame(codec, frame, site, datetime.now(UTC), rules, self.ratings.get(site))
             except FrameRejectedError as rejected:
@@ -358,10 +380,40 @@ class Gateway:
                 with contextlib.suppress(ConnectionClosed):
                     await ws.send(error_frame(rejected.reason, rejected.detail))
                 self.metrics.frames_out.labels("error").inc()
+                if window is not None:
+                    window.done(index)  # refused for good: the error frame is the answer
                 continue
-            if not producer.try_produce(accepted.kind.topic, key, accepted.value):
-                await producer.produce(accepted.kind.topic, key, accepted.value)
+            on_done = None if window is None else self._on_delivered(session, index)
+            if not producer.try_produce(accepted.kind.topic, key, accepted.value, on_done):
+                await producer.produce(accepted.kind.topic, key, accepted.value, on_done)
             counted[accepted.kind.type].inc()
+
+    def _on_delivered(self, session: Session, index: int) -> Callable[[bool], None]:
+        """The delivery callback of frame ``index`` of ``session`` (called on the delivery thread)."""
+        loop = asyncio.get_running_loop()
+
+        def delivered(ok: bool) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: the gateway is gone anyway
+                loop.call_soon_threadsafe(self._delivered, session, index, ok)
+
+        return delivered
+
+    def _delivered(self, session: Session, index: int, ok: bool) -> None:
+        window = session.window
+        assert window is not None
+        window.done(index, ok)
+        if window.failed and not session.closing:
+            # The device still holds the frame (never confirmed): it sends it again on a new connection.
+            session.closing = True
+            self._spawn(session.ws.close(CloseCode.INTERNAL_ERROR, "delivery failed: send again"))
+
+    async def _tell_deliveries(self) -> None:
+        """Tell each device that asked how many of its frames are safe, when that count grew."""
+        while await self._pause(ACK_INTERVAL_S):
+            for session in list(self._sessions.values()):
+                count = session.window.to_tell() if session.window is not None else None
+                if count is not None:
+                    self._spawn(self._send(session, delivered_frame(count), "delivered"))
 
     # -- downstream ---------------------------------------------------------------------------------
 

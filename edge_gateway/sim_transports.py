@@ -13,6 +13,7 @@ import asyncio
 import json
 import random
 import resource
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -29,6 +30,7 @@ from core import kafka
 from core.config import Settings
 from core.device_tokens import issue_token
 from core.topics import COMMANDS_ACKS, COMMANDS_SITE, PLANS_SITE, PRICES_FORECAST, STORM_WATCH, TELEMETRY_RAW
+from edge_gateway.acks import ACKS_HEADER
 from edge_gateway.feeds import next_batch, start_at_end_unless_committed, uncancellable_in_thread
 from edge_gateway.simulator import FleetSimulator, SimClock, SimulatedSite
 from edge_gateway.wire import DOWNSTREAM_RECORDS, Encoding, json_frame
@@ -37,7 +39,9 @@ from schemas.codec import AvroCodec, DecodeError
 
 #: Reconnect backoff: the first ceiling, doubled after every failed attempt up to the cap.
 RECONNECT_BASE_S = 0.5
-RECONNECT_CAP_S = 30.0
+#: The cap bounds how long a device stays away after a long outage: recovery within 30 s of a fault's
+#: end needs it well below 30 s (at 30 s, devices that failed a few times came back up to 30 s late).
+RECONNECT_CAP_S = 10.0
 
 
 def reconnect_delay(attempt: int, rng: random.Random, base_s: float = RECONNECT_BASE_S,
@@ -64,6 +68,8 @@ class SimStats:
     errors: int = 0
     connects: int = 0
     refused: int = 0
+    #: Telemetry frames handed back for a later upload: sent but never confirmed, or unsendable.
+    held_back: int = 0
 
 
 def fleet_sites(settings: Settings, n_sites: int, seed: int) -> list[Site]:
@@ -94,8 +100,41 @@ def mangle(frame: bytes | str, rng: random.Random) -> bytes | str:
     return b"\x07" + frame[1:]
 
 
+class Unconfirmed:
+    """A connection's upstream frames in the order sent, until the gateway confirms them.
+
+    The gateway's ``delivered`` count covers every upstream frame (telemetry, acks, plans);
+    only telemetry is worth sending again, so the others are kept as placeholders.
+    """
+
+    def __init__(self) -> None:
+        self._frames: deque[dict[str, Any] | None] = deque()
+        self._confirmed = 0
+
+    def sent(self, telemetry: dict[str, Any] | None) -> None:
+        """A frame is about to go out (``None`` for one that is not telemetry)."""
+        self._frames.append(telemetry)
+
+    def confirm(self, count: int) -> None:
+        """The gateway says the first ``count`` frames of the connection are safe."""
+        while self._confirmed < count and self._frames:
+            self._frames.popleft()
+            self._confirmed += 1
+
+    def telemetry(self) -> list[dict[str, Any]]:
+        """The telemetry not confirmed: to be sent again."""
+        return [frame for frame in self._frames if frame is not None]
+
+
 class WebSocketTransport:
-    """Each online site holds a connection to the gateway, sends telemetry each interval, answers commands."""
+    """Each online site holds a connection to the gateway, sends telemetry each interval, answers commands.
+
+    Store-and-forward, as the protocol asks of real devices: the device asks for delivery
+    acknowledgements (``X-VPP-Acks: 1``) and keeps every telemetry frame until the gateway confirms
+    it reached Kafka; frames unconfirmed when a connection ends, and readings taken while it cannot
+    connect, go to the site's backlog (:meth:`SimulatedSite.hold`) and are uploaded, oldest first at
+    a bounded rate, once it is connected again.
+    """
 
     def __init__(self, fleet: FleetSimulator, clock: SimClock, settings: Settings, url: str,
                  encoding: Encoding = Encoding.AVRO, interval_s: float = 1.0, seed: int = 0) -> None:
@@ -127,66 +166,97 @@ class WebSocketTransport:
         attempt = 0  # failed connects (or connections that ended) since the last one that worked
         while True:
             if not site.online(self.clock.now()):
-                last = await self._tick(site, last, None)
+                last = await self._tick(site, last, None, None)
                 continue
-            auth = {"Authorization": f"Bearer {self._tokens[site.site_id]}"}
+            headers = {"Authorization": f"Bearer {self._tokens[site.site_id]}", ACKS_HEADER: "1"}
+            link = Unconfirmed()
             try:
-                async with connect(self.url, open_timeout=30, additional_headers=auth,
+                async with connect(self.url, open_timeout=30, additional_headers=headers,
                                    subprotocols=[Subprotocol(self.encoding.subprotocol)]) as ws:
                     self.stats.connects += 1
-                    listener = asyncio.create_task(self._listen(site, ws))
+                    listener = asyncio.create_task(self._listen(site, ws, link))
                     try:
                         while site.online(self.clock.now()):
-                            last = await self._tick(site, last, ws)
+                            last = await self._tick(site, last, ws, link)
                             attempt = 0  # a frame went through: not a refusal (1013 closes first)
                     finally:
                         listener.cancel()
+                        self._hand_back(site, link.telemetry())
             except InvalidHandshake:
                 self.stats.refused += 1
-                await asyncio.sleep(reconnect_delay(attempt, self._rng))
+                last = await self._wait(site, last, reconnect_delay(attempt, self._rng))
                 attempt += 1
             except (OSError, ConnectionClosed, TimeoutError):
-                await asyncio.sleep(reconnect_delay(attempt, self._rng))
+                self._hand_back(site, link.telemetry())
+                last = await self._wait(site, last, reconnect_delay(attempt, self._rng))
                 attempt += 1
 
-    async def _tick(self, site: SimulatedSite, last: datetime, ws: ClientConnection | None) -> datetime:
-        """Sleep to the next sample time, step the site, send what it reports (if connected)."""
+    def _hand_back(self, site: SimulatedSite, records: list[dict[str, Any]]) -> None:
+        if records:
+            site.hold(records)
+            self.stats.held_back += len(records)
+
+    async def _wait(self, site: SimulatedSite, last: datetime, delay_s: float) -> datetime:
+        """Wait ``delay_s`` before reconnecting, still sampling: the readings go to the backlog."""
+        deadline = asyncio.get_running_loop().time() + delay_s
+        while asyncio.get_running_loop().time() < deadline:
+            last = await self._tick(site, last, None, None, deadline)
+        return last
+
+    async def _tick(self, site: SimulatedSite, last: datetime, ws: ClientConnection | None,
+                    link: Unconfirmed | None, deadline: float | None = None) -> datetime:
+        """Sleep to the next sample time (or ``deadline``, loop time, if sooner), step the site, send what
+        it reports; without a connection, the readings are kept for later."""
         due = last.timestamp() + self.interval_s
-        await asyncio.sleep(max(0.0, self.clock.wall_seconds(due - self.clock.now().timestamp())))
+        wait = max(0.0, self.clock.wall_seconds(due - self.clock.now().timestamp()))
+        if deadline is not None and asyncio.get_running_loop().time() + wait > deadline:
+            await asyncio.sleep(max(0.0, deadline - asyncio.get_running_loop().time()))
+            return last
+        await asyncio.sleep(wait)
         now = self.clock.now()
-        for record in site.step((now - last).total_seconds(), now):
-            if ws is not None:
-                await self._send(site, ws, "telemetry", "SiteTelemetry", record)
-                self.stats.telemetry += 1
+        records = site.step((now - last).total_seconds(), now)
+        for k, record in enumerate(records):
+            if ws is None or link is None:
+                self._hand_back(site, records[k:])
+                break
+            try:
+                await self._send(site, ws, "telemetry", "SiteTelemetry", record, link)
+            except BaseException:  # closed, broken or cancelled: nothing of this step may be lost
+                self._hand_back(site, records[k + 1:])  # this one is in the link's unconfirmed frames
+                raise
+            self.stats.telemetry += 1
         return now
 
     async def _send(self, site: SimulatedSite, ws: ClientConnection, frame_type: str, record_name: str,
-                    record: dict[str, Any]) -> None:
+                    record: dict[str, Any], link: Unconfirmed) -> None:
         frame: bytes | str = (self._codec.encode(record_name, record) if self.encoding is Encoding.AVRO
                               else json_frame(frame_type, record))
         if site.corrupts_next_frame():
             frame = mangle(frame, self._rng)
             self.stats.corrupt += 1
+        link.sent(record if record_name == "SiteTelemetry" else None)
         await ws.send(frame)
 
-    async def _listen(self, site: SimulatedSite, ws: ClientConnection) -> None:
-        """Answer commands with acks and forecasts with plans; count error frames."""
+    async def _listen(self, site: SimulatedSite, ws: ClientConnection, link: Unconfirmed) -> None:
+        """Answer commands with acks and forecasts with plans; take delivery counts; count error frames."""
         async for frame in ws:
             record_name, record = self._decode(frame)
             now = self.clock.now()
-            if record_name == "SiteCommand":
+            if record_name == "delivered":
+                link.confirm(int(record["count"]))
+            elif record_name == "SiteCommand":
                 self.stats.commands += 1
-                await self._send(site, ws, "ack", "CommandAck", site.apply_command(record, now))
+                await self._send(site, ws, "ack", "CommandAck", site.apply_command(record, now), link)
                 self.stats.acks += 1
             elif record_name == "PriceForecast":
                 self.stats.forecasts += 1
                 if record["region"] == site.site.region:
-                    await self._send(site, ws, "plan", "SitePlan", site.receive_prices(record, now))
+                    await self._send(site, ws, "plan", "SitePlan", site.receive_prices(record, now), link)
                     self.stats.plans += 1
             elif record_name == "StormWatch":  # the gateway sends it only to the sites it names
                 plan = site.receive_storm(record, now)
                 if plan is not None:
-                    await self._send(site, ws, "plan", "SitePlan", plan)
+                    await self._send(site, ws, "plan", "SitePlan", plan, link)
                     self.stats.plans += 1
             else:
                 self.stats.errors += 1
@@ -199,7 +269,10 @@ class WebSocketTransport:
                 return "undecodable", {}
             return decoded.record_name, decoded.value
         record = json.loads(frame)
-        return DOWNSTREAM_RECORDS.get(record.pop("type", ""), "error"), record
+        frame_type = record.pop("type", "")
+        if frame_type == "delivered":
+            return "delivered", record
+        return DOWNSTREAM_RECORDS.get(frame_type, "error"), record
 
 
 class KafkaTransport:

@@ -11,6 +11,16 @@ flapping (reports for a while, then drops off), delayed (samples reach the
 platform ``DELAY_S`` late, still stamped with their event time),
 non-compliant (acknowledges commands but keeps to its own plan) and corrupt
 (some frames are mangled on the wire; the transport asks ``corrupts_next_frame``).
+
+Store-and-forward: a site cut off from the network (:meth:`FleetSimulator.disconnect`,
+or a transport that cannot reach the gateway and hands its readings back with
+:meth:`SimulatedSite.hold`) keeps its readings in a bounded backlog
+(``BACKLOG_LIMIT``; beyond it the oldest are dropped and counted) and, once
+reachable again, uploads them oldest first beside its live readings, at most
+``BACKFILL_PER_STEP`` per step, so an upload never looks like a flood to the
+gateway's rate limit. Sequence numbers stay those of the original readings, so
+the platform counts a reading sent twice (an upload whose acknowledgement was
+lost) once.
 """
 
 from __future__ import annotations
@@ -35,6 +45,10 @@ DELAY_S = 30.0
 FLAP_ONLINE_S = 120.0
 FLAP_OFFLINE_S = 45.0
 CORRUPT_FRAME_SHARE = 0.2
+#: Readings a cut-off site keeps for later: an hour at one a second.
+BACKLOG_LIMIT = 3600
+#: Kept readings uploaded per step once the site is reachable again (beside its live reading).
+BACKFILL_PER_STEP = 4
 
 
 @dataclass(frozen=True)
@@ -124,6 +138,13 @@ class SimulatedSite:
         self._held: deque[tuple[datetime, dict[str, Any]]] = deque()
         self.battery_kw = 0.0
         self.disconnected = False
+        #: Readings not yet delivered (store-and-forward), in sequence order; at most ``BACKLOG_LIMIT``.
+        self.backlog: list[dict[str, Any]] = []
+        #: Kept readings dropped because the backlog was full (the oldest go first).
+        self.backlog_dropped = 0
+        #: If set, every reading the device takes and means to deliver, by (site, seq): what a
+        #: reference check compares history with (readings of a device that is down are not in it).
+        self.journal: dict[tuple[str, int], dict[str, Any]] | None = None
 
     @property
     def site_id(self) -> str:
@@ -142,16 +163,44 @@ class SimulatedSite:
     def step(self, dt_s: float, now: datetime) -> list[dict[str, Any]]:
         """Advance the physics by ``dt_s`` to ``now``; the SiteTelemetry records to send now (0, 1 or more).
 
-        Physics runs whether or not the device is online; a sample taken while
-        offline is lost. A delayed site's samples come out ``DELAY_S`` later.
+        Physics runs whether or not the device is online. A sample taken while the site is cut off
+        (``disconnected``) is kept in the backlog and uploaded, oldest first, a few per step once
+        it is back; one taken while offline or flapping off (the device itself is down) is lost. A
+        delayed site's samples come out ``DELAY_S`` later.
         """
         sample = self._advance(dt_s, now)
+        kept = True
         if self.online(now):
             self._held.append((now + timedelta(seconds=DELAY_S if self.faults.delayed else 0.0), sample))
+        elif self.disconnected and not self.faults.offline:
+            self.hold([sample])
+        else:
+            kept = False
+        if kept and self.journal is not None:
+            self.journal[(self.site_id, self.seq)] = sample
         due = []
         while self._held and self._held[0][0] <= now:
             due.append(self._held.popleft()[1])
+        if self.backlog and self.online(now):
+            due.extend(self.backlog[:BACKFILL_PER_STEP])
+            del self.backlog[:BACKFILL_PER_STEP]
         return due
+
+    def hold(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """Keep readings that did not get through for a later upload (in sequence order, bounded)."""
+        fresh = sorted((dict(r) for r in records), key=lambda r: int(r["seq"]))
+        if not fresh:
+            return
+        if not self.backlog or int(fresh[0]["seq"]) > int(self.backlog[-1]["seq"]):
+            self.backlog.extend(fresh)  # the usual case: newer than everything kept
+        else:
+            merged = {int(r["seq"]): r for r in self.backlog}
+            merged.update((int(r["seq"]), r) for r in fresh)
+            self.backlog = [merged[seq] for seq in sorted(merged)]
+        overflow = len(self.backlog) - BACKLOG_LIMIT
+        if overflow > 0:
+            self.backlog_dropped += overflow
+            del self.backlog[:overflow]
 
     def apply_command(self, command: Mapping[str, Any], now: datetime) -> dict[str, Any]:
         """Take a SiteCommand; the CommandAck record the device answers with."""

@@ -75,6 +75,11 @@ def json_frame(frame_type: str, record: Mapping[str, Any]) -> str:
     return json.dumps({"type": frame_type, **jsonable(record)}, separators=(",", ":"))
 
 
+def delivered_frame(count: int) -> str:
+    """The text frame that tells a device its first ``count`` frames are safe (:mod:`edge_gateway.acks`)."""
+    return json.dumps({"type": "delivered", "count": count}, separators=(",", ":"))
+
+
 def error_frame(reason: str, detail: str) -> str:
     """The text frame that tells a device why its frame was not accepted."""
     return json.dumps({"type": "error", "reason": reason, "detail": detail}, separators=(",", ":"))

@@ -14,7 +14,10 @@ differences built it, and only the emitted NodeAggregate turns it into kW/kWh.
 Node minutes arrive as one share per shard; a share replaces that shard's earlier
 share of the same minute (a replay after a crash sends the same share again), and
 every emission writes the sum so far with a newer version, so the history table
-keeps the most complete row.
+keeps the most complete row. A backfilled reading (:mod:`operators.backfill`)
+arrives as a correction: the difference it made to its shard's share, added to
+that share, and the minute is written again. Minutes are kept long enough for
+that (the retention covers the backfill horizon).
 """
 
 from __future__ import annotations
@@ -104,6 +107,8 @@ class NodeGroup:
         self.pending = False
         #: The version of the last node minute rows written: each emission's is strictly newer.
         self.last_row_version = 0
+        #: Backfill corrections for minutes no longer kept (counted, for tests and logs; not snapshotted).
+        self.lost_corrections = 0
 
     def state(self) -> NodeGroupState:
         """The group as plain data, for a snapshot."""
@@ -155,7 +160,7 @@ class NodeGroup:
 
     def apply(self, changes: NodeChanges) -> None:
         self.clock_ms = max(self.clock_ms, changes.clock_ms)
-        if changes.deltas or changes.stale or changes.minutes:
+        if changes.deltas or changes.stale or changes.minutes or changes.corrections:
             self.pending = True
         for node_id, (hierarchy, kind) in changes.meta.items():
             if node_id not in self.nodes:
@@ -179,6 +184,17 @@ class NodeGroup:
                 entry = self.minutes[(node_id, minute)] = NodeMinute(changes.meta[node_id][0])
             entry.shares[changes.shard] = share
             entry.dirty = True
+        for key, correction in changes.corrections.items():
+            kept = self.minutes.get(key)
+            if kept is None:  # beyond the retention: the backfill horizon keeps this from happening
+                self.lost_corrections += 1
+                continue
+            own = kept.shares.get(changes.shard)
+            if own is None:
+                kept.shares[changes.shard] = list(correction)
+            else:
+                add_into(own, correction)
+            kept.dirty = True
 
     def emit(self, wall_ms: int) -> GroupOutput:
         """Aggregates of nodes that changed and rows of minutes that changed since the last call."""

@@ -47,7 +47,7 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
@@ -57,6 +57,7 @@ from core.plausibility import FUTURE_EVENT_TIME, Implausible, Rules, SiteLimits,
 from core.rows import SiteWindow
 from operators import twin as tw
 from operators.ancestry import Ancestry, Chains, node_kind
+from operators.backfill import KeptWindow, SiteBackfill
 from operators.clock import EventClock
 from operators.site_columns import (
     DELAYED,
@@ -117,6 +118,9 @@ class ShardConfig:
     #: What a device may say (:mod:`core.plausibility`): bounds the clock and twins by the wall clock
     #: and battery power by the site's rating. None only for replays of recorded input in tests.
     rules: Rules | None = None
+    #: How far back (event time, behind the closed minutes) a late reading still corrects history
+    #: (:mod:`operators.backfill`); 0: late readings are only counted.
+    backfill_horizon_ms: int = 0
 
     @property
     def max_ahead_ms(self) -> int | None:
@@ -135,6 +139,8 @@ class NodeChanges:
     meta: dict[str, tuple[str, str]] = field(default_factory=dict)
     #: Closed minutes: summed site-minute shares per (node, minute start).
     minutes: dict[tuple[str, int], list[float]] = field(default_factory=dict)
+    #: Backfill: differences to add to this shard's share of minutes it sent before.
+    corrections: dict[tuple[str, int], list[float]] = field(default_factory=dict)
     #: The shard's clock when it sent this.
     clock_ms: int = 0
     shard: int = 0
@@ -151,6 +157,8 @@ class ShardOutput:
     twins: dict[str, tuple[tuple[int, int], dict[str, Any]]] = field(default_factory=dict)
     site_rows: list[SiteWindow] = field(default_factory=list)
     late_readings: int = 0
+    #: Late readings that completed a closed minute (:mod:`operators.backfill`).
+    backfilled_readings: int = 0
     #: Readings refused, by position in the batch given to :meth:`Shard.apply`, and why.
     rejected: list[tuple[int, Implausible]] = field(default_factory=list)
 
@@ -177,6 +185,8 @@ class ShardState:
     dirty_twins: tuple[str, ...]
     new_limits: tuple[str, ...]
     version: int = STATE_VERSION
+    #: Closed windows kept for backfill, per site (absent from snapshots written before backfill).
+    backfill: tuple[tuple[str, SiteBackfill], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -197,6 +207,9 @@ class ShardColumns:
     closed_before_ms: int | None
     first_minute_ms: int | None
     version: int = STATE_VERSION
+    #: Closed windows kept for backfill, per site (absent from snapshots written before backfill:
+    #: the class default is what unpickling those gives).
+    backfill: tuple[tuple[str, SiteBackfill], ...] = ()
 
 
 class Shard:
@@ -215,6 +228,9 @@ class Shard:
         self.closed_before_ms: int | None = None
         #: The earliest minute this shard has had a reading for: history starts there.
         self.first_minute_ms: int | None = None
+        #: Closed windows late readings may still complete, per site (:mod:`operators.backfill`):
+        #: only sites that went quiet or came back after a gap, so a dict beside the columns.
+        self.backfill: dict[str, SiteBackfill] = {}
 
     # ---- views ---------------------------------------------------------------------------
 
@@ -325,10 +341,11 @@ class Shard:
         if taken is not None:
             seq = seq[taken]
             floats = {name: column[taken] for name, column in floats.items()}
-        self._count_in_windows(rows, seq, event, floats, out)
         # The newest reading of each site in the batch (event time, then sequence; the first of equals).
         order = np.lexsort((-np.arange(len(rows)), seq, event, rows))
         ordered = rows[order]
+        if self.config.backfill_horizon_ms > 0:
+            self._note_returns(ordered, event[order], wall_ms)
         last = order[np.r_[ordered[1:] != ordered[:-1], True]]
         winners, at_rows = last, rows[last]
         held_event, held_seq = t.event_ms[at_rows], t.seq[at_rows]
@@ -344,6 +361,7 @@ class Shard:
                 picked = fields[position]
                 objects[at_rows] = [picked[i] for i in source.tolist()]
             t.changed[at_rows] = True
+        self._count_in_windows(rows, seq, event, floats, out)
         return int(event.max())
 
     def _count_in_windows(self, rows: I64, seq: I64, event: I64, floats: dict[str, F64],
@@ -353,7 +371,11 @@ class Shard:
         minutes = event - event % MINUTE_MS
         late = minutes < closed_before
         if late.any():
-            out.late_readings += int(late.sum())
+            backfilled = 0
+            if self.backfill and self.config.backfill_horizon_ms > 0:
+                backfilled = self._backfill(np.flatnonzero(late), rows, seq, event, floats, out)
+            out.late_readings += int(late.sum()) - backfilled
+            out.backfilled_readings += backfilled
         size = self.table.size
         for minute in np.unique(minutes[~late]).tolist():
             columns = self.windows.get(minute)
@@ -393,6 +415,8 @@ class Shard:
                 t.sent_set[:t.n] = -1
                 t.sent_stale[:t.n] = NONE
                 t.changed[:t.n] = True
+        if "backfill" not in self.__dict__:  # pickled whole before backfill
+            self.backfill = {}
         self.config = config
         self.state_version = STATE_VERSION
         self.clock.max_ahead_ms = config.max_ahead_ms
@@ -404,7 +428,7 @@ class Shard:
             self.shard, tuple(self.table.ids), self.table.state(), tuple(self.chains.sets),
             tuple((minute, columns.state(self.table.n)) for minute, columns in self.windows.items()),
             self.clock.now_ms, tuple(self.clock.partition_max.items()), self.closed_before_ms,
-            self.first_minute_ms)
+            self.first_minute_ms, backfill=tuple(self.backfill.items()))
 
     @classmethod
     def from_state(cls, state: ShardColumns | ShardState, config: ShardConfig, wall_ms: int) -> Shard:
@@ -423,6 +447,7 @@ class Shard:
             shard.windows = {minute: MinuteColumns.from_state(shard.table.size, columns)
                              for minute, columns in state.windows}
             shard.closed_before_ms, shard.first_minute_ms = state.closed_before_ms, state.first_minute_ms
+        shard.backfill = dict(state.backfill)
         shard._repair(wall_ms)
         return shard
 
@@ -660,6 +685,135 @@ class Shard:
                                      if t.ancestry[row] is not None else (0.0, 0.0))
                 out.site_rows.append(window.site_row(t.ids[row], minute, capacity, reserve, expected))
             self._node_minutes(minute, windows, out)
+        if self.config.backfill_horizon_ms > 0:
+            self._keep_for_backfill(closing, closed_before, now)
+
+    # ---- backfill (operators.backfill) ----------------------------------------------------
+
+    def _keep_for_backfill(self, closing: dict[int, dict[int, MinuteWindow]], closed_before: int,
+                           now: int) -> None:
+        """Keep the closed windows late readings may still complete; forget what left the horizon.
+
+        Once per close (a minute): the quiet sites are found over the columns at once; only sites
+        with backfill state (quiet or returned within the horizon) are looked at one by one.
+        """
+        horizon = self.config.backfill_horizon_ms
+        first_closing = min(closing, default=closed_before)
+        t = self.table
+        seen = t.event_ms[:t.n]
+        for row in np.flatnonzero((seen != NONE) & (seen < closed_before)).tolist():  # quiet: maybe cut off
+            site_id = t.ids[row]
+            entry = self.backfill.get(site_id)
+            if entry is None:
+                # From the minute of its last reading: minutes before it closed while it reported, even
+                # when a batch spanning minutes closes several at once (the floor does not depend on
+                # how the input was batched).
+                floor = max(first_closing, minute_of(int(seen[row])))
+                self.backfill[site_id] = SiteBackfill(floor, now + horizon)
+            else:
+                entry.until_ms = now + horizon
+        for site_id, entry in list(self.backfill.items()):
+            if now >= entry.until_ms:
+                del self.backfill[site_id]
+                continue
+            row = t.index[site_id]
+            for minute, windows in closing.items():
+                window = windows.get(row)
+                if window is not None:
+                    entry.windows[minute] = KeptWindow(window, 1)
+            entry.expire(closed_before - horizon)
+
+    def _note_returns(self, rows: I64, event: I64, wall_ms: int) -> None:
+        """Find sites heard again after a gap: ``rows`` and ``event`` are a batch sorted by site, then
+        event time. A reading more than the DELAYED age after the site's previous one (held, or
+        earlier in the batch) ends a gap: the site's uploads may come after the minutes of the gap
+        close, so its closed windows are kept from the gap's minute on (:meth:`_returned`)."""
+        held = self.table.event_ms[rows]
+        first = np.r_[True, rows[1:] != rows[:-1]]
+        before = np.r_[NONE, event[:-1]]
+        previous = np.where(first, held, np.maximum(held, before))
+        known = previous != NONE
+        gap = event - np.where(known, previous, event)
+        gaps = np.flatnonzero(known & (gap > self.config.delayed_after_ms))
+        for i in gaps.tolist():
+            self._returned(self.table.ids[int(rows[i])], int(previous[i]), wall_ms)
+
+    def _returned(self, site_id: str, last_before_ms: int, wall_ms: int) -> None:
+        """A site is heard again after a gap (its last reading before it at ``last_before_ms``): keep
+        its windows from the gap's minute on."""
+        gap_minute = minute_of(last_before_ms)
+        until = max(self.clock.now_ms, wall_ms) + self.config.backfill_horizon_ms
+        entry = self.backfill.get(site_id)
+        if entry is None:
+            self.backfill[site_id] = SiteBackfill(gap_minute, until)
+        else:
+            entry.until_ms = max(entry.until_ms, until)
+
+    def _backfill(self, late: I64, rows: I64, seq: I64, event: I64, floats: dict[str, F64],
+                  out: ShardOutput) -> int:
+        """Add the late readings at positions ``late`` to the kept windows of their minutes, write
+        the completed site minutes again and send the node groups the difference; returns how many
+        were taken (the rest are late beyond repair). A loop: late readings are the rare case."""
+        assert self.closed_before_ms is not None  # readings are late only once minutes closed
+        oldest = self.closed_before_ms - self.config.backfill_horizon_ms
+        #: Backfilled (row, minute)s and their node-minute share before this batch.
+        corrected: dict[tuple[int, int], tuple[float, ...]] = {}
+        taken = 0
+        ids = self.table.ids
+        columns = {name: floats[name][late].tolist() for name in ("soc", "battery", "solar", "load", "grid")}
+        picked = zip(rows[late].tolist(), event[late].tolist(), seq[late].tolist(), strict=True)
+        for i, (row, at, number) in enumerate(picked):
+            entry = self.backfill.get(ids[row])
+            minute = minute_of(at)
+            if entry is None or minute < oldest:
+                continue
+            kept = entry.window_for(minute)
+            if kept is None:
+                continue
+            if (row, minute) not in corrected:
+                corrected[(row, minute)] = self._share(row, kept.window)
+            kept.window.add(Reading(at, number, columns["soc"][i], columns["battery"][i], columns["solar"][i],
+                                    columns["load"][i], columns["grid"][i], None, "", None))
+            taken += 1  # a re-delivered reading is taken but not counted again (its sequence number)
+        if corrected:
+            self._correct(corrected, out)
+        return taken
+
+    def _correct(self, corrected: dict[tuple[int, int], tuple[float, ...]], out: ShardOutput) -> None:
+        """Write the backfilled site minutes again and send the node groups the difference."""
+        expected = self.config.expected_samples_per_minute
+        t = self.table
+        for (row, minute), before in corrected.items():
+            site_id = t.ids[row]
+            kept = self.backfill[site_id].windows[minute]
+            after = self._share(row, kept.window)
+            if after == before:  # only re-deliveries
+                continue
+            kept.version += 1
+            ancestry = t.ancestry[row]
+            capacity, reserve = (ancestry.capacity_kwh, ancestry.reserve_pct) if ancestry else (0.0, 0.0)
+            site_row = kept.window.site_row(site_id, minute, capacity, reserve, expected)
+            out.site_rows.append(replace(site_row, version=kept.version))
+            if ancestry is None:
+                continue
+            delta = [new - old for new, old in zip(after, before, strict=True)]
+            for path in ancestry.paths_at(minute):
+                for depth, node in enumerate(path.node_ids):
+                    changes = self._changes(out, node)
+                    total = changes.corrections.get((node, minute))
+                    if total is None:
+                        changes.corrections[(node, minute)] = list(delta)
+                    else:
+                        add_into(total, delta)
+                    changes.meta.setdefault(node, (path.hierarchy, node_kind(path.hierarchy, depth)))
+
+    def _share(self, row: int, window: MinuteWindow) -> tuple[float, ...]:
+        """Row ``row``'s share of its node minutes from ``window`` (silent when it holds no sample)."""
+        if window.samples == 0:
+            return SILENT_PARTIAL
+        ancestry = self.table.ancestry[row]
+        capacity, reserve = (ancestry.capacity_kwh, ancestry.reserve_pct) if ancestry else (0.0, 0.0)
+        return window.partial(capacity, reserve)
 
     def _node_minutes(self, minute: int, windows: dict[int, MinuteWindow], out: ShardOutput) -> None:
         """This shard's share of every node's minute: its member sites, reporting or not."""

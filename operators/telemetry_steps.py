@@ -62,6 +62,7 @@ def shard_config(settings: Settings) -> ShardConfig:
         idle_ms=int(settings.partition_idle_s * 1000),
         partitions=tuple(f"{TELEMETRY_RAW}/{p}" for p in range(settings.partitions_of(TELEMETRY_RAW))),
         rules=settings.plausibility(),
+        backfill_horizon_ms=int(settings.backfill_horizon_s * 1000),
     )
 
 
@@ -75,6 +76,11 @@ def load_snapshot(resume: bytes) -> Any:
     """A snapshot :func:`shard_snapshot` wrote, or an uncompressed pickle of older code (a pickle of
     protocol 2 or later starts with 0x80, a zlib stream with 0x78)."""
     return pickle.loads(zlib.decompress(resume) if resume[:1] == b"\x78" else resume)
+
+
+def node_minute_retention_ms(settings: Settings) -> int:
+    """How long node groups keep closed node minutes: ten minutes, or the backfill horizon and a margin."""
+    return int((settings.allowed_lateness_s + max(600.0, settings.backfill_horizon_s + 120.0)) * 1000)
 
 
 @dataclass(frozen=True)
@@ -231,7 +237,7 @@ class NodeGroupLogic(StatefulBatchLogic[NodeChanges, GroupResult, bytes]):
 
     @classmethod
     def builder(cls, settings: Settings) -> Any:
-        retention_ms = int((settings.allowed_lateness_s + 600) * 1000)
+        retention_ms = node_minute_retention_ms(settings)
         max_ahead_ms = settings.plausibility().max_ahead_ms
 
         def build(resume: bytes | None) -> NodeGroupLogic:

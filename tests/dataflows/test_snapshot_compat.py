@@ -109,7 +109,7 @@ def test_the_node_group_snapshot_is_plain_data_and_its_retention_comes_from_the_
     state = pickle.loads(snapshot)
     assert isinstance(state, NodeGroupState) and state.version == 3
     assert b"retention_ms" not in snapshot, "no config in the snapshot"
-    settings = SETTINGS.model_copy(update={"allowed_lateness_s": 1200.0})
+    settings = SETTINGS.model_copy(update={"allowed_lateness_s": 1200.0, "backfill_horizon_s": 0.0})
     restored = NodeGroupLogic.builder(settings)(snapshot)
     assert restored.group.retention_ms == (1200 + 600) * 1000
     assert pickle.loads(restored.snapshot()) == state, "restore then snapshot gives the same state"

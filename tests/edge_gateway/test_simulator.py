@@ -8,7 +8,15 @@ from typing import Any
 import pytest
 
 from assets.generator import Site, generate_fleet
-from edge_gateway.simulator import DELAY_S, FaultMix, Faults, FleetSimulator, SimulatedSite
+from edge_gateway.simulator import (
+    BACKFILL_PER_STEP,
+    BACKLOG_LIMIT,
+    DELAY_S,
+    FaultMix,
+    Faults,
+    FleetSimulator,
+    SimulatedSite,
+)
 from schemas import packaged_codec
 
 START = datetime(2026, 6, 1, 10, 0, tzinfo=UTC)
@@ -207,3 +215,28 @@ def test_a_storm_watch_record_makes_the_named_sites_plan_again_at_once_and_a_cle
     assert all(fleet.sites[s].storm is None for s in sorted(fleet.sites)[2:])
     cleared = fleet.receive_storm({**watch, "action": "CLEAR"}, now + timedelta(seconds=1))
     assert len(cleared) == 2 and all(fleet.sites[s].storm is None for s in named)
+
+
+def test_a_cut_off_site_keeps_its_readings_and_uploads_them_oldest_first_at_a_bounded_rate() -> None:
+    site = SimulatedSite(_sites(1)[0], Faults(), seed=1, start=START)
+    assert [r["seq"] for r in _run(site, 3)] == [1, 2, 3]
+    site.disconnected = True
+    assert _run(site, 20, START + timedelta(seconds=3)) == [], "nothing gets out while cut off"
+    assert [r["seq"] for r in site.backlog] == list(range(4, 24))
+    site.disconnected = False
+    steps = [[r["seq"] for r in site.step(1.0, START + timedelta(seconds=24 + k))] for k in range(6)]
+    # Each step: the live reading, then at most BACKFILL_PER_STEP kept ones, oldest first.
+    assert all(len(step) <= 1 + BACKFILL_PER_STEP for step in steps)
+    assert sorted(seq for step in steps for seq in step) == list(range(4, 30)), "none lost, none twice"
+    assert steps[0][1:] == [4, 5, 6, 7] and site.backlog == []
+
+
+def test_readings_handed_back_are_re_sent_once_in_order_and_the_backlog_is_bounded() -> None:
+    site = SimulatedSite(_sites(1)[0], Faults(), seed=1, start=START)
+    sent = _run(site, 5)
+    site.hold(sent[2:])  # their delivery was never confirmed
+    site.hold(sent[3:])  # handed back twice: kept once
+    assert [r["seq"] for r in site.backlog] == [3, 4, 5]
+    site.hold({**sent[0], "seq": seq} for seq in range(100, 100 + BACKLOG_LIMIT))
+    assert len(site.backlog) == BACKLOG_LIMIT and site.backlog_dropped == 3
+    assert site.backlog[0]["seq"] == 100, "the oldest are dropped first"

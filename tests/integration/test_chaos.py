@@ -1,0 +1,99 @@
+"""Chaos at small scale: 200 simulated sites through a gateway process into the telemetry dataflow.
+
+The harness is the chaos benchmark's (bench/chaos.py): the fleet runs on an
+accelerated clock (4x, a sample every 4 simulated seconds), keeps its readings
+while it cannot deliver them and uploads them later (store-and-forward with
+delivery acknowledgements). Each test injects one fault and checks what the
+issue asks: the fleet's coverage back at 100% within 30 s of the fault's end,
+the gateway's readiness false during a fault that stops its work, and, over
+whole minutes, ``site_minute`` and ``node_minute`` equal to the brute force over
+every reading the devices took: none lost, none counted twice.
+
+Slow (minutes of real time): ``pytest -m slow tests/integration/test_chaos.py``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from bench.chaos import ChaosConfig, ChaosHarness, next_minute_ms
+from core.waiting import wait_until
+from tests.conftest import local_settings
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
+
+RECOVERY_S = 30.0
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChaosHarness]:
+    from vpp.stack import running
+
+    settings = local_settings(tmp_path_factory.mktemp("chaos"))
+    with running(settings) as stack, ChaosHarness(stack, ChaosConfig(sites=200)).running() as h:
+        assert h.wait_for_coverage(time.monotonic(), 240) is not None, "the fleet never reached full coverage"
+        yield h
+
+
+def _exact(h: ChaosHarness, after_ms: int) -> None:
+    """History over the whole minutes since ``after_ms`` equals brute force over the journal."""
+    tally = h.settle(next_minute_ms(h.sim_ms()), after_ms)
+    assert tally.readings > 0
+    assert (tally.lost, tally.duplicated) == (0, 0), tally.problems[:10]
+    assert tally.problems == [], "\n".join(tally.problems[:20])
+
+
+def test_backfill_reference_sites_cut_off_upload_their_buffers_exactly_once(harness: ChaosHarness) -> None:
+    h = harness
+    after_ms = next_minute_ms(h.sim_ms())
+    cut = [s.site_id for s in h.sites[::10]]  # 10%
+
+    @contextmanager
+    def cut_off() -> Iterator[None]:
+        h.cut_off(cut)
+        try:
+            yield
+        finally:
+            h.cut_off(cut, False)
+
+    # 75 s of wall time: five simulated minutes, so whole minutes pass with those sites silent.
+    fault = h.fault("sites_cut_off", cut_off, 75.0, stops_work=False)
+    assert fault.recovery_s is not None and fault.recovery_s <= RECOVERY_S
+    _exact(h, after_ms)
+    assert all(not h.fleet.sites[s].backlog for s in cut), "every buffer was uploaded"
+
+
+@pytest.mark.parametrize("part", ["redis", "broker"])
+def test_a_paused_dependency_is_reported_and_nothing_is_lost(harness: ChaosHarness, part: str) -> None:
+    h = harness
+    after_ms = next_minute_ms(h.sim_ms())
+    fault = h.fault(f"{part}_paused", lambda: h.paused(part), 20.0)
+    assert fault.readiness_reported, "the gateway said it was ready while it could not work"
+    assert fault.recovery_s is not None and fault.recovery_s <= RECOVERY_S, fault
+    assert wait_until(h.gateway_ready, 30), "ready again once the dependency answers"
+    _exact(h, after_ms)
+
+
+@pytest.mark.parametrize("part", ["gateway", "telemetry"])
+def test_a_killed_part_restarts_and_nothing_is_lost_or_doubled(harness: ChaosHarness, part: str) -> None:
+    h = harness
+    after_ms = next_minute_ms(h.sim_ms())
+
+    @contextmanager
+    def killed() -> Iterator[None]:
+        h.kill(part)
+        try:
+            yield
+        finally:
+            h.start(part)
+
+    fault = h.fault(f"{part}_killed", killed, 15.0, stops_work=part == "gateway")
+    if part == "gateway":
+        assert fault.readiness_reported
+        assert wait_until(h.gateway_ready, 30), "the restarted gateway never said it was ready"
+    assert fault.recovery_s is not None and fault.recovery_s <= RECOVERY_S, fault
+    _exact(h, after_ms)
