@@ -57,9 +57,8 @@ from bidding.workflow import (
 )
 from core.topics import WORKFLOW_EVENTS, WORKFLOW_RESULTS, WORKFLOW_TASKS
 from operators.kafka_batches import Polled
-from operators.records import DLQ_KEY, KafkaOut, codec, dead_letter
+from operators.records import DLQ_KEY, KafkaOut, codec, dead_letter, decoded
 from operators.streams import values_of
-from schemas.codec import DecodeError
 
 CONSUMER = "dataflows.bidding"
 #: How long a finished run is kept after its gate closure, so late results are still recognised.
@@ -79,21 +78,13 @@ INCARNATION = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 def decode_workflow(polls: list[Polled]) -> list[tuple[str, Event | KafkaOut]]:
     """Requests and results keyed by workflow id; what cannot be read goes to the dead letters."""
     out: list[tuple[str, Event | KafkaOut]] = []
-    decode = codec().decode
+
+    def reject(_: str, letter: KafkaOut) -> None:
+        out.append((DLQ_KEY, letter))
+
     for poll in polls:
         results = poll.topic == WORKFLOW_RESULTS
-        for msg in poll.messages:
-            error, value = msg.error(), msg.value()
-            if error is not None:
-                out.append((DLQ_KEY, dead_letter(msg, "KAFKA_ERROR", str(error), CONSUMER)))
-                continue
-            if value is None:
-                continue
-            try:
-                record = decode(value, "WorkflowResult" if results else "WorkflowEvent")
-            except DecodeError as exc:
-                out.append((DLQ_KEY, dead_letter(msg, exc.reason.value, exc.message, CONSUMER)))
-                continue
+        for msg, record in decoded(poll, "WorkflowResult" if results else "WorkflowEvent", CONSUMER, reject):
             ident = record["workflow_id"]
             key = msg.key()
             if key is not None and key != ident.encode():

@@ -37,10 +37,9 @@ from core.rows import NodePlanRow, SitePlanRow
 from core.topics import ASSETS_CHANGES, PLANS_SITE, TWIN_STATUS
 from operators.ancestry import Ancestry, AncestryVersion, Path
 from operators.kafka_batches import Polled
-from operators.records import DLQ_KEY, KafkaOut, Origin, codec, dead_letter, dead_letter_of
+from operators.records import DLQ_KEY, KafkaOut, Origin, dead_letter, dead_letter_of, decoded
 from operators.sinks import TwinWrite
 from operators.streams import values_of
-from schemas import DecodeError
 from schemas.times import epoch_ms, from_epoch_ms, wall_ms
 from siteplan.aggregate import SiteLimits
 from siteplan.desk import DeskConfig, DeskState, NodeAnswer, PlanDesk, Taken, rejection_kind
@@ -90,23 +89,15 @@ PlanResult = KafkaOut | TwinWrite | SitePlanRow | NodePlanRow
 def decode_plans(polls: list[Polled], rules: Rules) -> list[tuple[str, PlanItem | KafkaOut]]:
     """Plans, ancestries and statuses under the desk's key; what cannot be used, dead-lettered."""
     out: list[tuple[str, PlanItem | KafkaOut]] = []
-    decode = codec().decode
     now_ms = wall_ms()
+
+    def reject(kind: str, letter: KafkaOut) -> None:
+        REJECTED.labels(kind).inc()
+        out.append((DLQ_KEY, letter))
+
     for poll in polls:
         expected = _SCHEMAS[poll.topic]
-        for msg in poll.messages:
-            error, value = msg.error(), msg.value()
-            if error is not None:
-                out.append((DLQ_KEY, dead_letter(msg, "KAFKA_ERROR", str(error), CONSUMER)))
-                continue
-            if value is None:
-                continue
-            try:
-                record = decode(value, expected)
-            except DecodeError as exc:
-                REJECTED.labels(exc.reason.value).inc()
-                out.append((DLQ_KEY, dead_letter(msg, exc.reason.value, exc.message, CONSUMER)))
-                continue
+        for msg, record in decoded(poll, expected, CONSUMER, reject):
             site_id = record["site_id"]
             key = msg.key()
             if key is not None and key != site_id.encode():

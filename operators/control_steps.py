@@ -50,11 +50,10 @@ from operators.control_state import ArbiterState, arbiter_state, migrate, restor
 from operators.dispatch import Ack, ControlConfig, Dispatch, Output, Request, TwinSnapshot, dispatch_of
 from operators.flow_metrics import RECORDS_IN
 from operators.kafka_batches import Polled
-from operators.records import DLQ_KEY, KafkaOut, Origin, codec, dead_letter, dead_letter_of
+from operators.records import DLQ_KEY, KafkaOut, Origin, codec, dead_letter, dead_letter_of, decoded
 from operators.sinks import StatusWrite
 from operators.streams import values_of
 from operators.twin_feed import TwinDemand, TwinRead, Want
-from schemas.codec import DecodeError
 from schemas.times import epoch_ms, from_epoch_ms, wall_ms
 
 CONSUMER = "dataflows.control"
@@ -79,22 +78,14 @@ def decode_control(polls: list[Polled]) -> list[tuple[str, Received | KafkaOut]]
     An ack must come under its site's key (the gateway keys acks by the authenticated site).
     """
     out: list[tuple[str, Received | KafkaOut]] = []
-    decode = codec().decode
+
+    def reject(_: str, letter: KafkaOut) -> None:
+        out.append((DLQ_KEY, letter))
+
     for poll in polls:
         RECORDS_IN.labels("control", poll.topic).inc(len(poll.messages))
         acks = poll.topic == COMMANDS_ACKS
-        for msg in poll.messages:
-            error, value = msg.error(), msg.value()
-            if error is not None:
-                out.append((DLQ_KEY, dead_letter(msg, "KAFKA_ERROR", str(error), CONSUMER)))
-                continue
-            if value is None:
-                continue
-            try:
-                record = decode(value, "CommandAck" if acks else "DispatchRequest")
-            except DecodeError as exc:
-                out.append((DLQ_KEY, dead_letter(msg, exc.reason.value, exc.message, CONSUMER)))
-                continue
+        for msg, record in decoded(poll, "CommandAck" if acks else "DispatchRequest", CONSUMER, reject):
             key = msg.key()
             owner = record["site_id"] if acks else record["dispatch_id"]
             if (key is None and acks) or (key is not None and key != owner.encode()):

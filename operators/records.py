@@ -18,6 +18,7 @@ that fails is dead-lettered with the reason as ``error_kind`` (one of
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
@@ -100,6 +101,30 @@ class ShardBatch:
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         (self.shard, self.source, self.source_max_ms, self.readings, self.origins,
          self.ancestries) = state
+
+
+def decoded(poll: Polled, schema: str, consumer: str,
+            reject: Callable[[str, KafkaOut], None]) -> Iterator[tuple[Message, dict[str, Any]]]:
+    """Each message of ``poll`` with its record decoded as ``schema``, in order.
+
+    A broker error or a value that does not decode goes to ``reject`` instead, as a dead letter
+    naming ``consumer`` (with its kind, for the caller's counters); a tombstone is skipped. The
+    control, plans and bidding flows read their topics this way, so they dead-letter alike.
+    """
+    decode = codec().decode
+    for msg in poll.messages:
+        error, value = msg.error(), msg.value()
+        if error is not None:
+            reject("KAFKA_ERROR", dead_letter(msg, "KAFKA_ERROR", str(error), consumer))
+            continue
+        if value is None:
+            continue
+        try:
+            record = decode(value, schema)
+        except DecodeError as exc:
+            reject(exc.reason.value, dead_letter(msg, exc.reason.value, exc.message, consumer))
+            continue
+        yield msg, record
 
 
 def dead_letter(msg: Message, kind: str, error: str, consumer: str = CONSUMER) -> KafkaOut:
