@@ -10,14 +10,17 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
+from core import kafka
 from core.config import Settings
-from vpp.stack import running
+from core.waiting import wait_until
+from vpp.stack import _broker_binary, _probe_broker, running
 
 if TYPE_CHECKING:
     from tests.own_redis import RedisServer
@@ -68,3 +71,23 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     if server.process is not None:
         os.kill(server.process.pid, signal.SIGCONT)
     server.stop()
+
+
+@pytest.fixture
+def own_broker(stack_settings: Settings) -> Iterator[tuple[Settings, subprocess.Popen[bytes]]]:
+    """A broker of the test's own (with the project's topics), which it may pause (SIGSTOP) or kill;
+    the settings are the shared stack's but for the broker's port."""
+    port = free_port()
+    settings = stack_settings.model_copy(update={"kafka_port": port})
+    process = subprocess.Popen(
+        [_broker_binary(), "broker", "--listener-url", f"tcp://127.0.0.1:{port}",
+         "--advertised-listener-url", f"tcp://127.0.0.1:{port}", "--storage-engine", "memory://tansu/"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_until(lambda: _probe_broker(settings), 60, interval_s=0.1), "the own broker did not start"
+        kafka.ensure_topics(settings)
+        yield settings, process
+    finally:
+        os.kill(process.pid, signal.SIGCONT)
+        process.kill()
+        process.wait()

@@ -16,24 +16,19 @@ import os
 import signal
 import subprocess
 import uuid
-from collections.abc import Iterator
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
-from core import kafka
 from core.config import Settings
 from core.device_tokens import issue_token
 from core.topics import TELEMETRY_RAW
-from core.waiting import wait_until
 from edge_gateway.acks import ACKS_HEADER, DeliveryWindow
 from edge_gateway.server import Gateway
 from edge_gateway.sim_transports import Unconfirmed
 from edge_gateway.wire import Encoding, json_frame
-from tests.conftest import free_port
 from tests.edge_gateway.support import TopicTail, eventually, gateway_settings, running_gateway, telemetry
-from vpp.stack import _broker_binary, _probe_broker
 
 
 def test_the_count_covers_a_prefix_of_frames_done_and_never_a_failed_one() -> None:
@@ -96,22 +91,6 @@ def test_frames_are_confirmed_once_produced_and_refused_ones_count_as_done(stack
         tail.close()
 
 
-@pytest.fixture
-def own_broker(stack_settings: Settings) -> Iterator[tuple[Settings, subprocess.Popen[bytes]]]:
-    port = free_port()
-    settings = stack_settings.model_copy(update={"kafka_port": port})
-    process = subprocess.Popen(
-        [_broker_binary(), "broker", "--listener-url", f"tcp://127.0.0.1:{port}",
-         "--advertised-listener-url", f"tcp://127.0.0.1:{port}", "--storage-engine", "memory://tansu/"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        assert wait_until(lambda: _probe_broker(settings), 60, interval_s=0.1), "the own broker did not start"
-        kafka.ensure_topics(settings)
-        yield settings, process
-    finally:
-        os.kill(process.pid, signal.SIGCONT)
-        process.kill()
-        process.wait()
 
 
 @pytest.mark.integration

@@ -17,38 +17,17 @@ import subprocess
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
-from core import kafka
 from core.config import Settings
 from core.device_tokens import issue_token
-from core.waiting import wait_until
 from edge_gateway.wire import json_frame
-from tests.conftest import free_port
 from tests.edge_gateway.support import device, eventually, gateway_settings, running_gateway, telemetry
-from vpp.stack import _broker_binary, _probe_broker
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def own_broker(stack_settings: Settings) -> Iterator[tuple[Settings, subprocess.Popen[bytes]]]:
-    port = free_port()
-    settings = stack_settings.model_copy(update={"kafka_port": port})
-    process = subprocess.Popen(
-        [_broker_binary(), "broker", "--listener-url", f"tcp://127.0.0.1:{port}",
-         "--advertised-listener-url", f"tcp://127.0.0.1:{port}", "--storage-engine", "memory://tansu/"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        assert wait_until(lambda: _probe_broker(settings), 60, interval_s=0.1), "the own broker did not start"
-        kafka.ensure_topics(settings)
-        yield settings, process
-    finally:
-        os.kill(process.pid, signal.SIGCONT)
-        process.kill()
-        process.wait()
 
 
 def _probe(port: int, path: str) -> tuple[int, dict[str, object]]:
