@@ -25,14 +25,10 @@ scenario and asserts on it.
 
 from __future__ import annotations
 
-import asyncio
-import os
 import statistics
-import subprocess
-import threading
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -42,6 +38,7 @@ import redis
 from assets.generator import Site, generate_fleet
 from assets.loader import load_fleet
 from bench.local import private_stack, tail_consumer
+from bench.loop_processes import LoopProcesses
 from core.config import Settings
 from core.dispatch import read_status, submit
 from core.dispatch_spec import DispatchSpec
@@ -50,7 +47,6 @@ from edge_gateway.sim_transports import KafkaTransport
 from edge_gateway.simulator import FaultMix, FleetSimulator, SimClock
 from schemas import packaged_codec
 from schemas.times import epoch_ms
-from vpp.dataflows import dataflow_argv, ensure_recovery, settings_env
 
 SETTLED_WITHIN = 0.02
 #: How far ahead of the wall clock the dataflows accept the accelerated fleet's event times (a day:
@@ -148,67 +144,30 @@ class Harness:
         self.fleet = LossyFleet(self.sites, scenario.seed, self.clock.start,
                                 FaultMix(noncompliant=scenario.noncompliant), lossy=lossy)
         self.redis = redis.Redis.from_url(self.settings.redis)
+        self.processes = LoopProcesses(self.settings, lambda name: f"{name}-flow.log", "control")
 
     @contextmanager
     def running(self) -> Iterator[Harness]:
         """Start both dataflows and the simulator; stop them all afterwards."""
-        self.flows = {name: self._start_flow(name) for name in ("telemetry", "control")}
-        transport = KafkaTransport(self.fleet, self.clock, self.settings, group_id="bench-control-fleet")
-        stop = threading.Event()
-        thread = threading.Thread(target=lambda: asyncio.run(self._simulate(transport, stop)), daemon=True)
-        thread.start()
-        try:
-            self._wait_for_fleet(transport)
-            yield self
-        finally:
-            stop.set()
-            thread.join(30)
-            for flow in self.flows.values():
-                flow.terminate()
-            for flow in self.flows.values():
-                try:
-                    flow.wait(20)
-                except subprocess.TimeoutExpired:
-                    flow.kill()
+        def transport() -> KafkaTransport:
+            return KafkaTransport(self.fleet, self.clock, self.settings, group_id="bench-control-fleet")
 
-    def _start_flow(self, name: str) -> subprocess.Popen[bytes]:
-        """A dataflow process; the control flow with a recovery store, snapshotted every second."""
-        recovery = None
-        if name == "control":
-            recovery = self.settings.data_dir / "recovery" / "control"
-            ensure_recovery(recovery)
-        settings = self.settings.model_copy(update={"snapshot_interval_s": 1})
-        log = (self.settings.data_dir / f"{name}-flow.log").open("ab")
-        return subprocess.Popen(dataflow_argv(name, settings, recovery=recovery),
-                                env={**os.environ, **settings_env(settings)}, stdout=log, stderr=log)
+        with self.processes.running(transport) as started:
+            self._wait_for_fleet(started)
+            yield self
 
     def kill_and_restart_control(self) -> None:
         """SIGKILL the control dataflow and start it again on its recovery store."""
-        old = self.flows["control"]
+        old = self.processes.flows["control"]
         old.kill()
         old.wait(20)
-        self.flows["control"] = self._start_flow("control")
-
-    def log_tail(self) -> str:
-        """The end of each dataflow's log, for an error message."""
-        logs = [self.settings.data_dir / f"{name}-flow.log" for name in self.flows]
-        return "\n".join(f"{log.name}: {log.read_text()[-1500:]}" for log in logs if log.exists())
-
-    async def _simulate(self, transport: KafkaTransport, stop: threading.Event) -> None:
-        task = asyncio.create_task(transport.run(None))
-        while not stop.is_set() and not task.done():
-            await asyncio.sleep(0.2)
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
+        self.processes.flows["control"] = self.processes.start_flow("control")
 
     def _wait_for_fleet(self, transport: KafkaTransport, timeout_s: float = 120.0) -> None:
         """Until the simulator has its command partitions and 95% of the sites are ONLINE in the twin."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            for flow in self.flows.values():
-                if flow.poll() is not None:
-                    raise RuntimeError(f"a dataflow died: {self.log_tail()}")
+            self.processes.check()
             pipe = self.redis.pipeline(transaction=False)
             for site in self.sites:
                 pipe.hget(f"site:{site.site_id}", "status")
@@ -255,7 +214,7 @@ class Harness:
                 break
             if now_ms > run.end_ms + 60_000 * sc.speed:
                 raise TimeoutError(f"dispatch {spec.dispatch_id} did not complete; last status {status}\n"
-                                   f"{self.log_tail()}")
+                                   f"{self.processes.log_tail()}")
         watcher.poll(run, self.codec, 1.0)
         watcher.close()
         for site_id in run.disconnected:  # back on the network for the next dispatch

@@ -39,14 +39,10 @@ so the figure depends on the speed and is reported with it.
 
 from __future__ import annotations
 
-import asyncio
 import math
-import os
-import subprocess
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -56,6 +52,7 @@ import redis
 
 from assets.generator import generate_fleet
 from assets.loader import load_fleet
+from bench.loop_processes import LoopProcesses
 from core import keys
 from core.config import Settings
 from core.dispatch import read_status
@@ -71,7 +68,6 @@ from peak.feeder_day import FeederDay, scale_to_fleet, split_feeder
 from peak.inputs import fleet_from_aggregate
 from peak.planner import LoadForecast, NoEvent, Plan, Planner
 from vpp import dataset_series
-from vpp.dataflows import dataflow_argv, ensure_recovery, settings_env
 from vpp.peak_service import record_day, run_plan
 
 #: The simulated day runs up to a day and a half ahead of the wall clock; anything beyond is refused.
@@ -244,59 +240,20 @@ class PeakLoop:
             simulated.profile = self.day_profile.sites[simulated.site_id]
             simulated.soc_pct = max(sc.start_soc_pct, simulated.spec.reserve_pct)
         self.redis = redis.Redis.from_url(self.settings.redis)
-        self.flows: dict[str, subprocess.Popen[bytes]] = {}
+        self.processes = LoopProcesses(self.settings, lambda name: f"peak-loop-{name}.log",
+                                       "peak-loop-control")
 
     @contextmanager
     def running(self) -> Iterator[PeakLoop]:
         """Both dataflows and the simulated fleet, stopped afterwards."""
-        self.flows = {name: self._start_flow(name) for name in ("telemetry", "control")}
-        transport = KafkaTransport(self.fleet, self.clock, self.settings, self.scenario.interval_s,
-                                   self.scenario.seed, group_id="bench-peak-loop-fleet")
-        stop = threading.Event()
-        thread = threading.Thread(target=lambda: asyncio.run(self._simulate(transport, stop)), daemon=True)
-        thread.start()
-        try:
-            self._wait_for_fleet(transport)
+        def transport() -> KafkaTransport:
+            return KafkaTransport(self.fleet, self.clock, self.settings, self.scenario.interval_s,
+                                  self.scenario.seed, group_id="bench-peak-loop-fleet")
+
+        with self.processes.running(transport) as started:
+            self._wait_for_fleet(started)
             self.clock.go()
             yield self
-        finally:
-            stop.set()
-            thread.join(30)
-            for flow in self.flows.values():
-                flow.terminate()
-            for flow in self.flows.values():
-                try:
-                    flow.wait(20)
-                except subprocess.TimeoutExpired:
-                    flow.kill()
-
-    def _start_flow(self, name: str) -> subprocess.Popen[bytes]:
-        recovery = None
-        if name == "control":
-            recovery = self.settings.data_dir / "recovery" / "peak-loop-control"
-            ensure_recovery(recovery)
-        settings = self.settings.model_copy(update={"snapshot_interval_s": 1})
-        log = (self.settings.data_dir / f"peak-loop-{name}.log").open("ab")
-        return subprocess.Popen(dataflow_argv(name, settings, recovery=recovery),
-                                env={**os.environ, **settings_env(settings)}, stdout=log, stderr=log)
-
-    def log_tail(self) -> str:
-        """The end of each dataflow's log, for an error message."""
-        logs = [self.settings.data_dir / f"peak-loop-{name}.log" for name in self.flows]
-        return "\n".join(f"{log.name}: {log.read_text()[-1500:]}" for log in logs if log.exists())
-
-    async def _simulate(self, transport: KafkaTransport, stop: threading.Event) -> None:
-        task = asyncio.create_task(transport.run(None))
-        while not stop.is_set() and not task.done():
-            await asyncio.sleep(0.2)
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
-
-    def _check_flows(self) -> None:
-        for flow in self.flows.values():
-            if flow.poll() is not None:
-                raise RuntimeError(f"a dataflow died: {self.log_tail()}")
 
     def aggregate(self) -> dict[str, str]:
         """The node's live aggregate (``node:{id}``)."""
@@ -310,14 +267,14 @@ class PeakLoop:
         """
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            self._check_flows()
+            self.processes.check()
             fields = self.aggregate()
             if (transport.assigned and float(fields.get("coverage", 0.0)) >= 0.95
                     and float(fields.get("est_available_discharge_kw", 0.0)) >= 0.95 * self.fleet_kw):
                 return
             time.sleep(0.2)
         raise TimeoutError(f"the fleet did not come online in the twin: {self.aggregate()}\n"
-                           f"{self.log_tail()}")
+                           f"{self.processes.log_tail()}")
 
     @property
     def end(self) -> datetime:
@@ -355,7 +312,7 @@ class PeakLoop:
             # Past the end by the telemetry flow's lateness, so the last minutes close.
             until = end + timedelta(seconds=self.settings.allowed_lateness_s + 4 * self.scenario.interval_s)
             while self.clock.now() < until:
-                self._check_flows()
+                self.processes.check()
                 time.sleep(0.5)
             statuses = {d: s for d in sent if (s := read_status(self.redis, d)) is not None}
             event = self._record(store, end)
