@@ -75,8 +75,9 @@ def energy_bands(battery: Battery, plan: Plan, t: int, step_h: float, soc_mwh: f
     """The energy curve for interval ``t`` of ``plan`` from state of charge ``soc_mwh``."""
     held = battery.reserve_sustain_h * float(plan.reserve_mw[t])
     headroom = max(battery.power_mw - float(plan.reserve_mw[t]), 0.0)
+    charge_headroom = max(battery.charge_limit_mw - float(plan.reserve_mw[t]), 0.0)
     sell = min(headroom, max(soc_mwh - battery.soc_min_mwh - held, 0.0) * battery.eta / step_h)
-    buy = min(headroom, max(battery.energy_mwh - held - soc_mwh, 0.0) / (battery.eta * step_h))
+    buy = min(charge_headroom, max(battery.energy_mwh - held - soc_mwh, 0.0) / (battery.eta * step_h))
     water = float(plan.water_value[t])
     deg = battery.degradation_eur_per_mwh
     buy_below = water * battery.eta - deg
@@ -106,7 +107,7 @@ QUANTILE_Z = (-1.645, -1.036, -0.524, 0.0, 0.524, 1.036, 1.645)  # 5%, 15%, 30%,
 
 def response_bands(battery: Battery, mean: Array, std: Array, step_h: float, soc_mwh: float,
                    interval_start: datetime, *, soc_end_min_mwh: float = 0.0,
-                   persistence: float = 0.9) -> IntervalBid:
+                   persistence: float = 0.9, baseline_mw: Array | None = None) -> IntervalBid:
     """The next interval's curve from the forecast's uncertainty: the optimal response at each quantile.
 
     The first interval's price is set to each quantile of its forecast in turn (the rest stay at
@@ -115,14 +116,22 @@ def response_bands(battery: Battery, mean: Array, std: Array, step_h: float, soc
     the one below. A linear programme's response to its own price never falls as the price rises,
     so the curve is monotone (a running maximum removes solver noise). Equal neighbours merge, so
     the curve has at most ``len(QUANTILE_Z)`` bands.
+
+    With ``baseline_mw`` (what a VPP node's fleet does anyway, per interval) the quantities are the
+    deviation from the first interval's baseline: the market is offered only the flexibility around
+    it, never what the fleet does regardless (:func:`bidding.optimiser.optimise` on the totals).
     """
     levels = [float(mean[0] + z * std[0]) for z in QUANTILE_Z]
     quantities: list[float] = []
     for level in levels:
         surprise = level - float(mean[0])
         prices = np.asarray(mean, dtype=np.float64) + surprise * persistence ** np.arange(len(mean))
-        plan = optimise(battery, prices, step_h, soc_mwh, soc_end_min_mwh=soc_end_min_mwh)
-        net = round(float(plan.discharge_mw[0] - plan.charge_mw[0]), 4)
+        plan = optimise(battery, prices, step_h, soc_mwh, soc_end_min_mwh=soc_end_min_mwh,
+                        baseline_mw=baseline_mw)
+        net = float(plan.discharge_mw[0] - plan.charge_mw[0])
+        if baseline_mw is not None:
+            net -= float(baseline_mw[0])
+        net = round(net, 4)
         quantities.append(max([net, *quantities[-1:]]))
     bands = [Band(PRICE_FLOOR, quantities[0])]
     for below, level, quantity in zip(levels, levels[1:], quantities[1:], strict=False):

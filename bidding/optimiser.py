@@ -8,12 +8,14 @@ solved by Clarabel, so a re-solve costs only the numbers:
                + terminal_value * soc_n
     subject to soc_{t+1} = soc_t + step_h * (eta_c * c_t - d_t / eta_d),  soc_0 given
                soc_min + sustain_h * r_t <= soc_{t+1} <= energy - sustain_h * r_t   (and at soc_t)
-               d_t - c_t + r_t <= power,  c_t - d_t + r_t <= power   (symmetric reserve headroom)
-               0 <= c_t, d_t <= power,  0 <= r_t <= reserve_max,  soc_n >= soc_end_min
+               d_t - c_t + r_t <= power,  c_t - d_t + r_t <= charge_power   (symmetric reserve headroom)
+               0 <= c_t <= charge_power,  0 <= d_t <= power,  0 <= r_t <= reserve_max,  soc_n >= soc_end_min
 
 ``c``/``d`` are charge/discharge (MW), ``r`` symmetric reserve capacity (MW) that must be
 sustainable for ``sustain_h`` hours either way; efficiencies split the round trip evenly
-(eta_c = eta_d = sqrt(round trip)). Prices are the forecast means; their uncertainty shapes
+(eta_c = eta_d = sqrt(round trip)); a battery charges as fast as it discharges unless
+``charge_mw`` says otherwise (a VPP node's aggregate can absorb more or less than it can
+give). Prices are the forecast means; their uncertainty shapes
 the bid bands (:mod:`bidding.bids`), not the schedule. The dual of the state-of-charge
 balance is the marginal value of stored energy (the "water value"), which turns the schedule
 into price-responsive bands.
@@ -42,6 +44,13 @@ class Battery:
     soc_min_mwh: float = 0.0
     degradation_eur_per_mwh: float = 0.0
     reserve_sustain_h: float = 0.25
+    #: Charge power limit (MW); ``None``: the same as ``power_mw``.
+    charge_mw: float | None = None
+
+    @property
+    def charge_limit_mw(self) -> float:
+        """How fast the asset can charge (MW)."""
+        return self.power_mw if self.charge_mw is None else self.charge_mw
 
     @property
     def eta(self) -> float:
@@ -74,10 +83,19 @@ class _Compiled:
 
 
 @cache
-def _compile(n: int, step_h: float) -> _Compiled:
+def _compile(n: int, step_h: float, baseline: bool = False) -> _Compiled:
+    """The LP for ``n`` intervals; with ``baseline``, degradation is paid on the deviation from a schedule.
+
+    A VPP node's fleet follows its own plan (the baseline) whatever the market does; what the node
+    sells is the deviation from it, so only the deviation costs extra cycling: the degradation term
+    becomes ``degradation * |d_t - c_t - baseline_t|`` (``up - down`` = the deviation, both >= 0).
+    Without a deviation to earn from, the optimum then keeps the baseline. A single battery has no
+    baseline and keeps the original problem (degradation on every MWh through it).
+    """
     p = {
         "energy": cp.Parameter(n), "reserve": cp.Parameter(n), "soc0": cp.Parameter(),
-        "power": cp.Parameter(nonneg=True), "capacity": cp.Parameter(nonneg=True),
+        "power": cp.Parameter(nonneg=True), "charge_power": cp.Parameter(nonneg=True),
+        "capacity": cp.Parameter(nonneg=True),
         "soc_min": cp.Parameter(nonneg=True), "eta_c": cp.Parameter(nonneg=True),
         "inv_eta_d": cp.Parameter(nonneg=True), "degradation": cp.Parameter(nonneg=True),
         "sustain": cp.Parameter(nonneg=True), "reserve_max": cp.Parameter(nonneg=True),
@@ -91,10 +109,17 @@ def _compile(n: int, step_h: float) -> _Compiled:
         soc[0] == p["soc0"], balance,
         soc[1:] >= p["soc_min"] + held, soc[1:] <= p["capacity"] - held,
         soc[:-1] >= p["soc_min"] + held, soc[:-1] <= p["capacity"] - held,
-        d - c + r <= p["power"], c - d + r <= p["power"], c <= p["power"], d <= p["power"],
+        d - c + r <= p["power"], c - d + r <= p["charge_power"], c <= p["charge_power"], d <= p["power"],
         r <= p["reserve_max"], soc[n] >= p["soc_end_min"],
     ]
-    revenue = step_h * (p["energy"] @ (d - c) + p["reserve"] @ r - p["degradation"] * cp.sum(c + d))
+    if baseline:
+        p["baseline"] = cp.Parameter(n)
+        up, down = cp.Variable(n, nonneg=True), cp.Variable(n, nonneg=True)
+        constraints.append(up - down == d - c - p["baseline"])
+        cycling = cp.sum(up + down)
+    else:
+        cycling = cp.sum(c + d)
+    revenue = step_h * (p["energy"] @ (d - c) + p["reserve"] @ r - p["degradation"] * cycling)
     problem = cp.Problem(cp.Maximize(revenue + p["terminal_value"] * soc[n]), constraints)
     if not problem.is_dpp():
         raise AssertionError("the bid LP must be DPP so it compiles once")
@@ -107,19 +132,26 @@ class InfeasiblePlanError(ValueError):
 
 def optimise(battery: Battery, energy_price: Array, step_h: float, soc0_mwh: float, *,
              reserve_price: Array | None = None, soc_end_min_mwh: float = 0.0,
-             terminal_value: float = 0.0) -> Plan:
-    """The revenue-maximising schedule; ``reserve_price`` (EUR/MW/h) ``None`` means no reserve product."""
+             terminal_value: float = 0.0, baseline_mw: Array | None = None) -> Plan:
+    """The revenue-maximising schedule; ``reserve_price`` (EUR/MW/h) ``None`` means no reserve product.
+
+    ``baseline_mw`` (net MW per interval, + discharge) is what the asset does anyway (a VPP node's
+    aggregate plan): the schedule stays a total, but degradation is paid only on its deviation from it.
+    """
     n = len(energy_price)
-    compiled = _compile(n, step_h)
-    values = {
+    compiled = _compile(n, step_h, baseline_mw is not None)
+    values: dict[str, object] = {
         "energy": np.asarray(energy_price, dtype=np.float64),
         "reserve": np.zeros(n) if reserve_price is None else np.asarray(reserve_price, dtype=np.float64),
-        "soc0": soc0_mwh, "power": battery.power_mw, "capacity": battery.energy_mwh,
+        "soc0": soc0_mwh, "power": battery.power_mw, "charge_power": battery.charge_limit_mw,
+        "capacity": battery.energy_mwh,
         "soc_min": battery.soc_min_mwh, "eta_c": battery.eta, "inv_eta_d": 1.0 / battery.eta,
         "degradation": battery.degradation_eur_per_mwh, "sustain": battery.reserve_sustain_h,
         "reserve_max": 0.0 if reserve_price is None else battery.power_mw,
         "soc_end_min": soc_end_min_mwh, "terminal_value": terminal_value,
     }
+    if baseline_mw is not None:
+        values["baseline"] = np.asarray(baseline_mw, dtype=np.float64)
     for name, value in values.items():
         compiled.params[name].value = value
     compiled.problem.solve(solver=cp.CLARABEL)

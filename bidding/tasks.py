@@ -64,11 +64,27 @@ class RunInputs:
     soc_mwh: float
     round_trip: float = 0.9
     degradation_eur_per_mwh: float = 1.0
+    #: Charge power limit (MW) when it differs from ``power_mw`` (a VPP node's aggregate).
+    charge_power_mw: float | None = None
+    #: What the asset does anyway, net MW per interval of the horizon (+ discharge): a VPP node's
+    #: aggregate plan (:mod:`bidding.node_asset`). Empty for a battery that does only what it bids.
+    baseline_mw: tuple[float, ...] = ()
+    #: What the sizing of the asset had to say (coverage derating, plan gaps); carried into the bid's note.
+    notes: tuple[str, ...] = ()
 
     def battery(self) -> Battery:
         """The asset as the optimiser sees it."""
         return Battery(self.power_mw, self.energy_mwh, self.round_trip,
-                       degradation_eur_per_mwh=self.degradation_eur_per_mwh)
+                       degradation_eur_per_mwh=self.degradation_eur_per_mwh, charge_mw=self.charge_power_mw)
+
+    def baseline(self) -> np.ndarray | None:
+        """The baseline over the horizon as an array (None without one)."""
+        if not self.baseline_mw:
+            return None
+        if len(self.baseline_mw) != self.horizon_steps:
+            raise TaskInputError(f"a baseline of {len(self.baseline_mw)} intervals for a horizon of "
+                                 f"{self.horizon_steps}")
+        return np.asarray(self.baseline_mw, dtype=np.float64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,8 +192,11 @@ def bid_for(inputs: RunInputs, energy: PriceForecast, reserve: PriceForecast | N
 
     The plan with reserve fixes the reserve held in the interval; the energy curve is the optimal
     response to the interval's price (:func:`bidding.bids.response_bands`) of the power left beside it.
+    An asset with a baseline (a VPP node) is offered as the deviation from it: the energy curve's
+    quantities are what the node does beyond its own plan, within its limits.
     """
     battery = inputs.battery()
+    baseline = inputs.baseline()
     step_h = inputs.step_s / 3600
     mean = np.asarray(energy.mean, dtype=np.float64)
     std = np.asarray(energy.std, dtype=np.float64)
@@ -185,14 +204,16 @@ def bid_for(inputs: RunInputs, energy: PriceForecast, reserve: PriceForecast | N
     held = 0.0
     if reserve is not None:
         plan = optimise(battery, mean, step_h, inputs.soc_mwh,
-                        reserve_price=np.asarray(reserve.mean, dtype=np.float64))
+                        reserve_price=np.asarray(reserve.mean, dtype=np.float64), baseline_mw=baseline)
         held = round(float(plan.reserve_mw[0]), DIGITS)
         curves.append(reserve_band(plan, 0, inputs.interval_start))
+    charge = None if battery.charge_mw is None else max(battery.charge_mw - held, 0.0)
     left = Battery(max(battery.power_mw - held, 0.0), battery.energy_mwh, battery.round_trip,
-                   degradation_eur_per_mwh=battery.degradation_eur_per_mwh)
-    curve = response_bands(left, mean, std, step_h, inputs.soc_mwh, inputs.interval_start)
+                   degradation_eur_per_mwh=battery.degradation_eur_per_mwh, charge_mw=charge)
+    curve = response_bands(left, mean, std, step_h, inputs.soc_mwh, inputs.interval_start,
+                           baseline_mw=baseline)
     curves.insert(0, curve)
-    return Bid(inputs.asset_id, tuple(_rounded(c) for c in curves))
+    return Bid(inputs.asset_id, tuple(_rounded(c) for c in curves), "; ".join(inputs.notes))
 
 
 def _rounded(curve: IntervalBid) -> IntervalBid:
@@ -257,7 +278,9 @@ def value_of(body: bytes | str) -> Any:
     kind = raw.get("__type__") if isinstance(raw, dict) else None
     if kind == "RunInputs":
         fields = {k: v for k, v in raw.items() if k != "__type__"}
-        return RunInputs(**{**fields, "interval_start": _time(raw["interval_start"])})
+        return RunInputs(**{**fields, "interval_start": _time(raw["interval_start"]),
+                            "baseline_mw": tuple(fields.get("baseline_mw", ())),
+                            "notes": tuple(fields.get("notes", ()))})
     if kind == "MarketData":
         return MarketData(raw["region"], _time(raw["first"]), int(raw["step_s"]), tuple(raw["prices"]))
     if kind == "PriceForecast":
