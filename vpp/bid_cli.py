@@ -2,6 +2,7 @@
 
     vpp bid run ASSET [--region R] [--power-mw 1] [--energy-mwh 2] [--soc-mwh 1] [--wait]
                                         bid the asset into the next interval whose gate is open
+                                        (ASSET node:NODE_ID bids a VPP node, sized from its aggregate)
     vpp bid status [--json]             every run on workflow.events: status, flags, tasks
     vpp bid replay WF_ID                replay the journal (the state it rebuilds), re-run optimise from
                                         the stored artifacts and compare hashes
@@ -27,14 +28,14 @@ from rich.console import Console
 from rich.table import Table
 
 from bidding import journal
-from bidding.tasks import RunInputs
+from bidding.node_asset import NodeUnavailableError
 from bidding.workflow import FINAL, Workflow
 from core import kafka
 from core.bid_history import BidStore
 from core.config import Settings
 from core.history import HistoryStore, connect
 from vpp.bid_backtest import backtest
-from vpp.bid_runs import next_interval, read_journal, replay_optimise, request_run, runs
+from vpp.bid_runs import next_interval, read_journal, replay_optimise, request_run, run_inputs, runs
 from vpp.bid_worker import Faults, Worker
 
 bid_app = typer.Typer(no_args_is_help=True, help="The Autobidder: bidding runs, their journal, the workers.")
@@ -53,7 +54,8 @@ def _state_row(state: Workflow) -> dict[str, object]:
 
 @bid_app.command("run")
 def run_command(
-    asset_id: str = typer.Argument(help="The asset to bid (a battery; its figures are the options)."),
+    asset_id: str = typer.Argument(help="The asset to bid: a battery (its figures are the options), or a VPP "
+                                   "node as node:NODE_ID (sized from its live aggregate and plan)."),
     region: str = typer.Option(None, "--region", help="Price region; default the first with prices."),
     power_mw: float = typer.Option(1.0, "--power-mw", min=0.0),
     energy_mwh: float = typer.Option(2.0, "--energy-mwh", min=0.0),
@@ -74,11 +76,18 @@ def run_command(
     step = timedelta(minutes=recent[-1].interval_minutes if recent else 60)
     lead = timedelta(seconds=settings.bid_gate_lead_s + settings.bid_forecast_deadline_s + 30)
     interval = next_interval(now, step, lead)
-    run = RunInputs(asset_id, chosen, interval, int(step.total_seconds()), settings.bid_horizon_steps,
-                    power_mw, energy_mwh, energy_mwh / 2 if soc_mwh is None else soc_mwh)
+    live = redis.Redis.from_url(settings.redis)
+    try:
+        run = run_inputs(settings, live, asset_id, chosen, interval, step, power_mw=power_mw,
+                         energy_mwh=energy_mwh, soc_mwh=soc_mwh)
+    except NodeUnavailableError as exc:
+        err_console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(code=2) from None
+    for note in run.notes:
+        err_console.print(f"[yellow]{asset_id}:[/] {note}")
     store = BidStore(client, settings.clickhouse_database)
     producer = Producer(kafka.client_config(settings))
-    requested = request_run(settings, store, producer, redis.Redis.from_url(settings.redis), run, now, rebid)
+    requested = request_run(settings, store, producer, live, run, now, rebid)
     gate = requested.start.gate_closure
     console.print(f"requested {requested.workflow_id}: gate closes {gate:%H:%M:%S} UTC")
     deadline = time.monotonic() + wait

@@ -14,8 +14,10 @@ prices).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 
@@ -68,6 +70,10 @@ class StoredMarket:
     gate_lead: timedelta
     #: The region a plain :meth:`submit` books under (the protocol's bid carries none).
     region: str = ""
+    #: Called with each region's clearing rows and the market's step before they are recorded (a VPP
+    #: node's cleared energy becomes a dispatch: :class:`vpp.bid_dispatch.ClearedDispatcher`). Before,
+    #: so a crash in between clears (and dispatches, idempotently) again rather than never.
+    on_cleared: Callable[[list[MarketResultRow], timedelta], Any] | None = None
 
     def gate_closure(self, interval_start: datetime) -> datetime:
         return interval_start - self.gate_lead
@@ -101,9 +107,12 @@ class StoredMarket:
                 bands = tuple(Band(float(p), float(q)) for p, q in json.loads(row.bands_json))
                 curve = IntervalBid(row.interval_start, row.product, bands)
                 simulated.submit(Bid(row.asset_id, (curve,)), in_time)
-            results += [MarketResultRow(c.asset_id, c.interval_start, c.product, c.price, c.quantity_mw,
-                                        c.revenue_eur, workflows[(c.asset_id, c.product)], now)
-                        for c in simulated.clear(interval_start)]
+            cleared = [MarketResultRow(c.asset_id, c.interval_start, c.product, c.price, c.quantity_mw,
+                                       c.revenue_eur, workflows[(c.asset_id, c.product)], now)
+                       for c in simulated.clear(interval_start)]
+            if self.on_cleared is not None:
+                self.on_cleared(cleared, simulated.prices.step)
+            results += cleared
         self.bids.put_results(results)
         return results
 

@@ -21,11 +21,13 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from bidding import journal
 from bidding.artifacts import artifact
+from bidding.node_asset import NodeAvailability, NodeBaseline, node_of, size_node
 from bidding.tasks import PRODUCTS, PriceForecast, RunInputs, bid_for, value_of
 from bidding.workflow import OPTIMISE, Start, Workflow
 from core import kafka, keys
 from core.bid_history import BidStore, artifact_row
 from core.config import Settings
+from core.live import text
 from core.topics import WORKFLOW_EVENTS
 from schemas import packaged_codec
 
@@ -41,6 +43,34 @@ def next_interval(now: datetime, step: timedelta, lead: timedelta) -> datetime:
     earliest = now + lead
     steps = math.ceil((earliest - epoch) / step)
     return epoch + steps * step
+
+
+def run_inputs(settings: Settings, client: redis.Redis, asset_id: str, region: str, interval_start: datetime,
+               step: timedelta, *, power_mw: float = 1.0, energy_mwh: float = 2.0,
+               soc_mwh: float | None = None) -> RunInputs:
+    """The inputs of a run for ``asset_id``: a battery of the given figures, or a VPP node sized now.
+
+    A node asset (``node:{id}``, :mod:`bidding.node_asset`) is sized from its live aggregate
+    (``node:{id}``) and its aggregate plan (``plan:node:{id}``) as they stand when the run is asked
+    for, and that sizing is the run's ``inputs`` artifact: stored content-addressed before the run
+    starts, so a replay or backtest decides from the very numbers the run decided from.
+    Raises :class:`bidding.node_asset.NodeUnavailableError` for a node that cannot be sized.
+    """
+    step_s = int(step.total_seconds())
+    horizon = settings.bid_horizon_steps
+    node_id = node_of(asset_id)
+    if node_id is None:
+        return RunInputs(asset_id, region, interval_start, step_s, horizon, power_mw, energy_mwh,
+                         energy_mwh / 2 if soc_mwh is None else soc_mwh)
+    pipe = client.pipeline(transaction=False)
+    pipe.hgetall(keys.node(node_id))
+    pipe.hgetall(keys.node_plan(node_id))
+    aggregate, plan = ({text(k): text(v) for k, v in raw.items()} for raw in pipe.execute())
+    sized = size_node(NodeAvailability.from_fields(node_id, aggregate), NodeBaseline.from_fields(plan),
+                      interval_start, step_s, horizon)
+    return RunInputs(asset_id, region, interval_start, step_s, horizon, sized.power_mw, sized.energy_mwh,
+                     sized.soc_mwh, charge_power_mw=sized.charge_mw, baseline_mw=sized.baseline_mw,
+                     notes=sized.notes)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,9 @@ WorkflowResult, and only then commit the task's offset. So:
 - an output that fails its check goes to ``telemetry.dlq`` (the result as it would have been,
   with the reason) and the result says the task failed, so the orchestrator retries it;
 - market data that is not in yet is asked again until the task's deadline, then the task fails
-  (the orchestrator retries until the fetch deadline, then goes on with the last good data).
+  (the orchestrator retries until the fetch deadline, then goes on with the last good data);
+- while idle it clears started intervals, and a VPP node's cleared energy becomes a dispatch
+  request (:mod:`vpp.bid_dispatch`).
 
 ``Faults`` exist for the crash tests: delay a step (so a SIGKILL lands mid-task) or corrupt the
 first attempt of a step's output.
@@ -65,6 +67,7 @@ from core.rows import WorkflowStepRow
 from core.topics import TELEMETRY_DLQ, WORKFLOW_RESULTS, WORKFLOW_TASKS
 from schemas import packaged_codec
 from schemas.codec import DecodeError
+from vpp.bid_dispatch import ClearedDispatcher
 from vpp.bid_market import StoredMarket
 
 WORKER_GROUP = "vpp-bid-workers"
@@ -121,7 +124,9 @@ class Worker:
 
     def market(self) -> StoredMarket:
         """The market the submit step talks to (the simulated one; a real adapter has the same interface)."""
-        return StoredMarket(self.store, self.history, timedelta(seconds=self.settings.bid_gate_lead_s))
+        dispatcher = ClearedDispatcher(self.settings, self.redis, self.producer, self.store)
+        return StoredMarket(self.store, self.history, timedelta(seconds=self.settings.bid_gate_lead_s),
+                            on_cleared=dispatcher)
 
     # ---- one task ---------------------------------------------------------------------------------
 
