@@ -92,7 +92,8 @@ class StoredMarket:
 
     def clear(self, interval_start: datetime) -> list[MarketResultRow]:
         """Clear the interval's accepted bids at their regions' prices; the rows written to market_results."""
-        booked = [r for r in self.bids.bids_due(interval_start + timedelta(microseconds=1))
+        # bids' interval_start is whole seconds (DateTime), so one second past the start selects it
+        booked = [r for r in self.bids.bids_due(interval_start + timedelta(seconds=1))
                   if r.interval_start == interval_start]
         results: list[MarketResultRow] = []
         now = datetime.now(UTC)
