@@ -464,6 +464,24 @@ class Settings(BaseSettings):
         "(VPP_BACKFILL_HORIZON_S; 0 turns backfill off).",
     )
 
+    bid_assets: str = Field(
+        default="",
+        description="Assets the bid scheduler (`vpp bid schedule`, started by `vpp up`) bids every "
+        "VPP_BID_EVERY_S, comma-separated: battery ids (1 MW / 2 MWh) or VPP nodes as node:NODE_ID. Empty "
+        "(the default): the scheduler starts no runs (VPP_BID_ASSETS).",
+    )
+    bid_every_s: float = Field(
+        default=300.0, gt=0,
+        description="The bid scheduler's cadence: one run per asset per slot of this many seconds, for the "
+        "next interval whose gate is open; several slots before one market interval are its rebids "
+        "(VPP_BID_EVERY_S).",
+    )
+    bid_region: str = Field(
+        default="",
+        description="Price region the bid scheduler bids in; empty: the first region with published prices "
+        "(VPP_BID_REGION).",
+    )
+
     def plausibility(self) -> Rules:
         """The bounds every boundary checks device records against (core.plausibility)."""
         return Rules(max_site_kw=self.plausible_max_site_kw, rating_margin=self.plausible_rating_margin,

@@ -75,3 +75,8 @@ def node_plan(node_id: str) -> str:
 def bid_last_market(region: str) -> str:
     """The newest market-data artifact a bidding workflow fetched for a price region (its fallback)."""
     return f"bid:last_market:{region}"
+
+
+def bid_scheduled(workflow_id: str) -> str:
+    """Set (with an expiry) when the bid scheduler has asked for a run: a restarted scheduler asks once."""
+    return f"bid:scheduled:{workflow_id}"

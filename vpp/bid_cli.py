@@ -7,6 +7,7 @@
     vpp bid replay WF_ID                replay the journal (the state it rebuilds), re-run optimise from
                                         the stored artifacts and compare hashes
     vpp bid worker                      one member of the worker pool (run several for more)
+    vpp bid schedule                    a run of every asset in VPP_BID_ASSETS every VPP_BID_EVERY_S
 
 The orchestrator is the ``bidding`` dataflow (``python -m bytewax.run dataflows.bidding:flow``).
 """
@@ -36,6 +37,7 @@ from core.config import Settings
 from core.history import HistoryStore, connect
 from vpp.bid_backtest import backtest
 from vpp.bid_runs import next_interval, read_journal, replay_optimise, request_run, run_inputs, runs
+from vpp.bid_scheduler import Scheduler, assets
 from vpp.bid_worker import Faults, Worker
 
 bid_app = typer.Typer(no_args_is_help=True, help="The Autobidder: bidding runs, their journal, the workers.")
@@ -192,6 +194,28 @@ def _faults(delay: list[str], corrupt: list[str], scope: str) -> Faults:
         except ValueError:
             raise typer.BadParameter(f"{item!r} is not STEP=SECONDS") from None
     return Faults(delays, frozenset(corrupt), scope)
+
+
+@bid_app.command("schedule")
+def schedule_command() -> None:
+    """Ask for a run of every asset in VPP_BID_ASSETS in every VPP_BID_EVERY_S slot, until SIGTERM."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    stopping = False
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    settings = Settings()
+    client = connect(settings)
+    scheduler = Scheduler(settings, BidStore(client, settings.clickhouse_database),
+                          HistoryStore(client, settings.clickhouse_database),
+                          Producer(kafka.client_config(settings)), redis.Redis.from_url(settings.redis))
+    if not assets(settings):
+        logging.getLogger(__name__).info("VPP_BID_ASSETS is empty: no runs will be asked for")
+    scheduler.run(lambda: stopping)
 
 
 @bid_app.command("worker")

@@ -6,7 +6,8 @@ and plans dataflows would; the run's inputs come from them (``vpp.bid_runs.run_i
 node's curve is booked in the market before gate closure, the market clears it at the real
 (replayed SMARD) price of the interval, and the cleared deviation becomes a dispatch request for
 the node (baseline + deviation) that the control dataflow takes up. Clearing the interval again
-(a worker that died before recording the results) does not dispatch twice.
+(a worker that died before recording the results) does not dispatch twice. The bid scheduler asks
+for one run per asset and slot, and a restarted one asks for none of them again.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import os
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,9 +26,12 @@ import redis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from bench.bidding_stack import BidStack
+from bidding import journal
 from bidding.artifacts import artifact
 from bidding.bids import ENERGY, PRICE_FLOOR, Band, Bid, IntervalBid
+from bidding.cadence import slot_run
 from bidding.node_asset import dispatch_id, node_asset
+from bidding.tasks import RunInputs, value_of
 from core import kafka, keys
 from core.bid_history import artifact_row
 from core.config import Settings
@@ -36,7 +41,8 @@ from core.topics import DISPATCH_REQUESTS
 from schemas import packaged_codec
 from vpp.bid_dispatch import ClearedDispatcher, Dispatched
 from vpp.bid_market import StoredMarket
-from vpp.bid_runs import run_inputs, workflow_id
+from vpp.bid_runs import read_journal, run_inputs, workflow_id
+from vpp.bid_scheduler import Scheduler
 from vpp.dataflows import dataflow_argv, settings_env
 
 pytestmark = pytest.mark.integration
@@ -164,4 +170,39 @@ def test_a_cleared_node_bid_becomes_one_dispatch_the_control_dataflow_takes_up(
     assert again.already == (expected_id,) and not again.sent
     requests = _requests_for(stack_settings, expected_id)
     assert len(requests) == 1 and requests[0]["action"] == "CREATE", requests
+    harness.stop()
+
+
+def test_the_scheduler_asks_for_each_assets_run_of_a_slot_once_even_when_restarted(
+        stack_settings: Settings, tmp_path: Path) -> None:
+    """One run per asset per 5-minute slot, its id from asset and slot; a restart asks for none again."""
+    harness = BidStack(stack_settings, tmp_path)
+    harness.publish_prices(REGION)
+    now = datetime.now(UTC)
+    _write_fleet(harness.redis, now.replace(minute=0, second=0, microsecond=0))
+    settings = stack_settings.model_copy(update={
+        "bid_assets": f"{node_asset(NODE)}, sched-battery, node:bidnode-unknown, sched-battery",
+        "bid_region": REGION})
+
+    def scheduler() -> Scheduler:
+        return Scheduler(settings, harness.store, harness.history, harness.producer, harness.redis)
+
+    first = scheduler().tick(now)
+    assert [r.workflow_id.split("@")[0] for r in first] == [node_asset(NODE), "sched-battery"]
+    slot = slot_run(now, timedelta(seconds=settings.bid_every_s), HOUR, scheduler().lead())
+    assert {r.workflow_id for r in first} == {workflow_id(a, slot.interval_start, slot.rebid)
+                                             for a in (node_asset(NODE), "sched-battery")}
+    assert all(r.start.gate_closure > now for r in first)
+    assert scheduler().tick(now + timedelta(seconds=30)) == []  # the same slot, a restarted scheduler
+    later = scheduler().tick(now + timedelta(seconds=settings.bid_every_s))  # the next slot: its own runs
+    assert len(later) == 2 and not {r.workflow_id for r in later} & {r.workflow_id for r in first}
+
+    asked = {r.workflow_id for r in first}
+    requested = Counter(e.workflow_id for e in read_journal(settings)
+                        if e.event_type == journal.REQUESTED and e.workflow_id in asked)
+    assert requested == Counter({r.workflow_id: 1 for r in first})
+    node_run = next(r for r in first if r.workflow_id.startswith("node:"))
+    stored = harness.store.artifacts([node_run.inputs_id])[node_run.inputs_id]
+    sized = value_of(stored.content)
+    assert isinstance(sized, RunInputs) and sized.baseline_mw and sized.charge_power_mw == 0.02
     harness.stop()
