@@ -4,8 +4,14 @@ For every run whose optimise step finished in the window, the stored inputs (the
 artifact and the forecasts it optimised on, from ``workflow_artifacts``) go through today's
 :func:`bidding.tasks.bid_for`; the new bid's hash is compared with the stored one, and both bids
 are cleared at the interval's published price (``market_prices``; reserve by the generated rule)
-to compare revenue. With unchanged logic every decision is reproduced exactly. Re-running with
-another forecast model (``--with-model``) is not built yet.
+to compare revenue. With unchanged logic every decision is reproduced exactly.
+
+With a model (``--with-model NAME``, :mod:`bidding.remodel`) the run's energy forecast is made
+again by that model from the market data the run fetched (its ``market`` artifact; the reserve
+forecast stays as stored), and the bid decided from it is compared the same way: what that model
+would have bid and earned against what was done. A run whose market data is not among its own
+artifacts (it decided on another run's fallback data) or that the model cannot forecast for is
+reported with the reason and no replayed bid.
 """
 
 from __future__ import annotations
@@ -16,10 +22,12 @@ from datetime import datetime, timedelta
 from bidding.artifacts import artifact
 from bidding.bids import Bid
 from bidding.market import SimulatedMarket
-from bidding.tasks import PriceForecast, RunInputs, bid_for, value_of
+from bidding.remodel import reforecast
+from bidding.tasks import MarketData, PriceForecast, RunInputs, TaskInputError, bid_for, value_of
 from bidding.workflow import OPTIMISE
 from core.bid_history import BidStore
 from core.history import HistoryStore
+from forecast.models import Model
 from vpp.bid_market import day_prices
 
 
@@ -33,6 +41,8 @@ class Replayed:
     replayed: str
     stored_revenue_eur: float | None
     replayed_revenue_eur: float | None
+    #: Why nothing was replayed (``replayed`` is then empty), else empty.
+    note: str = ""
 
     @property
     def identical(self) -> bool:
@@ -49,8 +59,12 @@ def _revenue(history: HistoryStore, run: RunInputs, bid: Bid) -> float | None:
     return sum(c.revenue_eur for c in market.clear(run.interval_start))
 
 
-def backtest(store: BidStore, history: HistoryStore, start: datetime, end: datetime) -> list[Replayed]:
-    """Every optimise decision that finished in [start, end), replayed through today's logic."""
+def backtest(store: BidStore, history: HistoryStore, start: datetime, end: datetime,
+             model: Model | None = None) -> list[Replayed]:
+    """Every optimise decision that finished in [start, end), replayed through today's logic.
+
+    With ``model`` the energy forecast is re-made by it from the run's own market data first.
+    """
     out: list[Replayed] = []
     for record in store.done_steps(OPTIMISE, start, end):
         assert record.output is not None
@@ -60,7 +74,18 @@ def backtest(store: BidStore, history: HistoryStore, start: datetime, end: datet
         stored = values.get(record.output)
         if run is None or "energy" not in forecasts or not isinstance(stored, Bid):
             continue
-        bid = bid_for(run, forecasts["energy"], forecasts.get("reserve"))
+        energy = forecasts["energy"]
+        if model is not None:
+            market = next((v for v in values.values() if isinstance(v, MarketData)), None)
+            try:
+                if market is None:
+                    raise TaskInputError("the run decided on another run's market data (a fallback)")
+                energy = reforecast(model, market, run)
+            except TaskInputError as exc:
+                out.append(Replayed(record.workflow_id, run.interval_start, record.output, "",
+                                    _revenue(history, run, stored), None, str(exc)))
+                continue
+        bid = bid_for(run, energy, forecasts.get("reserve"))
         again = artifact("bid", bid).artifact_id
         out.append(Replayed(record.workflow_id, run.interval_start, record.output, again,
                             _revenue(history, run, stored), _revenue(history, run, bid)))

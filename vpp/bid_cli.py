@@ -30,6 +30,7 @@ from rich.table import Table
 
 from bidding import journal
 from bidding.node_asset import NodeUnavailableError
+from bidding.remodel import FORECAST_MODELS, model_named
 from bidding.workflow import FINAL, Workflow
 from core import kafka
 from core.bid_history import BidStore
@@ -158,27 +159,44 @@ def backtest_command(
     start: Annotated[str, typer.Option("--from", help="Decisions made from this time (ISO 8601, UTC).")],
     end: Annotated[str, typer.Option("--to", help="... up to this time (exclusive).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    with_model: Annotated[str | None, typer.Option(
+        "--with-model", help=f"Re-forecast energy with this model ({', '.join(FORECAST_MODELS)}) from each "
+        "run's own market data before deciding again.")] = None,
 ) -> None:
     """Replay the stored bidding decisions of a window through today's logic: what would change."""
+    try:
+        model = None if with_model is None else model_named(with_model)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--with-model") from None
     settings = Settings()
     client = connect(settings)
     replayed = backtest(BidStore(client, settings.clickhouse_database),
-                        HistoryStore(client, settings.clickhouse_database), _when(start), _when(end))
+                        HistoryStore(client, settings.clickhouse_database), _when(start), _when(end), model)
     changed = [r for r in replayed if not r.identical]
     rows = [{"workflow_id": r.workflow_id, "interval_start": r.interval_start.isoformat(),
              "identical": r.identical, "stored": r.stored, "replayed": r.replayed,
-             "stored_revenue_eur": r.stored_revenue_eur, "replayed_revenue_eur": r.replayed_revenue_eur}
+             "stored_revenue_eur": r.stored_revenue_eur, "replayed_revenue_eur": r.replayed_revenue_eur,
+             "note": r.note}
             for r in replayed]
+    both = [r for r in replayed if r.stored_revenue_eur is not None and r.replayed_revenue_eur is not None]
+    totals = {"stored_revenue_eur": sum(r.stored_revenue_eur or 0.0 for r in both),
+              "replayed_revenue_eur": sum(r.replayed_revenue_eur or 0.0 for r in both), "compared": len(both)}
     if as_json:
-        typer.echo(json.dumps({"decisions": len(rows), "changed": len(changed), "runs": rows}))
+        typer.echo(json.dumps({"decisions": len(rows), "changed": len(changed),
+                               "model": with_model or "stored", **totals, "runs": rows}))
     else:
-        table = Table(title=f"{len(rows)} decision(s) replayed, {len(changed)} would change")
-        for column in ("workflow", "interval (UTC)", "same bid", "stored EUR", "today EUR"):
+        title = f"{len(rows)} decision(s) replayed with {with_model or 'the stored forecasts'}, " \
+                f"{len(changed)} would change"
+        table = Table(title=title)
+        for column in ("workflow", "interval (UTC)", "same bid", "stored EUR", "today EUR", "note"):
             table.add_column(column)
         for r in replayed:
             table.add_row(r.workflow_id, f"{r.interval_start:%Y-%m-%d %H:%M}", "yes" if r.identical else "NO",
-                          _eur(r.stored_revenue_eur), _eur(r.replayed_revenue_eur))
+                          _eur(r.stored_revenue_eur), _eur(r.replayed_revenue_eur), r.note)
         console.print(table)
+        console.print(f"cleared both ways: {totals['compared']} run(s), stored "
+                      f"{totals['stored_revenue_eur']:,.2f} EUR, "
+                      f"replayed {totals['replayed_revenue_eur']:,.2f} EUR")
 
 
 def _eur(value: float | None) -> str:

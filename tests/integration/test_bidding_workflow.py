@@ -306,3 +306,13 @@ def test_vpp_bid_run_status_replay_and_backtest(stack: BidStack, settings: Setti
     report = json.loads(backtested.output)
     assert ident in {r["workflow_id"] for r in report["runs"]}
     assert report["decisions"] >= 1 and report["changed"] == 0, report
+
+    # With another forecast model: each run re-forecast from its own market data, or the reason it was not.
+    daily = json.loads(runner.invoke(app, ["backtest", *window, "--json", "--with-model", "daily"]).output)
+    (mine,) = [r for r in daily["runs"] if r["workflow_id"] == ident]
+    assert daily["model"] == "daily" and mine["replayed"] and not mine["note"], mine
+    assert mine["replayed_revenue_eur"] is not None or mine["stored_revenue_eur"] is None
+    mstl = json.loads(runner.invoke(app, ["backtest", *window, "--json", "--with-model", "mstl"]).output)
+    (mine,) = [r for r in mstl["runs"] if r["workflow_id"] == ident]
+    assert not mine["replayed"] and "mstl cannot forecast" in mine["note"], mine  # 7 days, it needs 14
+    assert runner.invoke(app, ["backtest", *window, "--with-model", "oracle"]).exit_code == 2
