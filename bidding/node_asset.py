@@ -38,6 +38,8 @@ import numpy as np
 NODE_ASSET_PREFIX = "node:"
 #: Below this share of member sites reporting, the node's limits are derated by the coverage.
 MIN_COVERAGE = 0.9
+#: A live aggregate older than this (seconds) is noted in the sizing.
+MAX_AGGREGATE_AGE_S = 300.0
 _DISPATCH_ID_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
 _MINUTE_MS = 60_000
 
@@ -157,12 +159,20 @@ class NodeSizing:
 
 
 def size_node(available: NodeAvailability, plan: NodeBaseline | None, interval_start: datetime, step_s: int,
-              horizon_steps: int, min_coverage: float = MIN_COVERAGE, digits: int = 4) -> NodeSizing:
-    """Size a node for a run that bids the interval: limits from the aggregate, baseline from the plan."""
+              horizon_steps: int, min_coverage: float = MIN_COVERAGE, digits: int = 4,
+              now: datetime | None = None, max_age_s: float = MAX_AGGREGATE_AGE_S) -> NodeSizing:
+    """Size a node for a run that bids the interval: limits from the aggregate, baseline from the plan.
+
+    With ``now``, an aggregate older than ``max_age_s`` is noted (the telemetry flow may be behind).
+    """
     if available.reporting_sites <= 0:
         raise NodeUnavailableError(f"node {available.node_id!r}: none of its {available.expected_sites} "
                                    "member sites is reporting")
     notes: list[str] = []
+    if now is not None:
+        age_s = (now.timestamp() * 1000 - available.event_ms) / 1000
+        if age_s > max_age_s:
+            notes.append(f"live aggregate {age_s:.0f} s old")
     derate = 1.0
     if available.coverage < min_coverage:
         derate = available.coverage

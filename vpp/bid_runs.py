@@ -67,7 +67,7 @@ def run_inputs(settings: Settings, client: redis.Redis, asset_id: str, region: s
     pipe.hgetall(keys.node_plan(node_id))
     aggregate, plan = ({text(k): text(v) for k, v in raw.items()} for raw in pipe.execute())
     sized = size_node(NodeAvailability.from_fields(node_id, aggregate), NodeBaseline.from_fields(plan),
-                      interval_start, step_s, horizon)
+                      interval_start, step_s, horizon, now=datetime.now(UTC))
     return RunInputs(asset_id, region, interval_start, step_s, horizon, sized.power_mw, sized.energy_mwh,
                      sized.soc_mwh, charge_power_mw=sized.charge_mw, baseline_mw=sized.baseline_mw,
                      notes=sized.notes)

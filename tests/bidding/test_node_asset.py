@@ -83,6 +83,13 @@ def test_limits_come_from_the_reporting_sites_and_coverage_below_90_percent_dera
     assert any("coverage 60% below 90%" in n for n in low.notes)
 
 
+def test_an_old_aggregate_is_noted() -> None:
+    available = NodeAvailability.from_fields("f", aggregate())
+    fresh = size_node(available, None, T0, 3600, 4, now=T0 + timedelta(seconds=30))
+    old = size_node(available, None, T0, 3600, 4, now=T0 + timedelta(minutes=10))
+    assert not any("old" in n for n in fresh.notes) and "live aggregate 600 s old" in old.notes
+
+
 def test_a_node_without_an_aggregate_or_reporting_sites_cannot_be_sized() -> None:
     with pytest.raises(NodeUnavailableError, match="no live aggregate"):
         NodeAvailability.from_fields("f", {})
