@@ -1,5 +1,7 @@
 """`vpp up` as the README runs it: stack, fleet, telemetry dataflow, gateway and a simulated fleet.
 
+The bid scheduler is given the state node to bid (``VPP_BID_ASSETS``): a run of it appears.
+
 The proof that everything is wired: simulated devices talk WebSocket to the
 gateway, the gateway produces to Kafka, the dataflow rolls the fleet up, and
 the live aggregate of the fleet's state node appears in Redis with every
@@ -36,12 +38,12 @@ def test_up_runs_the_fleet_end_to_end_and_down_stops_it(tmp_path: Path) -> None:
                VPP_CLICKHOUSE_PORT=str(free_port()), VPP_GATEWAY_PORT=str(free_port()),
                VPP_GATEWAY_METRICS_PORT=str(free_port()), VPP_API_PORT=str(free_port()),
                VPP_TELEMETRY_METRICS_PORT=str(free_port()), VPP_CONTROL_METRICS_PORT=str(free_port()),
-               COLUMNS="200")
+               COLUMNS="200", VPP_BID_ASSETS="node:state-0")
     up = _vpp(env, "up", "--sites", str(SITES))
     try:
         assert up.returncode == 0, up.stdout + up.stderr
         for name in ("Telemetry dataflow", "Plans dataflow", "Bidding orchestrator", "Bidding worker",
-                     "Edge gateway", "HTTP API and dashboard",
+                     "Bid scheduler", "Edge gateway", "HTTP API and dashboard",
                      "Simulated day-ahead market", "Forecast service", "Simulated fleet"):
             assert name in up.stdout
         assert f"dashboard: http://127.0.0.1:{env['VPP_API_PORT']}/dashboard/#token=" in up.stdout
@@ -57,6 +59,13 @@ def test_up_runs_the_fleet_end_to_end_and_down_stops_it(tmp_path: Path) -> None:
             planned_over = int(client.hget("plan:node:state-0", "expected_sites") or 0)
             time.sleep(0.5)
         assert planned_over == SITES, f"the plans dataflow counts {planned_over} of {SITES} sites"
+        # The bid scheduler bids the state node (VPP_BID_ASSETS): a run sized from its live aggregate
+        # asked for (its mark stays only once the request is on workflow.events).
+        asked: list[str] = []
+        while time.monotonic() < deadline + 120 and not asked:
+            asked = list(client.scan_iter("bid:scheduled:node:state-0@*"))
+            time.sleep(0.5)
+        assert asked, "the bid scheduler asked for a run of node:state-0"
         live = _vpp(env, "live")
         assert live.returncode == 0, live.stderr
         assert "state-0" in live.stdout and f"{SITES}/{SITES}" in live.stdout
@@ -65,5 +74,5 @@ def test_up_runs_the_fleet_end_to_end_and_down_stops_it(tmp_path: Path) -> None:
     finally:
         down = _vpp(env, "down")
     assert down.returncode == 0, down.stderr
-    assert "stopped 10 service(s)" in down.stdout
+    assert "stopped 11 service(s)" in down.stdout
     assert "stopped 3 part(s)" in down.stdout
