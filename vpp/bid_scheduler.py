@@ -7,8 +7,8 @@ the later slots before an interval are its rebids). The run id follows from the 
 (``ASSET@INTERVAL#REBID``), and the Redis key ``bid:scheduled:{run id}`` (set if absent, with an
 expiry) records that it was asked for, so a restarted scheduler asks for each run once and stores
 one inputs artifact for it. A node that cannot be sized (no live aggregate, no site reporting) is
-skipped for the slot with the reason in the log; the next slot tries again. With no assets
-configured (the default) it starts nothing.
+tried again every tick of the slot, the reason logged once per slot. With no assets configured
+(the default) it starts nothing.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import redis
@@ -55,6 +55,8 @@ class Scheduler:
     history: HistoryStore
     producer: Producer
     client: redis.Redis
+    #: Runs whose asset could not be sized, already logged (once per run, not every tick).
+    unavailable: set[str] = field(default_factory=set)
 
     def lead(self) -> timedelta:
         """How far ahead of a slot its interval's gate must close: the run's deadlines and a margin."""
@@ -78,6 +80,7 @@ class Scheduler:
             return []
         region, step = market
         slot = slot_run(now, timedelta(seconds=self.settings.bid_every_s), step, self.lead())
+        self.unavailable &= {workflow_id(a, slot.interval_start, slot.rebid) for a in configured}
         asked: list[Requested] = []
         for asset_id in configured:
             ident = workflow_id(asset_id, slot.interval_start, slot.rebid)
@@ -86,7 +89,9 @@ class Scheduler:
             try:
                 run = run_inputs(self.settings, self.client, asset_id, region, slot.interval_start, step)
             except NodeUnavailableError as exc:
-                log.warning("no run for %s in this slot: %s", asset_id, exc)
+                if ident not in self.unavailable:
+                    self.unavailable.add(ident)
+                    log.warning("no run %s yet: %s", ident, exc)
                 continue
             if not self.client.set(keys.bid_scheduled(ident), now.isoformat(), nx=True, ex=SCHEDULED_TTL_S):
                 continue  # another scheduler asked in the meantime
