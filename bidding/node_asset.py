@@ -12,7 +12,7 @@ the deviation from that baseline, so what the fleet does for its owners is not s
   derated further by the coverage (the fleet is losing contact: sites reporting now may go too), and
   a note says so.
 - The baseline is the plan's ``planned_kw`` (the online sites' plans) on the market's grid: the
-  time-weighted mean of the plan intervals an market interval overlaps. Intervals the plan does not
+  time-weighted mean of the plan intervals a market interval overlaps. Intervals the plan does not
   reach are taken as idle (0) and noted; a baseline beyond the node's limits is clipped to them and
   noted. No plan at all: idle, noted.
 - A cleared quantity is a deviation; the dispatch the control dataflow gets is the baseline plus it
