@@ -24,7 +24,7 @@ from bytewax.inputs import FixedPartitionedSource
 from bytewax.outputs import Sink
 
 from core.config import Settings
-from core.topics import WORKFLOW_EVENTS, WORKFLOW_RESULTS
+from core.topics import BIDDING_DATAFLOW_GROUP, WORKFLOW_EVENTS, WORKFLOW_RESULTS
 from dataflows import bidding_steps as steps
 from operators.kafka_batches import BatchedKafkaSource, Polled
 from operators.records import KafkaOut
@@ -34,7 +34,7 @@ def kafka_source(settings: Settings) -> BatchedKafkaSource:
     """The flow's real input, with a short fetch wait: a result should not sit in the broker."""
     return BatchedKafkaSource([settings.kafka], [WORKFLOW_EVENTS, WORKFLOW_RESULTS],
                               tail=settings.dataflow_tail, batch_size=settings.kafka_batch_size,
-                              extra={"fetch.wait.max.ms": 20})
+                              extra={"fetch.wait.max.ms": 20}, group_id=BIDDING_DATAFLOW_GROUP)
 
 
 def build_flow(settings: Settings, source: FixedPartitionedSource[Polled, Any] | None = None,

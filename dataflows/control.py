@@ -32,7 +32,7 @@ from bytewax.outputs import Sink
 
 from core.config import Settings
 from core.logs import configure_logging
-from core.topics import COMMANDS_ACKS, DISPATCH_REQUESTS
+from core.topics import COMMANDS_ACKS, CONTROL_DATAFLOW_GROUP, DISPATCH_REQUESTS
 from operators import control_steps as steps
 from operators.kafka_batches import BatchedKafkaSource, Polled
 from operators.records import KafkaOut
@@ -61,7 +61,7 @@ def kafka_source(settings: Settings) -> BatchedKafkaSource:
     librdkafka's default 500 ms."""
     return BatchedKafkaSource([settings.kafka], [DISPATCH_REQUESTS, COMMANDS_ACKS],
                               tail=settings.dataflow_tail, batch_size=settings.kafka_batch_size,
-                              extra={"fetch.wait.max.ms": 20})
+                              extra={"fetch.wait.max.ms": 20}, group_id=CONTROL_DATAFLOW_GROUP)
 
 
 def redis_reader(settings: Settings) -> Callable[[], TwinReader]:

@@ -27,7 +27,7 @@ from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
 from core.config import Settings
-from core.topics import ASSETS_CHANGES, PLANS_SITE, TWIN_STATUS
+from core.topics import ASSETS_CHANGES, PLANS_DATAFLOW_GROUP, PLANS_SITE, TWIN_STATUS
 from dataflows import plan_steps as steps
 from operators.kafka_batches import BatchedKafkaSource, Polled
 from operators.records import KafkaOut
@@ -53,7 +53,7 @@ def kafka_source(settings: Settings) -> BatchedKafkaSource:
     """The flow's real input: the three topics, offsets in the recovery store."""
     return BatchedKafkaSource([settings.kafka], [PLANS_SITE, ASSETS_CHANGES, TWIN_STATUS],
                               tail=settings.dataflow_tail, batch_size=settings.kafka_batch_size,
-                              extra={"fetch.wait.max.ms": 20})
+                              extra={"fetch.wait.max.ms": 20}, group_id=PLANS_DATAFLOW_GROUP)
 
 
 def build_flow(settings: Settings, source: Source[Polled] | None = None,

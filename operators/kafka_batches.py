@@ -17,6 +17,15 @@ first 24,735 new records (or wait for them for minutes). A resumed partition
 whose topic is a different incarnation (or, where the broker gives no topic ids,
 whose log ends before the stored offset) is read from its beginning instead
 (:func:`resume_offset`).
+
+With a ``group_id`` the source also *commits* each partition's position to
+that consumer group at every epoch's snapshot (without waiting; closing a
+partition waits for its last commit), so standard lag tools
+(``kafka-consumer-groups --describe``, Burrow, kafka-lag-exporter) see how far
+each dataflow has read. The commits are for those tools only: the source never
+reads them back, a partition still resumes from the recovery store, and the
+consumers never join the group (assign mode), so several flows or a replay
+cannot rebalance one another.
 """
 
 from __future__ import annotations
@@ -86,8 +95,12 @@ def resume_offset(resume: Position | int | None, incarnation: str | None, log_en
 
 class _Partition(StatefulSourcePartition[Polled, Position | int]):
     def __init__(self, config: dict[str, object], topic: str, partition: int,
-                 resume: Position | int | None, incarnation: str | None, batch_size: int) -> None:
-        self._consumer = Consumer(config)
+                 resume: Position | int | None, incarnation: str | None, batch_size: int,
+                 commit: bool = False) -> None:
+        self._commit = commit
+        self._committed = -1  # the last position handed to the group
+        self._commit_failing = False
+        self._consumer = Consumer({**config, "on_commit": self._on_commit} if commit else config)
         tp = TopicPartition(topic, partition)
         consumer = self._consumer
         offset = resume_offset(resume, incarnation, lambda: int(consumer.get_watermark_offsets(tp, 30)[1]))
@@ -123,19 +136,48 @@ class _Partition(StatefulSourcePartition[Polled, Position | int]):
 
     @override
     def snapshot(self) -> Position:
+        self._commit_position()
         return Position(self._incarnation, self._offset)
+
+    def _commit_position(self) -> None:
+        """Commit a new position to the group (for lag tools), without waiting; a failure is logged."""
+        if not self._commit or self._offset == self._committed:
+            return
+        try:
+            self._consumer.commit(offsets=[TopicPartition(self._topic, self._partition, self._offset)],
+                                  asynchronous=True)
+            self._committed = self._offset
+        except KafkaException as exc:
+            self._on_commit(exc.args[0], [])
+
+    def _on_commit(self, error: KafkaError | None, _: list[TopicPartition]) -> None:
+        """One warning when commits start failing (broker away), one line when they work again."""
+        if error is not None and error.code() != KafkaError._NO_OFFSET and not self._commit_failing:
+            self._commit_failing = True
+            log.warning("%s[%d]: cannot commit the position to the consumer group (%s); lag tools see an "
+                        "old offset until it works again", self._topic, self._partition, error.str())
+        elif error is None and self._commit_failing:
+            self._commit_failing = False
+            log.info("%s[%d]: committing the position to the consumer group works again",
+                     self._topic, self._partition)
 
     @override
     def close(self) -> None:
+        self._commit_position()  # closing the consumer waits for its commits in flight
         self._consumer.close()
 
 
 class BatchedKafkaSource(FixedPartitionedSource[Polled, Position | int]):
-    """Every partition of ``topics``; with ``tail`` False each stops at the end it finds."""
+    """Every partition of ``topics``; with ``tail`` False each stops at the end it finds.
+
+    ``group_id``: the consumer group each partition's position is committed to at every
+    snapshot, for lag tools (None: nothing is committed).
+    """
 
     def __init__(self, brokers: list[str], topics: list[str], tail: bool = True, batch_size: int = 2000,
-                 extra: dict[str, object] | None = None) -> None:
+                 extra: dict[str, object] | None = None, group_id: str | None = None) -> None:
         self._brokers = ",".join(brokers)
+        self._group_id = group_id
         self._topics = topics
         self._tail = tail
         self._batch_size = batch_size
@@ -174,9 +216,11 @@ class BatchedKafkaSource(FixedPartitionedSource[Polled, Position | int]):
         index, topic = for_part.split("-", 1)
         config: dict[str, object] = {
             "bootstrap.servers": self._brokers,
-            "group.id": "vpp-dataflow-offsets-in-recovery",  # never committed: recovery keeps offsets
+            # Offsets are resumed from the recovery store; the group only receives commits (for lag tools).
+            "group.id": self._group_id or "vpp-dataflow-offsets-in-recovery",
             "enable.auto.commit": False,
             "enable.partition.eof": not self._tail,
             **self._extra,
         }
-        return _Partition(config, topic, int(index), resume_state, self.incarnation(topic), self._batch_size)
+        return _Partition(config, topic, int(index), resume_state, self.incarnation(topic), self._batch_size,
+                          commit=self._group_id is not None)
