@@ -17,7 +17,7 @@ import uuid
 from collections import Counter
 
 import pytest
-from confluent_kafka import ConsumerGroupTopicPartitions, Producer, TopicPartition
+from confluent_kafka import Producer
 from confluent_kafka.admin import NewTopic
 
 from core import kafka
@@ -26,18 +26,10 @@ from core.topics import ASSETS_CHANGES, TELEMETRY_DATAFLOW_GROUP, TELEMETRY_RAW
 from core.waiting import wait_until
 from operators.kafka_batches import BatchedKafkaSource, Position
 from tests.telemetry import flowrun
+from tests.telemetry.flowrun import committed_offsets
 from tests.telemetry.scenario import generate
 
 pytestmark = pytest.mark.integration
-
-
-def committed(settings: Settings, group: str, topic: str) -> dict[int, int]:
-    """The group's committed offset per partition of ``topic``, as lag tools read them (no offset: absent)."""
-    admin = kafka.admin(settings)
-    partitions = admin.list_topics(topic, timeout=30).topics[topic].partitions
-    request = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p) for p in partitions])
-    answer = admin.list_consumer_group_offsets([request])[group].result()
-    return {tp.partition: tp.offset for tp in answer.topic_partitions if tp.offset >= 0}
 
 
 def _topic(settings: Settings, per_partition: list[int]) -> str:
@@ -76,13 +68,13 @@ def test_source_commits_its_position_at_each_snapshot_and_resumes_from_recovery(
 
     first = source.build_part("in", f"0-{topic}", None)
     assert _drain(first) == list(range(7))
-    assert committed(stack_settings, group, topic) == {}, "nothing is committed before a snapshot"
+    assert committed_offsets(stack_settings, group, topic) == {}, "nothing is committed before a snapshot"
     assert first.snapshot().offset == 7
-    assert wait_until(lambda: committed(stack_settings, group, topic) == {0: 7}, 30, interval_s=0.1)
+    assert wait_until(lambda: committed_offsets(stack_settings, group, topic) == {0: 7}, 30, interval_s=0.1)
     second = source.build_part("in", f"1-{topic}", None)
     assert _drain(second) == list(range(4))
     second.close()  # closing commits what no snapshot has yet
-    assert committed(stack_settings, group, topic) == {0: 7, 1: 4}
+    assert committed_offsets(stack_settings, group, topic) == {0: 7, 1: 4}
     first.close()
 
     # The recovery store, not the group, says where a partition resumes.
@@ -112,12 +104,12 @@ def test_telemetry_flow_progress_is_visible_to_lag_tools(
     records = {topic: Counter(m.partition() for m in flowrun.read_topic(settings, topic, idle_s=1.0))
                for topic in (TELEMETRY_RAW, ASSETS_CHANGES)}
     assert sum(records[TELEMETRY_RAW].values()) == len(sc.readings)
-    assert committed(settings, TELEMETRY_DATAFLOW_GROUP, TELEMETRY_RAW) == {}
+    assert committed_offsets(settings, TELEMETRY_DATAFLOW_GROUP, TELEMETRY_RAW) == {}
 
     flowrun.run_to_end(settings)
 
     for topic, per_partition in records.items():
-        offsets = committed(settings, TELEMETRY_DATAFLOW_GROUP, topic)
+        offsets = committed_offsets(settings, TELEMETRY_DATAFLOW_GROUP, topic)
         lag = {p: per_partition[p] - offsets.get(p, 0) for p in per_partition}
         assert lag == dict.fromkeys(per_partition, 0), (topic, offsets, dict(per_partition))
     flowrun.reset_outputs(settings)
