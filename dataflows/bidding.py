@@ -23,6 +23,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import FixedPartitionedSource
 from bytewax.outputs import Sink
 
+from core import kafka
 from core.config import Settings
 from core.topics import BIDDING_DATAFLOW_GROUP, WORKFLOW_EVENTS, WORKFLOW_RESULTS
 from dataflows import bidding_steps as steps
@@ -45,7 +46,7 @@ def build_flow(settings: Settings, source: FixedPartitionedSource[Polled, Any] |
     decoded = steps.decode("decode", polls)
     out = steps.orchestrate("workflows", decoded.events)
     op.output("kafka", op.merge("kafka-out", decoded.dead_letters, out),
-              sink or KafkaSink([settings.kafka], topic=None))
+              sink or KafkaSink([settings.kafka], topic=None, add_config=kafka.library_logs()))
     return flow
 
 

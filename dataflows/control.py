@@ -30,6 +30,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import FixedPartitionedSource
 from bytewax.outputs import Sink
 
+from core import kafka
 from core.config import Settings
 from core.logs import configure_logging
 from core.topics import COMMANDS_ACKS, CONTROL_DATAFLOW_GROUP, DISPATCH_REQUESTS
@@ -52,8 +53,8 @@ class ControlSinks:
     @classmethod
     def of(cls, settings: Settings) -> ControlSinks:
         """The real sinks of the parts ``settings`` names."""
-        return cls(KafkaSink([settings.kafka], topic=None), DispatchStatusSink(settings.redis),
-                   HistorySink(settings, partitions=1, flush_rows=5_000))
+        return cls(KafkaSink([settings.kafka], topic=None, add_config=kafka.library_logs()),
+                   DispatchStatusSink(settings.redis), HistorySink(settings, partitions=1, flush_rows=5_000))
 
 
 def kafka_source(settings: Settings) -> BatchedKafkaSource:

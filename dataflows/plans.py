@@ -26,6 +26,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
+from core import kafka
 from core.config import Settings
 from core.topics import ASSETS_CHANGES, PLANS_DATAFLOW_GROUP, PLANS_SITE, TWIN_STATUS
 from dataflows import plan_steps as steps
@@ -45,8 +46,8 @@ class PlansSinks:
     @classmethod
     def of(cls, settings: Settings) -> PlansSinks:
         """The real sinks of the parts ``settings`` names."""
-        return cls(KafkaSink([settings.kafka], topic=None), RedisTwinSink(settings.redis),
-                   HistorySink(settings, partitions=1, flush_rows=20_000))
+        return cls(KafkaSink([settings.kafka], topic=None, add_config=kafka.library_logs()),
+                   RedisTwinSink(settings.redis), HistorySink(settings, partitions=1, flush_rows=20_000))
 
 
 def kafka_source(settings: Settings) -> BatchedKafkaSource:

@@ -28,6 +28,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
+from core import kafka
 from core.config import Settings
 from core.logs import configure_logging
 from core.topics import ASSETS_CHANGES, TELEMETRY_DATAFLOW_GROUP, TELEMETRY_RAW
@@ -48,8 +49,8 @@ class TelemetrySinks:
     @classmethod
     def of(cls, settings: Settings) -> TelemetrySinks:
         """The real sinks of the parts ``settings`` names."""
-        return cls(KafkaSink([settings.kafka], topic=None), RedisTwinSink(settings.redis),
-                   HistorySink(settings))
+        return cls(KafkaSink([settings.kafka], topic=None, add_config=kafka.library_logs()),
+                   RedisTwinSink(settings.redis), HistorySink(settings))
 
 
 def kafka_source(settings: Settings) -> BatchedKafkaSource:

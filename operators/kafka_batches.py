@@ -47,6 +47,8 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 from typing_extensions import override
 
+from core.kafka import library_logs
+
 log = logging.getLogger(__name__)
 
 #: The topic id a broker without topic ids reports (all zero bits, base64).
@@ -186,7 +188,7 @@ class BatchedKafkaSource(FixedPartitionedSource[Polled, Position | int]):
 
     @override
     def list_parts(self) -> list[str]:
-        admin = AdminClient({"bootstrap.servers": self._brokers})
+        admin = AdminClient({"bootstrap.servers": self._brokers, **library_logs()})
         parts = []
         for topic in self._topics:
             metadata = admin.list_topics(topic, timeout=30).topics[topic]
@@ -198,7 +200,7 @@ class BatchedKafkaSource(FixedPartitionedSource[Polled, Position | int]):
     def incarnation(self, topic: str) -> str | None:
         """The topic's id (new each time the topic is created), None if the broker gives none."""
         if topic not in self._incarnations:
-            admin = AdminClient({"bootstrap.servers": self._brokers})
+            admin = AdminClient({"bootstrap.servers": self._brokers, **library_logs()})
             try:
                 future = admin.describe_topics(TopicCollection([topic]), request_timeout=30)[topic]
                 described = future.result()
@@ -216,6 +218,7 @@ class BatchedKafkaSource(FixedPartitionedSource[Polled, Position | int]):
         index, topic = for_part.split("-", 1)
         config: dict[str, object] = {
             "bootstrap.servers": self._brokers,
+            **library_logs(),
             # Offsets are resumed from the recovery store; the group only receives commits (for lag tools).
             "group.id": self._group_id or "vpp-dataflow-offsets-in-recovery",
             "enable.auto.commit": False,

@@ -5,7 +5,8 @@ The fleet keeps sending while the telemetry dataflow process is stopped
 ``pipeline_lag_s`` (wall clock minus the aggregate's event time) must grow
 instead of the stale aggregate looking current, and the flow's consumer group
 (what standard Kafka lag tools read) must stop advancing while the log grows.
-After SIGCONT the flow catches up: the lag falls back and the group moves on.
+After SIGCONT the flow catches up and the lag falls back. (That the group's
+offsets then equal what the flow read is tests/integration/test_consumer_group_progress.)
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ pytestmark = pytest.mark.integration
 NODE = "state-0"
 #: The lag of a working pipeline stays well under this (it emits every 0.5 s here); generous for busy CI.
 CAUGHT_UP_S = 10.0
-#: How far past that the lag must grow while the flow is paused.
-GROWTH_S = 5.0
+#: How much the lag must grow past what it was when the flow was paused.
+GROWTH_S = 4.0
 
 
 def _live(client: httpx.Client) -> dict[str, Any]:
@@ -58,8 +59,8 @@ def test_lag_grows_while_the_telemetry_flow_is_paused(api: Api) -> None:
             ends = log_ends(api.settings, TELEMETRY_RAW)
             committed = committed_offsets(api.settings, TELEMETRY_DATAFLOW_GROUP, TELEMETRY_RAW)
             paused_at = _live(client)
-            assert wait_until(lambda: _lag(client) > CAUGHT_UP_S + GROWTH_S, 90, interval_s=0.5), (
-                "the lag did not grow while the flow was paused")
+            assert wait_until(lambda: _lag(client) > paused_at["pipeline_lag_s"] + GROWTH_S, 90,
+                              interval_s=0.5), "the lag did not grow while the flow was paused"
             stalled = _live(client)
             assert stalled["event_time"] == paused_at["event_time"], "nothing moved the aggregate's clock"
             assert stalled["pipeline_lag_s"] > paused_at["pipeline_lag_s"]
@@ -74,9 +75,3 @@ def test_lag_grows_while_the_telemetry_flow_is_paused(api: Api) -> None:
         assert wait_until(lambda: _lag(client) < CAUGHT_UP_S, 90, interval_s=0.5), (
             "the lag did not come back after the flow resumed")
         assert _live(client)["event_time"] > stalled["event_time"]
-
-        def advanced() -> bool:
-            now = committed_offsets(api.settings, TELEMETRY_DATAFLOW_GROUP, TELEMETRY_RAW)
-            return sum(now.values()) >= sum(grown.values())
-
-        assert wait_until(advanced, 90, interval_s=0.5), "the group never caught up with the log"
