@@ -19,19 +19,20 @@ whose log ends before the stored offset) is read from its beginning instead
 (:func:`resume_offset`).
 
 With a ``group_id`` the source also *commits* each partition's position to
-that consumer group at every epoch's snapshot (without waiting; closing a
-partition waits for its last commit), so standard lag tools
-(``kafka-consumer-groups --describe``, Burrow, kafka-lag-exporter) see how far
-each dataflow has read. The commits are for those tools only: the source never
-reads them back, a partition still resumes from the recovery store, and the
-consumers never join the group (assign mode), so several flows or a replay
-cannot rebalance one another.
+that consumer group at every epoch's snapshot (:mod:`operators.group_commits`,
+without waiting; closing a partition waits a bounded moment for its last
+commit), so standard lag tools (``kafka-consumer-groups --describe``, Burrow,
+kafka-lag-exporter) see how far each dataflow has read. The commits are for
+those tools only: the source never reads them back, a partition still resumes
+from the recovery store, and the consumers never join the group (assign mode),
+so several flows or a replay cannot rebalance one another.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -48,6 +49,7 @@ from confluent_kafka.admin import AdminClient
 from typing_extensions import override
 
 from core.kafka import library_logs
+from operators.group_commits import GroupCommitter
 
 log = logging.getLogger(__name__)
 
@@ -98,11 +100,11 @@ def resume_offset(resume: Position | int | None, incarnation: str | None, log_en
 class _Partition(StatefulSourcePartition[Polled, Position | int]):
     def __init__(self, config: dict[str, object], topic: str, partition: int,
                  resume: Position | int | None, incarnation: str | None, batch_size: int,
-                 commit: bool = False) -> None:
-        self._commit = commit
+                 committer: GroupCommitter | None = None) -> None:
+        self._committer = committer
         self._committed = -1  # the last position handed to the group
-        self._commit_failing = False
-        self._consumer = Consumer({**config, "on_commit": self._on_commit} if commit else config)
+        self._last_commit: Future[object] | None = None
+        self._consumer = Consumer(config)
         tp = TopicPartition(topic, partition)
         consumer = self._consumer
         offset = resume_offset(resume, incarnation, lambda: int(consumer.get_watermark_offsets(tp, 30)[1]))
@@ -142,30 +144,16 @@ class _Partition(StatefulSourcePartition[Polled, Position | int]):
         return Position(self._incarnation, self._offset)
 
     def _commit_position(self) -> None:
-        """Commit a new position to the group (for lag tools), without waiting; a failure is logged."""
-        if not self._commit or self._offset == self._committed:
-            return
-        try:
-            self._consumer.commit(offsets=[TopicPartition(self._topic, self._partition, self._offset)],
-                                  asynchronous=True)
+        """Hand a new position to the group (for lag tools), without waiting for the answer."""
+        if self._committer is not None and self._offset != self._committed:
+            self._last_commit = self._committer.commit(self._topic, self._partition, self._offset)
             self._committed = self._offset
-        except KafkaException as exc:
-            self._on_commit(exc.args[0], [])
-
-    def _on_commit(self, error: KafkaError | None, _: list[TopicPartition]) -> None:
-        """One warning when commits start failing (broker away), one line when they work again."""
-        if error is not None and error.code() != KafkaError._NO_OFFSET and not self._commit_failing:
-            self._commit_failing = True
-            log.warning("%s[%d]: cannot commit the position to the consumer group (%s); lag tools see an "
-                        "old offset until it works again", self._topic, self._partition, error.str())
-        elif error is None and self._commit_failing:
-            self._commit_failing = False
-            log.info("%s[%d]: committing the position to the consumer group works again",
-                     self._topic, self._partition)
 
     @override
     def close(self) -> None:
-        self._commit_position()  # closing the consumer waits for its commits in flight
+        self._commit_position()
+        if self._committer is not None:
+            self._committer.settle(self._last_commit)
         self._consumer.close()
 
 
@@ -180,6 +168,7 @@ class BatchedKafkaSource(FixedPartitionedSource[Polled, Position | int]):
                  extra: dict[str, object] | None = None, group_id: str | None = None) -> None:
         self._brokers = ",".join(brokers)
         self._group_id = group_id
+        self._committer: GroupCommitter | None = None
         self._topics = topics
         self._tail = tail
         self._batch_size = batch_size
@@ -225,5 +214,8 @@ class BatchedKafkaSource(FixedPartitionedSource[Polled, Position | int]):
             "enable.partition.eof": not self._tail,
             **self._extra,
         }
+        if self._group_id is not None and self._committer is None:
+            self._committer = GroupCommitter({"bootstrap.servers": self._brokers, **library_logs()},
+                                             self._group_id)
         return _Partition(config, topic, int(index), resume_state, self.incarnation(topic), self._batch_size,
-                          commit=self._group_id is not None)
+                          self._committer)
