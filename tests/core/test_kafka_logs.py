@@ -20,8 +20,10 @@ import sys
 from core.kafka import LIBRDKAFKA_LOGGER
 from tests.conftest import free_port
 
-#: A client of each kind built as the platform builds it, on a dead broker, each polled for a moment.
+#: A client of each kind built as the platform builds it, on a dead broker, each polled until it has
+#: logged the refused connection (the lines reach Python when a client is polled).
 CLIENTS = """
+import logging
 import time
 from confluent_kafka import Consumer, Producer, TopicPartition
 from core import kafka
@@ -30,22 +32,37 @@ from core.logs import configure_logging
 from operators.kafka_batches import BatchedKafkaSource
 settings = Settings()
 configure_logging(settings)
+seen = []
+
+
+class Seen(logging.Handler):
+    def emit(self, record):
+        seen.append(record.getMessage())
+
+
+logging.getLogger(kafka.LIBRDKAFKA_LOGGER).addHandler(Seen())
+
+
+def until_refused(poll):
+    before = len(seen)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any("refused" in m.lower() for m in seen[before:]):
+        poll()
+
 
 producer = Producer(kafka.client_config(settings))
 producer.produce("telemetry.raw", b"x")
-producer.flush(1.5)
+until_refused(lambda: producer.poll(0.1))
 
 consumer = Consumer(kafka.client_config(settings, **{"group.id": "dead"}))
 consumer.assign([TopicPartition("telemetry.raw", 0, 0)])
-consumer.consume(10, 1.5)
+until_refused(lambda: consumer.consume(10, 0.1))
 consumer.close()
 
 source = BatchedKafkaSource([settings.kafka], ["telemetry.raw"], group_id="dead")
 source._incarnations["telemetry.raw"] = None  # no topic id to ask a dead broker for
 part = source.build_part("in", "0-telemetry.raw", None)
-deadline = time.monotonic() + 1.5
-while time.monotonic() < deadline:
-    part.next_batch()
+until_refused(part.next_batch)
 """
 
 
