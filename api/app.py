@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from api import errors
 from api.metrics import MetricsMiddleware
@@ -37,6 +38,9 @@ event stream. Authenticate with `Authorization: Bearer <token>` (`vpp token api`
 are `read`, `assets`, `dispatch`, `admin`; a customer token reads only its own sites.
 The dashboard is at [/dashboard/](/dashboard/).
 """
+#: Where Swagger UI's and ReDoc's scripts and style are served from (the fastapi-offline wheel's copies):
+#: ``/docs`` and ``/redoc`` load no CDN asset, so they work on a disconnected network.
+DOCS_ASSETS = "/docs-assets"
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -55,7 +59,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         await resources.close()
 
-    app = FastAPI(title="vpp API", version="1", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPIOffline(title="vpp API", version="1", description=DESCRIPTION, lifespan=lifespan,
+                         static_url=DOCS_ASSETS)
     app.state.resources = resources
     errors.register(app)
     app.add_middleware(MetricsMiddleware)

@@ -4,10 +4,18 @@ Topics come from the catalogue in :mod:`core.topics`; partition counts from
 ``VPP_DEFAULT_PARTITIONS`` / ``VPP_TOPIC_PARTITIONS``. Provisioning is
 idempotent: an existing topic is left as it is (and reported), so ``vpp stack
 up`` can run against a cluster that is already provisioned.
+
+librdkafka's own log lines (``%3|...|FAIL|...``: a broker it cannot reach, a
+failed request) would go straight to stderr, past ``VPP_LOG_FORMAT``: every
+client made here hands them to the Python logger :data:`LIBRDKAFKA_LOGGER`
+instead (the ``logger`` config key), so they are one line in the process's
+format like any other (see :mod:`core.logs`). confluent-kafka delivers them
+when the client is polled, which every client of the platform does.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,9 +35,19 @@ class TopicState:
     created: bool
 
 
+#: The Python logger librdkafka's log lines go to (level from its syslog level, message
+#: ``FACILITY [client] text``).
+LIBRDKAFKA_LOGGER = "vpp.kafka.librdkafka"
+
+
+def library_logs() -> dict[str, Any]:
+    """The config entry that routes librdkafka's log lines through Python logging."""
+    return {"logger": logging.getLogger(LIBRDKAFKA_LOGGER)}
+
+
 def client_config(settings: Settings, **extra: Any) -> dict[str, Any]:
-    """The librdkafka config every client of the platform starts from."""
-    return {"bootstrap.servers": settings.kafka, **extra}
+    """The librdkafka config every client of the platform starts from (its logs in our format)."""
+    return {"bootstrap.servers": settings.kafka, **library_logs(), **extra}
 
 
 def admin(settings: Settings) -> AdminClient:

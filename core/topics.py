@@ -24,6 +24,14 @@ STORM_WATCH = "storm.watch"
 WORKFLOW_TASKS = "workflow.tasks"
 WORKFLOW_RESULTS = "workflow.results"
 
+#: The consumer groups the dataflows commit their read positions to at every epoch, so standard lag
+#: tools (kafka-consumer-groups, Burrow, kafka-lag-exporter) see them. Commits only: each flow resumes
+#: from its Bytewax recovery store and never joins the group (operators.kafka_batches).
+TELEMETRY_DATAFLOW_GROUP = "vpp-telemetry-dataflow"
+CONTROL_DATAFLOW_GROUP = "vpp-control-dataflow"
+PLANS_DATAFLOW_GROUP = "vpp-plans-dataflow"
+BIDDING_DATAFLOW_GROUP = "vpp-bidding-dataflow"
+
 
 @dataclass(frozen=True)
 class TopicSpec:

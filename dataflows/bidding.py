@@ -23,8 +23,9 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import FixedPartitionedSource
 from bytewax.outputs import Sink
 
+from core import kafka
 from core.config import Settings
-from core.topics import WORKFLOW_EVENTS, WORKFLOW_RESULTS
+from core.topics import BIDDING_DATAFLOW_GROUP, WORKFLOW_EVENTS, WORKFLOW_RESULTS
 from dataflows import bidding_steps as steps
 from operators.kafka_batches import BatchedKafkaSource, Polled
 from operators.records import KafkaOut
@@ -34,7 +35,7 @@ def kafka_source(settings: Settings) -> BatchedKafkaSource:
     """The flow's real input, with a short fetch wait: a result should not sit in the broker."""
     return BatchedKafkaSource([settings.kafka], [WORKFLOW_EVENTS, WORKFLOW_RESULTS],
                               tail=settings.dataflow_tail, batch_size=settings.kafka_batch_size,
-                              extra={"fetch.wait.max.ms": 20})
+                              extra={"fetch.wait.max.ms": 20}, group_id=BIDDING_DATAFLOW_GROUP)
 
 
 def build_flow(settings: Settings, source: FixedPartitionedSource[Polled, Any] | None = None,
@@ -45,7 +46,7 @@ def build_flow(settings: Settings, source: FixedPartitionedSource[Polled, Any] |
     decoded = steps.decode("decode", polls)
     out = steps.orchestrate("workflows", decoded.events)
     op.output("kafka", op.merge("kafka-out", decoded.dead_letters, out),
-              sink or KafkaSink([settings.kafka], topic=None))
+              sink or KafkaSink([settings.kafka], topic=None, add_config=kafka.library_logs()))
     return flow
 
 

@@ -30,9 +30,10 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import FixedPartitionedSource
 from bytewax.outputs import Sink
 
+from core import kafka
 from core.config import Settings
 from core.logs import configure_logging
-from core.topics import COMMANDS_ACKS, DISPATCH_REQUESTS
+from core.topics import COMMANDS_ACKS, CONTROL_DATAFLOW_GROUP, DISPATCH_REQUESTS
 from operators import control_steps as steps
 from operators.kafka_batches import BatchedKafkaSource, Polled
 from operators.records import KafkaOut
@@ -52,8 +53,8 @@ class ControlSinks:
     @classmethod
     def of(cls, settings: Settings) -> ControlSinks:
         """The real sinks of the parts ``settings`` names."""
-        return cls(KafkaSink([settings.kafka], topic=None), DispatchStatusSink(settings.redis),
-                   HistorySink(settings, partitions=1, flush_rows=5_000))
+        return cls(KafkaSink([settings.kafka], topic=None, add_config=kafka.library_logs()),
+                   DispatchStatusSink(settings.redis), HistorySink(settings, partitions=1, flush_rows=5_000))
 
 
 def kafka_source(settings: Settings) -> BatchedKafkaSource:
@@ -61,7 +62,7 @@ def kafka_source(settings: Settings) -> BatchedKafkaSource:
     librdkafka's default 500 ms."""
     return BatchedKafkaSource([settings.kafka], [DISPATCH_REQUESTS, COMMANDS_ACKS],
                               tail=settings.dataflow_tail, batch_size=settings.kafka_batch_size,
-                              extra={"fetch.wait.max.ms": 20})
+                              extra={"fetch.wait.max.ms": 20}, group_id=CONTROL_DATAFLOW_GROUP)
 
 
 def redis_reader(settings: Settings) -> Callable[[], TwinReader]:

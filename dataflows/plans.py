@@ -26,8 +26,9 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
+from core import kafka
 from core.config import Settings
-from core.topics import ASSETS_CHANGES, PLANS_SITE, TWIN_STATUS
+from core.topics import ASSETS_CHANGES, PLANS_DATAFLOW_GROUP, PLANS_SITE, TWIN_STATUS
 from dataflows import plan_steps as steps
 from operators.kafka_batches import BatchedKafkaSource, Polled
 from operators.records import KafkaOut
@@ -45,15 +46,15 @@ class PlansSinks:
     @classmethod
     def of(cls, settings: Settings) -> PlansSinks:
         """The real sinks of the parts ``settings`` names."""
-        return cls(KafkaSink([settings.kafka], topic=None), RedisTwinSink(settings.redis),
-                   HistorySink(settings, partitions=1, flush_rows=20_000))
+        return cls(KafkaSink([settings.kafka], topic=None, add_config=kafka.library_logs()),
+                   RedisTwinSink(settings.redis), HistorySink(settings, partitions=1, flush_rows=20_000))
 
 
 def kafka_source(settings: Settings) -> BatchedKafkaSource:
     """The flow's real input: the three topics, offsets in the recovery store."""
     return BatchedKafkaSource([settings.kafka], [PLANS_SITE, ASSETS_CHANGES, TWIN_STATUS],
                               tail=settings.dataflow_tail, batch_size=settings.kafka_batch_size,
-                              extra={"fetch.wait.max.ms": 20})
+                              extra={"fetch.wait.max.ms": 20}, group_id=PLANS_DATAFLOW_GROUP)
 
 
 def build_flow(settings: Settings, source: Source[Polled] | None = None,

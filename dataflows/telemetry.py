@@ -28,9 +28,10 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
+from core import kafka
 from core.config import Settings
 from core.logs import configure_logging
-from core.topics import ASSETS_CHANGES, TELEMETRY_RAW
+from core.topics import ASSETS_CHANGES, TELEMETRY_DATAFLOW_GROUP, TELEMETRY_RAW
 from operators import telemetry_steps as steps
 from operators.kafka_batches import BatchedKafkaSource, Polled
 from operators.records import KafkaOut
@@ -48,14 +49,14 @@ class TelemetrySinks:
     @classmethod
     def of(cls, settings: Settings) -> TelemetrySinks:
         """The real sinks of the parts ``settings`` names."""
-        return cls(KafkaSink([settings.kafka], topic=None), RedisTwinSink(settings.redis),
-                   HistorySink(settings))
+        return cls(KafkaSink([settings.kafka], topic=None, add_config=kafka.library_logs()),
+                   RedisTwinSink(settings.redis), HistorySink(settings))
 
 
 def kafka_source(settings: Settings) -> BatchedKafkaSource:
     """The flow's real input: both topics, offsets in the recovery store."""
     return BatchedKafkaSource([settings.kafka], [TELEMETRY_RAW, ASSETS_CHANGES], tail=settings.dataflow_tail,
-                              batch_size=settings.kafka_batch_size)
+                              batch_size=settings.kafka_batch_size, group_id=TELEMETRY_DATAFLOW_GROUP)
 
 
 def build_flow(settings: Settings, source: Source[Polled] | None = None,

@@ -17,12 +17,22 @@ first 24,735 new records (or wait for them for minutes). A resumed partition
 whose topic is a different incarnation (or, where the broker gives no topic ids,
 whose log ends before the stored offset) is read from its beginning instead
 (:func:`resume_offset`).
+
+With a ``group_id`` the source also *commits* each partition's position to
+that consumer group at every epoch's snapshot (:mod:`operators.group_commits`,
+without waiting; closing a partition waits a bounded moment for its last
+commit), so standard lag tools (``kafka-consumer-groups --describe``, Burrow,
+kafka-lag-exporter) see how far each dataflow has read. The commits are for
+those tools only: the source never reads them back, a partition still resumes
+from the recovery store, and the consumers never join the group (assign mode),
+so several flows or a replay cannot rebalance one another.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -37,6 +47,9 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 from typing_extensions import override
+
+from core.kafka import library_logs
+from operators.group_commits import GroupCommitter
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +99,11 @@ def resume_offset(resume: Position | int | None, incarnation: str | None, log_en
 
 class _Partition(StatefulSourcePartition[Polled, Position | int]):
     def __init__(self, config: dict[str, object], topic: str, partition: int,
-                 resume: Position | int | None, incarnation: str | None, batch_size: int) -> None:
+                 resume: Position | int | None, incarnation: str | None, batch_size: int,
+                 committer: GroupCommitter | None = None) -> None:
+        self._committer = committer
+        self._committed = -1  # the last position handed to the group
+        self._last_commit: Future[object] | None = None
         self._consumer = Consumer(config)
         tp = TopicPartition(topic, partition)
         consumer = self._consumer
@@ -123,19 +140,35 @@ class _Partition(StatefulSourcePartition[Polled, Position | int]):
 
     @override
     def snapshot(self) -> Position:
+        self._commit_position()
         return Position(self._incarnation, self._offset)
+
+    def _commit_position(self) -> None:
+        """Hand a new position to the group (for lag tools), without waiting for the answer."""
+        if self._committer is not None and self._offset != self._committed:
+            self._last_commit = self._committer.commit(self._topic, self._partition, self._offset)
+            self._committed = self._offset
 
     @override
     def close(self) -> None:
+        self._commit_position()
+        if self._committer is not None:
+            self._committer.settle(self._last_commit)
         self._consumer.close()
 
 
 class BatchedKafkaSource(FixedPartitionedSource[Polled, Position | int]):
-    """Every partition of ``topics``; with ``tail`` False each stops at the end it finds."""
+    """Every partition of ``topics``; with ``tail`` False each stops at the end it finds.
+
+    ``group_id``: the consumer group each partition's position is committed to at every
+    snapshot, for lag tools (None: nothing is committed).
+    """
 
     def __init__(self, brokers: list[str], topics: list[str], tail: bool = True, batch_size: int = 2000,
-                 extra: dict[str, object] | None = None) -> None:
+                 extra: dict[str, object] | None = None, group_id: str | None = None) -> None:
         self._brokers = ",".join(brokers)
+        self._group_id = group_id
+        self._committer: GroupCommitter | None = None
         self._topics = topics
         self._tail = tail
         self._batch_size = batch_size
@@ -144,7 +177,7 @@ class BatchedKafkaSource(FixedPartitionedSource[Polled, Position | int]):
 
     @override
     def list_parts(self) -> list[str]:
-        admin = AdminClient({"bootstrap.servers": self._brokers})
+        admin = AdminClient({"bootstrap.servers": self._brokers, **library_logs()})
         parts = []
         for topic in self._topics:
             metadata = admin.list_topics(topic, timeout=30).topics[topic]
@@ -156,7 +189,7 @@ class BatchedKafkaSource(FixedPartitionedSource[Polled, Position | int]):
     def incarnation(self, topic: str) -> str | None:
         """The topic's id (new each time the topic is created), None if the broker gives none."""
         if topic not in self._incarnations:
-            admin = AdminClient({"bootstrap.servers": self._brokers})
+            admin = AdminClient({"bootstrap.servers": self._brokers, **library_logs()})
             try:
                 future = admin.describe_topics(TopicCollection([topic]), request_timeout=30)[topic]
                 described = future.result()
@@ -174,9 +207,15 @@ class BatchedKafkaSource(FixedPartitionedSource[Polled, Position | int]):
         index, topic = for_part.split("-", 1)
         config: dict[str, object] = {
             "bootstrap.servers": self._brokers,
-            "group.id": "vpp-dataflow-offsets-in-recovery",  # never committed: recovery keeps offsets
+            **library_logs(),
+            # Offsets are resumed from the recovery store; the group only receives commits (for lag tools).
+            "group.id": self._group_id or "vpp-dataflow-offsets-in-recovery",
             "enable.auto.commit": False,
             "enable.partition.eof": not self._tail,
             **self._extra,
         }
-        return _Partition(config, topic, int(index), resume_state, self.incarnation(topic), self._batch_size)
+        if self._group_id is not None and self._committer is None:
+            self._committer = GroupCommitter({"bootstrap.servers": self._brokers, **library_logs()},
+                                             self._group_id)
+        return _Partition(config, topic, int(index), resume_state, self.incarnation(topic), self._batch_size,
+                          self._committer)

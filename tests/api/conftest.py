@@ -52,6 +52,8 @@ class Api:
     settings: Settings
     fleet: Fleet
     tokens: dict[str, str] = field(default_factory=dict)
+    #: The services behind it by name (telemetry, control, simulator), for tests that pause one.
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def client(self, who: str | None) -> httpx.Client:
         """An HTTP client with ``who``'s token (None: no token)."""
@@ -156,7 +158,8 @@ def api(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> I
             "customer_b": issue_api_token(settings, "customer-b", {Scope.READ}, sites={customers[1]}).token,
         }
         with serve(settings) as url:
-            yield Api(url, settings, fleet, tokens)
+            yield Api(url, settings, fleet, tokens,
+                      dict(zip(("telemetry", "control", "simulator"), processes, strict=True)))
     finally:
         for process in reversed(processes):
             process.terminate()

@@ -9,8 +9,13 @@ test_dispatch_and_stream. Examples are bounded so the run stays well under a
 minute. Generated writes name unknown sites and nodes (404) or are refused
 (422); a valid one changes nothing the other tests of this package look at.
 Every answer must conform to the schema: a documented status, the documented
-content type (``application/problem+json`` for every 4xx/5xx, RFC 9457) and
-a body that fits its schema.
+content type (``application/problem+json`` for every 4xx/5xx, RFC 9457), a
+body that fits its schema and the documented headers; and every operation
+that declares the bearer scheme must refuse the same request without it
+(``ignored_auth`` re-sends each case unauthenticated). Not checked:
+``negative_data_rejection``, whose "invalid" cases here are valid requests
+(a single string for a repeatable query parameter is a one-element list, and
+the token this test adds to every call restores the header a case dropped).
 """
 
 from __future__ import annotations
@@ -39,7 +44,8 @@ def test_no_input_produces_a_server_error(api: Api, mode: GenerationMode) -> Non
     server_errors: list[str] = []
     nonconforming: list[str] = []
     conformance = [checks.status_code_conformance, checks.content_type_conformance,
-                   checks.response_schema_conformance]
+                   checks.response_schema_conformance, checks.response_headers_conformance,
+                   checks.ignored_auth]
     operations = 0
     for result in schema.get_all_operations():
         assert isinstance(result, Ok), f"the published schema is invalid: {result.err()}"

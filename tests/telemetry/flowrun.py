@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer, TopicPartition
 
 from core.config import Settings
 from core.history import connect
-from core.kafka import client_config
+from core.kafka import admin, client_config
 from core.live import aggregate_hashes
 from core.topics import ASSETS_CHANGES, TELEMETRY_RAW
 from schemas import packaged_codec
@@ -160,3 +160,22 @@ def read_topic(settings: Settings, topic: str, idle_s: float = 3.0) -> list[Any]
         last = time.monotonic()
     consumer.close()
     return messages
+
+
+def committed_offsets(settings: Settings, group: str, topic: str) -> dict[int, int]:
+    """The group's committed offset per partition of ``topic``, as lag tools read them (none: absent)."""
+    client = admin(settings)
+    partitions = client.list_topics(topic, timeout=30).topics[topic].partitions
+    request = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p) for p in partitions])
+    answer = client.list_consumer_group_offsets([request])[group].result()
+    return {tp.partition: tp.offset for tp in answer.topic_partitions if tp.offset >= 0}
+
+
+def log_ends(settings: Settings, topic: str) -> dict[int, int]:
+    """The high watermark of every partition of ``topic`` (on Tansu a lower bound: last batch's base + 1)."""
+    consumer = Consumer(client_config(settings, **{"group.id": f"ends-{time.time_ns()}"}))
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    ends = {p: int(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1])
+            for p in partitions}
+    consumer.close()
+    return ends
