@@ -33,6 +33,7 @@ from bytewax.outputs import Sink
 from core.config import Settings
 from core.logs import configure_logging
 from core.topics import COMMANDS_ACKS, DISPATCH_REQUESTS
+from dataflows.probes import start_probes
 from operators import control_steps as steps
 from operators.kafka_batches import BatchedKafkaSource, Polled
 from operators.records import KafkaOut
@@ -96,5 +97,6 @@ def __getattr__(name: str) -> Any:
     if name == "flow":
         settings = Settings()
         configure_logging(settings)
+        start_probes(settings, settings.control_probe_port)
         return build_flow(settings)
     raise AttributeError(name)

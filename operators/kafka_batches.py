@@ -38,6 +38,8 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 from typing_extensions import override
 
+from operators.readiness import FLOW_HEALTH
+
 log = logging.getLogger(__name__)
 
 #: The topic id a broker without topic ids reports (all zero bits, base64).
@@ -108,6 +110,7 @@ class _Partition(StatefulSourcePartition[Polled, Position | int]):
     def next_batch(self) -> list[Polled]:
         if self._eof:
             raise StopIteration
+        FLOW_HEALTH.polled()
         messages = self._consumer.consume(self._batch_size, 0.001)
         kept = []
         for message in messages:
@@ -123,6 +126,7 @@ class _Partition(StatefulSourcePartition[Polled, Position | int]):
 
     @override
     def snapshot(self) -> Position:
+        FLOW_HEALTH.epoch_done()
         return Position(self._incarnation, self._offset)
 
     @override
