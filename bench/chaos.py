@@ -77,6 +77,8 @@ class Fault:
     ended: float = 0.0
     recovery_s: float | None = None
     readiness_reported: bool | None = None
+    #: Whether the telemetry dataflow's /readyz went false during the fault (None: not asked).
+    flow_readiness_reported: bool | None = None
 
 
 @dataclass
@@ -99,6 +101,8 @@ class ChaosHarness:
             "telemetry_interval_s": config.interval_s, "delayed_after_s": 3 * config.interval_s,
             "offline_after_s": 30 * config.interval_s, "gateway_produce_stall_s": 5.0,
             "gateway_port": free_port(), "gateway_metrics_port": free_port(), "snapshot_interval_s": 1,
+            # The flow's probes on a port of the harness's own, noticing a hanging write within 3 s.
+            "telemetry_probe_port": free_port(), "dataflow_stall_s": 3.0,
             # The simulated clock runs ahead of the wall clock: a deliberately skewed device clock.
             "plausible_max_ahead_s": SIM_MAX_AHEAD_S})
         self.clock = SimClock(datetime.now(UTC), config.speed)
@@ -174,10 +178,49 @@ class ChaosHarness:
         finally:
             os.kill(record.pid, signal.SIGCONT)
 
-    def cut_off(self, site_ids: list[str], cut: bool = True) -> None:
-        """Take these sites off the network (they keep measuring and keep their readings), or back."""
+    @contextmanager
+    def cut_off(self, site_ids: list[str]) -> Iterator[None]:
+        """These sites off the network for the block (they keep measuring and keep their readings)."""
         for site_id in site_ids:
-            self.fleet.sites[site_id].disconnected = cut
+            self.fleet.sites[site_id].disconnected = True
+        try:
+            yield
+        finally:
+            for site_id in site_ids:
+                self.fleet.sites[site_id].disconnected = False
+
+    @contextmanager
+    def killed(self, part: str) -> Iterator[None]:
+        """The gateway or a dataflow SIGKILLed for the block, started again after it."""
+        self.kill(part)
+        try:
+            yield
+        finally:
+            self.start(part)
+
+    @contextmanager
+    def starved(self, stopped_s: float = 0.8, running_s: float = 0.2) -> Iterator[None]:
+        """Every process of the stack (broker, Redis, history server, gateway, dataflows) gets the CPU
+        only ``running_s`` of every ``stopped_s + running_s`` seconds for the block: SIGSTOP and
+        SIGCONT in turn, so the starvation hits this stack and not the rest of the machine."""
+        stop = threading.Event()
+
+        def duty_cycle() -> None:
+            while not stop.is_set():
+                pids = list(self.part_pids().values())
+                _signal_all(pids, signal.SIGSTOP)
+                stop.wait(stopped_s)
+                _signal_all(pids, signal.SIGCONT)
+                stop.wait(running_s)
+
+        thread = threading.Thread(target=duty_cycle, name="chaos-starve", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(10)
+            _signal_all(list(self.part_pids().values()), signal.SIGCONT)
 
     async def _simulate(self) -> None:
         transport = WebSocketTransport(self.fleet, self.clock, self.settings,
@@ -212,12 +255,11 @@ class ChaosHarness:
 
     def gateway_ready(self) -> bool:
         """The gateway's /readyz: 200 (True), else False (not ready or not answering)."""
-        url = f"http://{self.settings.host}:{self.settings.gateway_metrics_port}/readyz"
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                return bool(response.status == 200)
-        except (urllib.error.URLError, OSError, TimeoutError):
-            return False
+        return _ok(f"http://{self.settings.host}:{self.settings.gateway_metrics_port}/readyz")
+
+    def flow_ready(self) -> bool:
+        """The telemetry dataflow's /readyz: 200 (True), else False (not ready or not answering)."""
+        return _ok(f"http://{self.settings.host}:{self.settings.telemetry_probe_port}/readyz")
 
     def wait_for_coverage(self, since: float, timeout_s: float = 120.0) -> float | None:
         """Seconds from ``since`` (monotonic) until coverage is 100%; None if not within ``timeout_s``."""
@@ -229,17 +271,22 @@ class ChaosHarness:
         return None
 
     def fault(self, name: str, inject: Callable[[], contextlib.AbstractContextManager[None]],
-              hold_s: float, stops_work: bool = True, timeout_s: float = 120.0) -> Fault:
-        """Hold the fault ``inject`` gives for ``hold_s``, watching readiness; then time the recovery."""
+              hold_s: float, reported_by: tuple[str, ...] = ("gateway", "flow"),
+              timeout_s: float = 120.0) -> Fault:
+        """Hold the fault ``inject`` gives for ``hold_s``, watching the gateway's and the telemetry
+        flow's readiness (``reported_by``: whose readiness the fault should turn false, "gateway"
+        and/or "flow"); then time the recovery."""
         result = Fault(name)
-        not_ready = False
+        not_ready = flow_not_ready = False
         with inject():
             deadline = time.monotonic() + hold_s
             while time.monotonic() < deadline:
                 not_ready = not_ready or not self.gateway_ready()
+                flow_not_ready = flow_not_ready or not self.flow_ready()
                 time.sleep(0.5)
         result.ended = time.monotonic()
-        result.readiness_reported = not_ready if stops_work else None
+        result.readiness_reported = not_ready if "gateway" in reported_by else None
+        result.flow_readiness_reported = flow_not_ready if "flow" in reported_by else None
         result.recovery_s = self.wait_for_coverage(result.ended, timeout_s)
         return result
 
@@ -316,6 +363,21 @@ class ChaosHarness:
         return pids
 
 
+def _ok(url: str) -> bool:
+    """Whether ``url`` answers 200 within 2 s."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError, TimeoutError):
+        return False
+
+
+def _signal_all(pids: list[int], signum: signal.Signals) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+
 def _event_ms(reading: dict[str, Any]) -> int:
     return int(reading["event_time"].timestamp() * 1000)
 
@@ -375,6 +437,7 @@ def run(quick: bool) -> dict[str, float]:
     """Every scenario once on a private stack; figures as in the module docstring."""
     config = ChaosConfig(sites=100 if quick else 200)
     hold_s = 8.0 if quick else 20.0
+    starve_s = 15.0 if quick else 60.0
     soak_s = 20.0 if quick else 120.0
     figures: dict[str, float] = {"sites": config.sites, "fault_s": hold_s, "speed": config.speed}
     with private_stack("vpp-bench-chaos-") as settings, ChaosHarness(settings, config).running() as h:
@@ -382,29 +445,13 @@ def run(quick: bool) -> dict[str, float]:
         assert warm is not None, "the fleet never reached full coverage"
         after_ms = next_minute_ms(h.sim_ms())
         cut = [s.site_id for s in h.sites[:: 10]]
-
-        @contextmanager
-        def cut_off() -> Iterator[None]:
-            h.cut_off(cut)
-            try:
-                yield
-            finally:
-                h.cut_off(cut, False)
-
-        @contextmanager
-        def killed(part: str) -> Iterator[None]:
-            h.kill(part)
-            try:
-                yield
-            finally:
-                h.start(part)
-
         faults = [
-            h.fault("sites_cut_off", cut_off, hold_s, stops_work=False),
+            h.fault("sites_cut_off", lambda: h.cut_off(cut), hold_s, reported_by=()),
             h.fault("redis_paused", lambda: h.paused("redis"), hold_s),
             h.fault("broker_paused", lambda: h.paused("broker"), hold_s),
-            h.fault("gateway_killed", lambda: killed("gateway"), hold_s),
-            h.fault("telemetry_flow_killed", lambda: killed("telemetry"), hold_s, stops_work=False),
+            h.fault("gateway_killed", lambda: h.killed("gateway"), hold_s, reported_by=("gateway",)),
+            h.fault("telemetry_flow_killed", lambda: h.killed("telemetry"), hold_s, reported_by=("flow",)),
+            h.fault("cpu_starved", h.starved, starve_s, reported_by=()),
         ]
         before_ms = next_minute_ms(h.sim_ms())
         pids = h.part_pids()
@@ -416,6 +463,8 @@ def run(quick: bool) -> dict[str, float]:
         figures[f"recovery_s_{fault.name}"] = -1.0 if fault.recovery_s is None else round(fault.recovery_s, 1)
         if fault.readiness_reported is not None:
             figures[f"readiness_reported_{fault.name}"] = float(fault.readiness_reported)
+        if fault.flow_readiness_reported is not None:
+            figures[f"flow_readiness_reported_{fault.name}"] = float(fault.flow_readiness_reported)
     figures.update(lost_readings=tally.lost, duplicate_readings=tally.duplicated, readings=tally.readings,
                    history_mismatches=len(tally.problems), soak_s=soak_s)
     for name, before in start_rss.items():

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 
@@ -51,17 +50,8 @@ def test_backfill_reference_sites_cut_off_upload_their_buffers_exactly_once(harn
     h = harness
     after_ms = next_minute_ms(h.sim_ms())
     cut = [s.site_id for s in h.sites[::10]]  # 10%
-
-    @contextmanager
-    def cut_off() -> Iterator[None]:
-        h.cut_off(cut)
-        try:
-            yield
-        finally:
-            h.cut_off(cut, False)
-
     # 75 s of wall time: five simulated minutes, so whole minutes pass with those sites silent.
-    fault = h.fault("sites_cut_off", cut_off, 75.0, stops_work=False)
+    fault = h.fault("sites_cut_off", lambda: h.cut_off(cut), 75.0, reported_by=())
     assert fault.recovery_s is not None and fault.recovery_s <= RECOVERY_S
     _exact(h, after_ms)
     assert all(not h.fleet.sites[s].backlog for s in cut), "every buffer was uploaded"
@@ -73,8 +63,10 @@ def test_a_paused_dependency_is_reported_and_nothing_is_lost(harness: ChaosHarne
     after_ms = next_minute_ms(h.sim_ms())
     fault = h.fault(f"{part}_paused", lambda: h.paused(part), 20.0)
     assert fault.readiness_reported, "the gateway said it was ready while it could not work"
+    assert fault.flow_readiness_reported, "the telemetry flow said it was ready while it could not work"
     assert fault.recovery_s is not None and fault.recovery_s <= RECOVERY_S, fault
     assert wait_until(h.gateway_ready, 30), "ready again once the dependency answers"
+    assert wait_until(h.flow_ready, 30), "the flow is ready again once the dependency answers"
     _exact(h, after_ms)
 
 
@@ -82,18 +74,21 @@ def test_a_paused_dependency_is_reported_and_nothing_is_lost(harness: ChaosHarne
 def test_a_killed_part_restarts_and_nothing_is_lost_or_doubled(harness: ChaosHarness, part: str) -> None:
     h = harness
     after_ms = next_minute_ms(h.sim_ms())
-
-    @contextmanager
-    def killed() -> Iterator[None]:
-        h.kill(part)
-        try:
-            yield
-        finally:
-            h.start(part)
-
-    fault = h.fault(f"{part}_killed", killed, 15.0, stops_work=part == "gateway")
-    if part == "gateway":
-        assert fault.readiness_reported
-        assert wait_until(h.gateway_ready, 30), "the restarted gateway never said it was ready"
+    fault = h.fault(f"{part}_killed", lambda: h.killed(part), 15.0,
+                    reported_by=("gateway",) if part == "gateway" else ("flow",))
+    assert fault.readiness_reported if part == "gateway" else fault.flow_readiness_reported, (
+        "readiness said nothing while the part was dead")
+    assert wait_until(h.gateway_ready, 30), "the restarted gateway never said it was ready"
+    assert wait_until(h.flow_ready, 60), "the restarted flow never said it was ready"
     assert fault.recovery_s is not None and fault.recovery_s <= RECOVERY_S, fault
+    _exact(h, after_ms)
+
+
+def test_a_starved_stack_recovers_and_nothing_is_lost_or_doubled(harness: ChaosHarness) -> None:
+    """60 s with every part of the stack on the CPU a fifth of the time (SIGSTOP/SIGCONT in turn)."""
+    h = harness
+    after_ms = next_minute_ms(h.sim_ms())
+    fault = h.fault("cpu_starved", h.starved, 60.0, reported_by=())
+    assert fault.recovery_s is not None and fault.recovery_s <= RECOVERY_S, fault
+    assert wait_until(h.gateway_ready, 30) and wait_until(h.flow_ready, 30)
     _exact(h, after_ms)
