@@ -487,6 +487,13 @@ class Settings(BaseSettings):
         description="A dataflow whose worker has not polled its input for this long, or whose write to "
         "Redis or ClickHouse has hung this long, is not ready (/readyz 503) (VPP_DATAFLOW_STALL_S).",
     )
+    gateway_producer_replace_s: float = Field(
+        default=30.0, gt=0,
+        description="A gateway whose Kafka producer has records waiting and no delivery report for this long "
+        "replaces it: the old one is purged, its records reported failed (the devices send them again), "
+        "and the gateway stays not ready until the new one reaches the broker "
+        "(VPP_GATEWAY_PRODUCER_REPLACE_S).",
+    )
     dataflow_live_stall_s: float = Field(
         default=300.0, gt=0,
         description="A dataflow whose worker has not polled its input for this long while no dependency "
