@@ -41,11 +41,14 @@ from typing import Any
 import redis
 
 from assets.generator import Site, generate_fleet
-from assets.loader import load_fleet
+from assets.loader import load_fleet, republish
 from bench.local import free_port, private_stack
 from core.config import Settings
+from core.dispatch import cancel, read_status, submit
+from core.dispatch_spec import DispatchSpec
 from core.history import connect
 from core.live import aggregate_hashes
+from core.waiting import wait_until
 from edge_gateway.sim_transports import WebSocketTransport, raise_fd_limit
 from edge_gateway.simulator import FleetSimulator, SimClock
 from edge_gateway.wire import Encoding
@@ -57,6 +60,10 @@ SIM_MAX_AHEAD_S = 24 * 3600.0
 MINUTE_MS = 60_000
 #: A live aggregate older than this (wall time) is not evidence of coverage.
 FRESH_S = 5.0
+#: The dataflows the harness runs (each with a recovery store of its own).
+DATAFLOWS = ("telemetry", "control")
+#: The node the dispatch scenarios dispatch.
+DISPATCH_NODE = "region-0"
 
 
 @dataclass(frozen=True)
@@ -76,9 +83,17 @@ class Fault:
     name: str
     ended: float = 0.0
     recovery_s: float | None = None
-    readiness_reported: bool | None = None
-    #: Whether the telemetry dataflow's /readyz went false during the fault (None: not asked).
-    flow_readiness_reported: bool | None = None
+    #: Whether each probe asked about ("gateway", "telemetry", "control") went false during the fault.
+    readiness: dict[str, bool] = field(default_factory=dict)
+    #: For a fault during a dispatch: mean |target - measured| in % of the target, before the fault
+    #: (settled) and after the recovery.
+    tracking_error_pct_before: float | None = None
+    tracking_error_pct: float | None = None
+
+    @property
+    def readiness_reported(self) -> bool | None:
+        """Whether every probe asked about said "not ready" during the fault (None: none asked)."""
+        return all(self.readiness.values()) if self.readiness else None
 
 
 @dataclass
@@ -101,8 +116,11 @@ class ChaosHarness:
             "telemetry_interval_s": config.interval_s, "delayed_after_s": 3 * config.interval_s,
             "offline_after_s": 30 * config.interval_s, "gateway_produce_stall_s": 5.0,
             "gateway_port": free_port(), "gateway_metrics_port": free_port(), "snapshot_interval_s": 1,
-            # The flow's probes on a port of the harness's own, noticing a hanging write within 3 s.
-            "telemetry_probe_port": free_port(), "dataflow_stall_s": 3.0,
+            # The flows' probes on ports of the harness's own, noticing a hanging write within 3 s.
+            "telemetry_probe_port": free_port(), "control_probe_port": free_port(), "dataflow_stall_s": 3.0,
+            # The control loop on the accelerated clock (as bench/control.py runs it).
+            "control_tick_s": 0.2, "control_correction_s": 2.0 * config.speed,
+            "control_retry_base_s": 0.5 * config.speed,
             # The simulated clock runs ahead of the wall clock: a deliberately skewed device clock.
             "plausible_max_ahead_s": SIM_MAX_AHEAD_S})
         self.clock = SimClock(datetime.now(UTC), config.speed)
@@ -127,8 +145,9 @@ class ChaosHarness:
     def running(self) -> Iterator[ChaosHarness]:
         """Start the dataflow, the gateway and the fleet; stop them all afterwards."""
         raise_fd_limit()
-        ensure_recovery(self.recovery)
-        self.start("telemetry")
+        for flow in DATAFLOWS:
+            ensure_recovery(self.recovery_of(flow))
+            self.start(flow)
         self.start("gateway")
         self._thread = threading.Thread(target=lambda: asyncio.run(self._simulate()), daemon=True)
         self._thread.start()
@@ -146,14 +165,13 @@ class ChaosHarness:
                     process.kill()
             self.redis.close()
 
-    @property
-    def recovery(self) -> Path:
-        return self.settings.data_dir.resolve() / "recovery" / "chaos-telemetry"
+    def recovery_of(self, flow: str) -> Path:
+        return self.settings.data_dir.resolve() / "recovery" / f"chaos-{flow}"
 
     def start(self, part: str) -> None:
-        """Start the gateway or the telemetry dataflow as a process of its own."""
+        """Start the gateway or a dataflow (telemetry, control) as a process of its own."""
         s = self.settings
-        argv = (dataflow_argv("telemetry", s, recovery=self.recovery) if part == "telemetry" else
+        argv = (dataflow_argv(part, s, recovery=self.recovery_of(part)) if part in DATAFLOWS else
                 [sys.executable, "-m", "edge_gateway", "--host", s.host, "--port", str(s.gateway_port),
                  "--metrics-port", str(s.gateway_metrics_port), "--instance-id", "chaos-gateway"])
         log = (s.data_dir / f"chaos-{part}.log").open("ab")
@@ -161,10 +179,37 @@ class ChaosHarness:
                                                 stderr=log)
 
     def kill(self, part: str) -> None:
-        """SIGKILL the gateway or the dataflow: no clean shutdown, nothing flushed."""
+        """SIGKILL the gateway or a dataflow: no clean shutdown, nothing flushed."""
         process = self.processes[part]
         process.kill()
         process.wait(30)
+
+    def stop(self, part: str) -> None:
+        """Stop the gateway or a dataflow as ``vpp down`` does (SIGTERM, SIGKILL after 20 s)."""
+        process = self.processes[part]
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(30)
+
+    @contextmanager
+    def stack_restarted(self) -> Iterator[None]:
+        """The whole system down for the block, as ``vpp down``: the gateway and the dataflows, then the
+        broker, Redis and the history server; then up again as ``vpp up``: the stack (the memory-only
+        broker comes back empty), the fleet stored in history re-published, the dataflows on their
+        recovery stores, the gateway. The devices keep measuring and upload what they kept."""
+        for part in ("gateway", *DATAFLOWS):
+            self.stop(part)
+        self.stack.down()
+        try:
+            yield
+        finally:
+            self.stack.up()
+            republish(self.settings, datetime.now(UTC), lambda _: None)
+            for part in (*DATAFLOWS, "gateway"):
+                self.start(part)
 
     @contextmanager
     def paused(self, part: str) -> Iterator[None]:
@@ -257,37 +302,75 @@ class ChaosHarness:
         """The gateway's /readyz: 200 (True), else False (not ready or not answering)."""
         return _ok(f"http://{self.settings.host}:{self.settings.gateway_metrics_port}/readyz")
 
-    def flow_ready(self) -> bool:
-        """The telemetry dataflow's /readyz: 200 (True), else False (not ready or not answering)."""
-        return _ok(f"http://{self.settings.host}:{self.settings.telemetry_probe_port}/readyz")
+    def flow_ready(self, flow: str = "telemetry") -> bool:
+        """A dataflow's /readyz: 200 (True), else False (not ready or not answering)."""
+        port = self.settings.telemetry_probe_port if flow == "telemetry" else self.settings.control_probe_port
+        return _ok(f"http://{self.settings.host}:{port}/readyz")
 
-    def wait_for_coverage(self, since: float, timeout_s: float = 120.0) -> float | None:
-        """Seconds from ``since`` (monotonic) until coverage is 100%; None if not within ``timeout_s``."""
+    def ready(self, part: str) -> bool:
+        """The /readyz of the gateway, the telemetry or the control dataflow."""
+        return self.gateway_ready() if part == "gateway" else self.flow_ready(part)
+
+    def wait_for_coverage(self, since: float, timeout_s: float = 120.0,
+                          also: Callable[[], bool] | None = None) -> float | None:
+        """Seconds from ``since`` (monotonic) until coverage is 100% (and ``also()`` holds); None if not
+        within ``timeout_s``."""
         deadline = since + timeout_s
         while time.monotonic() < deadline:
-            if self.coverage() == 1.0:
+            if self.coverage() == 1.0 and (also is None or also()):
                 return time.monotonic() - since
             time.sleep(0.25)
         return None
 
     def fault(self, name: str, inject: Callable[[], contextlib.AbstractContextManager[None]],
-              hold_s: float, reported_by: tuple[str, ...] = ("gateway", "flow"),
-              timeout_s: float = 120.0) -> Fault:
-        """Hold the fault ``inject`` gives for ``hold_s``, watching the gateway's and the telemetry
-        flow's readiness (``reported_by``: whose readiness the fault should turn false, "gateway"
-        and/or "flow"); then time the recovery."""
+              hold_s: float, reported_by: tuple[str, ...] = ("gateway", "telemetry"),
+              timeout_s: float = 120.0, recovered: Callable[[], bool] | None = None) -> Fault:
+        """Hold the fault ``inject`` gives for ``hold_s``, watching the readiness of the parts in
+        ``reported_by`` (those the fault should turn not ready: "gateway", "telemetry", "control");
+        then time the recovery: coverage back at 100% (and ``recovered()``, when given)."""
         result = Fault(name)
-        not_ready = flow_not_ready = False
+        not_ready = dict.fromkeys(reported_by, False)
         with inject():
             deadline = time.monotonic() + hold_s
             while time.monotonic() < deadline:
-                not_ready = not_ready or not self.gateway_ready()
-                flow_not_ready = flow_not_ready or not self.flow_ready()
+                for part in reported_by:
+                    not_ready[part] = not_ready[part] or not self.ready(part)
                 time.sleep(0.5)
         result.ended = time.monotonic()
-        result.readiness_reported = not_ready if "gateway" in reported_by else None
-        result.flow_readiness_reported = flow_not_ready if "flow" in reported_by else None
-        result.recovery_s = self.wait_for_coverage(result.ended, timeout_s)
+        result.readiness = not_ready
+        result.recovery_s = self.wait_for_coverage(result.ended, timeout_s, recovered)
+        return result
+
+    def dispatch_fault(self, name: str, inject: Callable[[], contextlib.AbstractContextManager[None]],
+                       hold_s: float, reported_by: tuple[str, ...] = ("control",),
+                       measure_s: float = 30.0) -> Fault:
+        """The fault while a dispatch runs: 1 kW per site of region-0 discharged, closed loop.
+
+        Waits (up to 2 minutes) for the dispatch to settle and measures its tracking error for
+        ``measure_s``; holds the fault; counts as recovered once coverage is full and the control
+        flow writes the dispatch's status again; then measures the tracking error for ``measure_s``
+        once more, and cancels the dispatch.
+        """
+        members = sum(1 for site in self.sites if site.region == DISPATCH_NODE)
+        start = self.clock.now()
+        spec = DispatchSpec(float(members), start, start + timedelta(hours=1), node_id=DISPATCH_NODE)
+        submit(self.settings, spec, "chaos", self.redis)
+        tracker = _Tracker(self.redis, spec.dispatch_id, spec.target_kw)
+        wait_until(tracker.settled, 120, interval_s=0.25)
+        before = tracker.error_pct_over(measure_s)
+        ended_ms: list[int] = []
+
+        @contextmanager
+        def with_end() -> Iterator[None]:
+            with inject():
+                yield
+            ended_ms.append(self.sim_ms())
+
+        result = self.fault(name, with_end, hold_s, reported_by,
+                            recovered=lambda: tracker.written_since(ended_ms[0]))
+        result.tracking_error_pct_before = before
+        result.tracking_error_pct = tracker.error_pct_over(measure_s)
+        cancel(self.settings, spec.dispatch_id, "chaos", self.redis)
         return result
 
     def tally(self, before_ms: int, after_ms: int = 0) -> Tally:
@@ -361,6 +444,43 @@ class ChaosHarness:
             if record is not None:
                 pids[part] = record.pid
         return pids
+
+
+class _Tracker:
+    """A dispatch's statuses as the control flow stores them in Redis, and how well it tracks."""
+
+    def __init__(self, client: redis.Redis, dispatch_id: str, target_kw: float) -> None:
+        self._redis = client
+        self._id = dispatch_id
+        self._target = target_kw
+
+    def status(self) -> dict[str, str] | None:
+        try:
+            return read_status(self._redis, self._id)
+        except redis.RedisError:
+            return None
+
+    def settled(self) -> bool:
+        """Active, with the measured power within 5% of the target."""
+        status = self.status()
+        return bool(status and status["state"] == "ACTIVE"
+                    and abs(float(status["error_kw"])) <= 0.05 * abs(self._target))
+
+    def written_since(self, sim_ms: int) -> bool:
+        """Whether the control flow stored a status of an event time after ``sim_ms``."""
+        status = self.status()
+        return bool(status and int(status["event_time"]) > sim_ms)
+
+    def error_pct_over(self, seconds: float) -> float | None:
+        """Mean |target - measured| in % of the target over each status stored in the next ``seconds``."""
+        errors: dict[str, float] = {}
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            status = self.status()
+            if status and status["state"] == "ACTIVE":
+                errors[status["event_time"]] = abs(float(status["error_kw"]))
+            time.sleep(0.25)
+        return 100 * sum(errors.values()) / len(errors) / abs(self._target) if errors else None
 
 
 def _ok(url: str) -> bool:
@@ -450,8 +570,12 @@ def run(quick: bool) -> dict[str, float]:
             h.fault("redis_paused", lambda: h.paused("redis"), hold_s),
             h.fault("broker_paused", lambda: h.paused("broker"), hold_s),
             h.fault("gateway_killed", lambda: h.killed("gateway"), hold_s, reported_by=("gateway",)),
-            h.fault("telemetry_flow_killed", lambda: h.killed("telemetry"), hold_s, reported_by=("flow",)),
+            h.fault("telemetry_flow_killed", lambda: h.killed("telemetry"), hold_s,
+                    reported_by=("telemetry",)),
+            h.dispatch_fault("control_flow_killed", lambda: h.killed("control"), hold_s,
+                             measure_s=10.0 if quick else 30.0),
             h.fault("cpu_starved", h.starved, starve_s, reported_by=()),
+            h.fault("stack_restarted", h.stack_restarted, hold_s, reported_by=("gateway", "telemetry")),
         ]
         before_ms = next_minute_ms(h.sim_ms())
         pids = h.part_pids()
@@ -463,8 +587,10 @@ def run(quick: bool) -> dict[str, float]:
         figures[f"recovery_s_{fault.name}"] = -1.0 if fault.recovery_s is None else round(fault.recovery_s, 1)
         if fault.readiness_reported is not None:
             figures[f"readiness_reported_{fault.name}"] = float(fault.readiness_reported)
-        if fault.flow_readiness_reported is not None:
-            figures[f"flow_readiness_reported_{fault.name}"] = float(fault.flow_readiness_reported)
+        for key, value in (("tracking_error_pct_before", fault.tracking_error_pct_before),
+                           ("tracking_error_pct", fault.tracking_error_pct)):
+            if value is not None:
+                figures[f"{key}_{fault.name}"] = round(value, 2)
     figures.update(lost_readings=tally.lost, duplicate_readings=tally.duplicated, readings=tally.readings,
                    history_mismatches=len(tally.problems), soak_s=soak_s)
     for name, before in start_rss.items():
