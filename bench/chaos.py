@@ -62,6 +62,8 @@ MINUTE_MS = 60_000
 FRESH_S = 5.0
 #: The dataflows the harness runs (each with a recovery store of its own).
 DATAFLOWS = ("telemetry", "control")
+#: How long a restarted system may take to say it is ready (``vpp up`` waits as long for each part).
+STARTUP_S = 180.0
 #: The node the dispatch scenarios dispatch.
 DISPATCH_NODE = "region-0"
 
@@ -136,6 +138,8 @@ class ChaosHarness:
         self.redis = redis.Redis.from_url(self.settings.redis, socket_timeout=2)
         self.stack = Stack(self.settings)
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        #: Seconds the last whole-stack restart took to be ready again (``vpp up``'s part of it).
+        self.startup_s: float | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -199,17 +203,25 @@ class ChaosHarness:
         """The whole system down for the block, as ``vpp down``: the gateway and the dataflows, then the
         broker, Redis and the history server; then up again as ``vpp up``: the stack (the memory-only
         broker comes back empty), the fleet stored in history re-published, the dataflows on their
-        recovery stores, the gateway. The devices keep measuring and upload what they kept."""
+        recovery stores, the gateway. The devices keep measuring and upload what they kept.
+
+        The block ends, as ``vpp up`` returns, once every process says it is ready (within
+        ``STARTUP_S``); how long that took from the start of ``up`` is :attr:`startup_s` (on a
+        loaded machine mostly the processes' imports)."""
         for part in ("gateway", *DATAFLOWS):
             self.stop(part)
         self.stack.down()
         try:
             yield
         finally:
+            began = time.monotonic()
             self.stack.up()
             republish(self.settings, datetime.now(UTC), lambda _: None)
             for part in (*DATAFLOWS, "gateway"):
                 self.start(part)
+            wait_until(lambda: all(self.ready(part) for part in ("gateway", *DATAFLOWS)), STARTUP_S,
+                       interval_s=0.25)
+            self.startup_s = time.monotonic() - began
 
     @contextmanager
     def paused(self, part: str) -> Iterator[None]:
@@ -591,6 +603,8 @@ def run(quick: bool) -> dict[str, float]:
                            ("tracking_error_pct", fault.tracking_error_pct)):
             if value is not None:
                 figures[f"{key}_{fault.name}"] = round(value, 2)
+    if h.startup_s is not None:
+        figures["startup_s_stack_restarted"] = round(h.startup_s, 1)
     figures.update(lost_readings=tally.lost, duplicate_readings=tally.duplicated, readings=tally.readings,
                    history_mismatches=len(tally.problems), soak_s=soak_s)
     for name, before in start_rss.items():

@@ -111,11 +111,13 @@ def test_the_control_flow_killed_during_a_dispatch_resumes_it_and_tracks_the_tar
 
 
 def test_the_whole_stack_restarted_recovers_and_nothing_is_lost_or_doubled(harness: ChaosHarness) -> None:
-    """`vpp down` and `vpp up` in effect: the memory-only broker comes back empty."""
+    """`vpp down` and `vpp up` in effect: the memory-only broker comes back empty. The fault ends when
+    every part says it is ready again (as `vpp up` returns); recovery is counted from there."""
     h = harness
     after_ms = next_minute_ms(h.sim_ms())
     fault = h.fault("stack_restarted", h.stack_restarted, 20.0)
     assert fault.readiness_reported
+    assert h.startup_s is not None, "the restarted system never said it was ready"
     assert fault.recovery_s is not None and fault.recovery_s <= RECOVERY_S, fault
     assert wait_until(h.gateway_ready, 60) and wait_until(h.flow_ready, 60)
     _exact(h, after_ms)
