@@ -573,7 +573,7 @@ def run(quick: bool) -> dict[str, float]:
     soak_s = 20.0 if quick else 120.0
     figures: dict[str, float] = {"sites": config.sites, "fault_s": hold_s, "speed": config.speed}
     with private_stack("vpp-bench-chaos-") as settings, ChaosHarness(settings, config).running() as h:
-        warm = h.wait_for_coverage(time.monotonic(), 180)
+        warm = h.wait_for_coverage(time.monotonic(), 300)
         assert warm is not None, "the fleet never reached full coverage"
         after_ms = next_minute_ms(h.sim_ms())
         cut = [s.site_id for s in h.sites[:: 10]]
