@@ -41,11 +41,14 @@ from typing import Any
 import redis
 
 from assets.generator import Site, generate_fleet
-from assets.loader import load_fleet
+from assets.loader import load_fleet, republish
 from bench.local import free_port, private_stack
 from core.config import Settings
+from core.dispatch import cancel, read_status, submit
+from core.dispatch_spec import DispatchSpec
 from core.history import connect
 from core.live import aggregate_hashes
+from core.waiting import wait_until
 from edge_gateway.sim_transports import WebSocketTransport, raise_fd_limit
 from edge_gateway.simulator import FleetSimulator, SimClock
 from edge_gateway.wire import Encoding
@@ -57,6 +60,12 @@ SIM_MAX_AHEAD_S = 24 * 3600.0
 MINUTE_MS = 60_000
 #: A live aggregate older than this (wall time) is not evidence of coverage.
 FRESH_S = 5.0
+#: The dataflows the harness runs (each with a recovery store of its own).
+DATAFLOWS = ("telemetry", "control")
+#: How long a restarted system may take to say it is ready (``vpp up`` waits as long for each part).
+STARTUP_S = 180.0
+#: The node the dispatch scenarios dispatch.
+DISPATCH_NODE = "region-0"
 
 
 @dataclass(frozen=True)
@@ -76,7 +85,17 @@ class Fault:
     name: str
     ended: float = 0.0
     recovery_s: float | None = None
-    readiness_reported: bool | None = None
+    #: Whether each probe asked about ("gateway", "telemetry", "control") went false during the fault.
+    readiness: dict[str, bool] = field(default_factory=dict)
+    #: For a fault during a dispatch: mean |target - measured| in % of the target, before the fault
+    #: (settled) and after the recovery.
+    tracking_error_pct_before: float | None = None
+    tracking_error_pct: float | None = None
+
+    @property
+    def readiness_reported(self) -> bool | None:
+        """Whether every probe asked about said "not ready" during the fault (None: none asked)."""
+        return all(self.readiness.values()) if self.readiness else None
 
 
 @dataclass
@@ -99,6 +118,11 @@ class ChaosHarness:
             "telemetry_interval_s": config.interval_s, "delayed_after_s": 3 * config.interval_s,
             "offline_after_s": 30 * config.interval_s, "gateway_produce_stall_s": 5.0,
             "gateway_port": free_port(), "gateway_metrics_port": free_port(), "snapshot_interval_s": 1,
+            # The flows' probes on ports of the harness's own, noticing a hanging write within 3 s.
+            "telemetry_probe_port": free_port(), "control_probe_port": free_port(), "dataflow_stall_s": 3.0,
+            # The control loop on the accelerated clock (as bench/control.py runs it).
+            "control_tick_s": 0.2, "control_correction_s": 2.0 * config.speed,
+            "control_retry_base_s": 0.5 * config.speed,
             # The simulated clock runs ahead of the wall clock: a deliberately skewed device clock.
             "plausible_max_ahead_s": SIM_MAX_AHEAD_S})
         self.clock = SimClock(datetime.now(UTC), config.speed)
@@ -114,6 +138,8 @@ class ChaosHarness:
         self.redis = redis.Redis.from_url(self.settings.redis, socket_timeout=2)
         self.stack = Stack(self.settings)
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        #: Seconds the last whole-stack restart took to be ready again (``vpp up``'s part of it).
+        self.startup_s: float | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -123,8 +149,9 @@ class ChaosHarness:
     def running(self) -> Iterator[ChaosHarness]:
         """Start the dataflow, the gateway and the fleet; stop them all afterwards."""
         raise_fd_limit()
-        ensure_recovery(self.recovery)
-        self.start("telemetry")
+        for flow in DATAFLOWS:
+            ensure_recovery(self.recovery_of(flow))
+            self.start(flow)
         self.start("gateway")
         self._thread = threading.Thread(target=lambda: asyncio.run(self._simulate()), daemon=True)
         self._thread.start()
@@ -142,14 +169,13 @@ class ChaosHarness:
                     process.kill()
             self.redis.close()
 
-    @property
-    def recovery(self) -> Path:
-        return self.settings.data_dir.resolve() / "recovery" / "chaos-telemetry"
+    def recovery_of(self, flow: str) -> Path:
+        return self.settings.data_dir.resolve() / "recovery" / f"chaos-{flow}"
 
     def start(self, part: str) -> None:
-        """Start the gateway or the telemetry dataflow as a process of its own."""
+        """Start the gateway or a dataflow (telemetry, control) as a process of its own."""
         s = self.settings
-        argv = (dataflow_argv("telemetry", s, recovery=self.recovery) if part == "telemetry" else
+        argv = (dataflow_argv(part, s, recovery=self.recovery_of(part)) if part in DATAFLOWS else
                 [sys.executable, "-m", "edge_gateway", "--host", s.host, "--port", str(s.gateway_port),
                  "--metrics-port", str(s.gateway_metrics_port), "--instance-id", "chaos-gateway"])
         log = (s.data_dir / f"chaos-{part}.log").open("ab")
@@ -157,10 +183,45 @@ class ChaosHarness:
                                                 stderr=log)
 
     def kill(self, part: str) -> None:
-        """SIGKILL the gateway or the dataflow: no clean shutdown, nothing flushed."""
+        """SIGKILL the gateway or a dataflow: no clean shutdown, nothing flushed."""
         process = self.processes[part]
         process.kill()
         process.wait(30)
+
+    def stop(self, part: str) -> None:
+        """Stop the gateway or a dataflow as ``vpp down`` does (SIGTERM, SIGKILL after 20 s)."""
+        process = self.processes[part]
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(30)
+
+    @contextmanager
+    def stack_restarted(self) -> Iterator[None]:
+        """The whole system down for the block, as ``vpp down``: the gateway and the dataflows, then the
+        broker, Redis and the history server; then up again as ``vpp up``: the stack (the memory-only
+        broker comes back empty), the fleet stored in history re-published, the dataflows on their
+        recovery stores, the gateway. The devices keep measuring and upload what they kept.
+
+        The block ends, as ``vpp up`` returns, once every process says it is ready (within
+        ``STARTUP_S``); how long that took from the start of ``up`` is :attr:`startup_s` (on a
+        loaded machine mostly the processes' imports)."""
+        for part in ("gateway", *DATAFLOWS):
+            self.stop(part)
+        self.stack.down()
+        try:
+            yield
+        finally:
+            began = time.monotonic()
+            self.stack.up()
+            republish(self.settings, datetime.now(UTC), lambda _: None)
+            for part in (*DATAFLOWS, "gateway"):
+                self.start(part)
+            wait_until(lambda: all(self.ready(part) for part in ("gateway", *DATAFLOWS)), STARTUP_S,
+                       interval_s=0.25)
+            self.startup_s = time.monotonic() - began
 
     @contextmanager
     def paused(self, part: str) -> Iterator[None]:
@@ -174,10 +235,49 @@ class ChaosHarness:
         finally:
             os.kill(record.pid, signal.SIGCONT)
 
-    def cut_off(self, site_ids: list[str], cut: bool = True) -> None:
-        """Take these sites off the network (they keep measuring and keep their readings), or back."""
+    @contextmanager
+    def cut_off(self, site_ids: list[str]) -> Iterator[None]:
+        """These sites off the network for the block (they keep measuring and keep their readings)."""
         for site_id in site_ids:
-            self.fleet.sites[site_id].disconnected = cut
+            self.fleet.sites[site_id].disconnected = True
+        try:
+            yield
+        finally:
+            for site_id in site_ids:
+                self.fleet.sites[site_id].disconnected = False
+
+    @contextmanager
+    def killed(self, part: str) -> Iterator[None]:
+        """The gateway or a dataflow SIGKILLed for the block, started again after it."""
+        self.kill(part)
+        try:
+            yield
+        finally:
+            self.start(part)
+
+    @contextmanager
+    def starved(self, stopped_s: float = 0.8, running_s: float = 0.2) -> Iterator[None]:
+        """Every process of the stack (broker, Redis, history server, gateway, dataflows) gets the CPU
+        only ``running_s`` of every ``stopped_s + running_s`` seconds for the block: SIGSTOP and
+        SIGCONT in turn, so the starvation hits this stack and not the rest of the machine."""
+        stop = threading.Event()
+
+        def duty_cycle() -> None:
+            while not stop.is_set():
+                pids = list(self.part_pids().values())
+                _signal_all(pids, signal.SIGSTOP)
+                stop.wait(stopped_s)
+                _signal_all(pids, signal.SIGCONT)
+                stop.wait(running_s)
+
+        thread = threading.Thread(target=duty_cycle, name="chaos-starve", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(10)
+            _signal_all(list(self.part_pids().values()), signal.SIGCONT)
 
     async def _simulate(self) -> None:
         transport = WebSocketTransport(self.fleet, self.clock, self.settings,
@@ -212,35 +312,77 @@ class ChaosHarness:
 
     def gateway_ready(self) -> bool:
         """The gateway's /readyz: 200 (True), else False (not ready or not answering)."""
-        url = f"http://{self.settings.host}:{self.settings.gateway_metrics_port}/readyz"
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                return bool(response.status == 200)
-        except (urllib.error.URLError, OSError, TimeoutError):
-            return False
+        return _ok(f"http://{self.settings.host}:{self.settings.gateway_metrics_port}/readyz")
 
-    def wait_for_coverage(self, since: float, timeout_s: float = 120.0) -> float | None:
-        """Seconds from ``since`` (monotonic) until coverage is 100%; None if not within ``timeout_s``."""
+    def flow_ready(self, flow: str = "telemetry") -> bool:
+        """A dataflow's /readyz: 200 (True), else False (not ready or not answering)."""
+        port = self.settings.telemetry_probe_port if flow == "telemetry" else self.settings.control_probe_port
+        return _ok(f"http://{self.settings.host}:{port}/readyz")
+
+    def ready(self, part: str) -> bool:
+        """The /readyz of the gateway, the telemetry or the control dataflow."""
+        return self.gateway_ready() if part == "gateway" else self.flow_ready(part)
+
+    def wait_for_coverage(self, since: float, timeout_s: float = 120.0,
+                          also: Callable[[], bool] | None = None) -> float | None:
+        """Seconds from ``since`` (monotonic) until coverage is 100% (and ``also()`` holds); None if not
+        within ``timeout_s``."""
         deadline = since + timeout_s
         while time.monotonic() < deadline:
-            if self.coverage() == 1.0:
+            if self.coverage() == 1.0 and (also is None or also()):
                 return time.monotonic() - since
             time.sleep(0.25)
         return None
 
     def fault(self, name: str, inject: Callable[[], contextlib.AbstractContextManager[None]],
-              hold_s: float, stops_work: bool = True, timeout_s: float = 120.0) -> Fault:
-        """Hold the fault ``inject`` gives for ``hold_s``, watching readiness; then time the recovery."""
+              hold_s: float, reported_by: tuple[str, ...] = ("gateway", "telemetry"),
+              timeout_s: float = 120.0, recovered: Callable[[], bool] | None = None) -> Fault:
+        """Hold the fault ``inject`` gives for ``hold_s``, watching the readiness of the parts in
+        ``reported_by`` (those the fault should turn not ready: "gateway", "telemetry", "control");
+        then time the recovery: coverage back at 100% (and ``recovered()``, when given)."""
         result = Fault(name)
-        not_ready = False
+        not_ready = dict.fromkeys(reported_by, False)
         with inject():
             deadline = time.monotonic() + hold_s
             while time.monotonic() < deadline:
-                not_ready = not_ready or not self.gateway_ready()
+                for part in reported_by:
+                    not_ready[part] = not_ready[part] or not self.ready(part)
                 time.sleep(0.5)
         result.ended = time.monotonic()
-        result.readiness_reported = not_ready if stops_work else None
-        result.recovery_s = self.wait_for_coverage(result.ended, timeout_s)
+        result.readiness = not_ready
+        result.recovery_s = self.wait_for_coverage(result.ended, timeout_s, recovered)
+        return result
+
+    def dispatch_fault(self, name: str, inject: Callable[[], contextlib.AbstractContextManager[None]],
+                       hold_s: float, reported_by: tuple[str, ...] = ("control",),
+                       measure_s: float = 30.0) -> Fault:
+        """The fault while a dispatch runs: 1 kW per site of region-0 discharged, closed loop.
+
+        Waits (up to 2 minutes) for the dispatch to settle and measures its tracking error for
+        ``measure_s``; holds the fault; counts as recovered once coverage is full and the control
+        flow writes the dispatch's status again; then measures the tracking error for ``measure_s``
+        once more, and cancels the dispatch.
+        """
+        members = sum(1 for site in self.sites if site.region == DISPATCH_NODE)
+        start = self.clock.now()
+        spec = DispatchSpec(float(members), start, start + timedelta(hours=1), node_id=DISPATCH_NODE)
+        submit(self.settings, spec, "chaos", self.redis)
+        tracker = _Tracker(self.redis, spec.dispatch_id, spec.target_kw)
+        wait_until(tracker.settled, 120, interval_s=0.25)
+        before = tracker.error_pct_over(measure_s)
+        ended_ms: list[int] = []
+
+        @contextmanager
+        def with_end() -> Iterator[None]:
+            with inject():
+                yield
+            ended_ms.append(self.sim_ms())
+
+        result = self.fault(name, with_end, hold_s, reported_by,
+                            recovered=lambda: tracker.written_since(ended_ms[0]))
+        result.tracking_error_pct_before = before
+        result.tracking_error_pct = tracker.error_pct_over(measure_s)
+        cancel(self.settings, spec.dispatch_id, "chaos", self.redis)
         return result
 
     def tally(self, before_ms: int, after_ms: int = 0) -> Tally:
@@ -316,6 +458,58 @@ class ChaosHarness:
         return pids
 
 
+class _Tracker:
+    """A dispatch's statuses as the control flow stores them in Redis, and how well it tracks."""
+
+    def __init__(self, client: redis.Redis, dispatch_id: str, target_kw: float) -> None:
+        self._redis = client
+        self._id = dispatch_id
+        self._target = target_kw
+
+    def status(self) -> dict[str, str] | None:
+        try:
+            return read_status(self._redis, self._id)
+        except redis.RedisError:
+            return None
+
+    def settled(self) -> bool:
+        """Active, with the measured power within 5% of the target."""
+        status = self.status()
+        return bool(status and status["state"] == "ACTIVE"
+                    and abs(float(status["error_kw"])) <= 0.05 * abs(self._target))
+
+    def written_since(self, sim_ms: int) -> bool:
+        """Whether the control flow stored a status of an event time after ``sim_ms``."""
+        status = self.status()
+        return bool(status and int(status["event_time"]) > sim_ms)
+
+    def error_pct_over(self, seconds: float) -> float | None:
+        """Mean |target - measured| in % of the target over each status stored in the next ``seconds``."""
+        errors: dict[str, float] = {}
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            status = self.status()
+            if status and status["state"] == "ACTIVE":
+                errors[status["event_time"]] = abs(float(status["error_kw"]))
+            time.sleep(0.25)
+        return 100 * sum(errors.values()) / len(errors) / abs(self._target) if errors else None
+
+
+def _ok(url: str) -> bool:
+    """Whether ``url`` answers 200 within 2 s."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError, TimeoutError):
+        return False
+
+
+def _signal_all(pids: list[int], signum: signal.Signals) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+
 def _event_ms(reading: dict[str, Any]) -> int:
     return int(reading["event_time"].timestamp() * 1000)
 
@@ -375,36 +569,25 @@ def run(quick: bool) -> dict[str, float]:
     """Every scenario once on a private stack; figures as in the module docstring."""
     config = ChaosConfig(sites=100 if quick else 200)
     hold_s = 8.0 if quick else 20.0
+    starve_s = 15.0 if quick else 60.0
     soak_s = 20.0 if quick else 120.0
     figures: dict[str, float] = {"sites": config.sites, "fault_s": hold_s, "speed": config.speed}
     with private_stack("vpp-bench-chaos-") as settings, ChaosHarness(settings, config).running() as h:
-        warm = h.wait_for_coverage(time.monotonic(), 180)
+        warm = h.wait_for_coverage(time.monotonic(), 300)
         assert warm is not None, "the fleet never reached full coverage"
         after_ms = next_minute_ms(h.sim_ms())
         cut = [s.site_id for s in h.sites[:: 10]]
-
-        @contextmanager
-        def cut_off() -> Iterator[None]:
-            h.cut_off(cut)
-            try:
-                yield
-            finally:
-                h.cut_off(cut, False)
-
-        @contextmanager
-        def killed(part: str) -> Iterator[None]:
-            h.kill(part)
-            try:
-                yield
-            finally:
-                h.start(part)
-
         faults = [
-            h.fault("sites_cut_off", cut_off, hold_s, stops_work=False),
+            h.fault("sites_cut_off", lambda: h.cut_off(cut), hold_s, reported_by=()),
             h.fault("redis_paused", lambda: h.paused("redis"), hold_s),
             h.fault("broker_paused", lambda: h.paused("broker"), hold_s),
-            h.fault("gateway_killed", lambda: killed("gateway"), hold_s),
-            h.fault("telemetry_flow_killed", lambda: killed("telemetry"), hold_s, stops_work=False),
+            h.fault("gateway_killed", lambda: h.killed("gateway"), hold_s, reported_by=("gateway",)),
+            h.fault("telemetry_flow_killed", lambda: h.killed("telemetry"), hold_s,
+                    reported_by=("telemetry",)),
+            h.dispatch_fault("control_flow_killed", lambda: h.killed("control"), hold_s,
+                             measure_s=10.0 if quick else 30.0),
+            h.fault("cpu_starved", h.starved, starve_s, reported_by=()),
+            h.fault("stack_restarted", h.stack_restarted, hold_s, reported_by=("gateway", "telemetry")),
         ]
         before_ms = next_minute_ms(h.sim_ms())
         pids = h.part_pids()
@@ -416,6 +599,12 @@ def run(quick: bool) -> dict[str, float]:
         figures[f"recovery_s_{fault.name}"] = -1.0 if fault.recovery_s is None else round(fault.recovery_s, 1)
         if fault.readiness_reported is not None:
             figures[f"readiness_reported_{fault.name}"] = float(fault.readiness_reported)
+        for key, value in (("tracking_error_pct_before", fault.tracking_error_pct_before),
+                           ("tracking_error_pct", fault.tracking_error_pct)):
+            if value is not None:
+                figures[f"{key}_{fault.name}"] = round(value, 2)
+    if h.startup_s is not None:
+        figures["startup_s_stack_restarted"] = round(h.startup_s, 1)
     figures.update(lost_readings=tally.lost, duplicate_readings=tally.duplicated, readings=tally.readings,
                    history_mismatches=len(tally.problems), soak_s=soak_s)
     for name, before in start_rss.items():

@@ -481,6 +481,41 @@ class Settings(BaseSettings):
         description="Price region the bid scheduler bids in; empty: the first region with published prices "
         "(VPP_BID_REGION).",
     )
+    telemetry_probe_port: int = Field(
+        default=3040, ge=0, le=65535,
+        description="Port of the telemetry dataflow's /livez and /readyz, bound on VPP_HOST (0: none) "
+        "(VPP_TELEMETRY_PROBE_PORT).",
+    )
+    control_probe_port: int = Field(
+        default=3041, ge=0, le=65535,
+        description="Port of the control dataflow's /livez and /readyz (0: none) (VPP_CONTROL_PROBE_PORT).",
+    )
+    plans_probe_port: int = Field(
+        default=3042, ge=0, le=65535,
+        description="Port of the plans dataflow's /livez and /readyz (0: none) (VPP_PLANS_PROBE_PORT).",
+    )
+    bidding_probe_port: int = Field(
+        default=3043, ge=0, le=65535,
+        description="Port of the bidding orchestrator's /livez and /readyz (0: none) "
+        "(VPP_BIDDING_PROBE_PORT).",
+    )
+    dataflow_stall_s: float = Field(
+        default=15.0, gt=0,
+        description="A dataflow whose worker has not polled its input for this long, or whose write to "
+        "Redis or ClickHouse has hung this long, is not ready (/readyz 503) (VPP_DATAFLOW_STALL_S).",
+    )
+    gateway_producer_replace_s: float = Field(
+        default=30.0, gt=0,
+        description="A gateway whose Kafka producer has records waiting and no delivery report for this long "
+        "replaces it: the old one is purged, its records reported failed (the devices send them again), "
+        "and the gateway stays not ready until the new one reaches the broker "
+        "(VPP_GATEWAY_PRODUCER_REPLACE_S).",
+    )
+    dataflow_live_stall_s: float = Field(
+        default=300.0, gt=0,
+        description="A dataflow whose worker has not polled its input for this long while no dependency "
+        "is failing is wedged: /livez answers 503, so Kubernetes restarts it (VPP_DATAFLOW_LIVE_STALL_S).",
+    )
 
     def plausibility(self) -> Rules:
         """The bounds every boundary checks device records against (core.plausibility)."""

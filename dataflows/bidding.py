@@ -27,6 +27,7 @@ from core import kafka
 from core.config import Settings
 from core.topics import BIDDING_DATAFLOW_GROUP, WORKFLOW_EVENTS, WORKFLOW_RESULTS
 from dataflows import bidding_steps as steps
+from dataflows.probes import start_probes
 from operators.kafka_batches import BatchedKafkaSource, Polled
 from operators.records import KafkaOut
 
@@ -53,5 +54,7 @@ def build_flow(settings: Settings, source: FixedPartitionedSource[Polled, Any] |
 def __getattr__(name: str) -> Any:
     """``flow`` for ``python -m bytewax.run dataflows.bidding:flow``, built from the environment when read."""
     if name == "flow":
-        return build_flow(Settings())
+        settings = Settings()
+        start_probes(settings, settings.bidding_probe_port)
+        return build_flow(settings)
     raise AttributeError(name)

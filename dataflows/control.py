@@ -34,6 +34,7 @@ from core import kafka
 from core.config import Settings
 from core.logs import configure_logging
 from core.topics import COMMANDS_ACKS, CONTROL_DATAFLOW_GROUP, DISPATCH_REQUESTS
+from dataflows.probes import start_probes
 from operators import control_steps as steps
 from operators.kafka_batches import BatchedKafkaSource, Polled
 from operators.records import KafkaOut
@@ -97,5 +98,6 @@ def __getattr__(name: str) -> Any:
     if name == "flow":
         settings = Settings()
         configure_logging(settings)
+        start_probes(settings, settings.control_probe_port)
         return build_flow(settings)
     raise AttributeError(name)

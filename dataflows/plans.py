@@ -30,6 +30,7 @@ from core import kafka
 from core.config import Settings
 from core.topics import ASSETS_CHANGES, PLANS_DATAFLOW_GROUP, PLANS_SITE, TWIN_STATUS
 from dataflows import plan_steps as steps
+from dataflows.probes import start_probes
 from operators.kafka_batches import BatchedKafkaSource, Polled
 from operators.records import KafkaOut
 from operators.sinks import HistoryRow, HistorySink, RedisTwinSink, TwinWrite
@@ -75,5 +76,7 @@ def build_flow(settings: Settings, source: Source[Polled] | None = None,
 def __getattr__(name: str) -> Any:
     """``flow`` for ``python -m bytewax.run dataflows.plans:flow``, built from the environment when read."""
     if name == "flow":
-        return build_flow(Settings())
+        settings = Settings()
+        start_probes(settings, settings.plans_probe_port)
+        return build_flow(settings)
     raise AttributeError(name)

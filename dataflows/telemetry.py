@@ -32,6 +32,7 @@ from core import kafka
 from core.config import Settings
 from core.logs import configure_logging
 from core.topics import ASSETS_CHANGES, TELEMETRY_DATAFLOW_GROUP, TELEMETRY_RAW
+from dataflows.probes import start_probes
 from operators import telemetry_steps as steps
 from operators.kafka_batches import BatchedKafkaSource, Polled
 from operators.records import KafkaOut
@@ -80,5 +81,6 @@ def __getattr__(name: str) -> Any:
     if name == "flow":
         settings = Settings()
         configure_logging(settings)
+        start_probes(settings, settings.telemetry_probe_port)
         return build_flow(settings)
     raise AttributeError(name)

@@ -37,6 +37,15 @@ class GatewayMetrics:
             "vpp_gateway_delivery_stalled_seconds",
             "How long records have waited with no delivery report at all (0 while none wait).",
             registry=self.registry)
+        self.oldest_undelivered = Gauge(
+            "vpp_gateway_oldest_undelivered_seconds",
+            "Age of the oldest record with no delivery report yet (0 while none wait).",
+            registry=self.registry)
+        self.producer_replacements = Counter(
+            "vpp_gateway_producer_replacements",
+            "Kafka producers replaced because they delivered nothing for VPP_GATEWAY_PRODUCER_REPLACE_S "
+            "with records waiting (their records were reported failed: the devices send them again).",
+            registry=self.registry)
         self.produce_latency = Histogram(
             "vpp_gateway_produce_latency_seconds", "From produce() to the broker's delivery report.",
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),

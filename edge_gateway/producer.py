@@ -7,13 +7,23 @@ receive queue fills, and TCP flow control pushes back on the device. Memory
 stays bounded by the producer queue plus ``max_queue`` frames per connection.
 Delivery reports are served by a thread of their own, which also times each
 record from produce() to acknowledgement by the broker, and keeps what readiness
-needs: how many records wait for delivery and for how long no delivery came
-while some waited (:meth:`BackpressureProducer.stalled_s`).
+needs: how many records wait for delivery, how old the oldest of them is, and
+for how long no delivery came while some waited
+(:meth:`BackpressureProducer.stalled_s`).
+
+A producer that stays stalled is replaced (:meth:`BackpressureProducer.replace`):
+the old one is purged, so every record it held gets a failed delivery report.
+That is the accounting that keeps the replacement lossless: a failed report
+leaves a hole in the connection's acknowledgements, the gateway closes the
+connection, and the device sends again every reading not acknowledged (a record
+that did reach the broker before the purge is then there twice, which the
+platform counts once, by its sequence number).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +41,8 @@ class ProducerLike(Protocol):
                 on_delivery: Callable[[KafkaError | None, Message], None] | None = ...) -> None: ...
     def poll(self, timeout: float) -> int: ...
     def flush(self, timeout: float) -> int: ...
+    def purge(self, in_queue: bool = ..., in_flight: bool = ..., blocking: bool = ...) -> None: ...
+    def list_topics(self, topic: str | None = ..., timeout: float = ...) -> object: ...
 
 
 class BackpressureProducer:
@@ -47,8 +59,14 @@ class BackpressureProducer:
         self.outstanding = 0
         #: Since when records have waited with no delivery report (monotonic); None while none wait.
         self._waiting_since: float | None = None
+        #: Records not yet reported, by the whole monotonic second they were produced in (oldest first),
+        #: and the delivery report of the current second's records (one bound callable per second, not
+        #: a closure per record).
+        self._by_second: dict[int, int] = {}
+        self._report_second: tuple[int, Callable[[KafkaError | None, Message], None]] | None = None
         metrics.undelivered.set_function(lambda: self.outstanding)
         metrics.delivery_stalled.set_function(self.stalled_s)
+        metrics.oldest_undelivered.set_function(self.oldest_undelivered_s)
 
     def start(self) -> None:
         """Start serving delivery reports."""
@@ -64,15 +82,23 @@ class BackpressureProducer:
         record (True) or librdkafka gave up on it (False); without it (a device that asked for no
         acknowledgements) every record shares one bound method, no closure per record.
         """
-        callback = self._delivered if on_done is None else self._reporting(on_done)
+        now = time.monotonic()
+        second = int(now)
+        if self._report_second is None or self._report_second[0] != second:
+            self._report_second = (second, functools.partial(self._delivered, second))
+        report = self._report_second[1]
+        callback = report if on_done is None else self._reporting(report, on_done)
+        with self._lock:
+            # Counted before produce(): the report may come on the delivery thread before it returns.
+            if self.outstanding == 0:
+                self._waiting_since = now
+            self.outstanding += 1
+            self._by_second[second] = self._by_second.get(second, 0) + 1
         try:
             self._producer.produce(topic, value=value, key=key, on_delivery=callback)
         except BufferError:
+            self._forget(second, reported=False)
             return False
-        with self._lock:
-            if self.outstanding == 0:
-                self._waiting_since = time.monotonic()
-            self.outstanding += 1
         return True
 
     async def produce(self, topic: str, key: bytes, value: bytes,
@@ -92,6 +118,35 @@ class BackpressureProducer:
             since = self._waiting_since
         return 0.0 if since is None else time.monotonic() - since
 
+    def list_topics(self, timeout: float) -> object:
+        """The broker's metadata through the current producer (raises KafkaException when it does not
+        answer)."""
+        return self._producer.list_topics(timeout=timeout)
+
+    def oldest_undelivered_s(self) -> float:
+        """Age of the oldest record with no delivery report yet, to the second (0 while none wait)."""
+        with self._lock:
+            oldest = next(iter(self._by_second), None)
+        return 0.0 if oldest is None else max(0.0, time.monotonic() - oldest)
+
+    def replace(self, producer: ProducerLike) -> ProducerLike:
+        """Produce through ``producer`` from now on; returns the old one, for :meth:`retire`.
+
+        Call it on the thread that produces (the event loop), so no record goes to the old one after.
+        """
+        old, self._producer = self._producer, producer
+        self._metrics.producer_replacements.inc()
+        return old
+
+    @staticmethod
+    def retire(old: ProducerLike, timeout_s: float = 10.0) -> int:
+        """Purge a replaced producer and serve its reports: every record it held is reported failed
+        (librdkafka's purge), so each connection waiting for one is closed and its device sends the
+        reading again. Blocks up to about ``timeout_s`` (call it off the event loop); returns how many
+        records were left without a report (0 unless librdkafka kept some past the purge)."""
+        old.purge(in_queue=True, in_flight=True, blocking=False)
+        return old.flush(timeout_s)  # serves the purged records' reports
+
     def close(self, timeout_s: float = 10.0) -> int:
         """Stop the delivery thread and flush; returns how many records were still undelivered."""
         self._stop.set()
@@ -103,12 +158,25 @@ class BackpressureProducer:
         while not self._stop.is_set():
             self._producer.poll(0.05)
 
-    def _delivered(self, error: KafkaError | None, message: Message) -> None:
-        """One delivery report (one bound method for every record, not a closure per record: the
-        produce-to-acknowledgement time is librdkafka's own, ``Message.latency``)."""
+    def _forget(self, second: int, reported: bool) -> None:
+        """One record of ``second`` waits no more: its delivery was ``reported``, or it was never queued."""
         with self._lock:
             self.outstanding -= 1
-            self._waiting_since = time.monotonic() if self.outstanding else None
+            left = self._by_second.get(second, 1) - 1
+            if left > 0:
+                self._by_second[second] = left
+            else:
+                self._by_second.pop(second, None)
+            if not self.outstanding:
+                self._waiting_since = None
+            elif reported:
+                self._waiting_since = time.monotonic()
+
+    def _delivered(self, second: int, error: KafkaError | None, message: Message) -> None:
+        """One delivery report of a record produced in ``second`` (one callable per second, not a
+        closure per record: the produce-to-acknowledgement time is librdkafka's own,
+        ``Message.latency``)."""
+        self._forget(second, reported=True)
         if error is not None:
             self._metrics.produce_errors.inc()
             return
@@ -116,11 +184,13 @@ class BackpressureProducer:
         if latency is not None:
             self._metrics.produce_latency.observe(latency)
 
-    def _reporting(self, on_done: Callable[[bool], None]) -> Callable[[KafkaError | None, Message], None]:
+    @staticmethod
+    def _reporting(report: Callable[[KafkaError | None, Message], None],
+                   on_done: Callable[[bool], None]) -> Callable[[KafkaError | None, Message], None]:
         """A delivery report that also tells ``on_done`` whether the record reached the broker."""
 
         def delivered(error: KafkaError | None, message: Message) -> None:
-            self._delivered(error, message)
+            report(error, message)
             on_done(error is None)
 
         return delivered

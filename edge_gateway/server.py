@@ -36,7 +36,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from clickhouse_connect.driver.exceptions import ClickHouseError
-from confluent_kafka import Message, Producer
+from confluent_kafka import KafkaException, Message, Producer
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 from websockets import ConnectionClosed, ConnectionClosedError, Headers
@@ -143,10 +143,9 @@ class Gateway:
         # Handshakes arriving together (a reconnect storm) share one revocation round trip.
         self._revoked: Coalescer[str, bool] = Coalescer(self.revocations.revoked)
         self.ratings = SiteRatings(settings)
-        self._producer = BackpressureProducer(
-            Producer(kafka.client_config(settings, **{"linger.ms": 5,
-                                                      "client.id": f"gateway-{self.instance_id}"})),
-            self.metrics)
+        self._producer = BackpressureProducer(self._new_producer(), self.metrics)
+        #: A replaced producer's successor has not reached the broker yet (readiness waits for it).
+        self._producer_unconfirmed = False
         self._sessions: dict[str, Session] = {}
         # Claims between the handshake and the handler; weak, so an aborted handshake leaves nothing.
         self._handshakes: weakref.WeakKeyDictionary[ServerConnection, DeviceClaims] = (
@@ -165,6 +164,10 @@ class Gateway:
         self._server: Server | None = None
         self._health: asyncio.Server | None = None
         self._last_heartbeat = 0.0
+
+    def _new_producer(self) -> Producer:
+        return Producer(kafka.client_config(self.settings, **{"linger.ms": 5,
+                                                              "client.id": f"gateway-{self.instance_id}"}))
 
     @property
     def port(self) -> int:
@@ -203,6 +206,7 @@ class Gateway:
         self._spawn(self._read_inbox(inbox_start))
         self._spawn(self._heartbeat())
         self._spawn(self._tell_deliveries())
+        self._spawn(self._watch_producer())
         self._spawn(self._every(self.settings.gateway_revocations_refresh_s, self.revocations.reload,
                                 "re-loading revocations"))
         self._spawn(self._every(self.settings.gateway_limits_refresh_s, self.ratings.refresh,
@@ -253,14 +257,17 @@ class Gateway:
         """Readiness: Redis answers the heartbeat and Kafka delivers what the gateway produces."""
         fresh = time.monotonic() - self._last_heartbeat < 3 * self.settings.gateway_heartbeat_s
         stalled_s = self._producer.stalled_s()
-        delivering = stalled_s < self.settings.gateway_produce_stall_s
+        delivering = stalled_s < self.settings.gateway_produce_stall_s and not self._producer_unconfirmed
         problems = ([] if fresh else ["redis heartbeat failing"]) + (
-            [] if delivering else [f"kafka delivered nothing for {stalled_s:.0f} s"])
+            [] if stalled_s < self.settings.gateway_produce_stall_s
+            else [f"kafka delivered nothing for {stalled_s:.0f} s"]) + (
+            ["kafka producer replaced, the broker not reached yet"] if self._producer_unconfirmed else [])
         age = self.revocations.age_s
         return fresh and delivering, {
                        "status": "; ".join(problems) or "ok", "instance": self.instance_id,
                        "undelivered_records": self._producer.outstanding,
                        "delivery_stalled_s": round(stalled_s, 1),
+                       "oldest_undelivered_s": round(self._producer.oldest_undelivered_s(), 1),
                        "connections": len(self._sessions),
                        "handshaking": self.handshaking, "handshaking_peak": self.handshaking_peak,
                        "command_partitions": sorted(self.command_partitions),
@@ -565,6 +572,30 @@ class Gateway:
                 log.warning("heartbeat failed (%s); routes expire if this persists", exc)
             else:
                 self._last_heartbeat = time.monotonic()
+
+    async def _watch_producer(self) -> None:
+        """Replace a producer that delivered nothing for ``gateway_producer_replace_s`` with records
+        waiting (librdkafka recovers from most broker faults by itself; this is for one that does
+        not); until the new one reaches the broker, the gateway is not ready."""
+        limit = self.settings.gateway_producer_replace_s
+        while await self._pause(min(1.0, limit / 4)):
+            if self._producer_unconfirmed:
+                self._producer_unconfirmed = not await asyncio.to_thread(self._broker_answers)
+            elif self._producer.stalled_s() >= limit:
+                log.warning("the Kafka producer delivered nothing for %.0f s with %d records waiting: "
+                            "replacing it (those records are reported failed; their devices send them again)",
+                            self._producer.stalled_s(), self._producer.outstanding)
+                self._producer_unconfirmed = True
+                old = self._producer.replace(self._new_producer())
+                await asyncio.to_thread(self._producer.retire, old)
+
+    def _broker_answers(self) -> bool:
+        """Whether the producer's broker answers a metadata request within 2 s."""
+        try:
+            self._producer.list_topics(timeout=2)
+        except KafkaException:
+            return False
+        return True
 
     async def _every(self, seconds: float, action: Callable[[], Awaitable[None]], doing: str) -> None:
         """Run ``action`` every ``seconds`` until the gateway stops; a failure is logged and retried."""

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cvxpy as cp
 import numpy as np
 from numpy.typing import NDArray
 
@@ -149,6 +148,10 @@ def qp_allocate(fleet: Fleet, target_kw: float, horizon_h: float, reserve_penalt
     usable = np.flatnonzero(limits > EPSILON_KW)
     if len(usable) == 0:  # only negligible limits: nothing worth a command, nothing to optimise
         return _at_limits(limits, sign, target_kw)
+    # Imported here: cvxpy (with scipy) takes seconds to import, which every start of the control flow
+    # paid before the water-filling fast path could run (a restart after a crash waited for it).
+    import cvxpy as cp
+
     cap = limits[usable]
     weight = np.maximum(fleet.weights(discharge)[usable], 1e-6)
     p = cp.Variable(len(usable))

@@ -50,6 +50,7 @@ from typing_extensions import override
 
 from core.kafka import library_logs
 from operators.group_commits import GroupCommitter
+from operators.readiness import FLOW_HEALTH
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,7 @@ class _Partition(StatefulSourcePartition[Polled, Position | int]):
     def next_batch(self) -> list[Polled]:
         if self._eof:
             raise StopIteration
+        FLOW_HEALTH.polled()
         messages = self._consumer.consume(self._batch_size, 0.001)
         kept = []
         for message in messages:
@@ -141,6 +143,7 @@ class _Partition(StatefulSourcePartition[Polled, Position | int]):
     @override
     def snapshot(self) -> Position:
         self._commit_position()
+        FLOW_HEALTH.epoch_done()
         return Position(self._incarnation, self._offset)
 
     def _commit_position(self) -> None:

@@ -17,7 +17,9 @@ Losing Redis does not end the flow: a Redis sink that cannot reach it holds the
 batch and tries it again with a bounded, doubling backoff, logging once when the
 outage starts and once when it ends (not per batch), and carries on when Redis
 answers. The guarded scripts make a repeated batch harmless, and the flow (its
-input included) waits meanwhile, so nothing is lost.
+input included) waits meanwhile, so nothing is lost. Both sinks report to the
+process's readiness (:data:`operators.readiness.FLOW_HEALTH`): Redis failing,
+and every write timed.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from core import keys
 from core.config import Settings
 from core.history import HistoryStore, connect
 from core.rows import CommandLogEntry, DispatchLogEntry, NodePlanRow, NodeWindow, SitePlanRow, SiteWindow
+from operators.readiness import FLOW_HEALTH
 
 #: Write the fields packed in ``ARGV[3]`` (name and value alternating, separated by ``\x1f``) into
 #: hash ``KEYS[1]`` only if the version (``ARGV[1]``, ``ARGV[2]``) is at least the stored
@@ -165,8 +168,10 @@ class _ScriptPartition(StatelessSinkPartition[Item]):
                 keys, args = self._call(item)
                 self._script(keys=keys, args=args, client=pipe)
             try:
-                pipe.execute()
+                with FLOW_HEALTH.writing("redis"):
+                    pipe.execute()
             except _TRANSIENT as exc:
+                FLOW_HEALTH.dependency_failing("redis", str(exc) or type(exc).__name__)
                 if self._outage_since is None:
                     self._outage_since = time.monotonic()
                     log.warning("Redis cannot be reached (%s): holding the flow's writes and retrying "
@@ -174,6 +179,7 @@ class _ScriptPartition(StatelessSinkPartition[Item]):
                 time.sleep(delay)
                 delay = min(2 * delay, RETRY_CAP_S)
                 continue
+            FLOW_HEALTH.dependency_ok("redis")
             if self._outage_since is not None:
                 log.warning("Redis answers again after %.1f s: carrying on",
                             time.monotonic() - self._outage_since)
@@ -254,8 +260,9 @@ class _HistoryPartition(StatefulSinkPartition[HistoryRow, None]):
             self._rows, self._buffered = {}, 0
 
     def _insert(self, rows: dict[type, list[Any]]) -> None:
-        for kind, batch in rows.items():
-            _INSERTS[kind](self._store, batch)
+        with FLOW_HEALTH.writing("clickhouse"):
+            for kind, batch in rows.items():
+                _INSERTS[kind](self._store, batch)
 
     def _wait(self) -> None:
         pending, self._pending = self._pending, []

@@ -40,6 +40,11 @@ def local_settings(data_dir: Path, **overrides: object) -> Settings:
         "kafka_port": free_port(),
         "redis_port": free_port(),
         "clickhouse_port": free_port(),
+        # The dataflows' probes too: flows of parallel sessions must not answer for each other.
+        "telemetry_probe_port": free_port(),
+        "control_probe_port": free_port(),
+        "plans_probe_port": free_port(),
+        "bidding_probe_port": free_port(),
         "kafka_bootstrap": None,
         "redis_url": None,
         "clickhouse_url": None,

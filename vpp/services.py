@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import sys
 import urllib.request
+from collections.abc import Callable
 
 from core.config import Settings
 from vpp.dataflows import dataflow_argv, ensure_recovery, recovery_dir, settings_env
@@ -27,6 +28,11 @@ def _http_ok(url: str) -> bool:
             return bool(response.status == 200)
     except OSError:
         return False
+
+
+def _ready_at(url: str, port: int) -> Callable[[], bool] | None:
+    """A dataflow's readiness probe; None (settle instead) when its probe port is 0 (no probes)."""
+    return None if port == 0 else lambda: _http_ok(url)
 
 
 def api_base_url(settings: Settings) -> str:
@@ -54,7 +60,7 @@ class Services:
                 "BYTEWAX_DATAFLOW_API_CACHE_PATH": str(cache)}
 
     def services(self) -> list[Managed]:
-        """Every service in start order (dataflows have no health endpoint: they settle for 2 s)."""
+        """Every service in start order; a dataflow is ready when its /readyz says so."""
         s = self.settings
         recovery = recovery_dir(s, "telemetry")
         control_recovery = recovery_dir(s, "control")
@@ -64,21 +70,30 @@ class Services:
         health = f"http://{s.host}:{s.gateway_metrics_port}/healthz"
         gateway_url = f"ws://{s.host}:{s.gateway_port}"
         api_url = api_base_url(s)
+        probe_ports = {"telemetry": s.telemetry_probe_port, "control": s.control_probe_port,
+                       "plans": s.plans_probe_port, "bidding": s.bidding_probe_port}
+        probes = {flow: f"http://{s.host}:{port}/readyz" for flow, port in probe_ports.items()}
+        ready = {flow: _ready_at(probes[flow], port) for flow, port in probe_ports.items()}
         return [
-            Managed("telemetry", "Telemetry dataflow (Bytewax)", metrics.format(s.telemetry_metrics_port),
+            Managed("telemetry", "Telemetry dataflow (Bytewax)",
+                    f"{metrics.format(s.telemetry_metrics_port)}  {probes['telemetry']}",
                     lambda: dataflow_argv("telemetry", s, workers=1, recovery=recovery),
                     prepare=lambda: ensure_recovery(recovery),
-                    env=lambda: self.metrics_env("telemetry", s.telemetry_metrics_port)),
-            Managed("control", "Control dataflow (Bytewax)", metrics.format(s.control_metrics_port),
+                    env=lambda: self.metrics_env("telemetry", s.telemetry_metrics_port),
+                    ready=ready["telemetry"]),
+            Managed("control", "Control dataflow (Bytewax)",
+                    f"{metrics.format(s.control_metrics_port)}  {probes['control']}",
                     lambda: dataflow_argv("control", s, workers=1, recovery=control_recovery),
                     prepare=lambda: ensure_recovery(control_recovery),
-                    env=lambda: self.metrics_env("control", s.control_metrics_port)),
-            Managed("plans", "Plans dataflow (Bytewax)", f"recovery in {plans_recovery}",
+                    env=lambda: self.metrics_env("control", s.control_metrics_port),
+                    ready=ready["control"]),
+            Managed("plans", "Plans dataflow (Bytewax)", f"{probes['plans']}  recovery in {plans_recovery}",
                     lambda: dataflow_argv("plans", s, workers=1, recovery=plans_recovery),
-                    prepare=lambda: ensure_recovery(plans_recovery)),
-            Managed("bidding", "Bidding orchestrator (Bytewax)", f"recovery in {bidding_recovery}",
+                    prepare=lambda: ensure_recovery(plans_recovery), ready=ready["plans"]),
+            Managed("bidding", "Bidding orchestrator (Bytewax)",
+                    f"{probes['bidding']}  recovery in {bidding_recovery}",
                     lambda: dataflow_argv("bidding", s, workers=1, recovery=bidding_recovery),
-                    prepare=lambda: ensure_recovery(bidding_recovery)),
+                    prepare=lambda: ensure_recovery(bidding_recovery), ready=ready["bidding"]),
             Managed("bid-worker", "Bidding worker", "workflow.tasks -> workflow.results (vpp bid run ASSET)",
                     lambda: [sys.executable, "-m", "vpp", "bid", "worker"]),
             Managed("bid-scheduler", "Bid scheduler",

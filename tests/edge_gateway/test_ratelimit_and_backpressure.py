@@ -36,6 +36,12 @@ class FullQueueProducer:
     def flush(self, timeout: float) -> int:
         return 0
 
+    def purge(self, in_queue: bool = True, in_flight: bool = True, blocking: bool = True) -> None:
+        pass
+
+    def list_topics(self, topic: str | None = None, timeout: float = -1) -> object:
+        return None
+
 
 def test_a_full_queue_makes_produce_wait_and_retry_rather_than_drop() -> None:
     fake, metrics = FullQueueProducer(full_for=5), GatewayMetrics()

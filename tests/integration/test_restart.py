@@ -81,6 +81,8 @@ def test_down_and_up_twice_the_system_works_and_history_survives(tmp_path: Path)
                VPP_CLICKHOUSE_PORT=str(free_port()), VPP_GATEWAY_PORT=str(free_port()),
                VPP_GATEWAY_METRICS_PORT=str(free_port()), VPP_API_PORT=str(free_port()),
                VPP_TELEMETRY_METRICS_PORT=str(free_port()), VPP_CONTROL_METRICS_PORT=str(free_port()),
+               VPP_TELEMETRY_PROBE_PORT=str(free_port()), VPP_CONTROL_PROBE_PORT=str(free_port()),
+               VPP_PLANS_PROBE_PORT=str(free_port()), VPP_BIDDING_PROBE_PORT=str(free_port()),
                VPP_DEFAULT_PARTITIONS="1",  # every stored offset lies beyond the new, short logs
                COLUMNS="200")
     client = redis.Redis(port=redis_port, decode_responses=True)

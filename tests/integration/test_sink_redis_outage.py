@@ -3,7 +3,8 @@
 Before, the first batch written while Redis was down raised out of the sink and
 the telemetry flow exited (``error writing output batch``). Now the sink holds
 the batch, retries it with a bounded backoff and carries on when Redis is back:
-every write lands, none twice (the guarded script keeps the newest version).
+every write lands, none twice (the guarded script keeps the newest version); and
+the process's readiness says Redis fails (or a write hangs) meanwhile, not after.
 Each test runs its own redis-server (the shared stack's must stay up).
 """
 
@@ -18,6 +19,7 @@ import pytest
 import redis
 
 from core.waiting import wait_until
+from operators.readiness import FLOW_HEALTH
 from operators.sinks import RedisTwinSink, TwinWrite
 from tests.own_redis import RedisServer
 
@@ -45,10 +47,12 @@ def test_writes_wait_through_a_redis_restart_and_land(own_redis: RedisServer,
         writer = _write_in_background(partition, _writes(10, 10))
         assert wait_until(lambda: "cannot be reached" in caplog.text, 60), "the outage was logged"
         assert writer.is_alive(), "the sink waits for Redis instead of failing the flow"
+        assert FLOW_HEALTH.ready(stall_s=60).detail["failing"] == ["redis"], "readiness says why"
         own_redis.start()  # empty: nothing was saved
         writer.join(120)
         assert not writer.is_alive(), "the held batch was written once Redis answered"
         partition.write_batch(_writes(20, 5))
+        assert FLOW_HEALTH.ready(stall_s=60).detail["failing"] == []
     assert caplog.text.count("cannot be reached") == 1, "one warning per outage, not per attempt"
     assert "answers again" in caplog.text
     with redis.Redis(port=own_redis.port, decode_responses=True) as client:
@@ -63,10 +67,13 @@ def test_writes_wait_through_a_paused_redis(own_redis: RedisServer) -> None:
     writer = _write_in_background(partition, _writes(0, 10))
     try:
         assert not wait_until(lambda: not writer.is_alive(), 1.0), "nothing is written while Redis is paused"
+        assert wait_until(lambda: "redis" in str(FLOW_HEALTH.ready(stall_s=0.5).detail["status"]), 60), (
+            "the hanging write (then the timeout) makes the flow not ready")
     finally:
         os.kill(own_redis.process.pid, signal.SIGCONT)
     writer.join(120)
     assert not writer.is_alive()
     with redis.Redis(port=own_redis.port, decode_responses=True) as client:
         assert client.hget("site:outage-7", "soc_pct") == "7.0"
+    assert "redis" not in str(FLOW_HEALTH.ready(stall_s=60).detail["status"])
     partition.close()

@@ -38,6 +38,8 @@ def test_up_runs_the_fleet_end_to_end_and_down_stops_it(tmp_path: Path) -> None:
                VPP_CLICKHOUSE_PORT=str(free_port()), VPP_GATEWAY_PORT=str(free_port()),
                VPP_GATEWAY_METRICS_PORT=str(free_port()), VPP_API_PORT=str(free_port()),
                VPP_TELEMETRY_METRICS_PORT=str(free_port()), VPP_CONTROL_METRICS_PORT=str(free_port()),
+               VPP_TELEMETRY_PROBE_PORT=str(free_port()), VPP_CONTROL_PROBE_PORT=str(free_port()),
+               VPP_PLANS_PROBE_PORT=str(free_port()), VPP_BIDDING_PROBE_PORT=str(free_port()),
                COLUMNS="200", VPP_BID_ASSETS="node:state-0")
     up = _vpp(env, "up", "--sites", str(SITES))
     try:

@@ -295,6 +295,23 @@ def test_dataflow_process_counts_agree(objects: tuple[Obj, ...], monkeypatch: py
         assert topic is None or processes <= settings.partitions_of(topic), label(sts)
 
 
+def test_dataflows_are_probed_on_their_own_readiness_and_liveness(objects: tuple[Obj, ...],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not Bytewax's /metrics (it answers while the flow waits on a dead Redis): the flow's /readyz
+    and /livez, on the port its settings bind, on every interface."""
+    settings = settings_of(objects, monkeypatch)
+    config = named(objects, "ConfigMap", "dataflow-config")["data"]
+    flows = {"dataflows.telemetry:flow": "VPP_TELEMETRY_PROBE_PORT",
+             "dataflows.control:flow": "VPP_CONTROL_PROBE_PORT"}
+    assert settings.host == "0.0.0.0"
+    for sts in dataflow_sets(objects):
+        main = containers(sts, init=False)[0]
+        ports = {port["name"]: port["containerPort"] for port in main["ports"]}
+        assert ports["probes"] == int(config[flows[main["command"][-1]]]), label(sts)
+        assert main["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "probes"}, label(sts)
+        assert main["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "probes"}, label(sts)
+
+
 def test_prod_runs_more_dataflow_processes() -> None:
     """Prod scales the dataflows out; dev runs one process each."""
     dev = {obj["metadata"]["name"]: obj["spec"]["replicas"] for obj in dataflow_sets(overlay("dev"))}

@@ -25,7 +25,8 @@ def test_troubleshooting_names_every_default_port_with_its_variable() -> None:
     text = _section("Troubleshooting")
     defaults = Settings.model_fields
     for field in ("kafka_port", "redis_port", "clickhouse_port", "gateway_port", "gateway_metrics_port",
-                  "api_port", "telemetry_metrics_port", "control_metrics_port"):
+                  "api_port", "telemetry_metrics_port", "control_metrics_port", "telemetry_probe_port",
+                  "control_probe_port", "plans_probe_port", "bidding_probe_port"):
         row = next((line for line in text.splitlines() if f"`VPP_{field.upper()}`" in line), None)
         assert row is not None, f"VPP_{field.upper()} missing from the port table"
         assert str(defaults[field].default) in row, f"{field}: the row does not say {defaults[field].default}"
