@@ -18,7 +18,8 @@ on what is measured:
   now; energy never more than the committed energy left and what is there.
 * **Re-plan** (the LP on the rest of the day, :class:`peak.planner.Planner`)
   when the day has moved beyond :class:`Tolerances`: a new forecast run; the
-  measured load away from the plan's load for the interval by more than
+  measured load (the mean of the interval's readings once ``settle`` into it) away
+  from the plan's load for the interval by more than
   ``load_share`` of the plan's peak; the energy the fleet has used since the
   plan away from what the plan used by more than ``energy_share`` of the
   committed capacity; the coverage fallen more than ``coverage_drop`` below
@@ -63,6 +64,11 @@ class Tolerances:
     energy_share: float = 0.10
     #: Coverage fallen below the plan's by more than this (absolute, 0.05 = 5 points).
     coverage_drop: float = 0.05
+    #: The load is compared (and the forecast shifted) only on readings at least this far into their
+    #: interval: the live aggregate lags the node's clock by an emit interval and the pipeline, so the
+    #: first readings of an interval still carry the last one's load, and a load that steps between
+    #: intervals would otherwise look like a departure at every boundary (and back at the next reading).
+    settle: timedelta = timedelta(seconds=60)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +144,8 @@ class Intraday:
     seen_kw: float = -math.inf  # the highest load without the fleet measured today
     #: Interval -> (sum, count) of the load readings in it (without the fleet), for the day's net peak.
     load_readings: dict[int, tuple[float, int]] = field(default_factory=dict)
+    #: The same, of the settled readings only (``Tolerances.settle`` into their interval).
+    settled_readings: dict[int, tuple[float, int]] = field(default_factory=dict)
     day_energy_kwh: float | None = None  # the fleet's energy when the executor began
     _planners: dict[int, Planner] = field(default_factory=dict)
 
@@ -171,6 +179,9 @@ class Intraday:
             self.seen_kw = max(self.seen_kw, reading.load_kw)
             total, count = self.load_readings.get(k, (0.0, 0))
             self.load_readings[k] = (total + reading.load_kw, count + 1)
+            if reading.at - (self.day_start + k * self.step) >= self.tolerances.settle:
+                total, count = self.settled_readings.get(k, (0.0, 0))
+                self.settled_readings[k] = (total + reading.load_kw, count + 1)
         if self.day_energy_kwh is None:
             self.day_energy_kwh = reading.fleet.energy_kwh
 
@@ -188,6 +199,11 @@ class Intraday:
         nets = [total / count - self.sent.get(k, (self.day_start, 0.0, 0.0))[1]
                 for k, (total, count) in self.load_readings.items() if k < before and count]
         return max(nets, default=-math.inf)
+
+    def settled_load_kw(self, at: datetime) -> float | None:
+        """The mean load of the settled readings of ``at``'s interval so far (None: none yet)."""
+        total, count = self.settled_readings.get(self.index(at), (0.0, 0))
+        return total / count if count else None
 
     def threshold_kw(self, plan: Plan, at: datetime) -> float:
         """The threshold the executor holds at ``at``: the plan's, or the day's net peak so far if higher."""
@@ -211,8 +227,9 @@ class Intraday:
             return None
         expected = float(plan.planning_load_kw[k])
         scale = float(plan.planning_load_kw.max())
-        if abs(reading.load_kw - expected) > tol.load_share * scale:
-            return (f"the load {reading.load_kw:,.1f} kW is {reading.load_kw - expected:+,.1f} kW off the "
+        load = self.settled_load_kw(reading.at)
+        if load is not None and abs(load - expected) > tol.load_share * scale:
+            return (f"the load {load:,.1f} kW is {load - expected:+,.1f} kW off the "
                     f"plan's {expected:,.1f} kW (tolerance {tol.load_share:.0%} of {scale:,.1f})")
         used = basis.energy_kwh - reading.fleet.energy_kwh
         planned = self._planned_use(basis, plan, reading.at)
@@ -236,8 +253,8 @@ class Intraday:
 
     def replan(self, reading: Reading, forecast: LoadForecast | None, forecast_run: str,
                reason: str) -> Basis:
-        """Plan the rest of the day (from the current interval) on ``forecast`` and the fleet as read."""
-        self.observe(reading)
+        """Plan the rest of the day (from the current interval) on ``forecast`` and the fleet as read
+        (:meth:`observe` the reading first)."""
         first = min(max(self.index(reading.at), 0), self.intervals - 1)
         bias = 0.0
         plan: Plan | NoEvent
@@ -246,7 +263,8 @@ class Intraday:
         elif len(forecast.mean_kw) != self.intervals:
             plan = NoEvent(f"the forecast has {len(forecast.mean_kw)} intervals, the day {self.intervals}")
         else:
-            bias = reading.load_kw - float(forecast.mean_kw[first])
+            settled = self.settled_load_kw(reading.at)
+            bias = (reading.load_kw if settled is None else settled) - float(forecast.mean_kw[first])
             rest = replace(forecast, start=self.day_start + first * self.step,
                            mean_kw=np.asarray(forecast.mean_kw[first:], dtype=np.float64) + bias,
                            std_kw=np.asarray(forecast.std_kw[first:], dtype=np.float64))

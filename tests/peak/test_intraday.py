@@ -34,28 +34,33 @@ def fleet_with(energy: float, capacity: float, power: float, coverage: float = 1
 def run_day(executor: Intraday, load: np.ndarray, forecast: LoadForecast, power: float, capacity: float,
             energy: float, available: list[float] | None = None,
             ) -> tuple[np.ndarray, np.ndarray, list[Reading]]:
-    """Execute a day on ``load``: a reading at each interval's start, the fleet doing what was sent.
+    """Execute a day on ``load``: two readings an interval (at its start, then settled 5 minutes in),
+    the fleet doing what was sent in between.
 
-    Returns the battery power (+ discharge) per interval, the fleet's energy at each boundary, the readings.
+    Returns the battery power (+ discharge) per part interval (two per interval), the fleet's energy
+    at each part's end, the readings.
     """
-    n, step_h = len(load), executor.step_h
-    battery, energies, readings = np.zeros(n), [energy], []
-    for i in range(n):
+    step_h = executor.step_h
+    parts = (timedelta(0), timedelta(minutes=5))
+    battery, energies, readings = [0.0], [energy], []
+    for i in range(len(load)):
         live = power if available is None else available[i]
-        reading = Reading(DAY + i * executor.step, float(load[i]) - battery[i - 1] if i else float(load[i]),
-                          battery[i - 1] if i else 0.0, fleet_with(energy, capacity, live))
-        readings.append(reading)
-        executor.observe(reading)
-        reason = executor.replan_reason(reading, "run-1")
-        if reason is not None:
-            executor.replan(reading, forecast, "run-1", reason)
-        for target in executor.decide(reading):
-            executor.sent_ok(target)
-        p = executor.sent.get(i, (DAY, 0.0, 0.0))[1]
-        battery[i] = p
-        energy = energy - p * step_h / ETA if p > 0 else energy - p * step_h * ETA
-        energies.append(energy)
-    return battery, np.array(energies), readings
+        for j, offset in enumerate(parts):
+            reading = Reading(DAY + i * executor.step + offset, float(load[i]) - battery[-1], battery[-1],
+                              fleet_with(energy, capacity, live))
+            readings.append(reading)
+            executor.observe(reading)
+            reason = executor.replan_reason(reading, "run-1")
+            if reason is not None:
+                executor.replan(reading, forecast, "run-1", reason)
+            for target in executor.decide(reading):
+                executor.sent_ok(target)
+            p = executor.sent.get(i, (DAY, 0.0, 0.0))[1]
+            hours = (parts[1] / executor.step if j == 0 else 1 - parts[1] / executor.step) * step_h
+            battery.append(p)
+            energy = energy - p * hours / ETA if p > 0 else energy - p * hours * ETA
+            energies.append(energy)
+    return np.array(battery[1:]), np.array(energies), readings
 
 
 @settings(max_examples=60, deadline=None)
@@ -73,7 +78,7 @@ def test_the_executor_never_raises_the_days_peak_nor_commits_more_than_is_there(
     executor = Intraday(DAY, HOUR, n)
     battery, energy, readings = run_day(executor, actual, forecast_of(predicted), power, capacity,
                                         capacity * fill, available)
-    net = actual - battery
+    net = np.repeat(actual, 2) - battery
     assert net.max() <= actual.max() + 1e-9, "a new peak"
     assert energy.min() >= -1e-9 and energy.max() <= capacity + 1e-9
     for i, reading in enumerate(readings):
@@ -83,7 +88,8 @@ def test_the_executor_never_raises_the_days_peak_nor_commits_more_than_is_there(
 def plan_at(load: np.ndarray, at: int, energy: float = 40.0, capacity: float = 80.0, power: float = 20.0,
             tolerances: Tolerances | None = None) -> tuple[Intraday, Reading]:
     executor = Intraday(DAY, HOUR, len(load), tolerances or Tolerances())
-    reading = Reading(DAY + at * HOUR, float(load[at]), 0.0, fleet_with(energy, capacity, power))
+    reading = Reading(DAY + at * HOUR + timedelta(minutes=2), float(load[at]), 0.0,
+                      fleet_with(energy, capacity, power))
     executor.replan(reading, forecast_of(load), "run-1", "test")
     return executor, reading
 
@@ -98,6 +104,7 @@ def test_a_load_departure_triggers_a_replan_exactly_beyond_the_tolerance(delta: 
     limit = 0.05 * float(plan.planning_load_kw.max())
     assume(abs(abs(delta) - limit) > 1e-6)
     moved = replace(reading, net_kw=reading.net_kw + delta)
+    executor.observe(moved)
     reason = executor.replan_reason(moved, "run-1")
     assert (reason is not None) == (abs(delta) > limit), reason
     if reason:
@@ -115,6 +122,7 @@ def test_an_energy_departure_triggers_a_replan_exactly_beyond_the_tolerance(used
     fleet = reading.fleet
     moved = replace(reading, fleet=replace(fleet, energy_kwh=fleet.energy_kwh - used,
                                            headroom_kwh=fleet.headroom_kwh + used))
+    executor.observe(moved)
     reason = executor.replan_reason(moved, "run-1")
     assert (reason is not None) == (abs(used) > limit), reason
 
@@ -125,6 +133,7 @@ def test_a_coverage_drop_triggers_a_replan_exactly_beyond_the_tolerance(coverage
     executor, reading = plan_at(evening(), 10)
     assume(abs((1.0 - coverage) - 0.05) > 1e-9)
     moved = replace(reading, fleet=replace(reading.fleet, coverage=coverage))
+    executor.observe(moved)
     reason = executor.replan_reason(moved, None)
     assert (reason is not None) == (1.0 - coverage > 0.05), reason
 
@@ -143,7 +152,7 @@ def test_the_executor_planned_as_the_day_ahead_follows_the_plan_when_the_load_is
     assert len(executor.replans) == 1, [b.reason for b in executor.replans]
     plan = executor.replans[0].plan
     assert isinstance(plan, Plan)
-    assert abs((load - battery).max() - plan.threshold_kw) < 0.2  # within the dispatch resolution
+    assert abs((np.repeat(load, 2) - battery).max() - plan.threshold_kw) < 0.2  # the dispatch resolution
 
 
 def test_a_load_higher_than_forecast_replans_a_higher_threshold_and_sends_more_power() -> None:
@@ -159,8 +168,8 @@ def test_a_load_higher_than_forecast_replans_a_higher_threshold_and_sends_more_p
     assert moved.plan.threshold_kw > first.threshold_kw
     peak_hour = int(np.argmax(actual))
     planned_then = first.discharge_kw[peak_hour - executor.replans[0].first]
-    assert battery[peak_hour] > planned_then + 1.0, "the dispatch follows the higher load"
-    assert (actual - battery).max() < actual.max() - 5.0, "it still shaves the peak"
+    assert battery[2 * peak_hour + 1] > planned_then + 1.0, "the dispatch follows the higher load"
+    assert (np.repeat(actual, 2) - battery).max() < actual.max() - 5.0, "it still shaves the peak"
 
 
 def test_a_power_change_below_the_resolution_is_not_sent_and_above_it_replaces() -> None:
@@ -177,10 +186,28 @@ def test_a_power_change_below_the_resolution_is_not_sent_and_above_it_replaces()
     assert again.replace and again.start == first.start and again.target_kw > first.target_kw
 
 
+def test_the_first_readings_of_an_interval_carry_the_last_ones_load_and_trigger_no_replan() -> None:
+    load = evening()
+    executor, reading = plan_at(load, 17)
+    stepped = float(load[18]) - float(load[17])  # the load steps up at 18:00 by more than the tolerance
+    plan = executor.basis.plan if executor.basis else None
+    assert isinstance(plan, Plan) and abs(stepped) > 0.05 * float(plan.planning_load_kw.max())
+    lagging = replace(reading, at=DAY + 18 * HOUR + timedelta(seconds=20))  # still 17:xx's load
+    executor.observe(lagging)
+    assert executor.replan_reason(lagging, "run-1") is None
+    settled = replace(reading, at=DAY + 18 * HOUR + timedelta(minutes=2), net_kw=float(load[18]))
+    executor.observe(settled)
+    assert executor.replan_reason(settled, "run-1") is None, "the plan's 18:00 load is what came"
+    off = replace(settled, at=settled.at + timedelta(minutes=1), net_kw=float(load[18]) + 3 * stepped)
+    executor.observe(off)
+    assert executor.replan_reason(off, "run-1") is not None
+
+
 def test_with_a_lead_the_next_intervals_dispatch_is_sent_before_its_window() -> None:
     load = evening()
     executor = Intraday(DAY, HOUR, len(load), lead=timedelta(minutes=2))
     reading = Reading(DAY + 17 * HOUR + timedelta(minutes=58), float(load[17]), 0.0, fleet_with(40, 80, 20))
+    executor.observe(reading)
     executor.replan(reading, forecast_of(load), "run-1", "test")
     targets = executor.decide(reading)
     assert [t.interval for t in targets] == [17, 18]
