@@ -131,7 +131,8 @@ class LoopResult:
     wall_s: float = 0.0
     #: The intraday executor's plans, first to last, each with its reason (empty when sent once).
     replans: list[tuple[str, float]] = field(default_factory=list)
-    #: The first plan (the day-ahead one); ``plan`` is the one in force at the end.
+    #: The first plan (the day-ahead one); with the intraday executor ``plan`` is the one in force at
+    #: the day's highest measured load.
     first_plan: Plan | None = None
 
     @property
@@ -374,14 +375,17 @@ class PeakLoop:
             event = self._record(store, end)
         finally:
             client.close()
-        plans = [b.plan for b in executor.intraday.replans if isinstance(b.plan, Plan)]
-        if not plans:
-            raise RuntimeError(f"no plan for the day: {[b.reason for b in executor.intraday.replans]}")
-        in_force = executor.intraday.in_force
-        assert in_force is not None and isinstance(in_force.plan, Plan)
+        day = executor.intraday
+        means = {k: total / count for k, (total, count) in day.load_readings.items() if count}
+        peak = max(means, key=lambda k: means[k], default=0)
+        # The plan held at the day's highest load: the figures compare it with what was measured.
+        at_peak = [b.plan for b in day.replans if isinstance(b.plan, Plan) and b.first <= peak]
+        if not at_peak:
+            raise RuntimeError(f"no plan for the day's peak: {[b.reason for b in day.replans]}")
+        plans = [b.plan for b in day.replans if isinstance(b.plan, Plan)]
         replans = [(b.reason, b.plan.threshold_kw if isinstance(b.plan, Plan) else math.nan)
                    for b in executor.intraday.replans]
-        return LoopResult(self.node_id, self.day, in_force.plan, event, sent, statuses,
+        return LoopResult(self.node_id, self.day, at_peak[-1], event, sent, statuses,
                           time.monotonic() - began, replans, plans[0])
 
     def _record(self, store: HistoryStore, end: datetime, timeout_s: float = 60.0) -> PeakEvent:
