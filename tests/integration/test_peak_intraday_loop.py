@@ -24,7 +24,7 @@ from bench.peak_loop import LoopResult, LoopScenario, run
 from tests.conftest import local_settings
 from vpp.stack import running
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")
