@@ -67,6 +67,7 @@ from peak.day import NodePlan, plan_id_for
 from peak.events import planned_event
 from peak.feeder_day import FeederDay, scale_to_fleet, split_feeder
 from peak.inputs import fleet_from_aggregate
+from peak.intraday import Tolerances
 from peak.planner import LoadForecast, NoEvent, Plan, Planner
 from vpp import dataset_series
 from vpp.peak_intraday import DayExecutor
@@ -80,6 +81,10 @@ SIM_EMIT_S = 5.0
 WARM_SAMPLE_WALL_S = 0.5
 HOUSEHOLDS = ("H0-A_pload", "H0-B_pload", "H0-C_pload", "H0-G_pload", "H0-H_pload", "H0-L_pload")
 STEP = timedelta(minutes=15)
+#: Wall seconds into an interval before the intraday executor compares the load with the plan: the live
+#: aggregate lags by wall seconds (emit interval, pipeline, a loaded machine), which are simulated
+#: minutes at speed 60 (at 60 simulated seconds the evening's peak interval still read the last one's).
+SETTLE_WALL_S = 4.0
 
 
 @dataclass(frozen=True)
@@ -360,9 +365,11 @@ class PeakLoop:
         client = connect(self.settings)
         try:
             store = HistoryStore(client, self.settings.clickhouse_database)
+            settle = timedelta(seconds=SETTLE_WALL_S * self.scenario.speed)
             executor = DayExecutor(self.settings, self.redis, store, self.node_id, self.day,
                                    lambda: ("recorded-day", whole), clock=self.clock.now,
-                                   lead=timedelta(seconds=60), resolution_kw=0.01 * self.fleet_kw)
+                                   lead=timedelta(seconds=60), resolution_kw=0.01 * self.fleet_kw,
+                                   tolerances=Tolerances(settle=settle))
             end = self.end
             until = end + timedelta(seconds=self.settings.allowed_lateness_s + 4 * self.scenario.interval_s)
             while self.clock.now() < until:
