@@ -15,7 +15,8 @@ Once the fleet is live, the day from then to ``to_hour`` (the evening peak and
 its recharge) is planned by the peak LP on the recorded day as the forecast and
 the fleet read from the live aggregate (``fleet_from_aggregate``, as ``vpp peak
 plan``), the plan is recorded and sent as dispatches (``run_plan``, as ``vpp
-peak run``), the simulated clock runs to ``to_hour``, and the day is recorded
+peak run --once``; with ``LoopScenario.intraday`` the intraday executor of ``vpp
+peak run`` executes the slice instead), the simulated clock runs to ``to_hour``, and the day is recorded
 from ``node_minute`` (``record_day``, as ``vpp peak record``; the quarter-hours
 measured are the slice simulated). The figures compare what the plan
 promised with what ``node_minute`` measured:
@@ -66,8 +67,10 @@ from peak.day import NodePlan, plan_id_for
 from peak.events import planned_event
 from peak.feeder_day import FeederDay, scale_to_fleet, split_feeder
 from peak.inputs import fleet_from_aggregate
+from peak.intraday import Tolerances
 from peak.planner import LoadForecast, NoEvent, Plan, Planner
 from vpp import dataset_series
+from vpp.peak_intraday import DayExecutor
 from vpp.peak_service import record_day, run_plan
 
 #: The simulated day runs up to a day and a half ahead of the wall clock; anything beyond is refused.
@@ -78,6 +81,10 @@ SIM_EMIT_S = 5.0
 WARM_SAMPLE_WALL_S = 0.5
 HOUSEHOLDS = ("H0-A_pload", "H0-B_pload", "H0-C_pload", "H0-G_pload", "H0-H_pload", "H0-L_pload")
 STEP = timedelta(minutes=15)
+#: Wall seconds into an interval before the intraday executor compares the load with the plan: the live
+#: aggregate lags by wall seconds (emit interval, pipeline, a loaded machine), which are simulated
+#: minutes at speed 60 (at 60 simulated seconds the evening's peak interval still read the last one's).
+SETTLE_WALL_S = 4.0
 
 
 @dataclass(frozen=True)
@@ -104,6 +111,16 @@ class LoopScenario:
     speed: float = 60.0
     interval_s: float = 15.0
     seed: int = 11
+    #: Execute the day with the intraday executor (``vpp peak run``: follow the measured load, re-plan)
+    #: instead of sending the plan's schedule once (``vpp peak run --once``).
+    intraday: bool = False
+    #: The forecast the day is planned on is the recorded day, times this from ``forecast_from_hour``
+    #: on (below 1: the evening comes in higher than forecast, and the intraday executor has to notice
+    #: and re-plan).
+    forecast_scale: float = 1.0
+    forecast_from_hour: float = 0.0
+    #: Wall seconds between two readings of the intraday executor.
+    poll_wall_s: float = 0.25
 
 
 @dataclass
@@ -117,6 +134,11 @@ class LoopResult:
     dispatch_ids: list[str]
     statuses: dict[str, dict[str, str]] = field(default_factory=dict)
     wall_s: float = 0.0
+    #: The intraday executor's plans, first to last, each with its reason (empty when sent once).
+    replans: list[tuple[str, float]] = field(default_factory=list)
+    #: The first plan (the day-ahead one); with the intraday executor ``plan`` is the one in force at
+    #: the day's highest measured load.
+    first_plan: Plan | None = None
 
     @property
     def planned_reduction_pct(self) -> float:
@@ -281,6 +303,13 @@ class PeakLoop:
         """When the planned slice of the day ends."""
         return self.day_start + timedelta(hours=self.scenario.to_hour)
 
+    def forecast_kw(self) -> np.ndarray[Any, np.dtype[np.float64]]:
+        """The day's forecast: the recorded day, scaled from ``forecast_from_hour`` on."""
+        out = self.day_profile.net_kw.copy()
+        first = int(self.scenario.forecast_from_hour * 3600 / STEP.total_seconds())
+        out[first:] *= self.scenario.forecast_scale
+        return out
+
     def plan(self, lead: timedelta = timedelta(minutes=20)) -> NodePlan:
         """From the first quarter-hour ``lead`` ahead to ``to_hour``, planned on the recorded day."""
         first = self.clock.now() + lead
@@ -289,8 +318,8 @@ class PeakLoop:
         if index >= last - 4:
             raise RuntimeError(f"too little of the day is left to plan at {first.isoformat()}")
         load = self.day_profile.net_kw[index:last]
-        forecast = LoadForecast(self.day_start + index * STEP, STEP, load, np.zeros(len(load)),
-                                "recorded-day")
+        forecast = LoadForecast(self.day_start + index * STEP, STEP, self.forecast_kw()[index:last],
+                                np.zeros(len(load)), "recorded-day")
         fleet = fleet_from_aggregate(self.aggregate())
         plan: Plan | NoEvent = Planner(len(load), STEP.total_seconds() / 3600).plan(forecast, fleet)
         plan_id = plan_id_for(self.node_id, self.day)
@@ -299,6 +328,8 @@ class PeakLoop:
 
     def run_day(self) -> LoopResult:
         """Plan, record and send the slice of the day, run it to its end, record it from node_minute."""
+        if self.scenario.intraday:
+            return self.run_intraday()
         began = time.monotonic()
         planned = self.plan()
         if not isinstance(planned.plan, Plan):
@@ -320,6 +351,49 @@ class PeakLoop:
             client.close()
         return LoopResult(self.node_id, self.day, planned.plan, event, sent, statuses,
                           time.monotonic() - began)
+
+    def run_intraday(self) -> LoopResult:
+        """Execute the slice with the intraday executor (as ``vpp peak run``) on the simulated clock.
+
+        The executor plans the rest of the day at its first reading, on the recorded day (times
+        ``forecast_scale``) as the node's forecast run, follows the measured load, re-plans, and
+        sends or replaces each interval's dispatch; the run then records the slice from node_minute.
+        """
+        began = time.monotonic()
+        whole = LoadForecast(self.day_start, STEP, self.forecast_kw(), np.zeros(len(self.day_profile.net_kw)),
+                             "recorded-day")
+        client = connect(self.settings)
+        try:
+            store = HistoryStore(client, self.settings.clickhouse_database)
+            settle = timedelta(seconds=SETTLE_WALL_S * self.scenario.speed)
+            executor = DayExecutor(self.settings, self.redis, store, self.node_id, self.day,
+                                   lambda: ("recorded-day", whole), clock=self.clock.now,
+                                   lead=timedelta(seconds=60), resolution_kw=0.01 * self.fleet_kw,
+                                   tolerances=Tolerances(settle=settle))
+            end = self.end
+            until = end + timedelta(seconds=self.settings.allowed_lateness_s + 4 * self.scenario.interval_s)
+            while self.clock.now() < until:
+                self.processes.check()
+                if self.clock.now() < end:
+                    executor.tick()
+                time.sleep(self.scenario.poll_wall_s)
+            sent = executor.dispatched
+            statuses = {d: s for d in sent if (s := read_status(self.redis, d)) is not None}
+            event = self._record(store, end)
+        finally:
+            client.close()
+        day = executor.intraday
+        means = {k: total / count for k, (total, count) in day.load_readings.items() if count}
+        peak = max(means, key=lambda k: means[k], default=0)
+        # The plan held at the day's highest load: the figures compare it with what was measured.
+        at_peak = [b.plan for b in day.replans if isinstance(b.plan, Plan) and b.first <= peak]
+        if not at_peak:
+            raise RuntimeError(f"no plan for the day's peak: {[b.reason for b in day.replans]}")
+        plans = [b.plan for b in day.replans if isinstance(b.plan, Plan)]
+        replans = [(b.reason, b.plan.threshold_kw if isinstance(b.plan, Plan) else math.nan)
+                   for b in executor.intraday.replans]
+        return LoopResult(self.node_id, self.day, at_peak[-1], event, sent, statuses,
+                          time.monotonic() - began, replans, plans[0])
 
     def _record(self, store: HistoryStore, end: datetime, timeout_s: float = 60.0) -> PeakEvent:
         """``record_day`` once node_minute has the day's last quarter-hour."""

@@ -42,6 +42,26 @@ class DayRun:
         return bool(self.net_kw.max() > self.load_kw.max() * (1 + 1e-9))
 
 
+def threshold_step(load_kw: float, threshold_kw: float | None, fleet: FleetCapacity, step_h: float,
+                   energy_kwh: float, seen_kw: float) -> tuple[float, float]:
+    """One interval of the rule: the fleet's power (+ discharge) and the energy left after it.
+
+    Discharge what ``load_kw`` exceeds ``threshold_kw`` by, within the fleet's power and the
+    energy above the reserves; otherwise recharge into the room under ``min(threshold,
+    seen_kw)``, where ``seen_kw`` is the highest load of the day so far (this one included).
+    :func:`follow_threshold` runs a day of it; the intraday executor (:mod:`peak.intraday`)
+    runs it interval by interval on the measured load.
+    """
+    if threshold_kw is not None and load_kw > threshold_kw:
+        deliverable = max(energy_kwh, 0.0) * fleet.discharge_efficiency / step_h
+        p = min(fleet.discharge_kw, load_kw - threshold_kw, deliverable)
+        return p, energy_kwh - p * step_h / fleet.discharge_efficiency
+    cap = seen_kw if threshold_kw is None else min(threshold_kw, seen_kw)
+    room = (fleet.capacity_kwh - energy_kwh) / (step_h * fleet.charge_efficiency)
+    p = max(0.0, min(fleet.charge_kw, cap - load_kw, room))
+    return -p, energy_kwh + p * step_h * fleet.charge_efficiency
+
+
 def follow_threshold(load_kw: Array, threshold_kw: float | None, fleet: FleetCapacity, step_h: float,
                      start_energy_kwh: float, floor_kw: float = -np.inf) -> DayRun:
     """Run a day on the measured ``load_kw``; ``threshold_kw`` None (no event) only recharges.
@@ -58,17 +78,7 @@ def follow_threshold(load_kw: Array, threshold_kw: float | None, fleet: FleetCap
     seen = -np.inf
     for t, load in enumerate(load_kw):
         seen = max(seen, float(load))
-        if threshold_kw is not None and load > threshold_kw:
-            deliverable = max(e, 0.0) * fleet.discharge_efficiency / step_h
-            p = min(fleet.discharge_kw, load - threshold_kw, deliverable)
-            e -= p * step_h / fleet.discharge_efficiency
-            battery[t] = p
-        else:
-            cap = seen if threshold_kw is None else min(threshold_kw, seen)
-            room = (fleet.capacity_kwh - e) / (step_h * fleet.charge_efficiency)
-            p = max(0.0, min(fleet.charge_kw, cap - load, room))
-            e += p * step_h * fleet.charge_efficiency
-            battery[t] = -p
+        battery[t], e = threshold_step(float(load), threshold_kw, fleet, step_h, e, seen)
         energy[t + 1] = e
     return DayRun(np.asarray(load_kw, dtype=np.float64), battery, energy)
 

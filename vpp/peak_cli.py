@@ -1,7 +1,9 @@
 """``vpp peak``: plan a node's peak day, print the plan, and send it to the control loop.
 
     vpp peak plan NODE [--day 2026-12-02]    plan the day (default tomorrow, UTC) and record it
-    vpp peak run NODE [--day D]              plan it and send the rest of the day as dispatches
+    vpp peak run NODE [--day D]              execute the day (default today): follow the measured load,
+                                             re-plan when it moves, record the day when it ends
+    vpp peak run NODE --once                 plan it and send the rest of the plan as dispatches, once
     vpp peak record NODE [--day D]           complete the day's row from node_minute (default yesterday)
 
 A day without a plan (no forecast, no live aggregate, a reserve at risk) prints
@@ -22,6 +24,7 @@ from core.dispatch_spec import DispatchRejectedError
 from core.history import store_for
 from peak.day import NodePlan
 from peak.planner import Plan
+from vpp.peak_intraday import DayExecutor, stored_forecast
 from vpp.peak_service import plan_node, record_day, run_plan
 
 peak_app = typer.Typer(no_args_is_help=True, help="Peak shaving: plan a node's day and run it.")
@@ -77,16 +80,46 @@ def plan_command(node_id: str = typer.Argument(help="The node (feeder, substatio
 
 
 @peak_app.command("run")
-def run_command(node_id: str = typer.Argument(help="The node to run the plan on."),
-                day: str = typer.Option(None, "--day", help="The UTC day; default today.")) -> None:
-    """Plan the day and send what is left of it as dispatches on dispatch.requests."""
-    settings, client, planned = _plan(node_id, _day(day) if day else datetime.now(UTC).date())
-    try:
-        sent = run_plan(settings, client, planned)
-    except (DispatchRejectedError, RuntimeError) as exc:
-        err_console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(code=2) from exc
-    console.print(f"sent {len(sent)} dispatch(es): {', '.join(sent) or 'nothing left of the day'}")
+def run_command(node_id: str = typer.Argument(help="The node to execute the day on."),
+                day: str = typer.Option(None, "--day", help="The UTC day; default today."),
+                once: bool = typer.Option(False, "--once", help="Plan once and send the rest of the plan's "
+                                          "schedule as dispatches, then exit (no following, no re-plans)."),
+                poll_s: float = typer.Option(5.0, "--poll", min=0.05, help="Wall seconds between readings."),
+                lead_s: float = typer.Option(30.0, "--lead", min=0.0,
+                                             help="Send each interval's dispatch this many seconds early."),
+                ) -> None:
+    """Execute the day: follow the measured net load under the threshold, re-plan when the forecast,
+    the load or the fleet moves, and record the day when it ends (Ctrl-C stops; what was sent runs on)."""
+    when = _day(day) if day else datetime.now(UTC).date()
+    if once:
+        settings, client, planned = _plan(node_id, when)
+        try:
+            sent = run_plan(settings, client, planned)
+        except (DispatchRejectedError, RuntimeError) as exc:
+            err_console.print(f"[red]error:[/] {exc}")
+            raise typer.Exit(code=2) from exc
+        console.print(f"sent {len(sent)} dispatch(es): {', '.join(sent) or 'nothing left of the day'}")
+        return
+    settings = Settings()
+    client = redis.Redis.from_url(settings.redis)
+    with store_for(settings) as store:
+        day_start = datetime(when.year, when.month, when.day, tzinfo=UTC)
+        executor = DayExecutor(settings, client, store, node_id, when,
+                               stored_forecast(store, node_id, day_start), lead=timedelta(seconds=lead_s),
+                               log=console.print)
+        console.print(f"executing {executor.plan_id} (Ctrl-C stops; what was sent runs to its end)")
+        try:
+            event = executor.run(poll_s)
+        except ValueError as exc:
+            err_console.print(f"[red]error:[/] {exc}")
+            raise typer.Exit(code=1) from exc
+        except KeyboardInterrupt:
+            err_console.print(f"stopped after {len(executor.intraday.replans)} plan(s) and "
+                              f"{len(executor.dispatched)} dispatch(es); record the day after it ends with "
+                              f"`vpp peak record {node_id} --day {when}`")
+            raise typer.Exit(code=130) from None
+    if event is None:
+        raise typer.Exit(code=1)
 
 
 @peak_app.command("record")

@@ -6,10 +6,9 @@ worse-than-naive flag) and the node's live aggregate in Redis (``node:{id}``),
 plans with :func:`peak.day.plan_day` and records the ``peak_events`` row.
 ``record_day`` completes the row from the day's measurements in ``node_minute``.
 ``run_plan`` turns the plan's schedule into dispatches on ``dispatch.requests``
-through :mod:`core.dispatch` (checked like any other request). During the day
-the control dataflow corrects each dispatch from the measured node power; an
-executor that follows the measured net load and re-plans is not built yet
-(docs/architecture.md).
+through :mod:`core.dispatch` (checked like any other request), once (``vpp
+peak run --once``); the intraday executor that follows the measured net load
+and re-plans is :mod:`vpp.peak_intraday` (``vpp peak run``).
 """
 
 from __future__ import annotations
