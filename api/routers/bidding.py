@@ -1,4 +1,4 @@
-"""The Autobidder's record: the bids the market accepted with what they cleared, and a run's steps.
+"""The Autobidder's record: the bids the market accepted with what they cleared, the runs, a run's steps.
 
 Read-only, from ClickHouse (``bids``, ``market_results``, ``workflow_steps``); runs are started with
 ``vpp bid run`` and their journal lives on ``workflow.events`` (``vpp bid status`` / ``replay``).
@@ -14,7 +14,8 @@ from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import AfterValidator
 
 from api.deps import FleetReader, ResourcesDep
-from api.models import BidBand, BidPublic, Page, WorkflowStepPublic, storable
+from api.models import BidBand, BidPublic, Page, WorkflowPublic, WorkflowStepPublic, storable
+from api.workflow_record import summarise
 from core.bid_history import BidStore
 
 router = APIRouter(prefix="/v1/bidding", tags=["bidding"])
@@ -47,6 +48,31 @@ def list_bids(_: FleetReader, resources: ResourcesDep,
             cleared_price=result.price if result else None, cleared_mw=result.quantity_mw if result else None,
             revenue_eur=result.revenue_eur if result else None))
     return Page(data=data, count=len(data))
+
+
+@router.get("/workflows", summary="Bidding runs with how they ended, newest first")
+def list_workflows(_: FleetReader, resources: ResourcesDep,
+                   asset_id: Annotated[str | None, Query(max_length=200,
+                                                         description="Only this asset's runs.")] = None,
+                   start: Annotated[datetime | None, AfterValidator(storable), Query(
+                       description="Runs with a step finished from (default: a day ago).")] = None,
+                   end: Annotated[datetime | None, AfterValidator(storable),
+                                  Query(description="... and before (default now).")] = None,
+                   limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+                   offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> Page[WorkflowPublic]:
+    """Each run's state (submitted, failed, running), whether it fell back to a safe bid, and its flags.
+
+    ``count`` is every run in the range; ``data`` the page of it from ``offset``, newest first.
+    """
+    now = datetime.now(UTC)
+    first, last = start or now - timedelta(days=1), end or now
+    with resources.history() as history:
+        store = BidStore(history.client, history.db)
+        steps = store.recent_steps(first, last, asset_id)
+        runs = summarise(steps, store.run_bids(sorted({s.workflow_id for s in steps})))
+    page = runs[offset:offset + limit]
+    data = [WorkflowPublic(**{f: getattr(r, f) for f in WorkflowPublic.model_fields}) for r in page]
+    return Page(data=data, count=len(runs))
 
 
 @router.get("/workflows/{workflow_id}/steps", summary="What each task of a bidding run produced")

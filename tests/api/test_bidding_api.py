@@ -45,3 +45,31 @@ def test_bids_come_with_their_clearing_and_a_run_with_its_steps(api: Api) -> Non
     assert second["cleared_price"] is None, "not cleared yet"
     assert [(s["step"], s["output"], s["error"]) for s in steps["data"]] == [
         ("fetch", "market-1", None), ("optimise", None, "timed out")]
+
+
+def test_runs_are_listed_newest_first_with_state_and_the_safe_bid_flagged(api: Api) -> None:
+    asset = f"battery-{uuid.uuid4().hex[:8]}"
+    done, safe = f"{asset}@20300102T1000Z#0", f"{asset}@20300102T1005Z#0"
+    client = history.connect(api.settings)
+    store = BidStore(client, api.settings.clickhouse_database)
+    at = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
+    record = [(done, "fetch"), (done, "optimise"), (done, "submit"), (safe, "fetch"), (safe, "safe_bid"),
+              (safe, "submit")]
+    for i, (run, step) in enumerate(record):
+        store.put_step(WorkflowStepRow(run, step, 1, f"out-{i}", None, "worker-a", at + timedelta(seconds=i)))
+    store.put_bids([BidRow(asset, INTERVAL, "energy", "DE", safe, "[[-500.0,0.0]]", "safe bid: no forecast",
+                           "bid-s", at)])
+    client.close()
+    with api.client("read") as reader:
+        runs = reader.get("/v1/bidding/workflows", params={"asset_id": asset}).json()
+        page = reader.get("/v1/bidding/workflows", params={"asset_id": asset, "limit": 1, "offset": 1}).json()
+        bad = reader.get("/v1/bidding/workflows", params={"limit": 0})
+    assert runs["count"] == 2 and [r["workflow_id"] for r in runs["data"]] == [safe, done]
+    newest, oldest = runs["data"]
+    assert newest["state"] == oldest["state"] == "submitted"
+    assert newest["safe_bid"] is True and newest["flags"] == ["safe bid"]
+    assert newest["note"] == "safe bid: no forecast"
+    assert oldest["safe_bid"] is False and oldest["flags"] == []
+    assert datetime.fromisoformat(oldest["interval_start"]) == datetime(2030, 1, 2, 10, tzinfo=UTC)
+    assert page["count"] == 2 and [r["workflow_id"] for r in page["data"]] == [done]
+    assert bad.status_code == 422 and bad.headers["content-type"].startswith("application/problem+json")
