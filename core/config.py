@@ -464,6 +464,13 @@ class Settings(BaseSettings):
         "(VPP_BACKFILL_HORIZON_S; 0 turns backfill off).",
     )
 
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535,
+        description="Where a long-running service without a web server of its own (the bidding worker, "
+        "the forecast service, the simulated market) serves Prometheus /metrics, on VPP_HOST; unset, it "
+        "serves none (VPP_METRICS_PORT; the k8s pods set 3030, the port the dataflow pods use).",
+    )
+
     def plausibility(self) -> Rules:
         """The bounds every boundary checks device records against (core.plausibility)."""
         return Rules(max_site_kw=self.plausible_max_site_kw, rating_margin=self.plausible_rating_margin,

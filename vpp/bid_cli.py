@@ -33,6 +33,7 @@ from core import kafka
 from core.bid_history import BidStore
 from core.config import Settings
 from core.history import HistoryStore, connect
+from core.metrics_server import serve_metrics
 from vpp.bid_backtest import backtest
 from vpp.bid_runs import next_interval, read_journal, replay_optimise, request_run, runs
 from vpp.bid_worker import Faults, Worker
@@ -204,4 +205,6 @@ def worker_command(
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    Worker(Settings(), _faults(delay or [], corrupt or [], scope)).run(lambda: stopping)
+    settings = Settings()
+    serve_metrics(settings)
+    Worker(settings, _faults(delay or [], corrupt or [], scope)).run(lambda: stopping)

@@ -1,0 +1,20 @@
+"""Prometheus /metrics for a service process that has no web server of its own.
+
+The dataflows get theirs from Bytewax, the gateway and the API from their own servers; the
+bidding worker, the forecast service and the simulated market call :func:`serve_metrics` at
+start, so that in a cluster each pod can be scraped and probed (k8s: port ``metrics``, 3030).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import start_http_server
+
+from core.config import Settings
+
+
+def serve_metrics(settings: Settings) -> int | None:
+    """Serve this process's metrics on ``VPP_METRICS_PORT`` in a daemon thread; the port, or None if unset."""
+    if settings.metrics_port is None:
+        return None
+    start_http_server(settings.metrics_port, addr=settings.host)
+    return settings.metrics_port
