@@ -709,3 +709,37 @@ class SitePlanInterval(BaseModel):
     power_kw: float
     plan_id: str
     issued_at: datetime
+
+
+class BacktestSummary(BaseModel):
+    """One kept ``vpp backtest`` (ClickHouse ``backtest_reports``): stored decisions of a window replayed
+    through the logic of the day it ran. Revenues in EUR over the decisions priced both ways; a
+    positive ``replayed - stored`` means today's logic would have earned more."""
+
+    report_id: str
+    ran_at: datetime
+    window_start: datetime
+    window_end: datetime
+    decisions: int
+    changed: int
+    stored_revenue_eur: float
+    replayed_revenue_eur: float
+
+
+class BacktestDecision(BaseModel):
+    """One replayed decision: the stored bid's artifact and today's, and what each earned (EUR, None if
+    the interval's price is not published)."""
+
+    workflow_id: str
+    interval_start: datetime
+    identical: bool
+    stored: str
+    replayed: str
+    stored_revenue_eur: float | None
+    replayed_revenue_eur: float | None
+
+
+class BacktestReport(BacktestSummary):
+    """A kept backtest with every decision it replayed."""
+
+    data: list[BacktestDecision]

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from clickhouse_connect.driver.client import Client
 
-from core.rows import BidRow, MarketResultRow, WorkflowArtifactRow, WorkflowStepRow
+from core.rows import BacktestReportRow, BidRow, MarketResultRow, WorkflowArtifactRow, WorkflowStepRow
 
 
 def _utc(value: datetime) -> datetime:
@@ -147,3 +147,16 @@ class BidStore:
         if not workflow_ids:
             return []
         return self._select("bids", BidRow, "workflow_id IN %(ids)s", {"ids": workflow_ids})
+
+    def put_backtest(self, row: BacktestReportRow) -> None:
+        """Keep a backtest's report (``vpp backtest``)."""
+        self._insert("backtest_reports", [row])
+
+    def backtests(self) -> list[BacktestReportRow]:
+        """Every kept backtest report, newest first."""
+        return self._select("backtest_reports", BacktestReportRow, "1", {}, "ORDER BY ran_at DESC, report_id")
+
+    def backtest(self, report_id: str) -> BacktestReportRow | None:
+        """One kept backtest report, if there is one of that id."""
+        found = self._select("backtest_reports", BacktestReportRow, "report_id = %(id)s", {"id": report_id})
+        return found[0] if found else None

@@ -34,7 +34,7 @@ from core.bid_history import BidStore
 from core.config import Settings
 from core.history import HistoryStore, connect
 from core.metrics_server import serve_metrics
-from vpp.bid_backtest import backtest
+from vpp.bid_backtest import backtest, decision_rows, report
 from vpp.bid_runs import next_interval, read_journal, replay_optimise, request_run, runs
 from vpp.bid_worker import Faults, Worker
 
@@ -152,17 +152,19 @@ def backtest_command(
     """Replay the stored bidding decisions of a window through today's logic: what would change."""
     settings = Settings()
     client = connect(settings)
-    replayed = backtest(BidStore(client, settings.clickhouse_database),
-                        HistoryStore(client, settings.clickhouse_database), _when(start), _when(end))
+    store = BidStore(client, settings.clickhouse_database)
+    replayed = backtest(store, HistoryStore(client, settings.clickhouse_database), _when(start), _when(end))
     changed = [r for r in replayed if not r.identical]
-    rows = [{"workflow_id": r.workflow_id, "interval_start": r.interval_start.isoformat(),
-             "identical": r.identical, "stored": r.stored, "replayed": r.replayed,
-             "stored_revenue_eur": r.stored_revenue_eur, "replayed_revenue_eur": r.replayed_revenue_eur}
-            for r in replayed]
+    rows = decision_rows(replayed)
+    # kept, so the API (GET /v1/bidding/backtests) and the console can show it later
+    kept = report(replayed, _when(start), _when(end), datetime.now(UTC))
+    store.put_backtest(kept)
     if as_json:
-        typer.echo(json.dumps({"decisions": len(rows), "changed": len(changed), "runs": rows}))
+        typer.echo(json.dumps({"report_id": kept.report_id, "decisions": len(rows), "changed": len(changed),
+                               "runs": rows}))
     else:
-        table = Table(title=f"{len(rows)} decision(s) replayed, {len(changed)} would change")
+        table = Table(title=f"{len(rows)} decision(s) replayed, {len(changed)} would change "
+                            f"(report {kept.report_id})")
         for column in ("workflow", "interval (UTC)", "same bid", "stored EUR", "today EUR"):
             table.add_column(column)
         for r in replayed:

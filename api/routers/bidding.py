@@ -1,7 +1,9 @@
-"""The Autobidder's record: the bids the market accepted with what they cleared, the runs, a run's steps.
+"""The Autobidder's record: the bids the market accepted with what they cleared, the runs, a run's steps,
+and the kept backtests.
 
-Read-only, from ClickHouse (``bids``, ``market_results``, ``workflow_steps``); runs are started with
-``vpp bid run`` and their journal lives on ``workflow.events`` (``vpp bid status`` / ``replay``).
+Read-only, from ClickHouse (``bids``, ``market_results``, ``workflow_steps``, ``backtest_reports``); runs
+are started with ``vpp bid run`` and their journal lives on ``workflow.events`` (``vpp bid status`` /
+``replay``); a backtest is run with ``vpp backtest --from T1 --to T2``, which keeps its report.
 """
 
 from __future__ import annotations
@@ -14,9 +16,19 @@ from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import AfterValidator
 
 from api.deps import FleetReader, ResourcesDep
-from api.models import BidBand, BidPublic, Page, WorkflowPublic, WorkflowStepPublic, storable
+from api.models import (
+    BacktestReport,
+    BacktestSummary,
+    BidBand,
+    BidPublic,
+    Page,
+    WorkflowPublic,
+    WorkflowStepPublic,
+    storable,
+)
 from api.workflow_record import summarise
 from core.bid_history import BidStore
+from core.rows import BacktestReportRow
 
 router = APIRouter(prefix="/v1/bidding", tags=["bidding"])
 LAST_INTERVAL = datetime(2106, 1, 1, tzinfo=UTC)  # the interval column is a DateTime (to 2106)
@@ -87,3 +99,28 @@ def list_steps(_: FleetReader, resources: ResourcesDep,
                                worker=s.worker, finished_at=s.finished_at) for s in steps]
     return Page(data=data, count=len(data))
 
+
+def _summary(row: BacktestReportRow) -> dict[str, object]:
+    return {name: getattr(row, name) for name in BacktestSummary.model_fields}
+
+
+@router.get("/backtests", summary="Kept backtests of the bidding decisions, newest first")
+def list_backtests(_: FleetReader, resources: ResourcesDep,
+                   limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                   offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> Page[BacktestSummary]:
+    """What each ``vpp backtest`` found: decisions replayed, how many would change, both revenues."""
+    with resources.history() as history:
+        rows = BidStore(history.client, history.db).backtests()
+    return Page(data=[BacktestSummary.model_validate(_summary(r)) for r in rows[offset:offset + limit]],
+                count=len(rows))
+
+
+@router.get("/backtests/{report_id}", summary="One kept backtest with every decision it replayed")
+def get_backtest(_: FleetReader, resources: ResourcesDep, report_id: str) -> BacktestReport:
+    """The report's totals and, per decision, the stored and the replayed bid and their revenues."""
+    with resources.history() as history:
+        row = BidStore(history.client, history.db).backtest(report_id)
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND,
+                            f"no backtest report {report_id!r} (each vpp backtest keeps one)")
+    return BacktestReport.model_validate({**_summary(row), "data": json.loads(row.decisions_json)})
