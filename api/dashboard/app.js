@@ -770,6 +770,25 @@ async function loadBidding() {
     ]);
     showRuns(asset, mine, showBids(asset, bids.data, start, end));
   } catch (error) { $("bidding-note").textContent = error.message; }
+  loadBacktest();
+}
+
+// The newest kept backtest (vpp backtest): would today's logic decide differently, and earn more or less?
+async function loadBacktest() {
+  try {
+    const kept = await api("/v1/bidding/backtests?limit=1");
+    const b = kept.data[0];
+    $("backtest-note").textContent = b
+      ? `(${b.report_id}, run ${utcText(b.ran_at)} UTC over ${window_(b.window_start, b.window_end)}; ${kept.count} kept)`
+      : "(none kept yet: vpp backtest --from T1 --to T2)";
+    $("backtest-summary").innerHTML = b ? [
+      card("decisions replayed", fmt(b.decisions, 0)),
+      card("would change", fmt(b.changed, 0), b.changed ? "warn" : ""),
+      card("stored revenue EUR", fmt(b.stored_revenue_eur, 2)),
+      card("today's logic EUR", fmt(b.replayed_revenue_eur, 2),
+        b.replayed_revenue_eur < b.stored_revenue_eur ? "alarm" : ""),
+    ].join("") : "";
+  } catch (error) { $("backtest-note").textContent = error.message; }
 }
 
 // Each interval's curve as the range of quantities it offers (from its lowest to its highest band),

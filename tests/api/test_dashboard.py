@@ -223,7 +223,7 @@ def _bidding_record(api: Api, asset: str) -> datetime:
     moves through the day. Returns the first interval.
     """
     from core.bid_history import BidStore
-    from core.rows import BidRow, MarketResultRow, WorkflowStepRow
+    from core.rows import BacktestReportRow, BidRow, MarketResultRow, WorkflowStepRow
 
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     first = now.replace(minute=now.minute // 15 * 15) - timedelta(hours=12)
@@ -253,6 +253,8 @@ def _bidding_record(api: Api, asset: str) -> datetime:
                                            interval + timedelta(minutes=15)))
     store.put_bids(bids)
     store.put_results(results)
+    kept = BacktestReportRow("backtest-console", datetime.now(UTC), first, now, 46, 3, 290.0, 301.5, "[]")
+    store.put_backtest(kept)
     store.client.close()
     return first
 
@@ -326,6 +328,8 @@ def test_the_console_shows_bids_clearing_revenue_runs_and_plan_against_actual(ap
     assert "cumulative revenue EUR" in dom and "revenue per interval EUR" in dom
     runs = _element(dom, "runs-note")
     assert "48 runs: 47 submitted, 1 failed, 0 running · 5 fell back to a safe bid" in runs, runs
+    backtest = _element(dom, "backtest-summary")
+    assert "would change<b>3</b>" in backtest and "today's logic EUR<b>301.5</b>" in backtest, backtest
     flagged = _element(dom, "run-rows")
     assert f"{asset}@" in flagged and "⚠ safe bid" in flagged and "optimise attempt 1: infeasible" in flagged
 
