@@ -16,3 +16,5 @@ def test_metrics_are_served_on_the_configured_port_and_not_otherwise() -> None:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
         assert response.status == 200
         assert b"python_info" in response.read()
+    # a second service given the same port goes on without metrics
+    assert serve_metrics(Settings(metrics_port=port, host="127.0.0.1")) is None
