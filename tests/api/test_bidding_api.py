@@ -106,8 +106,9 @@ def test_a_backtest_keeps_its_report_and_the_api_serves_it(api: Api, monkeypatch
         one = reader.get("/v1/bidding/backtests/backtest-earlier").json()
         mine = reader.get(f"/v1/bidding/backtests/{kept}").json()
         missing = reader.get("/v1/bidding/backtests/no-such-report")
-    assert [r["report_id"] for r in listed["data"]][:2] == [kept, "backtest-earlier"] and listed["count"] >= 2
-    assert [r["report_id"] for r in paged["data"]] == ["backtest-earlier"]
+    ids = [r["report_id"] for r in listed["data"]]
+    assert ids[0] == kept and ids[-1] == "backtest-earlier" and listed["count"] == len(ids)  # newest first
+    assert [r["report_id"] for r in paged["data"]] == [ids[1]]
     assert (mine["decisions"], mine["changed"], mine["data"]) == (0, 0, [])
     assert datetime.fromisoformat(mine["window_start"]) == datetime(2031, 1, 1, tzinfo=UTC)
     assert (one["changed"], one["stored_revenue_eur"], one["replayed_revenue_eur"]) == (1, 100.0, 112.5)
