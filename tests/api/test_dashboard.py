@@ -303,19 +303,17 @@ def test_the_console_shows_bids_clearing_revenue_runs_and_plan_against_actual(ap
     _bidding_record(api, asset)
     first = _plans_and_actuals(api, node, site)
     url = f"{api.url}/dashboard/#token={api.tokens['read']}&stream=off"
-    bidding = f"&node={node}&asset={asset}&view=bidding"
-    plan = f"&node={node}&site={site}&view=plan&from={first.isoformat().replace('+00:00', 'Z')}"
+    # one page load draws both views (the same day-long range); the screenshots show one each
+    both = f"&node={node}&site={site}&asset={asset}&from={first.isoformat().replace('+00:00', 'Z')}"
     try:
-        dom = _chromium("--dump-dom", url + bidding).stdout
-        plan_dom = _chromium("--dump-dom", url + plan).stdout
-        _screenshots(url, {"console-bidding": bidding, "console-plan": plan})
+        dom = plan_dom = _chromium("--dump-dom", url + both).stdout
+        _screenshots(url, {"console-bidding": f"{both}&view=bidding", "console-plan": f"{both}&view=plan"})
     finally:
         client_ = history.connect(api.settings)
         for table in ("node_plan", "site_plan"):
             client_.command(f"TRUNCATE TABLE {api.settings.clickhouse_database}.{table}")
         client_.close()
-    (tmp_path / "dashboard-bidding.html").write_text(dom)
-    (tmp_path / "dashboard-plan.html").write_text(plan_dom)
+    (tmp_path / "dashboard-decisions.html").write_text(dom)
 
     # bids as the range each curve offers, what cleared and at what price; revenue over time; the runs
     for chart in ("chart-bids", "chart-revenue", "chart-runs"):
