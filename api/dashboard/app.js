@@ -887,6 +887,8 @@ document.querySelectorAll("[data-span]").forEach((b) => b.addEventListener("clic
   saveView();
   loadHistory();
   loadSite();
+  loadPlan();
+  loadBidding();
 }));
 document.querySelectorAll("[data-series]").forEach((b) => b.addEventListener("click", () => {
   forecastSeries = b.dataset.series;
@@ -910,6 +912,8 @@ function followZoom() {
     saveView();
     loadHistory();
     loadSite();
+    loadPlan();
+    loadBidding();
   });
 }
 $("sites-prev").addEventListener("click", () => { sitesOffset = Math.max(0, sitesOffset - SITES_PER_PAGE); loadSites(); });
