@@ -655,3 +655,91 @@ class WorkflowStepPublic(BaseModel):
     error: str | None
     worker: str
     finished_at: datetime
+
+
+class WorkflowPublic(BaseModel):
+    """One bidding run as the workers recorded it (ClickHouse ``workflow_steps``, ``bids``).
+
+    ``state`` is read from the record: ``submitted`` once a submit step finished, ``failed`` when the
+    newest step record is an error, ``running`` otherwise (the journal on ``workflow.events``, read by
+    ``vpp bid status``, also knows runs that never reached a worker). ``safe_bid`` is true when the
+    run fell back to a bid that holds the state of charge; ``flags`` say why a run is worth a look.
+    """
+
+    workflow_id: str
+    asset_id: str
+    interval_start: datetime | None
+    state: Literal["submitted", "failed", "running"]
+    safe_bid: bool
+    flags: list[str]
+    steps: int
+    errors: int
+    started_at: datetime
+    finished_at: datetime
+    note: str
+
+
+class NodePlanInterval(BaseModel):
+    """A node's aggregate plan for one past or future interval, as last computed (ClickHouse ``node_plan``).
+
+    Powers in kW, + = discharge (the same sign as the node's measured ``battery_kw``);
+    ``estimate_kw`` adds the carried plans of offline sites; coverage = planned_sites / expected_sites.
+    """
+
+    interval_start: datetime
+    interval_minutes: int
+    planned_kw: float
+    estimate_kw: float
+    expected_sites: int
+    planned_sites: int
+    carried_sites: int
+    stale_sites: int
+    coverage: float
+    computed_at: datetime
+
+
+class SitePlanInterval(BaseModel):
+    """What a site had planned for one interval: the newest accepted plan issued before it ended.
+
+    ``power_kw`` is battery power, + = discharge (the same sign as the site's measured battery power).
+    """
+
+    interval_start: datetime
+    interval_minutes: int
+    power_kw: float
+    plan_id: str
+    issued_at: datetime
+
+
+class BacktestSummary(BaseModel):
+    """One kept ``vpp backtest`` (ClickHouse ``backtest_reports``): stored decisions of a window replayed
+    through the logic of the day it ran. Revenues in EUR over the decisions priced both ways; a
+    positive ``replayed - stored`` means today's logic would have earned more."""
+
+    report_id: str
+    ran_at: datetime
+    window_start: datetime
+    window_end: datetime
+    decisions: int
+    changed: int
+    stored_revenue_eur: float
+    replayed_revenue_eur: float
+
+
+class BacktestDecision(BaseModel):
+    """One replayed decision: the stored bid's artifact and today's, and what each earned (EUR, None if
+    the interval's price is not published)."""
+
+    workflow_id: str
+    interval_start: datetime
+    identical: bool
+    stored: str
+    replayed: str
+    stored_revenue_eur: float | None
+    replayed_revenue_eur: float | None
+
+
+class BacktestReport(BacktestSummary):
+    """A kept backtest with every decision it replayed."""
+
+    data: list[BacktestDecision]

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from clickhouse_connect.driver.client import Client
 
-from core.rows import BidRow, MarketResultRow, WorkflowArtifactRow, WorkflowStepRow
+from core.rows import BacktestReportRow, BidRow, MarketResultRow, WorkflowArtifactRow, WorkflowStepRow
 
 
 def _utc(value: datetime) -> datetime:
@@ -132,3 +132,31 @@ class BidStore:
                             "%(start)s AND interval_start < %(end)s",
                             {"asset": asset_id, "start": start, "end": end},
                             "ORDER BY interval_start, product")
+
+    def recent_steps(self, start: datetime, end: datetime,
+                     asset_id: str | None = None) -> list[WorkflowStepRow]:
+        """Every step record of the runs (of ``asset_id``, if given) with a step finished in [start, end)."""
+        runs = (f"SELECT DISTINCT workflow_id FROM {self.db}.workflow_steps WHERE finished_at >= %(start)s "
+                "AND finished_at < %(end)s AND startsWith(workflow_id, %(prefix)s)")
+        return self._select("workflow_steps", WorkflowStepRow, f"workflow_id IN ({runs})",
+                            {"start": start, "end": end, "prefix": f"{asset_id}@" if asset_id else ""},
+                            "ORDER BY finished_at")
+
+    def run_bids(self, workflow_ids: list[str]) -> list[BidRow]:
+        """The accepted curves the runs ``workflow_ids`` submitted."""
+        if not workflow_ids:
+            return []
+        return self._select("bids", BidRow, "workflow_id IN %(ids)s", {"ids": workflow_ids})
+
+    def put_backtest(self, row: BacktestReportRow) -> None:
+        """Keep a backtest's report (``vpp backtest``)."""
+        self._insert("backtest_reports", [row])
+
+    def backtests(self) -> list[BacktestReportRow]:
+        """Every kept backtest report, newest first."""
+        return self._select("backtest_reports", BacktestReportRow, "1", {}, "ORDER BY ran_at DESC, report_id")
+
+    def backtest(self, report_id: str) -> BacktestReportRow | None:
+        """One kept backtest report, if there is one of that id."""
+        found = self._select("backtest_reports", BacktestReportRow, "report_id = %(id)s", {"id": report_id})
+        return found[0] if found else None

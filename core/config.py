@@ -516,6 +516,12 @@ class Settings(BaseSettings):
         description="A dataflow whose worker has not polled its input for this long while no dependency "
         "is failing is wedged: /livez answers 503, so Kubernetes restarts it (VPP_DATAFLOW_LIVE_STALL_S).",
     )
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535,
+        description="Where a long-running service without a web server of its own (the bidding worker, "
+        "the forecast service, the simulated market) serves Prometheus /metrics, on VPP_HOST; unset, it "
+        "serves none (VPP_METRICS_PORT; the k8s pods set 3030, the port the dataflow pods use).",
+    )
 
     def plausibility(self) -> Rules:
         """The bounds every boundary checks device records against (core.plausibility)."""

@@ -270,3 +270,19 @@ class MarketResultRow:
     revenue_eur: float
     workflow_id: str
     cleared_at: datetime
+
+
+@dataclass(frozen=True)
+class BacktestReportRow:
+    """One ``vpp backtest`` run (``backtest_reports``): the window replayed, how many decisions would
+    change, both revenues (EUR, cleared decisions only) and every decision's row as JSON."""
+
+    report_id: str
+    ran_at: datetime
+    window_start: datetime
+    window_end: datetime
+    decisions: int
+    changed: int
+    stored_revenue_eur: float
+    replayed_revenue_eur: float
+    decisions_json: str

@@ -16,6 +16,8 @@ reported with the reason and no replayed bid.
 
 from __future__ import annotations
 
+import json
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -27,6 +29,7 @@ from bidding.tasks import MarketData, PriceForecast, RunInputs, TaskInputError, 
 from bidding.workflow import OPTIMISE
 from core.bid_history import BidStore
 from core.history import HistoryStore
+from core.rows import BacktestReportRow
 from forecast.models import Model
 from vpp.bid_market import day_prices
 
@@ -90,3 +93,21 @@ def backtest(store: BidStore, history: HistoryStore, start: datetime, end: datet
         out.append(Replayed(record.workflow_id, run.interval_start, record.output, again,
                             _revenue(history, run, stored), _revenue(history, run, bid)))
     return out
+
+
+def decision_rows(replayed: list[Replayed]) -> list[dict[str, object]]:
+    """Each replayed decision as a JSON-ready row (the CLI's --json and the stored report)."""
+    return [{"workflow_id": r.workflow_id, "interval_start": r.interval_start.isoformat(),
+             "identical": r.identical, "stored": r.stored, "replayed": r.replayed,
+             "stored_revenue_eur": r.stored_revenue_eur, "replayed_revenue_eur": r.replayed_revenue_eur,
+             "note": r.note}
+            for r in replayed]
+
+
+def report(replayed: list[Replayed], start: datetime, end: datetime, now: datetime) -> BacktestReportRow:
+    """The ``backtest_reports`` row of one backtest; revenues summed over decisions priced both ways."""
+    priced = [r for r in replayed if r.stored_revenue_eur is not None and r.replayed_revenue_eur is not None]
+    return BacktestReportRow(
+        f"backtest-{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}", now, start, end, len(replayed),
+        sum(not r.identical for r in replayed), sum(r.stored_revenue_eur or 0.0 for r in priced),
+        sum(r.replayed_revenue_eur or 0.0 for r in priced), json.dumps(decision_rows(replayed)))

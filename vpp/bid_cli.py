@@ -36,7 +36,8 @@ from core import kafka
 from core.bid_history import BidStore
 from core.config import Settings
 from core.history import HistoryStore, connect
-from vpp.bid_backtest import backtest
+from core.metrics_server import serve_metrics
+from vpp.bid_backtest import backtest, decision_rows, report
 from vpp.bid_runs import next_interval, read_journal, replay_optimise, request_run, run_inputs, runs
 from vpp.bid_scheduler import Scheduler, assets
 from vpp.bid_worker import Faults, Worker
@@ -170,23 +171,23 @@ def backtest_command(
         raise typer.BadParameter(str(exc), param_hint="--with-model") from None
     settings = Settings()
     client = connect(settings)
-    replayed = backtest(BidStore(client, settings.clickhouse_database),
-                        HistoryStore(client, settings.clickhouse_database), _when(start), _when(end), model)
+    store = BidStore(client, settings.clickhouse_database)
+    replayed = backtest(store, HistoryStore(client, settings.clickhouse_database), _when(start), _when(end),
+                        model)
     changed = [r for r in replayed if not r.identical]
-    rows = [{"workflow_id": r.workflow_id, "interval_start": r.interval_start.isoformat(),
-             "identical": r.identical, "stored": r.stored, "replayed": r.replayed,
-             "stored_revenue_eur": r.stored_revenue_eur, "replayed_revenue_eur": r.replayed_revenue_eur,
-             "note": r.note}
-            for r in replayed]
+    rows = decision_rows(replayed)
+    # kept, so the API (GET /v1/bidding/backtests) and the console can show it later
+    kept = report(replayed, _when(start), _when(end), datetime.now(UTC))
+    store.put_backtest(kept)
     both = [r for r in replayed if r.stored_revenue_eur is not None and r.replayed_revenue_eur is not None]
     totals = {"stored_revenue_eur": sum(r.stored_revenue_eur or 0.0 for r in both),
               "replayed_revenue_eur": sum(r.replayed_revenue_eur or 0.0 for r in both), "compared": len(both)}
     if as_json:
-        typer.echo(json.dumps({"decisions": len(rows), "changed": len(changed),
+        typer.echo(json.dumps({"report_id": kept.report_id, "decisions": len(rows), "changed": len(changed),
                                "model": with_model or "stored", **totals, "runs": rows}))
     else:
         title = f"{len(rows)} decision(s) replayed with {with_model or 'the stored forecasts'}, " \
-                f"{len(changed)} would change"
+                f"{len(changed)} would change (report {kept.report_id})"
         table = Table(title=title)
         for column in ("workflow", "interval (UTC)", "same bid", "stored EUR", "today EUR", "note"):
             table.add_column(column)
@@ -255,4 +256,6 @@ def worker_command(
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    Worker(Settings(), _faults(delay or [], corrupt or [], scope)).run(lambda: stopping)
+    settings = Settings()
+    serve_metrics(settings)
+    Worker(settings, _faults(delay or [], corrupt or [], scope)).run(lambda: stopping)

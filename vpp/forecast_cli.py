@@ -11,6 +11,7 @@ from rich.table import Table
 
 from bench import forecast as forecast_bench
 from core.config import Settings
+from core.metrics_server import serve_metrics
 from vpp.datasets import DatasetError
 
 forecast_app = typer.Typer(no_args_is_help=True, help="Forecasts: backtests on real series.")
@@ -121,6 +122,8 @@ def market_command(
     from vpp.market_feed import MarketFeed, MarketFeedError, next_publication
 
     settings = Settings()
+    if not once:
+        serve_metrics(settings)
     try:
         feed = MarketFeed.from_settings(settings, regions or _regions(settings))
     except MarketFeedError as exc:
@@ -190,6 +193,8 @@ def serve_command(
     from vpp.forecast_service import SERIES_KINDS, PublishError, forecast_price, forecast_round, publish_price
 
     settings = Settings()
+    if not once:
+        serve_metrics(settings)
     wanted = [kind for kind in SERIES_KINDS if kind.removeprefix("node_") in series.split(",")]
     if not wanted:
         err_console.print(f"[red]error:[/] --series is load, solar or both, not {series!r}")

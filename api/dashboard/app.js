@@ -1,5 +1,6 @@
 // The operator's console: a hierarchy browser; a node's live aggregate, history and forecast; its sites
-// and a site's page; the node's peak-shaving day; the node's dispatches, with the doubtful ones flagged.
+// and a site's page; the node's peak-shaving day; the node's dispatches, with the doubtful ones flagged;
+// the node's and a site's plan against what they did; an asset's bids, clearing, revenue and runs.
 // It uses only the public API (/v1/...) with the token from the URL fragment (#token=...), which never
 // reaches a server log, or from this browser's storage. What is looked at (node, site, time range, day)
 // lives in the fragment too, so a reload or a shared link shows the same thing (the token is dropped
@@ -15,6 +16,7 @@ const view = {
   node: params.get("node"), site: params.get("site"), span: Number(params.get("span")) || 86400,
   from: params.get("from"), to: params.get("to"), day: params.get("day"),
   dispatches: params.get("dispatches") === "all" ? "all" : null, view: params.get("view"),
+  asset: params.get("asset"),
 };
 let liveSeries = {t: [], measured: [], estimated: []};
 let source = null;
@@ -203,6 +205,7 @@ function select(nodeId) {
   loadSites();
   loadPeak();
   loadDispatches();
+  loadPlan();
   listen();
 }
 
@@ -618,6 +621,252 @@ async function showDispatch(id) {
   plotConfig);
 }
 
+// -- plan against actual -------------------------------------------------------------------------
+
+// Plans look ahead: without a `to` in the URL the plan view runs 6 h past now, to show what comes.
+const PLAN_AHEAD_MS = 6 * 3600000;
+
+function planRange() {
+  const {start, end} = range();
+  return {start, end: view.to ? end : new Date(end.getTime() + PLAN_AHEAD_MS)};
+}
+
+// Plans are steps (a value holds for its interval): drawn as "hv" lines, with a last point at the end.
+function steps(rows, key, startKey = "interval_start") {
+  const x = [];
+  const y = [];
+  rows.forEach((row, i) => {
+    const at = Date.parse(row[startKey]);
+    const next = i + 1 < rows.length ? Date.parse(rows[i + 1][startKey]) : null;
+    x.push(row[startKey]); y.push(row[key]);
+    const end = at + row.interval_minutes * 60000;
+    if (next === null || next > end) { x.push(new Date(end).toISOString()); y.push(next === null ? row[key] : null); }
+  });
+  return {x, y};
+}
+
+// The mean measured value over each planned interval (minute windows inside it), against its plan.
+function deviation(planRows, grid, planKey, actualKey) {
+  const gaps = [];
+  for (const row of planRows) {
+    const from = Date.parse(row.interval_start);
+    const to = from + row.interval_minutes * 60000;
+    const inside = grid.at.filter((w, i) => w && Date.parse(grid.x[i]) >= from && Date.parse(grid.x[i]) < to);
+    if (inside.length) gaps.push(Math.abs(inside.reduce((a, w) => a + w[actualKey], 0) / inside.length - row[planKey]));
+  }
+  return gaps.length ? {mean: gaps.reduce((a, b) => a + b, 0) / gaps.length, n: gaps.length} : null;
+}
+
+async function loadPlan() {
+  if (!view.node) return;
+  const node = view.node;
+  const {start, end} = planRange();
+  const now = new Date();
+  const span = `start=${start.toISOString()}&end=${end.toISOString()}`;
+  const past = `start=${start.toISOString()}&end=${(end < now ? end : now).toISOString()}`;
+  $("plan-node").textContent = `(${node}; + = discharge)`;
+  try {
+    const [plan, actual] = await Promise.all([
+      api(`/v1/nodes/${node}/plan/history?${span}&limit=10000`),
+      start < now ? api(`/v1/nodes/${node}/history?${past}`) : Promise.resolve({data: [], resolution: "minute"}),
+    ]);
+    if (node !== view.node) return;
+    const grid = onGrid(actual.data, start, end, actual.resolution);
+    const planned = steps(plan.data, "planned_kw");
+    const estimated = steps(plan.data, "estimate_kw");
+    const lo = planned.y.map((v, i) => (v === null ? null : Math.min(v, estimated.y[i])));
+    const hi = planned.y.map((v, i) => (v === null ? null : Math.max(v, estimated.y[i])));
+    const coverage = plan.data.map((r) => r.coverage * 100);
+    const low = coverage.filter((c) => c < COVERAGE_ALARM * 100).length;
+    const gap = deviation(plan.data, grid, "planned_kw", "battery_kw");
+    $("plan-note").textContent = plan.count
+      ? [`${plan.count} planned intervals`, `plan coverage ${fmt(Math.min(...coverage), 0)}–${fmt(Math.max(...coverage), 0)} %`,
+        low ? `below ${COVERAGE_ALARM * 100} % in ${low}` : "",
+        gap ? `measured differs from plan by ${fmt(gap.mean)} kW on average over ${gap.n} intervals` : "nothing measured yet"]
+        .filter(Boolean).join(" · ")
+      : "no aggregate plan in this range: the plans dataflow writes one once sites send plans";
+    $("plan-note").classList.toggle("warning", low > 0);
+    Plotly.react("chart-plan-node", [
+      band(planned.x, lo, hi, {name: "estimate with offline sites' last plans", fillcolor: "rgba(230, 140, 20, 0.25)"}),
+      {x: planned.x, y: planned.y, name: "planned kW", line: {shape: "hv", color: "#2e7d32", width: 2}},
+      {x: grid.x, y: grid.at.map((w) => (w ? w.battery_kw : null)), name: "measured battery kW", line: {color: "#1f77b4"}},
+      {x: plan.data.map((r) => r.interval_start), y: coverage, name: "plan coverage %", yaxis: "y3", mode: "markers",
+       marker: {size: 5, color: coverage.map((c) => (c < COVERAGE_ALARM * 100 ? ALARM : OK))}},
+    ], {title: {text: `plan against actual: ${node}`}, margin: {t: 40, r: 60, b: 40, l: 60},
+        legend: {orientation: "h", y: -0.2},
+        yaxis: {title: {text: "kW (+ = discharge)"}, domain: [0.32, 1]},
+        yaxis3: {title: {text: "coverage %"}, domain: [0, 0.24], range: [0, 105], anchor: "x"},
+        xaxis: {anchor: "y3", range: [start.toISOString(), end.toISOString()]},
+        shapes: [{type: "line", xref: "x", yref: "paper", x0: now.toISOString(), x1: now.toISOString(), y0: 0, y1: 1,
+                  line: {color: "#6b7785", width: 1, dash: "dot"}}]},
+    plotConfig);
+  } catch (error) { $("plan-note").textContent = error.message; }
+  loadSitePlan(node, start, end);
+}
+
+// A site's plan against its measured battery power: the open site, else the node's first site.
+async function loadSitePlan(node, start, end) {
+  try {
+    const site = view.site || (await api(`/v1/nodes/${node}/sites?limit=1`)).data[0];
+    if (!site) { $("plan-site-note").textContent = "no sites below this node"; return; }
+    const now = new Date();
+    const [plan, actual] = await Promise.all([
+      api(`/v1/sites/${site}/plan/history?start=${start.toISOString()}&end=${end.toISOString()}&limit=10000`),
+      start < now
+        ? api(`/v1/sites/${site}/history?start=${start.toISOString()}&end=${(end < now ? end : now).toISOString()}`)
+        : Promise.resolve({data: [], resolution: "minute"}),
+    ]);
+    if (node !== view.node) return;
+    const grid = onGrid(actual.data, start, end, actual.resolution);
+    const planned = steps(plan.data, "power_kw");
+    const gap = deviation(plan.data, grid, "power_kw", "battery_kw_mean");
+    const plans = new Set(plan.data.map((r) => r.plan_id)).size;
+    $("plan-site-note").textContent = plan.count
+      ? [`site ${site}: ${plan.count} planned intervals from ${plans} plan${plans > 1 ? "s" : ""}`,
+        gap ? `measured differs from plan by ${fmt(gap.mean, 2)} kW on average over ${gap.n} intervals` : "nothing measured yet"]
+        .join(" · ")
+      : `site ${site}: no accepted plan in this range`;
+    Plotly.react("chart-plan-site", [
+      {x: planned.x, y: planned.y, name: "planned battery kW", line: {shape: "hv", color: "#2e7d32", width: 2}},
+      {x: grid.x, y: grid.at.map((w) => (w ? w.battery_kw_mean : null)), name: "measured battery kW", line: {color: "#1f77b4"}},
+      {x: grid.x, y: grid.at.map((w) => (w ? w.soc_pct_last : null)), name: "SoC %", yaxis: "y2",
+       line: {color: "#7b4fa0", dash: "dot"}},
+    ], {title: {text: `site plan against actual: ${site}`}, margin: {t: 40, r: 60, b: 40, l: 60},
+        legend: {orientation: "h"}, yaxis: {title: {text: "kW (+ = discharge)"}},
+        yaxis2: {title: {text: "SoC %"}, overlaying: "y", side: "right", range: [0, 100]},
+        xaxis: {range: [start.toISOString(), end.toISOString()]}},
+    plotConfig);
+  } catch (error) { $("plan-site-note").textContent = error.message; }
+}
+
+// -- bidding -------------------------------------------------------------------------------------
+
+const RUN_STATES = ["running", "failed", "submitted"];
+const RUN_COLOURS = {submitted: OK, failed: ALARM, running: "#8a97a6"};
+const PRODUCT_COLOURS = ["#1f77b4", "#7b4fa0", "#c77700", "#2e7d32"];
+const isSafe = (note) => String(note ?? "").startsWith("safe bid");
+
+// Bids are for intervals ahead: without a `to` in the URL the view runs a day past now.
+function bidRange() {
+  const {start, end} = range();
+  return {start, end: view.to ? end : new Date(end.getTime() + 86400000)};
+}
+
+async function loadBidding() {
+  const {start, end} = bidRange();
+  const {end: runsEnd} = range();
+  try {
+    const runs = await api(`/v1/bidding/workflows?start=${start.toISOString()}&end=${runsEnd.toISOString()}&limit=5000`);
+    const assets = [...new Set(runs.data.map((r) => r.asset_id))].sort();
+    if (view.asset && !assets.includes(view.asset)) assets.unshift(view.asset);
+    const asset = view.asset || assets[0];
+    $("bidding-assets").innerHTML = assets.map((a) => `<option${a === asset ? " selected" : ""}>${esc(a)}</option>`).join("");
+    $("bidding-asset").textContent = asset ? `(${asset}; MW + = sell / discharge)` : "";
+    if (!asset) { $("bidding-note").textContent = "no bidding runs in this range (vpp bid run ASSET)"; return; }
+    const [bids, mine] = await Promise.all([
+      api(`/v1/bidding/bids?asset_id=${encodeURIComponent(asset)}&start=${start.toISOString()}&end=${end.toISOString()}`),
+      api(`/v1/bidding/workflows?asset_id=${encodeURIComponent(asset)}&start=${start.toISOString()}` +
+          `&end=${runsEnd.toISOString()}&limit=5000`),
+    ]);
+    showRuns(asset, mine, showBids(asset, bids.data, start, end));
+  } catch (error) { $("bidding-note").textContent = error.message; }
+  loadBacktest();
+}
+
+// The newest kept backtest (vpp backtest): would today's logic decide differently, and earn more or less?
+async function loadBacktest() {
+  try {
+    const kept = await api("/v1/bidding/backtests?limit=1");
+    const b = kept.data[0];
+    $("backtest-note").textContent = b
+      ? `(${b.report_id}, run ${utcText(b.ran_at)} UTC over ${window_(b.window_start, b.window_end)}; ${kept.count} kept)`
+      : "(none kept yet: vpp backtest --from T1 --to T2)";
+    $("backtest-summary").innerHTML = b ? [
+      card("decisions replayed", fmt(b.decisions, 0)),
+      card("would change", fmt(b.changed, 0), b.changed ? "warn" : ""),
+      card("stored revenue EUR", fmt(b.stored_revenue_eur, 2)),
+      card("today's logic EUR", fmt(b.replayed_revenue_eur, 2),
+        b.replayed_revenue_eur < b.stored_revenue_eur ? "alarm" : ""),
+    ].join("") : "";
+  } catch (error) { $("backtest-note").textContent = error.message; }
+}
+
+// Each interval's curve as the range of quantities it offers (from its lowest to its highest band),
+// what cleared (MW) and at what price; safe bids (hold the state of charge) are marked in the alarm colour.
+// Returns the time axis it drew, for the runs chart under it.
+function showBids(asset, bids, start, end) {
+  const products = [...new Set(bids.map((b) => b.product))].sort();
+  const traces = [];
+  products.forEach((product, k) => {
+    const rows = bids.filter((b) => b.product === product);
+    const x = rows.map((b) => b.interval_start);
+    const colour = PRODUCT_COLOURS[k % PRODUCT_COLOURS.length];
+    const qty = rows.map((b) => b.bands.map((band) => band.quantity_mw));
+    traces.push(band(x, qty.map((q) => Math.min(...q)), qty.map((q) => Math.max(...q)),
+      {name: `${product}: offered MW (lowest–highest band)`, fillcolor: `${colour}33`}));
+    traces.push({x, y: rows.map((b) => b.cleared_mw), name: `${product}: cleared MW`, mode: "lines+markers",
+      line: {shape: "hv", color: colour}, marker: {size: 4}});
+    traces.push({x, y: rows.map((b) => b.cleared_price), name: `${product}: clearing price`, yaxis: "y2",
+      mode: "lines", line: {color: colour, dash: "dot", width: 1}});
+  });
+  const safe = bids.filter((b) => isSafe(b.note));
+  if (safe.length) {
+    traces.push({x: safe.map((b) => b.interval_start), y: safe.map(() => 0), name: "safe bid (holds SoC)",
+      mode: "markers", marker: {symbol: "x", size: 9, color: ALARM}, text: safe.map((b) => b.note)});
+  }
+  const cleared = bids.filter((b) => b.revenue_eur !== null);
+  const revenue = cleared.reduce((a, b) => a + b.revenue_eur, 0);
+  const intervals = new Set(bids.map((b) => b.interval_start)).size;
+  $("bidding-note").textContent = bids.length
+    ? [`${intervals} intervals bid (${products.join(", ")})`, `${cleared.length} cleared`,
+      `revenue ${fmt(revenue, 2)} EUR`, safe.length ? `${safe.length} safe bids` : ""].filter(Boolean).join(" · ")
+    : "no bids in this range";
+  $("bidding-note").classList.toggle("warning", safe.length > 0);
+  // from the range's start to now or the last interval bid, whichever is later (bids run ahead of now)
+  const last = Math.max(Date.now(), ...bids.map((b) => Date.parse(b.interval_start) + 900000));
+  const xaxis = {range: [start.toISOString(), new Date(Math.min(last, end.getTime())).toISOString()]};
+  Plotly.react("chart-bids", traces, {title: {text: `bids and clearing: ${asset}`}, margin: {t: 40, r: 60, b: 40, l: 60},
+    legend: {orientation: "h", y: -0.2}, yaxis: {title: {text: "MW (+ = sell)"}},
+    yaxis2: {title: {text: "EUR/MWh"}, overlaying: "y", side: "right"}, xaxis}, plotConfig);
+  // revenue per interval (all products) and its running total
+  const byInterval = new Map();
+  for (const b of cleared) byInterval.set(b.interval_start, (byInterval.get(b.interval_start) ?? 0) + b.revenue_eur);
+  const x = [...byInterval.keys()].sort();
+  let total = 0;
+  const running = x.map((t) => (total += byInterval.get(t)));
+  Plotly.react("chart-revenue", [
+    {x, y: x.map((t) => byInterval.get(t)), type: "bar", name: "revenue per interval EUR",
+     marker: {color: x.map((t) => (byInterval.get(t) < 0 ? ALARM : "#1f77b4"))}},
+    {x, y: running, name: "cumulative revenue EUR", yaxis: "y2", line: {color: OK}},
+  ], {title: {text: `revenue: ${fmt(revenue, 2)} EUR`}, margin: {t: 40, r: 60, b: 40, l: 60}, legend: {orientation: "h"},
+      yaxis: {title: {text: "EUR"}}, yaxis2: {title: {text: "EUR (total)"}, overlaying: "y", side: "right"},
+      xaxis}, plotConfig);
+  return xaxis;
+}
+
+// The runs by interval and state; a safe bid is an ✕. Runs with flags are listed under the chart.
+function showRuns(asset, runs, xaxis) {
+  const count = (state) => runs.data.filter((r) => r.state === state).length;
+  const safe = runs.data.filter((r) => r.safe_bid).length;
+  $("runs-note").textContent = runs.count
+    ? `${runs.count} runs: ${count("submitted")} submitted, ${count("failed")} failed, ${count("running")} running` +
+      (safe ? ` · ${safe} fell back to a safe bid` : "")
+    : "no runs in this range";
+  $("runs-note").classList.toggle("warning", count("failed") > 0 || safe > 0);
+  const at = (r) => r.interval_start ?? r.started_at;
+  Plotly.react("chart-runs", [{
+    x: runs.data.map(at), y: runs.data.map((r) => r.state), mode: "markers", name: "runs",
+    text: runs.data.map((r) => `${r.workflow_id}${r.flags.length ? `: ${r.flags.join("; ")}` : ""}`),
+    marker: {size: 9, color: runs.data.map((r) => RUN_COLOURS[r.state]),
+             symbol: runs.data.map((r) => (r.safe_bid ? "x" : "circle"))},
+  }], {title: {text: `bidding runs: ${asset}`}, margin: {t: 40, r: 60, b: 30, l: 60}, showlegend: false, xaxis,
+      yaxis: {type: "category", categoryorder: "array", categoryarray: RUN_STATES}}, plotConfig);
+  const flagged = runs.data.filter((r) => r.flags.length || r.state !== "submitted");
+  $("run-rows").innerHTML = flagged.slice(0, 50).map((r) =>
+    `<tr class="flagged"><td>${esc(r.workflow_id)}</td><td>${utcText(r.interval_start)}</td><td>${esc(r.state)}</td>` +
+    `<td class="num">${r.steps}</td><td class="flag">${r.flags.map((f) => `⚠ ${esc(f)}`).join("<br>")}</td></tr>`).join("");
+}
+
 // -- start ---------------------------------------------------------------------------------------
 
 function showView(name) {
@@ -638,6 +887,8 @@ document.querySelectorAll("[data-span]").forEach((b) => b.addEventListener("clic
   saveView();
   loadHistory();
   loadSite();
+  loadPlan();
+  loadBidding();
 }));
 document.querySelectorAll("[data-series]").forEach((b) => b.addEventListener("click", () => {
   forecastSeries = b.dataset.series;
@@ -661,12 +912,15 @@ function followZoom() {
     saveView();
     loadHistory();
     loadSite();
+    loadPlan();
+    loadBidding();
   });
 }
 $("sites-prev").addEventListener("click", () => { sitesOffset = Math.max(0, sitesOffset - SITES_PER_PAGE); loadSites(); });
 $("sites-next").addEventListener("click", () => { sitesOffset += SITES_PER_PAGE; loadSites(); });
 $("site-close").addEventListener("click", () => { view.site = null; saveView(); loadSite(); loadSites(); });
 $("peak-day").addEventListener("change", (event) => { view.day = event.target.value || null; saveView(); loadPeak(); });
+$("bidding-assets").addEventListener("change", (event) => { view.asset = event.target.value || null; saveView(); loadBidding(); });
 $("dispatch-all").checked = view.dispatches === "all";
 $("dispatch-all").addEventListener("change", (event) => {
   view.dispatches = event.target.checked ? "all" : null;
@@ -679,6 +933,7 @@ async function start() {
   showView(view.view);
   try { await loadRoots(); } catch (error) { setStatus(error.message); return; }
   loadSite();
+  loadBidding();
   setInterval(refreshLive, 5000);
   setInterval(loadSites, 5000);
   setInterval(loadDispatches, 5000);

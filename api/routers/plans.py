@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, status
+from fastapi import APIRouter, HTTPException, Path, Query, status
 from fastapi.concurrency import run_in_threadpool
 
 from api.deps import Dispatcher, FleetReader, ResourcesDep, SiteReader
@@ -23,20 +23,45 @@ from api.models import (
     EARLIEST,
     ID_PATTERN,
     LATEST,
+    NodePlanInterval,
     NodePlanPublic,
     Page,
+    SitePlanInterval,
     SitePlanPublic,
     StormWatchCreate,
     StormWatchPublic,
     from_ms,
     utc,
 )
+from api.plan_intervals import planned_intervals
 from core import keys, storm
 
 router = APIRouter(prefix="/v1", tags=["plans"])
 
 NodeId = Annotated[str, Path(pattern=ID_PATTERN, description="A node id, e.g. feeder-0-3 or program-1.")]
 SiteId = Annotated[str, Path(pattern=ID_PATTERN, description="A site id, e.g. site-0-000001.")]
+
+Start = Annotated[datetime | None, Query(description="Intervals from (default: 24 h before end).")]
+End = Annotated[datetime | None, Query(description="Intervals before (default: 24 h from now).")]
+Limit = Annotated[int, Query(ge=1, le=10_000, description="Intervals per page.")]
+Offset = Annotated[int, Query(ge=0, le=1_000_000, description="Intervals to skip before the page.")]
+# A site plan covers the next 24 h: plans issued this long before a range can still cover it.
+PLAN_REACH = timedelta(days=2)
+
+
+def _span(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
+    """The checked range of a plan-history request; 422 naming the problem otherwise."""
+    lowest = EARLIEST + PLAN_REACH
+    for name, value in (("start", start), ("end", end)):
+        if value is not None and not lowest <= utc(value) <= LATEST:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                                f"{name} must be within {lowest.date()} and {LATEST.date()}")
+    last = utc(end) if end is not None else datetime.now(UTC) + timedelta(days=1)
+    first = utc(start) if start is not None else last - timedelta(days=1)
+    if not (lowest <= first < last <= LATEST):
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                            f"need {(EARLIEST + PLAN_REACH).date()} <= start < end <= {LATEST.date()}")
+    return first, last
 
 
 def _time(value: str) -> datetime:
@@ -70,6 +95,37 @@ def site_plan(site_id: SiteId, _: SiteReader, resources: ResourcesDep) -> SitePl
     if not latest:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no plan from site {site_id!r} yet")
     return SitePlanPublic(**asdict(latest[0]))
+
+
+@router.get("/nodes/{node_id}/plan/history", summary="A node's aggregate plan per interval, over a range")
+def node_plan_history(node_id: NodeId, _: FleetReader, resources: ResourcesDep, start: Start = None,
+                      end: End = None, limit: Limit = 2000, offset: Offset = 0) -> Page[NodePlanInterval]:
+    """The latest aggregate plan of each interval in [start, end), oldest first (``node_plan``).
+
+    Set against the node's history (``battery_kw``, the same sign: + = discharge) it shows plan
+    against actual; ``coverage`` says how much of the fleet the plan speaks for.
+    """
+    first, last = _span(start, end)
+    with resources.history() as store:
+        rows = store.node_plan(node_id, first, last)
+    data = [NodePlanInterval(**{k: v for k, v in asdict(r).items() if k not in ("node_id", "hierarchy")})
+            for r in rows[offset:offset + limit]]
+    return Page(data=data, count=len(rows))
+
+
+@router.get("/sites/{site_id}/plan/history", summary="What a site planned per interval, over a range")
+def site_plan_history(site_id: SiteId, _: SiteReader, resources: ResourcesDep, start: Start = None,
+                      end: End = None, limit: Limit = 2000, offset: Offset = 0) -> Page[SitePlanInterval]:
+    """For each interval in [start, end): the newest accepted plan issued before the interval ended.
+
+    ``power_kw`` is battery power, + = discharge, as in the site's history (``battery_kw_mean``).
+    """
+    first, last = _span(start, end)
+    with resources.history() as store:
+        plans = store.site_plans(site_id, first - PLAN_REACH, last)
+    rows = planned_intervals(plans, first, last)
+    data = [SitePlanInterval(**asdict(r)) for r in rows[offset:offset + limit]]
+    return Page(data=data, count=len(rows))
 
 
 def _public(watch: storm.Watch) -> StormWatchPublic:

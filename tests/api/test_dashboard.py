@@ -42,6 +42,9 @@ def _chromium(*args: str) -> subprocess.CompletedProcess[str]:
 OUTAGE = range(600, 640)  # minutes of the past day with no window at all: the pipeline was down
 LOW_COVERAGE = range(700, 760)  # minutes where only 96 of 120 sites reported (80 %)
 ALARM_RGB = "rgb(179, 38, 30)"  # the console's alarm colour, #b3261e, as the browser renders it
+# 23 h of measured minutes under the plans: 92 quarter-hours to set against their plan (and the live
+# fleet's latest minutes, one or two more)
+DIFFERS = r"measured differs from plan by [\d.]+ kW on average over 9[2-5] intervals"
 
 
 def _past_day_of_minutes(api: Api, node: str, hierarchy: str = "geographic", outage: range = range(0),
@@ -210,3 +213,132 @@ def test_a_region_shows_its_price_forecast_against_the_published_prices(api: Api
     (tmp_path / "dashboard-price.html").write_text(dom)
     assert re.search(r'<div id="chart-price" class="chart[^"]*js-plotly-plot', dom), "no price chart drawn"
     assert "smard:DE:2018 (simulated market)" in dom
+
+
+def _bidding_record(api: Api, asset: str) -> datetime:
+    """Half a day of an asset's 15-minute bidding runs as the workers and the market record them.
+
+    Every run fetches, optimises and submits; every tenth fell back to a safe bid (no forecast), one
+    run's optimise failed for good. Each interval's energy curve is cleared against a price that
+    moves through the day. Returns the first interval.
+    """
+    from core.bid_history import BidStore
+    from core.rows import BacktestReportRow, BidRow, MarketResultRow, WorkflowStepRow
+
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    first = now.replace(minute=now.minute // 15 * 15) - timedelta(hours=12)
+    store = BidStore(history.connect(api.settings), api.settings.clickhouse_database)
+    bids, results = [], []
+    for i in range(48):
+        interval = first + timedelta(minutes=15 * i)
+        run = f"{asset}@{interval:%Y%m%dT%H%MZ}#0"
+        done = interval - timedelta(minutes=10)
+        safe, failed = i % 10 == 3, i == 17
+        decide = "safe_bid" if safe else "optimise"
+        steps = ["fetch", "forecast:energy", decide] + ([] if failed else ["submit"])
+        for k, step in enumerate(steps):
+            error = "infeasible" if failed and step == "optimise" else None
+            store.put_step(WorkflowStepRow(run, step, 1, None if error else f"{step}-{i}", error, "worker-a",
+                                           done + timedelta(seconds=k)))
+        if failed:
+            continue
+        price = 50 + 40 * math.sin(i / 8)
+        quantity = 0.0 if safe else (1.0 if price > 60 else -1.0 if price < 40 else 0.5)
+        curve = "[[-500.0,0.0]]" if safe else f"[[-500.0,-1.0],[{price - 5:.1f},0.0],[{price + 5:.1f},1.0]]"
+        bids.append(BidRow(asset, interval, "energy", "DE", run, curve,
+                           "safe bid: no forecast" if safe else "", f"bid-{i}", done + timedelta(seconds=5)))
+        if interval < now:
+            revenue = quantity * price / 4  # MW for a quarter of an hour at EUR/MWh
+            results.append(MarketResultRow(asset, interval, "energy", price, quantity, revenue, run,
+                                           interval + timedelta(minutes=15)))
+    store.put_bids(bids)
+    store.put_results(results)
+    kept = BacktestReportRow("backtest-console", datetime.now(UTC), first, now, 46, 3, 290.0, 301.5, "[]")
+    store.put_backtest(kept)
+    store.client.close()
+    return first
+
+
+def _plans_and_actuals(api: Api, node: str, site: str) -> datetime:
+    """A node's aggregate plan and a site's plans over the past day and the next 6 h, with measurements.
+
+    The node's minutes follow its plan with an error; the site sends a 24 h plan every 6 hours.
+    Returns the first minute of the node's history.
+    """
+    from core.rows import NodePlanRow, SitePlanRow, SiteWindow
+
+    first = _past_day_of_minutes(api, node, "electrical")
+    store = history.HistoryStore(history.connect(api.settings), api.settings.clickhouse_database)
+    quarter = timedelta(minutes=15)
+    node_rows = []
+    for i in range(30 * 4):
+        at = first + i * quarter
+        minute = 15 * i + 7
+        coverage = 0.9 if 40 <= i < 48 else 1.0
+        planned = 40 * math.sin(minute / 90) + 5
+        carried = 0 if coverage == 1 else 12
+        node_rows.append(NodePlanRow(node, "electrical", at, 15, planned, planned + 0.25 * carried, 120,
+                                     120 - carried, carried, 0, coverage, at - quarter))
+    store.insert_node_plans(node_rows)
+    plans = [SitePlanRow(site, f"plan-{k}", first + timedelta(hours=6 * k) - timedelta(minutes=3),
+                         first + timedelta(hours=6 * k), 15,
+                         [round(3 * math.sin((6 * k * 4 + j) / 6), 3) for j in range(96)], None,
+                         first + timedelta(hours=6 * k)) for k in range(5)]
+    store.insert_site_plans(plans)
+    store.insert_site_minutes([
+        SiteWindow(site, first + timedelta(minutes=m), 3 * math.sin(m / 90) + 0.3, -5.0, 5.0, 1.0, 0.8, 0.2,
+                   50 + 20 * math.sin(m / 200), 6.0, 60, 1.0, 1)
+        for m in range(23 * 60)])
+    store.client.close()
+    return first
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium binary on PATH (apt-get install chromium)")
+def test_the_console_shows_bids_clearing_revenue_runs_and_plan_against_actual(api: Api,
+                                                                                tmp_path: Path) -> None:
+    asset = "bess-console"
+    node = "substation-0-0"  # the other test's minutes are feeder-0-0's
+    with api.client("read") as client:
+        site = client.get(f"/v1/nodes/{node}/sites", params={"limit": 1}).json()["data"][0]
+    _bidding_record(api, asset)
+    first = _plans_and_actuals(api, node, site)
+    url = f"{api.url}/dashboard/#token={api.tokens['read']}&stream=off"
+    # one page load draws both views (the same day-long range); the screenshots show one each
+    both = f"&node={node}&site={site}&asset={asset}&from={first.isoformat().replace('+00:00', 'Z')}"
+    try:
+        dom = plan_dom = _chromium("--dump-dom", url + both).stdout
+        _screenshots(url, {"console-bidding": f"{both}&view=bidding", "console-plan": f"{both}&view=plan"})
+    finally:
+        client_ = history.connect(api.settings)
+        for table in ("node_plan", "site_plan"):
+            client_.command(f"TRUNCATE TABLE {api.settings.clickhouse_database}.{table}")
+        client_.close()
+    (tmp_path / "dashboard-decisions.html").write_text(dom)
+
+    # bids as the range each curve offers, what cleared and at what price; revenue over time; the runs
+    for chart in ("chart-bids", "chart-revenue", "chart-runs"):
+        assert re.search(rf'<div id="{chart}" class="chart[^"]*js-plotly-plot', dom), f"{chart} was not drawn"
+    note = _element(dom, "bidding-note")
+    assert "47 intervals bid (energy)" in note and "5 safe bids" in note, note
+    assert "47 cleared" in note and "revenue " in note, note
+    assert "energy: offered MW (lowest\u2013highest band)" in dom and "energy: cleared MW" in dom
+    assert "energy: clearing price" in dom and "safe bid (holds SoC)" in dom
+    assert "cumulative revenue EUR" in dom and "revenue per interval EUR" in dom
+    runs = _element(dom, "runs-note")
+    assert "48 runs: 47 submitted, 1 failed, 0 running · 5 fell back to a safe bid" in runs, runs
+    backtest = _element(dom, "backtest-summary")
+    assert "would change<b>3</b>" in backtest and "today's logic EUR<b>301.5</b>" in backtest, backtest
+    flagged = _element(dom, "run-rows")
+    assert f"{asset}@" in flagged and "⚠ safe bid" in flagged and "optimise attempt 1: infeasible" in flagged
+
+    # the node's aggregate plan against its measured power, with plan coverage; a site's plan against its own
+    for chart in ("chart-plan-node", "chart-plan-site"):
+        assert re.search(rf'<div id="{chart}" class="chart[^"]*js-plotly-plot', plan_dom), chart
+    node_note = _element(plan_dom, "plan-note")
+    coverage = "120 planned intervals · plan coverage 90\u2013100 % · below 95 % in 8"
+    assert coverage in node_note, node_note
+    assert re.search(DIFFERS, node_note), node_note
+    assert "planned kW" in plan_dom and "measured battery kW" in plan_dom and "plan coverage %" in plan_dom
+    site_note = _element(plan_dom, "plan-site-note")
+    assert re.search(rf"site {site}: \d+ planned intervals from [45] plans", site_note), site_note
+    assert re.search(DIFFERS, site_note), site_note

@@ -123,3 +123,39 @@ def test_vpp_storm_raises_lists_and_clears_a_watch(api: Api) -> None:
     assert vpp("clear", node).exit_code == 0
     assert vpp("clear", node).exit_code == 1
     assert vpp("raise", "feeder-9-99").exit_code == 2
+
+
+def test_plan_history_of_a_node_and_of_a_site_per_interval(api: Api) -> None:
+    from core.rows import NodePlanRow
+
+    node, site = "feeder-spare-1", sorted(api.fleet.sites)[3]
+    start = datetime(2030, 2, 1, tzinfo=UTC)
+    q = timedelta(minutes=15)
+    store = history.HistoryStore(history.connect(api.settings), api.settings.clickhouse_database)
+    store.insert_node_plans([NodePlanRow(node, "electrical", start + i * q, 15, 10.0 * i, 12.0 * i, 4, 3, 1,
+                                         0, 0.75, start - q) for i in range(4)])
+    store.insert_site_plans([
+        SitePlanRow(site, "p-a", start - q, start, 15, [1.0, 1.0, 1.0], None, start - q),
+        SitePlanRow(site, "p-b", start + q, start + q, 15, [-2.0, -2.0], None, start + q)])  # revises from +q
+    window = {"start": start.isoformat(), "end": (start + 3 * q).isoformat()}
+    try:
+        with api.client("read") as client:
+            nodes = client.get(f"/v1/nodes/{node}/plan/history", params=window).json()
+            paged = client.get(f"/v1/nodes/{node}/plan/history",
+                               params={**window, "limit": 1, "offset": 2}).json()
+            sites = client.get(f"/v1/sites/{site}/plan/history", params=window).json()
+            backwards = client.get(f"/v1/nodes/{node}/plan/history",
+                                   params={"start": window["end"], "end": window["start"]})
+        with api.client("customer_a") as client:
+            assert client.get(f"/v1/sites/{site}/plan/history", params=window).status_code == 403
+    finally:
+        for table in ("site_plan", "node_plan"):
+            store.client.command(f"TRUNCATE TABLE {api.settings.clickhouse_database}.{table}")
+        store.client.close()
+    assert nodes["count"] == 3 and [p["planned_kw"] for p in nodes["data"]] == [0.0, 10.0, 20.0]
+    assert nodes["data"][1]["estimate_kw"] == 12.0 and nodes["data"][1]["coverage"] == 0.75
+    assert paged["count"] == 3 and [p["planned_kw"] for p in paged["data"]] == [20.0]
+    assert [(p["power_kw"], p["plan_id"]) for p in sites["data"]] == [(1.0, "p-a"), (-2.0, "p-b"),
+                                                                       (-2.0, "p-b")]
+    assert backwards.status_code == 422
+    assert backwards.headers["content-type"].startswith("application/problem+json")

@@ -18,7 +18,7 @@ import kubernetes_validate
 import pytest
 
 from core.config import Settings
-from core.topics import TELEMETRY_RAW, TOPICS
+from core.topics import PLANS_SITE, TELEMETRY_RAW, TOPICS, WORKFLOW_EVENTS, WORKFLOW_TASKS
 from tests.k8s.manifests import (
     K8S,
     OVERLAYS,
@@ -41,7 +41,13 @@ EXTERNAL = {"edge-gateway": {8765}, "api": {8000}}
 # Ports Prometheus (from the monitoring namespace) may scrape.
 METRICS_PORTS = {9108, 8000, 3030, 9404}
 # The dataflows and the topic each one's parallelism is bounded by.
-DATAFLOWS = {"dataflows.telemetry:flow": TELEMETRY_RAW, "dataflows.control:flow": None}
+DATAFLOWS = {"dataflows.telemetry:flow": TELEMETRY_RAW, "dataflows.control:flow": None,
+             "dataflows.plans:flow": PLANS_SITE, "dataflows.bidding:flow": WORKFLOW_EVENTS}
+# Dataflows whose whole state is one key (one PlanDesk): more processes would idle, so prod keeps one.
+SINGLE_KEY_DATAFLOWS = {"plans"}
+# Parts of `vpp up` (vpp/services.py) with no workload: the simulated fleet stands in for devices, which
+# connect from outside the cluster; the simulated market runs in the dev overlay only.
+NOT_DEPLOYED = {"prod": {"simulator", "market"}, "dev": {"simulator"}}
 # Secrets created out of band (docs/deploy.md, Secrets): the token keys in every overlay (a key in
 # git would be a usable default), the rest in prod only.
 TOKEN_SECRETS = "vpp-token-secrets"
@@ -234,7 +240,7 @@ def test_prod_replicates_kafka_and_dev_stays_small(monkeypatch: pytest.MonkeyPat
 # -- dataflows ---------------------------------------------------------------------------
 
 
-def test_both_dataflows_run(objects: tuple[Obj, ...]) -> None:
+def test_every_dataflow_runs(objects: tuple[Obj, ...]) -> None:
     """One StatefulSet per dataflow of the platform."""
     flows = {containers(obj, init=False)[0]["command"][-1] for obj in dataflow_sets(objects)}
     assert flows == set(DATAFLOWS)
@@ -317,7 +323,43 @@ def test_prod_runs_more_dataflow_processes() -> None:
     dev = {obj["metadata"]["name"]: obj["spec"]["replicas"] for obj in dataflow_sets(overlay("dev"))}
     prod = {obj["metadata"]["name"]: obj["spec"]["replicas"] for obj in dataflow_sets(overlay("prod"))}
     assert set(dev.values()) == {1}
-    assert all(prod[name] > 1 for name in dev)
+    assert all(prod[name] > 1 for name in dev if name not in SINGLE_KEY_DATAFLOWS)
+    assert all(prod[name] == 1 for name in SINGLE_KEY_DATAFLOWS)
+
+
+def _what_runs(argv: list[str]) -> str:
+    """A process's identity across the two columns: its dataflow, else its command after the interpreter."""
+    flows = [arg for arg in argv if arg.endswith(":flow")]
+    return flows[0] if flows else " ".join(argv[1:])
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_every_long_running_part_of_vpp_up_has_a_workload(name: str) -> None:
+    """What `vpp up` runs locally runs in the cluster too (issues 15, 16: bidding, plans, forecast)."""
+    from vpp.services import Services
+
+    objects = overlay(name)
+    deployed = {_what_runs(containers(w, init=False)[0].get("command", []))
+                for w in workloads(objects) if w["kind"] != "Job"}
+    local = {service.name: _what_runs(service.argv()) for service in Services(Settings()).services()}
+    missing = {part for part, runs in local.items() if runs not in deployed}
+    assert missing == NOT_DEPLOYED[name]
+
+
+def test_bidding_workers_are_a_pool_and_the_orchestrator_recovers(objects: tuple[Obj, ...],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Several worker pods of one consumer group (the group id is in the code, not per pod), no more
+    than workflow.tasks has partitions; the orchestrator is a recovering dataflow; the simulated market
+    is a dev-only part."""
+    workers = named(objects, "Deployment", "bid-worker")
+    assert 1 < workers["spec"]["replicas"] <= settings_of(objects, monkeypatch).partitions_of(WORKFLOW_TASKS)
+    (worker,) = containers(workers, init=False)
+    assert worker["command"][-2:] == ["bid", "worker"]
+    assert not [e for e in worker.get("env", []) if "GROUP" in e["name"]], "one group for every pod"
+    orchestrator = named(objects, "StatefulSet", "bidding")
+    assert orchestrator in dataflow_sets(objects) and orchestrator["spec"]["volumeClaimTemplates"]
+    markets = [w for w in workloads(objects) if w["metadata"]["name"] == "market"]
+    assert len(markets) == (objects == overlay("dev"))
 
 
 # -- exposure ----------------------------------------------------------------------------
