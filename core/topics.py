@@ -23,6 +23,7 @@ WORKFLOW_EVENTS = "workflow.events"
 STORM_WATCH = "storm.watch"
 WORKFLOW_TASKS = "workflow.tasks"
 WORKFLOW_RESULTS = "workflow.results"
+PLANS_NODE = "plans.node"
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(STORM_WATCH, "node_id", "StormWatch"),
     TopicSpec(WORKFLOW_TASKS, "workflow_id", "WorkflowTask"),
     TopicSpec(WORKFLOW_RESULTS, "workflow_id", "WorkflowResult"),
+    TopicSpec(PLANS_NODE, "node_id", "NodePlan"),
 )
 
 TOPICS_BY_NAME: dict[str, TopicSpec] = {spec.name: spec for spec in TOPICS}

@@ -143,6 +143,19 @@ class NodeAnswer:
             "stale_sites": p.stale_sites, "computed_at": self.computed_ms,
         }
 
+    def record(self) -> dict[str, Any]:
+        """The node's plan as a NodePlan record for ``plans.node`` (times as UTC datetimes)."""
+        p = self.plan
+        return {
+            "node_id": self.node_id, "hierarchy": self.hierarchy,
+            "event_time": from_epoch_ms(self.computed_ms), "start": from_epoch_ms(p.start_ms),
+            "interval_minutes": p.interval_minutes,
+            "expected_sites": p.expected_sites, "stale_sites": p.stale_sites,
+            "planned_kw": p.planned_kw.tolist(), "estimate_kw": p.estimate_kw.tolist(),
+            "planned_sites": p.planned_sites.tolist(), "carried_sites": p.carried_sites.tolist(),
+            "coverage": p.coverage.tolist(),
+        }
+
     def rows(self) -> list[NodePlanRow]:
         """One ``node_plan`` row per interval."""
         p = self.plan
