@@ -29,7 +29,6 @@ step restores them from its own copy of the sites' ancestries).
 from __future__ import annotations
 
 import json
-from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,7 +37,7 @@ from core.rows import NodePlanRow, SitePlanRow
 from schemas.times import from_epoch_ms
 from siteplan.aggregate import MINUTE_MS, NodePlan, Plan, SiteLimits
 from siteplan.intake import Outcome, PlanIntake
-from siteplan.sums import Member, NodeSums
+from siteplan.sums import Member, NodeSums, PackedPlan, pack, unpack
 
 #: Version of :class:`DeskState`; a snapshot of a newer version fails loudly.
 STATE_VERSION = 1
@@ -80,23 +79,6 @@ class DeskConfig:
     def grid_start(self, now_ms: int) -> int:
         """Start of the interval that holds ``now_ms``: the first interval of the aggregate plan."""
         return now_ms - now_ms % self.interval_ms
-
-
-#: (plan_id, issued_at ms, start ms, interval minutes, float64 powers as bytes, forecast issued ms).
-PackedPlan = tuple[str, int, int, int, bytes, int | None]
-
-
-def pack(plan: Plan) -> PackedPlan:
-    """A plan as compact plain data for the snapshot."""
-    return (plan.plan_id, plan.issued_at_ms, plan.start_ms, plan.interval_minutes,
-            array("d", plan.power_kw).tobytes(), plan.forecast_issued_at_ms)
-
-
-def unpack(site_id: str, packed: PackedPlan) -> Plan:
-    plan_id, issued, start, minutes, powers, forecast = packed
-    values = array("d")
-    values.frombytes(powers)
-    return Plan(site_id, plan_id, issued, start, minutes, tuple(values), forecast)
 
 
 @dataclass(frozen=True)
@@ -329,12 +311,14 @@ class PlanDesk:
         cfg = self.config
         start = cfg.grid_start(now_ms)
         out = Emission()
+        touched: set[str] = set()
         if start != self.sums.start_ms:
             self.sums.reset(start)
             self.changed.update(self.intake.ancestors)
+            touched.update(self.emitted)  # a node that lost its last member answers once more, empty
         self.changed.update(self.sums.turned_stale(now_ms))
-        if self.changed:
-            touched = self.sums.apply({site: self._member(site) for site in self.changed}, now_ms)
+        if self.changed or touched:
+            touched |= self.sums.apply({site: self._member(site) for site in self.changed}, now_ms)
             self.changed.clear()
             for node_id in sorted(touched):
                 plan = self.sums.node_plan(node_id)
@@ -365,8 +349,7 @@ class PlanDesk:
         nodes = self.intake.ancestors.get(site_id)
         if not nodes:
             return None
-        return Member(self.intake.book.plans.get(site_id), site_id in self.intake.online,
-                      tuple(dict.fromkeys(nodes)))
+        return Member(self.packed.get(site_id), site_id in self.intake.online, tuple(dict.fromkeys(nodes)))
 
     def state(self) -> DeskState:
         """Plain data to snapshot (copies: the desk goes on changing after the snapshot)."""

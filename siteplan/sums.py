@@ -14,33 +14,62 @@ Sums are integers (:data:`UNITS_PER_KW` per kW, as the telemetry rollup's):
 floats taken back and added again drift (``(a + b) - b != a``), integers do
 not, so a node keeps exactly the sums a fresh computation of the same plans
 gives, however many changes it has seen. A contribution is one row of
-``4 x steps + 2`` integers: planned power (online sites), estimated power
-(every site with a plan), planned sites and carried sites per interval, then
-the site itself (expected) and whether its plan is stale.
+``3 x steps + 1`` integers: the power of an online site's plan per interval, of
+an offline site's plan per interval, then per interval whether an online
+(low 32 bits) or an offline (high bits) site's plan covers it, and last the site
+itself (low) and whether its plan is stale (high). Two counts share an integer
+because sums are linear and each count stays far below 2**31: one column
+fewer to sum for every member of every node.
+
+Plans are placed from their packed form (:func:`pack`: the powers as float64
+bytes, which the plans step keeps for its snapshot anyway): a run of plans of
+one shape becomes one matrix without a float conversion each.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Mapping
+import struct
+from array import array
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 from scipy import sparse
 
-from siteplan.aggregate import NodePlan, Plan, plan_matrix
+from siteplan.aggregate import MINUTE_MS, NodePlan, Plan
 
 #: Integer units of power in the sums: a nanowatt-scale kW fraction, far below any plan's resolution.
 UNITS_PER_KW = 1_000_000_000
+#: Two counts in one integer: the second from this bit up.
+HIGH = 32
+LOW_MASK = (1 << HIGH) - 1
 Rows = NDArray[np.int64]
+
+#: (plan_id, issued_at ms, start ms, interval minutes, float64 powers as bytes, forecast issued ms).
+PackedPlan = tuple[str, int, int, int, bytes, int | None]
+
+
+def pack(plan: Plan) -> PackedPlan:
+    """A plan as compact plain data: the snapshot's form and the one the sums place plans from."""
+    powers = plan.power_kw  # struct packs a tuple of floats faster than array("d"), to the same bytes
+    return (plan.plan_id, plan.issued_at_ms, plan.start_ms, plan.interval_minutes,
+            struct.pack(f"={len(powers)}d", *powers), plan.forecast_issued_at_ms)
+
+
+def unpack(site_id: str, packed: PackedPlan) -> Plan:
+    plan_id, issued, start, minutes, powers, forecast = packed
+    values = array("d")
+    values.frombytes(powers)
+    return Plan(site_id, plan_id, issued, start, minutes, tuple(values), forecast)
 
 
 @dataclass(frozen=True, slots=True)
 class Member:
     """What a member site adds to its nodes: its latest plan (if any), whether it is online, its nodes."""
 
-    plan: Plan | None
+    plan: PackedPlan | None
     online: bool
     #: Every ancestor node of the site in every hierarchy, each once.
     nodes: tuple[str, ...]
@@ -64,7 +93,7 @@ class NodeSums:
 
     @property
     def width(self) -> int:
-        return 4 * self.steps + 2
+        return 3 * self.steps + 1
 
     def reset(self, start_ms: int) -> None:
         """Empty sums on the grid from ``start_ms``: every site is to be applied again."""
@@ -79,7 +108,7 @@ class NodeSums:
         while self._turning and self._turning[0][0] < now_ms:
             _, site, plan_id = heapq.heappop(self._turning)
             held = self.applied.get(site)
-            if held is not None and held[0].plan is not None and held[0].plan.plan_id == plan_id:
+            if held is not None and held[0].plan is not None and held[0].plan[0] == plan_id:
                 out.append(site)
         return out
 
@@ -103,16 +132,16 @@ class NodeSums:
                 new.append((member, stale))
                 self.applied[site] = (member, stale)
                 plan = member.plan
-                if plan is not None and not stale and plan.forecast_issued_at_ms is not None:
-                    heapq.heappush(self._turning,
-                                   (plan.forecast_issued_at_ms + self.stale_after_ms, site, plan.plan_id))
+                if plan is not None and not stale and plan[5] is not None:
+                    heapq.heappush(self._turning, (plan[5] + self.stale_after_ms, site, plan[0]))
         if not old and not new:
             return set()
         for node in {n for member, _ in new for n in member.nodes}:
             self._node(node)
-        rows = np.vstack((self._rows(old), self._rows(new)))
-        nodes = [self.index[n] for member, _ in old + new for n in member.nodes]
-        columns = [k for k, (member, _) in enumerate(old + new) for _ in member.nodes]
+        both = old + new
+        rows = self._rows(both)
+        nodes = [self.index[n] for member, _ in both for n in member.nodes]
+        columns = [k for k, (member, _) in enumerate(both) for _ in member.nodes]
         signs = [-1] * sum(len(m.nodes) for m, _ in old) + [1] * sum(len(m.nodes) for m, _ in new)
         touched, local = np.unique(np.array(nodes, dtype=np.int64), return_inverse=True)
         # Touched node x changed contribution, -1 taking back, +1 adding: the difference is one product.
@@ -128,9 +157,10 @@ class NodeSums:
         i = self.index.get(node_id)
         row = self.totals[i] if i is not None else np.zeros(self.width, dtype=np.int64)
         s = self.steps
+        counts = row[2 * s:3 * s]
         return NodePlan(node_id, self.start_ms, self.interval_minutes, row[:s] / UNITS_PER_KW,
-                        row[s:2 * s] / UNITS_PER_KW, int(row[4 * s]), row[2 * s:3 * s].copy(),
-                        row[3 * s:4 * s].copy(), int(row[4 * s + 1]))
+                        (row[:s] + row[s:2 * s]) / UNITS_PER_KW, int(row[3 * s] & LOW_MASK),
+                        counts & LOW_MASK, counts >> HIGH, int(row[3 * s] >> HIGH))
 
     def signature(self, node_id: str) -> bytes:
         """The node's sums as bytes: equal exactly when its aggregate plan is the same."""
@@ -148,31 +178,40 @@ class NodeSums:
                 self.totals = grown
         return i
 
-    def _rows(self, members: Iterable[tuple[Member, bool]]) -> Rows:
+    def _rows(self, members: Sequence[tuple[Member, bool]]) -> Rows:
         """Each member's contribution row (see the module docstring)."""
-        listed = list(members)
         s = self.steps
-        out = np.zeros((len(listed), self.width), dtype=np.int64)
-        if not listed:
-            return out
+        out = np.zeros((len(members), self.width), dtype=np.int64)
         assert self.start_ms is not None
-        values = plan_matrix([m.plan for m, _ in listed], self.start_ms, s, self.interval_minutes)
-        has = ~np.isnan(values)
-        online = np.array([m.online for m, _ in listed], dtype=bool)[:, None]
-        units = np.rint(np.where(has, values, 0.0) * UNITS_PER_KW).astype(np.int64)
-        out[:, :s] = np.where(online, units, 0)
-        out[:, s:2 * s] = units
-        out[:, 2 * s:3 * s] = has & online
-        out[:, 3 * s:4 * s] = has & ~online
-        out[:, 4 * s] = 1
-        out[:, 4 * s + 1] = [stale for _, stale in listed]
+        out[:, 3 * s] = [1 + (int(stale) << HIGH) for _, stale in members]
+        grid = self.start_ms + np.arange(s, dtype=np.int64) * self.interval_minutes * MINUTE_MS
+        # Plans made from one forecast share their start, step and length: place each such run at once.
+        runs: dict[tuple[int, int, int], tuple[list[int], list[bytes]]] = {}
+        for k, (member, _) in enumerate(members):
+            if member.plan is not None:
+                _, _, start, minutes, packed, _ = member.plan
+                ks, packs = runs.setdefault((start, minutes, len(packed) // 8), ([], []))
+                ks.append(k)
+                packs.append(packed)
+        for (start, minutes, length), (ks, packs) in runs.items():
+            index = (grid - start) // (minutes * MINUTE_MS)
+            inside = np.flatnonzero((index >= 0) & (index < length))
+            if not len(inside):
+                continue
+            powers = np.frombuffer(b"".join(packs), dtype=np.float64).reshape(len(ks), length)
+            units = np.rint(powers[:, index[inside]] * UNITS_PER_KW).astype(np.int64)
+            rows = np.array(ks, dtype=np.int64)
+            online = np.array([members[k][0].online for k in ks], dtype=bool)[:, None]
+            out[np.ix_(rows, inside)] = np.where(online, units, 0)
+            out[np.ix_(rows, s + inside)] = np.where(online, 0, units)
+            out[np.ix_(rows, 2 * s + inside)] = np.where(online, 1, 1 << HIGH)
         return out
 
 
-def _stale(plan: Plan | None, stale_before_ms: int) -> bool:
+def _stale(plan: PackedPlan | None, stale_before_ms: int) -> bool:
     """As :func:`siteplan.aggregate.aggregate` counts it: a plan from a forecast older than the bound,
     or of unknown age."""
     if plan is None:
         return False
-    forecast = plan.forecast_issued_at_ms
+    forecast = plan[5]
     return forecast is None or forecast < stale_before_ms
