@@ -33,6 +33,7 @@ import struct
 from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import groupby
 
 import numpy as np
 from numpy.typing import NDArray
@@ -138,11 +139,13 @@ class NodeSums:
             return set()
         for node in {n for member, _ in new for n in member.nodes}:
             self._node(node)
-        both = old + new
-        rows = self._rows(both)
-        nodes = [self.index[n] for member, _ in both for n in member.nodes]
-        columns = [k for k, (member, _) in enumerate(both) for _ in member.nodes]
-        signs = [-1] * sum(len(m.nodes) for m, _ in old) + [1] * sum(len(m.nodes) for m, _ in new)
+        # Contributions of one plan shape side by side: each run is placed as one block of rows.
+        both = sorted([(m, stale, -1) for m, stale in old] + [(m, stale, 1) for m, stale in new],
+                      key=lambda c: _shape(c[0].plan))
+        rows = self._rows([(m, stale) for m, stale, _ in both])
+        nodes = [self.index[n] for member, _, _ in both for n in member.nodes]
+        columns = [k for k, (member, _, _) in enumerate(both) for _ in member.nodes]
+        signs = [sign for member, _, sign in both for _ in member.nodes]
         touched, local = np.unique(np.array(nodes, dtype=np.int64), return_inverse=True)
         # Touched node x changed contribution, -1 taking back, +1 adding: the difference is one product.
         entries = (np.array(signs, dtype=np.int64), (local, np.array(columns, dtype=np.int64)))
@@ -179,33 +182,37 @@ class NodeSums:
         return i
 
     def _rows(self, members: Sequence[tuple[Member, bool]]) -> Rows:
-        """Each member's contribution row (see the module docstring)."""
+        """Each member's contribution row (see the module docstring); members of one plan shape
+        (:func:`_shape`) side by side are placed as one block."""
         s = self.steps
         out = np.zeros((len(members), self.width), dtype=np.int64)
         assert self.start_ms is not None
         out[:, 3 * s] = [1 + (int(stale) << HIGH) for _, stale in members]
         grid = self.start_ms + np.arange(s, dtype=np.int64) * self.interval_minutes * MINUTE_MS
-        # Plans made from one forecast share their start, step and length: place each such run at once.
-        runs: dict[tuple[int, int, int], tuple[list[int], list[bytes]]] = {}
-        for k, (member, _) in enumerate(members):
-            if member.plan is not None:
-                _, _, start, minutes, packed, _ = member.plan
-                ks, packs = runs.setdefault((start, minutes, len(packed) // 8), ([], []))
-                ks.append(k)
-                packs.append(packed)
-        for (start, minutes, length), (ks, packs) in runs.items():
+        first = 0
+        for (start, minutes, length), run in groupby(members, key=lambda m: _shape(m[0].plan)):
+            block = list(run)
+            lo, first = first, first + len(block)
+            if length == 0:
+                continue  # no plan
             index = (grid - start) // (minutes * MINUTE_MS)
             inside = np.flatnonzero((index >= 0) & (index < length))
             if not len(inside):
                 continue
-            powers = np.frombuffer(b"".join(packs), dtype=np.float64).reshape(len(ks), length)
-            units = np.rint(powers[:, index[inside]] * UNITS_PER_KW).astype(np.int64)
-            rows = np.array(ks, dtype=np.int64)
-            online = np.array([members[k][0].online for k in ks], dtype=bool)[:, None]
-            out[np.ix_(rows, inside)] = np.where(online, units, 0)
-            out[np.ix_(rows, s + inside)] = np.where(online, 0, units)
-            out[np.ix_(rows, 2 * s + inside)] = np.where(online, 1, 1 << HIGH)
+            a, b = int(inside[0]), int(inside[-1]) + 1  # the grid is a run of consecutive intervals
+            packed = b"".join(m.plan[4] for m, _ in block if m.plan is not None)
+            powers = np.frombuffer(packed, dtype=np.float64).reshape(len(block), length)
+            units = np.rint(powers[:, index[a:b]] * UNITS_PER_KW).astype(np.int64)
+            online = np.array([m.online for m, _ in block], dtype=bool)[:, None]
+            out[lo:first, a:b] = np.where(online, units, 0)
+            out[lo:first, s + a:s + b] = np.where(online, 0, units)
+            out[lo:first, 2 * s + a:2 * s + b] = np.where(online, 1, 1 << HIGH)
         return out
+
+
+def _shape(plan: PackedPlan | None) -> tuple[int, int, int]:
+    """(start, interval minutes, steps) of a packed plan; (0, 0, 0) for none."""
+    return (0, 0, 0) if plan is None else (plan[2], plan[3], len(plan[4]) // 8)
 
 
 def _stale(plan: PackedPlan | None, stale_before_ms: int) -> bool:
