@@ -9,7 +9,9 @@ rules every boundary uses). :func:`plans` holds the desk: it checks each plan
 against the site's registered limits and reserve (``siteplan.aggregate.check_plan``;
 a refused plan goes to ``telemetry.dlq`` with the reason and is counted), keeps
 the latest per site, and re-aggregates at most once per ``plans_emit_interval_s``
-after a change (and whenever the grid moves to the next interval).
+after a change (and whenever the grid moves to the next interval), by differences:
+only the sites that changed (``siteplan.sums``). The changed nodes' plans go to
+Redis and, as NodePlan records, to ``plans.node``.
 
 This module lives in ``dataflows/`` rather than ``operators/`` because it joins
 both sibling packages of the logic layer: ``operators`` (ancestry, Kafka input,

@@ -4,7 +4,9 @@ A :class:`PlanDesk` takes the three inputs of the plans dataflow one record at a
 time (a site's registered limits and ancestors, its twin status, its plans) into
 a :class:`~siteplan.intake.PlanIntake`, and, when asked, aggregates the latest
 plans of every current member site per node on a grid of intervals starting at
-the interval that holds "now" (:func:`siteplan.aggregate.aggregate`). It answers
+the interval that holds "now": by differences, only the sites that changed since
+the last aggregation (:class:`siteplan.sums.NodeSums`; every site when the grid
+moves), equal to :func:`siteplan.aggregate.aggregate` of them all. It answers
 only the nodes whose aggregate changed since it last answered (a node that lost
 its last member answers once more, empty), and gathers them for history, which
 is written less often than the live plan.
