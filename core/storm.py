@@ -7,7 +7,10 @@ the beginning (like ``prices.forecast``) and hands the watch to the connected
 sites it names, and to those that connect later while it is in force. A site's
 planner then holds a full battery from the watch's start until it lapses
 (``siteplan.planner.storm_hold``). Raising a watch over a node that has one
-replaces it; clearing sends a CLEAR to the same sites. The watches in force are
+replaces it; clearing sends a CLEAR to the same sites. A node of more than
+:data:`SITES_PER_RECORD` sites gets its watch as several records with the same
+event time, each naming some of them (one record over 100,000 sites would pass
+Kafka's default message size). The watches in force are
 kept in the Redis hash ``storm:watches`` for listing; a lapsed one is dropped
 when listed.
 """
@@ -27,6 +30,9 @@ from schemas import packaged_codec
 
 #: The longest storm watch one may raise (a typo, not a forecast).
 MAX_WATCH = timedelta(days=7)
+#: Sites named by one StormWatch record: about 100 KB of ids, far below Kafka's default 1 MB message
+#: size; a watch over a larger node goes as several records with one event time (the gateway joins them).
+SITES_PER_RECORD = 5_000
 
 
 class StormWatchError(ValueError):
@@ -67,12 +73,15 @@ def _members(client: redis.Redis, node_id: str) -> list[str]:
 
 def _send(producer: Producer, node_id: str, action: str, starts: datetime, until: datetime,
           site_ids: list[str], by: str, now: datetime) -> None:
-    value = packaged_codec().encode("StormWatch", {
-        "node_id": node_id, "action": action, "starts": starts, "until": until, "site_ids": site_ids,
-        "raised_by": by, "event_time": now})
+    """The watch as one StormWatch record per :data:`SITES_PER_RECORD` of its sites, all with the same
+    event time (the gateway joins them), under the node's key (one partition: in order)."""
     errors: list[str] = []
-    producer.produce(STORM_WATCH, key=node_id.encode(), value=value,
-                     on_delivery=lambda err, _msg: errors.append(str(err)) if err is not None else None)
+    for first in range(0, max(1, len(site_ids)), SITES_PER_RECORD):
+        value = packaged_codec().encode("StormWatch", {
+            "node_id": node_id, "action": action, "starts": starts, "until": until,
+            "site_ids": site_ids[first:first + SITES_PER_RECORD], "raised_by": by, "event_time": now})
+        producer.produce(STORM_WATCH, key=node_id.encode(), value=value,
+                         on_delivery=lambda err, _msg: errors.append(str(err)) if err is not None else None)
     if producer.flush(10) > 0 or errors:
         raise RuntimeError(f"the storm watch was not delivered to {STORM_WATCH}: {errors or 'timed out'}")
 

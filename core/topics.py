@@ -23,6 +23,7 @@ WORKFLOW_EVENTS = "workflow.events"
 STORM_WATCH = "storm.watch"
 WORKFLOW_TASKS = "workflow.tasks"
 WORKFLOW_RESULTS = "workflow.results"
+PLANS_NODE = "plans.node"
 
 #: The consumer groups the dataflows commit their read positions to at every epoch, so standard lag
 #: tools (kafka-consumer-groups, Burrow, kafka-lag-exporter) see them. Commits only: each flow resumes
@@ -91,6 +92,8 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(STORM_WATCH, "node_id", "StormWatch", retention_ms=8 * DAY_MS),
     TopicSpec(WORKFLOW_TASKS, "workflow_id", "WorkflowTask", retention_ms=7 * DAY_MS),
     TopicSpec(WORKFLOW_RESULTS, "workflow_id", "WorkflowResult", retention_ms=7 * DAY_MS),
+    # The latest aggregate plan of each node, for the bidder and API streams: a newer one replaces it.
+    TopicSpec(PLANS_NODE, "node_id", "NodePlan", retention_ms=DAY_MS),
 )
 
 TOPICS_BY_NAME: dict[str, TopicSpec] = {spec.name: spec for spec in TOPICS}

@@ -9,7 +9,9 @@ rules every boundary uses). :func:`plans` holds the desk: it checks each plan
 against the site's registered limits and reserve (``siteplan.aggregate.check_plan``;
 a refused plan goes to ``telemetry.dlq`` with the reason and is counted), keeps
 the latest per site, and re-aggregates at most once per ``plans_emit_interval_s``
-after a change (and whenever the grid moves to the next interval).
+after a change (and whenever the grid moves to the next interval), by differences:
+only the sites that changed (``siteplan.sums``). The changed nodes' plans go to
+Redis and, as NodePlan records, to ``plans.node``.
 
 This module lives in ``dataflows/`` rather than ``operators/`` because it joins
 both sibling packages of the logic layer: ``operators`` (ancestry, Kafka input,
@@ -34,10 +36,10 @@ from core import keys
 from core.config import Settings
 from core.plausibility import Rules, check_event_time
 from core.rows import NodePlanRow, SitePlanRow
-from core.topics import ASSETS_CHANGES, PLANS_SITE, TWIN_STATUS
+from core.topics import ASSETS_CHANGES, PLANS_NODE, PLANS_SITE, TWIN_STATUS
 from operators.ancestry import Ancestry, AncestryVersion, Path
 from operators.kafka_batches import Polled
-from operators.records import DLQ_KEY, KafkaOut, Origin, dead_letter, dead_letter_of, decoded
+from operators.records import DLQ_KEY, KafkaOut, Origin, codec, dead_letter, dead_letter_of, decoded
 from operators.sinks import TwinWrite
 from operators.streams import values_of
 from schemas.times import epoch_ms, from_epoch_ms, wall_ms
@@ -119,6 +121,12 @@ def decode_plans(polls: list[Polled], rules: Rules) -> list[tuple[str, PlanItem 
                 status = str(record["status"])
                 out.append((DESK_KEY, StatusIn(site_id, status, epoch_ms(record["event_time"]))))
     return out
+
+
+def node_message(answer: NodeAnswer) -> KafkaOut:
+    """A node's changed aggregate plan for ``plans.node`` (NodePlan, keyed by the node)."""
+    value = codec().encode("NodePlan", answer.record())
+    return KafkaSinkMessage(key=answer.node_id.encode(), value=value, topic=PLANS_NODE)
 
 
 def desk_config(settings: Settings) -> DeskConfig:
@@ -264,6 +272,7 @@ class PlansLogic(StatefulBatchLogic[PlanItem, PlanResult, bytes]):
         self.last_emit_ms = now
         emission = self.desk.emit(now, flush_history=at_end)
         results.extend(self._node_write(answer, now) for answer in emission.nodes)
+        results.extend(node_message(answer) for answer in emission.nodes)
         results.extend(emission.rows)
         return results
 
@@ -337,7 +346,7 @@ def _item(item: tuple[str, PlanItem | KafkaOut]) -> tuple[str, PlanItem] | None:
 class PlansOut:
     """What the plans step hands on, by destination."""
 
-    #: Refused plans (telemetry.dlq).
+    #: Refused plans (telemetry.dlq) and the changed nodes' aggregate plans (plans.node).
     kafka: Stream[KafkaOut]
     #: Redis ``plan:node:{id}`` writes.
     redis: Stream[TwinWrite]

@@ -8,8 +8,9 @@ the telemetry flow); every setting comes from ``VPP_*`` (see
       -> decode, all under one key           (undecodable, wrong key, implausible issued_at -> telemetry.dlq)
       -> plans: one PlanDesk                  (plans beyond the site's limits or reserve, unknown site,
                                                NaN -> telemetry.dlq; accepted plans -> ClickHouse site_plan;
-                                               aggregate plans of every node in every hierarchy -> Redis
-                                               plan:node:{id}, ClickHouse node_plan)
+                                               aggregate plans of the nodes that changed, in every
+                                               hierarchy -> Redis plan:node:{id}, plans.node (NodePlan),
+                                               ClickHouse node_plan)
 
 :func:`build_flow` takes the source and sinks as arguments, so tests can run the same
 wiring in-process on Bytewax's ``TestingSource`` and ``TestingSink``.

@@ -30,7 +30,7 @@ import socket
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -109,7 +109,8 @@ class _Forecast:
 
 @dataclass(frozen=True)
 class _Storm:
-    """The newest StormWatch of a node: the sites it names and its frame (without the site list)."""
+    """The newest StormWatch of a node: the sites it names (joined over the records of one watch) and
+    its frame (without the site list)."""
 
     event_time: datetime
     raised: bool
@@ -540,14 +541,19 @@ class Gateway:
                     self.metrics.rejects.labels("storm_undecodable").inc()
                     continue
                 node, held = record["node_id"], self._storms.get(record["node_id"])
-                if held is not None and held.event_time >= record["event_time"]:
+                named = frozenset(record["site_ids"])
+                if held is not None and held.event_time == record["event_time"] and \
+                        held.raised == (record["action"] == "RAISE") and held.until == record["until"]:
+                    # Another part of the same watch (a large node's sites come in several records).
+                    storm = replace(held, sites=held.sites | named)
+                elif held is not None and held.event_time >= record["event_time"]:
                     continue
-                frame = {**record, "site_ids": []}  # a device needs the watch, not its neighbours' ids
-                storm = _Storm(record["event_time"], record["action"] == "RAISE", record["until"],
-                               frozenset(record["site_ids"]), self._codec.encode("StormWatch", frame),
-                               json_frame("storm", frame))
+                else:
+                    frame = {**record, "site_ids": []}  # a device needs the watch, not its neighbours' ids
+                    storm = _Storm(record["event_time"], record["action"] == "RAISE", record["until"],
+                                   named, self._codec.encode("StormWatch", frame), json_frame("storm", frame))
                 self._storms[node] = storm
-                self._broadcast_storm([s for site, s in self._sessions.items() if site in storm.sites], storm)
+                self._broadcast_storm([s for site, s in self._sessions.items() if site in named], storm)
 
     def _send_storms(self, session: Session) -> None:
         """A site that connects while a watch over it is in force is told at once."""

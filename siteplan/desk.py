@@ -4,7 +4,9 @@ A :class:`PlanDesk` takes the three inputs of the plans dataflow one record at a
 time (a site's registered limits and ancestors, its twin status, its plans) into
 a :class:`~siteplan.intake.PlanIntake`, and, when asked, aggregates the latest
 plans of every current member site per node on a grid of intervals starting at
-the interval that holds "now" (:func:`siteplan.aggregate.aggregate`). It answers
+the interval that holds "now": by differences, only the sites that changed since
+the last aggregation (:class:`siteplan.sums.NodeSums`; every site when the grid
+moves), equal to :func:`siteplan.aggregate.aggregate` of them all. It answers
 only the nodes whose aggregate changed since it last answered (a node that lost
 its last member answers once more, empty), and gathers them for history, which
 is written less often than the live plan.
@@ -29,17 +31,15 @@ step restores them from its own copy of the sites' ancestries).
 from __future__ import annotations
 
 import json
-from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-import numpy as np
 
 from core.rows import NodePlanRow, SitePlanRow
 from schemas.times import from_epoch_ms
 from siteplan.aggregate import MINUTE_MS, NodePlan, Plan, SiteLimits
 from siteplan.intake import Outcome, PlanIntake
+from siteplan.sums import Member, NodeSums, PackedPlan, pack, unpack
 
 #: Version of :class:`DeskState`; a snapshot of a newer version fails loudly.
 STATE_VERSION = 1
@@ -81,23 +81,6 @@ class DeskConfig:
     def grid_start(self, now_ms: int) -> int:
         """Start of the interval that holds ``now_ms``: the first interval of the aggregate plan."""
         return now_ms - now_ms % self.interval_ms
-
-
-#: (plan_id, issued_at ms, start ms, interval minutes, float64 powers as bytes, forecast issued ms).
-PackedPlan = tuple[str, int, int, int, bytes, int | None]
-
-
-def pack(plan: Plan) -> PackedPlan:
-    """A plan as compact plain data for the snapshot."""
-    return (plan.plan_id, plan.issued_at_ms, plan.start_ms, plan.interval_minutes,
-            array("d", plan.power_kw).tobytes(), plan.forecast_issued_at_ms)
-
-
-def unpack(site_id: str, packed: PackedPlan) -> Plan:
-    plan_id, issued, start, minutes, powers, forecast = packed
-    values = array("d")
-    values.frombytes(powers)
-    return Plan(site_id, plan_id, issued, start, minutes, tuple(values), forecast)
 
 
 @dataclass(frozen=True)
@@ -144,6 +127,19 @@ class NodeAnswer:
             "stale_sites": p.stale_sites, "computed_at": self.computed_ms,
         }
 
+    def record(self) -> dict[str, Any]:
+        """The node's plan as a NodePlan record for ``plans.node`` (times as UTC datetimes)."""
+        p = self.plan
+        return {
+            "node_id": self.node_id, "hierarchy": self.hierarchy,
+            "event_time": from_epoch_ms(self.computed_ms), "start": from_epoch_ms(p.start_ms),
+            "interval_minutes": p.interval_minutes,
+            "expected_sites": p.expected_sites, "stale_sites": p.stale_sites,
+            "planned_kw": p.planned_kw.tolist(), "estimate_kw": p.estimate_kw.tolist(),
+            "planned_sites": p.planned_sites.tolist(), "carried_sites": p.carried_sites.tolist(),
+            "coverage": p.coverage.tolist(),
+        }
+
     def rows(self) -> list[NodePlanRow]:
         """One ``node_plan`` row per interval."""
         p = self.plan
@@ -159,17 +155,6 @@ class NodeAnswer:
 
 def _json(values: list[Any]) -> str:
     return json.dumps(values, separators=(",", ":"))
-
-
-def _empty(node_id: str, start_ms: int, steps: int, interval_minutes: int) -> NodePlan:
-    zeros = np.zeros(steps)
-    counts = np.zeros(steps, dtype=np.int64)
-    return NodePlan(node_id, start_ms, interval_minutes, zeros, zeros.copy(), 0, counts, counts.copy(), 0)
-
-
-def _signature(plan: NodePlan) -> tuple[Any, ...]:
-    return (plan.start_ms, plan.expected_sites, plan.stale_sites, plan.planned_kw.tobytes(),
-            plan.estimate_kw.tobytes(), plan.planned_sites.tobytes(), plan.carried_sites.tobytes())
 
 
 @dataclass(frozen=True)
@@ -202,9 +187,12 @@ class PlanDesk:
         #: site -> ((hierarchy, node), ...): the site's current ancestors.
         self.members: dict[str, tuple[tuple[str, str], ...]] = {}
         self.statuses: dict[str, tuple[int, str]] = {}
-        self.dirty = True
-        self.last_start_ms: int | None = None
-        self.emitted: dict[str, tuple[Any, ...]] = {}
+        #: Every node's aggregate plan, kept by differences as sites change.
+        self.sums = NodeSums(config.steps, config.interval_minutes, config.stale_after_ms)
+        #: Sites whose plan, status or ancestors changed since the last aggregation.
+        self.changed: set[str] = set()
+        #: node -> (grid start, its sums) as last answered.
+        self.emitted: dict[str, tuple[int, bytes]] = {}
         self.hierarchy_of: dict[str, str] = {}
         self.history_pending: dict[str, NodeAnswer] = {}
         self.last_history_ms: int | None = None
@@ -229,10 +217,10 @@ class PlanDesk:
         if limits is None:
             self.intake.on_site(site_id, None)
             self.members.pop(site_id, None)
-            self.dirty = True
+            self.changed.add(site_id)
             return []
+        self.changed.add(site_id)  # its ancestors or its status (below) may have changed
         if self.members.get(site_id) != ancestors or self.intake.limits.get(site_id) != limits:
-            self.dirty = True
             self.intake.on_site(site_id, limits, tuple(node for _, node in ancestors))
             self.members[site_id] = ancestors
             self.hierarchy_of.update((node, hierarchy) for hierarchy, node in ancestors)
@@ -246,10 +234,8 @@ class PlanDesk:
         if held is not None and held[0] > event_ms:
             return
         self.statuses[site_id] = (event_ms, status)
-        online = status != OFFLINE
-        if online != (site_id in self.intake.online) and site_id in self.intake.limits:
-            self.dirty = True
-        self.intake.on_status(site_id, online)
+        self.intake.on_status(site_id, status != OFFLINE)
+        self.changed.add(site_id)
 
     def on_plan(self, record: dict[str, Any], received_ms: int, tag: Any = None) -> Taken | None:
         """Check and take one SitePlan value; what became of it, or None while its site is not registered
@@ -296,7 +282,7 @@ class PlanDesk:
         since, within the same run)."""
         if outcome.outcome not in ("new", "replaced"):
             return Taken(outcome, None, tag)
-        self.dirty = True
+        self.changed.add(plan.site_id)
         self.packed[plan.site_id] = pack(plan)
         forecast = plan.forecast_issued_at_ms
         row = SitePlanRow(plan.site_id, plan.plan_id, from_epoch_ms(plan.issued_at_ms),
@@ -309,7 +295,7 @@ class PlanDesk:
     def next_due_ms(self, last_emit_ms: int, emit_interval_ms: int) -> int:
         """When to aggregate next: soon after a change, else when the grid moves or history is due."""
         due = [self.config.grid_start(last_emit_ms) + self.config.interval_ms]
-        if self.dirty:
+        if self.changed:
             due.append(last_emit_ms + emit_interval_ms)
         if self.history_pending and self.last_history_ms is not None:
             due.append(self.last_history_ms + self.config.history_interval_ms)
@@ -319,17 +305,28 @@ class PlanDesk:
         return min(due)
 
     def emit(self, now_ms: int, flush_history: bool = False) -> Emission:
-        """Aggregate now; the nodes whose plan changed, and the history rows when they are due."""
+        """Aggregate now; the nodes whose plan changed, and the history rows when they are due.
+
+        Only the sites that changed since the last aggregation are applied to the node sums
+        (:class:`~siteplan.sums.NodeSums`); when the grid has moved to the next interval, every site.
+        """
         cfg = self.config
         start = cfg.grid_start(now_ms)
         out = Emission()
-        if self.dirty or start != self.last_start_ms:
-            plans = self.intake.node_plans(start, cfg.steps, cfg.interval_minutes,
-                                           stale_before_ms=now_ms - cfg.stale_after_ms)
-            for node_id in [n for n in self.emitted if n not in plans]:
-                plans[node_id] = _empty(node_id, start, cfg.steps, cfg.interval_minutes)
-            for node_id, plan in plans.items():
-                signature = _signature(plan)
+        touched: set[str] = set()
+        if start != self.sums.start_ms:
+            self.sums.reset(start)
+            self.changed.update(self.intake.ancestors)
+            touched.update(self.emitted)  # a node that lost its last member answers once more, empty
+        self.changed.update(self.sums.turned_stale(now_ms))
+        if self.changed or touched:
+            touched |= self.sums.apply({site: self._member(site) for site in self.changed}, now_ms)
+            self.changed.clear()
+            for node_id in sorted(touched):
+                plan = self.sums.node_plan(node_id)
+                if not plan.expected_sites and node_id not in self.emitted:
+                    continue  # never answered, or answered empty already
+                signature = (start, self.sums.signature(node_id))
                 if self.emitted.get(node_id) == signature:
                     continue
                 answer = NodeAnswer(node_id, self.hierarchy_of.get(node_id, ""), plan, now_ms)
@@ -339,8 +336,6 @@ class PlanDesk:
                     self.emitted[node_id] = signature
                 else:
                     self.emitted.pop(node_id, None)
-            self.dirty = False
-            self.last_start_ms = start
         if self.last_history_ms is None:
             self.last_history_ms = now_ms
         history_due = now_ms - self.last_history_ms >= cfg.history_interval_ms
@@ -350,6 +345,13 @@ class PlanDesk:
             self.history_pending.clear()
             self.last_history_ms = now_ms
         return out
+
+    def _member(self, site_id: str) -> Member | None:
+        """What the site adds to its nodes now, or None when it is in no node."""
+        nodes = self.intake.ancestors.get(site_id)
+        if not nodes:
+            return None
+        return Member(self.packed.get(site_id), site_id in self.intake.online, tuple(dict.fromkeys(nodes)))
 
     def state(self) -> DeskState:
         """Plain data to snapshot (copies: the desk goes on changing after the snapshot)."""

@@ -27,7 +27,7 @@ from operators.kafka_batches import Polled
 from operators.sinks import TwinWrite
 from schemas import packaged_codec
 from schemas.times import wall_ms
-from tests.siteplan.plan_scenario import Input, compare, expected, scenario
+from tests.siteplan.plan_scenario import Input, compare, expected, latest_node_plans, scenario
 
 PARTITIONS = 3
 
@@ -86,7 +86,12 @@ def test_node_plans_equal_the_brute_force_sum_with_one_and_two_workers(workers: 
     problems = compare({n: {k: str(v) for k, v in f.items()} for n, f in live.items()}, reference)
     assert problems == [], "\n".join(problems[:30])
     codec = packaged_codec()
-    letters = [codec.decode(m.value, "DeadLetter") for m in captured.kafka]
+    announced = latest_node_plans([codec.decode(m.value, "NodePlan") for m in captured.kafka
+                                   if m.topic == "plans.node"])
+    problems = compare(announced, reference)
+    assert problems == [], "plans.node: " + "\n".join(problems[:30])
+    letters = [codec.decode(m.value, "DeadLetter") for m in captured.kafka if m.topic == "telemetry.dlq"]
+    assert len(letters) + sum(m.topic == "plans.node" for m in captured.kafka) == len(captured.kafka)
     kinds = {codec.decode(bytes(d["original_value"]), "SitePlan")["plan_id"]: d["error_kind"]
              for d in letters}
     assert kinds == data.refused

@@ -143,3 +143,26 @@ def test_every_dispatch_attribute_is_in_the_snapshot_so_a_restart_keeps_it() -> 
     dispatch.samples.append(Sample(dispatch.clock_ms, dispatch.request.target_kw, 1.5))
     restored = ControlLogic.builder(Settings())(logic.snapshot()).arbiter.dispatches["d-snapshot"]
     assert restored.samples == dispatch.samples and isinstance(restored.samples, list)
+
+
+def test_a_plans_snapshot_of_version_1_restores_and_answers_the_brute_force_sum(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``plans-v1`` (written by ``snapshots/make_current.py``: the plan scenario taken in at a fixed
+    time) restores; the node sums, which are not in the snapshot, are rebuilt from its plans."""
+    import dataflows.plan_steps
+    from core import keys
+    from dataflows.plan_steps import PlansLogic
+    from operators.sinks import TwinWrite
+    from tests.siteplan.plan_scenario import compare, expected, scenario
+
+    made_at = 1_796_083_260_000  # PLANS_NOW of make_current.py
+    later = made_at + 5 * 60_000
+    monkeypatch.setattr(dataflows.plan_steps, "wall_ms", lambda: later)
+    logic = PlansLogic.builder(Settings())((SNAPSHOTS / "plans-v1.pickle").read_bytes())
+    live = {w.key.removeprefix(keys.node_plan("")): {k: str(v) for k, v in w.fields.items()}
+            for w in logic._emit() if isinstance(w, TwinWrite)}
+    specs, data = scenario(made_at)
+    stale_before = later - int(Settings().plans_stale_after_s * 1000)
+    reference = expected(specs, data, later - later % (15 * 60_000), stale_before)
+    assert compare(live, reference) == []
+    assert len(logic.sites.ancestries) == 60

@@ -293,3 +293,46 @@ def test_a_storm_watch_reaches_the_sites_it_names_now_and_when_they_connect(stac
     # The other site's first frame is the watch naming it: the first watch never reached it.
     assert other_frame["node_id"] != named_frame["node_id"]
     assert later_frame["node_id"] == named_frame["node_id"]  # connected after it was raised
+
+
+def test_a_storm_watch_over_a_large_node_comes_in_parts_and_the_gateway_joins_them(
+        stack_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node's sites beyond ``SITES_PER_RECORD`` go in further records of the same watch (one record
+    over 100,000 sites would pass Kafka's message size): a site named only in the second part gets the
+    watch when it connects, as one named in the first does at once."""
+    from core import storm
+
+    settings = gateway_settings(stack_settings)
+    first, second = sorted([_site(), _site()])
+    node = f"feeder-{uuid.uuid4().hex[:6]}"
+    monkeypatch.setattr(storm, "SITES_PER_RECORD", 1)
+    sent: list[bytes] = []
+
+    class Registry:  # the watch's Redis side: the node's members, the hash of watches in force
+        def smembers(self, _key: str) -> set[str]:
+            return {first, second}
+
+        def hset(self, *_args: Any) -> None:
+            return None
+
+    class Recording(Producer):
+        def produce(self, *args: Any, **kwargs: Any) -> None:
+            sent.append(kwargs["value"])
+            super().produce(*args, **kwargs)
+
+    producer = Recording(kafka.client_config(settings))
+
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
+        async with running_gateway(settings) as gateway, \
+                device(gateway, issue_token(settings, first).token) as ws_first:
+            storm.raise_watch(Registry(), producer, node, None,  # type: ignore[arg-type]
+                              datetime.now(UTC) + timedelta(hours=6), "test")
+            got_first = await next_frame(ws_first)
+            async with device(gateway, issue_token(settings, second).token) as ws_second:
+                got_second = await next_frame(ws_second)
+        return dict(json.loads(got_first)), dict(json.loads(got_second))
+
+    first_frame, second_frame = asyncio.run(scenario())
+    assert [CODEC.decode(v, "StormWatch")["site_ids"] for v in sent] == [[first], [second]]
+    assert first_frame["type"] == second_frame["type"] == "storm"
+    assert first_frame["node_id"] == second_frame["node_id"] == node and second_frame["action"] == "RAISE"

@@ -6,7 +6,8 @@ a plan replacing an earlier one, plans from a stale forecast, implausible plans
 (NaN, beyond the site's limits, below its reserve, for an unknown site, issued
 in the future) and sites that go offline (their last plan carried, marked). The
 live aggregate in Redis and ``node_plan`` in ClickHouse must equal a brute-force
-sum of the latest accepted plans; every refused plan is a dead letter with its
+sum of the latest accepted plans, and so must the newest NodePlan of each node
+on ``plans.node``; every refused plan is a dead letter with its
 reason. A second run resumes from the recovery store with more input (a replay
 and a replacement), so the snapshot and the idempotent sinks are exercised too.
 """
@@ -30,7 +31,16 @@ from core.history import HistoryStore, connect
 from schemas import packaged_codec
 from schemas.times import from_epoch_ms, wall_ms
 from tests.conftest import local_settings
-from tests.siteplan.plan_scenario import MINUTE, STEP_MS, STEPS, compare, expected, plan, scenario
+from tests.siteplan.plan_scenario import (
+    MINUTE,
+    STEP_MS,
+    STEPS,
+    compare,
+    expected,
+    latest_node_plans,
+    plan,
+    scenario,
+)
 from tests.telemetry import flowrun
 from vpp.dataflows import dataflow_argv, ensure_recovery, settings_env
 from vpp.stack import running
@@ -117,6 +127,11 @@ def test_aggregate_plans_equal_the_brute_force_sum_and_refused_plans_are_dead_le
     assert stored == entered
 
     codec = packaged_codec()
+    messages = flowrun.read_topic(settings, "plans.node")
+    announced = [codec.decode(m.value(), "NodePlan") for m in messages]
+    problems = compare(latest_node_plans(announced), reference)
+    assert problems == [], "plans.node: " + "\n".join(problems[:30])
+    assert [m.key() for m in messages] == [a["node_id"].encode() for a in announced]
     letters = [codec.decode(m.value(), "DeadLetter") for m in flowrun.read_topic(settings, "telemetry.dlq")]
     kinds = {codec.decode(bytes(d["original_value"]), "SitePlan")["plan_id"]: d["error_kind"]
              for d in letters}

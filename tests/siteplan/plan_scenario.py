@@ -172,3 +172,17 @@ def compare(live: dict[str, dict[str, Any]], reference: dict[str, dict[str, Any]
             if int(got[field]) != want[name]:
                 problems.append(f"{node} {field}: {got[field]} != {want[name]}")
     return problems
+
+
+def latest_node_plans(records: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
+    """Decoded NodePlan records of ``plans.node``, the newest per node, as :func:`compare` reads them."""
+    newest: dict[str, dict[str, Any]] = {}
+    for record in records:
+        held = newest.get(record["node_id"])
+        if held is None or record["event_time"] >= held["event_time"]:
+            newest[record["node_id"]] = record
+    return {node: {"planned_kw": json.dumps(r["planned_kw"]), "estimate_kw": json.dumps(r["estimate_kw"]),
+                   "planned_sites": json.dumps(r["planned_sites"]),
+                   "carried_sites": json.dumps(r["carried_sites"]),
+                   "expected_sites": str(r["expected_sites"]), "stale_sites": str(r["stale_sites"])}
+            for node, r in newest.items()}

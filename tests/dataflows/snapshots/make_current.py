@@ -1,4 +1,4 @@
-"""Write snapshots of the current state versions: shard v4 (columns), node group v3 and arbiter v2.
+"""Write snapshots of the current state versions: shard v4 (columns), node group v3, arbiter v2 and plans.
 
 Run from a checkout with ``PYTHONPATH=<checkout> python tests/dataflows/snapshots/make_current.py DIR``.
 When a state's shape changes, keep these files (they become "the previous version") and
@@ -44,3 +44,23 @@ request = Request("d-snapshot", "CREATE", "feeder-0", None, 40.0, now, now + int
                   "waterfill", True, "waterfill", "snapshot", now, 0)
 step(control, FixedTwin(), [Received(request, Origin(b"d-snapshot", b"", "dispatch.requests", 0, 0, None))])
 (out / "arbiter-v2.pickle").write_bytes(control.snapshot())
+
+# The plans step after the generated plan scenario (tests/siteplan/plan_scenario.py) at a fixed time.
+from dataflows.plan_steps import STEP_STATE_VERSION, PlanIn, PlansLogic, SiteIn, StatusIn  # noqa: E402
+from schemas import packaged_codec  # noqa: E402
+from tests.siteplan.plan_scenario import scenario  # noqa: E402
+
+PLANS_NOW = 1_796_083_260_000  # 2026-12-01T00:01Z: the time the plans snapshot's scenario was made at
+codec = packaged_codec()
+items: list[object] = []
+for topic, _key, record, schema in scenario(PLANS_NOW)[1].messages:
+    decoded = codec.decode(codec.encode(schema, record), schema)
+    if schema == "SiteAncestry":
+        items.append(SiteIn(decoded))
+    elif schema == "SiteStatus":
+        items.append(StatusIn(decoded["site_id"], decoded["status"], epoch_ms(decoded["event_time"])))
+    elif decoded["plan_id"] != "from-the-future":  # the decode step refuses that one
+        items.append(PlanIn(decoded, Origin(None, b"", topic, 0, 0, None)))
+plans = PlansLogic.builder(Settings())(None)
+plans.on_batch(items)  # type: ignore[arg-type]
+(out / f"plans-v{STEP_STATE_VERSION}.pickle").write_bytes(plans.snapshot())
