@@ -159,3 +159,22 @@ def diagnose_telemetry(record: Mapping[str, Any], now_ms: int, rules: Rules,
     if isinstance(event_ms, bool) or not isinstance(event_ms, int):
         return Implausible(NOT_A_NUMBER, "event_time must be epoch milliseconds")
     return check_event_time(event_ms, now_ms, rules)
+
+
+def plausible_rows(columns: Mapping[str, Any], now_ms: int, rules: Rules) -> Any:
+    """:func:`check_telemetry` over columns of many records at once: a boolean array, true where the
+    record passes (a row that fails goes through :func:`check_telemetry` for its reason).
+
+    ``columns`` holds numpy arrays under the SiteTelemetry field names (``event_time`` in epoch ms;
+    ``battery_temp_c`` NaN where ``temp_null`` is true, i.e. not reported); Avro types guarantee
+    numbers are floats and integers, so only the bounds are left to check. NaN fails every bound.
+    """
+    top = rules.max_site_kw
+    battery, solar, load = columns["battery_kw"], columns["solar_kw"], columns["load_kw"]
+    grid, soc, temp = columns["grid_kw"], columns["soc_pct"], columns["battery_temp_c"]
+    event = columns["event_time"]
+    return ((-top <= battery) & (battery <= top) & (solar >= 0.0) & (solar <= top)
+            & (load >= 0.0) & (load <= top) & (-top <= grid) & (grid <= top)
+            & (soc >= 0.0) & (soc <= 100.0) & (columns["seq"] >= 0)
+            & (now_ms - rules.max_behind_ms <= event) & (event <= now_ms + rules.max_ahead_ms)
+            & (columns["temp_null"] | ((rules.min_temp_c <= temp) & (temp <= rules.max_temp_c))))

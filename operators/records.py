@@ -18,26 +18,31 @@ that fails is dead-lettered with the reason as ``error_kind`` (one of
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any, NamedTuple
 
+import numpy as np
 from bytewax.connectors.kafka import KafkaSinkMessage
 from confluent_kafka import Message
 from prometheus_client import Counter
 
-from core.plausibility import Implausible, Rules, check_telemetry
+from core.plausibility import Implausible, Rules, check_telemetry, plausible_rows
 from core.topics import AGGREGATES_LIVE, TELEMETRY_DLQ, TELEMETRY_RAW, TWIN_STATUS
 from operators.flow_metrics import DEAD_LETTERS, RECORDS_IN, flow_of
 from operators.kafka_batches import Polled
+from operators.reading_columns import I64, ReadingColumns
 from operators.shard import bucket_of
 from operators.twin import Reading
 from schemas import AvroCodec, DecodeError, packaged_codec
+from schemas.columnread import TelemetryColumnDecoder, UnsupportedLayoutError
 from schemas.times import from_epoch_ms, wall_ms
 
 DLQ_KEY = "dead-letter"
+#: Keys whose site id and shard the decode step remembers before it starts afresh.
+_MAX_KNOWN_SITES = 1 << 20
 CONSUMER = "dataflows.telemetry"
 
 KafkaOut = KafkaSinkMessage[bytes | None, bytes | None]
@@ -81,7 +86,8 @@ class ShardBatch:
     #: Newest event time this poll of ``source`` delivered, to any shard: every shard hears it, so a
     #: shard whose own sites have all gone quiet still sees time pass.
     source_max_ms: int = 0
-    readings: list[tuple[str, Reading]] = field(default_factory=list)
+    #: Columns from the decode step; ``(site_id, Reading)`` pairs where a batch is made by hand.
+    readings: ReadingColumns | list[tuple[str, Reading]] = field(default_factory=list)
     #: Where each reading came from (same positions as ``readings``), for the shard's dead letters:
     #: the consumer's own messages while the batch stays in this process (an :class:`Origin` is
     #: made only for the rare reading the shard refuses), Origins once pickled to another process.
@@ -159,63 +165,195 @@ def implausible_letter(origin: Origin, verdict: Implausible) -> KafkaOut:
 def route(polls: list[Polled], shards: int, rules: Rules) -> list[tuple[str, ShardBatch | KafkaOut]]:
     """Decode polled messages into per-shard batches and dead letters (undecodable or implausible)."""
     out: list[tuple[str, ShardBatch | KafkaOut]] = []
-    by_shard: dict[tuple[int, str], ShardBatch] = {}
+    parts: dict[tuple[int, str], list[tuple[ReadingColumns, list[Origin | Message]]]] = {}
+    ancestries: dict[tuple[int, str], list[dict[str, Any]]] = {}
     newest_by_source: dict[str, int] = {}
-    decode, decode_millis = codec().decode, codec().decode_millis
     now_ms = wall_ms()
-    from_millis = Reading.from_millis_record
     for poll in polls:
         RECORDS_IN.labels("telemetry", poll.topic).inc(len(poll.messages))
         source = f"{poll.topic}/{poll.partition}"
-        telemetry = poll.topic == TELEMETRY_RAW
-        expected = "SiteTelemetry" if telemetry else "SiteAncestry"
-        newest = newest_by_source.get(source, 0)
-        for msg in poll.messages:
-            error = msg.error()
-            if error is not None:
-                out.append((DLQ_KEY, dead_letter(msg, "KAFKA_ERROR", str(error))))
-                continue
-            value = msg.value()
-            if value is None:  # a tombstone on the compacted topic: nothing to apply
-                continue
-            try:
-                record = decode_millis(value, expected) if telemetry else decode(value, expected)
-            except DecodeError as exc:
-                out.append((DLQ_KEY, dead_letter(msg, exc.reason.value, exc.message)))
-                continue
-            site_id = record["site_id"]
-            key = msg.key()
-            if key is not None and key != site_id.encode():
-                out.append((DLQ_KEY, dead_letter(
-                    msg, "KEY_MISMATCH", f"record for site {site_id!r} under key {key!r}")))
-                continue
-            if telemetry:
-                verdict = check_telemetry(record, now_ms, rules)
-                if verdict is not None:
-                    out.append((DLQ_KEY, implausible_letter(Origin.of(msg), verdict)))
-                    continue
-            shard = bucket_of(site_id, shards)
-            target = by_shard.get((shard, source))
-            if target is None:
-                target = by_shard[(shard, source)] = ShardBatch(shard, source)
-            if telemetry:
-                reading = from_millis(record)
-                target.readings.append((site_id, reading))
-                target.origins.append(msg)
-                newest = max(newest, reading.event_ms)
-            else:
-                target.ancestries.append(record)
-        if newest:
-            newest_by_source[source] = newest
-    for source, newest in newest_by_source.items():
-        for shard in range(shards):
-            target = by_shard.get((shard, source))
-            if target is None:
-                target = by_shard[(shard, source)] = ShardBatch(shard, source)
-            target.source_max_ms = newest
-    out.extend((f"shard-{shard}", target) for (shard, _), target in by_shard.items())
+        if poll.topic == TELEMETRY_RAW:
+            newest = _route_readings(poll.messages, source, shards, rules, now_ms, out, parts)
+            if newest:
+                newest_by_source[source] = max(newest, newest_by_source.get(source, 0))
+        else:
+            _route_ancestries(poll.messages, source, shards, out, ancestries)
+    keys = set(parts) | set(ancestries)
+    for source in newest_by_source:
+        keys.update((shard, source) for shard in range(shards))
+    for shard, source in sorted(keys, key=lambda k: (k[1], k[0])):
+        batch = ShardBatch(shard, source, newest_by_source.get(source, 0))
+        pieces = parts.get((shard, source), [])
+        if pieces:
+            batch.readings = ReadingColumns.concat([columns for columns, _ in pieces])
+            batch.origins = [origin for _, origins in pieces for origin in origins]
+        batch.ancestries = ancestries.get((shard, source), [])
+        out.append((f"shard-{shard}", batch))
     return out
 
+
+def _route_ancestries(messages: list[Message], source: str, shards: int,
+                      out: list[tuple[str, ShardBatch | KafkaOut]],
+                      ancestries: dict[tuple[int, str], list[dict[str, Any]]]) -> None:
+    for _, (_, record) in _one_by_one(enumerate(messages), "SiteAncestry", out):
+        ancestries.setdefault((bucket_of(record["site_id"], shards), source), []).append(record)
+
+
+def _one_by_one(messages: Iterable[tuple[int, Message]], expected: str,
+                out: list[tuple[str, ShardBatch | KafkaOut]]
+                ) -> Iterator[tuple[int, tuple[Message, dict[str, Any]]]]:
+    """Each (position, message) decoded by the codec (times as epoch ms for telemetry), its key
+    checked; what fails becomes a dead letter in ``out``."""
+    decode = codec().decode_millis if expected == "SiteTelemetry" else codec().decode
+    for position, msg in messages:
+        error = msg.error()
+        if error is not None:
+            out.append((DLQ_KEY, dead_letter(msg, "KAFKA_ERROR", str(error))))
+            continue
+        value = msg.value()
+        if value is None:  # a tombstone on the compacted topic: nothing to apply
+            continue
+        try:
+            record = decode(value, expected)
+        except DecodeError as exc:
+            out.append((DLQ_KEY, dead_letter(msg, exc.reason.value, exc.message)))
+            continue
+        site_id = record["site_id"]
+        key = msg.key()
+        if key is not None and key != site_id.encode():
+            out.append((DLQ_KEY, dead_letter(
+                msg, "KEY_MISMATCH", f"record for site {site_id!r} under key {key!r}")))
+            continue
+        yield position, (msg, record)
+
+
+def _route_readings(messages: list[Message], source: str, shards: int, rules: Rules, now_ms: int,
+                    out: list[tuple[str, ShardBatch | KafkaOut]],
+                    parts: dict[tuple[int, str], list[tuple[ReadingColumns, list[Origin | Message]]]]) -> int:
+    """Route one poll of ``telemetry.raw``; returns the newest event time accepted (0: none).
+
+    The poll is decoded into columns at once (:mod:`schemas.columnread`) and checked with
+    :func:`core.plausibility.plausible_rows`; a message that either declines (an error, a tombstone,
+    another writer schema, a key that is not its site id, anything unusual) or that fails a rule goes
+    the codec's way one by one, as before, which dead-letters it with its reason, or accepts it.
+    Readings keep their arrival order within a shard.
+    """
+    decoder = column_decoder()
+    n = len(messages)
+    if decoder is None or n == 0:
+        readings, at, shard_of, newest = _one_reading_at_a_time(messages, range(n), shards, rules, now_ms,
+                                                                out)
+        _add_parts(readings, at, shard_of, messages, source, parts)
+        return newest
+    values = [m.value() for m in messages]
+    keys = [m.key() for m in messages]
+    columns = decoder.decode([v or b"" for v in values], keys)
+    fields = {"seq": columns.seq, "event_time": columns.event_ms, "soc_pct": columns.soc_pct,
+              "battery_kw": columns.battery_kw, "solar_kw": columns.solar_kw, "load_kw": columns.load_kw,
+              "grid_kw": columns.grid_kw, "battery_temp_c": columns.battery_temp_c,
+              "temp_null": columns.temp_null}
+    with np.errstate(invalid="ignore"):
+        good = columns.ok & plausible_rows(fields, now_ms, rules)
+    if any(m.error() is not None for m in messages):
+        good &= np.fromiter((m.error() is None for m in messages), dtype=np.bool_, count=n)
+    fast = np.flatnonzero(good)
+    sites = _sites(shards)
+    named = [sites.get(k) or _site(k, shards) for k in map(keys.__getitem__, fast.tolist())]  # type: ignore[arg-type]
+    if any(entry is None for entry in named):  # a key that is not UTF-8: the codec says why
+        usable = np.fromiter((entry is not None for entry in named), dtype=np.bool_, count=len(named))
+        fast = fast[usable]
+        good[:] = False
+        good[fast] = True
+    found = [entry for entry in named if entry is not None]
+    commands = np.empty(len(fast), dtype=object)
+    commands[:] = [columns.active_command_id[i] for i in fast.tolist()]
+    readings = ReadingColumns(
+        [entry[0] for entry in found], columns.event_ms[fast], columns.seq[fast],
+        {"soc": columns.soc_pct[fast], "battery": columns.battery_kw[fast], "solar": columns.solar_kw[fast],
+         "load": columns.load_kw[fast], "grid": columns.grid_kw[fast], "temp": columns.battery_temp_c[fast]},
+        decoder.mode_names(columns.mode[fast]), commands)
+    at, shard_of = fast, np.fromiter((entry[1] for entry in found), dtype=np.int64, count=len(found))
+    newest = int(readings.event_ms.max()) if len(fast) else 0
+    slow = np.flatnonzero(~good)
+    if len(slow):
+        others, other_at, other_shards, other_newest = _one_reading_at_a_time(
+            messages, slow.tolist(), shards, rules, now_ms, out)
+        if len(others):  # merged back into arrival order
+            order = np.argsort(np.concatenate((at, other_at)), kind="stable")
+            readings = ReadingColumns.concat([readings, others]).take(order)
+            at = np.concatenate((at, other_at))[order]
+            shard_of = np.concatenate((shard_of, other_shards))[order]
+            newest = max(newest, other_newest)
+    _add_parts(readings, at, shard_of, messages, source, parts)
+    return newest
+
+
+def _add_parts(readings: ReadingColumns, at: I64, shard_of: I64, messages: list[Message], source: str,
+               parts: dict[tuple[int, str], list[tuple[ReadingColumns, list[Origin | Message]]]]) -> None:
+    """Split ``readings`` (from ``messages[at]``) by shard, keeping their order, into ``parts``."""
+    if not len(readings):
+        return
+    order = np.argsort(shard_of, kind="stable")
+    ordered = shard_of[order]
+    bounds = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1], True])
+    for first, stop in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+        rows = order[first:stop]
+        origins: list[Origin | Message] = [messages[i] for i in at[rows].tolist()]
+        parts.setdefault((int(ordered[first]), source), []).append((readings.take(rows), origins))
+
+
+def _one_reading_at_a_time(messages: list[Message], which: Iterable[int], shards: int, rules: Rules,
+                           now_ms: int, out: list[tuple[str, ShardBatch | KafkaOut]]
+                           ) -> tuple[ReadingColumns, I64, I64, int]:
+    """The messages at ``which`` decoded and checked one at a time (the codec has the last word):
+    the readings accepted, their positions in ``messages``, their shards, the newest event time."""
+    newest = 0
+    accepted: list[tuple[str, Reading]] = []
+    at: list[int] = []
+    shard_of: list[int] = []
+    from_millis = Reading.from_millis_record
+    for position, (msg, record) in _one_by_one(((i, messages[i]) for i in which), "SiteTelemetry", out):
+        verdict = check_telemetry(record, now_ms, rules)
+        if verdict is not None:
+            out.append((DLQ_KEY, implausible_letter(Origin.of(msg), verdict)))
+            continue
+        site_id = record["site_id"]
+        reading = from_millis(record)
+        accepted.append((site_id, reading))
+        at.append(position)
+        shard_of.append(bucket_of(site_id, shards))
+        newest = max(newest, reading.event_ms)
+    return (ReadingColumns.from_readings(accepted), np.array(at, dtype=np.int64),
+            np.array(shard_of, dtype=np.int64), newest)
+
+
+@cache
+def column_decoder() -> TelemetryColumnDecoder | None:
+    """The batch decoder of the SiteTelemetry version this process writes; None if its layout changed."""
+    sid = codec().schema_id("SiteTelemetry")
+    try:
+        return TelemetryColumnDecoder(codec().registry.schema_by_id(sid), sid)
+    except UnsupportedLayoutError:
+        return None
+
+
+@cache
+def _sites(shards: int) -> dict[bytes, tuple[str, int]]:
+    """Site ids and shards by key, learnt as keys arrive (site ids repeat every second)."""
+    return {}
+
+
+def _site(key: bytes, shards: int) -> tuple[str, int] | None:
+    """Learn the site id and shard of ``key`` (None: not UTF-8, not a site id)."""
+    try:
+        site_id = key.decode()
+    except UnicodeDecodeError:
+        return None
+    known = _sites(shards)
+    if len(known) >= _MAX_KNOWN_SITES:
+        known.clear()
+    known[key] = entry = (site_id, bucket_of(site_id, shards))
+    return entry
 
 
 def status_message(site_id: str, status: str, previous: str, at_ms: int,

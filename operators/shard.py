@@ -49,6 +49,7 @@ import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -59,6 +60,7 @@ from operators import twin as tw
 from operators.ancestry import Ancestry, Chains, node_kind
 from operators.backfill import KeptWindow, SiteBackfill
 from operators.clock import EventClock
+from operators.reading_columns import ReadingColumns
 from operators.site_columns import (
     DELAYED,
     F64,
@@ -269,10 +271,12 @@ class Shard:
 
     # ---- input ---------------------------------------------------------------------------
 
-    def apply(self, readings: Sequence[tuple[str, Reading]], ancestries: Iterable[dict[str, Any]],
-              wall_ms: int, source: str = "", source_max_ms: int = 0) -> ShardOutput:
+    def apply(self, readings: ReadingColumns | Sequence[tuple[str, Reading]],
+              ancestries: Iterable[dict[str, Any]], wall_ms: int, source: str = "",
+              source_max_ms: int = 0) -> ShardOutput:
         """Take in a batch of readings (all from input partition ``source``) and ancestry changes.
 
+        ``readings`` come as columns (the decode step's batches) or as ``(site_id, Reading)`` pairs;
         ``source_max_ms`` is the newest event time that poll of ``source`` delivered to any shard.
         """
         out = ShardOutput()
@@ -289,8 +293,10 @@ class Shard:
         rules = self.config.rules
         ceiling = wall_ms + rules.max_ahead_ms if rules is not None else 0
         newest = min(source_max_ms, ceiling) if rules is not None else source_max_ms
-        if readings:
-            newest = max(newest, self._take(readings, wall_ms, ceiling, out))
+        if len(readings):
+            batch = (readings if isinstance(readings, ReadingColumns)
+                     else ReadingColumns.from_readings(readings))
+            newest = max(newest, self._take(batch, wall_ms, ceiling, out))
         if newest:
             self.clock.observe(source, newest, wall_ms)
         now = self.clock.advance(wall_ms)
@@ -299,17 +305,17 @@ class Shard:
         self._close_minutes(now, out)
         return out
 
-    def _take(self, readings: Sequence[tuple[str, Reading]], wall_ms: int, ceiling: int,
-              out: ShardOutput) -> int:
+    def _take(self, batch: ReadingColumns, wall_ms: int, ceiling: int, out: ShardOutput) -> int:
         """Check a batch of readings, write the newest of each site into the columns and count every
         one into its minute window; returns the newest event time taken (0: none)."""
         t = self.table
-        site_ids, values = zip(*readings, strict=True)
-        known = np.fromiter((t.index.get(s, -1) for s in site_ids), dtype=np.int64, count=len(site_ids))
-        fields = list(zip(*values, strict=True))
-        event = np.array(fields[0], dtype=np.int64)
-        battery = np.array(fields[3], dtype=np.float64)
+        site_ids = batch.site_ids
+        index = t.index
+        known = np.fromiter(map(index.get, site_ids, repeat(-1)), dtype=np.int64, count=len(site_ids))
+        event = batch.event_ms
+        battery = batch.floats["battery"]
         rules = self.config.rules
+        taken: I64 | None = None
         if rules is not None:
             margin = rules.rating_margin
             at = np.where(known >= 0, known, 0)
@@ -318,28 +324,22 @@ class Shard:
             with np.errstate(invalid="ignore"):
                 refused = (event > ceiling) | (limited & ~((low <= battery) & (battery <= high)))
             if refused.any():
-                for index in np.flatnonzero(refused).tolist():
-                    row = int(known[index])
-                    out.rejected.append((index, _why(values[index], wall_ms,
-                                                     t.ancestry[row] if row >= 0 else None, rules)))
+                for position in np.flatnonzero(refused).tolist():
+                    row = int(known[position])
+                    out.rejected.append((position, _why(batch.reading(position), wall_ms,
+                                                        t.ancestry[row] if row >= 0 else None, rules)))
                 taken = np.flatnonzero(~refused)
                 if len(taken) == 0:
                     return 0
-            else:
-                taken = None
-        else:
-            taken = None
         if (known < 0).any():  # sites first heard of now get rows (refused readings make none)
-            for index in (np.flatnonzero(known < 0) if taken is None else taken[known[taken] < 0]).tolist():
-                known[index] = t.row(site_ids[index])
+            new = np.flatnonzero(known < 0) if taken is None else taken[known[taken] < 0]
+            for position in new.tolist():
+                known[position] = t.row(site_ids[position])
         rows = known if taken is None else known[taken]
-        event = event if taken is None else event[taken]
-        seq = np.array(fields[1], dtype=np.int64)
-        floats = {name: np.array(fields[position], dtype=np.float64)
-                  for name, position in (("soc", 2), ("battery", 3), ("solar", 4), ("load", 5), ("grid", 6),
-                                         ("temp", 7))}
+        seq = batch.seq
+        floats = batch.floats
         if taken is not None:
-            seq = seq[taken]
+            event, seq = event[taken], seq[taken]
             floats = {name: column[taken] for name, column in floats.items()}
         # The newest reading of each site in the batch (event time, then sequence; the first of equals).
         order = np.lexsort((-np.arange(len(rows)), seq, event, rows))
@@ -357,9 +357,8 @@ class Shard:
             t.seq[at_rows] = seq[winners]
             for name, column in floats.items():
                 t.cols[name][at_rows] = column[winners]
-            for objects, position in ((t.mode, 8), (t.command, 9)):
-                picked = fields[position]
-                objects[at_rows] = [picked[i] for i in source.tolist()]
+            t.mode[at_rows] = batch.mode[source]
+            t.command[at_rows] = batch.command[source]
             t.changed[at_rows] = True
         self._count_in_windows(rows, seq, event, floats, out)
         return int(event.max())

@@ -371,8 +371,8 @@ def datasets_fetch() -> None:
 
 
 #: The modules of bench/ that are benchmarks (each has ``run(quick) -> figures``).
-BENCHMARKS = ("allocation", "api", "assets", "bidding", "chaos", "control", "forecast", "gateway", "peak",
-              "plans", "rollups", "telemetry")
+BENCHMARKS = ("allocation", "api", "assets", "bidding", "chaos", "control", "e2e", "forecast", "gateway",
+              "peak", "plans", "rollups", "telemetry")
 
 
 @app.command("bench")

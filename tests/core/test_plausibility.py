@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,6 +16,7 @@ from core.plausibility import (
     SiteLimits,
     check_telemetry,
     diagnose_telemetry,
+    plausible_rows,
 )
 
 NOW = 1_796_000_000_000
@@ -62,3 +64,25 @@ def test_each_kind_of_bad_reading_is_named() -> None:
         assert verdict is not None and verdict.reason == reason, name
     over = check_telemetry({**good, "battery_kw": 9.0}, NOW, RULES, SiteLimits(5.0, 5.0))
     assert over is not None and over.reason == BEYOND_RATING
+
+
+_numbers = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.floats(-150, 150),
+                     st.sampled_from([0.0, -0.0, 100.0, 100.000001, -100.0, 120.0, -60.0, 1e300]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.fixed_dictionaries({
+    "site_id": st.just("site-1"), "seq": st.integers(-3, 3),
+    "event_time": st.integers(NOW - RULES.max_behind_ms - 5, NOW + RULES.max_ahead_ms + 5),
+    "battery_kw": _numbers, "solar_kw": _numbers, "load_kw": _numbers, "grid_kw": _numbers,
+    "soc_pct": _numbers, "battery_temp_c": st.one_of(st.none(), _numbers)}), min_size=1, max_size=20))
+def test_the_rules_over_columns_accept_exactly_what_check_telemetry_accepts(
+        batch: list[dict[str, Any]]) -> None:
+    names = ("seq", "event_time", "battery_kw", "solar_kw", "load_kw", "grid_kw", "soc_pct")
+    columns: dict[str, Any] = {name: np.array([r[name] for r in batch]) for name in names}
+    columns["temp_null"] = np.array([r["battery_temp_c"] is None for r in batch])
+    columns["battery_temp_c"] = np.array([np.nan if r["battery_temp_c"] is None else r["battery_temp_c"]
+                                          for r in batch])
+    with np.errstate(invalid="ignore"):
+        plausible = plausible_rows(columns, NOW, RULES)
+    assert plausible.tolist() == [check_telemetry(r, NOW, RULES) is None for r in batch]
