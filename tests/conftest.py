@@ -13,7 +13,7 @@ import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -24,6 +24,39 @@ from vpp.stack import _broker_binary, _probe_broker, running
 
 if TYPE_CHECKING:
     from tests.own_redis import RedisServer
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadfile`` (``scripts/test`` runs ``-n 2``), but tests/api goes to one worker as a whole:
+    its package fixture runs a live fleet, which should start once. Each worker has its own session
+    stack. (``--dist loadgroup`` cannot do this: pytest-xdist 3.8 marks a group by rewriting a private
+    node id that pytest 9 no longer reads.)"""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):  # type: ignore[misc]  # xdist ships no types
+        def _split_scope(self, nodeid: str) -> str:
+            return _xdist_unit(nodeid)
+
+    return ModuleScheduling(config, log)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On a pytest-xdist worker, modules that start real parts (``integration``) come first, so the
+    short unit modules fill in at the end rather than a long real-stack module running alone there
+    (``--no-loadscope-reorder`` makes the scheduler keep this order). A plain run is left as it is."""
+    if not hasattr(config, "workerinput"):
+        return
+    real_stack = {_xdist_unit(item.nodeid) for item in items if item.get_closest_marker("integration")}
+    items.sort(key=lambda item: _xdist_unit(item.nodeid) not in real_stack)  # stable: units stay whole
+
+
+def _xdist_unit(nodeid: str) -> str:
+    """What one xdist worker runs whole: tests/api, else the test's module."""
+    path = nodeid.split("::", 1)[0]
+    return "tests/api" if path.startswith("tests/api/") else path
 
 
 def free_port() -> int:
