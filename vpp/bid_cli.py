@@ -36,6 +36,7 @@ from core import kafka
 from core.bid_history import BidStore
 from core.config import Settings
 from core.history import HistoryStore, connect
+from core.logs import configure_logging
 from core.metrics_server import serve_metrics
 from vpp.bid_backtest import backtest, decision_rows, report
 from vpp.bid_runs import next_interval, read_journal, replay_optimise, request_run, run_inputs, runs
@@ -218,7 +219,6 @@ def _faults(delay: list[str], corrupt: list[str], scope: str) -> Faults:
 @bid_app.command("schedule")
 def schedule_command() -> None:
     """Ask for a run of every asset in VPP_BID_ASSETS in every VPP_BID_EVERY_S slot, until SIGTERM."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     stopping = False
 
     def stop(signum: int, frame: FrameType | None) -> None:
@@ -228,6 +228,8 @@ def schedule_command() -> None:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     settings = Settings()
+    configure_logging(settings)
+    serve_metrics(settings)
     client = connect(settings)
     scheduler = Scheduler(settings, BidStore(client, settings.clickhouse_database),
                           HistoryStore(client, settings.clickhouse_database),
@@ -247,7 +249,6 @@ def worker_command(
         "--fault-scope", help="Test hook: the hooks apply only to runs whose id contains this.")] = "",
 ) -> None:
     """One member of the worker pool: take tasks from workflow.tasks until SIGTERM."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     stopping = False
 
     def stop(signum: int, frame: FrameType | None) -> None:
@@ -257,5 +258,6 @@ def worker_command(
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     settings = Settings()
+    configure_logging(settings)
     serve_metrics(settings)
     Worker(settings, _faults(delay or [], corrupt or [], scope)).run(lambda: stopping)

@@ -308,7 +308,9 @@ def test_dataflows_are_probed_on_their_own_readiness_and_liveness(objects: tuple
     settings = settings_of(objects, monkeypatch)
     config = named(objects, "ConfigMap", "dataflow-config")["data"]
     flows = {"dataflows.telemetry:flow": "VPP_TELEMETRY_PROBE_PORT",
-             "dataflows.control:flow": "VPP_CONTROL_PROBE_PORT"}
+             "dataflows.control:flow": "VPP_CONTROL_PROBE_PORT",
+             "dataflows.plans:flow": "VPP_PLANS_PROBE_PORT",
+             "dataflows.bidding:flow": "VPP_BIDDING_PROBE_PORT"}
     assert settings.host == "0.0.0.0"
     for sts in dataflow_sets(objects):
         main = containers(sts, init=False)[0]
