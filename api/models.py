@@ -14,6 +14,7 @@ from typing import Annotated, Generic, Literal, TypeVar
 from pydantic import AfterValidator, BaseModel, Field
 
 from api.auth import Scope
+from core.live import is_stale, vouched_coverage
 
 T = TypeVar("T")
 
@@ -76,7 +77,8 @@ class NodeAggregate(BaseModel):
     reporting_sites: int
     delayed_sites: int
     offline_sites: int
-    coverage: float = Field(description="reporting_sites / expected_sites, 0..1.")
+    coverage: float = Field(description="reporting_sites / expected_sites, 0..1, as far as it can be vouched "
+                            "for now: 0 when `stale`.")
     battery_kw: float
     solar_kw: float
     load_kw: float
@@ -95,19 +97,26 @@ class NodeAggregate(BaseModel):
         default=None, description="Wall clock minus event_time when answered, seconds: how far behind the "
         "pipeline is (it grows while the telemetry dataflow is stopped), next to the data's own age "
         "(oldest_knowledge_age_s).")
+    stale: bool = Field(
+        default=False, description="The pipeline is further behind than a site may be silent before it is "
+        "OFFLINE (pipeline_lag_s > VPP_OFFLINE_AFTER_S): no site can be vouched for now, so `coverage` is 0; "
+        "counts and values are as of event_time.")
 
     @classmethod
-    def from_hash(cls, fields: dict[str, str]) -> NodeAggregate:
-        """The ``node:{id}`` hash the telemetry dataflow writes, with the pipeline's lag now."""
+    def from_hash(cls, fields: dict[str, str], offline_after_s: float) -> NodeAggregate:
+        """The ``node:{id}`` hash the telemetry dataflow writes, with the pipeline's lag now and the
+        coverage that can be vouched for now (:func:`core.live.vouched_coverage`)."""
         event_time = from_ms(fields.get("event_time"))
+        lag_s = (datetime.now(UTC) - event_time).total_seconds() if event_time else None
         values: dict[str, object] = {
             "event_time": event_time, "updated_at": from_ms(fields.get("updated_at")),
-            "pipeline_lag_s": (datetime.now(UTC) - event_time).total_seconds() if event_time else None}
+            "pipeline_lag_s": lag_s, "stale": is_stale(lag_s, offline_after_s)}
         for name in cls.model_fields:
-            if name in _NODE_TIMES or name == "pipeline_lag_s":
+            if name in _NODE_TIMES or name in ("pipeline_lag_s", "stale"):
                 continue
             number = float(fields.get(name) or 0.0)
             values[name] = int(number) if name in _NODE_COUNTS else number
+        values["coverage"] = vouched_coverage(float(fields.get("coverage") or 0.0), lag_s, offline_after_s)
         return cls.model_validate(values)
 
 

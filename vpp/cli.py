@@ -276,12 +276,13 @@ def live(
 
     from core.live import live_nodes
 
-    client = redis_lib.Redis.from_url(Settings().redis)
+    settings = Settings()
+    client = redis_lib.Redis.from_url(settings.redis)
     wanted = set(kinds.split(","))
 
     def read() -> list[LiveNode]:
         try:
-            return live_nodes(client, wanted)
+            return live_nodes(client, wanted, settings.offline_after_s)
         except redis_lib.RedisError as exc:
             err_console.print(f"[red]error:[/] cannot reach Redis ({exc}); start the system with `vpp up`")
             raise typer.Exit(code=1) from exc

@@ -68,7 +68,7 @@ async def get_node(node_id: NodeId, _: FleetReader, resources: ResourcesDep) -> 
         name = known.registry.nodes[node_id].name if known and node_id in known.registry.nodes else node_id
         return Node(node_id=node_id, kind=kind, name=name,
                     hierarchy=fields.get("hierarchy") or HIERARCHY_OF_KIND.get(kind, ""),
-                    live=NodeAggregate.from_hash(fields))
+                    live=NodeAggregate.from_hash(fields, resources.settings.offline_after_s))
     return await run_in_threadpool(_registered_node, resources, node_id)
 
 

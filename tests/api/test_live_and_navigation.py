@@ -143,3 +143,26 @@ def test_health_and_metrics(api: Api) -> None:
     assert 'vpp_api_requests_total{method="GET",route="/v1/nodes/{node_id}",status="200"}' in metrics
     assert "vpp_api_request_seconds_bucket" in metrics
     assert "vpp_api_streams" in metrics and "vpp_api_stream_dropped_total" in metrics
+
+
+def test_an_aggregate_whose_pipeline_stopped_does_not_keep_claiming_its_coverage(api: Api) -> None:
+    """Issue 18: a stopped telemetry flow left ``coverage: 1.0`` in the API for minutes. An aggregate
+    further behind the wall clock than a site may be silent (VPP_OFFLINE_AFTER_S) vouches for no site:
+    coverage 0 and ``stale``; the same aggregate when fresh keeps its stored coverage."""
+    offline_after_s = api.settings.offline_after_s
+    now_ms = time.time() * 1000
+    with redis.Redis.from_url(api.settings.redis, decode_responses=True) as rds:
+        stored = rds.hgetall("node:state-0")
+        try:
+            for name, behind_s in (("lag-test-fresh", 0.0), ("lag-test-stopped", offline_after_s + 30)):
+                rds.hset(f"node:{name}", mapping={**stored, "node_id": name, "coverage": "1.0",
+                                                  "event_time": str(int(now_ms - behind_s * 1000))})
+            with api.client("read") as client:
+                fresh = client.get("/v1/nodes/lag-test-fresh").json()["live"]
+                stopped = client.get("/v1/nodes/lag-test-stopped").json()["live"]
+        finally:
+            rds.delete("node:lag-test-fresh", "node:lag-test-stopped")
+    assert (fresh["coverage"], fresh["stale"]) == (1.0, False)
+    assert (stopped["coverage"], stopped["stale"]) == (0.0, True)
+    assert stopped["pipeline_lag_s"] > offline_after_s
+    assert stopped["reporting_sites"] == int(stored["reporting_sites"]), "counts stay as of the event time"
