@@ -29,7 +29,7 @@ from bench.bidding_stack import BidStack
 from bidding import journal
 from bidding.artifacts import artifact
 from bidding.bids import ENERGY, PRICE_FLOOR, Band, Bid, IntervalBid
-from bidding.cadence import slot_run
+from bidding.cadence import slot_run, slot_start
 from bidding.node_asset import dispatch_id, node_asset
 from bidding.tasks import RunInputs, value_of
 from core import kafka, keys
@@ -178,7 +178,8 @@ def test_the_scheduler_asks_for_each_assets_run_of_a_slot_once_even_when_restart
     """One run per asset per 5-minute slot, its id from asset and slot; a restart asks for none again."""
     harness = BidStack(stack_settings, tmp_path)
     harness.publish_prices(REGION)
-    now = datetime.now(UTC)
+    # Early in the slot holding the wall clock, so that `now + 30 s` below is still the same slot.
+    now = slot_start(datetime.now(UTC), timedelta(seconds=stack_settings.bid_every_s)) + timedelta(seconds=5)
     _write_fleet(harness.redis, now.replace(minute=0, second=0, microsecond=0))
     settings = stack_settings.model_copy(update={
         "bid_assets": f"{node_asset(NODE)}, sched-battery, node:bidnode-unknown, sched-battery",

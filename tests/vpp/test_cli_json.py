@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from typer.testing import CliRunner
 
 from core import keys
 from core.config import Settings, default_data_dir
+from core.live import text
 from vpp.cli import app
 
 CHECKOUT = Path(__file__).resolve().parents[2]
@@ -66,6 +68,10 @@ def test_live_and_dispatch_json_parse(stack_settings: Settings) -> None:
         "node_id": node, "node_kind": "jsontestkind", "expected_sites": 10, "reporting_sites": 9,
         "coverage": 0.9, "battery_kw": 12.5, "est_battery_kw": 14.0, "energy_available_kwh": 50.0,
         "est_energy_available_kwh": 55.0, "oldest_knowledge_age_s": 3.0, "event_time": 1_700_000_000_000})
+    fresh = "json-test-fresh"  # the same aggregate, written 2 s ago
+    stale = {text(k): text(v) for k, v in client.hgetall(keys.node(node)).items()}
+    just_now_ms = int((time.time() - 2) * 1000)
+    client.hset(keys.node(fresh), mapping={**stale, "node_id": fresh, "event_time": just_now_ms})
     client.hset(keys.dispatch_status("d-json-test"), mapping={
         "state": "PARTIAL", "node_id": node, "target_kw": 10.0, "delivered_kwh": 1.25, "requested_kwh": 2.5,
         "sites_total": 4, "start": 1_700_000_000_000, "end": 1_700_000_600_000, "reason": "delivered less"})
@@ -74,9 +80,12 @@ def test_live_and_dispatch_json_parse(stack_settings: Settings) -> None:
     try:
         live = runner.invoke(app, ["live", "--kinds", "jsontestkind", "--json"], env=env)
         assert live.exit_code == 0, live.output
-        (row,) = json.loads(live.output)
-        assert row["node_id"] == node and row["coverage"] == 0.9
+        rows = {row["node_id"]: row for row in json.loads(live.output)}
+        assert (rows[fresh]["coverage"], rows[fresh]["stale"]) == (0.9, False)
+        row = rows[node]
         assert row["event_time"].startswith("2023-11-14T22:13:20") and row["pipeline_lag_s"] > 0
+        # years behind: a stopped pipeline vouches for no site (issue 18), whatever it last said
+        assert (row["coverage"], row["stale"], row["reporting"]) == (0.0, True, 9)
         listed = runner.invoke(app, ["dispatch", "list", "--json"], env=env)
         assert listed.exit_code == 0, listed.output
         assert "d-json-test" in [d["dispatch_id"] for d in json.loads(listed.output)]
@@ -88,6 +97,6 @@ def test_live_and_dispatch_json_parse(stack_settings: Settings) -> None:
         unknown = runner.invoke(app, ["dispatch", "status", "d-unknown-json", "--json"], env=env)
         assert unknown.exit_code == 1, "an unknown dispatch is an error, not a wait"
     finally:
-        client.delete(keys.node(node), keys.dispatch_status("d-json-test"))
+        client.delete(keys.node(node), keys.node(fresh), keys.dispatch_status("d-json-test"))
         client.zrem(keys.DISPATCH_INDEX, "d-json-test")
         client.close()
