@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -15,7 +16,6 @@ from typer.testing import CliRunner
 
 from core import keys
 from core.config import Settings, default_data_dir
-from core.live import text
 from vpp.cli import app
 
 CHECKOUT = Path(__file__).resolve().parents[2]
@@ -64,14 +64,15 @@ def test_live_and_dispatch_json_parse(stack_settings: Settings) -> None:
     env = {"VPP_REDIS_PORT": str(stack_settings.redis_port), "VPP_DATA_DIR": str(stack_settings.data_dir)}
     client = redis.Redis.from_url(stack_settings.redis)
     node = "json-test-node"
-    client.hset(keys.node(node), mapping={
-        "node_id": node, "node_kind": "jsontestkind", "expected_sites": 10, "reporting_sites": 9,
-        "coverage": 0.9, "battery_kw": 12.5, "est_battery_kw": 14.0, "energy_available_kwh": 50.0,
-        "est_energy_available_kwh": 55.0, "oldest_knowledge_age_s": 3.0, "event_time": 1_700_000_000_000})
+    aggregate: dict[Any, Any] = {"node_id": node, "node_kind": "jsontestkind", "expected_sites": 10,
+                                 "reporting_sites": 9,
+                 "coverage": 0.9, "battery_kw": 12.5, "est_battery_kw": 14.0, "energy_available_kwh": 50.0,
+                 "est_energy_available_kwh": 55.0, "oldest_knowledge_age_s": 3.0,
+                 "event_time": 1_700_000_000_000}
+    client.hset(keys.node(node), mapping=aggregate)
     fresh = "json-test-fresh"  # the same aggregate, written 2 s ago
-    stale = {text(k): text(v) for k, v in client.hgetall(keys.node(node)).items()}
-    just_now_ms = int((time.time() - 2) * 1000)
-    client.hset(keys.node(fresh), mapping={**stale, "node_id": fresh, "event_time": just_now_ms})
+    client.hset(keys.node(fresh), mapping={**aggregate, "node_id": fresh,
+                                           "event_time": int((time.time() - 2) * 1000)})
     client.hset(keys.dispatch_status("d-json-test"), mapping={
         "state": "PARTIAL", "node_id": node, "target_kw": 10.0, "delivered_kwh": 1.25, "requested_kwh": 2.5,
         "sites_total": 4, "start": 1_700_000_000_000, "end": 1_700_000_600_000, "reason": "delivered less"})
