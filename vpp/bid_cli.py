@@ -18,6 +18,7 @@ import json
 import logging
 import signal
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Annotated
@@ -216,9 +217,8 @@ def _faults(delay: list[str], corrupt: list[str], scope: str) -> Faults:
     return Faults(delays, frozenset(corrupt), scope)
 
 
-@bid_app.command("schedule")
-def schedule_command() -> None:
-    """Ask for a run of every asset in VPP_BID_ASSETS in every VPP_BID_EVERY_S slot, until SIGTERM."""
+def _until_signalled() -> Callable[[], bool]:
+    """Whether SIGTERM or SIGINT has come, for a service loop that ends between two pieces of work."""
     stopping = False
 
     def stop(signum: int, frame: FrameType | None) -> None:
@@ -227,6 +227,13 @@ def schedule_command() -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    return lambda: stopping
+
+
+@bid_app.command("schedule")
+def schedule_command() -> None:
+    """Ask for a run of every asset in VPP_BID_ASSETS in every VPP_BID_EVERY_S slot, until SIGTERM."""
+    stopped = _until_signalled()
     settings = Settings()
     configure_logging(settings)
     serve_metrics(settings)
@@ -236,7 +243,7 @@ def schedule_command() -> None:
                           Producer(kafka.client_config(settings)), redis.Redis.from_url(settings.redis))
     if not assets(settings):
         logging.getLogger(__name__).info("VPP_BID_ASSETS is empty: no runs will be asked for")
-    scheduler.run(lambda: stopping)
+    scheduler.run(stopped)
 
 
 @bid_app.command("worker")
@@ -249,15 +256,8 @@ def worker_command(
         "--fault-scope", help="Test hook: the hooks apply only to runs whose id contains this.")] = "",
 ) -> None:
     """One member of the worker pool: take tasks from workflow.tasks until SIGTERM."""
-    stopping = False
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    stopped = _until_signalled()
     settings = Settings()
     configure_logging(settings)
     serve_metrics(settings)
-    Worker(settings, _faults(delay or [], corrupt or [], scope)).run(lambda: stopping)
+    Worker(settings, _faults(delay or [], corrupt or [], scope)).run(stopped)

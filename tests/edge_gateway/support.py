@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -17,6 +18,7 @@ from websockets.typing import Subprotocol
 
 from core import kafka
 from core.config import Settings
+from edge_gateway.acks import ACKS_HEADER
 from edge_gateway.server import Gateway
 from edge_gateway.wire import Encoding
 from schemas import packaged_codec
@@ -117,3 +119,18 @@ class TopicTail:
 def close_of(closed: ConnectionClosed) -> tuple[int | None, str | None]:
     """The close code and reason the gateway sent, as the device saw them."""
     return (closed.rcvd.code, closed.rcvd.reason) if closed.rcvd is not None else (None, None)
+
+
+def acking_device(gateway: Gateway, token: str) -> connect:
+    """A JSON device connection that asks for delivery confirmations (X-VPP-Acks)."""
+    return connect(f"ws://127.0.0.1:{gateway.port}/", subprotocols=[Subprotocol(Encoding.JSON.subprotocol)],
+                   additional_headers={"Authorization": f"Bearer {token}", ACKS_HEADER: "1"})
+
+
+async def delivered(ws: ClientConnection, count: int, timeout_s: float = 60.0) -> None:
+    """Read frames until the gateway has confirmed ``count`` frames."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            frame = json.loads(await ws.recv())
+            if frame["type"] == "delivered" and frame["count"] >= count:
+                return

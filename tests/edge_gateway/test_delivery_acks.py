@@ -11,24 +11,28 @@ again (:class:`edge_gateway.sim_transports.Unconfirmed`).
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
 import uuid
 
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.typing import Subprotocol
 
 from core.config import Settings
 from core.device_tokens import issue_token
 from core.topics import TELEMETRY_RAW
-from edge_gateway.acks import ACKS_HEADER, DeliveryWindow
-from edge_gateway.server import Gateway
+from edge_gateway.acks import DeliveryWindow
 from edge_gateway.sim_transports import Unconfirmed
-from edge_gateway.wire import Encoding, json_frame
-from tests.edge_gateway.support import TopicTail, eventually, gateway_settings, running_gateway, telemetry
+from edge_gateway.wire import json_frame
+from tests.edge_gateway.support import (
+    TopicTail,
+    acking_device,
+    delivered,
+    eventually,
+    gateway_settings,
+    running_gateway,
+    telemetry,
+)
 
 
 def test_the_count_covers_a_prefix_of_frames_done_and_never_a_failed_one() -> None:
@@ -55,19 +59,6 @@ def test_the_device_keeps_what_was_not_confirmed_in_order() -> None:
     assert link.telemetry() == readings[2:]
 
 
-def _acking_device(gateway: Gateway, token: str) -> connect:
-    return connect(f"ws://127.0.0.1:{gateway.port}/", subprotocols=[Subprotocol(Encoding.JSON.subprotocol)],
-                   additional_headers={"Authorization": f"Bearer {token}", ACKS_HEADER: "1"})
-
-
-async def _delivered(ws: ClientConnection, count: int, timeout_s: float = 60.0) -> None:
-    """Read frames until the gateway has confirmed ``count`` frames."""
-    async with asyncio.timeout(timeout_s):
-        while True:
-            frame = json.loads(await ws.recv())
-            if frame["type"] == "delivered" and frame["count"] >= count:
-                return
-
 
 @pytest.mark.integration
 def test_frames_are_confirmed_once_produced_and_refused_ones_count_as_done(stack_settings: Settings) -> None:
@@ -77,11 +68,11 @@ def test_frames_are_confirmed_once_produced_and_refused_ones_count_as_done(stack
     tail = TopicTail(settings, TELEMETRY_RAW)
 
     async def scenario() -> None:
-        async with running_gateway(settings) as gateway, _acking_device(gateway, token) as ws:
+        async with running_gateway(settings) as gateway, acking_device(gateway, token) as ws:
             await ws.send(json_frame("telemetry", telemetry(site, seq=1)))
             await ws.send(json_frame("telemetry", telemetry(site, seq=2, soc_pct=140.0)))  # implausible
             await ws.send(json_frame("telemetry", telemetry(site, seq=3)))
-            await _delivered(ws, 3)
+            await delivered(ws, 3)
 
     try:
         asyncio.run(scenario())
@@ -102,9 +93,9 @@ def test_nothing_is_confirmed_while_the_broker_holds_it(own_broker: tuple[Settin
     token = issue_token(settings, site).token
 
     async def scenario() -> None:
-        async with running_gateway(settings) as gateway, _acking_device(gateway, token) as ws:
+        async with running_gateway(settings) as gateway, acking_device(gateway, token) as ws:
             await ws.send(json_frame("telemetry", telemetry(site, seq=1)))
-            await _delivered(ws, 1)
+            await delivered(ws, 1)
             os.kill(broker.pid, signal.SIGSTOP)
             try:
                 await ws.send(json_frame("telemetry", telemetry(site, seq=2)))
@@ -117,6 +108,6 @@ def test_nothing_is_confirmed_while_the_broker_holds_it(own_broker: tuple[Settin
                     assert session.window.told == 1, "records still in the producer were confirmed"
             finally:
                 os.kill(broker.pid, signal.SIGCONT)
-            await _delivered(ws, 3)
+            await delivered(ws, 3)
 
     asyncio.run(scenario())

@@ -14,7 +14,6 @@ Before, the gateway only said it was not ready: a wedged producer stayed wedged.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
@@ -22,31 +21,24 @@ import uuid
 
 import pytest
 from websockets import ConnectionClosed
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.typing import Subprotocol
+from websockets.asyncio.client import ClientConnection
 
 from core.config import Settings
 from core.device_tokens import issue_token
 from core.topics import TELEMETRY_RAW
-from edge_gateway.acks import ACKS_HEADER
-from edge_gateway.server import Gateway
-from edge_gateway.wire import Encoding, json_frame
-from tests.edge_gateway.support import TopicTail, eventually, gateway_settings, running_gateway, telemetry
+from edge_gateway.wire import json_frame
+from tests.edge_gateway.support import (
+    TopicTail,
+    acking_device,
+    delivered,
+    eventually,
+    gateway_settings,
+    running_gateway,
+    telemetry,
+)
 
 pytestmark = pytest.mark.integration
 
-
-def _acking_device(gateway: Gateway, token: str) -> connect:
-    return connect(f"ws://127.0.0.1:{gateway.port}/", subprotocols=[Subprotocol(Encoding.JSON.subprotocol)],
-                   additional_headers={"Authorization": f"Bearer {token}", ACKS_HEADER: "1"})
-
-
-async def _delivered(ws: ClientConnection, count: int, timeout_s: float = 60.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while True:
-            frame = json.loads(await ws.recv())
-            if frame["type"] == "delivered" and frame["count"] >= count:
-                return
 
 
 async def _close_code(ws: ClientConnection, timeout_s: float = 60.0) -> int | None:
@@ -70,9 +62,9 @@ def test_a_stalled_producer_is_replaced_and_its_readings_are_sent_again(
     async def scenario() -> None:
         async with running_gateway(settings) as gateway:
             metric = gateway.metrics.value
-            async with _acking_device(gateway, token) as ws:
+            async with acking_device(gateway, token) as ws:
                 await ws.send(json_frame("telemetry", telemetry(site, seq=1)))
-                await _delivered(ws, 1)
+                await delivered(ws, 1)
                 os.kill(broker.pid, signal.SIGSTOP)
                 try:
                     await ws.send(json_frame("telemetry", telemetry(site, seq=2)))
@@ -88,9 +80,9 @@ def test_a_stalled_producer_is_replaced_and_its_readings_are_sent_again(
                 finally:
                     os.kill(broker.pid, signal.SIGCONT)
             await eventually(lambda: gateway._healthz()[0], 120)
-            async with _acking_device(gateway, token) as ws:  # the device sends what was not confirmed
+            async with acking_device(gateway, token) as ws:  # the device sends what was not confirmed
                 await ws.send(json_frame("telemetry", telemetry(site, seq=2)))
-                await _delivered(ws, 1)
+                await delivered(ws, 1)
             assert metric("vpp_gateway_producer_replacements_total") == 1
 
     try:
