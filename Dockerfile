@@ -31,6 +31,12 @@ COPY dataflows ./dataflows
 COPY operators ./operators
 COPY edge_gateway ./edge_gateway
 COPY api ./api
+# The console's one third-party asset, plotly.js, taken out of the plotly wheel (the same pin as the
+# dev extra) into the api package's dashboard files; the 70 MB Python package itself is not installed.
+RUN python -m pip download --no-deps --dest /tmp/plotly "plotly>=5.20,<7" \
+    && python -m zipfile -e /tmp/plotly/plotly-*.whl /tmp/plotly/wheel \
+    && cp /tmp/plotly/wheel/plotly/package_data/plotly.min.js api/dashboard/plotly.min.js \
+    && rm -rf /tmp/plotly
 RUN python -m pip install --upgrade pip \
     && python -m pip install .
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib import resources as package_files
 from pathlib import Path
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, HTTPException, Response, status
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -16,9 +16,19 @@ router = APIRouter(tags=["system"])
 DASHBOARD_DIR = Path(__file__).resolve().parent.parent / "dashboard"
 
 
-def plotly_js() -> Path:
-    """plotly.js as bundled in the plotly wheel: the dashboard needs no CDN."""
-    return Path(str(package_files.files("plotly").joinpath("package_data", "plotly.min.js")))
+def plotly_js() -> Path | None:
+    """plotly.js, served locally so the dashboard needs no CDN; None when it is nowhere.
+
+    The image carries only the file, copied out of the plotly wheel into the dashboard's own files
+    (Dockerfile); a development install (the dev extra) reads it from the installed plotly package.
+    """
+    vendored = DASHBOARD_DIR / "plotly.min.js"
+    if vendored.is_file():
+        return vendored
+    try:
+        return Path(str(package_files.files("plotly").joinpath("package_data", "plotly.min.js")))
+    except ModuleNotFoundError:
+        return None
 
 
 @router.get("/healthz", summary="Readiness (as /readyz): 200 while Redis answers")
@@ -58,7 +68,11 @@ def dashboard() -> FileResponse:
 
 @router.get("/dashboard/plotly.min.js", include_in_schema=False)
 def dashboard_plotly() -> FileResponse:
-    return FileResponse(plotly_js(), media_type="text/javascript",
+    path = plotly_js()
+    if path is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "plotly.js is not installed: build the image (it "
+                            "copies it) or `pip install plotly`")
+    return FileResponse(path, media_type="text/javascript",
                         headers={"Cache-Control": "public, max-age=86400"})
 
 

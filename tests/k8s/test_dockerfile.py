@@ -166,3 +166,15 @@ def test_dataflow_entry_script_is_on_the_image_path() -> None:
         if "run-dataflow.sh" in " ".join(container.get("command", []))
     }
     assert commands == {"run-dataflow.sh"}
+
+
+def test_the_image_carries_plotly_js_not_the_plotly_package() -> None:
+    """Issue 18: the console's plotly.js is a static file in the image, copied out of the wheel the dev
+    extra pins (the same pin), into the api package's dashboard files; plotly is no runtime dependency."""
+    project = PYPROJECT["project"]
+    assert "plotly" not in _names(project["dependencies"])
+    (pin,) = [r for r in project["optional-dependencies"]["dev"] if _names([r]) == {"plotly"}]
+    build_script = " && ".join(BUILD.args("RUN"))
+    assert f'pip download --no-deps --dest /tmp/plotly "{pin}"' in build_script
+    assert "plotly.min.js api/dashboard/plotly.min.js" in build_script
+    assert "dashboard/*" in PYPROJECT["tool"]["setuptools"]["package-data"]["api"]
