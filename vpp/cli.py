@@ -135,6 +135,9 @@ def _stack_up(settings: Settings) -> UpResult:
         f"{len(result.topics)} topics ({created} created now), "
         f"{len(result.tables)} history tables, data in {stack.data_dir}"
     )
+    for topic in result.topics:
+        if topic.altered:
+            console.print(f"topic {topic.name}: {'; '.join(str(change) for change in topic.altered)}")
     if result.already_running:
         console.print("[yellow]the local stack was already running[/]; nothing was started")
     else:
@@ -373,7 +376,7 @@ def datasets_fetch() -> None:
 
 #: The modules of bench/ that are benchmarks (each has ``run(quick) -> figures``).
 BENCHMARKS = ("allocation", "api", "assets", "bidding", "chaos", "control", "e2e", "forecast", "gateway",
-              "peak", "plans", "rollups", "telemetry")
+              "peak", "plans", "rollups", "soak", "telemetry")
 
 
 @app.command("bench")

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import ConfigResource
+from confluent_kafka.admin import ConfigResource, NewTopic
 
 from core import kafka
 from core.config import Settings
-from core.topics import ASSETS_CHANGES, TELEMETRY_RAW, TOPICS
+from core.topics import ASSETS_CHANGES, DAY_MS, HOUR_MS, TELEMETRY_RAW, TOPICS, TopicSpec
 from schemas import DecodeError, DecodeErrorReason, packaged_codec
 
 pytestmark = pytest.mark.integration
@@ -44,6 +44,52 @@ def test_every_topic_is_created_with_its_retention(stack_settings: Settings) -> 
     for spec in TOPICS:
         want = spec.topic_configs()
         assert {name: described[spec.name][name].value for name in want} == want, spec.name
+
+
+def _configs(settings: Settings, topic: str) -> dict[str, str | None]:
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    admin = kafka.admin(settings)
+    return {name: entry.value for name, entry in admin.describe_configs([resource])[resource]
+            .result(timeout=10).items()}
+
+
+def _old_topic(settings: Settings, partitions: int, **configs: str) -> str:
+    """A topic as an older version provisioned it: its own partition count and configs."""
+    name = f"test.old.{uuid.uuid4().hex[:8]}"
+    admin = kafka.admin(settings)
+    admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1,
+                                  config=configs)])[name].result(timeout=10)
+    return name
+
+
+def test_existing_topics_get_the_catalogues_configs_and_keep_the_rest(stack_settings: Settings) -> None:
+    """A cluster provisioned before topics had a retention (none set), or with another one, is brought to
+    the catalogue; a config the catalogue does not declare stays; partitions are never changed."""
+    unset = _old_topic(stack_settings, 1, **{"max.message.bytes": "123456"})
+    other = _old_topic(stack_settings, 5, **{"retention.ms": str(7 * DAY_MS)})
+    specs = (TopicSpec(unset, "k", "SiteTelemetry", retention_ms=12 * HOUR_MS),
+             TopicSpec(other, "k", "SiteTelemetry", retention_ms=HOUR_MS))
+    states = {state.name: state for state in kafka.ensure_topics(stack_settings, specs)}
+
+    assert [str(change) for change in states[unset].altered] == [
+        f"retention.ms unset -> {12 * HOUR_MS}", f"segment.ms unset -> {3 * HOUR_MS}"]
+    assert [str(change) for change in states[other].altered] == [
+        f"retention.ms {7 * DAY_MS} -> {HOUR_MS}", f"segment.ms unset -> {HOUR_MS // 4}"]
+    assert not states[unset].created and not states[other].created
+    assert {"max.message.bytes": "123456", "retention.ms": str(12 * HOUR_MS),
+            "segment.ms": str(3 * HOUR_MS)}.items() <= _configs(stack_settings, unset).items()
+    assert {"retention.ms": str(HOUR_MS),
+            "segment.ms": str(HOUR_MS // 4)}.items() <= _configs(stack_settings, other).items()
+    # Fewer partitions than the settings ask for (3) stay fewer, more stay more.
+    assert (states[unset].partitions, states[other].partitions) == (1, 5)
+    again = kafka.ensure_topics(stack_settings, specs)
+    assert [state.altered for state in again] == [(), ()], "a second run changes nothing"
+
+
+def test_provisioning_the_catalogue_twice_changes_nothing(stack_settings: Settings) -> None:
+    states = kafka.ensure_topics(stack_settings)
+    assert [state.name for state in states] == [spec.name for spec in TOPICS]
+    assert not any(state.created or state.altered for state in states)
 
 
 def test_avro_round_trip_through_the_broker(stack_settings: Settings) -> None:
