@@ -111,7 +111,8 @@ class _NaiveFit:
         depth = np.zeros(n + horizon, dtype=np.int64)
         for i, lag in enumerate(lags, start=n):
             if lag > i:
-                raise ValueError(f"{self.name}: history of {n} steps is shorter than the lag {lag}")
+                raise InsufficientHistoryError(
+                    f"{self.name}: history of {n} steps is shorter than the lag {lag}")
             values[i] = values[i - lag]
             depth[i] = depth[i - lag] + 1
         std = self.sigma * np.sqrt(depth[n:].astype(np.float64))

@@ -8,6 +8,7 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
+from forecast.clean import InsufficientHistoryError
 from forecast.models import HoltWinters, MstlAr, OrNaive, PriceNaive, Sarimax, SeasonalNaive
 from forecast.series import Series
 from tests.forecast.conftest import MONDAY, seasonal_series
@@ -47,6 +48,15 @@ def test_short_history_is_served_by_the_naive_and_flagged() -> None:
     forecast = OrNaive(HoltWinters(), SeasonalNaive()).fit(short).forecast(short, 24)
     assert forecast.note.startswith("naive fallback for holt-winters")
     np.testing.assert_array_equal(forecast.mean, short.values[13 * 24 - 168: 14 * 24 - 168])
+
+
+def test_history_shorter_than_a_season_is_too_little_for_the_naive_too() -> None:
+    """A fresh fleet has minutes of history: the naive fallback cannot look a week back either. It says
+    so as InsufficientHistoryError, which a forecast round reports as refused (a plain ValueError
+    stopped `vpp forecast serve` on a fresh `vpp up`)."""
+    fresh = Series(MONDAY, timedelta(minutes=15), np.ones(1))
+    with pytest.raises(InsufficientHistoryError, match="shorter than the lag 672"):
+        OrNaive(HoltWinters(), SeasonalNaive()).fit(fresh).forecast(fresh, 4)
 
 
 @pytest.mark.parametrize("model", [HoltWinters(window=timedelta(weeks=3)), MstlAr(window=timedelta(weeks=4)),
