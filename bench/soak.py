@@ -15,7 +15,8 @@ every record: docs/architecture.md, "Retention").
 
 Figures per part: ``rss_mb_<part>`` (after warm-up), ``rss_growth_pct_<part>``
 (last sample over first), ``rss_mb_per_h_<part>`` (least-squares slope over
-every sample) and ``flat_<part>`` (1 when within ``FLAT_PCT``); then
+every sample) and ``flat_<part>`` (1 when within ``FLAT_PCT``), or
+``exited_<part>`` for a part that was gone at the end; then
 ``broker_written_mb_per_h`` (records times their mean size, per hour),
 ``coverage_min_pct``, ``freshness_max_s``, ``telemetry_lag_max``,
 ``load_avg_max``. Every sample is written to ``bench/results/soak-samples.json``.
@@ -140,14 +141,17 @@ class Probe:
                             for p in sorted(metadata[spec.name].partitions)]
                 for spec in TOPICS if spec.name in metadata}
 
-    def telemetry_lag(self, marks: dict[str, list[tuple[int, int]]]) -> int:
-        """Records on ``telemetry.raw`` past what the telemetry dataflow committed (-1: nothing committed)."""
-        ends = marks.get(TELEMETRY_RAW, [])
-        committed = self.consumer.committed([TopicPartition(TELEMETRY_RAW, p) for p in range(len(ends))],
+    def telemetry_lag(self, partitions: int) -> int:
+        """Records on ``telemetry.raw`` past what the telemetry dataflow committed (-1: nothing committed).
+
+        The committed offsets are read before the ends: read after, they may pass ends read earlier.
+        """
+        committed = self.consumer.committed([TopicPartition(TELEMETRY_RAW, p) for p in range(partitions)],
                                             timeout=10)
         if all(tp.offset < 0 for tp in committed):
             return -1
-        return sum(high - max(tp.offset, 0) for (_, high), tp in zip(ends, committed, strict=True))
+        ends = [self.consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in committed]
+        return sum(max(0, high - max(tp.offset, 0)) for high, tp in zip(ends, committed, strict=True))
 
     def mean_record_bytes(self, marks: dict[str, list[tuple[int, int]]]) -> dict[str, float]:
         """Mean key plus value size of the last records of each topic (topics with none left out)."""
@@ -175,8 +179,9 @@ class Probe:
     def sample(self, elapsed_s: float, pids: dict[str, int]) -> Sample:
         coverage, freshness = self.coverage_and_freshness()
         marks = self.watermarks()
+        lag = self.telemetry_lag(len(marks.get(TELEMETRY_RAW, [])))
         rss = {name: kb for name, pid in pids.items() if (kb := rss_kb(pid)) is not None}
-        return Sample(elapsed_s, rss, coverage, freshness, self.telemetry_lag(marks), os.getloadavg()[0],
+        return Sample(elapsed_s, rss, coverage, freshness, lag, os.getloadavg()[0],
                       {topic: sum(high for _, high in parts) for topic, parts in marks.items()})
 
 
@@ -201,7 +206,8 @@ def figures_of(samples: list[Sample], record_bytes: dict[str, float]) -> dict[st
     for part, before in sorted(first.rss_kb.items()):
         points = [(s.elapsed_s, s.rss_kb[part] / 1024) for s in samples if part in s.rss_kb]
         after = last.rss_kb.get(part)
-        if after is None:
+        if after is None:  # it exited during the soak: its log says why
+            figures[f"exited_{part}"] = 1.0
             continue
         growth = 100.0 * (after - before) / before
         figures[f"rss_mb_{part}"] = round(before / 1024, 1)
