@@ -11,11 +11,13 @@ mistaken for a leak), the telemetry dataflow's lag (``telemetry.raw`` end
 minus the offsets its consumer group committed), the load average, and the
 records on every topic with their mean size, so the broker's growth can be
 set against the bytes written to it (the memory-only local broker keeps
-every record: docs/architecture.md, "Retention").
+every record: docs/architecture.md, Topics).
 
 Figures per part: ``rss_mb_<part>`` (after warm-up), ``rss_growth_pct_<part>``
 (last sample over first), ``rss_mb_per_h_<part>`` (least-squares slope over
-every sample) and ``flat_<part>`` (1 when within ``FLAT_PCT``), or
+every sample), ``rss_mb_per_h_late_<part>`` (over the second half: a step
+during a backlog, which CPython's allocator keeps as its high-water mark, is
+not a leak; a steady slope is) and ``flat_<part>`` (1 when within ``FLAT_PCT``), or
 ``exited_<part>`` for a part that was gone at the end; then
 ``broker_written_mb_per_h`` (records times their mean size, per hour),
 ``coverage_min_pct``, ``freshness_max_s``, ``telemetry_lag_max``,
@@ -213,7 +215,10 @@ def figures_of(samples: list[Sample], record_bytes: dict[str, float]) -> dict[st
         figures[f"rss_mb_{part}"] = round(before / 1024, 1)
         figures[f"rss_growth_pct_{part}"] = round(growth, 1)
         slope = slope_per_h([x for x, _ in points], [y for _, y in points])
+        late = points[len(points) // 2:]
+        late_slope = slope_per_h([x for x, _ in late], [y for _, y in late])
         figures[f"rss_mb_per_h_{part}"] = round(slope, 1)
+        figures[f"rss_mb_per_h_late_{part}"] = round(late_slope, 1)
         figures[f"flat_{part}"] = float(abs(growth) <= FLAT_PCT)
     written = sum((last.records.get(topic, 0) - first.records.get(topic, 0)) * size
                   for topic, size in record_bytes.items())

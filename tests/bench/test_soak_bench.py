@@ -15,13 +15,19 @@ def _sample(minute: int, rss_mb: dict[str, float], telemetry_records: int) -> so
 
 
 def test_growth_slope_flatness_and_exits_per_part() -> None:
-    samples = [_sample(m, {"broker": 100 + 2 * m, "gateway": 100 + (m % 2), "forecast": 180}, 60_000 * m)
-               for m in range(30)] + [_sample(30, {"broker": 160, "gateway": 101}, 60_000 * 30)]
+    # The broker grows steadily, the gateway wobbles, the telemetry flow steps up once (a backlog's
+    # high-water mark) and stays, the forecast service exits.
+    samples = [_sample(m, {"broker": 100 + 2 * m, "gateway": 100 + (m % 2), "forecast": 180,
+                           "telemetry": 150 if m < 10 else 180}, 60_000 * m)
+               for m in range(30)]
+    samples.append(_sample(30, {"broker": 160, "gateway": 101, "telemetry": 180}, 60_000 * 30))
     figures = soak.figures_of(samples, {"telemetry.raw": 110.0, "twin.status": 50.0})
     assert figures["soak_minutes"] == 30.0
     assert figures["rss_growth_pct_broker"] == 60.0 and figures["flat_broker"] == 0.0
     assert figures["rss_mb_per_h_broker"] == pytest.approx(120.0, rel=0.01)
+    assert figures["rss_mb_per_h_late_broker"] == pytest.approx(120.0, rel=0.05)
     assert figures["rss_growth_pct_gateway"] == 1.0 and figures["flat_gateway"] == 1.0
+    assert figures["rss_growth_pct_telemetry"] == 20.0 and figures["rss_mb_per_h_late_telemetry"] == 0.0
     assert figures["exited_forecast"] == 1.0 and "flat_forecast" not in figures
     # 1,800,000 telemetry records of 110 bytes and 300 of 50 bytes in half an hour.
     written_mb = (1_800_000 * 110 + 300 * 50) / 2**20
