@@ -137,9 +137,8 @@ def test_the_console_shows_sites_dispatches_outages_alarms_and_the_peak_day(api:
                     f"&to={until.isoformat().replace('+00:00', 'Z')}&day={day.isoformat()}")
             elsewhere = f"&node=state-0&site={site}"
             screenshot = tmp_path / "dashboard.png"
-            # one browser for both: the screenshot and the DOM of the same page at the same (virtual) time
-            shot = _chromium(f"--screenshot={screenshot}", "--dump-dom", url + main)
-            dom = shot.stdout
+            shot = _chromium(f"--screenshot={screenshot}", url + main)
+            dom = _chromium("--dump-dom", url + main).stdout
             site_dom = _chromium("--dump-dom", url + elsewhere).stdout
             _screenshots(url, {"console-node": f"{main}&view=node",
                                "console-sites": f"{main}&view=sites",
