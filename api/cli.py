@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 from rich.console import Console
 
-from api.auth import Scope, issue_api_token
 from core.config import Settings
+
+if TYPE_CHECKING:
+    from api.auth import Scope
 
 console = Console()
 
 
 def dashboard_url(settings: Settings) -> str:
     """The local dashboard's address with a fresh read token in the fragment (never sent to a server)."""
+    from api.auth import Scope, issue_api_token
+
     token = issue_api_token(settings, "local-dashboard", {Scope.READ}).token
     return f"http://{settings.host}:{settings.api_port}/dashboard/#token={token}"
 
@@ -28,6 +34,8 @@ def serve_api() -> None:
 
 
 def _scopes(text: str) -> set[Scope]:
+    from api.auth import Scope
+
     names = {s.strip() for s in text.split(",") if s.strip()}
     unknown = names - {scope.value for scope in Scope}
     if unknown:
@@ -46,6 +54,8 @@ def issue_api_token_command(
 ) -> None:
     """Issue an API bearer token."""
     from datetime import timedelta
+
+    from api.auth import issue_api_token
 
     try:
         issued = issue_api_token(

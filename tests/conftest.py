@@ -20,6 +20,7 @@ import pytest
 from core import kafka
 from core.config import Settings
 from core.waiting import wait_until
+from vpp.processes import PidFiles, stop
 from vpp.stack import _broker_binary, _probe_broker, running
 
 if TYPE_CHECKING:
@@ -96,6 +97,33 @@ def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setting
     )
     with running(settings):
         yield settings
+
+
+def stop_recorded(data_dir: Path) -> list[str]:
+    """Stop every process still recorded under ``data_dir/run`` (its whole process group); their names."""
+    pids = PidFiles(data_dir / "run")
+    stopped = []
+    for path in sorted(pids.run_dir.glob("*.json")):
+        record = pids.running(path.stem)
+        if record is not None:
+            stop(record)
+            stopped.append(record.name)
+        pids.remove(path.stem)
+    return stopped
+
+
+@pytest.fixture
+def cli_data_dir(tmp_path: Path) -> Iterator[Path]:
+    """A data directory for a test that starts parts through the CLI (``vpp up``, ``vpp stack up``).
+
+    Whatever is still recorded under it when the test ends is stopped, however the test ends: a
+    failed assertion, or pytest's timeout interrupting ``vpp up`` itself (a killed ``vpp up`` leaves
+    its detached parts running, and no ``vpp down`` in the test body would run).
+    """
+    try:
+        yield tmp_path
+    finally:
+        stop_recorded(tmp_path)
 
 
 @pytest.fixture

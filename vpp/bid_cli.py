@@ -21,28 +21,22 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import redis
 import typer
-from confluent_kafka import Producer
 from rich.console import Console
 from rich.table import Table
 
-from bidding import journal
-from bidding.node_asset import NodeUnavailableError
-from bidding.remodel import FORECAST_MODELS, model_named
-from bidding.workflow import FINAL, Workflow
-from core import kafka
-from core.bid_history import BidStore
 from core.config import Settings
-from core.history import HistoryStore, connect
 from core.logs import configure_logging
-from core.metrics_server import serve_metrics
-from vpp.bid_backtest import backtest, decision_rows, report
-from vpp.bid_runs import next_interval, read_journal, replay_optimise, request_run, run_inputs, runs
-from vpp.bid_scheduler import Scheduler, assets
-from vpp.bid_worker import Faults, Worker
+
+if TYPE_CHECKING:
+    from bidding.workflow import Workflow
+    from vpp.bid_worker import Faults
+
+#: The names ``--with-model`` takes: the keys of :data:`bidding.remodel.FORECAST_MODELS` (a test keeps them
+#: equal), spelt out here so ``vpp --help`` need not import the optimiser.
+MODEL_NAMES = ("daily", "naive", "mstl")
 
 bid_app = typer.Typer(no_args_is_help=True, help="The Autobidder: bidding runs, their journal, the workers.")
 console = Console()
@@ -70,6 +64,16 @@ def run_command(
     wait: float = typer.Option(0.0, "--wait", help="Seconds to wait for the run to end (0: do not wait)."),
 ) -> None:
     """Bid the asset into the next interval whose gate closes after the run's deadlines."""
+    import redis
+    from confluent_kafka import Producer
+
+    from bidding.node_asset import NodeUnavailableError
+    from bidding.workflow import FINAL
+    from core import kafka
+    from core.bid_history import BidStore
+    from core.history import HistoryStore, connect
+    from vpp.bid_runs import next_interval, read_journal, request_run, run_inputs, runs
+
     settings = Settings()
     client = connect(settings)
     history = HistoryStore(client, settings.clickhouse_database)
@@ -111,6 +115,8 @@ def run_command(
 @bid_app.command("status")
 def status_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Every run on workflow.events, replayed from its journal."""
+    from vpp.bid_runs import read_journal, runs
+
     states = runs(read_journal(Settings()))
     rows = [_state_row(s) for s in states.values()]
     if as_json:
@@ -129,6 +135,11 @@ def status_command(as_json: bool = typer.Option(False, "--json", help="Print JSO
 @bid_app.command("replay")
 def replay_command(workflow_id: str = typer.Argument(help="The run to replay.")) -> None:
     """Replay the run's journal; re-run optimise from its stored inputs and compare output hashes."""
+    from bidding import journal
+    from core.bid_history import BidStore
+    from core.history import connect
+    from vpp.bid_runs import read_journal, replay_optimise
+
     settings = Settings()
     entries = read_journal(settings, workflow_id)
     if not entries:
@@ -163,10 +174,15 @@ def backtest_command(
     end: Annotated[str, typer.Option("--to", help="... up to this time (exclusive).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     with_model: Annotated[str | None, typer.Option(
-        "--with-model", help=f"Re-forecast energy with this model ({', '.join(FORECAST_MODELS)}) from each "
+        "--with-model", help=f"Re-forecast energy with this model ({', '.join(MODEL_NAMES)}) from each "
         "run's own market data before deciding again.")] = None,
 ) -> None:
     """Replay the stored bidding decisions of a window through today's logic: what would change."""
+    from bidding.remodel import model_named
+    from core.bid_history import BidStore
+    from core.history import HistoryStore, connect
+    from vpp.bid_backtest import backtest, decision_rows, report
+
     try:
         model = None if with_model is None else model_named(with_model)
     except ValueError as exc:
@@ -207,6 +223,8 @@ def _eur(value: float | None) -> str:
 
 
 def _faults(delay: list[str], corrupt: list[str], scope: str) -> Faults:
+    from vpp.bid_worker import Faults
+
     delays: dict[str, float] = {}
     for item in delay:
         step, _, seconds = item.partition("=")
@@ -233,6 +251,15 @@ def _until_signalled() -> Callable[[], bool]:
 @bid_app.command("schedule")
 def schedule_command() -> None:
     """Ask for a run of every asset in VPP_BID_ASSETS in every VPP_BID_EVERY_S slot, until SIGTERM."""
+    import redis
+    from confluent_kafka import Producer
+
+    from core import kafka
+    from core.bid_history import BidStore
+    from core.history import HistoryStore, connect
+    from core.metrics_server import serve_metrics
+    from vpp.bid_scheduler import Scheduler, assets
+
     stopped = _until_signalled()
     settings = Settings()
     configure_logging(settings)
@@ -256,6 +283,9 @@ def worker_command(
         "--fault-scope", help="Test hook: the hooks apply only to runs whose id contains this.")] = "",
 ) -> None:
     """One member of the worker pool: take tasks from workflow.tasks until SIGTERM."""
+    from core.metrics_server import serve_metrics
+    from vpp.bid_worker import Worker
+
     stopped = _until_signalled()
     settings = Settings()
     configure_logging(settings)

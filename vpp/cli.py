@@ -26,13 +26,13 @@ from core.config import Settings
 from core.logs import configure_logging
 from edge_gateway import cli as edge_cli
 from vpp import bid_cli, dispatch_cli, forecast_cli, peak_cli, storm_cli
-from vpp.stack import Stack, UpResult
 from vpp.supervisor import PartState, PartStatus, StackError
 from vpp.tables import narrow_table, scaled
 
 if TYPE_CHECKING:
     from assets.loader import LoadReport
     from core.live import LiveNode
+    from vpp.stack import UpResult
 
 T = TypeVar("T")
 
@@ -127,6 +127,8 @@ def _starting(title: str, start: Callable[[Callable[[str], None]], T]) -> T:
 
 
 def _stack_up(settings: Settings) -> UpResult:
+    from vpp.stack import Stack
+
     stack = Stack(settings)
     result = _starting("starting the local stack", stack.up)
     console.print(_parts_table(result.parts))
@@ -166,6 +168,8 @@ def stack_up() -> None:
 @stack_app.command("status")
 def stack_status() -> None:
     """Show each part, its state and address."""
+    from vpp.stack import Stack
+
     statuses = Stack(Settings()).status()
     console.print(_parts_table(statuses))
     if any(s.state == PartState.UNHEALTHY for s in statuses):
@@ -175,6 +179,8 @@ def stack_status() -> None:
 @stack_app.command("down")
 def stack_down() -> None:
     """Stop every local part started by `vpp stack up`."""
+    from vpp.stack import Stack
+
     stopped = Stack(Settings()).down(progress=console.print)
     console.print(f"stopped {len(stopped)} part(s)" if stopped else "nothing was running")
 
@@ -246,6 +252,7 @@ def status(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> Non
     Exits 1 if a part is unhealthy or nothing runs (then it says which data directory it looked in).
     """
     from vpp.services import Services
+    from vpp.stack import Stack
 
     settings = Settings()
     statuses = Stack(settings).status() + Services(settings).status()

@@ -22,9 +22,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import redis
 import typer
 from rich.console import Console
 from rich.live import Live
@@ -32,7 +31,6 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from core.config import Settings
-from core.dispatch import cancel, list_dispatches, read_status, submit
 from core.dispatch_spec import (
     STRATEGIES,
     DispatchNotFoundError,
@@ -42,6 +40,9 @@ from core.dispatch_spec import (
 )
 from schemas.times import from_epoch_ms
 from vpp.tables import narrow_table
+
+if TYPE_CHECKING:
+    import redis
 
 console = Console()
 err_console = Console(stderr=True)
@@ -71,6 +72,8 @@ dispatch_app = typer.Typer(
 @contextmanager
 def _errors() -> Iterator[None]:
     """Refusals exit 2 (an unknown dispatch 1), an unreachable system 1, each with one line on stderr."""
+    import redis
+
     try:
         yield
     except DispatchNotFoundError as exc:
@@ -86,6 +89,8 @@ def _errors() -> Iterator[None]:
 
 
 def _client(settings: Settings) -> redis.Redis:
+    import redis
+
     return redis.Redis.from_url(settings.redis)
 
 
@@ -103,6 +108,8 @@ def send(
     priority: int = typer.Option(0, "--priority", help="0..1000: wins sites other dispatches want at once."),
 ) -> None:
     """Ask NODE for power over a window; watch it converge unless --no-follow."""
+    from core.dispatch import read_status, submit
+
     settings = Settings()
     client = _client(settings)
     with _errors():
@@ -130,6 +137,8 @@ def status(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Where a dispatch stands: state, power against target, sites, outcome. Exit 1 if there is none."""
+    from core.dispatch import read_status
+
     client = _client(Settings())
     with _errors():
         current = read_status(client, dispatch_id)
@@ -148,6 +157,8 @@ def status(
 @dispatch_app.command("cancel")
 def cancel_command(dispatch_id: str = typer.Argument(help="The dispatch to stop.")) -> None:
     """Stop a dispatch (as DELETE /v1/dispatch/ID does); its sites return to their own plans."""
+    from core.dispatch import cancel
+
     settings = Settings()
     client = _client(settings)
     with _errors():
@@ -162,6 +173,8 @@ def list_command(
     as_json: bool = typer.Option(False, "--json", help="Print JSON (one document on stdout)."),
 ) -> None:
     """Recent dispatches: node, state, target and window."""
+    from core.dispatch import list_dispatches, read_status
+
     client = _client(Settings())
     with _errors():
         statuses = [(ident, read_status(client, ident) or {})
@@ -262,6 +275,8 @@ def _follow(client: redis.Redis, dispatch_id: str, done: Callable[[dict[str, str
             wait_s: float | None, as_json: bool) -> None:
     """Show the status until ``done`` says so or ``wait_s`` passes: a redrawn table on a terminal, else a
     line (or JSON document) per change, flushed as it is written."""
+    from core.dispatch import read_status
+
     deadline = None if wait_s is None else time.monotonic() + wait_s
 
     def more(current: dict[str, str] | None) -> bool:

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from bench import forecast as forecast_bench
 from core.config import Settings
-from core.metrics_server import serve_metrics
-from vpp.datasets import DatasetError
+
+if TYPE_CHECKING:
+    from bench import forecast as forecast_bench
 
 forecast_app = typer.Typer(no_args_is_help=True, help="Forecasts: backtests on real series.")
 console = Console()
@@ -22,8 +22,10 @@ err_console = Console(stderr=True)
 
 def report_table(report: forecast_bench.Report) -> Table:
     """One row per model and horizon bucket; MAPE blank where the series crosses zero."""
+    from bench.forecast import REFIT_EVERY
+
     table = Table(title=f"{report.dataset}: {report.origins} daily origins, {report.horizon} steps of "
-                        f"{report.step_min:g} min ahead, refit every {forecast_bench.REFIT_EVERY} origins")
+                        f"{report.step_min:g} min ahead, refit every {REFIT_EVERY} origins")
     columns = ("model", "horizon", "MAE", "MAPE%", "MASE", "rMAE", "in 80%", "refit s", "fc ms")
     for column in columns:
         text = column in ("model", "horizon")
@@ -53,6 +55,9 @@ def backtest_command(
                                     "an 8-week warm-up (28 for taylor)."),
 ) -> None:
     """Rolling-origin backtest with no look-ahead: error by horizon against the naive, to bench/results/."""
+    from bench import forecast as forecast_bench
+    from vpp.datasets import DatasetError
+
     try:
         loaded = forecast_bench.load(dataset, Settings().datasets_dir)
         with console.status(f"backtesting {dataset}") as status:
@@ -119,6 +124,7 @@ def market_command(
     from datetime import UTC, datetime
 
     from core import history
+    from core.metrics_server import serve_metrics
     from vpp.market_feed import MarketFeed, MarketFeedError, next_publication
 
     settings = Settings()
@@ -188,6 +194,7 @@ def serve_command(
 
     from assets.loader import restore_fleet
     from core import history, kafka
+    from core.metrics_server import serve_metrics
     from forecast.clean import GapTooLongError, InsufficientHistoryError
     from schemas import packaged_codec
     from vpp.forecast_service import SERIES_KINDS, PublishError, forecast_price, forecast_round, publish_price

@@ -13,19 +13,19 @@ why and exits 1.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING
 
-import redis
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from core.config import Settings
 from core.dispatch_spec import DispatchRejectedError
-from core.history import store_for
-from peak.day import NodePlan
-from peak.planner import Plan
-from vpp.peak_intraday import DayExecutor, stored_forecast
-from vpp.peak_service import plan_node, record_day, run_plan
+
+if TYPE_CHECKING:
+    import redis
+
+    from peak.day import NodePlan
 
 peak_app = typer.Typer(no_args_is_help=True, help="Peak shaving: plan a node's day and run it.")
 console = Console()
@@ -43,6 +43,8 @@ def _day(text: str | None) -> date:
 
 def plan_table(planned: NodePlan) -> Table:
     """The threshold and every interval where the fleet gives or takes power."""
+    from peak.planner import Plan
+
     plan = planned.plan
     assert isinstance(plan, Plan)
     table = Table(title=f"{planned.plan_id}: threshold {plan.threshold_kw:,.1f} kW, forecast peak "
@@ -58,6 +60,12 @@ def plan_table(planned: NodePlan) -> Table:
 
 
 def _plan(node_id: str, day: date) -> tuple[Settings, redis.Redis, NodePlan]:
+    import redis
+
+    from core.history import store_for
+    from peak.planner import Plan
+    from vpp.peak_service import plan_node
+
     settings = Settings()
     client = redis.Redis.from_url(settings.redis)
     with store_for(settings) as store:
@@ -90,6 +98,12 @@ def run_command(node_id: str = typer.Argument(help="The node to execute the day 
                 ) -> None:
     """Execute the day: follow the measured net load under the threshold, re-plan when the forecast,
     the load or the fleet moves, and record the day when it ends (Ctrl-C stops; what was sent runs on)."""
+    import redis
+
+    from core.history import store_for
+    from vpp.peak_intraday import DayExecutor, stored_forecast
+    from vpp.peak_service import run_plan
+
     when = _day(day) if day else datetime.now(UTC).date()
     if once:
         settings, client, planned = _plan(node_id, when)
@@ -126,6 +140,9 @@ def run_command(node_id: str = typer.Argument(help="The node to execute the day 
 def record_command(node_id: str = typer.Argument(help="The node whose day to record."),
                    day: str = typer.Option(None, "--day", help="The UTC day; default yesterday.")) -> None:
     """Complete the day's peak_events row from node_minute: both peaks, energy, the rebound check."""
+    from core.history import store_for
+    from vpp.peak_service import record_day
+
     when = _day(day) if day else datetime.now(UTC).date() - timedelta(days=1)
     try:
         with store_for(Settings()) as store:

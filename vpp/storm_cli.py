@@ -14,13 +14,10 @@ import getpass
 import json
 from datetime import UTC, datetime, timedelta
 
-import redis
 import typer
-from confluent_kafka import Producer
 from rich.console import Console
 from rich.table import Table
 
-from core import kafka, storm
 from core.config import Settings
 
 storm_app = typer.Typer(no_args_is_help=True, help="Storm watches: sites under a node hold a full battery.")
@@ -42,6 +39,11 @@ def raise_command(
     start: str = typer.Option(None, "--start", help="When it begins (ISO 8601, UTC if no zone)."),
 ) -> None:
     """Raise (or replace) a storm watch over NODE."""
+    import redis
+    from confluent_kafka import Producer
+
+    from core import kafka, storm
+
     settings = Settings()
     client = redis.Redis.from_url(settings.redis)
     producer = Producer(kafka.client_config(settings))
@@ -61,6 +63,10 @@ def raise_command(
 @storm_app.command("list")
 def list_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """The storm watches in force."""
+    import redis
+
+    from core import storm
+
     client = redis.Redis.from_url(Settings().redis)
     try:
         watches = storm.list_watches(client)
@@ -78,6 +84,11 @@ def list_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.
 @storm_app.command("clear")
 def clear_command(node: str = typer.Argument(help="The node whose watch to lift.")) -> None:
     """Clear the storm watch over NODE (exit 1 if none is in force)."""
+    import redis
+    from confluent_kafka import Producer
+
+    from core import kafka, storm
+
     settings = Settings()
     client = redis.Redis.from_url(settings.redis)
     producer = Producer(kafka.client_config(settings))

@@ -11,6 +11,7 @@ from bidding.bids import ENERGY
 from bidding.remodel import FORECAST_MODELS, model_named, reforecast
 from bidding.tasks import TaskInputError, forecast, market_data
 from tests.bidding.test_tasks_and_journal import inputs, prices
+from vpp.bid_cli import MODEL_NAMES
 
 
 def test_the_daily_model_forecasts_what_the_run_forecast_from_the_same_market_data() -> None:
@@ -32,5 +33,6 @@ def test_a_model_that_needs_more_history_refuses_with_the_reason_and_names_are_c
     with pytest.raises(TaskInputError, match="mstl cannot forecast"):
         reforecast(model_named("mstl"), market_data(inputs(), prices()), inputs())
     assert set(FORECAST_MODELS) == {"daily", "naive", "mstl"}
+    assert set(MODEL_NAMES) == set(FORECAST_MODELS), "`vpp backtest --help` names the models it takes"
     with pytest.raises(ValueError, match="use one of daily, naive, mstl"):
         model_named("oracle")

@@ -74,10 +74,11 @@ def _logged_dispatches(env: dict[str, str]) -> set[str]:
     return {row[0] for row in rows}
 
 
-def test_down_and_up_twice_the_system_works_and_history_survives(tmp_path: Path) -> None:
+def test_down_and_up_twice_the_system_works_and_history_survives(cli_data_dir: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VPP_")}
     redis_port = free_port()
-    env.update(VPP_DATA_DIR=str(tmp_path), VPP_KAFKA_PORT=str(free_port()), VPP_REDIS_PORT=str(redis_port),
+    env.update(VPP_DATA_DIR=str(cli_data_dir), VPP_KAFKA_PORT=str(free_port()),
+               VPP_REDIS_PORT=str(redis_port),
                VPP_CLICKHOUSE_PORT=str(free_port()), VPP_GATEWAY_PORT=str(free_port()),
                VPP_GATEWAY_METRICS_PORT=str(free_port()), VPP_API_PORT=str(free_port()),
                VPP_TELEMETRY_METRICS_PORT=str(free_port()), VPP_CONTROL_METRICS_PORT=str(free_port()),

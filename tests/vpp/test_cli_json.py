@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,8 +19,9 @@ from vpp.cli import app
 CHECKOUT = Path(__file__).resolve().parents[2]
 
 
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VPP_")}
+def _env(**extra: str) -> dict[str, str | None]:
+    """For CliRunner: no VPP_* variable of this process's own, only ``extra``."""
+    env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("VPP_")}
     env.update(extra)
     return env
 
@@ -43,19 +42,18 @@ def test_the_data_directory_does_not_depend_on_the_working_directory(tmp_path: P
     assert default_data_dir() == tmp_path / "project" / ".vpp", "inside a tree with a stack: that one"
 
 
-def test_status_from_another_directory_says_where_it_looked_and_fails(tmp_path: Path) -> None:
+def test_status_from_another_directory_says_where_it_looked_and_fails(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
     empty = tmp_path / "no-stack-here"
-    result = subprocess.run([sys.executable, "-m", "vpp.cli", "status", "--json"], cwd=tmp_path,
-                            env=_env(VPP_DATA_DIR=str(empty), PYTHONPATH=str(CHECKOUT), COLUMNS="200"),
-                            capture_output=True, text=True, timeout=120, check=False)
-    assert result.returncode == 1, result.stderr
+    runner = CliRunner()
+    result = runner.invoke(app, ["status", "--json"], env=_env(VPP_DATA_DIR=str(empty), COLUMNS="200"))
+    assert result.exit_code == 1, result.stderr
     document = json.loads(result.stdout)
     assert document["data_dir"] == str(empty.resolve())
     assert {part["state"] for part in document["parts"]} == {"stopped"}
     assert str(empty.resolve()) in " ".join(result.stderr.split())
-    from_elsewhere = subprocess.run([sys.executable, "-m", "vpp.cli", "status", "--json"], cwd=tmp_path,
-                                    env=_env(PYTHONPATH=str(CHECKOUT), COLUMNS="200"), capture_output=True,
-                                    text=True, timeout=120, check=False)
+    from_elsewhere = runner.invoke(app, ["status", "--json"], env=_env(COLUMNS="200"))
     assert json.loads(from_elsewhere.stdout)["data_dir"] == str(CHECKOUT / ".vpp")
 
 
