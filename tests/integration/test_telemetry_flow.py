@@ -19,6 +19,7 @@ import random
 import signal
 import sqlite3
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -34,10 +35,6 @@ from vpp.stack import running
 
 pytestmark = pytest.mark.integration
 
-#: Sites of the scenario that is killed and resumed: the first attempt polls 5 records at a time (so it
-#: is surely killed mid-stream), and until its first minute closes it reads 90 s of every site's readings
-#: (300 sites took 2.5 minutes there at a load average of 20).
-KILLED_SITES = 120
 
 @pytest.fixture
 def own_stack(tmp_path: Path) -> Iterator[Settings]:
@@ -111,27 +108,30 @@ def test_killed_mid_stream_and_restarted_with_two_workers_it_writes_the_brute_fo
         own_stack: Settings, tmp_path: Path) -> None:
     """SIGKILLed mid-stream, resumed from the recovery store with two workers (and the too-late readings).
 
+    The first attempt tails the first half of the input and is killed once it has written minutes and
+    taken snapshots: mid-stream by construction, at any load (the second half is produced after the
+    kill; tiny polls to slow a bounded run down took longer than three minutes at a load average of 30).
     That a resumed run writes what an uninterrupted one writes, field for field (bookkeeping aside), is
     shown in-process, where both runs are cheap (tests/dataflows/test_telemetry_flow_inprocess.py); here
     the real kill over Kafka, Redis and ClickHouse is held against the brute-force answer.
     """
-    sc = generate(n_sites=KILLED_SITES, minutes=6.25, seed=11, start_ms=recent_start_ms(6.25))
+    sc = generate(n_sites=300, minutes=6.25, seed=11, start_ms=recent_start_ms(6.25))
     want_sites, want_nodes = expected_minutes(sc, sc.end_ms)
-    flowrun.produce(own_stack, sc)
+    half = len(sc.readings) // 2
+    flowrun.produce(own_stack, replace(sc, readings=sc.readings[:half]))
     recovery = tmp_path / "recovery"
-    # Slow the first attempt down (tiny polls) so it is surely killed mid-stream.
-    process = flowrun.start(own_stack, recovery=recovery, VPP_KAFKA_BATCH_SIZE="5")
-    # Kill it once it wrote minutes and took a snapshot after them: mid-stream, with something to resume.
+    process = flowrun.start(own_stack, recovery=recovery, tail=True)
     assert wait_until(lambda: bool(flowrun.minute_rows(own_stack, "site_minute", "site_id"))
-                      and _snapshots(recovery) >= 2, timeout_s=180, interval_s=0.1)
+                      and _snapshots(recovery) >= 2, timeout_s=240, interval_s=0.5)
     assert process.poll() is None, (
-        "the dataflow ended before it could be killed: "
+        "the dataflow stopped before it could be killed: "
         + (process.communicate()[0] or b"").decode(errors="replace")[-2000:])
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     partial = flowrun.minute_rows(own_stack, "site_minute", "site_id")
     assert 0 < len(partial) < len(want_sites)
 
+    flowrun.produce(own_stack, replace(sc, ancestries=[], readings=sc.readings[half:]))
     flowrun.run_with_late_data(own_stack, sc, recovery, workers=2)
     restarted = _results(own_stack)
     problems = check_all(sc, *restarted, sc.end_ms)

@@ -41,7 +41,7 @@ MINUTES = 3.25
 def own_stack(tmp_path: Path) -> Iterator[Settings]:
     settings = local_settings(tmp_path / "stack", default_partitions=3,
                               topic_partitions={TELEMETRY_RAW: PARTITIONS}, telemetry_shards=8,
-                              telemetry_node_groups=4)
+                              telemetry_node_groups=4, partition_idle_s=flowrun.REPLAY_PARTITION_IDLE_S)
     with running(settings):
         yield settings
 

@@ -82,12 +82,12 @@ def run_with_late_data(settings: Settings, sc: Scenario, recovery: Path, workers
     run_to_end(settings, workers, recovery)
 
 
-def start(settings: Settings, workers: int = 1, recovery: Path | None = None,
+def start(settings: Settings, workers: int = 1, recovery: Path | None = None, tail: bool = False,
           **overrides: str) -> subprocess.Popen[bytes]:
-    """Start the dataflow in its own process; it stops by itself at the end of its input."""
+    """Start the dataflow in its own process; it stops by itself at the end of its input unless ``tail``."""
     if recovery is not None:
         ensure_recovery(recovery)
-    settings = settings.model_copy(update={"dataflow_tail": False, "snapshot_interval_s": 1})
+    settings = settings.model_copy(update={"dataflow_tail": tail, "snapshot_interval_s": 1})
     env = {**os.environ, **settings_env(settings), **overrides}
     return subprocess.Popen(dataflow_argv("telemetry", settings, workers, recovery), env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
