@@ -95,7 +95,7 @@ def start(settings: Settings, workers: int = 1, recovery: Path | None = None, ta
 
 def run_to_end(settings: Settings, workers: int = 1, recovery: Path | None = None, timeout_s: float = 180,
                **overrides: str) -> None:
-    process = start(settings, workers, recovery, **overrides)
+    process = start(settings, workers, recovery, False, **overrides)
     output, _ = process.communicate(timeout=timeout_s)
     assert process.returncode == 0, output.decode(errors="replace")[-3000:]
 
