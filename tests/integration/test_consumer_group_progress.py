@@ -101,7 +101,7 @@ def test_telemetry_flow_progress_is_visible_to_lag_tools(
     settings, _ = own_broker
     sc = generate(n_sites=40, minutes=1.5, seed=11)
     flowrun.produce(settings, sc)
-    records = {topic: Counter(m.partition() for m in flowrun.read_topic(settings, topic, idle_s=1.0))
+    records = {topic: Counter(m.partition() for m in flowrun.read_to_end(settings, topic))
                for topic in (TELEMETRY_RAW, ASSETS_CHANGES)}
     assert sum(records[TELEMETRY_RAW].values()) == len(sc.readings)
     assert committed_offsets(settings, TELEMETRY_DATAFLOW_GROUP, TELEMETRY_RAW) == {}

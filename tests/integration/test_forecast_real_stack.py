@@ -106,7 +106,7 @@ def test_flow_history_to_a_stored_run_and_a_published_price_scored_when_actuals_
     price = forecast_price(store, region, wall)
     codec = packaged_codec()
     publish_price(Producer(kafka.client_config(own_stack)), codec, price)
-    messages = flowrun.read_topic(own_stack, PRICES_FORECAST)
+    messages = flowrun.read_to_end(own_stack, PRICES_FORECAST)
     records = [codec.decode(m.value(), "PriceForecast") for m in messages]
     assert [(r["region"], r["start"], len(r["prices_per_mwh"])) for r in records] == [(region, known, 48)]
     assert store.forecast_price_errors(region) == []

@@ -127,12 +127,12 @@ def test_aggregate_plans_equal_the_brute_force_sum_and_refused_plans_are_dead_le
     assert stored == entered
 
     codec = packaged_codec()
-    messages = flowrun.read_topic(settings, "plans.node")
+    messages = flowrun.read_to_end(settings, "plans.node")
     announced = [codec.decode(m.value(), "NodePlan") for m in messages]
     problems = compare(latest_node_plans(announced), reference)
     assert problems == [], "plans.node: " + "\n".join(problems[:30])
     assert [m.key() for m in messages] == [a["node_id"].encode() for a in announced]
-    letters = [codec.decode(m.value(), "DeadLetter") for m in flowrun.read_topic(settings, "telemetry.dlq")]
+    letters = [codec.decode(m.value(), "DeadLetter") for m in flowrun.read_to_end(settings, "telemetry.dlq")]
     kinds = {codec.decode(bytes(d["original_value"]), "SitePlan")["plan_id"]: d["error_kind"]
              for d in letters}
     assert kinds == data.refused

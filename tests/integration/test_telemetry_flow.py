@@ -3,18 +3,23 @@
 Each test gets a stack of its own (the dataflow reads its topics from the
 beginning, so it must not see other tests' records). The generated scenario and
 its brute-force answer live in :mod:`tests.telemetry.scenario`.
+
+Two runs over the real parts: a cluster of two processes with bad records in the
+stream, and a process SIGKILLed mid-stream and resumed with two workers (with
+the too-late readings). One worker, two workers, dead letters and a resumed run
+against an uninterrupted one, field for field, are shown in-process as well
+(tests/dataflows/test_telemetry_flow_inprocess.py), where each run is cheap.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import random
 import signal
 import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -25,26 +30,18 @@ from schemas import packaged_codec
 from tests.conftest import local_settings
 from tests.telemetry import flowrun
 from tests.telemetry.compare import check_all
-from tests.telemetry.scenario import Scenario, generate, recent_start_ms
+from tests.telemetry.scenario import Scenario, expected_minutes, generate, recent_start_ms
 from vpp.stack import running
 
 pytestmark = pytest.mark.integration
 
-#: Fields of a node hash that say when or how often it was written, not what it says.
-WRITE_BOOKKEEPING = {"seq", "updated_at", "_vb", "oldest_knowledge_age_s"}
-
-
-@contextmanager
-def _stack(data_dir: Path) -> Iterator[Settings]:
-    settings = local_settings(data_dir, default_partitions=3, topic_partitions={"telemetry.raw": 6},
-                              telemetry_shards=8, telemetry_node_groups=4)
-    with running(settings):
-        yield settings
-
 
 @pytest.fixture
 def own_stack(tmp_path: Path) -> Iterator[Settings]:
-    with _stack(tmp_path / "stack") as settings:
+    settings = local_settings(tmp_path / "stack", default_partitions=3, topic_partitions={"telemetry.raw": 6},
+                              telemetry_shards=8, telemetry_node_groups=4,
+                              partition_idle_s=flowrun.REPLAY_PARTITION_IDLE_S)
+    with running(settings):
         yield settings
 
 
@@ -84,21 +81,22 @@ def _results(settings: Settings) -> tuple[dict[str, dict[str, object]], Rows, Ro
             flowrun.minute_rows(settings, "node_minute", "node_id"))
 
 
-def test_aggregates_and_minutes_equal_brute_force_and_every_bad_record_is_a_dead_letter(
-        own_stack: Settings, tmp_path: Path) -> None:
-    sc = generate(n_sites=300, minutes=6.25, start_ms=recent_start_ms(6.25))
+def test_two_processes_give_the_brute_force_answer_and_every_bad_record_is_a_dead_letter(
+        own_stack: Settings) -> None:
+    sc = generate(n_sites=300, minutes=6.25, seed=5, start_ms=recent_start_ms(6.25))
+    sc.too_late = []  # "too late" needs a two-phase run: the kill-and-restart test below has one
     poison = _poison(sc, 40)
     flowrun.produce(own_stack, sc, poison)
-    flowrun.run_with_late_data(own_stack, sc, tmp_path / "recovery")
+    flowrun.run_processes_to_end(own_stack, processes=2)
 
-    nodes, site_rows, node_rows = _results(own_stack)
-    assert check_all(sc, nodes, site_rows, node_rows, sc.end_ms) == []
+    problems = check_all(sc, *_results(own_stack), sc.end_ms)
+    assert problems == [], "\n".join(problems[:40])
     sites = flowrun.live_sites(own_stack)
     assert len(sites) == len(sc.sites)
     assert {s["status"] for s in sites.values()} == {"ONLINE", "DELAYED", "OFFLINE"}
 
     codec = packaged_codec()
-    letters = [codec.decode(m.value(), "DeadLetter") for m in flowrun.read_topic(own_stack, "telemetry.dlq")]
+    letters = [codec.decode(m.value(), "DeadLetter") for m in flowrun.read_to_end(own_stack, "telemetry.dlq")]
     assert len(letters) == len(poison)
     assert sorted(bytes(d["original_value"]) for d in letters) == sorted(v for _, v in poison)
     kinds = {d["error_kind"] for d in letters}
@@ -106,58 +104,38 @@ def test_aggregates_and_minutes_equal_brute_force_and_every_bad_record_is_a_dead
     assert all(d["error"] and d["topic"] == "telemetry.raw" and d["offset"] >= 0 for d in letters)
 
 
-def test_two_processes_give_the_brute_force_answer(own_stack: Settings) -> None:
-    sc = generate(n_sites=300, minutes=6.25, seed=5, start_ms=recent_start_ms(6.25))
-    sc.too_late = []  # "too late" needs the two-phase run of the tests above; here: the cluster
-    flowrun.produce(own_stack, sc)
-    flowrun.run_processes_to_end(own_stack, processes=2)
-    problems = check_all(sc, *_results(own_stack), sc.end_ms)
-    assert problems == [], "\n".join(problems[:40])
+def test_killed_mid_stream_and_restarted_with_two_workers_it_writes_the_brute_force_answer(
+        own_stack: Settings, tmp_path: Path) -> None:
+    """SIGKILLed mid-stream, resumed from the recovery store with two workers (and the too-late readings).
 
-
-def test_killed_and_restarted_with_two_workers_it_writes_what_an_uninterrupted_run_writes(
-        tmp_path: Path) -> None:
+    The first attempt tails the first half of the input and is killed once it has written minutes and
+    taken snapshots: mid-stream by construction, at any load (the second half is produced after the
+    kill; tiny polls to slow a bounded run down took longer than three minutes at a load average of 30).
+    That a resumed run writes what an uninterrupted one writes, field for field (bookkeeping aside), is
+    shown in-process, where both runs are cheap (tests/dataflows/test_telemetry_flow_inprocess.py); here
+    the real kill over Kafka, Redis and ClickHouse is held against the brute-force answer.
+    """
     sc = generate(n_sites=300, minutes=6.25, seed=11, start_ms=recent_start_ms(6.25))
-    with _stack(tmp_path / "uninterrupted") as settings:
-        flowrun.produce(settings, sc)
-        flowrun.run_with_late_data(settings, sc, tmp_path / "recovery-a")
-        uninterrupted = _results(settings)
-    assert check_all(sc, *uninterrupted, sc.end_ms) == []
+    want_sites, want_nodes = expected_minutes(sc, sc.end_ms)
+    half = len(sc.readings) // 2
+    flowrun.produce(own_stack, replace(sc, readings=sc.readings[:half]))
+    recovery = tmp_path / "recovery"
+    process = flowrun.start(own_stack, recovery=recovery, tail=True)
+    assert wait_until(lambda: bool(flowrun.minute_rows(own_stack, "site_minute", "site_id"))
+                      and _snapshots(recovery) >= 2, timeout_s=240, interval_s=0.5)
+    assert process.poll() is None, (
+        "the dataflow stopped before it could be killed: "
+        + (process.communicate()[0] or b"").decode(errors="replace")[-2000:])
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    partial = flowrun.minute_rows(own_stack, "site_minute", "site_id")
+    assert 0 < len(partial) < len(want_sites)
 
-    with _stack(tmp_path / "killed") as settings:
-        flowrun.produce(settings, sc)
-        recovery = tmp_path / "recovery-b"
-        # Slow the first attempt down (tiny polls) so it is surely killed mid-stream.
-        process = flowrun.start(settings, recovery=recovery, VPP_KAFKA_BATCH_SIZE="5")
-        # Kill it once it wrote minutes and took a snapshot after them: mid-stream, with something to resume.
-        assert wait_until(lambda: bool(flowrun.minute_rows(settings, "site_minute", "site_id"))
-                          and _snapshots(recovery) >= 2, timeout_s=180, interval_s=0.1)
-        assert process.poll() is None, (
-            "the dataflow ended before it could be killed: "
-            + (process.communicate()[0] or b"").decode(errors="replace")[-2000:])
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait()
-        partial = flowrun.minute_rows(settings, "site_minute", "site_id")
-        assert 0 < len(partial) < len(uninterrupted[1])
-        flowrun.run_with_late_data(settings, sc, recovery, workers=2)
-        restarted = _results(settings)
+    flowrun.produce(own_stack, replace(sc, ancestries=[], readings=sc.readings[half:]))
+    flowrun.run_with_late_data(own_stack, sc, recovery, workers=2)
+    restarted = _results(own_stack)
     problems = check_all(sc, *restarted, sc.end_ms)
     assert problems == [], "\n".join(problems[:40])
-
-    # Sums reached through other batches may differ in the last bits of a float, nothing more.
-    assert set(restarted[0]) == set(uninterrupted[0])
-    for node, fields in uninterrupted[0].items():
-        again = restarted[0][node]
-        assert set(again) == set(fields)
-        for name, value in fields.items():
-            if name in WRITE_BOOKKEEPING:
-                continue
-            other = again[name]
-            if isinstance(value, float) and isinstance(other, float):
-                assert math.isclose(other, value, rel_tol=1e-9, abs_tol=1e-6), (node, name)
-            else:
-                assert again[name] == value, (node, name)
-    assert set(restarted[1]) == set(uninterrupted[1])
-    assert set(restarted[2]) == set(uninterrupted[2])
-    for key, row in uninterrupted[1].items():
-        assert restarted[1][key] == row, key
+    # Every minute written once, none extra (check_all lets an all-zero extra row pass).
+    assert set(restarted[1]) == set(want_sites)
+    assert set(restarted[2]) == set(want_nodes)

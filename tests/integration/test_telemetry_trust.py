@@ -41,7 +41,7 @@ MINUTES = 3.25
 def own_stack(tmp_path: Path) -> Iterator[Settings]:
     settings = local_settings(tmp_path / "stack", default_partitions=3,
                               topic_partitions={TELEMETRY_RAW: PARTITIONS}, telemetry_shards=8,
-                              telemetry_node_groups=4)
+                              telemetry_node_groups=4, partition_idle_s=flowrun.REPLAY_PARTITION_IDLE_S)
     with running(settings):
         yield settings
 
@@ -123,7 +123,7 @@ def test_forged_readings_are_dead_lettered_and_the_sums_stay_the_sum_of_the_twin
 
     # Every forged record, and nothing else, is a dead letter with its reason.
     codec = packaged_codec()
-    letters = [codec.decode(m.value(), "DeadLetter") for m in flowrun.read_topic(own_stack, TELEMETRY_DLQ)]
+    letters = [codec.decode(m.value(), "DeadLetter") for m in flowrun.read_to_end(own_stack, TELEMETRY_DLQ)]
     got = sorted((d["error_kind"], bytes(d["original_value"])) for d in letters)
     assert got == sorted((reason, codec.encode("SiteTelemetry", r)) for reason, _, r in attack)
     assert all(d["error"] and d["topic"] == TELEMETRY_RAW and d["offset"] >= 0 for d in letters)

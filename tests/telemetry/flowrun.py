@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    Producer,
+    TopicPartition,
+)
 
 from core.config import Settings
 from core.history import connect
@@ -22,6 +29,14 @@ from schemas import packaged_codec
 from tests.conftest import free_port
 from tests.telemetry.scenario import Scenario
 from vpp.dataflows import dataflow_argv, ensure_recovery, settings_env
+
+#: ``partition_idle_s`` for a flow replaying recorded input to its end: the shard clock may only run
+#: ahead of a partition it has not heard from for this long (wall time). At the default 10 s, a worker
+#: or process starved of CPU on a loaded machine (or starting its Kafka consumers late) let the clock
+#: run past its partitions' readings, which then counted as late: a cluster of two processes once
+#: reported 19 of county-0's 98 sites as reporting. Every partition of a replay carries readings, so
+#: none holds the clock back for long.
+REPLAY_PARTITION_IDLE_S = 3600.0
 
 
 def produce(settings: Settings, sc: Scenario, poison: Iterable[tuple[bytes | None, bytes]] = ()) -> None:
@@ -67,12 +82,12 @@ def run_with_late_data(settings: Settings, sc: Scenario, recovery: Path, workers
     run_to_end(settings, workers, recovery)
 
 
-def start(settings: Settings, workers: int = 1, recovery: Path | None = None,
+def start(settings: Settings, workers: int = 1, recovery: Path | None = None, tail: bool = False,
           **overrides: str) -> subprocess.Popen[bytes]:
-    """Start the dataflow in its own process; it stops by itself at the end of its input."""
+    """Start the dataflow in its own process; it stops by itself at the end of its input unless ``tail``."""
     if recovery is not None:
         ensure_recovery(recovery)
-    settings = settings.model_copy(update={"dataflow_tail": False, "snapshot_interval_s": 1})
+    settings = settings.model_copy(update={"dataflow_tail": tail, "snapshot_interval_s": 1})
     env = {**os.environ, **settings_env(settings), **overrides}
     return subprocess.Popen(dataflow_argv("telemetry", settings, workers, recovery), env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -80,7 +95,7 @@ def start(settings: Settings, workers: int = 1, recovery: Path | None = None,
 
 def run_to_end(settings: Settings, workers: int = 1, recovery: Path | None = None, timeout_s: float = 180,
                **overrides: str) -> None:
-    process = start(settings, workers, recovery, **overrides)
+    process = start(settings, workers, recovery, False, **overrides)
     output, _ = process.communicate(timeout=timeout_s)
     assert process.returncode == 0, output.decode(errors="replace")[-3000:]
 
@@ -158,6 +173,32 @@ def read_topic(settings: Settings, topic: str, idle_s: float = 3.0) -> list[Any]
             continue
         messages.append(msg)
         last = time.monotonic()
+    consumer.close()
+    return messages
+
+
+def read_to_end(settings: Settings, topic: str, timeout_s: float = 60.0) -> list[Any]:
+    """Every message on ``topic`` up to the end of each partition (assign mode, from the beginning).
+
+    For a topic whose writers are done (a finished dataflow, a flushed producer): it stops as each
+    partition reports its end, as the bounded dataflows' source does, instead of waiting for the topic
+    to stay idle a while (:func:`read_topic`, for topics that are still being written).
+    """
+    config = {"group.id": f"read-{time.time_ns()}", "enable.auto.commit": False, "enable.partition.eof": True}
+    consumer = Consumer(client_config(settings, **config))
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+    ended: set[int] = set()
+    messages = []
+    deadline = time.monotonic() + timeout_s
+    while len(ended) < len(partitions):
+        assert time.monotonic() < deadline, f"{topic} was not read to its end within {timeout_s} s"
+        for msg in consumer.consume(1000, 0.2):
+            error = msg.error()
+            if error is None:
+                messages.append(msg)
+            elif error.code() == KafkaError._PARTITION_EOF:
+                ended.add(int(msg.partition() or 0))
     consumer.close()
     return messages
 
