@@ -136,6 +136,13 @@ class Settings(BaseSettings):
         default=10.0, gt=0,
         description="An input partition silent this long stops holding back the event-time clock.",
     )
+    shard_stall_s: float = Field(
+        default=6.0, gt=0,
+        description="A gap longer than this between two turns of a telemetry shard counts only this long "
+        "towards partition_idle_s: the shard was stalled (starved of CPU, blocked in a sink), not its "
+        "partitions silent, and their readings may be waiting in the backlog. Longer than the catch-up "
+        "tick.",
+    )
     dataflow_tail: bool = Field(
         default=True,
         description="Dataflows wait for new input at the end of their topics; false makes them stop "

@@ -9,6 +9,13 @@ a partition silent for longer than ``idle_ms`` (wall time) stops holding the
 clock back. When every partition is silent, the clock runs on with
 wall time from the newest event seen, so a fleet that goes quiet still ages.
 
+Silence is counted only while the shard runs. A gap longer than ``stall_ms``
+between two of its turns (``observe`` or ``advance``) is the shard not running
+(starved of CPU, blocked in a sink write), not its partitions falling silent:
+their readings may be waiting in the backlog, so the gap counts as ``stall_ms``.
+Counting the whole gap made a 10 s stall on a loaded machine give up on every
+partition and run the clock past the backlog, whose readings then came out late.
+
 No device can move the clock on its word alone: with ``max_ahead_ms`` set, no
 event time counts for more than the wall clock plus that skew, so one reading
 dated a year ahead can neither hold a partition's newest time there nor carry
@@ -30,23 +37,51 @@ from typing import Any
 class EventClock:
     """Watermark over input partitions, in epoch milliseconds."""
 
-    def __init__(self, idle_ms: int, expected: Iterable[str] = (), max_ahead_ms: int | None = None) -> None:
+    def __init__(self, idle_ms: int, expected: Iterable[str] = (), max_ahead_ms: int | None = None,
+                 stall_ms: int | None = None) -> None:
         self.idle_ms = idle_ms
         #: How far the clock may run ahead of the wall clock (the allowed device clock skew); None: no
         #: bound (replays of recorded input in tests, where the wall clock means nothing).
         self.max_ahead_ms = max_ahead_ms
+        #: The longest gap between two turns that counts in full as silence; None: every gap does.
+        self.stall_ms = stall_ms
         # Partitions expected but not heard from yet hold the clock at the start (for up to idle_ms),
         # so a shard that hears one process's partitions first does not run ahead of the others.
         self.partition_max: dict[str, int] = dict.fromkeys(expected, 0)
         self.now_ms = 0
-        self._heard_at: dict[str, int] = {}
-        self._last_input_wall: int | None = None
+        self._reset_silence()
+
+    def _reset_silence(self) -> None:
+        """Forget the wall-time bookkeeping: every partition counts as just heard from."""
+        self._silent_ms: dict[str, int] = {}  # per partition: silent this long while the shard ran
+        # No input at all for this long while the shard ran (None: no input since the start).
+        self._quiet_ms: int | None = None
+        self._last_wall: int | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_heard_at"] = {}
-        state["_last_input_wall"] = None
+        for name in ("_silent_ms", "_quiet_ms", "_last_wall"):
+            state.pop(name, None)
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Clocks pickled before silence was counted per turn carry _heard_at / _last_input_wall.
+        self.__dict__.update({k: v for k, v in state.items() if k not in ("_heard_at", "_last_input_wall")})
+        self.__dict__.setdefault("stall_ms", None)
+        self._reset_silence()
+
+    def _run_to(self, wall_ms: int) -> None:
+        """Count the wall time since the last turn (at most ``stall_ms``) as silence of every input."""
+        if self._last_wall is not None and wall_ms > self._last_wall:
+            gap = wall_ms - self._last_wall
+            if self.stall_ms is not None:
+                gap = min(gap, self.stall_ms)
+            for partition in self._silent_ms:
+                self._silent_ms[partition] += gap
+            if self._quiet_ms is not None:
+                self._quiet_ms += gap
+        if self._last_wall is None or wall_ms > self._last_wall:
+            self._last_wall = wall_ms
 
     @property
     def newest_ms(self) -> int:
@@ -76,23 +111,21 @@ class EventClock:
         ceiling = self.ceiling(wall_ms)
         if ceiling is not None and event_ms > ceiling:
             event_ms = ceiling
+        self._run_to(wall_ms)
         if event_ms > self.partition_max.get(partition, 0):
             self.partition_max[partition] = event_ms
-        self._heard_at[partition] = wall_ms
-        self._last_input_wall = wall_ms
+        self._silent_ms[partition] = 0
+        self._quiet_ms = 0
 
     def advance(self, wall_ms: int) -> int:
         """The clock at wall time ``wall_ms``."""
+        self._run_to(wall_ms)
         if not self.partition_max:
             return self.now_ms
         for partition in self.partition_max:
-            self._heard_at.setdefault(partition, wall_ms)
-        active = [m for p, m in self.partition_max.items() if wall_ms - self._heard_at[p] < self.idle_ms]
-        if active:
-            candidate = min(active)
-        else:
-            last = self._last_input_wall if self._last_input_wall is not None else wall_ms
-            candidate = self.newest_ms + max(0, wall_ms - last)
+            self._silent_ms.setdefault(partition, 0)
+        active = [m for p, m in self.partition_max.items() if self._silent_ms[p] < self.idle_ms]
+        candidate = min(active) if active else self.newest_ms + (self._quiet_ms or 0)
         ceiling = self.ceiling(wall_ms)
         if ceiling is not None:
             candidate = min(candidate, ceiling)

@@ -115,6 +115,9 @@ class ShardConfig:
     node_groups: int
     #: An input partition silent this long (wall time) stops holding the clock back.
     idle_ms: int = 10_000
+    #: A gap between two turns of the shard longer than this counts only this long as silence
+    #: (:mod:`operators.clock`); None: in full.
+    stall_ms: int | None = None
     #: The input partitions ("topic/partition") the clock waits for at the start.
     partitions: tuple[str, ...] = ()
     #: What a device may say (:mod:`core.plausibility`): bounds the clock and twins by the wall clock
@@ -225,7 +228,7 @@ class Shard:
         self.chains = ChainTable()
         #: Open minute windows by minute start.
         self.windows: dict[int, MinuteColumns] = {}
-        self.clock = EventClock(config.idle_ms, config.partitions, config.max_ahead_ms)
+        self.clock = EventClock(config.idle_ms, config.partitions, config.max_ahead_ms, config.stall_ms)
         #: Minutes starting before this are closed (None: none closed yet).
         self.closed_before_ms: int | None = None
         #: The earliest minute this shard has had a reading for: history starts there.
@@ -419,6 +422,7 @@ class Shard:
         self.config = config
         self.state_version = STATE_VERSION
         self.clock.max_ahead_ms = config.max_ahead_ms
+        self.clock.stall_ms = config.stall_ms
         self._repair(wall_ms)
 
     def state(self) -> ShardColumns:

@@ -60,6 +60,7 @@ def shard_config(settings: Settings) -> ShardConfig:
         expected_samples_per_minute=60.0 / settings.telemetry_interval_s,
         node_groups=settings.telemetry_node_groups,
         idle_ms=int(settings.partition_idle_s * 1000),
+        stall_ms=int(settings.shard_stall_s * 1000),
         partitions=tuple(f"{TELEMETRY_RAW}/{p}" for p in range(settings.partitions_of(TELEMETRY_RAW))),
         rules=settings.plausibility(),
         backfill_horizon_ms=int(settings.backfill_horizon_s * 1000),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -51,3 +53,41 @@ def test_the_clock_never_goes_backwards(events: list[tuple[str, int, int]]) -> N
         now = clock.advance(wall)
         assert now >= last
         last = now
+
+
+def test_a_stall_of_the_shard_does_not_count_as_silence_of_its_partitions() -> None:
+    """Seen on a loaded machine: a worker that got no CPU for over 10 s gave up on every partition and
+    ran the clock past readings still in the backlog, which then came out late."""
+    clock = EventClock(idle_ms=10_000, stall_ms=2_000)
+    clock.observe("p0", 50_000, wall_ms=0)
+    clock.observe("p1", 20_000, wall_ms=0)
+    assert clock.advance(wall_ms=15_000) == 20_000, "one 15 s gap counts as 2 s: p1 still holds the clock"
+    clock.observe("p0", 60_000, wall_ms=15_000)
+    for wall in range(16_000, 23_000, 1_000):  # the shard runs again, turning every second
+        assert clock.advance(wall_ms=wall) == 20_000
+    assert clock.advance(wall_ms=23_000) == 60_000, "2 s of the stall + 8 s of turns: p1 is given up on"
+
+
+def test_with_all_input_quiet_a_stall_moves_the_clock_only_by_the_cap() -> None:
+    clock = EventClock(idle_ms=1_000, stall_ms=2_000)
+    clock.observe("p0", 20_000, wall_ms=0)
+    assert clock.advance(wall_ms=30_000) == 22_000
+    assert clock.advance(wall_ms=31_000) == 23_000, "then with wall time again"
+
+
+def test_silence_counts_from_the_first_input_on() -> None:
+    clock = EventClock(idle_ms=1_000, expected=["p0"], stall_ms=2_000)
+    assert clock.advance(wall_ms=0) == 0
+    assert clock.advance(wall_ms=1_500) == 0, "nothing heard yet: the clock has nothing to run on from"
+
+
+def test_a_clock_pickled_before_silence_was_counted_per_turn_loads() -> None:
+    old = EventClock.__new__(EventClock)
+    old.__dict__.update(idle_ms=1_000, max_ahead_ms=None, partition_max={"p0": 20_000}, now_ms=20_000,
+                        _heard_at={}, _last_input_wall=None)
+    restored = pickle.loads(pickle.dumps(old))
+    assert restored.stall_ms is None
+    assert restored.advance(wall_ms=5_000) == 20_000, "after a restore every partition counts as just heard"
+    assert restored.advance(wall_ms=6_500) == 20_000, "nor does it run on before new input, as before"
+    restored.observe("p0", 25_000, wall_ms=7_000)
+    assert restored.advance(wall_ms=8_500) == 26_500
