@@ -93,7 +93,10 @@ class Settings(BaseSettings):
         default=1, ge=1, le=16, description="Replication factor of created topics (VPP_REPLICATION_FACTOR)."
     )
     startup_timeout_s: float = Field(
-        default=30.0, gt=0, description="How long `vpp stack up` waits for each part to be healthy."
+        default=120.0, gt=0,
+        description="How long `vpp up` waits for each running part to be healthy (a part that exits fails "
+        "at once). Importing the API or a dataflow took over 30 s on a 2-core machine under heavy load, "
+        "and `vpp up` then failed with every part healthy a little later.",
     )
     telemetry_shards: int = Field(
         default=32, ge=1, le=4096,
