@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.telemetry import TelemetryConfig
 from fastapi_offline import FastAPIOffline
 
 from api import errors
@@ -41,6 +42,10 @@ The dashboard is at [/dashboard/](/dashboard/).
 #: Where Swagger UI's and ReDoc's scripts and style are served from (the fastapi-offline wheel's copies):
 #: ``/docs`` and ``/redoc`` load no CDN asset, so they work on a disconnected network.
 DOCS_ASSETS = "/docs-assets"
+#: FastAPI's own OpenTelemetry instrumentation, off: the API's metrics are Prometheus (:mod:`api.metrics`)
+#: and its request log is :data:`core.logs.ACCESS_LOGGER`; no OpenTelemetry provider is configured anywhere,
+#: and FastAPI would otherwise ask the global providers whether one is, on every request.
+NO_OPENTELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -60,7 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await resources.close()
 
     app = FastAPIOffline(title="vpp API", version="1", description=DESCRIPTION, lifespan=lifespan,
-                         static_url=DOCS_ASSETS)
+                         static_url=DOCS_ASSETS, telemetry=NO_OPENTELEMETRY)
     app.state.resources = resources
     errors.register(app)
     app.add_middleware(MetricsMiddleware)

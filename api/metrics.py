@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import lru_cache
 
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -24,6 +25,12 @@ LATENCY = Histogram("vpp_api_request_seconds", "Time to answer an HTTP request (
                     ["route", "method"],
                     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0))
 access_log = logging.getLogger(ACCESS_LOGGER)
+
+
+@lru_cache(maxsize=1024)
+def _series(route: str, method: str, status: int) -> tuple[Histogram, Counter]:
+    """The latency and count series of one label set, looked up once (``labels()`` hashes and locks)."""
+    return LATENCY.labels(route, method), REQUESTS.labels(route, method, str(status))
 
 
 class MetricsMiddleware:
@@ -50,8 +57,9 @@ class MetricsMiddleware:
         finally:
             seconds = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", "unmatched")
-            LATENCY.labels(route, scope["method"]).observe(seconds)
-            REQUESTS.labels(route, scope["method"], str(status)).inc()
+            latency, count = _series(route, scope["method"], status)
+            latency.observe(seconds)
+            count.inc()
             if access_log.isEnabledFor(logging.INFO):
                 # The path without its query string: tokens may travel in it (?token= for SSE).
                 access_log.info("%s %s %d %.1f ms", scope["method"], scope["path"], status, seconds * 1000,

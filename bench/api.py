@@ -14,6 +14,9 @@ CPU than the server on a 2-core machine).
 * ``history_year_day_ms``: ``GET /v1/nodes/{feeder}/history`` for 365 days at
   day resolution, median, with a year of day rows for 10,000 sites and every
   node inserted straight into the rollup tables.
+* ``live_cpu_us_per_req``: the API process's CPU time (user + system, from
+  ``/proc``) during the open-loop phase over the requests answered in it: the
+  figure that carries on a shared machine, where latency follows the load.
 * Baseline in the same run: ``redis_hgetall_p50_ms``, the Redis read alone
   from this process, which the live read cannot beat.
 
@@ -34,6 +37,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import redis
 
@@ -66,11 +70,11 @@ def measure(load_s: float, history_queries: int, sites: int = HISTORY_SITES,
         load_fleet(stack_settings, fleet, now - timedelta(days=DAYS + 1), epoch_ms(now), lambda _: None)
         nodes = _write_live_nodes(stack_settings, fleet, now)
         _insert_year_of_days(stack_settings, fleet, now)
-        with _api_process(stack_settings) as port:
+        with _api_process(stack_settings) as (port, pid):
             token = issue_api_token(stack_settings, "bench", {Scope.READ}).token
             paths = [f"/v1/nodes/{node}" for node in nodes]
             feeder = next(n for n in sorted(fleet.registry.nodes) if n.startswith("feeder-"))
-            figures = asyncio.run(_live(port, token, paths, load_s))
+            figures = asyncio.run(_live(port, pid, token, paths, load_s))
             figures["history_year_day_ms"], rows = _history_ms(port, token, feeder, now, history_queries)
             figures["history_rows"] = float(rows)
         figures["redis_hgetall_p50_ms"] = _redis_baseline(stack_settings, nodes)
@@ -124,8 +128,8 @@ def _insert_year_of_days(settings: Settings, fleet: Fleet, now: datetime) -> Non
 
 
 @contextlib.contextmanager
-def _api_process(settings: Settings) -> Iterator[int]:
-    """``python -m api`` on a free port; yields the port once /healthz answers."""
+def _api_process(settings: Settings) -> Iterator[tuple[int, int]]:
+    """``python -m api`` on a free port; yields the port and the process id once /healthz answers."""
     port = free_port()
     env = {**os.environ, **settings_env(settings.model_copy(update={"api_port": port}))}
     log = (settings.data_dir / "bench-api.log").open("wb")
@@ -136,7 +140,7 @@ def _api_process(settings: Settings) -> Iterator[int]:
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the API did not start; see {settings.data_dir / 'bench-api.log'}")
             time.sleep(0.1)
-        yield port
+        yield port, process.pid
     finally:
         process.terminate()
         try:
@@ -144,6 +148,12 @@ def _api_process(settings: Settings) -> Iterator[int]:
         except subprocess.TimeoutExpired:
             process.kill()
         log.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a live process has used so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _healthy(port: int) -> bool:
@@ -181,7 +191,7 @@ class _Connection:
         self.writer.close()
 
 
-async def _live(port: int, token: str, paths: list[str], load_s: float) -> dict[str, float]:
+async def _live(port: int, pid: int, token: str, paths: list[str], load_s: float) -> dict[str, float]:
     connections = [await _Connection.open(port, token) for _ in range(CLIENTS)]
     try:
         for connection in connections:  # warm-up: every connection and the registry path once
@@ -189,6 +199,7 @@ async def _live(port: int, token: str, paths: list[str], load_s: float) -> dict[
         latencies: list[float] = []
         interval = CLIENTS / OFFERED_RPS
         started = time.perf_counter() + 0.05
+        cpu_before = cpu_seconds(pid)
 
         async def offered(index: int, connection: _Connection) -> None:
             due = started + index * interval / CLIENTS
@@ -204,9 +215,11 @@ async def _live(port: int, token: str, paths: list[str], load_s: float) -> dict[
                 due += interval
 
         await asyncio.gather(*(offered(i, c) for i, c in enumerate(connections)))
+        cpu_s = cpu_seconds(pid) - cpu_before
         ordered = sorted(latencies)
         figures = {"live_p50_ms": statistics.median(ordered),
                    "live_p99_ms": ordered[int(0.99 * (len(ordered) - 1))],
+                   "live_cpu_us_per_req": cpu_s / len(ordered) * 1e6,
                    "live_offered_rps": float(OFFERED_RPS),
                    "live_achieved_rps": len(ordered) / load_s}
         done = 0

@@ -25,3 +25,4 @@ def test_quick_api_bench_writes_the_design_keys(tmp_path: Path, monkeypatch: pyt
     assert record["quick"] is True
     assert record["history_rows"] == 365 and record["history_sites"] == 10_000
     assert 0 < record["live_p50_ms"] <= record["live_p99_ms"]
+    assert record["live_cpu_us_per_req"] > 0  # the API process's own CPU was read
