@@ -310,8 +310,8 @@ class PlansLogic(StatefulBatchLogic[PlanItem, PlanResult, bytes]):
 
     @override
     def notify_at(self) -> datetime:
-        return from_epoch_ms(self.desk.next_due_ms(self.last_emit_ms, self.emit_interval_ms, self.last_input_ms,
-                                                   self.settle_ms))
+        return from_epoch_ms(self.desk.next_due_ms(self.last_emit_ms, self.emit_interval_ms,
+                                                   self.last_input_ms, self.settle_ms))
 
     @override
     def on_notify(self) -> tuple[list[PlanResult], bool]:
