@@ -411,8 +411,14 @@ class Settings(BaseSettings):
 
     plans_emit_interval_s: float = Field(
         default=1.0, gt=0,
-        description="At most this often the plans dataflow re-aggregates the latest site plans and writes "
-        "the changed nodes' plans to Redis (VPP_PLANS_EMIT_INTERVAL_S).",
+        description="While plans keep coming, the plans dataflow re-aggregates the latest site plans and "
+        "writes the changed nodes' plans to Redis at most this often (VPP_PLANS_EMIT_INTERVAL_S).",
+    )
+    plans_settle_s: float = Field(
+        default=0.1, gt=0,
+        description="Once the plans dataflow's input has paused this long after a change (a burst has "
+        "ended), it re-aggregates without waiting for the rest of VPP_PLANS_EMIT_INTERVAL_S; so "
+        "aggregations are at least this far apart (VPP_PLANS_SETTLE_S).",
     )
     plans_horizon_steps: int = Field(
         default=96, ge=1, le=2880,

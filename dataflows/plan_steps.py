@@ -8,9 +8,11 @@ whose ``issued_at`` is implausible (``core.plausibility.check_event_time``, the
 rules every boundary uses). :func:`plans` holds the desk: it checks each plan
 against the site's registered limits and reserve (``siteplan.aggregate.check_plan``;
 a refused plan goes to ``telemetry.dlq`` with the reason and is counted), keeps
-the latest per site, and re-aggregates at most once per ``plans_emit_interval_s``
-after a change (and whenever the grid moves to the next interval), by differences:
-only the sites that changed (``siteplan.sums``). The changed nodes' plans go to
+the latest per site, and re-aggregates after a change once the input pauses for
+``plans_settle_s`` (a burst has ended), at the latest ``plans_emit_interval_s``
+after the last aggregation while input keeps coming (and whenever the grid moves
+to the next interval), by differences: only the sites that changed
+(``siteplan.sums``). The changed nodes' plans go to
 Redis and, as NodePlan records, to ``plans.node``.
 
 This module lives in ``dataflows/`` rather than ``operators/`` because it joins
@@ -188,15 +190,19 @@ def ancestors_of(ancestry: Ancestry, t_ms: int) -> tuple[tuple[str, str], ...]:
 
 
 class PlansLogic(StatefulBatchLogic[PlanItem, PlanResult, bytes]):
-    """The plan desk inside the dataflow: plans in, aggregate plans out at most once per interval."""
+    """The plan desk inside the dataflow: plans in, aggregate plans out after a pause in the input or at
+    most an interval after the last (:meth:`PlanDesk.next_due_ms`)."""
 
     def __init__(self, desk: PlanDesk, ancestries: dict[str, Ancestry], emit_interval_ms: int,
-                 max_ahead_ms: int) -> None:
+                 max_ahead_ms: int, settle_ms: int | None = None) -> None:
         self.desk = desk
         self.sites = _Sites(ancestries, {site: pack_ancestry(a) for site, a in ancestries.items()})
         self.emit_interval_ms = emit_interval_ms
+        self.settle_ms = settle_ms
         self.max_ahead_ms = max_ahead_ms
         self.last_emit_ms = wall_ms() - emit_interval_ms
+        #: When the step last finished taking a batch (None: not since it started).
+        self.last_input_ms: int | None = None
         now = wall_ms()
         for site_id in ancestries:  # restored: nothing waits for a site that was registered already
             self._place(site_id, now)
@@ -205,17 +211,18 @@ class PlansLogic(StatefulBatchLogic[PlanItem, PlanResult, bytes]):
     def builder(cls, settings: Settings) -> Any:
         config = desk_config(settings)
         interval_ms = round(settings.plans_emit_interval_s * 1000)
+        settle_ms = round(settings.plans_settle_s * 1000)
         max_ahead_ms = settings.plausibility().max_ahead_ms
 
         def build(resume: bytes | None) -> PlansLogic:
             if resume is None:
-                return cls(PlanDesk(config), {}, interval_ms, max_ahead_ms)
+                return cls(PlanDesk(config), {}, interval_ms, max_ahead_ms, settle_ms)
             state = pickle.loads(resume)
             if state.version > STEP_STATE_VERSION:
                 raise ValueError(f"plans step state version {state.version} is newer than this code "
                                  f"({STEP_STATE_VERSION})")
             ancestries = {site: unpack_ancestry(packed) for site, packed in state.ancestries.items()}
-            return cls(PlanDesk(config, state.desk), ancestries, interval_ms, max_ahead_ms)
+            return cls(PlanDesk(config, state.desk), ancestries, interval_ms, max_ahead_ms, settle_ms)
 
         return build
 
@@ -294,6 +301,7 @@ class PlansLogic(StatefulBatchLogic[PlanItem, PlanResult, bytes]):
             run = []
             results.extend(self._take(item, now))
         results.extend(self._plans(run, now))
+        self.last_input_ms = wall_ms()
         return results, self.RETAIN
 
     def _plans(self, run: list[tuple[dict[str, Any], Any]], now_ms: int) -> list[PlanResult]:
@@ -302,7 +310,8 @@ class PlansLogic(StatefulBatchLogic[PlanItem, PlanResult, bytes]):
 
     @override
     def notify_at(self) -> datetime:
-        return from_epoch_ms(self.desk.next_due_ms(self.last_emit_ms, self.emit_interval_ms))
+        return from_epoch_ms(self.desk.next_due_ms(self.last_emit_ms, self.emit_interval_ms,
+                                                   self.last_input_ms, self.settle_ms))
 
     @override
     def on_notify(self) -> tuple[list[PlanResult], bool]:

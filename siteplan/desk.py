@@ -292,11 +292,20 @@ class PlanDesk:
 
     # ---- output -----------------------------------------------------------------------------
 
-    def next_due_ms(self, last_emit_ms: int, emit_interval_ms: int) -> int:
-        """When to aggregate next: soon after a change, else when the grid moves or history is due."""
+    def next_due_ms(self, last_emit_ms: int, emit_interval_ms: int, last_input_ms: int | None = None,
+                    settle_ms: int | None = None) -> int:
+        """When to aggregate next: after a change, once the input has paused for ``settle_ms`` since
+        ``last_input_ms`` (a burst has ended) and at the latest ``emit_interval_ms`` after the last
+        aggregation (input that keeps coming); else when the grid moves or history is due.
+
+        Waiting out the whole interval after a burst delayed its aggregate by up to the interval for
+        nothing; a pause ends the wait. Aggregations stay at least ``settle_ms`` apart.
+        """
         due = [self.config.grid_start(last_emit_ms) + self.config.interval_ms]
         if self.changed:
             due.append(last_emit_ms + emit_interval_ms)
+            if last_input_ms is not None and settle_ms is not None:
+                due.append(max(last_input_ms, last_emit_ms) + settle_ms)
         if self.history_pending and self.last_history_ms is not None:
             due.append(self.last_history_ms + self.config.history_interval_ms)
         if self.waiting:

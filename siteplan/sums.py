@@ -139,19 +139,56 @@ class NodeSums:
             return set()
         for node in {n for member, _ in new for n in member.nodes}:
             self._node(node)
-        # Contributions of one plan shape side by side: each run is placed as one block of rows.
+        # Contributions of one plan shape and status side by side: each run is placed as one block.
         both = sorted([(m, stale, -1) for m, stale in old] + [(m, stale, 1) for m, stale in new],
-                      key=lambda c: _shape(c[0].plan))
-        rows = self._rows([(m, stale) for m, stale, _ in both])
-        nodes = [self.index[n] for member, _, _ in both for n in member.nodes]
-        columns = [k for k, (member, _, _) in enumerate(both) for _ in member.nodes]
-        signs = [sign for member, _, sign in both for _ in member.nodes]
-        touched, local = np.unique(np.array(nodes, dtype=np.int64), return_inverse=True)
-        # Touched node x changed contribution, -1 taking back, +1 adding: the difference is one product.
-        entries = (np.array(signs, dtype=np.int64), (local, np.array(columns, dtype=np.int64)))
-        change = sparse.csr_matrix(entries, shape=(len(touched), len(rows)))
-        self.totals[touched] += change @ rows
+                      key=lambda c: (_shape(c[0].plan), c[0].online))
+        index = self.index
+        nodes = np.fromiter((index[n] for member, _, _ in both for n in member.nodes), dtype=np.int64)
+        depths = np.fromiter((len(member.nodes) for member, _, _ in both), dtype=np.int64, count=len(both))
+        columns = np.repeat(np.arange(len(both), dtype=np.int64), depths)
+        signs = np.fromiter((sign for _, _, sign in both), dtype=np.int64, count=len(both))
+        touched, local = np.unique(nodes, return_inverse=True)
+        # Touched node x changed contribution, -1 taking back, +1 adding: each difference is a product.
+        change = sparse.csc_matrix((signs[columns], (local, columns)), shape=(len(touched), len(both)))
+        self.totals[touched] += self._difference(change, both)
         return {self.ids[i] for i in touched}
+
+    def _difference(self, change: sparse.csc_matrix,
+                    contributions: Sequence[tuple[Member, bool, int]]) -> Rows:
+        """What the contributions (in runs of one plan shape and status) add to the touched nodes.
+
+        ``change`` maps each contribution (column) to its nodes (rows) with its sign. Per run only the
+        block of intervals its plans cover is multiplied: the powers (online or offline columns) and,
+        the same for every plan of the run, the coverage counts; the last column counts sites and
+        stale plans. (One matrix of every contribution's whole row, mostly zeros, cost twice as much.)
+        """
+        s = self.steps
+        out = np.zeros((change.shape[0], self.width), dtype=np.int64)
+        out[:, 3 * s] = change @ np.fromiter((1 + (int(stale) << HIGH) for _, stale, _ in contributions),
+                                             dtype=np.int64, count=len(contributions))
+        assert self.start_ms is not None
+        grid = self.start_ms + np.arange(s, dtype=np.int64) * self.interval_minutes * MINUTE_MS
+        first = 0
+        for ((start, minutes, length), online), run in groupby(
+                contributions, key=lambda c: (_shape(c[0].plan), c[0].online)):
+            block = [m.plan for m, _, _ in run]
+            lo, first = first, first + len(block)
+            if length == 0:
+                continue  # no plan
+            index = (grid - start) // (minutes * MINUTE_MS)
+            inside = np.flatnonzero((index >= 0) & (index < length))
+            if not len(inside):
+                continue
+            a, b = int(inside[0]), int(inside[-1]) + 1  # the grid is a run of consecutive intervals
+            powers = np.frombuffer(b"".join(p[4] for p in block if p is not None),
+                                   dtype=np.float64).reshape(len(block), length)
+            units = np.rint(powers[:, index[a:b]] * UNITS_PER_KW).astype(np.int64)
+            nodes_of_run = change[:, lo:first]
+            power = slice(a, b) if online else slice(s + a, s + b)
+            out[:, power] += nodes_of_run @ units
+            counts = nodes_of_run @ np.ones(len(block), dtype=np.int64)
+            out[:, 2 * s + a:2 * s + b] += (counts if online else counts << HIGH)[:, None]
+        return out
 
     def node_plan(self, node_id: str) -> NodePlan:
         """The node's aggregate plan from its sums (all zero for a node never seen)."""
@@ -180,34 +217,6 @@ class NodeSums:
                 grown[:len(self.totals)] = self.totals
                 self.totals = grown
         return i
-
-    def _rows(self, members: Sequence[tuple[Member, bool]]) -> Rows:
-        """Each member's contribution row (see the module docstring); members of one plan shape
-        (:func:`_shape`) side by side are placed as one block."""
-        s = self.steps
-        out = np.zeros((len(members), self.width), dtype=np.int64)
-        assert self.start_ms is not None
-        out[:, 3 * s] = [1 + (int(stale) << HIGH) for _, stale in members]
-        grid = self.start_ms + np.arange(s, dtype=np.int64) * self.interval_minutes * MINUTE_MS
-        first = 0
-        for (start, minutes, length), run in groupby(members, key=lambda m: _shape(m[0].plan)):
-            block = list(run)
-            lo, first = first, first + len(block)
-            if length == 0:
-                continue  # no plan
-            index = (grid - start) // (minutes * MINUTE_MS)
-            inside = np.flatnonzero((index >= 0) & (index < length))
-            if not len(inside):
-                continue
-            a, b = int(inside[0]), int(inside[-1]) + 1  # the grid is a run of consecutive intervals
-            packed = b"".join(m.plan[4] for m, _ in block if m.plan is not None)
-            powers = np.frombuffer(packed, dtype=np.float64).reshape(len(block), length)
-            units = np.rint(powers[:, index[a:b]] * UNITS_PER_KW).astype(np.int64)
-            online = np.array([m.online for m, _ in block], dtype=bool)[:, None]
-            out[lo:first, a:b] = np.where(online, units, 0)
-            out[lo:first, s + a:s + b] = np.where(online, 0, units)
-            out[lo:first, 2 * s + a:2 * s + b] = np.where(online, 1, 1 << HIGH)
-        return out
 
 
 def _shape(plan: PackedPlan | None) -> tuple[int, int, int]:

@@ -125,3 +125,16 @@ def test_checking_plans_at_once_gives_check_plans_own_answers() -> None:
                                                   for p, lim, soc in zip(plans, held, socs, strict=True)]
 
     same()
+
+
+def test_after_a_change_it_aggregates_once_the_input_pauses_or_an_interval_after_the_last() -> None:
+    desk = _desk()
+    grid_moves = NOW - NOW % STEP + STEP
+    assert desk.next_due_ms(NOW, 1000, NOW + 50, 100) == NOW + 150  # registrations changed sites
+    desk.emit(NOW)
+    assert desk.next_due_ms(NOW, 1000, NOW + 50, 100) == min(grid_moves, NOW + 60_000)  # no change: history
+    desk.on_plan(_plan("a", "a1", NOW, [1.0] * 4), NOW + 200)
+    assert desk.next_due_ms(NOW, 1000, NOW + 200, 100) == NOW + 300  # a burst ended: a pause suffices
+    assert desk.next_due_ms(NOW, 1000, NOW + 950, 100) == NOW + 1000  # input kept coming: the interval
+    assert desk.next_due_ms(NOW, 1000, NOW - 500, 100) == NOW + 100  # at least the pause after the last
+    assert desk.next_due_ms(NOW, 1000) == NOW + 1000  # no pause known (just restored)

@@ -136,18 +136,18 @@ def test_an_aggregation_after_one_new_plan_places_only_that_sites_plans(
     desk.emit(T0)
     placed: list[int] = []
     real_matrix = siteplan.aggregate.plan_matrix
-    real_rows = NodeSums._rows
+    real_difference = NodeSums._difference
 
     def matrix(plans: Any, *args: Any) -> Any:  # how a full aggregate places plans
         placed.append(sum(p is not None for p in plans))
         return real_matrix(plans, *args)
 
-    def rows(sums: NodeSums, members: Any) -> Any:  # how the sums place them
-        placed.append(sum(m.plan is not None for m, _ in members))
-        return real_rows(sums, members)
+    def difference(sums: NodeSums, change: Any, contributions: Any) -> Any:  # how the sums place them
+        placed.append(sum(m.plan is not None for m, _, _ in contributions))
+        return real_difference(sums, change, contributions)
 
     monkeypatch.setattr(siteplan.aggregate, "plan_matrix", matrix)
-    monkeypatch.setattr(NodeSums, "_rows", rows)
+    monkeypatch.setattr(NodeSums, "_difference", difference)
     desk.on_plan(_record("site-7", "site-7-2", T0 + 1000, [1.5] * STEPS, T0, T0 - T0 % STEP), T0 + 1000)
     answers = {a.node_id: a.plan for a in desk.emit(T0 + 1000).nodes}
     assert sum(placed) <= 2, f"placed {placed} plans for one changed site"
