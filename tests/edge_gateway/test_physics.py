@@ -90,7 +90,7 @@ def test_load_is_never_negative_and_clouds_stay_in_range(hour: float, noise: flo
     assert 0.1 <= physics.next_cloud_factor(current, shock) <= 1.0
 
 
-# -- the array twins: what the simulator steps thousands of sites with ----------------------------------------
+# -- the array twins: what the simulator steps thousands of sites with --------------------------------------
 
 rows = st.lists(st.tuples(specs, st.floats(0.0, 1.0), st.floats(-50.0, 50.0)), min_size=1, max_size=40)
 
@@ -108,7 +108,8 @@ def test_stepping_batteries_as_arrays_gives_the_scalar_step_exactly(
 
 
 @given(st.lists(st.tuples(st.floats(0.0, 24.0), st.floats(-1.0, 2.0), st.floats(0.0, 20.0),
-                          st.floats(-2.0, 2.0), st.floats(0.0, 1.0), st.floats(-1.0, 1.0)), min_size=1, max_size=40))
+                          st.floats(-2.0, 2.0), st.floats(0.0, 1.0), st.floats(-1.0, 1.0)),
+                min_size=1, max_size=40))
 def test_the_curves_as_arrays_agree_with_the_scalar_ones(
         table: list[tuple[float, float, float, float, float, float]]) -> None:
     hour, clouds, peak, noise, current, shock = (np.array(column) for column in zip(*table, strict=True))
