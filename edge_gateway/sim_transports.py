@@ -367,6 +367,7 @@ class KafkaTransport:
         self.interval_s = interval_s
         self.stats = SimStats()
         self._codec: AvroCodec = packaged_codec()
+        self._telemetry = TelemetryEncoder(self._codec)
         self._rng = random.Random(seed)
         self._producer = Producer(kafka.client_config(settings, **{"linger.ms": 20}))
         # A short session: brokers (Tansu among them) hold a new group's first join for a
@@ -392,7 +393,7 @@ class KafkaTransport:
                 now = self.clock.now()
                 for record in self.fleet.step((now - last).total_seconds(), now):
                     site_id = record["site_id"]
-                    self._produce(TELEMETRY_RAW, site_id, self._codec.encode("SiteTelemetry", record),
+                    self._produce(TELEMETRY_RAW, site_id, self._telemetry.encode(record),
                                   corruptible=self.fleet.sites[site_id])
                     self.stats.telemetry += 1
                 last = now
