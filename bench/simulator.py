@@ -127,7 +127,8 @@ def measure(tree: Path, sink: Sink, env: dict[str, str], sites: int, window_s: f
     finally:
         process.terminate()
         process.wait(30)
-        while sink.connections:  # the next run starts from an empty sink
+        deadline = time.monotonic() + 60
+        while sink.connections and time.monotonic() < deadline:  # the next run starts from an empty sink
             time.sleep(0.2)
 
 
