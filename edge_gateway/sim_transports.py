@@ -181,6 +181,8 @@ class WebSocketTransport:
                         for site_id, site in fleet.sites.items()}
         #: The sites connected now, by id: where the ticker writes their frames.
         self._links: dict[str, _Link] = {}
+        for site in fleet.sites.values():
+            site.started = False  # each starts measuring at its first connection attempt
 
     async def run(self, duration_s: float | None = None) -> SimStats:
         """Run every site for ``duration_s`` of wall time (forever if None)."""
@@ -286,12 +288,14 @@ class WebSocketTransport:
                     self.stats.connects += 1
                     opened = loop.time()
                     link = self._links[site.site_id] = _Link(site, ws)
+                    site.started = True
                     await self._listen(site, ws, link.unconfirmed)
             except InvalidHandshake:
                 self.stats.refused += 1
             except (OSError, ConnectionClosed, TimeoutError):
                 pass
             finally:
+                site.started = True  # connected or not: it measures from now on (keeping what it cannot send)
                 if link is not None:
                     if self._links.get(site.site_id) is link:
                         del self._links[site.site_id]

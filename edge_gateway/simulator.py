@@ -139,6 +139,10 @@ class SimulatedSite:
         self._start = start
         self._held: deque[tuple[datetime, dict[str, Any]]] = deque()
         self.disconnected = False
+        #: Whether the device has begun taking readings: a transport that steps the whole fleet from
+        #: one ticker starts each site at its first connection, as a device boots, connects, then
+        #: measures (readings from before would arrive after the first live ones, out of order).
+        self.started = True
         #: Readings not yet delivered (store-and-forward), in sequence order; at most ``BACKLOG_LIMIT``.
         self.backlog: list[dict[str, Any]] = []
         #: Kept readings dropped because the backlog was full (the oldest go first).
@@ -214,6 +218,8 @@ class SimulatedSite:
 
     def deliver(self, sample: dict[str, Any], now: datetime) -> list[dict[str, Any]]:
         """What becomes of the sample just taken at ``now`` (see :meth:`step`); the records to send now."""
+        if not self.started:
+            return []  # not measuring yet: the sample is nobody's reading
         online = self.online(now)
         due: list[dict[str, Any]]
         if online and not self.faults.delayed and not self._held:
