@@ -1,7 +1,8 @@
 """Carry the simulated fleet's traffic: through the gateway over WebSocket, or straight to Kafka.
 
-The WebSocket transport is what real devices do: one asyncio task per site,
-each holding its own connection with its own token, many sites per process.
+The WebSocket transport is what real devices do: each site holds its own
+connection with its own token, many sites per process; one ticker per process
+steps every site's physics in numpy and writes the frames.
 The Kafka transport skips the gateway (for loading the dataflows without it):
 it produces telemetry and acks itself and consumes ``commands.site`` and
 ``prices.forecast`` directly.
@@ -22,6 +23,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 from confluent_kafka import Consumer, Producer, TopicPartition
 from websockets import ConnectionClosed, InvalidHandshake
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.protocol import State
 from websockets.typing import Subprotocol
 
 from assets.generator import Site, generate_fleet
@@ -33,12 +35,20 @@ from core.topics import COMMANDS_ACKS, COMMANDS_SITE, PLANS_SITE, PRICES_FORECAS
 from edge_gateway.acks import ACKS_HEADER
 from edge_gateway.feeds import next_batch, start_at_end_unless_committed, uncancellable_in_thread
 from edge_gateway.simulator import FleetSimulator, SimClock, SimulatedSite
-from edge_gateway.wire import DOWNSTREAM_RECORDS, Encoding, json_frame
+from edge_gateway.telemetry_frames import TelemetryEncoder
+from edge_gateway.wire import DOWNSTREAM_RECORDS, Encoding, delivered_frame, json_frame
 from schemas import packaged_codec
 from schemas.codec import AvroCodec, DecodeError
 
 #: Reconnect backoff: the first ceiling, doubled after every failed attempt up to the cap.
 RECONNECT_BASE_S = 0.5
+#: The ticker steps a fleet in this many slices per interval, spreading the frames over it ...
+TICK_SLICES = 20
+#: ... but no slice smaller than this: below a few hundred rows, numpy's cost per call dominates a step.
+SLICE_SITES = 500
+#: How the gateway writes a delivery count (``wire.delivered_frame``): read without the JSON parser.
+_DELIVERED_PREFIX = delivered_frame(0)[:-2]
+_DELIVERED_AT = len(_DELIVERED_PREFIX)
 #: The cap bounds how long a device stays away after a long outage: recovery within 30 s of a fault's
 #: end needs it well below 30 s (at 30 s, devices that failed a few times came back up to 30 s late).
 RECONNECT_CAP_S = 10.0
@@ -126,14 +136,34 @@ class Unconfirmed:
         return [frame for frame in self._frames if frame is not None]
 
 
+class _Link:
+    """A site's open connection, as the ticker sees it."""
+
+    __slots__ = ("site", "unconfirmed", "ws")
+
+    def __init__(self, site: SimulatedSite, ws: ClientConnection) -> None:
+        self.site = site
+        self.ws = ws
+        self.unconfirmed = Unconfirmed()
+
+
 class WebSocketTransport:
     """Each online site holds a connection to the gateway, sends telemetry each interval, answers commands.
 
+    Every site has a WebSocket of its own, as real devices do (that is what the gateway must
+    carry), but sampling is not per site: one ticker per process steps the fleet's physics in
+    numpy (:meth:`FleetSimulator.step`) a slice of the sites at a time, ``TICK_SLICES`` slices
+    spread over each interval so the gateway sees a steady stream rather than one burst a
+    second, and writes each sample's frame (:class:`TelemetryEncoder`) straight to its site's
+    connection. A site's own task only connects, listens (delivery counts, commands, forecasts,
+    storm watches) and reconnects with capped, fully jittered exponential backoff.
+
     Store-and-forward, as the protocol asks of real devices: the device asks for delivery
     acknowledgements (``X-VPP-Acks: 1``) and keeps every telemetry frame until the gateway confirms
-    it reached Kafka; frames unconfirmed when a connection ends, and readings taken while it cannot
-    connect, go to the site's backlog (:meth:`SimulatedSite.hold`) and are uploaded, oldest first at
-    a bounded rate, once it is connected again.
+    it reached Kafka; frames unconfirmed when a connection ends, readings taken while it is not
+    connected and readings its connection cannot take now (the socket's buffer is full) go to the
+    site's backlog (:meth:`SimulatedSite.hold`) and are uploaded, oldest first at a bounded rate,
+    once it is connected again.
     """
 
     def __init__(self, fleet: FleetSimulator, clock: SimClock, settings: Settings, url: str,
@@ -145,90 +175,141 @@ class WebSocketTransport:
         self.interval_s = interval_s
         self.stats = SimStats()
         self._codec = packaged_codec()
+        self._telemetry = TelemetryEncoder(self._codec)
         self._rng = random.Random(seed)
         self._tokens = {site_id: issue_token(settings, site_id, region=site.site.region).token
                         for site_id, site in fleet.sites.items()}
+        #: The sites connected now, by id: where the ticker writes their frames.
+        self._links: dict[str, _Link] = {}
+        for site in fleet.sites.values():
+            site.started = False  # each starts measuring at its first connection attempt
 
     async def run(self, duration_s: float | None = None) -> SimStats:
         """Run every site for ``duration_s`` of wall time (forever if None)."""
-        tasks = [asyncio.create_task(self._site(site)) for site in self.fleet.sites.values()]
+        tasks = [asyncio.create_task(self._ticker()),
+                 *(asyncio.create_task(self._site(site)) for site in self.fleet.sites.values())]
         try:
-            await asyncio.wait(tasks, timeout=duration_s)
+            await asyncio.wait(tasks, timeout=duration_s, return_when=asyncio.FIRST_EXCEPTION)
         finally:
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        for outcome in outcomes:  # a task that failed (a bug, not a network fault) fails the run
+            if isinstance(outcome, Exception):
+                raise outcome
         return self.stats
 
-    async def _site(self, site: SimulatedSite) -> None:
-        await asyncio.sleep(self._rng.uniform(0.0, self.clock.wall_seconds(self.interval_s)))
-        last = self.clock.now()
-        attempt = 0  # failed connects (or connections that ended) since the last one that worked
+    async def _ticker(self) -> None:
+        """Step the fleet a slice at a time, each slice once an interval, and send what each site reports."""
+        n = len(self.fleet.rows)
+        slices = max(1, min(TICK_SLICES, n // SLICE_SITES))
+        bounds = [slice(n * k // slices, n * (k + 1) // slices) for k in range(slices)]
+        loop = asyncio.get_running_loop()
+        period = self.clock.wall_seconds(self.interval_s) / slices
+        last = [self.clock.now()] * slices
+        due = loop.time()
+        k = 0
         while True:
-            if not site.online(self.clock.now()):
-                last = await self._tick(site, last, None, None)
+            due += period
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            if loop.time() - due > self.clock.wall_seconds(self.interval_s):
+                due = loop.time()  # far behind (a stalled machine): skip ahead, do not burst to catch up
+            now = self.clock.now()
+            self._close_offline(bounds[k], now)
+            records = self.fleet.step((now - last[k]).total_seconds(), now, bounds[k])
+            last[k] = now
+            self._send_telemetry(records)
+            k = (k + 1) % slices
+
+    def _send_telemetry(self, records: list[dict[str, Any]]) -> None:
+        """Write each record to its site's connection now; without one (or with a full one), keep it."""
+        links, stats = self._links, self.stats
+        for record in records:
+            link = links.get(record["site_id"])
+            if link is None or not self._write(link, record):
+                self._hand_back(self.fleet.sites[record["site_id"]], [record])
                 continue
-            headers = {"Authorization": f"Bearer {self._tokens[site.site_id]}", ACKS_HEADER: "1"}
-            link = Unconfirmed()
+            stats.telemetry += 1
+
+    def _write(self, link: _Link, record: dict[str, Any]) -> bool:
+        """Write one telemetry frame without waiting; False if the connection cannot take it now.
+
+        ``ws.send`` is a coroutine with a context manager per call; for thousands of frames a second
+        the ticker puts the frame to the protocol and the socket itself, as ``send`` would when
+        the connection is open and its buffer has room (``paused`` is websockets' flow control).
+        """
+        ws = link.ws
+        if ws.protocol.state is not State.OPEN or ws.paused:
+            return False
+        frame: bytes | str = (self._telemetry.encode(record) if self.encoding is Encoding.AVRO
+                              else json_frame("telemetry", record))
+        if link.site.corrupts_next_frame():
+            frame = mangle(frame, self._rng)
+            self.stats.corrupt += 1
+        link.unconfirmed.sent(record)
+        if isinstance(frame, str):
+            ws.protocol.send_text(frame.encode())
+        else:
+            ws.protocol.send_binary(frame)
+        ws.send_data()
+        return True
+
+    def _close_offline(self, rows: slice, now: datetime) -> None:
+        """Drop the connections of these sites that went off (flapping, cut off): their tasks wait."""
+        links = self._links
+        for site in self.fleet.rows[rows]:
+            if not site.online(now):
+                link = links.pop(site.site_id, None)
+                if link is not None:
+                    link.ws.transport.abort()  # the device drops off the network: no closing handshake
+
+    async def _site(self, site: SimulatedSite) -> None:
+        """Hold the site's connection while it is online; reconnect with backoff when it ends."""
+        interval = self.clock.wall_seconds(self.interval_s)
+        await asyncio.sleep(self._rng.uniform(0.0, interval))
+        headers = {"Authorization": f"Bearer {self._tokens[site.site_id]}", ACKS_HEADER: "1"}
+        loop = asyncio.get_running_loop()
+        attempt = 0  # failed connects (or connections that ended at once) since the last one that lasted
+        while True:
+            while not site.online(self.clock.now()):
+                await asyncio.sleep(interval)
+            link: _Link | None = None
+            opened = loop.time()
             try:
                 # No permessage-deflate: a frame of ~80 bytes does not shrink, and deflating every
                 # frame (zlib flush: ~3% of the simulator's profile) and inflating it in the gateway
-                # is work for nothing.
+                # is work for nothing. No proxy: looking one up reads the whole environment on every
+                # connect (a third of a reconnect storm's CPU). No pings of its own: the device sends
+                # every interval and the gateway pings it (answering is cheap); its own pings, a
+                # task, a timer and a frame each, were a fifth of the profile at 1,000 sites.
                 async with connect(self.url, open_timeout=30, additional_headers=headers, compression=None,
+                                   proxy=None, ping_interval=None,
                                    subprotocols=[Subprotocol(self.encoding.subprotocol)]) as ws:
                     self.stats.connects += 1
-                    listener = asyncio.create_task(self._listen(site, ws, link))
-                    try:
-                        while site.online(self.clock.now()):
-                            last = await self._tick(site, last, ws, link)
-                            attempt = 0  # a frame went through: not a refusal (1013 closes first)
-                    finally:
-                        listener.cancel()
-                        self._hand_back(site, link.telemetry())
+                    opened = loop.time()
+                    link = self._links[site.site_id] = _Link(site, ws)
+                    site.started = True
+                    await self._listen(site, ws, link.unconfirmed)
             except InvalidHandshake:
                 self.stats.refused += 1
-                last = await self._wait(site, last, reconnect_delay(attempt, self._rng))
-                attempt += 1
             except (OSError, ConnectionClosed, TimeoutError):
-                self._hand_back(site, link.telemetry())
-                last = await self._wait(site, last, reconnect_delay(attempt, self._rng))
-                attempt += 1
+                pass
+            finally:
+                site.started = True  # connected or not: it measures from now on (keeping what it cannot send)
+                if link is not None:
+                    if self._links.get(site.site_id) is link:
+                        del self._links[site.site_id]
+                    self._hand_back(site, link.unconfirmed.telemetry())
+            if link is not None and loop.time() - opened >= interval:
+                attempt = 0  # it carried frames for an interval: no refusal (1013 closes at once)
+            if site.online(self.clock.now()):
+                await asyncio.sleep(reconnect_delay(attempt, self._rng))
+            attempt += 1
 
     def _hand_back(self, site: SimulatedSite, records: list[dict[str, Any]]) -> None:
         if records:
             site.hold(records)
             self.stats.held_back += len(records)
-
-    async def _wait(self, site: SimulatedSite, last: datetime, delay_s: float) -> datetime:
-        """Wait ``delay_s`` before reconnecting, still sampling: the readings go to the backlog."""
-        deadline = asyncio.get_running_loop().time() + delay_s
-        while asyncio.get_running_loop().time() < deadline:
-            last = await self._tick(site, last, None, None, deadline)
-        return last
-
-    async def _tick(self, site: SimulatedSite, last: datetime, ws: ClientConnection | None,
-                    link: Unconfirmed | None, deadline: float | None = None) -> datetime:
-        """Sleep to the next sample time (or ``deadline``, loop time, if sooner), step the site, send what
-        it reports; without a connection, the readings are kept for later."""
-        due = last.timestamp() + self.interval_s
-        wait = max(0.0, self.clock.wall_seconds(due - self.clock.now().timestamp()))
-        if deadline is not None and asyncio.get_running_loop().time() + wait > deadline:
-            await asyncio.sleep(max(0.0, deadline - asyncio.get_running_loop().time()))
-            return last
-        await asyncio.sleep(wait)
-        now = self.clock.now()
-        records = site.step((now - last).total_seconds(), now)
-        for k, record in enumerate(records):
-            if ws is None or link is None:
-                self._hand_back(site, records[k:])
-                break
-            try:
-                await self._send(site, ws, "telemetry", "SiteTelemetry", record, link)
-            except BaseException:  # closed, broken or cancelled: nothing of this step may be lost
-                self._hand_back(site, records[k + 1:])  # this one is in the link's unconfirmed frames
-                raise
-            self.stats.telemetry += 1
-        return now
 
     async def _send(self, site: SimulatedSite, ws: ClientConnection, frame_type: str, record_name: str,
                     record: dict[str, Any], link: Unconfirmed) -> None:
@@ -237,7 +318,7 @@ class WebSocketTransport:
         if site.corrupts_next_frame():
             frame = mangle(frame, self._rng)
             self.stats.corrupt += 1
-        link.sent(record if record_name == "SiteTelemetry" else None)
+        link.sent(None)
         await ws.send(frame)
 
     async def _listen(self, site: SimulatedSite, ws: ClientConnection, link: Unconfirmed) -> None:
@@ -271,6 +352,8 @@ class WebSocketTransport:
             except DecodeError:
                 return "undecodable", {}
             return decoded.record_name, decoded.value
+        if frame.startswith(_DELIVERED_PREFIX) and frame[-1] == "}" and frame[_DELIVERED_AT:-1].isdigit():
+            return "delivered", {"count": int(frame[_DELIVERED_AT:-1])}  # most frames: skip the JSON parser
         record = json.loads(frame)
         frame_type = record.pop("type", "")
         if frame_type == "delivered":
@@ -288,6 +371,7 @@ class KafkaTransport:
         self.interval_s = interval_s
         self.stats = SimStats()
         self._codec: AvroCodec = packaged_codec()
+        self._telemetry = TelemetryEncoder(self._codec)
         self._rng = random.Random(seed)
         self._producer = Producer(kafka.client_config(settings, **{"linger.ms": 20}))
         # A short session: brokers (Tansu among them) hold a new group's first join for a
@@ -313,7 +397,7 @@ class KafkaTransport:
                 now = self.clock.now()
                 for record in self.fleet.step((now - last).total_seconds(), now):
                     site_id = record["site_id"]
-                    self._produce(TELEMETRY_RAW, site_id, self._codec.encode("SiteTelemetry", record),
+                    self._produce(TELEMETRY_RAW, site_id, self._telemetry.encode(record),
                                   corruptible=self.fleet.sites[site_id])
                     self.stats.telemetry += 1
                 last = now

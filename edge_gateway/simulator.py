@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import random
 import time
+import zlib
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -37,10 +38,12 @@ import numpy as np
 
 from assets.generator import Site
 from edge_gateway import physics
+from edge_gateway.fleet_physics import FIRMWARE, FollowedCommand, SiteArrays, battery_spec
 from edge_gateway.wire import instant
 from siteplan import planner
 
-FIRMWARE = "vpp-sim/1.0"
+__all__ = ["FIRMWARE", "FaultMix", "Faults", "FleetSimulator", "SimClock", "SimulatedSite", "SiteProfile"]
+
 DELAY_S = 30.0
 FLAP_ONLINE_S = 120.0
 FLAP_OFFLINE_S = 45.0
@@ -105,39 +108,41 @@ class SiteProfile(Protocol):
         ...
 
 
-@dataclass
-class _Command:
-    command_id: str
-    setpoint_kw: float
-    valid_from: datetime
-    valid_until: datetime
-
-
 class SimulatedSite:
-    """One home: battery physics, solar with clouds, noisy household load, the command it follows."""
+    """One home: battery physics, solar with clouds, noisy household load, the command it follows.
+
+    Its physics state is one row of a :class:`SiteArrays` (``soc_pct``, ``battery_kw``, ``seq``,
+    ``command`` and ``profile`` read and write that row): the fleet's, so that
+    :meth:`FleetSimulator.step` steps every site in one numpy pass, or, for a site made on its
+    own, a table of one row. What is per site by nature stays here: faults, delays, the
+    store-and-forward backlog, the journal, forecasts and plans.
+    """
 
     #: The storm watch over the site's area, if one is raised: its plans hold a full battery through it.
     storm: planner.StormWatch | None = None
-    #: A recorded load and PV to replay (no noise) instead of the synthetic ones, if given.
-    profile: SiteProfile | None = None
 
-    def __init__(self, site: Site, faults: Faults, seed: int, start: datetime) -> None:
+    def __init__(self, site: Site, faults: Faults, seed: int, start: datetime,
+                 arrays: SiteArrays | None = None, row: int = 0) -> None:
+        """A site of its own, or row ``row`` of a fleet's ``arrays`` (which must list ``site`` there)."""
         self.site = site
         self.faults = faults
-        self.spec = physics.BatterySpec(site.capacity_kwh, site.max_charge_kw, site.max_discharge_kw,
-                                        site.reserve_pct)
+        self.spec = battery_spec(site)
         self._rng = random.Random(f"{seed}:{site.site_id}")
+        if arrays is None:
+            arrays, row = SiteArrays([site], zlib.crc32(f"{seed}:{site.site_id}".encode())), 0
+        self._arrays, self._row = arrays, row
         self.soc_pct = self._rng.uniform(max(site.reserve_pct, 30.0), 95.0)
-        self.seq = 0
-        self.command: _Command | None = None
+        arrays.cloud[row] = self._rng.uniform(0.4, 1.0)
+        self._base_load_kw = arrays.base_load_kw[row] = self._rng.uniform(0.25, 0.7)
         self.forecast: dict[str, Any] | None = None
-        self._cloud = self._rng.uniform(0.4, 1.0)
-        self._base_load_kw = self._rng.uniform(0.25, 0.7)
         self._flap_phase_s = self._rng.uniform(0.0, FLAP_ONLINE_S + FLAP_OFFLINE_S)
         self._start = start
         self._held: deque[tuple[datetime, dict[str, Any]]] = deque()
-        self.battery_kw = 0.0
         self.disconnected = False
+        #: Whether the device has begun taking readings: a transport that steps the whole fleet from
+        #: one ticker starts each site at its first connection, as a device boots, connects, then
+        #: measures (readings from before would arrive after the first live ones, out of order).
+        self.started = True
         #: Readings not yet delivered (store-and-forward), in sequence order; at most ``BACKLOG_LIMIT``.
         self.backlog: list[dict[str, Any]] = []
         #: Kept readings dropped because the backlog was full (the oldest go first).
@@ -150,6 +155,46 @@ class SimulatedSite:
     def site_id(self) -> str:
         """The site's id."""
         return self.site.site_id
+
+    @property
+    def soc_pct(self) -> float:
+        """State of charge now, percent of capacity."""
+        return float(self._arrays.soc_pct[self._row])
+
+    @soc_pct.setter
+    def soc_pct(self, value: float) -> None:
+        self._arrays.soc_pct[self._row] = value
+
+    @property
+    def battery_kw(self) -> float:
+        """The battery's power in the last step (positive: discharging)."""
+        return float(self._arrays.battery_kw[self._row])
+
+    @property
+    def seq(self) -> int:
+        """The sequence number of the last sample taken (0 before the first)."""
+        return int(self._arrays.seq[self._row])
+
+    @property
+    def command(self) -> FollowedCommand | None:
+        """The command the site holds (followed from its ``valid_from``), if any."""
+        return self._arrays.commands[self._row]
+
+    @command.setter
+    def command(self, command: FollowedCommand | None) -> None:
+        self._arrays.hold_command(self._row, command)
+
+    @property
+    def profile(self) -> SiteProfile | None:
+        """A recorded load and PV replayed (no noise) instead of the synthetic ones, if given."""
+        return self._arrays.profiles.get(self._row)
+
+    @profile.setter
+    def profile(self, profile: SiteProfile | None) -> None:
+        if profile is None:
+            self._arrays.profiles.pop(self._row, None)
+        else:
+            self._arrays.profiles[self._row] = profile
 
     def online(self, now: datetime) -> bool:
         """Whether the device is reachable at ``now`` (offline or disconnected never; flapping in cycles)."""
@@ -168,20 +213,30 @@ class SimulatedSite:
         it is back; one taken while offline or flapping off (the device itself is down) is lost. A
         delayed site's samples come out ``DELAY_S`` later.
         """
-        sample = self._advance(dt_s, now)
-        kept = True
-        if self.online(now):
-            self._held.append((now + timedelta(seconds=DELAY_S if self.faults.delayed else 0.0), sample))
-        elif self.disconnected and not self.faults.offline:
-            self.hold([sample])
+        row = self._row
+        return self.deliver(self._arrays.advance(dt_s, now, slice(row, row + 1))[0], now)
+
+    def deliver(self, sample: dict[str, Any], now: datetime) -> list[dict[str, Any]]:
+        """What becomes of the sample just taken at ``now`` (see :meth:`step`); the records to send now."""
+        if not self.started:
+            return []  # not measuring yet: the sample is nobody's reading
+        online = self.online(now)
+        due: list[dict[str, Any]]
+        if online and not self.faults.delayed and not self._held:
+            due = [sample]  # the usual case: out at once
         else:
-            kept = False
-        if kept and self.journal is not None:
-            self.journal[(self.site_id, self.seq)] = sample
-        due = []
-        while self._held and self._held[0][0] <= now:
-            due.append(self._held.popleft()[1])
-        if self.backlog and self.online(now):
+            due = []
+            if online:
+                self._held.append((now + timedelta(seconds=DELAY_S if self.faults.delayed else 0.0), sample))
+            elif self.disconnected and not self.faults.offline:
+                self.hold([sample])
+            else:
+                sample = {}  # lost: the device itself is down
+            while self._held and self._held[0][0] <= now:
+                due.append(self._held.popleft()[1])
+        if sample and self.journal is not None:
+            self.journal[(self.site_id, sample["seq"])] = sample
+        if self.backlog and online:
             due.extend(self.backlog[:BACKFILL_PER_STEP])
             del self.backlog[:BACKFILL_PER_STEP]
         return due
@@ -217,7 +272,7 @@ class SimulatedSite:
             status, reason = "REJECTED", (f"setpoint {setpoint} kW outside "
                                           f"[-{self.spec.max_charge_kw}, {self.spec.max_discharge_kw}] kW")
         elif not self.faults.noncompliant:
-            self.command = _Command(str(command["command_id"]), setpoint, valid_from, valid_until)
+            self.command = FollowedCommand(str(command["command_id"]), setpoint, valid_from, valid_until)
         return {"command_id": command["command_id"], "site_id": self.site_id, "status": status,
                 "reason": reason, "event_time": now}
 
@@ -233,7 +288,8 @@ class SimulatedSite:
         hours = [(t.hour + t.minute / 60 + self.site.lon / 15.0) % 24
                  for t in (start + timedelta(minutes=minutes * (k + 0.5)) for k in range(len(prices)))]
         load = np.array([physics.household_load_kw(self._base_load_kw, h, 0.0) for h in hours])
-        solar = np.array([physics.solar_kw(self.site.solar_kwp, h, self._cloud) for h in hours])
+        cloud = float(self._arrays.cloud[self._row])
+        solar = np.array([physics.solar_kw(self.site.solar_kwp, h, cloud) for h in hours])
         battery = planner.Battery(self.spec.capacity_kwh, self.spec.max_charge_kw, self.spec.max_discharge_kw,
                                   self.spec.reserve_pct, min(100.0, max(0.0, self.soc_pct)),
                                   self.spec.round_trip_efficiency)
@@ -258,37 +314,6 @@ class SimulatedSite:
         """Whether the transport should mangle the next frame (corrupt sites, about one frame in five)."""
         return self.faults.corrupt and self._rng.random() < CORRUPT_FRAME_SHARE
 
-    def _advance(self, dt_s: float, now: datetime) -> dict[str, Any]:
-        hour = (now.hour + now.minute / 60 + now.second / 3600 + self.site.lon / 15.0) % 24
-        self._cloud = physics.next_cloud_factor(self._cloud, self._rng.gauss(0.0, 0.03))
-        profile = self.profile
-        if profile is None:
-            solar = physics.solar_kw(self.site.solar_kwp, hour, self._cloud)
-            load = physics.household_load_kw(self._base_load_kw, hour, self._rng.gauss(0.0, 0.08))
-        else:
-            solar, load = profile.solar_kw(now), profile.load_kw(now)
-        command = self.command
-        if command is not None and now >= command.valid_until:
-            command = self.command = None
-        following = command is not None and command.valid_from <= now
-        own = load - solar if profile is None or profile.self_consumption else 0.0
-        requested = command.setpoint_kw if command is not None and following else own
-        result = physics.step_battery(self.spec, self.soc_pct, requested, dt_s)
-        self.soc_pct = result.soc_pct
-        self.battery_kw = result.battery_kw
-        self.seq += 1
-        mode = "DISPATCH" if following else "SELF_CONSUMPTION" if abs(result.battery_kw) > 1e-6 else "IDLE"
-        return {
-            "site_id": self.site_id, "seq": self.seq, "event_time": now, "received_time": None,
-            "soc_pct": round(result.soc_pct, 4), "battery_kw": round(result.battery_kw, 4),
-            "solar_kw": round(solar, 4), "load_kw": round(load, 4),
-            "grid_kw": round(load - solar - result.battery_kw, 4),
-            "battery_temp_c": round(22.0 + 1.5 * abs(result.battery_kw) + self._rng.gauss(0.0, 0.2), 2),
-            "mode": mode,
-            "active_command_id": command.command_id if command is not None and following else None,
-            "firmware": FIRMWARE,
-        }
-
 
 class FleetSimulator:
     """Many simulated sites stepped together; what a control-loop test drives in-process."""
@@ -297,11 +322,24 @@ class FleetSimulator:
                  faults: FaultMix | None = None) -> None:
         site_list = list(sites)
         assigned = (faults or FaultMix()).assign((s.site_id for s in site_list), seed)
-        self.sites = {s.site_id: SimulatedSite(s, assigned[s.site_id], seed, start) for s in site_list}
+        self.arrays = SiteArrays(site_list, seed)
+        #: The sites in row order (the order of ``sites``).
+        self.rows = [SimulatedSite(s, assigned[s.site_id], seed, start, self.arrays, row)
+                     for row, s in enumerate(site_list)]
+        self.sites = {site.site_id: site for site in self.rows}
 
-    def step(self, dt_s: float, now: datetime) -> list[dict[str, Any]]:
-        """Advance every site; the telemetry records the fleet sends at ``now``."""
-        return [record for site in self.sites.values() for record in site.step(dt_s, now)]
+    def step(self, dt_s: float, now: datetime, rows: slice | None = None) -> list[dict[str, Any]]:
+        """Advance every site (or those of ``rows``, in row order); the telemetry records sent at ``now``.
+
+        One vectorised physics pass over the rows, then each site decides what of its sample
+        (and of its backlog) goes out, as :meth:`SimulatedSite.step` does for one site.
+        """
+        part = slice(None) if rows is None else rows
+        samples = self.arrays.advance(dt_s, now, part)
+        out: list[dict[str, Any]] = []
+        for site, sample in zip(self.rows[part], samples, strict=True):
+            out.extend(site.deliver(sample, now))
+        return out
 
     def disconnect(self, site_ids: Iterable[str]) -> None:
         """Cut these sites off from now on: they keep running (and following their command) unheard."""

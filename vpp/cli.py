@@ -383,7 +383,7 @@ def datasets_fetch() -> None:
 
 #: The modules of bench/ that are benchmarks (each has ``run(quick) -> figures``).
 BENCHMARKS = ("allocation", "api", "assets", "bidding", "chaos", "control", "e2e", "forecast", "gateway",
-              "peak", "plans", "rollups", "soak", "telemetry")
+              "peak", "plans", "rollups", "simulator", "soak", "telemetry")
 
 
 @app.command("bench")

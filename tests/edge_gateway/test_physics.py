@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -87,3 +88,35 @@ def test_load_is_never_negative_and_clouds_stay_in_range(hour: float, noise: flo
                                                          shock: float) -> None:
     assert physics.household_load_kw(0.5, hour, noise) >= 0.0
     assert 0.1 <= physics.next_cloud_factor(current, shock) <= 1.0
+
+
+# -- the array twins: what the simulator steps thousands of sites with --------------------------------------
+
+rows = st.lists(st.tuples(specs, st.floats(0.0, 1.0), st.floats(-50.0, 50.0)), min_size=1, max_size=40)
+
+
+@given(table=rows, dt_s=st.floats(-1.0, 3600.0))
+def test_stepping_batteries_as_arrays_gives_the_scalar_step_exactly(
+        table: list[tuple[BatterySpec, float, float]], dt_s: float) -> None:
+    spec_list = [spec for spec, _, _ in table]
+    soc = [spec.reserve_pct + start * (100.0 - spec.reserve_pct) for spec, start, _ in table]
+    requested = [kw for _, _, kw in table]
+    new_soc, power = physics.step_batteries(physics.BatteryArrays.of(spec_list), np.array(soc),
+                                            np.array(requested), dt_s)
+    for k, spec in enumerate(spec_list):
+        assert step_battery(spec, soc[k], requested[k], dt_s) == physics.BatteryStep(new_soc[k], power[k])
+
+
+@given(st.lists(st.tuples(st.floats(0.0, 24.0), st.floats(-1.0, 2.0), st.floats(0.0, 20.0),
+                          st.floats(-2.0, 2.0), st.floats(0.0, 1.0), st.floats(-1.0, 1.0)),
+                min_size=1, max_size=40))
+def test_the_curves_as_arrays_agree_with_the_scalar_ones(
+        table: list[tuple[float, float, float, float, float, float]]) -> None:
+    hour, clouds, peak, noise, current, shock = (np.array(column) for column in zip(*table, strict=True))
+    solar = physics.solar_kw_array(peak, hour, clouds)
+    load = physics.household_load_kw_array(np.full(len(table), 0.5), hour, noise)
+    cloud = physics.next_cloud_factors(current, shock)
+    for k, (h, c, p, n, cur, s) in enumerate(table):
+        assert math.isclose(solar[k], physics.solar_kw(p, h, c), rel_tol=1e-12, abs_tol=1e-12)
+        assert math.isclose(load[k], physics.household_load_kw(0.5, h, n), rel_tol=1e-12, abs_tol=1e-12)
+        assert cloud[k] == physics.next_cloud_factor(cur, s)

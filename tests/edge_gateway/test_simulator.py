@@ -240,3 +240,14 @@ def test_readings_handed_back_are_re_sent_once_in_order_and_the_backlog_is_bound
     site.hold({**sent[0], "seq": seq} for seq in range(100, 100 + BACKLOG_LIMIT))
     assert len(site.backlog) == BACKLOG_LIMIT and site.backlog_dropped == 3
     assert site.backlog[0]["seq"] == 100, "the oldest are dropped first"
+
+
+def test_a_site_not_started_yet_sends_and_journals_nothing_then_reports_from_its_start() -> None:
+    """The WebSocket transport starts each site at its first connection: no reading from before it."""
+    site = SimulatedSite(_sites(1)[0], Faults(), seed=1, start=START)
+    site.journal = {}
+    site.started = False
+    assert _run(site, 3) == [] and site.journal == {} and site.backlog == []
+    site.started = True
+    assert [r["seq"] for r in _run(site, 2, START + timedelta(seconds=3))] == [4, 5]
+    assert sorted(seq for _, seq in site.journal) == [4, 5]
