@@ -118,7 +118,8 @@ def _healthy(metrics_port: int) -> bool:
 
 
 def _frames_in(metrics_port: int) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:
+    # A flooded gateway on a loaded machine answers late.
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=60) as response:
         text = response.read().decode()
     return sum(sample.value for family in text_string_to_metric_families(text)
                for sample in family.samples
