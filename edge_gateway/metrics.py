@@ -7,7 +7,38 @@ figures.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+from edge_gateway.wire import UPSTREAM
+
+#: One produce latency in this many is observed: the distribution, without a locked histogram
+#: update for every record on the delivery thread.
+LATENCY_SAMPLE = 16
+
+
+class KindCounter(Collector):
+    """A counter by ``kind`` kept as plain ints, for what happens once per frame.
+
+    ``counts[kind] += 1`` on the event loop costs a fraction of a ``Counter.inc`` (which takes a
+    lock each time); the registry reads the ints when scraped, as ``{name}_total{kind=...}``.
+    Every kind starts at 0, so the family's labels are fixed from the start.
+    """
+
+    def __init__(self, name: str, documentation: str, kinds: Iterable[str],
+                 registry: CollectorRegistry) -> None:
+        self._name, self._documentation = name, documentation
+        self.counts = dict.fromkeys(kinds, 0)
+        registry.register(self)
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(self._name, self._documentation, labels=["kind"])
+        for kind, count in list(self.counts.items()):
+            family.add_metric([kind], count)
+        yield family
 
 
 class GatewayMetrics:
@@ -17,8 +48,8 @@ class GatewayMetrics:
         self.registry = CollectorRegistry()
         self.connections = Gauge("vpp_gateway_connections", "Open device connections.",
                                  registry=self.registry)
-        self.frames_in = Counter("vpp_gateway_frames_in", "Device frames accepted and produced, by kind.",
-                                 ["kind"], registry=self.registry)
+        self.frames_in = KindCounter("vpp_gateway_frames_in", "Device frames accepted and produced, by kind.",
+                                     [kind.type for kind in UPSTREAM], self.registry)
         self.frames_out = Counter("vpp_gateway_frames_out", "Frames sent to devices, by kind.",
                                   ["kind"], registry=self.registry)
         self.rejects = Counter("vpp_gateway_rejects", "Connections or frames refused, by reason.",
@@ -47,7 +78,8 @@ class GatewayMetrics:
             "with records waiting (their records were reported failed: the devices send them again).",
             registry=self.registry)
         self.produce_latency = Histogram(
-            "vpp_gateway_produce_latency_seconds", "From produce() to the broker's delivery report.",
+            "vpp_gateway_produce_latency_seconds",
+            f"From produce() to the broker's delivery report (one record in {LATENCY_SAMPLE}).",
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
             registry=self.registry)
 

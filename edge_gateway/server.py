@@ -63,7 +63,6 @@ from edge_gateway.routing import Routes
 from edge_gateway.wire import (
     AVRO_SUBPROTOCOL,
     JSON_SUBPROTOCOL,
-    UPSTREAM,
     Encoding,
     delivered_frame,
     error_frame,
@@ -144,7 +143,11 @@ class Gateway:
         # Handshakes arriving together (a reconnect storm) share one revocation round trip.
         self._revoked: Coalescer[str, bool] = Coalescer(self.revocations.revoked)
         self.ratings = SiteRatings(settings)
-        self._producer = BackpressureProducer(self._new_producer(), self.metrics)
+        #: Tickets: the connection and the number of a frame whose device asked for acknowledgements.
+        self._producer: BackpressureProducer[tuple[Session, int]] = BackpressureProducer(
+            self._new_producer(), self.metrics)
+        #: Connections with deliveries reported since their device was last told its count.
+        self._acked: set[Session] = set()
         #: A replaced producer's successor has not reached the broker yet (readiness waits for it).
         self._producer_unconfirmed = False
         self._sessions: dict[str, Session] = {}
@@ -195,7 +198,7 @@ class Gateway:
                 await load()
             except (RevocationUnknownError, ClickHouseError, OSError) as exc:
                 log.warning("cannot load %s at start (%s); retrying in the background", what, exc)
-        self._producer.start()
+        self._producer.start(self._reported)
         commands, prices = commands_feed(self.settings, self.instance_id), prices_feed(self.settings,
                                                                                       self.instance_id)
         storms = storms_feed(self.settings, self.instance_id)
@@ -216,7 +219,10 @@ class Gateway:
             self._handle, self._host, self._port, process_request=self._authenticate,
             select_subprotocol=_select_subprotocol,
             subprotocols=[Subprotocol(AVRO_SUBPROTOCOL), Subprotocol(JSON_SUBPROTOCOL)],
-            max_size=self.settings.gateway_max_frame_bytes, max_queue=16, server_header=None)
+            max_size=self.settings.gateway_max_frame_bytes, max_queue=16, server_header=None,
+            # No permessage-deflate: frames are a hundred bytes of Avro or JSON, which it barely
+            # shrinks, for a zlib inflate per frame and a compression context (tens of kB) per connection.
+            compression=None)
         self._health = await serve_health(self._host, self._metrics_port, self._healthz,
                                           self.metrics.registry)
         self._last_heartbeat = time.monotonic()
@@ -371,10 +377,10 @@ class Gateway:
         """Forward each frame the device sends until it closes, breaks the rate limit or oversends."""
         settings, ws, site = self.settings, session.ws, session.claims.site_id
         bucket = TokenBucket(settings.gateway_rate_per_s, settings.gateway_rate_burst, time.monotonic())
-        # Per frame only what must be: the key, counters and producer are looked up once per connection.
+        # Per frame only what must be: the key, counters and producer are looked up once per connection,
+        # the clock is read as integers, and the count of frames in is a plain int.
         key, producer, codec, rules = site.encode(), self._producer, self._codec, self._rules
-        counted = {kind.type: self.metrics.frames_in.labels(kind.type) for kind in UPSTREAM}
-        window = session.window
+        counted, ratings, window = self.metrics.frames_in.counts, self.ratings, session.window
         async for frame in ws:
             if not bucket.allow(time.monotonic()):
                 self.metrics.rejects.labels("rate_limited").inc()
@@ -382,7 +388,8 @@ class Gateway:
                 return
             index = window.receive() if window is not None else 0
             try:
-                accepted = parse_frame(codec, frame, site, datetime.now(UTC), rules, self.ratings.get(site))
+                received_ms = time.time_ns() // 1_000_000
+                accepted = parse_frame(codec, frame, site, received_ms, rules, ratings.get(site))
             except FrameRejectedError as rejected:
                 self.metrics.rejects.labels(rejected.reason).inc()
                 with contextlib.suppress(ConnectionClosed):
@@ -390,35 +397,31 @@ class Gateway:
                 self.metrics.frames_out.labels("error").inc()
                 if window is not None:
                     window.done(index)  # refused for good: the error frame is the answer
+                    self._acked.add(session)
                 continue
-            on_done = None if window is None else self._on_delivered(session, index)
-            if not producer.try_produce(accepted.kind.topic, key, accepted.value, on_done):
-                await producer.produce(accepted.kind.topic, key, accepted.value, on_done)
-            counted[accepted.kind.type].inc()
+            ticket = None if window is None else (session, index)
+            if not producer.try_produce(accepted.kind.topic, key, accepted.value, ticket):
+                await producer.produce(accepted.kind.topic, key, accepted.value, ticket)
+            counted[accepted.kind.type] += 1
 
-    def _on_delivered(self, session: Session, index: int) -> Callable[[bool], None]:
-        """The delivery callback of frame ``index`` of ``session`` (called on the delivery thread)."""
-        loop = asyncio.get_running_loop()
-
-        def delivered(ok: bool) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop closed: the gateway is gone anyway
-                loop.call_soon_threadsafe(self._delivered, session, index, ok)
-
-        return delivered
-
-    def _delivered(self, session: Session, index: int, ok: bool) -> None:
-        window = session.window
-        assert window is not None
-        window.done(index, ok)
-        if window.failed and not session.closing:
-            # The device still holds the frame (never confirmed): it sends it again on a new connection.
-            session.closing = True
-            self._spawn(session.ws.close(CloseCode.INTERNAL_ERROR, "delivery failed: send again"))
+    def _reported(self, reports: list[tuple[tuple[Session, int], bool]]) -> None:
+        """The outcomes of one poll's deliveries of acknowledged frames (on the event loop)."""
+        for (session, index), ok in reports:
+            window = session.window
+            assert window is not None
+            window.done(index, ok)
+            self._acked.add(session)
+            if window.failed and not session.closing:
+                # The device still holds the frame (never confirmed): it sends it again on a new connection.
+                session.closing = True
+                self._spawn(session.ws.close(CloseCode.INTERNAL_ERROR, "delivery failed: send again"))
 
     async def _tell_deliveries(self) -> None:
-        """Tell each device that asked how many of its frames are safe, when that count grew."""
+        """Tell each device whose frames were delivered since how many of its frames are safe, when
+        that count grew (only those connections are looked at, not every open one)."""
         while await self._pause(ACK_INTERVAL_S):
-            for session in list(self._sessions.values()):
+            acked, self._acked = self._acked, set()
+            for session in acked:
                 count = session.window.to_tell() if session.window is not None else None
                 if count is not None:
                     self._spawn(self._send(session, delivered_frame(count), "delivered"))

@@ -33,7 +33,7 @@ def telemetry(site_id: str, **changes: Any) -> dict[str, Any]:
 def test_telemetry_is_stamped_with_received_time_and_keyed_by_the_token_site(as_json: bool) -> None:
     record = telemetry("site-a", received_time=datetime(2000, 1, 1, tzinfo=UTC))
     frame = json_frame("telemetry", record) if as_json else CODEC.encode("SiteTelemetry", record)
-    accepted = parse_frame(CODEC, frame, "site-a", NOW)
+    accepted = parse_frame(CODEC, frame, "site-a", NOW_MS)
     value = CODEC.decode(accepted.value, expected="SiteTelemetry")
     assert (accepted.kind.topic, accepted.site_id) == (TELEMETRY_RAW, "site-a")
     assert value["received_time"] == NOW
@@ -43,7 +43,7 @@ def test_telemetry_is_stamped_with_received_time_and_keyed_by_the_token_site(as_
 def test_json_devices_may_leave_out_the_site_id() -> None:
     record = telemetry("ignored")
     del record["site_id"]
-    accepted = parse_frame(CODEC, json_frame("telemetry", record), "site-a", NOW)
+    accepted = parse_frame(CODEC, json_frame("telemetry", record), "site-a", NOW_MS)
     assert CODEC.decode(accepted.value)["site_id"] == "site-a"
 
 
@@ -52,7 +52,7 @@ def test_a_frame_naming_another_site_is_rejected_not_rewritten(as_json: bool) ->
     record = telemetry("site-b")
     frame = json_frame("telemetry", record) if as_json else CODEC.encode("SiteTelemetry", record)
     with pytest.raises(FrameRejectedError) as rejected:
-        parse_frame(CODEC, frame, "site-a", NOW)
+        parse_frame(CODEC, frame, "site-a", NOW_MS)
     assert rejected.value.reason == "site_mismatch"
 
 
@@ -60,8 +60,8 @@ def test_acks_and_plans_go_to_their_topics() -> None:
     ack = {"type": "ack", "command_id": "c1", "status": "ACCEPTED", "reason": None, "event_time": NOW_MS}
     plan = {"type": "plan", "plan_id": "p", "issued_at": NOW_MS, "start": NOW_MS, "interval_minutes": 5,
             "power_kw": [1.0]}
-    assert parse_frame(CODEC, json.dumps(ack), "site-a", NOW).kind.topic == COMMANDS_ACKS
-    assert parse_frame(CODEC, json.dumps(plan), "site-a", NOW).kind.topic == PLANS_SITE
+    assert parse_frame(CODEC, json.dumps(ack), "site-a", NOW_MS).kind.topic == COMMANDS_ACKS
+    assert parse_frame(CODEC, json.dumps(plan), "site-a", NOW_MS).kind.topic == PLANS_SITE
 
 
 @pytest.mark.parametrize(("frame", "reason"), [
@@ -76,7 +76,7 @@ def test_acks_and_plans_go_to_their_topics() -> None:
 ])
 def test_bad_frames_are_rejected_with_a_reason(frame: bytes | str, reason: str) -> None:
     with pytest.raises(FrameRejectedError) as rejected:
-        parse_frame(CODEC, frame, "site-a", NOW)
+        parse_frame(CODEC, frame, "site-a", NOW_MS)
     assert rejected.value.reason == reason
 
 
@@ -130,23 +130,23 @@ def _plan(issued_at: Any, power_kw: list[Any]) -> str:
 # default id would differ between collections, and pytest-xdist refuses workers that collect different ids
 def test_implausible_frames_are_refused_by_the_plausibility_reason(frame: bytes | str, reason: str) -> None:
     with pytest.raises(FrameRejectedError) as rejected:
-        parse_frame(CODEC, frame, "site-a", NOW, Rules(), RATED)
+        parse_frame(CODEC, frame, "site-a", NOW_MS, Rules(), RATED)
     assert rejected.value.reason == reason
 
 
 def test_the_registered_rating_binds_only_sites_the_registry_knows() -> None:
     frame = _telemetry_json(battery_kw=9.0)
-    assert parse_frame(CODEC, frame, "site-a", NOW, Rules(), None).kind.topic == TELEMETRY_RAW
+    assert parse_frame(CODEC, frame, "site-a", NOW_MS, Rules(), None).kind.topic == TELEMETRY_RAW
     within_margin = _telemetry_json(battery_kw=6.0)  # 5 kW rated, 1.25 margin
-    assert parse_frame(CODEC, within_margin, "site-a", NOW, Rules(), RATED).kind.topic == TELEMETRY_RAW
+    assert parse_frame(CODEC, within_margin, "site-a", NOW_MS, Rules(), RATED).kind.topic == TELEMETRY_RAW
 
 
 def test_event_time_is_bounded_by_the_gateway_clock_not_the_device() -> None:
     ahead = Rules(max_ahead_ms=60_000)
     slightly_ahead = _telemetry_json(event_time=NOW_MS + 30_000)
-    assert parse_frame(CODEC, slightly_ahead, "site-a", NOW, ahead).kind.topic == TELEMETRY_RAW
+    assert parse_frame(CODEC, slightly_ahead, "site-a", NOW_MS, ahead).kind.topic == TELEMETRY_RAW
     with pytest.raises(FrameRejectedError, match="future_event_time"):
-        parse_frame(CODEC, slightly_ahead, "site-a", NOW, Rules())
+        parse_frame(CODEC, slightly_ahead, "site-a", NOW_MS, Rules())
 
 
 # ---- the hot path of binary telemetry (issue 21): stamped in place, not decoded and encoded again ----
@@ -164,7 +164,7 @@ def test_a_binary_frame_stamped_in_place_is_what_encoding_the_record_again_gives
                        received_time=None if received is None else from_epoch_ms(received))
     frame = CODEC.encode("SiteTelemetry", record)
     assert frames._stamped_telemetry(CODEC, frame, site, NOW_MS, Rules(), SiteLimits(5.0, 5.0)) is not None
-    accepted = parse_frame(CODEC, frame, site, NOW, Rules(), SiteLimits(5.0, 5.0))
+    accepted = parse_frame(CODEC, frame, site, NOW_MS, Rules(), SiteLimits(5.0, 5.0))
     assert accepted.value == CODEC.encode("SiteTelemetry", record | {"received_time": NOW})
 
 

@@ -45,7 +45,7 @@ class FullQueueProducer:
 
 def test_a_full_queue_makes_produce_wait_and_retry_rather_than_drop() -> None:
     fake, metrics = FullQueueProducer(full_for=5), GatewayMetrics()
-    producer = BackpressureProducer(fake, metrics, retry_s=0.0)
+    producer: BackpressureProducer[None] = BackpressureProducer(fake, metrics, retry_s=0.0)
     asyncio.run(producer.produce("telemetry.raw", b"site-1", b"value"))
     assert fake.produced == [("telemetry.raw", b"site-1", b"value")]
     assert metrics.value("vpp_gateway_backpressure_waits_total") == 5
