@@ -18,7 +18,7 @@ that fails is dead-lettered with the reason as ``error_kind`` (one of
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
@@ -76,6 +76,66 @@ def codec() -> AvroCodec:
     return packaged_codec()
 
 
+@dataclass(frozen=True)
+class OriginColumns:
+    """The origins of a batch's readings as a few buffers and arrays, for the batch's trip to another
+    process: pickling an Origin per reading (its bytes included) cost twice what decoding the reading
+    did (issue 21); joined buffers pickle at a small part of that. Indexing gives an :class:`Origin`."""
+
+    keys: bytes
+    #: End of each key in ``keys``; -1 where the message had no key.
+    key_ends: I64
+    values: bytes
+    value_ends: I64
+    topics: tuple[str, ...]
+    #: Position in ``topics``, partition, offset and timestamp (-1: none) of each origin.
+    topic_at: I64
+    partitions: I64
+    offsets: I64
+    timestamps: I64
+
+    @classmethod
+    def of(cls, origins: Sequence[Origin | Message]) -> OriginColumns:
+        if all(isinstance(found, Message) for found in origins):  # the usual case: a field at a time
+            messages: Sequence[Message] = origins  # type: ignore[assignment]
+            keys = [msg.key() for msg in messages]
+            values = [msg.value() or b"" for msg in messages]
+            topics = [msg.topic() or "" for msg in messages]
+            partitions = [-1 if (p := msg.partition()) is None else p for msg in messages]
+            offsets = [-1 if (o := msg.offset()) is None else o for msg in messages]
+            stamps = [stamp[1] if (stamp := msg.timestamp()) is not None and stamp[1] > 0 else -1
+                      for msg in messages]
+        else:
+            rows = [found if isinstance(found, Origin) else Origin.of(found) for found in origins]
+            keys, values, topics = [r.key for r in rows], [r.value for r in rows], [r.topic for r in rows]
+            partitions, offsets = [r.partition for r in rows], [r.offset for r in rows]
+            stamps = [-1 if r.timestamp_ms is None else r.timestamp_ms for r in rows]
+        key_ends = np.cumsum(np.fromiter((0 if key is None else len(key) for key in keys), dtype=np.int64,
+                                         count=len(keys)))
+        no_key = np.fromiter((key is None for key in keys), dtype=np.bool_, count=len(keys))
+        names = tuple(sorted(set(topics)))
+        number = {topic: n for n, topic in enumerate(names)}
+        return cls(b"".join(key for key in keys if key is not None), np.where(no_key, -1, key_ends),
+                   b"".join(values),
+                   np.cumsum(np.fromiter(map(len, values), dtype=np.int64, count=len(values))),
+                   names, np.array([number[topic] for topic in topics], dtype=np.int64),
+                   np.array(partitions, dtype=np.int64), np.array(offsets, dtype=np.int64),
+                   np.array(stamps, dtype=np.int64))
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def __getitem__(self, index: int) -> Origin:
+        key_end = int(self.key_ends[index])
+        key_start = int(np.max(self.key_ends[:index], initial=0))
+        value_start = int(self.value_ends[index - 1]) if index else 0
+        timestamp = int(self.timestamps[index])
+        return Origin(None if key_end < 0 else self.keys[key_start:key_end],
+                      self.values[value_start:int(self.value_ends[index])],
+                      self.topics[self.topic_at[index]], int(self.partitions[index]),
+                      int(self.offsets[index]), None if timestamp < 0 else timestamp)
+
+
 @dataclass(slots=True)
 class ShardBatch:
     """Decoded input for one shard from one poll of one partition."""
@@ -90,8 +150,9 @@ class ShardBatch:
     readings: ReadingColumns | list[tuple[str, Reading]] = field(default_factory=list)
     #: Where each reading came from (same positions as ``readings``), for the shard's dead letters:
     #: the consumer's own messages while the batch stays in this process (an :class:`Origin` is
-    #: made only for the rare reading the shard refuses), Origins once pickled to another process.
-    origins: list[Origin | Message] = field(default_factory=list)
+    #: made only for the rare reading the shard refuses), :class:`OriginColumns` once pickled to
+    #: another process.
+    origins: list[Origin | Message] | OriginColumns = field(default_factory=list)
     ancestries: list[dict[str, Any]] = field(default_factory=list)
 
     def origin(self, index: int) -> Origin:
@@ -100,9 +161,11 @@ class ShardBatch:
         return found if isinstance(found, Origin) else Origin.of(found)
 
     def __getstate__(self) -> tuple[Any, ...]:
-        """Messages do not pickle (they hold librdkafka buffers): they travel as Origins."""
+        """Messages do not pickle (they hold librdkafka buffers): they travel as columns."""
+        origins = self.origins
         return (self.shard, self.source, self.source_max_ms, self.readings,
-                [self.origin(i) for i in range(len(self.origins))], self.ancestries)
+                origins if isinstance(origins, OriginColumns) else OriginColumns.of(origins),
+                self.ancestries)
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         (self.shard, self.source, self.source_max_ms, self.readings, self.origins,

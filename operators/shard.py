@@ -45,6 +45,7 @@ their sums from zero.
 from __future__ import annotations
 
 import math
+import operator
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -90,8 +91,7 @@ EXACT_VECTORS = 2
 
 def add_units(total: list[int], part: Sequence[int]) -> None:
     """``total += part``, element-wise, in place, for contribution vectors (exact: integers)."""
-    for i, value in enumerate(part):
-        total[i] += value
+    total[:] = map(operator.add, total, part)
 
 
 #: At most this many minutes without any reading get node-minute shares when a shard closes them.
@@ -604,14 +604,16 @@ class Shard:
         all_sets, all_diffs = np.concatenate(parts_sets), np.concatenate(parts)
         keep = all_sets >= 0
         self._send(out, *self.chains.node_sums(all_sets[keep], all_diffs[keep]))
-        for i in np.flatnonzero(same & (stale != old_stale) & (sets >= 0)).tolist():
-            self._stale_all(out, int(sets[i]), t.ids[int(rows[i])], _or_none(int(stale[i])))
-        for i in moved_sets.tolist():
-            site_id = t.ids[int(rows[i])]
-            if old_stale[i] != NONE:
-                self._stale_all(out, int(old_sets[i]), site_id, None)
-            if stale[i] != NONE:
-                self._stale_all(out, int(sets[i]), site_id, int(stale[i]))
+        # Stale-list changes in order (a moved site leaves its old nodes' lists, then joins the new ones').
+        listed = np.flatnonzero(same & (stale != old_stale))
+        leaving = moved_sets[old_stale[moved_sets] != NONE]
+        joining = moved_sets[stale[moved_sets] != NONE]
+        positions = np.concatenate([listed, leaving, joining])
+        if len(positions):
+            values = np.concatenate([stale[listed], np.full(len(leaving), NONE, dtype=np.int64),
+                                     stale[joining]])
+            self._stale(out, np.concatenate([sets[listed], old_sets[leaving], sets[joining]]),
+                        rows[positions], values)
         t.sent[rows] = vectors
         t.sent_set[rows] = sets
         t.sent_stale[rows] = stale
@@ -635,22 +637,53 @@ class Shard:
             t.chain_until[row] = NEVER if until is None else until
         return t.chain_set[rows]
 
-    def _send(self, out: ShardOutput, nodes: list[int], sums: list[list[int]]) -> None:
+    def _send(self, out: ShardOutput, nodes: I64, sums: I64) -> None:
+        """Add the summed differences ``sums`` of node numbers ``nodes`` to their groups' changes."""
         table = self.chains
-        for number, delta in zip(nodes, sums, strict=True):
-            node = table.nodes[number]
-            changes = self._changes(out, node)
-            changes.meta[node] = table.meta[number]
+        names, meta = table.nodes, table.meta
+        groups = table.groups(self._group_of)[nodes].tolist()
+        for number, group, delta in zip(nodes.tolist(), groups, sums.tolist(), strict=True):
+            changes = out.groups.get(group)
+            if changes is None:
+                changes = out.groups[group] = NodeChanges(clock_ms=self.clock.now_ms, shard=self.shard)
+            node = names[number]
+            changes.meta[node] = meta[number]
             total = changes.deltas.get(node)
-            if total is None:
-                changes.deltas[node] = delta
-            else:
-                add_units(total, delta)
+            changes.deltas[node] = delta if total is None else list(map(operator.add, total, delta))
 
-    def _stale_all(self, out: ShardOutput, chain_set: int, site_id: str, last_seen_ms: int | None) -> None:
-        for _, nodes in self.chains.sets[chain_set]:
-            for node in nodes:
-                self._changes(out, node).stale.setdefault(node, {})[site_id] = last_seen_ms
+    def _stale(self, out: ShardOutput, sets: I64, rows: I64, last_seen: I64) -> None:
+        """List row ``rows[i]`` as stale (last seen ``last_seen[i]``; NONE: no longer listed) at every
+        node of chain set ``sets[i]`` (-1: none), later entries overriding earlier ones: grouped by
+        node, so a node's list takes all its entries in one update."""
+        table = self.chains
+        reach = sets >= 0
+        if not reach.any():
+            return
+        sets, rows, last_seen = sets[reach], rows[reach], last_seen[reach]
+        matrix = table.set_nodes()[sets]
+        entry = np.repeat(np.arange(len(sets)), matrix.shape[1])
+        flat = matrix.ravel()
+        valid = flat >= 0
+        flat, entry = flat[valid], entry[valid]
+        order = np.argsort(flat, kind="stable")  # by node; within a node, in the order given
+        flat, entry = flat[order], entry[order]
+        starts = np.flatnonzero(np.r_[True, flat[1:] != flat[:-1]]).tolist()
+        ids = self.table.ids
+        site_ids = [ids[row] for row in rows[entry].tolist()]
+        values = [None if value == NONE else value for value in last_seen[entry].tolist()]
+        groups = table.groups(self._group_of)
+        for start, end in zip(starts, [*starts[1:], len(flat)], strict=True):
+            number = int(flat[start])
+            node = table.nodes[number]
+            group = int(groups[number])
+            changes = out.groups.get(group)
+            if changes is None:
+                changes = out.groups[group] = NodeChanges(clock_ms=self.clock.now_ms, shard=self.shard)
+            entries = zip(site_ids[start:end], values[start:end], strict=True)
+            changes.stale.setdefault(node, {}).update(entries)
+
+    def _group_of(self, node: str) -> int:
+        return bucket_of(node, self.config.node_groups)
 
     def _changes(self, out: ShardOutput, node: str) -> NodeChanges:
         group = bucket_of(node, self.config.node_groups)
@@ -836,10 +869,6 @@ class Shard:
                     else:
                         add_into(total, share)
                     changes.meta.setdefault(node, (path.hierarchy, node_kind(path.hierarchy, depth)))
-
-
-def _or_none(value: int) -> int | None:
-    return None if value == NONE else value
 
 
 def _why(reading: Reading, wall_ms: int, ancestry: Ancestry | None, rules: Rules) -> Implausible:

@@ -17,7 +17,7 @@ Pure data, no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -239,6 +239,8 @@ class ChainTable:
         #: (hierarchy, kind) of each node, as its first chain gives it.
         self.meta: list[tuple[str, str]] = []
         self._matrices: tuple[I64, I64] | None = None
+        self._set_nodes: I64 | None = None
+        self._groups: I64 = np.zeros(0, dtype=np.int64)
 
     def intern(self, chains: Chains) -> int:
         """The id of chain set ``chains`` (-1 for none)."""
@@ -251,7 +253,7 @@ class ChainTable:
         number = self._set_ids[chains] = len(self.sets)
         self.sets.append(chains)
         self._set_chains.append(ids)
-        self._matrices = None
+        self._matrices = self._set_nodes = None
         return number
 
     def _chain(self, chain: tuple[str, tuple[str, ...]]) -> int:
@@ -277,17 +279,30 @@ class ChainTable:
             self._matrices = (_pad(self._set_chains), _pad(self._chain_nodes))
         return self._matrices
 
-    def node_sums(self, sets: I64, diffs: I64) -> tuple[list[int], list[list[int]]]:
+    def groups(self, group_of: Callable[[str], int]) -> I64:
+        """The node group of each node number, by ``group_of`` (the same function every call: a
+        shard's node groups are fixed)."""
+        if len(self._groups) < len(self.nodes):
+            self._groups = np.array([group_of(node) for node in self.nodes], dtype=np.int64)
+        return self._groups
+
+    def set_nodes(self) -> I64:
+        """The node numbers of each chain set, a padded row per set (-1: no node)."""
+        if self._set_nodes is None:
+            self._set_nodes = _pad([tuple(node for chain in chains for node in self._chain_nodes[chain])
+                                    for chains in self._set_chains])
+        return self._set_nodes
+
+    def node_sums(self, sets: I64, diffs: I64) -> tuple[I64, I64]:
         """Per node, the sum of ``diffs`` of the rows whose chain set (``sets``) reaches it.
 
         Every node on a chain of any given row is in the answer, even when its sum is zero.
         """
         if len(sets) == 0:
-            return [], []
+            return np.zeros(0, dtype=np.int64), np.zeros((0, diffs.shape[1]), dtype=np.int64)
         set_matrix, chain_matrix = self._padded()
         chain_ids, chain_sums = _grouped(set_matrix[sets], diffs)
-        node_ids, node_sums = _grouped(chain_matrix[chain_ids], chain_sums)
-        return node_ids.tolist(), node_sums.tolist()
+        return _grouped(chain_matrix[chain_ids], chain_sums)
 
 
 def _pad(rows: list[tuple[int, ...]]) -> I64:

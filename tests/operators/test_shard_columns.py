@@ -113,9 +113,12 @@ def test_a_shard_pickled_whole_or_as_state_gives_the_same_sites() -> None:
 def test_a_batch_pickled_to_another_process_carries_origins_not_messages() -> None:
     message = Message(topic="telemetry.raw", partition=2, offset=41, key=b"site-a", value=b"\x00avro",
                       timestamp=(1, 1_790_000_000_000))
-    batch = ShardBatch(3, "telemetry.raw/2", NOW, [], [message])
+    unkeyed = Message(topic="telemetry.raw", partition=2, offset=42, key=None, value=b"\x01",
+                      timestamp=(0, 0))
+    batch = ShardBatch(3, "telemetry.raw/2", NOW, [], [message, unkeyed, message])
     copy = pickle.loads(pickle.dumps(batch))
     origin = Origin(b"site-a", b"\x00avro", "telemetry.raw", 2, 41, 1_790_000_000_000)
-    assert copy.origins == [origin]
-    assert batch.origin(0) == copy.origin(0) == origin
+    origins = [origin, Origin(None, b"\x01", "telemetry.raw", 2, 42, None), origin]
+    assert [copy.origin(i) for i in range(3)] == [batch.origin(i) for i in range(3)] == origins
+    assert pickle.loads(pickle.dumps(copy)).origin(2) == origin
     assert (copy.shard, copy.source, copy.source_max_ms) == (3, "telemetry.raw/2", NOW)
