@@ -38,7 +38,7 @@ from core.plausibility import (
 )
 from edge_gateway.wire import UPSTREAM_BY_RECORD, UPSTREAM_BY_TYPE, UpstreamKind
 from schemas.codec import HEADER_SIZE, AvroCodec, DecodeError, EncodeError
-from schemas.fastread import read_long
+from schemas.fastread import read_long, write_long
 from schemas.times import epoch_ms
 
 #: The field holding each upstream record's event time.
@@ -127,7 +127,7 @@ def _stamped_telemetry(codec: AvroCodec, frame: bytes, site_id: str, received_ms
     branch, end = read_long(frame, start)
     if branch == 1:
         _, end = read_long(frame, end)
-    stamp = _zigzag(received_ms)
+    stamp = _stamp_bytes(received_ms)
     return Accepted(_TELEMETRY, site_id, b"".join((frame[:start], b"\x02", stamp, frame[end:])))
 
 
@@ -147,19 +147,9 @@ def _site_mismatch(claimed: object, site_id: str) -> FrameRejectedError:
                               f"frame speaks for site {claimed!r}, the token for {site_id!r}")
 
 
-@lru_cache(maxsize=4)
-def _zigzag(value: int) -> bytes:
-    """An Avro long: zig-zag, then a little-endian base-128 varint.
-
-    Cached: every frame received within the same millisecond carries the same stamp.
-    """
-    number = (value << 1) ^ (value >> 63)
-    out = bytearray()
-    while number > 0x7F:
-        out.append((number & 0x7F) | 0x80)
-        number >>= 7
-    out.append(number)
-    return bytes(out)
+#: The received-time stamp's bytes, cached: every frame received within the same millisecond carries
+#: the same stamp.
+_stamp_bytes = lru_cache(maxsize=4)(write_long)
 
 
 def check_record(record_name: str, record: Mapping[str, Any], now_ms: int, rules: Rules,

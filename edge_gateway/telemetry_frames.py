@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from schemas.codec import AvroCodec
+from schemas.fastread import write_long
 from schemas.times import epoch_ms
 
 RECORD = "SiteTelemetry"
@@ -31,21 +32,10 @@ _DOUBLE = struct.Struct("<d")
 _MODES = {"IDLE": b"\x00", "SELF_CONSUMPTION": b"\x02", "DISPATCH": b"\x04"}
 
 
-def avro_long(value: int) -> bytes:
-    """An Avro ``long``: zigzag, then a little-endian base-128 varint."""
-    n = (value << 1) ^ (value >> 63)
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def avro_string(value: str) -> bytes:
     """An Avro ``string``: its UTF-8 length as a long, then the bytes."""
     raw = value.encode()
-    return avro_long(len(raw)) + raw
+    return write_long(len(raw)) + raw
 
 
 def _optional_string(value: str | None) -> bytes:
@@ -83,7 +73,7 @@ class TelemetryEncoder:
         when = record["event_time"]
         cached_when, stamp = self._time
         if when is not cached_when:
-            stamp = avro_long(epoch_ms(when)) + b"\x00"  # event time, then a null received time
+            stamp = write_long(epoch_ms(when)) + b"\x00"  # event time, then a null received time
             self._time = (when, stamp)
         key = (record["mode"], record["active_command_id"], record["firmware"])
         tail = self._tails.get(key)
@@ -91,7 +81,7 @@ class TelemetryEncoder:
             if len(self._tails) > 10_000:  # command ids come and go: keep the cache bounded
                 self._tails.clear()
             tail = self._tails[key] = _MODES[key[0]] + _optional_string(key[1]) + _optional_string(key[2])
-        return b"".join((prefix, avro_long(record["seq"]), stamp,
+        return b"".join((prefix, write_long(record["seq"]), stamp,
                          _FIVE_DOUBLES.pack(record["soc_pct"], record["battery_kw"], record["solar_kw"],
                                             record["load_kw"], record["grid_kw"]),
                          b"\x02", _DOUBLE.pack(record["battery_temp_c"]), tail))

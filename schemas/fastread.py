@@ -59,6 +59,17 @@ def read_long(buf: bytes, pos: int) -> tuple[int, int]:
             raise _InvalidError("varint longer than 10 bytes")
 
 
+def write_long(value: int) -> bytes:
+    """An Avro ``long`` as bytes: zig-zag, then a little-endian base-128 varint (``read_long``'s inverse)."""
+    number = (value << 1) ^ (value >> 63)
+    out = bytearray()
+    while number > 0x7F:
+        out.append((number & 0x7F) | 0x80)
+        number >>= 7
+    out.append(number)
+    return bytes(out)
+
+
 def compile_decoder(schema: Any, millis: bool = False) -> FastDecoder:
     """Generate and compile a decoder for record ``schema``; UnsupportedSchemaError when it cannot.
 

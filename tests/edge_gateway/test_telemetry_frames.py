@@ -8,8 +8,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge_gateway.telemetry_frames import TelemetryEncoder, avro_long
+from edge_gateway.telemetry_frames import TelemetryEncoder
 from schemas import packaged_codec
+from schemas.fastread import write_long
 
 CODEC = packaged_codec()
 ENCODER = TelemetryEncoder(CODEC)
@@ -40,7 +41,7 @@ def test_frames_are_the_codecs_bytes(record: dict[str, Any]) -> None:
 def test_avro_longs_are_zigzag_varints(value: int) -> None:
     zigzag = (value << 1) ^ (value >> 63)
     decoded, shift = 0, 0
-    for byte in avro_long(value):
+    for byte in write_long(value):
         decoded |= (byte & 0x7F) << shift
         shift += 7
-    assert decoded == zigzag and all(b & 0x80 for b in avro_long(value)[:-1])
+    assert decoded == zigzag and all(b & 0x80 for b in write_long(value)[:-1])
