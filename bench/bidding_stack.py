@@ -29,6 +29,7 @@ from core import kafka
 from core.bid_history import BidStore
 from core.config import Settings
 from core.history import HistoryStore, connect
+from core.waiting import wait_until
 from vpp.bid_runs import Requested, next_interval, read_journal, request_run
 from vpp.dataflows import dataflow_argv, ensure_recovery, settings_env
 from vpp.market_feed import MarketFeed
@@ -75,6 +76,24 @@ class BidStack:
         os.close(out)
         self.workers.append(worker)
         return worker
+
+    def wait_for_snapshots(self, timeout_s: float = 60.0) -> None:
+        """Wait until the orchestrator's recovery store has been written twice from now on.
+
+        What the orchestrator has already done is then in a snapshot: the first write may still be
+        the epoch before (Bytewax commits an epoch's snapshots while the next epoch runs), the
+        second is of an epoch that began after the call. A fixed sleep assumed this on a busy machine.
+        """
+        writes: list[float] = [time.time()]
+
+        def written_again() -> bool:
+            latest = max((f.stat().st_mtime for f in self.recovery.iterdir()), default=0.0)
+            if latest > writes[-1]:
+                writes.append(latest)
+            return len(writes) > 2
+
+        if not wait_until(written_again, timeout_s):
+            raise TimeoutError(f"the orchestrator wrote no snapshot in {timeout_s:.0f} s ({self.recovery})")
 
     def kill_orchestrator(self) -> None:
         """SIGKILL the orchestrator (no goodbye: whatever it had not snapshotted is redone)."""

@@ -129,7 +129,7 @@ def test_a_run_survives_an_orchestrator_killed_between_stages(stack: BidStack) -
 
     # Killed at the fetch -> forecast boundary, after a snapshot holds the fetch's result.
     _wait(stack, _done(stack, ident, FETCH))
-    time.sleep(1.5)
+    stack.wait_for_snapshots()
     stack.kill_orchestrator()
     stack.start_orchestrator()
 
@@ -187,7 +187,7 @@ def test_kills_at_every_stage_boundary(stack: BidStack, round_: int) -> None:
         stack.kill(slow)  # mid-task
         stack.start_worker()
         _wait(stack, _done(stack, ident, done))
-        time.sleep(2.5)  # a snapshot holds the stage's result
+        stack.wait_for_snapshots()  # a snapshot holds the stage's result
         stack.kill_orchestrator()  # at the boundary after the stage
         stack.start_orchestrator()
         _wait(stack, lambda: bool(_recoveries(stack.entries(ident))))  # noqa: B023 - waited on here
@@ -209,7 +209,7 @@ def test_a_run_survives_a_worker_killed_mid_task_and_an_orchestrator_killed(stac
     ident = stack.request(run, fetch_deadline_s=60).workflow_id  # however long the worker takes to join
 
     _wait(stack, _done(stack, ident, forecast_step("reserve")))
-    time.sleep(1.5)
+    stack.wait_for_snapshots()
     stack.kill_orchestrator()  # between forecast and optimise
     stack.start_orchestrator()
     _wait(stack, _issued(stack, ident, OPTIMISE))
