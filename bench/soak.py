@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -236,6 +237,15 @@ def figures_of(samples: list[Sample], record_bytes: dict[str, float]) -> dict[st
     return figures
 
 
+def _report(sample: Sample, minute: int, minutes: int) -> None:
+    """One line per sample on stderr, so an hour-long soak shows it is alive and how it is doing."""
+    largest = sorted(sample.rss_kb.items(), key=lambda item: -item[1])[:4]
+    rss = ", ".join(f"{name} {kb / 1024:.0f} MB" for name, kb in largest)
+    print(f"soak minute {minute}/{minutes}: coverage {100 * sample.coverage:.1f}%, freshness "
+          f"{sample.freshness_s:.1f} s, lag {sample.telemetry_lag}, load {sample.load_avg:.1f}; {rss}",
+          file=sys.stderr, flush=True)
+
+
 def soak(settings: Settings, sites: int, minutes: float, warmup_minutes: float,
          log: Path | None = None) -> dict[str, float]:
     """Run the whole system at ``sites`` on ``settings`` (a private stack not yet up); the figures."""
@@ -247,12 +257,15 @@ def soak(settings: Settings, sites: int, minutes: float, warmup_minutes: float,
             deadline = started + 300 + sites / 10
             while probe.coverage_and_freshness()[0] < 1.0 and time.monotonic() < deadline:
                 time.sleep(2)
+            print(f"soak: {sites} sites up; warming up for {warmup_minutes:g} min, then {minutes:g} min of "
+                  "samples", file=sys.stderr, flush=True)
             time.sleep(60 * warmup_minutes)
             pids = probe.pids()
             begun = time.monotonic()
             for minute in range(int(minutes) + 1):
                 time.sleep(max(0.0, begun + 60 * minute - time.monotonic()))
                 samples.append(probe.sample(time.monotonic() - begun, pids))
+                _report(samples[-1], minute, int(minutes))
                 if log is not None:
                     log.write_text(json.dumps([asdict(s) for s in samples], indent=1) + "\n")
             record_bytes = probe.mean_record_bytes(probe.watermarks())

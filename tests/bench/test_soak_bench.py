@@ -38,3 +38,12 @@ def test_growth_slope_flatness_and_exits_per_part() -> None:
 def test_no_samples_no_growth() -> None:
     assert soak.figures_of([], {}) == {"samples": 0.0, "flat_pct": soak.FLAT_PCT}
     assert soak.slope_per_h([0.0], [1.0]) == 0.0
+
+
+def test_each_sample_is_reported_with_the_largest_parts(capsys: pytest.CaptureFixture[str]) -> None:
+    sample = _sample(3, {"broker": 300.0, "gateway": 120.0, "redis": 10.0, "api": 80.0, "simulator": 90.0},
+                     telemetry_records=1_000)
+    soak._report(sample, 3, 60)
+    line = capsys.readouterr().err
+    assert line.startswith("soak minute 3/60: coverage 100.0%")
+    assert "broker 300 MB, gateway 120 MB, simulator 90 MB, api 80 MB" in line and "redis" not in line
