@@ -170,7 +170,9 @@ class Gateway:
         self._last_heartbeat = 0.0
 
     def _new_producer(self) -> Producer:
-        return Producer(kafka.client_config(self.settings, **{"linger.ms": 5,
+        # lz4 batches: telemetry is most of what the platform writes, and a broker keeps it as sent (the
+        # local memory-only one held 2.75 MB of RSS per MB of plain telemetry produced, 1.7 with lz4).
+        return Producer(kafka.client_config(self.settings, **{"linger.ms": 5, "compression.type": "lz4",
                                                               "client.id": f"gateway-{self.instance_id}"}))
 
     @property
