@@ -4,7 +4,8 @@ Everything ``vpp up`` starts (broker, Redis, history server, the four
 dataflows, the bidding worker and scheduler, gateway, API, simulated market,
 forecast service, simulator) runs on a private stack (its own data directory
 and free ports). Once every region node reports all its sites, and after a
-warm-up (5 minutes), each part's resident set size is sampled every minute for
+warm-up (the telemetry flow's backfill horizon plus 2 minutes, 17 by default: its
+state fills that long by design), each part's resident set size is sampled every minute for
 ``minutes`` (60). Alongside each sample: coverage and the freshness of the
 region aggregates (a backlog on an overloaded machine shows there, and is not
 mistaken for a leak), the telemetry dataflow's lag (``telemetry.raw`` end
@@ -280,9 +281,12 @@ def run(quick: bool) -> dict[str, float]:
     """The soak on a private stack; figures as in the module docstring."""
     minutes = float(os.environ.get("VPP_BENCH_SOAK_MINUTES", "2" if quick else "60"))
     sites = int(os.environ.get("VPP_BENCH_SOAK_SITES", "200" if quick else "1000"))
-    warmup = float(os.environ.get("VPP_BENCH_SOAK_WARMUP_MINUTES", "1" if quick else "5"))
     raise_fd_limit()
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="vpp-bench-soak-") as directory:
         settings = system_settings(Path(directory))
+        # The telemetry flow keeps node minutes for the backfill horizon (15 min): until that has filled,
+        # its state grows by design, so a full run warms up past it.
+        full_warmup = max(5.0, settings.backfill_horizon_s / 60 + 2)
+        warmup = float(os.environ.get("VPP_BENCH_SOAK_WARMUP_MINUTES", 1 if quick else full_warmup))
         return soak(settings, sites, minutes, warmup, RESULTS_DIR / "soak-samples.json")
