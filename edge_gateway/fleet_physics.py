@@ -25,7 +25,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import numpy.typing as npt
 
 from assets.generator import Site
 from edge_gateway import physics
@@ -36,8 +35,6 @@ if TYPE_CHECKING:
 FIRMWARE = "vpp-sim/1.0"
 #: The modes a site reports, by the code :meth:`SiteArrays.advance` computes.
 MODES = np.array(["IDLE", "SELF_CONSUMPTION", "DISPATCH"], dtype=object)
-
-F64 = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True)
