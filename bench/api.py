@@ -37,14 +37,13 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import redis
 
 from api.auth import Scope, issue_api_token
 from assets.generator import Fleet, generate_fleet
 from assets.loader import load_fleet
-from bench.local import free_port, private_stack
+from bench.local import free_port, private_stack, process_cpu_s
 from core import history
 from core.config import Settings
 from schemas.times import epoch_ms
@@ -150,12 +149,6 @@ def _api_process(settings: Settings) -> Iterator[tuple[int, int]]:
         log.close()
 
 
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time a live process has used so far (Linux ``/proc``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _healthy(port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as response:
@@ -199,7 +192,7 @@ async def _live(port: int, pid: int, token: str, paths: list[str], load_s: float
         latencies: list[float] = []
         interval = CLIENTS / OFFERED_RPS
         started = time.perf_counter() + 0.05
-        cpu_before = cpu_seconds(pid)
+        cpu_before = process_cpu_s(pid)
 
         async def offered(index: int, connection: _Connection) -> None:
             due = started + index * interval / CLIENTS
@@ -215,7 +208,7 @@ async def _live(port: int, pid: int, token: str, paths: list[str], load_s: float
                 due += interval
 
         await asyncio.gather(*(offered(i, c) for i, c in enumerate(connections)))
-        cpu_s = cpu_seconds(pid) - cpu_before
+        cpu_s = process_cpu_s(pid) - cpu_before
         ordered = sorted(latencies)
         figures = {"live_p50_ms": statistics.median(ordered),
                    "live_p99_ms": ordered[int(0.99 * (len(ordered) - 1))],

@@ -32,7 +32,6 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
@@ -41,7 +40,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.frames import Frame, Opcode
 from websockets.typing import Subprotocol
 
-from bench.local import free_port, private_stack
+from bench.local import free_port, private_stack, process_cpu_s
 from core import kafka
 from core.config import Settings
 from core.device_tokens import issue_token
@@ -124,12 +123,6 @@ def _frames_in(metrics_port: int) -> float:
     return sum(sample.value for family in text_string_to_metric_families(text)
                for sample in family.samples
                if sample.name == "vpp_gateway_frames_in_total" and sample.labels.get("kind") == "telemetry")
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class _LatencyTail:
@@ -215,10 +208,10 @@ async def _phase(metrics_port: int, pid: int, phase_s: float,
     """Run ``tasks(until)`` for ``phase_s`` seconds, then a second for the last frames; (frames,
     gateway CPU seconds, wall start, end). The phase starts after the first reading of the
     gateway's figures (which blocks, for long on a loaded machine), not before it."""
-    frames0, cpu0, wall0 = _frames_in(metrics_port), _cpu_seconds(pid), time.time()
+    frames0, cpu0, wall0 = _frames_in(metrics_port), process_cpu_s(pid), time.time()
     await asyncio.gather(*tasks(asyncio.get_running_loop().time() + phase_s))
     await asyncio.sleep(1.0)
-    return _frames_in(metrics_port) - frames0, _cpu_seconds(pid) - cpu0, wall0, time.time()
+    return _frames_in(metrics_port) - frames0, process_cpu_s(pid) - cpu0, wall0, time.time()
 
 
 def _percentile(values: list[float], q: float) -> float:

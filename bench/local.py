@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import tempfile
 import time
@@ -55,3 +56,9 @@ def tail_consumer(settings: Settings, topics: list[str], group_id: str, **extra:
     while not consumer.assignment() and time.monotonic() < deadline:
         consumer.poll(0.2)
     return consumer
+
+
+def process_cpu_s(pid: int) -> float:
+    """User plus system CPU time a live process has used so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -39,7 +39,7 @@ import numpy as np
 import redis
 from confluent_kafka import Producer
 
-from bench.local import private_stack
+from bench.local import private_stack, process_cpu_s
 from core import keys
 from core.config import Settings
 from core.kafka import client_config
@@ -94,12 +94,6 @@ def _wait(condition: Any, timeout_s: float, what: str, poll_s: float = 0.02) -> 
     raise TimeoutError(f"the plans dataflow did not {what} within {timeout_s:.0f} s")
 
 
-def _cpu_s(pid: int) -> float:
-    """CPU time (user + system) process ``pid`` has used, from ``/proc``."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _delivered(producer: Producer) -> None:
     if producer.flush(60) > 0:
         raise RuntimeError("plans were not delivered to the broker")
@@ -126,10 +120,10 @@ def measure(burst: int = 10_000, steady: int = 1_000, rate: float = 100.0,
         client = redis.Redis.from_url(own.redis)
         try:
             _wait(lambda: _expected(client) == sites, 120, "register the fleet")
-            idle_from, idle_cpu = time.monotonic(), _cpu_s(flow.pid)
+            idle_from, idle_cpu = time.monotonic(), process_cpu_s(flow.pid)
             time.sleep(IDLE_S)
             first = time.monotonic()
-            cpu_before = _cpu_s(flow.pid)
+            cpu_before = process_cpu_s(flow.pid)
             idle_rate = (cpu_before - idle_cpu) / (first - idle_from)
             now = datetime.now(UTC)
             for i in range(burst):
@@ -141,7 +135,7 @@ def measure(burst: int = 10_000, steady: int = 1_000, rate: float = 100.0,
             last = time.monotonic()
             done = _wait(lambda: _planned(client) >= burst, 60, f"aggregate {burst:,} plans")
             figures = {"aggregate_10k_s": done - last, "aggregate_10k_total_s": done - first,
-                       "aggregate_10k_flow_cpu_s": _cpu_s(flow.pid) - cpu_before,
+                       "aggregate_10k_flow_cpu_s": process_cpu_s(flow.pid) - cpu_before,
                        "flow_idle_cpu_share": idle_rate, "aggregate_plans": float(burst)}
 
             sent: list[float] = []
