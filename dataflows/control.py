@@ -4,9 +4,10 @@ Run it as ``python -m bytewax.run dataflows.control:flow`` (recovery flags as fo
 the telemetry flow); every setting comes from ``VPP_*`` (see
 :class:`core.config.Settings`, ``control_*``).
 
-    kafka (dispatch.requests, commands.acks)  + twin reads (Redis, on the input's own thread, of what
-                                                the dispatches step asks for: operators.twin_feed)
-      -> decode, all under one key            (bad records -> telemetry.dlq)
+    kafka (dispatch.requests, commands.acks,  + twin reads (Redis, on the input's own thread, of what
+           its own commands.site read back)     the dispatches step asks for: operators.twin_feed)
+      -> decode, all under one key            (bad records -> telemetry.dlq; the commands read back
+                                               are the command_log's SENT rows)
       -> dispatches: one Arbiter holds every  (plans from the twin reads; a site follows at most one
          Dispatch                              dispatch; forged acks, reused ids -> telemetry.dlq;
                                                commands -> commands.site, statuses -> dispatch.status,
@@ -33,7 +34,7 @@ from bytewax.outputs import Sink
 from core import kafka
 from core.config import Settings
 from core.logs import configure_logging
-from core.topics import COMMANDS_ACKS, CONTROL_DATAFLOW_GROUP, DISPATCH_REQUESTS
+from core.topics import COMMANDS_ACKS, COMMANDS_SITE, CONTROL_DATAFLOW_GROUP, DISPATCH_REQUESTS
 from dataflows.probes import start_probes
 from operators import control_steps as steps
 from operators.kafka_batches import BatchedKafkaSource, Polled
@@ -61,7 +62,7 @@ class ControlSinks:
 def kafka_source(settings: Settings) -> BatchedKafkaSource:
     """The flow's real input; a short fetch wait, so a request does not sit in the broker for
     librdkafka's default 500 ms."""
-    return BatchedKafkaSource([settings.kafka], [DISPATCH_REQUESTS, COMMANDS_ACKS],
+    return BatchedKafkaSource([settings.kafka], [DISPATCH_REQUESTS, COMMANDS_ACKS, COMMANDS_SITE],
                               tail=settings.dataflow_tail, batch_size=settings.kafka_batch_size,
                               extra={"fetch.wait.max.ms": 20}, group_id=CONTROL_DATAFLOW_GROUP)
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -44,10 +45,20 @@ from core.config import Settings
 from core.dispatch_spec import DispatchRejectedError, DispatchSpec, parse_strategy
 from core.plausibility import Rules
 from core.rows import CommandLogEntry, DispatchLogEntry
-from core.topics import COMMANDS_ACKS, COMMANDS_SITE, DISPATCH_STATUS
+from core.topics import COMMANDS_ACKS, COMMANDS_SITE, DISPATCH_REQUESTS, DISPATCH_STATUS
 from operators.arbitration import ARBITER_KEY, Arbiter, Refusal
 from operators.control_state import ArbiterState, arbiter_state, migrate, restore
-from operators.dispatch import Ack, ControlConfig, Dispatch, Output, Request, TwinSnapshot, dispatch_of
+from operators.dispatch import (
+    UNKNOWN_COMMAND,
+    Ack,
+    ControlConfig,
+    Dispatch,
+    Output,
+    Request,
+    Sent,
+    TwinSnapshot,
+    dispatch_of,
+)
 from operators.flow_metrics import RECORDS_IN
 from operators.kafka_batches import Polled
 from operators.records import DLQ_KEY, KafkaOut, Origin, codec, dead_letter, dead_letter_of, decoded
@@ -58,7 +69,10 @@ from schemas.times import epoch_ms, from_epoch_ms, wall_ms
 
 CONSUMER = "dataflows.control"
 log = logging.getLogger(__name__)
-Event = Request | Ack
+Event = Request | Ack | Sent
+#: The record each input topic carries, and the field its Kafka key must equal.
+_INPUTS = {DISPATCH_REQUESTS: ("DispatchRequest", "dispatch_id"), COMMANDS_ACKS: ("CommandAck", "site_id"),
+           COMMANDS_SITE: ("SiteCommand", "site_id")}
 #: What the dispatches step emits: commands, statuses and refused records for Kafka, the status for
 #: Redis, journal rows for ClickHouse.
 ControlResult = KafkaOut | StatusWrite | DispatchLogEntry | CommandLogEntry
@@ -73,9 +87,11 @@ class Received:
 
 
 def decode_control(polls: list[Polled]) -> list[tuple[str, Received | KafkaOut]]:
-    """Requests and acks, all under the arbiter's key; what cannot be read goes to the dead letters.
+    """Requests, acks and the flow's own commands read back, all under the arbiter's key; what cannot be
+    read goes to the dead letters.
 
-    An ack must come under its site's key (the gateway keys acks by the authenticated site).
+    An ack must come under its site's key (the gateway keys acks by the authenticated site), a command
+    under the key of the site it commands.
     """
     out: list[tuple[str, Received | KafkaOut]] = []
 
@@ -84,17 +100,35 @@ def decode_control(polls: list[Polled]) -> list[tuple[str, Received | KafkaOut]]
 
     for poll in polls:
         RECORDS_IN.labels("control", poll.topic).inc(len(poll.messages))
-        acks = poll.topic == COMMANDS_ACKS
-        for msg, record in decoded(poll, "CommandAck" if acks else "DispatchRequest", CONSUMER, reject):
+        schema, owner_field = _INPUTS[poll.topic]
+        for msg, record in decoded(poll, schema, CONSUMER, reject):
             key = msg.key()
-            owner = record["site_id"] if acks else record["dispatch_id"]
-            if (key is None and acks) or (key is not None and key != owner.encode()):
+            owner = record[owner_field]
+            keyless = key is None and poll.topic != DISPATCH_REQUESTS  # only a request may come without one
+            if keyless or (key is not None and key != owner.encode()):
                 reason = f"record of {owner!r} under key {key!r}"
                 out.append((DLQ_KEY, dead_letter(msg, "KEY_MISMATCH", reason, CONSUMER)))
                 continue
-            event = _ack(record) if acks else _request(record)
+            event = _EVENTS[poll.topic](record)
+            if isinstance(event, Sent) and not _names_itself(event):
+                reason = (f"{event.command_id!r} is not a command id of {event.dispatch_id!r} "
+                          f"for {event.site_id!r}")
+                out.append((DLQ_KEY, dead_letter(msg, UNKNOWN_COMMAND, reason, CONSUMER)))
+                continue
             out.append((ARBITER_KEY, Received(event, Origin.of(msg))))
     return out
+
+
+def _names_itself(sent: Sent) -> bool:
+    """Whether the command's id is ``{dispatch}/{site}/{revision}`` of its own dispatch and site."""
+    parts = sent.command_id.split("/")
+    return len(parts) == 3 and parts[:2] == [sent.dispatch_id, sent.site_id] and parts[2].isdigit()
+
+
+def _sent(record: dict[str, Any]) -> Sent:
+    return Sent(record["command_id"], record["dispatch_id"], record["site_id"], float(record["setpoint_kw"]),
+                epoch_ms(record["valid_from"]), epoch_ms(record["valid_until"]), record["attempt"],
+                epoch_ms(record["issued_at"]))
 
 
 def _ack(record: dict[str, Any]) -> Ack:
@@ -111,6 +145,10 @@ def _request(record: dict[str, Any]) -> Request:
                    tuple(sites) if sites is not None else None, float(record["target_kw"]),
                    epoch_ms(record["start"]), epoch_ms(record["end"]), allocator, correction, strategy,
                    record["requested_by"], epoch_ms(record["requested_at"]), record["priority"])
+
+
+_EVENTS: dict[str, Callable[[dict[str, Any]], Event]] = {
+    DISPATCH_REQUESTS: _request, COMMANDS_ACKS: _ack, COMMANDS_SITE: _sent}
 
 
 def _problem(request: Request, now_ms: int) -> str | None:
@@ -229,6 +267,11 @@ class ControlLogic(StatefulBatchLogic[Received | TwinRead, ControlResult, bytes]
 
     def _apply(self, received: Received) -> list[ControlResult]:
         event, arbiter = received.event, self.arbiter
+        if isinstance(event, Sent):
+            sender = arbiter.dispatches.get(event.dispatch_id)
+            if sender is None:  # retired, or never ours: journaled all the same, as the topic holds it
+                return [event.journal_row()]
+            return emissions(sender, sender.on_sent(event, self._now(sender)))
         if isinstance(event, Ack):
             refusal = arbiter.check_ack(event, self.rules, wall_ms())
             if refusal is not None:

@@ -28,6 +28,9 @@ The life of a dispatch:
 * Delivery: a command not acknowledged is sent again (same id, next attempt)
   with exponential backoff until it is acknowledged, rejected, or its window
   has passed; nothing is sent after ``valid_until``.
+* The journal of sent commands is what ``commands.site`` holds: the flow reads
+  its commands back (:meth:`Dispatch.on_sent`), which is also how a flow
+  resumed from a snapshot learns what it sent after that snapshot.
 * Correction (unless the strategy is open loop): every ``correction_ms`` the
   measured power of the dispatched sites (the twin's latest battery power; a
   site that went quiet counts with its last known value, which is what it is
@@ -116,6 +119,30 @@ class Ack:
     status: str
     reason: str | None
     event_ms: int
+
+
+@dataclass(frozen=True)
+class Sent:
+    """A SiteCommand as the control flow reads it back from ``commands.site``: what was really sent."""
+
+    command_id: str
+    dispatch_id: str
+    site_id: str
+    setpoint_kw: float
+    valid_from_ms: int
+    valid_until_ms: int
+    attempt: int
+    issued_ms: int
+
+    @property
+    def revision(self) -> int:
+        return int(self.command_id.rsplit("/", 1)[1])
+
+    def journal_row(self) -> CommandLogEntry:
+        """Its ``command_log`` row (status SENT): the journal of sent commands is what the topic holds."""
+        return CommandLogEntry(self.command_id, self.dispatch_id, self.site_id, self.setpoint_kw,
+                               _dt(self.valid_from_ms), _dt(self.valid_until_ms), self.attempt, "SENT",
+                               _dt(self.issued_ms))
 
 
 @dataclass(frozen=True)
@@ -306,6 +333,36 @@ class Dispatch:
             slot.state = ack.status
         return out
 
+    def on_sent(self, sent: Sent, now_ms: int) -> Output:
+        """Journal a command of this dispatch read back from ``commands.site``; catch up with what it says.
+
+        A resumed flow has forgotten what it sent after its last snapshot, and reads those commands back
+        (its input resumes from the snapshot's offsets). A newer revision than the slot's is adopted: the
+        device has it and will answer it. A later attempt of the slot's command moves the slot's attempt
+        on, so no attempt number is used twice. The slot's revision carrying another command means the
+        resumed flow gave that id to a new setpoint: the slot's setpoint goes out again under the next
+        revision, so the device's newest command is the flow's and one id never names two commands.
+        """
+        out = Output()
+        out.command_log.append(sent.journal_row())
+        slot = self.slots.get(sent.site_id)
+        if slot is None and self.state == "ACTIVE" and sent.site_id in self.claimed:
+            slot = self.slots[sent.site_id] = Slot()
+        if slot is None:
+            return out
+        if sent.revision > slot.revision:
+            slot.revision, slot.setpoint_kw, slot.state = sent.revision, sent.setpoint_kw, "PENDING"
+            slot.valid_from_ms, slot.valid_until_ms = sent.valid_from_ms, sent.valid_until_ms
+            slot.attempt, slot.next_retry_ms = sent.attempt, sent.issued_ms + self._backoff_ms(sent.attempt)
+        elif sent.revision == slot.revision and (sent.valid_from_ms, sent.setpoint_kw) != (
+                slot.valid_from_ms, slot.setpoint_kw):
+            if slot.state in ("PENDING", "ACCEPTED") and now_ms < slot.valid_until_ms:
+                self._command(sent.site_id, slot, slot.setpoint_kw, now_ms, slot.valid_until_ms, out)
+        elif sent.revision == slot.revision and sent.attempt > slot.attempt:
+            slot.attempt = sent.attempt
+            slot.next_retry_ms = max(slot.next_retry_ms, sent.issued_ms + self._backoff_ms(sent.attempt))
+        return out
+
     def tick(self, now_ms: int, twin: TwinSnapshot | None) -> Output:
         """Retries, expiry, the end of the window, correction and status, as ``now_ms`` calls for them."""
         out = Output()
@@ -476,15 +533,18 @@ class Dispatch:
         self._send(site_id, slot, now_ms, out)
 
     def _send(self, site_id: str, slot: Slot, now_ms: int, out: Output) -> None:
+        """Send the slot's command (again); it is journaled when read back (:meth:`on_sent`)."""
         slot.attempt += 1
-        backoff = min(self.config.retry_base_ms * 2 ** (slot.attempt - 1), self.config.retry_max_ms)
-        slot.next_retry_ms = now_ms + backoff
+        slot.next_retry_ms = now_ms + self._backoff_ms(slot.attempt)
         ident = command_id(self.request.dispatch_id, site_id, slot.revision)
         out.commands.append({
             "command_id": ident, "dispatch_id": self.request.dispatch_id, "site_id": site_id,
             "setpoint_kw": slot.setpoint_kw, "valid_from": slot.valid_from_ms,
             "valid_until": slot.valid_until_ms, "attempt": slot.attempt, "issued_at": now_ms})
-        out.command_log.append(self._journal(ident, site_id, slot, "SENT", now_ms))
+
+    def _backoff_ms(self, attempt: int) -> int:
+        """How long an unanswered ``attempt`` waits before the next."""
+        return min(self.config.retry_base_ms << (attempt - 1), self.config.retry_max_ms)
 
     def _journal(self, ident: str, site_id: str, slot: Slot, status: str, at_ms: int) -> CommandLogEntry:
         """A ``command_log`` row: what became of the command ``ident`` (as ``slot`` holds it) at ``at_ms``."""

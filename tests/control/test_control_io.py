@@ -15,10 +15,11 @@ from confluent_kafka import Message
 
 from core import keys
 from core.config import Settings
-from core.topics import COMMANDS_ACKS, DISPATCH_REQUESTS, TELEMETRY_DLQ
+from core.rows import CommandLogEntry
+from core.topics import COMMANDS_ACKS, COMMANDS_SITE, DISPATCH_REQUESTS, TELEMETRY_DLQ
 from operators.arbitration import ARBITER_KEY
 from operators.control_steps import ControlLogic, ControlResult, Received, decode_control
-from operators.dispatch import Ack, ControlConfig, Dispatch, Request, TwinSnapshot
+from operators.dispatch import Ack, ControlConfig, Dispatch, Request, Sent, TwinSnapshot
 from operators.kafka_batches import Polled
 from operators.records import DLQ_KEY, Origin, codec
 from operators.sinks import DispatchStatusSink, StatusWrite
@@ -75,6 +76,32 @@ def test_requests_and_acks_go_to_the_arbiter_and_bad_records_become_dead_letters
 
 
 @pytest.mark.integration
+def _command(command_id: str, dispatch_id: str, site_id: str) -> bytes:
+    return codec().encode("SiteCommand", {
+        "command_id": command_id, "dispatch_id": dispatch_id, "site_id": site_id, "setpoint_kw": 2.5,
+        "valid_from": NOW, "valid_until": NOW + timedelta(minutes=5), "attempt": 2,
+        "issued_at": NOW + timedelta(seconds=4)})
+
+
+def test_commands_read_back_are_journaled_as_sent_and_foreign_ones_are_dead_letters() -> None:
+    poll = Polled(COMMANDS_SITE, 0, _messages(
+        message(COMMANDS_SITE, b"site-7", _command("d-1/site-7/3", "d-1", "site-7")),
+        message(COMMANDS_SITE, b"site-8", _command("d-1/site-7/3", "d-1", "site-7")),
+        message(COMMANDS_SITE, b"site-7", _command("d-2/site-7/3", "d-1", "site-7")),
+        message(COMMANDS_SITE, b"site-7", _command("d-1/site-7/x", "d-1", "site-7"))))
+    out = decode_control([poll])
+    [sent] = [value.event for _, value in out if isinstance(value, Received)]
+    assert isinstance(sent, Sent) and (sent.revision, sent.attempt, sent.setpoint_kw) == (3, 2, 2.5)
+    reasons = [codec().decode(letter.value)["error_kind"] for key, letter in out  # type: ignore[union-attr,arg-type]
+               if key == DLQ_KEY]
+    assert reasons == ["KEY_MISMATCH", "UNKNOWN_COMMAND", "UNKNOWN_COMMAND"]
+    # No dispatch holds it (retired, or from before a restart with no state): journaled all the same.
+    logic: ControlLogic = ControlLogic.builder(Settings())(None)
+    [row] = step(logic, _Twin(), [value for _, value in out if isinstance(value, Received)])
+    assert row == CommandLogEntry("d-1/site-7/3", "d-1", "site-7", 2.5, NOW, NOW + timedelta(minutes=5), 2,
+                                  "SENT", NOW + timedelta(seconds=4))
+
+
 def test_a_replayed_status_never_replaces_a_newer_or_final_one(stack_settings: Settings) -> None:
     client = redis.Redis.from_url(stack_settings.redis)
     sink = DispatchStatusSink(stack_settings.redis).build("status", 0, 1)

@@ -72,6 +72,8 @@ class Captured:
     kafka: list[KafkaSinkMessage[Any, Any]] = field(default_factory=list)
     statuses: list[StatusWrite] = field(default_factory=list)
     journal: list[tuple[str, Any]] = field(default_factory=list)
+    #: The commands handed back to the flow on commands.site.
+    read_back: list[dict[str, Any]] = field(default_factory=list)
 
     def sinks(self) -> ControlSinks:
         return ControlSinks(TestingSink(self.kafka), TestingSink(self.statuses), TestingSink(self.journal))
@@ -96,6 +98,11 @@ def _input(captured: Captured) -> Iterator[Polled | TestingSource.PAUSE]:
     yield Polled(DISPATCH_REQUESTS, 0, requests)
     # Pause (the flow ticks on) until both dispatches have commanded their sites.
     yield from _pause_until(lambda: {c["dispatch_id"] for c in captured.commands()} == set(TARGETS))
+    # The flow reads its own commands back from commands.site, as Kafka would hand them to it.
+    sent = [m for m in list(captured.kafka) if m.topic == COMMANDS_SITE]
+    captured.read_back = [codec.decode(m.value, "SiteCommand") for m in sent]
+    yield Polled(COMMANDS_SITE, 0, [_message(COMMANDS_SITE, m.key.decode(), m.value, i)
+                                    for i, m in enumerate(sent)])
     acks = [_message(COMMANDS_ACKS, c["site_id"], codec.encode("CommandAck", {
         "command_id": c["command_id"], "site_id": c["site_id"], "status": "ACCEPTED", "reason": None,
         "event_time": datetime.now(UTC)}), i) for i, c in enumerate(captured.commands())]
@@ -154,3 +161,8 @@ def test_two_dispatches_on_one_feeder_get_disjoint_sites_within_limits_and_all_a
     assert {r.dispatch_id for r in journal if isinstance(r, DispatchLogEntry)} == set(TARGETS)
     accepted = {r.command_id for r in journal if isinstance(r, CommandLogEntry) and r.status == "ACCEPTED"}
     assert accepted == {c["command_id"] for c in commands}
+    sent = [r for r in journal if isinstance(r, CommandLogEntry) and r.status == "SENT"]
+    assert captured.read_back, "commands were read back"
+    assert sorted((r.command_id, r.attempt, r.setpoint_kw, r.event_time) for r in sent) == sorted(
+        (c["command_id"], c["attempt"], c["setpoint_kw"], c["issued_at"]) for c in captured.read_back), (
+        "the journal's SENT rows are the commands read back, once each")
