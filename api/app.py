@@ -11,10 +11,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from fastapi.telemetry import TelemetryConfig
 from fastapi_offline import FastAPIOffline
 
-from api import errors
+from api import errors, live_lane
 from api.metrics import MetricsMiddleware
 from api.resources import Resources
 from api.routers import (
@@ -68,8 +69,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                          static_url=DOCS_ASSETS, telemetry=NO_OPENTELEMETRY)
     app.state.resources = resources
     errors.register(app)
-    app.add_middleware(MetricsMiddleware)
     for module in (telemetry, history, forecast, peak, plans, bidding, assets, dispatch, tokens, stream,
                    system):
         app.include_router(module.router)
+    live_read = next(route for route in telemetry.router.routes
+                     if isinstance(route, APIRoute) and route.path == live_lane.PATH)
+    app.add_middleware(live_lane.LiveLane, resources=resources, route=live_read)  # added first: inner
+    app.add_middleware(MetricsMiddleware)
     return app

@@ -89,16 +89,25 @@ class ScopedBearer(BearerPrincipal):
 
     async def __call__(self, request: HTTPConnection) -> Principal:
         principal = await super().__call__(request)
-        if principal.is_customer:
-            raise HTTPException(status.HTTP_403_FORBIDDEN, "a customer token reads only its own sites")
-        if not principal.has(self.scope):
-            raise HTTPException(status.HTTP_403_FORBIDDEN, f"this token lacks the {self.scope} scope "
-                                f"(it has {', '.join(sorted(principal.scopes)) or 'none'})")
+        refusal = self.refusal(principal)
+        if refusal is not None:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, refusal)
         return principal
+
+    def refusal(self, principal: Principal) -> str | None:
+        """Why ``principal`` may not pass (a 403's detail), or None."""
+        if principal.is_customer:
+            return "a customer token reads only its own sites"
+        if not principal.has(self.scope):
+            return (f"this token lacks the {self.scope} scope "
+                    f"(it has {', '.join(sorted(principal.scopes)) or 'none'})")
+        return None
 
 
 CurrentPrincipal = Annotated[Principal, Depends(BearerPrincipal())]
-FleetReader = Annotated[Principal, Depends(ScopedBearer(Scope.READ))]
+#: The check of ``FleetReader`` (also made by :mod:`api.live_lane`).
+FLEET_READER = ScopedBearer(Scope.READ)
+FleetReader = Annotated[Principal, Depends(FLEET_READER)]
 AssetManager = Annotated[Principal, Depends(ScopedBearer(Scope.ASSETS))]
 Dispatcher = Annotated[Principal, Depends(ScopedBearer(Scope.DISPATCH))]
 Admin = Annotated[Principal, Depends(ScopedBearer(Scope.ADMIN))]

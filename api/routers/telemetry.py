@@ -62,15 +62,24 @@ def list_nodes(_: FleetReader, resources: ResourcesDep,
 async def get_node(node_id: NodeId, _: FleetReader, request: Request) -> Node:
     """Measured values from reporting sites, estimates including delayed/offline ones, coverage."""
     resources = resources_of(request)  # the request, not ResourcesDep: one dependency fewer on the hot path
+    live = await live_node(resources, node_id)
+    return live if live is not None else await run_in_threadpool(_registered_node, resources, node_id)
+
+
+async def live_node(resources: Resources, node_id: str) -> Node | None:
+    """The node with its live aggregate from Redis; None while the dataflow has written none.
+
+    Shared by the route and :mod:`api.live_lane` (the same read below FastAPI).
+    """
     fields = await resources.hash(keys.node(node_id))
-    if fields and "node_kind" in fields:
-        kind = fields["node_kind"]
-        known = resources.fleet.current  # no lock, no refresh: the hot path never waits for the registry
-        name = known.registry.nodes[node_id].name if known and node_id in known.registry.nodes else node_id
-        return Node(node_id=node_id, kind=kind, name=name,
-                    hierarchy=fields.get("hierarchy") or HIERARCHY_OF_KIND.get(kind, ""),
-                    live=NodeAggregate.from_hash(fields, resources.settings.offline_after_s))
-    return await run_in_threadpool(_registered_node, resources, node_id)
+    if not fields or "node_kind" not in fields:
+        return None
+    kind = fields["node_kind"]
+    known = resources.fleet.current  # no lock, no refresh: the hot path never waits for the registry
+    name = known.registry.nodes[node_id].name if known and node_id in known.registry.nodes else node_id
+    return Node(node_id=node_id, kind=kind, name=name,
+                hierarchy=fields.get("hierarchy") or HIERARCHY_OF_KIND.get(kind, ""),
+                live=NodeAggregate.from_hash(fields, resources.settings.offline_after_s))
 
 
 def _registered_node(resources: Resources, node_id: str) -> Node:
