@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.routing import APIRoute
+from starlette.types import Message
 
 from api.live_lane import PATH, LiveLane
 from api.resources import Resources
@@ -52,12 +53,12 @@ class _Inner:
 
 async def _call(lane: LiveLane, path: str, token: str | None, query: bytes = b"") -> tuple[int, bytes]:
     headers = [(b"authorization", f"Bearer {token}".encode())] if token else []
-    sent: list[dict[str, Any]] = []
+    sent: list[Message] = []
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Message) -> None:
         sent.append(message)
 
-    async def receive() -> dict[str, Any]:
+    async def receive() -> Message:
         return {"type": "http.request", "body": b"", "more_body": False}
 
     await lane({"type": "http", "method": "GET", "path": path, "query_string": query, "headers": headers},
