@@ -184,8 +184,11 @@ class NodeGroup:
                 entry = self.minutes[(node_id, minute)] = NodeMinute(changes.meta[node_id][0])
             entry.shares[changes.shard] = share
             entry.dirty = True
+        horizon = self.clock_ms - self.retention_ms
         for key, correction in changes.corrections.items():
             kept = self.minutes.get(key)
+            if kept is None and key[1] >= horizon:  # no share yet: every member came in late
+                kept = self.minutes[key] = NodeMinute(changes.meta[key[0]][0])
             if kept is None:  # beyond the retention: the backfill horizon keeps this from happening
                 self.lost_corrections += 1
                 continue

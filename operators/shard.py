@@ -215,6 +215,8 @@ class ShardColumns:
     #: Closed windows kept for backfill, per site (absent from snapshots written before backfill:
     #: the class default is what unpickling those gives).
     backfill: tuple[tuple[str, SiteBackfill], ...] = ()
+    #: Closed windows of sites in no node yet, per site (absent from older snapshots, as backfill).
+    unplaced: tuple[tuple[str, tuple[tuple[int, MinuteWindow], ...]], ...] = ()
 
 
 class Shard:
@@ -236,6 +238,8 @@ class Shard:
         #: Closed windows late readings may still complete, per site (:mod:`operators.backfill`):
         #: only sites that went quiet or came back after a gap, so a dict beside the columns.
         self.backfill: dict[str, SiteBackfill] = {}
+        #: Closed windows of sites in no node yet (no ancestry), counted when it comes (within the horizon).
+        self.unplaced: dict[str, dict[int, MinuteWindow]] = {}
 
     # ---- views ---------------------------------------------------------------------------
 
@@ -293,6 +297,8 @@ class Shard:
                 continue
             t.set_ancestry(row, ancestry)
             t.changed[row] = t.new_limits[row] = True
+            if record["site_id"] in self.unplaced:
+                self._count_in_nodes(row, self.unplaced.pop(record["site_id"]), out)
         rules = self.config.rules
         ceiling = wall_ms + rules.max_ahead_ms if rules is not None else 0
         newest = min(source_max_ms, ceiling) if rules is not None else source_max_ms
@@ -419,6 +425,8 @@ class Shard:
                 t.changed[:t.n] = True
         if "backfill" not in self.__dict__:  # pickled whole before backfill
             self.backfill = {}
+        if "unplaced" not in self.__dict__:
+            self.unplaced = {}
         self.config = config
         self.state_version = STATE_VERSION
         self.clock.max_ahead_ms = config.max_ahead_ms
@@ -431,7 +439,8 @@ class Shard:
             self.shard, tuple(self.table.ids), self.table.state(), tuple(self.chains.sets),
             tuple((minute, columns.state(self.table.n)) for minute, columns in self.windows.items()),
             self.clock.now_ms, tuple(self.clock.partition_max.items()), self.closed_before_ms,
-            self.first_minute_ms, backfill=tuple(self.backfill.items()))
+            self.first_minute_ms, backfill=tuple(self.backfill.items()),
+            unplaced=tuple((site_id, tuple(windows.items())) for site_id, windows in self.unplaced.items()))
 
     @classmethod
     def from_state(cls, state: ShardColumns | ShardState, config: ShardConfig, wall_ms: int) -> Shard:
@@ -451,6 +460,7 @@ class Shard:
                              for minute, columns in state.windows}
             shard.closed_before_ms, shard.first_minute_ms = state.closed_before_ms, state.first_minute_ms
         shard.backfill = dict(state.backfill)
+        shard.unplaced = {site_id: dict(windows) for site_id, windows in getattr(state, "unplaced", ())}
         shard._repair(wall_ms)
         return shard
 
@@ -723,6 +733,7 @@ class Shard:
             self._node_minutes(minute, windows, out)
         if self.config.backfill_horizon_ms > 0:
             self._keep_for_backfill(closing, closed_before, now)
+            self._keep_unplaced(closing, closed_before)
 
     # ---- backfill (operators.backfill) ----------------------------------------------------
 
@@ -815,6 +826,47 @@ class Shard:
             self._correct(corrected, out)
         return taken
 
+    # ---- sites whose ancestry comes after their first minutes -----------------------------------
+
+    def _keep_unplaced(self, closing: dict[int, dict[int, MinuteWindow]], closed_before: int) -> None:
+        """Keep the closed windows of sites in no node yet (no ancestry), within the backfill horizon:
+        their node minutes are counted when the ancestry comes (:meth:`_count_in_nodes`)."""
+        t = self.table
+        for row in [row for row, ancestry in enumerate(t.ancestry[:t.n].tolist()) if ancestry is None]:
+            for minute, windows in closing.items():
+                window = windows.get(row)
+                if window is not None:
+                    self.unplaced.setdefault(t.ids[row], {})[minute] = window
+        oldest = closed_before - self.config.backfill_horizon_ms
+        for site_id, windows in list(self.unplaced.items()):
+            for minute in [minute for minute in windows if minute < oldest]:
+                del windows[minute]
+            if not windows:
+                del self.unplaced[site_id]
+
+    def _count_in_nodes(self, row: int, windows: dict[int, MinuteWindow], out: ShardOutput) -> None:
+        """A site's first ancestry came after some of its minutes closed: those minutes' node shares
+        left it out (a site without ancestry is in no node), so its kept windows go to its nodes now,
+        as a backfilled reading's difference does. Seen on a loaded machine: a process that read its
+        ``assets.changes`` partition late left a third of the sites out of the first node minutes."""
+        ancestry = self.table.ancestry[row]
+        for minute, window in windows.items():
+            share = window.partial(ancestry.capacity_kwh, ancestry.reserve_pct)
+            self._send_correction(ancestry, minute, share, out)
+
+    def _send_correction(self, ancestry: Ancestry, minute: int, delta: Sequence[float],
+                         out: ShardOutput) -> None:
+        """Add ``delta`` to this shard's share of every node minute ``ancestry`` puts the site in."""
+        for path in ancestry.paths_at(minute):
+            for depth, node in enumerate(path.node_ids):
+                changes = self._changes(out, node)
+                total = changes.corrections.get((node, minute))
+                if total is None:
+                    changes.corrections[(node, minute)] = list(delta)
+                else:
+                    add_into(total, delta)
+                changes.meta.setdefault(node, (path.hierarchy, node_kind(path.hierarchy, depth)))
+
     def _correct(self, corrected: dict[tuple[int, int], tuple[float, ...]], out: ShardOutput) -> None:
         """Write the backfilled site minutes again and send the node groups the difference."""
         expected = self.config.expected_samples_per_minute
@@ -833,15 +885,7 @@ class Shard:
             if ancestry is None:
                 continue
             delta = [new - old for new, old in zip(after, before, strict=True)]
-            for path in ancestry.paths_at(minute):
-                for depth, node in enumerate(path.node_ids):
-                    changes = self._changes(out, node)
-                    total = changes.corrections.get((node, minute))
-                    if total is None:
-                        changes.corrections[(node, minute)] = list(delta)
-                    else:
-                        add_into(total, delta)
-                    changes.meta.setdefault(node, (path.hierarchy, node_kind(path.hierarchy, depth)))
+            self._send_correction(ancestry, minute, delta, out)
 
     def _share(self, row: int, window: MinuteWindow) -> tuple[float, ...]:
         """Row ``row``'s share of its node minutes from ``window`` (silent when it holds no sample)."""

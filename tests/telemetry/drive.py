@@ -7,7 +7,8 @@ integration tests then check that the real dataflow gives the same answers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, replace
 from typing import Any
 
 from core.plausibility import Rules
@@ -15,7 +16,11 @@ from core.rows import NodeWindow, SiteWindow
 from operators.rollup import NodeGroup
 from operators.shard import Shard, ShardConfig, ShardOutput, bucket_of
 from operators.twin import Reading
+from schemas.times import from_epoch_ms
 from tests.telemetry.scenario import Scenario
+
+#: The dataflow's default (``VPP_BACKFILL_HORIZON_S``, 15 minutes).
+BACKFILL_HORIZON_MS = 900_000
 
 
 @dataclass
@@ -39,9 +44,16 @@ def wall_of(sc: Scenario) -> int:
     return sc.end_ms + 1_000
 
 
-def run(sc: Scenario, shards: int = 8, node_groups: int = 4, batch: int = 700) -> Results:
-    """Feed the scenario through shards and node groups in batches of ``batch`` messages."""
+def run(sc: Scenario, shards: int = 8, node_groups: int = 4, batch: int = 700,
+        late_ancestries: Collection[str] = (), late_after_ms: int = 0) -> Results:
+    """Feed the scenario through shards and node groups in batches of ``batch`` messages.
+
+    The ancestries of ``late_ancestries`` come once the input has got past ``late_after_ms`` (as when
+    one process reads its ``assets.changes`` partition late), with the dataflow's backfill horizon.
+    """
     config = config_for(sc, node_groups)
+    if late_ancestries:
+        config = replace(config, backfill_horizon_ms=BACKFILL_HORIZON_MS)
     shard_of = {i: Shard(i, config) for i in range(shards)}
     groups = {g: NodeGroup(retention_ms=3_600_000) for g in range(node_groups)}
     results = Results({}, {}, {}, 0)
@@ -63,11 +75,18 @@ def run(sc: Scenario, shards: int = 8, node_groups: int = 4, batch: int = 700) -
             for row in out.node_rows:
                 results.node_rows[(row.node_id, int(row.start.timestamp() * 1000))] = row
 
-    for shard_id, shard in shard_of.items():
-        mine = [a for a in sc.ancestries if bucket_of(a["site_id"], shards) == shard_id]
-        deliver(shard.apply([], mine, wall_ms=wall))
+    def place(ancestries: list[dict[str, Any]]) -> None:
+        for shard_id, shard in shard_of.items():
+            mine = [a for a in ancestries if bucket_of(a["site_id"], shards) == shard_id]
+            deliver(shard.apply([], mine, wall_ms=wall))
+
+    place([a for a in sc.ancestries if a["site_id"] not in late_ancestries])
+    late = [a for a in sc.ancestries if a["site_id"] in late_ancestries]
     stream = [*sc.readings, *sc.too_late]
     for start in range(0, len(stream), batch):
+        if late and stream[start]["event_time"] >= from_epoch_ms(late_after_ms):
+            place(late)
+            late = []
         per_shard: dict[int, list[tuple[str, Reading]]] = {}
         for record in stream[start:start + batch]:
             per_shard.setdefault(bucket_of(record["site_id"], shards), []).append(
