@@ -170,6 +170,10 @@ def test_the_console_shows_sites_dispatches_outages_alarms_and_the_peak_day(api:
         assert _drawn(site_dom, "chart-site"), "no site history"
         assert re.search(r'id="site-twin"[^>]*><div class="card status-(ONLINE|DELAYED)', site_dom)
 
+    def lists_both_dispatches(dom: str) -> None:  # every node's dispatches (the screenshot's view)
+        panel = _element(dom, "dispatch-list")
+        assert ours in panel and other in panel, panel[:2000]
+
     with api.client("dispatch") as client:
         now = datetime.now(UTC)
         accepted = client.post("/v1/dispatch", json={"node_id": "feeder-0-0", "target_kw": -20,
@@ -211,7 +215,7 @@ def test_the_console_shows_sites_dispatches_outages_alarms_and_the_peak_day(api:
                                         "console-site": f"{main}&site={site}&view=sites",
                                         "console-peak": f"{main}&view=peak"}, shows_the_node)
             _screenshots(browser, url, {"console-dispatch": f"{elsewhere}&view=dispatch&dispatches=all"},
-                         shows_the_state_and_the_site)
+                         lists_both_dispatches)
         finally:
             client.delete(f"/v1/dispatch/{ours}")
             client.delete(f"/v1/dispatch/{other}")
