@@ -154,9 +154,6 @@ def _throughput(sites: int, seconds: int, repeats: int = 1) -> dict[str, float]:
     The rounds interleave the three runs on the same preloaded topic, so drift of a shared
     machine hits all three alike; the spread of the one-process rate is reported too.
     """
-    with _private_stack() as empty:
-        startup = {p: _run_flow(empty, "dataflows.telemetry:flow", p) for p in (1, 2)}
-        startup_decode = _run_flow(empty, "bench.telemetry_flows:decode_only", 1)
     runs = {"decode_only_msgs_per_s": ("bench.telemetry_flows:decode_only", 1),
             "msgs_per_s_1proc": ("dataflows.telemetry:flow", 1),
             "msgs_per_s_2proc": ("dataflows.telemetry:flow", 2)}
@@ -165,6 +162,9 @@ def _throughput(sites: int, seconds: int, repeats: int = 1) -> dict[str, float]:
                 "msgs_per_s_1proc": "msgs_per_cpu_s_1proc", "msgs_per_s_2proc": "msgs_per_cpu_s_2proc"}
     cpu_rates: dict[str, list[float]] = {cpu_keys[key]: [] for key in runs}
     with _private_stack() as settings:
+        # start-up: the same runs while the topics are still empty (one stack, not one more)
+        startup = {p: _run_flow(settings, "dataflows.telemetry:flow", p) for p in (1, 2)}
+        startup_decode = _run_flow(settings, "bench.telemetry_flows:decode_only", 1)
         messages = _preload(settings, sites, seconds)
         for _ in range(repeats):
             for (key, (target, processes)), cpu_key in zip(runs.items(), cpu_rates, strict=True):

@@ -44,6 +44,16 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     return ModuleScheduling(config, log)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Hypothesis without its per-example deadline (200 ms by default), for every property, also those
+    that set no ``settings``: the deadline is a wall-clock assertion, which a loaded machine fails.
+    Each property bounds its work with ``max_examples`` instead."""
+    from hypothesis import settings
+
+    settings.register_profile("vpp", deadline=None)
+    settings.load_profile("vpp")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """On a pytest-xdist worker, modules that start real parts (``integration``) come first, so the
     short unit modules fill in at the end rather than a long real-stack module running alone there

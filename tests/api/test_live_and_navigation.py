@@ -99,32 +99,32 @@ def test_a_read_waiting_for_the_registry_does_not_stall_the_live_reads(api: Api)
     def hold_registry() -> None:
         with fleet.use():
             held.set()
-            release.wait(timeout=10)  # bounded: a stalled event loop cannot release it
+            release.wait(timeout=120)  # bounded: a stalled event loop cannot release it
 
     holder = threading.Thread(target=hold_registry, daemon=True)
     holder.start()
     assert held.wait(timeout=60)
 
-    async def scenario() -> tuple[float, int, int]:
+    async def scenario() -> tuple[bool, bool, int, int]:
         headers = {"Authorization": f"Bearer {api.tokens['read']}"}
         try:
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api",
-                                         headers=headers, timeout=30) as client:
-                began = time.perf_counter()
+                                         headers=headers, timeout=150) as client:
                 waiting = asyncio.create_task(client.get("/v1/sites/site-9-000001"))
                 await asyncio.sleep(0.2)  # the unknown site's read is now waiting for the registry
                 live = await client.get("/v1/nodes/state-0")
-                elapsed = time.perf_counter() - began
+                # answered while the registry was held and the other read still waited for it
+                answered_while_held, other_waiting = holder.is_alive(), not waiting.done()
                 release.set()
-                return elapsed, live.status_code, (await waiting).status_code
+                return answered_while_held, other_waiting, live.status_code, (await waiting).status_code
         finally:
             release.set()
             await app.state.resources.close()
 
-    elapsed, live_status, unknown_status = asyncio.run(scenario())
+    answered_while_held, other_waiting, live_status, unknown_status = asyncio.run(scenario())
     holder.join(timeout=10)
     assert live_status == 200 and unknown_status == 404
-    assert elapsed < 5, f"the live read waited {elapsed:.1f} s for the registry"
+    assert answered_while_held and other_waiting, "the live read waited for the registry"
 
 
 def test_malformed_input_is_422_not_500(api: Api) -> None:
