@@ -19,8 +19,9 @@ from hypothesis import strategies as st
 from operators.ancestry import Ancestry
 from operators.records import Origin, ShardBatch
 from operators.shard import Shard, ShardConfig
-from operators.site_columns import STATUS_CODES, SiteColumns, contributions
+from operators.site_columns import STATUS_CODES, MinuteColumns, SiteColumns, contributions
 from operators.twin import DELAYED, OFFLINE, ONLINE, UNKNOWN, Reading, SiteTwin, contribution
+from operators.windows import MinuteWindow
 from schemas.times import from_epoch_ms
 
 NOW = 1_790_000_000_000
@@ -122,3 +123,37 @@ def test_a_batch_pickled_to_another_process_carries_origins_not_messages() -> No
     assert [copy.origin(i) for i in range(3)] == [batch.origin(i) for i in range(3)] == origins
     assert pickle.loads(pickle.dumps(copy)).origin(2) == origin
     assert (copy.shard, copy.source, copy.source_max_ms) == (3, "telemetry.raw/2", NOW)
+
+
+# Sequence numbers: mostly close together (the word columns), some far apart or below the first one
+# (moved to the dict of wide rows), with re-deliveries.
+_numbers = st.one_of(st.integers(0, 70), st.integers(0, 9000))
+
+
+@settings(max_examples=150, deadline=None)
+@given(batches=st.lists(st.lists(st.tuples(st.integers(0, 5), _numbers), max_size=30), min_size=1,
+                        max_size=5),
+       restore=st.booleans())
+def test_minute_columns_count_re_deliveries_as_a_window_per_site_does(
+        batches: list[list[tuple[int, int]]], restore: bool) -> None:
+    """Batch by batch, the readings MinuteColumns counts and the windows it gives are those of a
+    MinuteWindow per site reading one by one (its sequence-number bits included), across a snapshot."""
+    columns = MinuteColumns(8)
+    windows: dict[int, MinuteWindow] = {}
+    for n, batch in enumerate(batches):
+        if not batch:
+            continue
+        rows = np.array([row for row, _ in batch], dtype=np.int64)
+        seqs = np.array([seq for _, seq in batch], dtype=np.int64)
+        event = NOW + np.arange(len(batch), dtype=np.int64)
+        values = {name: np.arange(len(batch), dtype=np.float64) + n for name in
+                  ("battery", "solar", "load", "grid", "soc")}
+        columns.add(rows, seqs, event, values)
+        for i, (row, seq) in enumerate(batch):
+            value = float(i + n)
+            windows.setdefault(row, MinuteWindow()).add(
+                Reading(int(event[i]), seq, value, value, value, value, value, None, "", None))
+        if restore:
+            columns = MinuteColumns.from_state(8, columns.state(8))
+    for row in range(8):
+        assert columns.window(row) == windows.get(row)
