@@ -17,6 +17,7 @@ Pure data, no I/O.
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -76,6 +77,9 @@ class SiteColumns:
             self.cols[name] = np.full(capacity, None, dtype=object)
         self.cols["status"] = np.zeros(capacity, dtype=np.int8)
         self.cols["sent"] = np.zeros((capacity, tw.VECTOR_SIZE), dtype=np.int64)
+        #: Ancestries set so far (:meth:`set_ancestry`): with ``n``, when :meth:`state` pickles them again.
+        self.ancestries_set = 0
+        self._pickled_ancestries: tuple[tuple[int, int], Pickled] | None = None
         self._bind()
 
     def _bind(self) -> None:
@@ -138,6 +142,7 @@ class SiteColumns:
     def set_ancestry(self, row: int, ancestry: Ancestry) -> None:
         """Hold ``ancestry`` for ``row``: its limits, and chains to be looked up again."""
         self.ancestry[row] = ancestry
+        self.ancestries_set += 1
         self.capacity[row] = ancestry.capacity_kwh
         self.reserve[row] = ancestry.reserve_pct
         self.max_charge[row] = ancestry.max_charge_kw
@@ -145,8 +150,19 @@ class SiteColumns:
         self.chain_until[row] = NONE
 
     def state(self) -> dict[str, Any]:
-        """The first ``n`` rows of every column but those derived from others, copied (for a snapshot)."""
-        return {name: column[:self.n].copy() for name, column in self.cols.items() if name not in DERIVED}
+        """The first ``n`` rows of every column but those derived from others, copied (for a snapshot).
+
+        The ancestries (an object each, with a tuple per version and path: most of what a snapshot
+        pickles) are pickled only when one was set or a row added since the last snapshot, and come
+        back from the snapshot as the same object column (:class:`Pickled`).
+        """
+        columns = {name: column[:self.n].copy() for name, column in self.cols.items()
+                   if name not in DERIVED and name != "ancestry"}
+        key = (self.ancestries_set, self.n)
+        if self._pickled_ancestries is None or self._pickled_ancestries[0] != key:
+            self._pickled_ancestries = key, Pickled(self.ancestry[:self.n])
+        columns["ancestry"] = self._pickled_ancestries[1]
+        return columns
 
     @classmethod
     def from_state(cls, ids: tuple[str, ...], columns: dict[str, Any]) -> SiteColumns:
@@ -162,6 +178,21 @@ class SiteColumns:
             if ancestry is not None:
                 table.set_ancestry(row, ancestry)
         return table
+
+
+class Pickled:
+    """A value pickled once, when made; pickling this object again copies those bytes, and unpickling
+    it gives the value (a copy of it as it was when made), not a :class:`Pickled`. So a snapshot
+    with it reads exactly as one with the value, by this code and by code that never heard of it.
+    """
+
+    __slots__ = ("data",)
+
+    def __init__(self, value: object) -> None:
+        self.data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def __reduce__(self) -> tuple[Callable[[bytes], Any], tuple[bytes]]:
+        return pickle.loads, (self.data,)
 
 
 def _empty_of(name: str, column: Any) -> Any:

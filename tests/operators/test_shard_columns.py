@@ -111,6 +111,34 @@ def test_a_shard_pickled_whole_or_as_state_gives_the_same_sites() -> None:
     assert isinstance(shard.sites["site-3"], SiteTwin)
 
 
+def test_a_snapshot_pickles_the_ancestries_again_only_when_they_changed() -> None:
+    """Ancestries are most of a snapshot's pickling and seldom change: snapshots share one pickled
+    copy until an ancestry is set or a site added, and every snapshot loads the ancestries it was
+    taken with (as the object column older snapshots hold, so older code reads it too)."""
+    shard = Shard(0, _config())
+    shard.apply([], [_ancestry(f"site-{i}") for i in range(3)], wall_ms=NOW)
+    first, again = shard.state(), shard.state()
+    assert first.columns["ancestry"] is again.columns["ancestry"], "nothing changed: pickled once"
+
+    moved = {**_ancestry("site-1", capacity=20.0), "version": 2}
+    shard.apply([], [moved], wall_ms=NOW)  # merged into the object the first snapshot pickled
+    after_merge = shard.state()
+    shard.apply([("site-new", Reading(NOW - 900, 1, 50.0, 0.5, 0.0, 0.0, 0.0, 20.0, "IDLE", None))], [],
+                wall_ms=NOW)
+    after_new_row = shard.state()
+
+    def loaded(state: object) -> list[Ancestry | None]:
+        column = pickle.loads(pickle.dumps(state)).columns["ancestry"]
+        assert isinstance(column, np.ndarray) and column.dtype == object
+        return list(column)
+
+    assert [a.capacity_kwh for a in loaded(first) if a is not None] == [13.5, 13.5, 13.5]
+    assert [a.capacity_kwh for a in loaded(after_merge) if a is not None] == [13.5, 20.0, 13.5]
+    assert len(loaded(after_new_row)) == 4 and loaded(after_new_row)[3] is None
+    restored = Shard.from_state(pickle.loads(pickle.dumps(after_new_row)), _config(), NOW)
+    assert restored.sites == shard.sites
+
+
 def test_a_batch_pickled_to_another_process_carries_origins_not_messages() -> None:
     message = Message(topic="telemetry.raw", partition=2, offset=41, key=b"site-a", value=b"\x00avro",
                       timestamp=(1, 1_790_000_000_000))
