@@ -17,6 +17,7 @@ Pure data, no I/O.
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -76,6 +77,9 @@ class SiteColumns:
             self.cols[name] = np.full(capacity, None, dtype=object)
         self.cols["status"] = np.zeros(capacity, dtype=np.int8)
         self.cols["sent"] = np.zeros((capacity, tw.VECTOR_SIZE), dtype=np.int64)
+        #: Ancestries set so far (:meth:`set_ancestry`): with ``n``, when :meth:`state` pickles them again.
+        self.ancestries_set = 0
+        self._pickled_ancestries: tuple[tuple[int, int], Pickled] | None = None
         self._bind()
 
     def _bind(self) -> None:
@@ -138,6 +142,7 @@ class SiteColumns:
     def set_ancestry(self, row: int, ancestry: Ancestry) -> None:
         """Hold ``ancestry`` for ``row``: its limits, and chains to be looked up again."""
         self.ancestry[row] = ancestry
+        self.ancestries_set += 1
         self.capacity[row] = ancestry.capacity_kwh
         self.reserve[row] = ancestry.reserve_pct
         self.max_charge[row] = ancestry.max_charge_kw
@@ -145,8 +150,19 @@ class SiteColumns:
         self.chain_until[row] = NONE
 
     def state(self) -> dict[str, Any]:
-        """The first ``n`` rows of every column but those derived from others, copied (for a snapshot)."""
-        return {name: column[:self.n].copy() for name, column in self.cols.items() if name not in DERIVED}
+        """The first ``n`` rows of every column but those derived from others, copied (for a snapshot).
+
+        The ancestries (an object each, with a tuple per version and path: most of what a snapshot
+        pickles) are pickled only when one was set or a row added since the last snapshot, and come
+        back from the snapshot as the same object column (:class:`Pickled`).
+        """
+        columns = {name: column[:self.n].copy() for name, column in self.cols.items()
+                   if name not in DERIVED and name != "ancestry"}
+        key = (self.ancestries_set, self.n)
+        if self._pickled_ancestries is None or self._pickled_ancestries[0] != key:
+            self._pickled_ancestries = key, Pickled(self.ancestry[:self.n])
+        columns["ancestry"] = self._pickled_ancestries[1]
+        return columns
 
     @classmethod
     def from_state(cls, ids: tuple[str, ...], columns: dict[str, Any]) -> SiteColumns:
@@ -162,6 +178,21 @@ class SiteColumns:
             if ancestry is not None:
                 table.set_ancestry(row, ancestry)
         return table
+
+
+class Pickled:
+    """A value pickled once, when made; pickling this object again copies those bytes, and unpickling
+    it gives the value (a copy of it as it was when made), not a :class:`Pickled`. So a snapshot
+    with it reads exactly as one with the value, by this code and by code that never heard of it.
+    """
+
+    __slots__ = ("data",)
+
+    def __init__(self, value: object) -> None:
+        self.data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def __reduce__(self) -> tuple[Callable[[bytes], Any], tuple[bytes]]:
+        return pickle.loads, (self.data,)
 
 
 def _empty_of(name: str, column: Any) -> Any:
@@ -329,6 +360,13 @@ def _grouped(targets: I64, values: I64) -> tuple[I64, I64]:
 _WINDOW_FLOATS = {"battery_sum": 0.0, "battery_min": np.inf, "battery_max": -np.inf, "solar_sum": 0.0,
                   "load_sum": 0.0, "grid_sum": 0.0, "last_soc": 0.0}
 _WINDOW_INTS = {"samples": 0, "last_event": -1, "last_seq": -1}
+#: ``seen_base`` of a row with no reading yet, and of a row whose numbers are held in ``wide``.
+_NO_BASE, _WIDE = -1, -2
+#: Bits of the ``seen_bits`` word.
+_WORD = 64
+#: The columns of the sequence numbers seen (a snapshot keeps them as (row, base, mask) triples).
+_SEEN = frozenset({"seen_base", "seen_bits"})
+_EMPTY: dict[str, Any] = {**_WINDOW_FLOATS, **_WINDOW_INTS, "seen_base": _NO_BASE, "seen_bits": 0}
 
 
 class MinuteColumns:
@@ -339,7 +377,10 @@ class MinuteColumns:
     The statistics are added in arrival order (``np.add.at`` is sequential per element), so the
     float sums are those a :class:`MinuteWindow` per site would hold, to the bit. Re-delivered
     readings are recognised exactly as :meth:`MinuteWindow.add` does (sequence numbers as bits
-    of one integer per site, ``seen``), in a plain loop: the one part that stays per reading.
+    from the first number seen). Where those bits fit one 64-bit word (a site sending up to once a
+    second, in order), they live in a column and a batch is checked with array operations
+    (:meth:`_fresh`); a row whose numbers span more (or go below the first) is moved for good to
+    ``wide``, a dict of Python integers checked one reading at a time, as every row was before.
     """
 
     def __init__(self, size: int) -> None:
@@ -348,19 +389,24 @@ class MinuteColumns:
             self.cols[name] = np.full(size, empty)
         for name, empty in _WINDOW_INTS.items():
             self.cols[name] = np.full(size, empty, dtype=np.int64)
-        #: row -> (first sequence number seen, bit mask of the numbers seen from it).
-        self.seen: dict[int, tuple[int, int]] = {}
+        #: First sequence number seen per row (_NO_BASE: none yet; _WIDE: the row is in ``wide``) ...
+        self.cols["seen_base"] = np.full(size, _NO_BASE, dtype=np.int64)
+        #: ... and the numbers seen from it, as bits of one word.
+        self.cols["seen_bits"] = np.zeros(size, dtype=np.uint64)
+        #: row -> (first sequence number seen, bit mask of the numbers seen from it), for the rows
+        #: whose numbers do not fit a word.
+        self.wide: dict[int, tuple[int, int]] = {}
 
     def grow(self, size: int) -> None:
         for name, column in self.cols.items():
             if len(column) < size:
-                wider = np.full(size, _WINDOW_FLOATS.get(name, _WINDOW_INTS.get(name)), dtype=column.dtype)
+                wider = np.full(size, _EMPTY[name], dtype=column.dtype)
                 wider[:len(column)] = column
                 self.cols[name] = wider
 
     def add(self, rows: I64, seq: I64, event: I64, values: dict[str, F64]) -> None:
         """Count readings (in arrival order) of ``rows``; ``values``: battery, solar, load, grid, soc."""
-        fresh = np.fromiter(self._first_times(rows.tolist(), seq.tolist()), dtype=np.bool_, count=len(rows))
+        fresh = self._fresh(rows, seq)
         if not fresh.all():
             rows, seq, event = rows[fresh], seq[fresh], event[fresh]
             values = {name: column[fresh] for name, column in values.items()}
@@ -385,9 +431,64 @@ class MinuteColumns:
         c["last_event"][at], c["last_seq"][at] = event[last], seq[last]
         c["last_soc"][at] = values["soc"][last]
 
-    def _first_times(self, rows: list[int], seqs: list[int]) -> Iterator[bool]:
-        """Whether each reading is counted for the first time (:meth:`MinuteWindow._first_time`)."""
-        seen = self.seen
+    def _fresh(self, rows: I64, seq: I64) -> Flags:
+        """Whether each reading (in arrival order) is counted for the first time, as
+        :meth:`MinuteWindow._first_time` would say, reading after reading."""
+        c = self.cols
+        held = c["seen_base"][rows]
+        # Each row's base: the one held, or the first number of the batch for a row new to the minute.
+        firsts, first_at = np.unique(rows, return_index=True)
+        distinct = len(firsts) == len(rows)
+        base = held
+        new = held == _NO_BASE
+        if new.any():
+            if distinct:
+                base = np.where(new, seq, held)
+            else:
+                first_seq = seq[first_at[np.searchsorted(firsts, rows)]]
+                base = np.where(new, first_seq, held)
+        offset = seq - base
+        out_of_word = (held == _WIDE) | (offset < 0) | (offset >= _WORD)
+        if out_of_word.any():
+            fresh = np.ones(len(rows), dtype=np.bool_)
+            narrow = ~np.isin(rows, rows[out_of_word])
+            slow = np.flatnonzero(~narrow)
+            fresh[slow] = list(self._wide_first_times(rows[slow].tolist(), seq[slow].tolist()))
+            rows, offset, base = rows[narrow], offset[narrow], base[narrow]
+            if len(rows):
+                fresh[narrow] = self._word_first_times(rows, offset, base, distinct)
+            return fresh
+        return self._word_first_times(rows, offset, base, distinct)
+
+    def _word_first_times(self, rows: I64, offset: I64, base: I64, distinct: bool) -> Flags:
+        """:meth:`_fresh` for readings whose numbers fit their rows' words (``offset`` from ``base``);
+        ``distinct``: no row twice among them."""
+        c = self.cols
+        bits = np.left_shift(np.uint64(1), offset.astype(np.uint64))
+        fresh: Flags = (c["seen_bits"][rows] & bits) == 0
+        c["seen_base"][rows] = base
+        if distinct:
+            c["seen_bits"][rows] |= bits
+            return fresh
+        # Only the first of equal (row, number) pairs in the batch is new; the others are re-deliveries.
+        _, first = np.unique(rows * _WORD + offset, return_index=True)
+        once = np.zeros(len(rows), dtype=np.bool_)
+        once[first] = True
+        np.bitwise_or.at(c["seen_bits"], rows, bits)
+        return once & fresh
+
+    def _wide_first_times(self, rows: list[int], seqs: list[int]) -> Iterator[bool]:
+        """:meth:`MinuteWindow._first_time` of each reading, one by one, for rows moved to ``wide``
+        (a row still in the word columns is moved first)."""
+        c = self.cols
+        base_column, bits_column = c["seen_base"], c["seen_bits"]
+        for row in set(rows):
+            base = int(base_column[row])
+            if base != _WIDE:
+                if base != _NO_BASE:
+                    self.wide[row] = (base, int(bits_column[row]))
+                base_column[row], bits_column[row] = _WIDE, 0
+        seen = self.wide
         for row, seq in zip(rows, seqs, strict=True):
             held = seen.get(row)
             if held is None:
@@ -410,6 +511,20 @@ class MinuteColumns:
             seen[row] = (base, mask | bit)
             yield not mask & bit
 
+    def _seen(self, row: int) -> tuple[int, int] | None:
+        """(first sequence number seen, bits of the numbers seen from it) of ``row``, None if none."""
+        base = int(self.cols["seen_base"][row])
+        if base == _WIDE:
+            return self.wide[row]
+        return None if base == _NO_BASE else (base, int(self.cols["seen_bits"][row]))
+
+    def _hold_seen(self, row: int, base: int, mask: int) -> None:
+        if mask < 1 << _WORD:
+            self.cols["seen_base"][row], self.cols["seen_bits"][row] = base, mask
+        else:
+            self.cols["seen_base"][row], self.cols["seen_bits"][row] = _WIDE, 0
+            self.wide[row] = (base, mask)
+
     def rows(self) -> list[int]:
         """The rows with a reading in this minute."""
         return np.flatnonzero(self.cols["samples"] > 0).tolist()
@@ -419,7 +534,7 @@ class MinuteColumns:
         c = self.cols
         if row >= len(c["samples"]) or c["samples"][row] == 0:
             return None
-        base, mask = self.seen.get(row, (-1, 0))
+        base, mask = self._seen(row) or (-1, 0)
         return MinuteWindow(int(c["samples"][row]), float(c["battery_sum"][row]),
                             float(c["battery_min"][row]), float(c["battery_max"][row]),
                             float(c["solar_sum"][row]), float(c["load_sum"][row]), float(c["grid_sum"][row]),
@@ -434,12 +549,13 @@ class MinuteColumns:
             c[name][row] = getattr(window, name)
         c["last_event"][row], c["last_seq"][row] = window.last_key
         if window.seen_base >= 0:
-            self.seen[row] = (window.seen_base, window.seen_mask)
+            self._hold_seen(row, window.seen_base, window.seen_mask)
 
     def state(self, n: int) -> tuple[dict[str, Any], tuple[tuple[int, int, int], ...]]:
         """The first ``n`` rows and the sequence numbers seen, for a snapshot."""
-        return ({name: column[:n].copy() for name, column in self.cols.items()},
-                tuple((row, base, mask) for row, (base, mask) in self.seen.items()))
+        held = np.flatnonzero(self.cols["seen_base"][:n] != _NO_BASE).tolist()
+        return ({name: column[:n].copy() for name, column in self.cols.items() if name not in _SEEN},
+                tuple((row, *seen) for row in held if (seen := self._seen(row)) is not None))
 
     @classmethod
     def from_state(cls, size: int,
@@ -448,5 +564,6 @@ class MinuteColumns:
         minute = cls(size)
         for name, column in columns.items():
             minute.cols[name][:len(column)] = column
-        minute.seen = {row: (base, mask) for row, base, mask in seen}
+        for row, base, mask in seen:
+            minute._hold_seen(row, base, mask)
         return minute

@@ -19,8 +19,9 @@ from hypothesis import strategies as st
 from operators.ancestry import Ancestry
 from operators.records import Origin, ShardBatch
 from operators.shard import Shard, ShardConfig
-from operators.site_columns import STATUS_CODES, SiteColumns, contributions
+from operators.site_columns import STATUS_CODES, MinuteColumns, SiteColumns, contributions
 from operators.twin import DELAYED, OFFLINE, ONLINE, UNKNOWN, Reading, SiteTwin, contribution
+from operators.windows import MinuteWindow
 from schemas.times import from_epoch_ms
 
 NOW = 1_790_000_000_000
@@ -110,6 +111,34 @@ def test_a_shard_pickled_whole_or_as_state_gives_the_same_sites() -> None:
     assert isinstance(shard.sites["site-3"], SiteTwin)
 
 
+def test_a_snapshot_pickles_the_ancestries_again_only_when_they_changed() -> None:
+    """Ancestries are most of a snapshot's pickling and seldom change: snapshots share one pickled
+    copy until an ancestry is set or a site added, and every snapshot loads the ancestries it was
+    taken with (as the object column older snapshots hold, so older code reads it too)."""
+    shard = Shard(0, _config())
+    shard.apply([], [_ancestry(f"site-{i}") for i in range(3)], wall_ms=NOW)
+    first, again = shard.state(), shard.state()
+    assert first.columns["ancestry"] is again.columns["ancestry"], "nothing changed: pickled once"
+
+    moved = {**_ancestry("site-1", capacity=20.0), "version": 2}
+    shard.apply([], [moved], wall_ms=NOW)  # merged into the object the first snapshot pickled
+    after_merge = shard.state()
+    shard.apply([("site-new", Reading(NOW - 900, 1, 50.0, 0.5, 0.0, 0.0, 0.0, 20.0, "IDLE", None))], [],
+                wall_ms=NOW)
+    after_new_row = shard.state()
+
+    def loaded(state: object) -> list[Ancestry | None]:
+        column = pickle.loads(pickle.dumps(state)).columns["ancestry"]
+        assert isinstance(column, np.ndarray) and column.dtype == object
+        return list(column)
+
+    assert [a.capacity_kwh for a in loaded(first) if a is not None] == [13.5, 13.5, 13.5]
+    assert [a.capacity_kwh for a in loaded(after_merge) if a is not None] == [13.5, 20.0, 13.5]
+    assert len(loaded(after_new_row)) == 4 and loaded(after_new_row)[3] is None
+    restored = Shard.from_state(pickle.loads(pickle.dumps(after_new_row)), _config(), NOW)
+    assert restored.sites == shard.sites
+
+
 def test_a_batch_pickled_to_another_process_carries_origins_not_messages() -> None:
     message = Message(topic="telemetry.raw", partition=2, offset=41, key=b"site-a", value=b"\x00avro",
                       timestamp=(1, 1_790_000_000_000))
@@ -122,3 +151,37 @@ def test_a_batch_pickled_to_another_process_carries_origins_not_messages() -> No
     assert [copy.origin(i) for i in range(3)] == [batch.origin(i) for i in range(3)] == origins
     assert pickle.loads(pickle.dumps(copy)).origin(2) == origin
     assert (copy.shard, copy.source, copy.source_max_ms) == (3, "telemetry.raw/2", NOW)
+
+
+# Sequence numbers: mostly close together (the word columns), some far apart or below the first one
+# (moved to the dict of wide rows), with re-deliveries.
+_numbers = st.one_of(st.integers(0, 70), st.integers(0, 9000))
+
+
+@settings(max_examples=150, deadline=None)
+@given(batches=st.lists(st.lists(st.tuples(st.integers(0, 5), _numbers), max_size=30), min_size=1,
+                        max_size=5),
+       restore=st.booleans())
+def test_minute_columns_count_re_deliveries_as_a_window_per_site_does(
+        batches: list[list[tuple[int, int]]], restore: bool) -> None:
+    """Batch by batch, the readings MinuteColumns counts and the windows it gives are those of a
+    MinuteWindow per site reading one by one (its sequence-number bits included), across a snapshot."""
+    columns = MinuteColumns(8)
+    windows: dict[int, MinuteWindow] = {}
+    for n, batch in enumerate(batches):
+        if not batch:
+            continue
+        rows = np.array([row for row, _ in batch], dtype=np.int64)
+        seqs = np.array([seq for _, seq in batch], dtype=np.int64)
+        event = NOW + np.arange(len(batch), dtype=np.int64)
+        values = {name: np.arange(len(batch), dtype=np.float64) + n for name in
+                  ("battery", "solar", "load", "grid", "soc")}
+        columns.add(rows, seqs, event, values)
+        for i, (row, seq) in enumerate(batch):
+            value = float(i + n)
+            windows.setdefault(row, MinuteWindow()).add(
+                Reading(int(event[i]), seq, value, value, value, value, value, None, "", None))
+        if restore:
+            columns = MinuteColumns.from_state(8, columns.state(8))
+    for row in range(8):
+        assert columns.window(row) == windows.get(row)
