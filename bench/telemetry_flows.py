@@ -2,13 +2,12 @@
 
 Its rate is what Kafka, Bytewax and the codec allow on this machine; the real
 flow's rate against it shows what the twin, rollups and sinks cost. Its process
-runs the garbage collector as the real flow's does (``GC_THRESHOLD``), so the
+runs the garbage collector as the real flow's does (:mod:`dataflows.collector`), so the
 two differ only in the steps after decoding.
 """
 
 from __future__ import annotations
 
-import gc
 from functools import partial
 
 import bytewax.operators as op
@@ -18,7 +17,7 @@ from typing_extensions import override
 
 from core.config import Settings
 from core.topics import ASSETS_CHANGES, TELEMETRY_RAW
-from dataflows.telemetry import GC_THRESHOLD
+from dataflows.collector import collect_less_often
 from operators.kafka_batches import BatchedKafkaSource
 from operators.records import route
 
@@ -45,5 +44,5 @@ def build_decode_only(settings: Settings) -> Dataflow:
     return flow
 
 
-gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
+collect_less_often()
 decode_only = build_decode_only(Settings())

@@ -18,7 +18,6 @@ wiring in-process on Bytewax's ``TestingSource`` and ``TestingSink``.
 
 from __future__ import annotations
 
-import gc
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,17 +31,12 @@ from core import kafka
 from core.config import Settings
 from core.topics import ASSETS_CHANGES, PLANS_DATAFLOW_GROUP, PLANS_SITE, TWIN_STATUS
 from dataflows import plan_steps as steps
+from dataflows.collector import collect_less_often
 from dataflows.probes import start_probes
 from operators.kafka_batches import BatchedKafkaSource, Polled
 from operators.records import KafkaOut
 from operators.sinks import HistoryRow, HistorySink, RedisTwinSink, TwinWrite
 
-#: Allocations between the garbage collector's youngest-generation passes in the plans dataflow's
-#: process (Python's default is 700). A burst of plans allocates a few objects per value (decoded
-#: records, plans, rows) and almost no cycles; at the default the collector's passes were about a
-#: third of the step's CPU: 10,000 plans decoded, checked and aggregated in process took 1.07 s of
-#: CPU, 0.75 s at this threshold (best of three, same session).
-GC_THRESHOLD = 50_000
 #: ``site_plan`` rows handed to the history sink's writer thread at a time. A burst's rows go to
 #: ClickHouse in chunks while the step works, instead of all at the epoch's end, where the whole flow
 #: waits for them (10,000 rows held it 5 s on a loaded machine, in front of the burst's aggregate);
@@ -91,7 +85,7 @@ def build_flow(settings: Settings, source: Source[Polled] | None = None,
 def __getattr__(name: str) -> Any:
     """``flow`` for ``python -m bytewax.run dataflows.plans:flow``, built from the environment when read."""
     if name == "flow":
-        gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
+        collect_less_often()
         settings = Settings()
         start_probes(settings, settings.plans_probe_port)
         return build_flow(settings)

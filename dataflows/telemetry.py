@@ -19,7 +19,6 @@ wiring in-process on Bytewax's ``TestingSource`` and ``TestingSink``.
 
 from __future__ import annotations
 
-import gc
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,19 +32,12 @@ from core import kafka
 from core.config import Settings
 from core.logs import configure_logging
 from core.topics import ASSETS_CHANGES, TELEMETRY_DATAFLOW_GROUP, TELEMETRY_RAW
+from dataflows.collector import collect_less_often
 from dataflows.probes import start_probes
 from operators import telemetry_steps as steps
 from operators.kafka_batches import BatchedKafkaSource, Polled
 from operators.records import KafkaOut
 from operators.sinks import HistoryRow, HistorySink, RedisTwinSink, TwinWrite
-
-#: The collector's youngest-generation threshold in the flow's process (Python's default: 700). The
-#: flow allocates a great many short-lived objects (decoded batches, twin fields, records) and almost
-#: no cycles, while holding many long-lived ones (every site's ancestry): at the default the
-#: collector's passes were a quarter of the flow's CPU. In process, 10,000 sites and 600,000 readings,
-#: alternated: 105k and 86k msgs per CPU-s at the default, 164k and 120k at this threshold (the
-#: collector 26-28% -> 4% of the CPU; load 10-13). The plans flow does the same (dataflows.plans).
-GC_THRESHOLD = 50_000
 
 
 @dataclass(frozen=True)
@@ -88,7 +80,7 @@ def build_flow(settings: Settings, source: Source[Polled] | None = None,
 def __getattr__(name: str) -> Any:
     """``flow`` for ``bytewax.run dataflows.telemetry:flow``, built from the environment when read."""
     if name == "flow":
-        gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
+        collect_less_often()
         settings = Settings()
         configure_logging(settings)
         start_probes(settings, settings.telemetry_probe_port)
