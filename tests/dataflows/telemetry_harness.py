@@ -33,6 +33,7 @@ from operators.kafka_batches import Polled
 from operators.sinks import TwinWrite
 from schemas import packaged_codec
 from schemas.times import epoch_ms
+from tests.telemetry.flowrun import REPLAY_PARTITION_IDLE_S
 from tests.telemetry.scenario import Scenario
 
 PARTITIONS = 6
@@ -40,10 +41,12 @@ POLL = 400
 
 
 def settings_for(tmp: Path) -> Settings:
-    """Small shard counts, the partitions the input uses, and a horizon wide enough for a past scenario."""
+    """Small shard counts, the partitions the input uses, a horizon wide enough for a past scenario, and
+    partitions never given up for wall-time silence (a replay's input has no wall-time meaning: with
+    ``VPP_PARTITION_IDLE_S=0.05`` the resume test failed, as a starved worker could make it)."""
     return Settings(data_dir=tmp, telemetry_shards=8, telemetry_node_groups=4, default_partitions=3,
                     topic_partitions={TELEMETRY_RAW: PARTITIONS}, dataflow_tail=False,
-                    plausible_max_behind_h=1e6)
+                    plausible_max_behind_h=1e6, partition_idle_s=REPLAY_PARTITION_IDLE_S)
 
 
 def polled_input(sc: Scenario, extra: Sequence[tuple[bytes | None, bytes]] = ()) -> list[Polled]:
