@@ -29,8 +29,18 @@ LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 
 
 def utc(value: datetime) -> datetime:
-    """A datetime from a query or body in UTC (naive ones are taken as UTC)."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    """A datetime from a query or body in UTC (naive ones are taken as UTC); ValueError (a 422 in a
+    model) for one that has no UTC time (``0001-01-01T00:04:00+04:00`` would be in year 0)."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{value.isoformat()} has no UTC time between years 1 and 9999") from None
+
+
+#: A query time, in UTC (:func:`utc`): one with no UTC time is a 422, not an error in the route.
+UtcTime = Annotated[datetime, AfterValidator(utc)]
 
 
 def storable(value: datetime | None) -> datetime | None:

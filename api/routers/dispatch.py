@@ -22,6 +22,7 @@ from api.models import (
     DispatchStatus,
     DispatchSummary,
     Page,
+    UtcTime,
     from_ms,
     utc,
 )
@@ -61,7 +62,7 @@ def create_dispatch(body: DispatchCreate, principal: Dispatcher, resources: Reso
 
 @router.get("", summary="Recent dispatches")
 def list_dispatches(_: FleetReader, resources: ResourcesDep,
-                    since: Annotated[datetime | None,
+                    since: Annotated[UtcTime | None,
                                      Query(description="Windows starting at or after.")] = None,
                     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                     offset: Offset = 0) -> Page[DispatchSummary]:

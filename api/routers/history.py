@@ -24,6 +24,7 @@ from api.models import (
     ResolutionChoice,
     SiteCommand,
     SitePoint,
+    UtcTime,
     utc,
 )
 from api.routers.telemetry import NodeId, SiteId, known_site
@@ -35,8 +36,8 @@ MAX_POINTS = 50_000
 WINDOW = {"minute": timedelta(minutes=1), "hour": timedelta(hours=1), "day": timedelta(days=1)}
 DEFAULT_SPAN = timedelta(hours=24)
 
-Start = Annotated[datetime | None, Query(description="Inclusive start (default: 24 h before end).")]
-End = Annotated[datetime | None, Query(description="Exclusive end (default: now).")]
+Start = Annotated[UtcTime | None, Query(description="Inclusive start (default: 24 h before end).")]
+End = Annotated[UtcTime | None, Query(description="Exclusive end (default: now).")]
 ResolutionParam = Annotated[ResolutionChoice, Query(description="minute, hour, day or auto (by range).")]
 
 

@@ -30,6 +30,7 @@ from api.models import (
     SitePlanPublic,
     StormWatchCreate,
     StormWatchPublic,
+    UtcTime,
     from_ms,
     utc,
 )
@@ -41,8 +42,8 @@ router = APIRouter(prefix="/v1", tags=["plans"])
 NodeId = Annotated[str, Path(pattern=ID_PATTERN, description="A node id, e.g. feeder-0-3 or program-1.")]
 SiteId = Annotated[str, Path(pattern=ID_PATTERN, description="A site id, e.g. site-0-000001.")]
 
-Start = Annotated[datetime | None, Query(description="Intervals from (default: 24 h before end).")]
-End = Annotated[datetime | None, Query(description="Intervals before (default: 24 h from now).")]
+Start = Annotated[UtcTime | None, Query(description="Intervals from (default: 24 h before end).")]
+End = Annotated[UtcTime | None, Query(description="Intervals before (default: 24 h from now).")]
 Limit = Annotated[int, Query(ge=1, le=10_000, description="Intervals per page.")]
 Offset = Annotated[int, Query(ge=0, le=1_000_000, description="Intervals to skip before the page.")]
 # A site plan covers the next 24 h: plans issued this long before a range can still cover it.

@@ -16,7 +16,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 
 from api.deps import FleetReader, ResourcesDep, SiteReader, resources_of
-from api.models import ID_PATTERN, Ancestry, Node, NodeAggregate, NodeRef, Page, SiteTwin, utc
+from api.models import ID_PATTERN, Ancestry, Node, NodeAggregate, NodeRef, Page, SiteTwin, UtcTime, utc
 from api.resources import Resources
 from assets.generator import Fleet
 from core import keys
@@ -26,7 +26,7 @@ router = APIRouter(prefix="/v1", tags=["telemetry"])
 
 NodeId = Annotated[str, Path(pattern=ID_PATTERN, description="A node id, e.g. feeder-0-3 or program-1.")]
 SiteId = Annotated[str, Path(pattern=ID_PATTERN, description="A site id, e.g. site-0-000001.")]
-At = Annotated[datetime | None, Query(description="Navigate the hierarchy as it was at this time "
+At = Annotated[UtcTime | None, Query(description="Navigate the hierarchy as it was at this time "
                                                   "(default: now, from the live view).")]
 Limit = Annotated[int, Query(ge=1, le=10_000)]
 #: Bounded so that a store given the offset (Redis takes a 64-bit integer) never sees one it refuses.

@@ -166,3 +166,11 @@ def test_an_aggregate_whose_pipeline_stopped_does_not_keep_claiming_its_coverage
     assert (stopped["coverage"], stopped["stale"]) == (0.0, True)
     assert stopped["pipeline_lag_s"] > offline_after_s
     assert stopped["reporting_sites"] == int(stored["reporting_sites"]), "counts stay as of the event time"
+
+
+def test_a_navigation_time_with_no_utc_time_is_refused(api: Api) -> None:
+    """Found by the OpenAPI property: ``0001-01-01T00:04:00+04:00`` is in year 0 in UTC (was a 500)."""
+    with api.client("read") as client:
+        answer = client.get("/v1/nodes/state-0/children", params={"at": "0001-01-01T00:04:00+04:00"})
+    assert answer.status_code == 422, answer.text
+    assert "no UTC time" in answer.text
