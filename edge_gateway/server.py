@@ -172,8 +172,11 @@ class Gateway:
     def _new_producer(self) -> Producer:
         # lz4 batches: telemetry is most of what the platform writes, and a broker keeps it as sent (the
         # local memory-only one held 2.75 MB of RSS per MB of plain telemetry produced, 1.7 with lz4).
-        return Producer(kafka.client_config(self.settings, **{"linger.ms": 5, "compression.type": "lz4",
-                                                              "client.id": f"gateway-{self.instance_id}"}))
+        # Few, large batches (gateway_linger_ms): a broker's work goes with produce requests and batches
+        # far more than with records (bench/broker_load.py).
+        return Producer(kafka.client_config(self.settings, **{
+            "linger.ms": self.settings.gateway_linger_ms, "compression.type": "lz4",
+            "client.id": f"gateway-{self.instance_id}"}))
 
     @property
     def port(self) -> int:
