@@ -80,6 +80,7 @@ VARIANTS = (
     Variant("linger50", {"linger.ms": 50, **LZ4}),
     Variant("linger100", {"linger.ms": 100, **LZ4}),
     Variant("linger5-wait100", {"linger.ms": 5, **LZ4}, {"fetch.wait.max.ms": 100}),
+    Variant("linger100-wait100", {"linger.ms": 100, **LZ4}, {"fetch.wait.max.ms": 100}),
     Variant("linger5-wait1000", {"linger.ms": 5, **LZ4}, {"fetch.wait.max.ms": 1000}),
     Variant("linger5-minbytes", {"linger.ms": 5, **LZ4}, {"fetch.min.bytes": 100_000}),
     Variant("linger5-one-consumer", {"linger.ms": 5, **LZ4}, consumer_per_partition=False),
