@@ -83,7 +83,7 @@ class Fleet:
         self.sites = sites
         self.settings = settings.model_copy(update={
             "gateway_port": free_port(), "gateway_metrics_port": free_port(),
-            "telemetry_metrics_port": free_port()})
+            "telemetry_metrics_port": free_port(), "telemetry_probe_port": free_port()})
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.redis = redis.Redis.from_url(self.settings.redis, socket_timeout=5)
         self.regions: list[str] = []

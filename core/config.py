@@ -307,6 +307,14 @@ class Settings(BaseSettings):
         "long is not ready (/readyz 503), so the load balancer sends devices elsewhere "
         "(VPP_GATEWAY_PRODUCE_STALL_S).",
     )
+    gateway_linger_ms: int = Field(
+        default=100, ge=0, le=1_000,
+        description="How long the gateway's Kafka producer gathers records into one produce request "
+        "(librdkafka linger.ms; VPP_GATEWAY_LINGER_MS). Fewer, larger batches cost a broker less: the local "
+        "memory-only broker's CPU grows with the batches it holds (each fetch lists them all), and at "
+        "10,000 records/s it used 0.68 cores after 4.5 minutes at 5 ms, 0.12 at 50 ms and 0.07 at 100 ms. "
+        "A reading waits up to this long more on its way to the telemetry dataflow.",
+    )
     gateway_revocation_check_timeout_s: float = Field(
         default=2.0, gt=0,
         description="How long a gateway's handshake waits for Redis to say whether a token is revoked before "
