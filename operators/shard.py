@@ -856,15 +856,22 @@ class Shard:
 
     def _send_correction(self, ancestry: Ancestry, minute: int, delta: Sequence[float],
                          out: ShardOutput) -> None:
-        """Add ``delta`` to this shard's share of every node minute ``ancestry`` puts the site in."""
+        """Add ``delta`` to this shard's correction of every node minute ``ancestry`` puts the site in."""
+        self._add_to_nodes(ancestry, minute, delta, out, corrections=True)
+
+    def _add_to_nodes(self, ancestry: Ancestry, minute: int, part: Sequence[float], out: ShardOutput,
+                      corrections: bool = False) -> None:
+        """Add ``part`` to this shard's share (or its correction) of every node minute ``ancestry`` puts
+        the site in."""
         for path in ancestry.paths_at(minute):
             for depth, node in enumerate(path.node_ids):
                 changes = self._changes(out, node)
-                total = changes.corrections.get((node, minute))
+                sums = changes.corrections if corrections else changes.minutes
+                total = sums.get((node, minute))
                 if total is None:
-                    changes.corrections[(node, minute)] = list(delta)
+                    sums[(node, minute)] = list(part)
                 else:
-                    add_into(total, delta)
+                    add_into(total, part)
                 changes.meta.setdefault(node, (path.hierarchy, node_kind(path.hierarchy, depth)))
 
     def _correct(self, corrected: dict[tuple[int, int], tuple[float, ...]], out: ShardOutput) -> None:
@@ -904,15 +911,7 @@ class Shard:
             window = windows.get(row)
             share = SILENT_PARTIAL if window is None else window.partial(ancestry.capacity_kwh,
                                                                          ancestry.reserve_pct)
-            for path in ancestry.paths_at(minute):
-                for depth, node in enumerate(path.node_ids):
-                    changes = self._changes(out, node)
-                    total = changes.minutes.get((node, minute))
-                    if total is None:
-                        changes.minutes[(node, minute)] = list(share)
-                    else:
-                        add_into(total, share)
-                    changes.meta.setdefault(node, (path.hierarchy, node_kind(path.hierarchy, depth)))
+            self._add_to_nodes(ancestry, minute, share, out)
 
 
 def _why(reading: Reading, wall_ms: int, ancestry: Ancestry | None, rules: Rules) -> Implausible:
