@@ -115,6 +115,7 @@ def test_avro_round_trip_through_the_broker(stack_settings: Settings) -> None:
     assert producer.flush(10) == 0
     consumer.assign([TopicPartition(topic, p, ends[p]) for p in partitions])
     received: dict[str, dict[str, object]] = {}
+    ours = {r["site_id"] for r in readings}
     for _ in range(100):
         for message in consumer.consume(num_messages=100, timeout=0.5):
             assert message.error() is None
@@ -123,10 +124,10 @@ def test_avro_round_trip_through_the_broker(stack_settings: Settings) -> None:
             value = codec.decode(raw_value, expected="SiteTelemetry")
             assert raw_key.decode() == value["site_id"]
             received[value["site_id"]] = value
-        if len(received) >= len(readings):
+        if ours <= set(received):  # other tests' readings on the shared topic count for nothing
             break
     consumer.close()
-    assert set(received) >= {r["site_id"] for r in readings}
+    assert set(received) >= ours
     for reading in readings:
         assert {k: received[reading["site_id"]][k] for k in reading} == reading
 
