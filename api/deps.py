@@ -57,6 +57,12 @@ def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header value, or None."""
+    scheme, credentials = get_authorization_scheme_param(authorization)
+    return credentials if scheme.lower() == "bearer" and credentials else None
+
+
 class BearerPrincipal(SecurityBase):
     """The caller, from ``Authorization: Bearer`` (or ``?token=``); 401 without a valid token.
 
@@ -69,8 +75,7 @@ class BearerPrincipal(SecurityBase):
         self.scheme_name = SCHEME_NAME
 
     async def __call__(self, request: HTTPConnection) -> Principal:
-        scheme, credentials = get_authorization_scheme_param(request.headers.get("Authorization"))
-        raw = credentials if scheme.lower() == "bearer" and credentials else request.query_params.get("token")
+        raw = bearer_token(request.headers.get("Authorization")) or request.query_params.get("token")
         if not raw:
             raise _unauthorized("missing bearer token: send `Authorization: Bearer <token>` "
                                 "(issue one with `vpp token api`)")

@@ -24,7 +24,7 @@ from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.auth import AuthError, verify_api_token
-from api.deps import FLEET_READER
+from api.deps import FLEET_READER, bearer_token
 from api.models import ID_PATTERN, Node
 from api.resources import Resources
 from api.routers.telemetry import live_node
@@ -75,11 +75,8 @@ class LiveLane:
 
 
 def _bearer(scope: Scope) -> str | None:
-    """The token of an ``Authorization: Bearer`` header, or None."""
+    """The token of the ``Authorization: Bearer`` header, read as the route reads it, or None."""
     for name, value in scope["headers"]:
         if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
-            if scheme.lower() != "bearer":
-                return None
-            return token.strip() or None
+            return bearer_token(value.decode("latin-1"))
     return None
