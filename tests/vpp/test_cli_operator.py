@@ -168,6 +168,15 @@ def _subprocess_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def _signal_state(pid: int) -> str:
+    """The blocked, ignored and caught signal masks and the kernel wait channel of a process: why a
+    signal it was sent did nothing (seen once, under load, with two test workers)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    masks = [line for line in status.splitlines() if line.startswith(("State", "SigPnd", "ShdPnd", "SigBlk",
+                                                                      "SigIgn", "SigCgt"))]
+    return "; ".join([*masks, "wchan: " + Path(f"/proc/{pid}/wchan").read_text()])
+
+
 def _read_line(process: subprocess.Popen[str], timeout_s: float) -> str:
     """The next line of a running process's stdout, or fail: proof that it was flushed, not buffered."""
     assert process.stdout is not None
@@ -218,7 +227,10 @@ def test_live_watch_refreshes_until_ctrl_c(stack_settings: Settings, fleet: redi
                 break
             assert time.monotonic() < deadline, "the refreshes never showed the change"
         process.send_signal(signal.SIGINT)
-        _, err = process.communicate(timeout=60)
+        try:
+            _, err = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"still running 60 s after Ctrl-C; its signal state: {_signal_state(process.pid)}")
     finally:
         if process.poll() is None:
             process.kill()
