@@ -180,7 +180,9 @@ def test_the_cli_dispatches_shows_and_cancels(harness: Harness, closed: Run) -> 
     assert refused.exit_code == 2
     assert "unknown node 'region-404'" in " ".join(refused.stderr.split())
     start = harness.clock.now().isoformat()  # the fleet's (accelerated) time
-    sent = _vpp(harness, "region-0", "--kw", "100", "--minutes", "5", "--start", start, "--wait", "20")
+    # It watches until the dispatch converges (seconds), at most --wait: a budget, not a measurement.
+    sent = _vpp(harness, "region-0", "--kw", "100", "--minutes", "5", "--start", start,
+                "--wait", str(PATIENCE_S))
     assert sent.exit_code == 0, sent.output
     ident = sent.stdout.split("dispatch ", 1)[1].split(":", 1)[0].strip()
     assert "ACTIVE" in sent.stdout, "it watched the dispatch converge"
