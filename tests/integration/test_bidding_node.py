@@ -101,7 +101,7 @@ def _requests_for(settings: Settings, ident: str) -> list[dict[str, object]]:
         consumer.assign([TopicPartition(DISPATCH_REQUESTS, p, OFFSET_BEGINNING) for p in ends if ends[p]])
         seen: dict[int, int] = {}
         found: list[dict[str, object]] = []
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120
         while any(seen.get(p, -1) + 1 < end for p, end in ends.items() if end) \
                 and time.monotonic() < deadline:
             for message in consumer.consume(500, 0.5):

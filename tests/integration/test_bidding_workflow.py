@@ -235,7 +235,7 @@ def _records(settings: Settings, topic: str, schema: str, key: bytes) -> list[di
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions if ends[p] > 0])
         seen: dict[int, int] = {}
         out = []
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120
         while any(seen.get(p, -1) + 1 < end for p, end in ends.items() if end > 0):
             assert time.monotonic() < deadline, f"{topic} was not read to its end"
             for message in consumer.consume(500, 0.5):

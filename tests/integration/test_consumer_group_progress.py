@@ -70,7 +70,7 @@ def test_source_commits_its_position_at_each_snapshot_and_resumes_from_recovery(
     assert _drain(first) == list(range(7))
     assert committed_offsets(stack_settings, group, topic) == {}, "nothing is committed before a snapshot"
     assert first.snapshot().offset == 7
-    assert wait_until(lambda: committed_offsets(stack_settings, group, topic) == {0: 7}, 30, interval_s=0.1)
+    assert wait_until(lambda: committed_offsets(stack_settings, group, topic) == {0: 7}, 120, interval_s=0.1)
     second = source.build_part("in", f"1-{topic}", None)
     assert _drain(second) == list(range(4))
     second.close()  # closing commits what no snapshot has yet

@@ -217,7 +217,7 @@ def test_a_second_server_on_the_same_directory_says_who_holds_it(tmp_path: Path)
     try:
         settings = Settings(clickhouse_url=None, clickhouse_port=port,
                             clickhouse_password="second-server-test")  # type: ignore[arg-type]
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120
         while not probe_history(settings):
             assert time.monotonic() < deadline, "history server did not start"
             time.sleep(0.05)

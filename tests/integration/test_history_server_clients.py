@@ -5,7 +5,7 @@ Requests are sent exactly as clickhouse-go's HTTP transport shapes them (POST, S
 credentials, gzip bodies with ``enable_http_compression=1``; inserts with the statement in ``query`` and a
 Native body) and the answers are decoded from ClickHouse's Native format; clickhouse-connect itself runs
 with lz4 compression, credentials, server-side parameters and ``readonly``. A slow query does not delay
-``SELECT 1``, and inserts are not starved by slow reads.
+``SELECT 1``, and inserts are not starved by slow reads (shown by order of events, not by timing).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import clickhouse_connect
@@ -214,39 +215,98 @@ def test_clickhouse_connect_with_compression_parameters_and_readonly(server: Ser
         reader.close()
 
 
-def _timed(server: Server, sql: str) -> tuple[float, float]:
-    """(start, end) of one query, monotonic seconds."""
-    start = time.monotonic()
-    response = httpx.post(f"{server.url}/", content=sql.encode(), auth=(USER, PASSWORD), timeout=60)
+def _post(server: Server, sql: str, timeout_s: float = 120) -> str:
+    """One statement over HTTP; its answer."""
+    response = httpx.post(f"{server.url}/", content=sql.encode(), auth=(USER, PASSWORD), timeout=timeout_s)
     assert response.status_code == 200, response.text
-    return start, time.monotonic()
+    return response.text
 
 
-def test_a_slow_query_does_not_delay_select_1_nor_starve_inserts(server: Server) -> None:
-    baseline = min(end - start for start, end in (_timed(server, "SELECT 1") for _ in range(5)))
-    slow: list[tuple[float, float]] = []
-    thread = threading.Thread(target=lambda: slow.append(_timed(server, "SELECT sleep(2)")))
-    thread.start()
-    time.sleep(0.3)  # let it start
-    during = [_timed(server, "SELECT 1") for _ in range(5)]
-    thread.join(60)
-    (slow_start, slow_end), = slow
-    # Queued behind the slow query, the first SELECT 1 would end after it. Not all five: on a loaded
-    # machine five round trips can outlast the two seconds (seen at a load average of 20).
-    assert during[0][1] < slow_end, "the fast query ran while the slow one did"
-    delay = min(end - start for start, end in during) - baseline
-    assert delay < (slow_end - slow_start) / 2, (
-        f"SELECT 1 waited {delay * 1000:.0f} ms behind a {slow_end - slow_start:.1f} s query")
+class Gate:
+    """An HTTP file that ClickHouse's ``url()`` reads, answered only once the test opens the gate.
 
-    # More slow reads than reader sessions: an insert still goes through on the writer session.
-    _timed(server, "CREATE TABLE IF NOT EXISTS starve (x UInt8) ENGINE = MergeTree ORDER BY x")
-    readers = [threading.Thread(target=lambda: slow.append(_timed(server, "SELECT sleep(2)")))
-               for _ in range(5)]
+    A query reading it is known to be running inside the server when its request arrives here, and
+    it ends when the test says: "the fast query finished while the slow one ran" is then a matter of
+    order, not of how long anything took on a loaded machine.
+    """
+
+    def __init__(self) -> None:
+        self.arrived = threading.Semaphore(0)
+        self.opened = threading.Event()
+        gate = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def do_HEAD(self) -> None:  # a size probe: answered at once, not a reading query
+                self.send_response(200)
+                self.end_headers()
+
+            def do_GET(self) -> None:
+                gate.arrived.release()
+                gate.opened.wait(300)
+                body = b"1\n"
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self._http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)
+        self._thread.start()
+        #: A read that runs until the gate opens.
+        port = self._http.server_address[1]
+        self.slow_sql = f"SELECT count() FROM url('http://127.0.0.1:{port}/rows.csv', CSV, 'x UInt8')"
+
+    def wait_arrivals(self, n: int, timeout_s: float = 120) -> bool:
+        """True once ``n`` more slow queries are running in the server."""
+        deadline = time.monotonic() + timeout_s
+        return all(self.arrived.acquire(timeout=max(0.0, deadline - time.monotonic())) for _ in range(n))
+
+    def close(self) -> None:
+        self.opened.set()
+        self._http.shutdown()
+        self._http.server_close()
+
+
+@pytest.fixture
+def gate() -> Iterator[Gate]:
+    opened = Gate()
+    yield opened
+    opened.close()
+
+
+def test_a_slow_query_does_not_delay_select_1_nor_starve_inserts(server: Server, gate: Gate) -> None:
+    """Reads run side by side, and an insert goes through with every reader session busy.
+
+    The slow reads hold the server until the gate opens, so each check is an order of events: the
+    fast statement finished while the slow ones were known to be running and could not have ended.
+    """
+    results: list[str] = []
+
+    def slow_read() -> None:
+        results.append(_post(server, gate.slow_sql))
+
+    first = threading.Thread(target=slow_read)
+    first.start()
+    assert gate.wait_arrivals(1), "the slow query never started"
+    assert _post(server, "SELECT 1").strip() == "1", "SELECT 1 answered while the slow query still ran"
+    assert not results, "the slow query cannot end before the gate opens"
+
+    # More slow reads than reader sessions (--readers 3; the first still holds one): an insert still
+    # goes through, on the writer session, while every reader is busy.
+    _post(server, "CREATE TABLE IF NOT EXISTS starve (x UInt8) ENGINE = MergeTree ORDER BY x")
+    readers = [threading.Thread(target=slow_read) for _ in range(4)]
     for reader in readers:
         reader.start()
-    time.sleep(0.3)
-    _, inserted = _timed(server, "INSERT INTO starve VALUES (1)")
-    for reader in readers:
-        reader.join(60)
-    assert inserted < min(end for _, end in slow[1:]), "the insert did not wait for the slow reads"
+    assert gate.wait_arrivals(2), "the pool's other two sessions never took a slow read"
+    _post(server, "INSERT INTO starve VALUES (1)")
+    assert not results, "the insert went through while every reader session was held"
+    assert not gate.arrived.acquire(timeout=0), "no more reads run at once than there are reader sessions"
 
+    gate.opened.set()
+    for thread in [first, *readers]:
+        thread.join(120)
+    assert results == ["1\n"] * 5, "the queued reads ran once sessions came free"
+    assert _post(server, "SELECT count() FROM starve").strip() == "1"

@@ -148,6 +148,18 @@ def minute_rows(settings: Settings, table: str, key: str) -> dict[tuple[str, int
     return rows
 
 
+def node_minute_versions(settings: Settings, node_id: str) -> list[tuple[Any, ...]]:
+    """Every row written for ``node_id``'s minutes, each version apart (no FINAL), oldest minute and
+    version first: (minute, expected sites, reporting sites, version). For a failure message: it says
+    whether a complete row was ever written, and in which order the rows came."""
+    client = connect(settings)
+    result = client.query(f"SELECT minute, expected_sites, reporting_sites, version FROM "
+                          f"{settings.clickhouse_database}.node_minute WHERE node_id = %(node)s "
+                          "ORDER BY minute, version", parameters={"node": node_id})
+    client.close()
+    return [tuple(row) for row in result.result_rows]
+
+
 def reset_outputs(settings: Settings) -> None:
     """Forget what a run wrote (Redis twins and aggregates, minute tables), keeping the topics."""
     client = redis.Redis.from_url(settings.redis)

@@ -1,8 +1,9 @@
 """The CLI as an operator meets it: real dispatch subcommands, output that streams when piped,
 ``vpp live --watch``, and tables that fit 80 columns.
 
-The Redis side is written by hand (a node aggregate, dispatch statuses) on the session stack, so
-no dataflow has to run; a cancel is checked on ``dispatch.requests`` itself.
+The Redis side is written by hand (a node aggregate, dispatch statuses) into a Redis of the test's
+own beside the session stack's broker, so no dataflow has to run and no other module's dispatches
+are listed; a cancel is checked on ``dispatch.requests`` itself.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from core import kafka, keys
 from core.config import Settings
 from core.topics import DISPATCH_REQUESTS
 from schemas import packaged_codec
+from tests.own_redis import RedisServer
 from vpp import cli, dispatch_cli
 
 pytestmark = pytest.mark.integration
@@ -46,9 +48,17 @@ def _now_ms() -> int:
 
 
 @pytest.fixture
-def fleet(stack_settings: Settings) -> Iterator[redis.Redis]:
-    """A node aggregate and two dispatches (one active, one ended PARTIAL) in the stack's Redis."""
-    client = redis.Redis.from_url(stack_settings.redis, decode_responses=True)
+def ops_settings(stack_settings: Settings, own_redis: RedisServer) -> Settings:
+    """The session stack's settings with a Redis of the test's own: ``dispatch list`` shows the newest
+    dispatches of the whole index, and other modules' dispatches (a control flow run on the session
+    stack, the API's) would otherwise be listed before these."""
+    return stack_settings.model_copy(update={"redis_port": own_redis.port, "redis_url": None})
+
+
+@pytest.fixture
+def fleet(ops_settings: Settings) -> Iterator[redis.Redis]:
+    """A node aggregate and two dispatches (one active, one ended PARTIAL) in the test's Redis."""
+    client = redis.Redis.from_url(ops_settings.redis, decode_responses=True)
     now = _now_ms()
     client.hset(keys.node(NODE), mapping={
         "node_id": NODE, "node_kind": KIND, "expected_sites": 12_345, "reporting_sites": 11_000,
@@ -66,12 +76,8 @@ def fleet(stack_settings: Settings) -> Iterator[redis.Redis]:
         "tracking_error_mean_kw": 300.0, "tracking_error_p95_kw": 900.0,
         "reason": "delivered 20.50 of 750.00 kWh requested (3%): the node's sites could not follow"})
     client.zadd(keys.DISPATCH_INDEX, {RUNNING: now - 60_000, ENDED: now - 120_000})
-    try:
-        yield client
-    finally:
-        client.delete(keys.node(NODE), keys.dispatch_status(RUNNING), keys.dispatch_status(ENDED))
-        client.zrem(keys.DISPATCH_INDEX, RUNNING, ENDED)
-        client.close()
+    yield client
+    client.close()
 
 
 def _env(settings: Settings) -> dict[str, str]:
@@ -94,9 +100,9 @@ def _fits(output: str) -> list[str]:
     return lines
 
 
-def test_live_dispatch_list_and_status_fit_80_columns(stack_settings: Settings, fleet: redis.Redis,
+def test_live_dispatch_list_and_status_fit_80_columns(ops_settings: Settings, fleet: redis.Redis,
                                                       narrow: None) -> None:
-    runner, env = CliRunner(), _env(stack_settings)
+    runner, env = CliRunner(), _env(ops_settings)
     live = runner.invoke(cli.app, ["live", "--kinds", KIND], env=env)
     assert live.exit_code == 0, live.output
     lines = _fits(live.output)
@@ -124,9 +130,9 @@ def test_status_fits_80_columns_and_cuts_no_address_short(stack_settings: Settin
     assert stack_settings.clickhouse in text and stack_settings.redis in text
 
 
-def test_dispatch_has_real_subcommands_and_send_is_the_default(stack_settings: Settings,
+def test_dispatch_has_real_subcommands_and_send_is_the_default(ops_settings: Settings,
                                                                fleet: redis.Redis) -> None:
-    runner, env = CliRunner(), _env(stack_settings)
+    runner, env = CliRunner(), _env(ops_settings)
     helped = runner.invoke(cli.app, ["dispatch", "--help"], env=env)
     assert helped.exit_code == 0
     for word in ("send", "status", "cancel", "list"):
@@ -141,15 +147,15 @@ def test_dispatch_has_real_subcommands_and_send_is_the_default(stack_settings: S
     assert listed.exit_code == 0 and [d["dispatch_id"] for d in json.loads(listed.output)] == [RUNNING]
 
 
-def test_cancel_sends_a_cancel_request_for_the_dispatch(stack_settings: Settings, fleet: redis.Redis) -> None:
-    consumer = Consumer({**kafka.client_config(stack_settings), "group.id": "ops-test",
+def test_cancel_sends_a_cancel_request_for_the_dispatch(ops_settings: Settings, fleet: redis.Redis) -> None:
+    consumer = Consumer({**kafka.client_config(ops_settings), "group.id": "ops-test",
                          "enable.auto.commit": False})
     partitions = consumer.list_topics(DISPATCH_REQUESTS, timeout=10).topics[DISPATCH_REQUESTS].partitions
     ends = [TopicPartition(DISPATCH_REQUESTS, p, consumer.get_watermark_offsets(
         TopicPartition(DISPATCH_REQUESTS, p), timeout=10)[1]) for p in partitions]
     consumer.assign(ends)
     try:
-        result = CliRunner().invoke(cli.app, ["dispatch", "cancel", RUNNING], env=_env(stack_settings))
+        result = CliRunner().invoke(cli.app, ["dispatch", "cancel", RUNNING], env=_env(ops_settings))
         assert result.exit_code == 0, result.output
         deadline, found = time.monotonic() + 60, None
         while found is None and time.monotonic() < deadline:
@@ -189,10 +195,10 @@ def _read_line(process: subprocess.Popen[str], timeout_s: float) -> str:
     raise AssertionError("no line within the deadline: is the output buffered?")
 
 
-def test_piped_follow_streams_a_line_per_change_until_the_dispatch_ends(stack_settings: Settings,
+def test_piped_follow_streams_a_line_per_change_until_the_dispatch_ends(ops_settings: Settings,
                                                                         fleet: redis.Redis) -> None:
     process = subprocess.Popen([sys.executable, "-m", "vpp.cli", "dispatch", "status", RUNNING, "--follow"],
-                               env=_subprocess_env(stack_settings), stdout=subprocess.PIPE,
+                               env=_subprocess_env(ops_settings), stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     try:
         first = _read_line(process, 90)
@@ -213,9 +219,9 @@ def test_piped_follow_streams_a_line_per_change_until_the_dispatch_ends(stack_se
     assert "outcome: COMPLETED, delivered 700.00 of 750.00 kWh" in " ".join(out.split())
 
 
-def test_live_watch_refreshes_until_ctrl_c(stack_settings: Settings, fleet: redis.Redis) -> None:
+def test_live_watch_refreshes_until_ctrl_c(ops_settings: Settings, fleet: redis.Redis) -> None:
     argv = [sys.executable, "-m", "vpp.cli", "live", "--kinds", KIND, "--watch", "--json", "--every", "0.5"]
-    process = subprocess.Popen(argv, env=_subprocess_env(stack_settings), stdout=subprocess.PIPE,
+    process = subprocess.Popen(argv, env=_subprocess_env(ops_settings), stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     try:
         first = json.loads(_read_line(process, 90))
