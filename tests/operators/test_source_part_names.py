@@ -57,7 +57,7 @@ def _telemetry_parts_per_worker(by_topic: bool) -> list[int]:
     built: list[tuple[str, str]] = []
     flow = Dataflow("assignment")
     op.output("out", op.input("in", flow, _Named(names)), TestingSink(built))
-    cluster_main(flow, [], 0, worker_count_per_proc=2)
+    cluster_main(flow, [], 0, worker_count_per_proc=2)  # type: ignore[no-untyped-call]
     workers = Counter(worker for name, worker in built if partition_of(name, by_topic)[0] == TELEMETRY_RAW)
     return sorted(workers.values())
 
