@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import bytewax.operators as op
-from bytewax.connectors.kafka import KafkaSink
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
@@ -36,29 +35,39 @@ from dataflows.collector import collect_less_often
 from dataflows.probes import start_probes
 from operators import telemetry_steps as steps
 from operators.kafka_batches import BatchedKafkaSource, Polled
+from operators.kafka_sink import EpochKafkaSink
 from operators.records import KafkaOut
 from operators.sinks import HistoryRow, HistorySink, RedisTwinSink, TwinWrite
 
 
 @dataclass(frozen=True)
 class TelemetrySinks:
-    """Where the flow's results go: Kafka records, Redis twin writes, ClickHouse minute rows."""
+    """Where the flow's results go: Kafka records, Redis twin writes, ClickHouse minute rows.
 
-    kafka: Sink[KafkaOut]
+    The Kafka records come keyed by :data:`KAFKA_OUT_KEY` (the real sink waits for the broker
+    at each epoch's end, which only a partitioned sink can).
+    """
+
+    kafka: Sink[tuple[str, KafkaOut]]
     redis: Sink[TwinWrite]
     history: Sink[tuple[str, HistoryRow]]
 
     @classmethod
     def of(cls, settings: Settings) -> TelemetrySinks:
         """The real sinks of the parts ``settings`` names."""
-        return cls(KafkaSink([settings.kafka], topic=None, add_config=kafka.library_logs()),
+        return cls(EpochKafkaSink([settings.kafka], add_config=kafka.library_logs()),
                    RedisTwinSink(settings.redis), HistorySink(settings))
+
+
+#: The key of every Kafka record on its way to the sink: one sink partition (producer) takes them all.
+KAFKA_OUT_KEY = "kafka"
 
 
 def kafka_source(settings: Settings) -> BatchedKafkaSource:
     """The flow's real input: both topics, offsets in the recovery store."""
     return BatchedKafkaSource([settings.kafka], [TELEMETRY_RAW, ASSETS_CHANGES], tail=settings.dataflow_tail,
-                              batch_size=settings.kafka_batch_size, group_id=TELEMETRY_DATAFLOW_GROUP)
+                              batch_size=settings.kafka_batch_size, group_id=TELEMETRY_DATAFLOW_GROUP,
+                              by_topic=True)
 
 
 def build_flow(settings: Settings, source: Source[Polled] | None = None,
@@ -71,7 +80,8 @@ def build_flow(settings: Settings, source: Source[Polled] | None = None,
     sites = steps.sites("sites", decoded.batches, settings)
     nodes = steps.nodes("nodes", sites.node_changes, settings)
 
-    op.output("kafka", op.merge("kafka-out", decoded.dead_letters, sites.kafka, nodes.kafka), sinks.kafka)
+    records = op.merge("kafka-out", decoded.dead_letters, sites.kafka, nodes.kafka)
+    op.output("kafka", op.key_on("kafka-keyed", records, lambda _: KAFKA_OUT_KEY), sinks.kafka)
     op.output("redis", op.merge("redis-out", sites.twins, nodes.aggregates), sinks.redis)
     op.output("clickhouse", op.merge("history-out", sites.minutes, nodes.minutes), sinks.history)
     return flow

@@ -105,6 +105,20 @@ def resume_offset(resume: Position | int | None, incarnation: str | None, log_en
     return resume.offset if resume.offset <= log_end() else OFFSET_BEGINNING
 
 
+def part_name(topic: str, partition: int, by_topic: bool) -> str:
+    """The source partition's name (see ``by_topic`` of :class:`BatchedKafkaSource`)."""
+    return f"{topic}-{partition}" if by_topic else f"{partition}-{topic}"
+
+
+def partition_of(part: str, by_topic: bool) -> tuple[str, int]:
+    """The topic and Kafka partition a source partition named by :func:`part_name` reads."""
+    if by_topic:
+        topic, index = part.rsplit("-", 1)
+    else:
+        index, topic = part.split("-", 1)
+    return topic, int(index)
+
+
 class _Partition(StatefulSourcePartition[Polled, Position | int]):
     def __init__(self, config: dict[str, object], topic: str, partition: int,
                  resume: Position | int | None, incarnation: str | None, batch_size: int,
@@ -179,10 +193,22 @@ class BatchedKafkaSource(FixedPartitionedSource[Polled, Position | int]):
 
     ``group_id``: the consumer group each partition's position is committed to at every
     snapshot, for lag tools (None: nothing is committed).
+
+    ``by_topic``: name the source partitions ``{topic}-{index}`` instead of ``{index}-{topic}``.
+    Bytewax hands the partitions to workers in the order of their names, each to the worker with
+    the fewest so far, so with ``{index}-{topic}`` the topics interleave and one topic's
+    partitions can all land on one worker: with 6 partitions of ``telemetry.raw`` and 4 of
+    ``assets.changes`` on two processes, one read 5 of the 6 telemetry partitions (and decoded
+    5/6 of the input) while the other had the 4 compacted ones and 1. ``{topic}-{index}`` keeps
+    each topic's partitions together, so each topic is spread evenly. The names are the keys of
+    the stored positions: a recovery store written under the other naming finds none and reads
+    its topics from the beginning once (which the idempotent sinks absorb), so only flows that
+    may replay choose it.
     """
 
     def __init__(self, brokers: list[str], topics: list[str], tail: bool = True, batch_size: int = 2000,
-                 extra: dict[str, object] | None = None, group_id: str | None = None) -> None:
+                 extra: dict[str, object] | None = None, group_id: str | None = None,
+                 by_topic: bool = False) -> None:
         self._brokers = ",".join(brokers)
         self._group_id = group_id
         self._committer: GroupCommitter | None = None
@@ -191,6 +217,7 @@ class BatchedKafkaSource(FixedPartitionedSource[Polled, Position | int]):
         self._batch_size = batch_size
         self._extra = extra or {}
         self._incarnations: dict[str, str | None] = {}
+        self._by_topic = by_topic
 
     @override
     def list_parts(self) -> list[str]:
@@ -200,7 +227,7 @@ class BatchedKafkaSource(FixedPartitionedSource[Polled, Position | int]):
             metadata = admin.list_topics(topic, timeout=30).topics[topic]
             if metadata.error is not None:
                 raise RuntimeError(f"cannot list the partitions of {topic!r}: {metadata.error.str()}")
-            parts += [f"{index}-{topic}" for index in metadata.partitions]
+            parts += [part_name(topic, index, self._by_topic) for index in metadata.partitions]
         return parts
 
     def incarnation(self, topic: str) -> str | None:
@@ -221,7 +248,7 @@ class BatchedKafkaSource(FixedPartitionedSource[Polled, Position | int]):
 
     @override
     def build_part(self, step_id: str, for_part: str, resume_state: Position | int | None) -> _Partition:
-        index, topic = for_part.split("-", 1)
+        topic, index = partition_of(for_part, self._by_topic)
         config: dict[str, object] = {
             "bootstrap.servers": self._brokers,
             **library_logs(),
@@ -234,5 +261,5 @@ class BatchedKafkaSource(FixedPartitionedSource[Polled, Position | int]):
         if self._group_id is not None and self._committer is None:
             self._committer = GroupCommitter({"bootstrap.servers": self._brokers, **library_logs()},
                                              self._group_id)
-        return _Partition(config, topic, int(index), resume_state, self.incarnation(topic), self._batch_size,
+        return _Partition(config, topic, index, resume_state, self.incarnation(topic), self._batch_size,
                           self._committer)

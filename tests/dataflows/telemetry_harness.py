@@ -80,12 +80,18 @@ def polled_input(sc: Scenario, extra: Sequence[tuple[bytes | None, bytes]] = ())
 class Captured:
     """Everything the flow's sinks received."""
 
-    kafka: list[KafkaSinkMessage[Any, Any]] = field(default_factory=list)
+    keyed_kafka: list[tuple[str, KafkaSinkMessage[Any, Any]]] = field(default_factory=list)
     redis: list[TwinWrite] = field(default_factory=list)
     history: list[tuple[str, Any]] = field(default_factory=list)
 
     def sinks(self) -> TelemetrySinks:
-        return TelemetrySinks(TestingSink(self.kafka), TestingSink(self.redis), TestingSink(self.history))
+        return TelemetrySinks(TestingSink(self.keyed_kafka), TestingSink(self.redis),
+                              TestingSink(self.history))
+
+    @property
+    def kafka(self) -> list[KafkaSinkMessage[Any, Any]]:
+        """The Kafka records, in the order the sink received them."""
+        return [record for _, record in self.keyed_kafka]
 
     def nodes(self) -> dict[str, dict[str, Any]]:
         """The ``node:{id}`` hashes as Redis would hold them (newest version wins)."""
