@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -174,9 +175,22 @@ def _subprocess_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+@contextmanager
+def _children_take_ctrl_c() -> Iterator[None]:
+    """Children started inside get SIGINT's default action, as from a terminal, even if this process
+    was started with SIGINT ignored (a background job of a non-interactive shell, ``cmd &``):
+    an ignored signal is inherited, and a Python started so never turns Ctrl-C into
+    KeyboardInterrupt. A caught signal is not inherited, so catching it here is enough."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _signal_state(pid: int) -> str:
     """The blocked, ignored and caught signal masks and the kernel wait channel of a process: why a
-    signal it was sent did nothing (seen once, under load, with two test workers)."""
+    signal it was sent did nothing."""
     status = Path(f"/proc/{pid}/status").read_text()
     masks = [line for line in status.splitlines() if line.startswith(("State", "SigPnd", "ShdPnd", "SigBlk",
                                                                       "SigIgn", "SigCgt"))]
@@ -221,8 +235,9 @@ def test_piped_follow_streams_a_line_per_change_until_the_dispatch_ends(ops_sett
 
 def test_live_watch_refreshes_until_ctrl_c(ops_settings: Settings, fleet: redis.Redis) -> None:
     argv = [sys.executable, "-m", "vpp.cli", "live", "--kinds", KIND, "--watch", "--json", "--every", "0.5"]
-    process = subprocess.Popen(argv, env=_subprocess_env(ops_settings), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    with _children_take_ctrl_c():
+        process = subprocess.Popen(argv, env=_subprocess_env(ops_settings), stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
     try:
         first = json.loads(_read_line(process, 90))
         fleet.hset(keys.node(NODE), "reporting_sites", 12_000)
