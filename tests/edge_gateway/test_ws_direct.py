@@ -13,6 +13,7 @@ reads on as if nothing had been taken.
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import pytest
 from websockets.asyncio.client import connect
@@ -56,10 +57,14 @@ def test_a_connection_whose_peer_does_not_read_takes_nothing_once_its_buffer_is_
             async for _ in ws:
                 received[0] += 1
 
+        # Small kernel buffers on both ends: they fill in a few frames, not in tens of megabytes.
+        listener = socket.create_server(("127.0.0.1", 0))
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16_384)  # accepted sockets inherit it
         chunk = b"x" * 65_536
-        async with serve(read_later, "127.0.0.1", 0, max_queue=1) as server:
-            port = next(iter(server.sockets)).getsockname()[1]
+        async with serve(read_later, sock=listener, max_queue=1):
+            port = listener.getsockname()[1]
             async with connect(f"ws://127.0.0.1:{port}") as ws:
+                ws.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16_384)
                 written = 0
                 while send_now(ws, chunk):
                     written += 1
