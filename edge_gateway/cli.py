@@ -22,9 +22,10 @@ T = TypeVar("T")
 def run_on_uvloop(main: Coroutine[Any, Any, T]) -> T:
     """Run ``main`` as ``asyncio.run`` would, on uvloop's event loop.
 
-    The gateway and the simulator spend most of their time in the loop's own work per connection
-    (a socket read, a callback, a timer, a write for every device every second); uvloop does that
-    in C. Ctrl-C cancels ``main`` and raises KeyboardInterrupt, as with ``asyncio.run``.
+    The gateway and the simulator hold thousands of connections that each carry a frame or two a
+    second, so the loop's own work per connection (a readiness event, a read, a callback, a write)
+    is a large part of what they spend; uvloop does it in C. Ctrl-C cancels ``main`` and raises
+    KeyboardInterrupt, as with ``asyncio.run``.
     """
     import uvloop
 
