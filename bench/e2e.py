@@ -16,7 +16,10 @@ Figures: ``e2e_sites_1hz``, the largest size that held (0 if none did);
 for the largest size tried, each part's CPU (``cpu_cores_<part>``: CPU seconds
 per wall second over the window, from ``/proc``) and share of the total
 (``cpu_share_<part>_pct``), and, per size, ``coverage_min_pct_<n>`` and
-``freshness_p99_s_<n>``. The ladder stops at the first size that does not hold.
+``freshness_p99_s_<n>``; ``readings_per_s`` (telemetry frames the gateway took per second
+over the window) and ``cpu_us_per_reading_<part>`` (CPU microseconds per reading: the cost of
+each part, which unlike its cores varies little with the machine's load). The ladder stops at
+the first size that does not hold.
 ``VPP_BENCH_E2E_SITES`` (comma-separated sizes) and ``VPP_BENCH_E2E_MINUTES``
 override the ladder and the window.
 """
@@ -35,6 +38,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 
 from assets.generator import generate_fleet
 from assets.loader import load_fleet
@@ -63,6 +67,8 @@ class Run:
     warmup_s: float = float("nan")
     #: CPU seconds per wall second over the window, per part.
     cores: dict[str, float] = field(default_factory=dict)
+    #: Telemetry frames the gateway took per second over the window (its ``vpp_gateway_frames_in_total``).
+    readings_per_s: float = 0.0
     problem: str = ""
 
 
@@ -149,6 +155,15 @@ class Fleet:
                 pids[part] = record.pid
         return pids
 
+    def readings(self) -> float:
+        """Telemetry frames the gateway has taken so far (its metrics)."""
+        url = f"http://{self.settings.host}:{self.settings.gateway_metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=30) as response:
+            text = response.read().decode()
+        samples = (sample for family in text_string_to_metric_families(text) for sample in family.samples)
+        return sum(s.value for s in samples
+                   if s.name == "vpp_gateway_frames_in_total" and s.labels.get("kind") == "telemetry")
+
     def region_states(self) -> list[tuple[int, int, int, int]]:
         """(expected, reporting, event ms, written ms) of every region aggregate."""
         if not self.regions:
@@ -185,6 +200,7 @@ def measure(settings: Settings, sites: int, window_s: float) -> Run:
         time.sleep(5)  # let the connections' start-up bursts pass
         pids = fleet.pids()
         cpu_before = {part: cpu_seconds(pid) for part, pid in pids.items()}
+        readings_before = fleet.readings()
         window_start = time.monotonic()
         emissions: set[tuple[int, int, int]] = set()
         coverages: list[float] = []
@@ -196,6 +212,7 @@ def measure(settings: Settings, sites: int, window_s: float) -> Run:
             emissions.update((k, s[2], s[3]) for k, s in enumerate(states))
             time.sleep(0.25)
         elapsed = time.monotonic() - window_start
+        run.readings_per_s = (fleet.readings() - readings_before) / elapsed
         for part, pid in pids.items():
             before, after = cpu_before.get(part), cpu_seconds(pid)
             if before is not None and after is not None:
@@ -234,6 +251,11 @@ def figures_of(runs: list[Run], window_s: float) -> dict[str, float]:
             cores = last.cores.get(part, 0.0)
             figures[f"cpu_cores_{part}"] = cores
             figures[f"cpu_share_{part}_pct"] = 100 * cores / total if total else 0.0
+            if last.readings_per_s > 0:
+                # Per reading, the figure that stays put while the machine's load (hence each part's
+                # speed) varies between runs: what a part costs, not how much it got to run.
+                figures[f"cpu_us_per_reading_{part}"] = 1_000_000 * cores / last.readings_per_s
+        figures["readings_per_s"] = last.readings_per_s
         simulator = last.cores.get("simulator", 0.0)
         figures["cpu_ms_per_1000_sites_simulator"] = 1_000_000 * simulator / last.sites
     return figures

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from edge_gateway.wire import UPSTREAM
+from edge_gateway.wire import DOWNSTREAM_TYPES, UPSTREAM
 
 #: One produce latency in this many is observed: the distribution, without a locked histogram
 #: update for every record on the delivery thread.
@@ -50,8 +50,8 @@ class GatewayMetrics:
                                  registry=self.registry)
         self.frames_in = KindCounter("vpp_gateway_frames_in", "Device frames accepted and produced, by kind.",
                                      [kind.type for kind in UPSTREAM], self.registry)
-        self.frames_out = Counter("vpp_gateway_frames_out", "Frames sent to devices, by kind.",
-                                  ["kind"], registry=self.registry)
+        self.frames_out = KindCounter("vpp_gateway_frames_out", "Frames sent to devices, by kind.",
+                                      [*DOWNSTREAM_TYPES.values(), "delivered", "error"], self.registry)
         self.rejects = Counter("vpp_gateway_rejects", "Connections or frames refused, by reason.",
                                ["reason"], registry=self.registry)
         self.commands = Counter("vpp_gateway_commands", "Commands from commands.site, by routing outcome.",

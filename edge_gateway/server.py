@@ -41,8 +41,9 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 from websockets import ConnectionClosed, ConnectionClosedError, Headers
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
-from websockets.frames import CloseCode
+from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request, Response
+from websockets.protocol import Event
 from websockets.typing import Subprotocol
 
 from core import kafka
@@ -52,7 +53,7 @@ from core.revocations import REVOKED_KEY
 from edge_gateway.acks import ACKS_HEADER, DeliveryWindow
 from edge_gateway.coalesce import Coalescer
 from edge_gateway.feeds import Feed, commands_feed, prices_feed, storms_feed
-from edge_gateway.frames import FrameRejectedError, parse_frame
+from edge_gateway.frames import Accepted, FrameRejectedError, parse_frame
 from edge_gateway.health import serve_health
 from edge_gateway.limits import SiteRatings
 from edge_gateway.metrics import GatewayMetrics
@@ -68,6 +69,7 @@ from edge_gateway.wire import (
     error_frame,
     json_frame,
 )
+from edge_gateway.ws_direct import lone_frame, send_now
 from schemas import packaged_codec
 from schemas.codec import DecodeError
 
@@ -97,6 +99,8 @@ class Session:
     closing: bool = False
     #: Upstream frames and their delivery, for a device that asked for acknowledgements.
     window: DeliveryWindow | None = None
+    #: Downstream frames handed to tasks to send and not sent yet: later frames follow them, in order.
+    sending: int = 0
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,133 @@ class _Storm:
     sites: frozenset[str]
     raw: bytes
     text: str
+
+
+class _DeviceConnection(ServerConnection):
+    """A device's connection that hands each complete data frame to ``take`` as it arrives.
+
+    Each device sends a frame a second, alone in its read from the socket: such a frame is read
+    without the protocol's parser (:func:`ws_direct.lone_frame`), and rather than through
+    websockets' message queue to the connection's task (a future, a task step, a chain of
+    ``recv`` coroutines) it goes to ``take``, while nothing waits in that queue, so frames keep
+    their order. A frame ``take`` returns False for goes the usual way, to the task
+    (``async for frame in ws``), and every frame after it follows while the queue holds any.
+    A text frame that is not UTF-8 goes the usual way too (websockets closes with 1007).
+    """
+
+    take: Callable[[bytes | str], bool] | None = None
+
+    def data_received(self, data: bytes) -> None:
+        frame = lone_frame(self.protocol, data) if self.take is not None else None
+        if frame is None:
+            super().data_received(data)
+        else:
+            self.process_event(frame)
+
+    def process_event(self, event: Event) -> None:
+        take = self.take
+        if (take is not None and isinstance(event, Frame) and event.fin
+                and (event.opcode is Opcode.BINARY or event.opcode is Opcode.TEXT)
+                and not len(self.recv_messages.frames)):
+            message = _message(event)
+            if message is not None and take(message):
+                return
+        super().process_event(event)
+
+
+def _message(frame: Frame) -> bytes | str | None:
+    """A complete data frame's message as ``recv`` returns it; None for text that is not UTF-8."""
+    data = bytes(frame.data)
+    if frame.opcode is Opcode.BINARY:
+        return data
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        return None
+
+
+#: A frame ready to produce, and its ticket (the connection and frame number, if its device asked for acks).
+_Ready = tuple[Accepted, tuple[Session, int] | None]
+
+
+class _Reader:
+    """One connection's upstream frames: rate limit, validation, produce, acknowledgement numbers.
+
+    :meth:`take_now` is called by the connection for a frame as it arrives, :meth:`take` by the
+    connection's task for a frame left to it; between them every frame is taken once, in order.
+    Per frame only what must be: the key, counters and producer are looked up once per
+    connection, the clock is read as integers, and the count of frames in is a plain int.
+    """
+
+    def __init__(self, gateway: Gateway, session: Session) -> None:
+        settings, site = gateway.settings, session.claims.site_id
+        self._gateway, self._session, self._site, self._key = gateway, session, site, site.encode()
+        self._bucket = TokenBucket(settings.gateway_rate_per_s, settings.gateway_rate_burst, time.monotonic())
+        self._producer, self._codec, self._rules = gateway._producer, gateway._codec, gateway._rules
+        self._counted, self._ratings = gateway.metrics.frames_in.counts, gateway.ratings
+        self._window = session.window
+        #: The task is in the middle of a frame (waiting for room in the producer, or closing).
+        self._busy = False
+        #: take_now found the connection over its rate limit: the task closes it.
+        self._over_limit = False
+        #: A frame take_now accepted but the producer had no room for: the task produces it.
+        self._stalled: _Ready | None = None
+
+    def take_now(self, frame: bytes | str) -> bool:
+        """Take a frame as it arrives; False leaves it (and what follows) to the task."""
+        if self._busy or self._over_limit:
+            return False
+        if not self._bucket.allow(time.monotonic()):
+            self._over_limit = True
+            return False
+        ready = self._accept(frame)
+        if ready is not None and not self._produce_now(ready):
+            self._stalled = ready
+            return False
+        return True
+
+    async def take(self, frame: bytes | str) -> bool:
+        """Take a frame the task read, waiting for room in the producer if need be; False: the
+        connection is closed for its rate limit, read no more."""
+        self._busy = True
+        try:
+            ready, self._stalled = self._stalled, None
+            if ready is None:
+                if self._over_limit or not self._bucket.allow(time.monotonic()):
+                    self._gateway.metrics.rejects.labels("rate_limited").inc()
+                    await self._session.ws.close(CloseCode.POLICY_VIOLATION, "rate limit exceeded")
+                    return False
+                ready = self._accept(frame)
+                if ready is None or self._produce_now(ready):
+                    return True
+            record, ticket = ready
+            await self._producer.produce(record.kind.topic, self._key, record.value, ticket)
+            return True
+        finally:
+            self._busy = False
+
+    def _accept(self, frame: bytes | str) -> _Ready | None:
+        """Number and validate a frame within the rate limit: the record to produce and its ticket,
+        or None for a frame refused (its device is told why, and the refusal counts as done)."""
+        window = self._window
+        index = window.receive() if window is not None else 0
+        try:
+            received_ms = time.time_ns() // 1_000_000
+            accepted = parse_frame(self._codec, frame, self._site, received_ms, self._rules,
+                                   self._ratings.get(self._site))
+        except FrameRejectedError as rejected:
+            self._gateway.metrics.rejects.labels(rejected.reason).inc()
+            self._gateway._send_soon(self._session, error_frame(rejected.reason, rejected.detail), "error")
+            if window is not None:
+                window.done(index)  # refused for good: the error frame is the answer
+                self._gateway._acked.add(self._session)
+            return None
+        self._counted[accepted.kind.type] += 1
+        return accepted, (None if window is None else (self._session, index))
+
+    def _produce_now(self, ready: _Ready) -> bool:
+        record, ticket = ready
+        return self._producer.try_produce(record.kind.topic, self._key, record.value, ticket)
 
 
 class Gateway:
@@ -222,7 +353,7 @@ class Gateway:
                                 "refreshing site ratings"))
         self._server = await serve(
             self._handle, self._host, self._port, process_request=self._authenticate,
-            select_subprotocol=_select_subprotocol,
+            select_subprotocol=_select_subprotocol, create_connection=_DeviceConnection,
             subprotocols=[Subprotocol(AVRO_SUBPROTOCOL), Subprotocol(JSON_SUBPROTOCOL)],
             max_size=self.settings.gateway_max_frame_bytes, max_queue=16, server_header=None,
             # No permessage-deflate: frames are a hundred bytes of Avro or JSON, which it barely
@@ -379,35 +510,21 @@ class Gateway:
             delay = min(2 * delay, ROUTE_RETRY_CAP_S)
 
     async def _read(self, session: Session) -> None:
-        """Forward each frame the device sends until it closes, breaks the rate limit or oversends."""
-        settings, ws, site = self.settings, session.ws, session.claims.site_id
-        bucket = TokenBucket(settings.gateway_rate_per_s, settings.gateway_rate_burst, time.monotonic())
-        # Per frame only what must be: the key, counters and producer are looked up once per connection,
-        # the clock is read as integers, and the count of frames in is a plain int.
-        key, producer, codec, rules = site.encode(), self._producer, self._codec, self._rules
-        counted, ratings, window = self.metrics.frames_in.counts, self.ratings, session.window
-        async for frame in ws:
-            if not bucket.allow(time.monotonic()):
-                self.metrics.rejects.labels("rate_limited").inc()
-                await ws.close(CloseCode.POLICY_VIOLATION, "rate limit exceeded")
-                return
-            index = window.receive() if window is not None else 0
-            try:
-                received_ms = time.time_ns() // 1_000_000
-                accepted = parse_frame(codec, frame, site, received_ms, rules, ratings.get(site))
-            except FrameRejectedError as rejected:
-                self.metrics.rejects.labels(rejected.reason).inc()
-                with contextlib.suppress(ConnectionClosed):
-                    await ws.send(error_frame(rejected.reason, rejected.detail))
-                self.metrics.frames_out.labels("error").inc()
-                if window is not None:
-                    window.done(index)  # refused for good: the error frame is the answer
-                    self._acked.add(session)
-                continue
-            ticket = None if window is None else (session, index)
-            if not producer.try_produce(accepted.kind.topic, key, accepted.value, ticket):
-                await producer.produce(accepted.kind.topic, key, accepted.value, ticket)
-            counted[accepted.kind.type] += 1
+        """Forward each frame the device sends until it closes, breaks the rate limit or oversends.
+
+        Frames are taken as they arrive (:class:`_DeviceConnection`); this task reads only those
+        the connection leaves to it: a frame over the rate limit (it closes the connection), one
+        the producer had no room for (it waits for room), and any frame behind those.
+        """
+        ws, reader = session.ws, _Reader(self, session)
+        assert isinstance(ws, _DeviceConnection)
+        ws.take = reader.take_now
+        try:
+            async for frame in ws:
+                if not await reader.take(frame):
+                    return
+        finally:
+            ws.take = None
 
     def _reported(self, reports: list[tuple[tuple[Session, int], bool]]) -> None:
         """The outcomes of one poll's deliveries of acknowledged frames (on the event loop)."""
@@ -429,7 +546,7 @@ class Gateway:
             for session in acked:
                 count = session.window.to_tell() if session.window is not None else None
                 if count is not None:
-                    self._spawn(self._send(session, delivered_frame(count), "delivered"))
+                    self._send_soon(session, delivered_frame(count), "delivered")
 
     # -- downstream ---------------------------------------------------------------------------------
 
@@ -496,7 +613,18 @@ class Gateway:
         if session.encoding is Encoding.JSON:
             frame = json_frame("command", self._codec.decode(raw, expected="SiteCommand"))
         self.metrics.commands.labels("delivered").inc()
-        self._spawn(self._send(session, frame, "command"))
+        self._send_soon(session, frame, "command")
+
+    def _send_soon(self, session: Session, frame: bytes | str, kind: str) -> None:
+        """Send ``frame`` now if the connection can take it (the usual case: one write, no task);
+        else in a task of its own that waits up to ``SEND_TIMEOUT_S`` for room (a device slow to
+        read, or a connection closing), so no device holds up the loop. While such a task is
+        pending, later frames of the connection go the same way, so they arrive in order."""
+        if not session.sending and send_now(session.ws, frame):
+            self.metrics.frames_out.counts[kind] += 1
+        else:
+            session.sending += 1
+            self._spawn(self._send(session, frame, kind))
 
     async def _send(self, session: Session, frame: bytes | str, kind: str) -> None:
         # asyncio.timeout, not wait_for: on Python 3.11 wait_for wraps the send in a task of its own,
@@ -507,7 +635,9 @@ class Gateway:
         except (ConnectionClosed, TimeoutError):
             self.metrics.rejects.labels(f"{kind}_send_failed").inc()
         else:
-            self.metrics.frames_out.labels(kind).inc()
+            self.metrics.frames_out.counts[kind] += 1
+        finally:
+            session.sending -= 1
 
     async def _consume_prices(self, feed: Feed) -> None:
         async for batch in feed.batches():
@@ -538,7 +668,7 @@ class Gateway:
         text = [s.ws for s in sessions if s.encoding is Encoding.JSON]
         broadcast(avro, forecast.raw)
         broadcast(text, forecast.text)
-        self.metrics.frames_out.labels("prices").inc(len(sessions))
+        self.metrics.frames_out.counts["prices"] += len(sessions)
 
     async def _consume_storms(self, feed: Feed) -> None:
         """Hand each storm watch (raised or cleared) to the connected sites it names."""
@@ -576,7 +706,7 @@ class Gateway:
     def _broadcast_storm(self, sessions: list[Session], storm: _Storm) -> None:
         broadcast([s.ws for s in sessions if s.encoding is Encoding.AVRO], storm.raw)
         broadcast([s.ws for s in sessions if s.encoding is Encoding.JSON], storm.text)
-        self.metrics.frames_out.labels("storm").inc(len(sessions))
+        self.metrics.frames_out.counts["storm"] += len(sessions)
 
     # -- heartbeat --------------------------------------------------------------------------------
 

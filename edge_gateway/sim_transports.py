@@ -15,6 +15,7 @@ import json
 import random
 import resource
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -23,7 +24,8 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 from confluent_kafka import Consumer, Producer, TopicPartition
 from websockets import ConnectionClosed, InvalidHandshake
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.protocol import State
+from websockets.frames import Frame, Opcode
+from websockets.protocol import Event
 from websockets.typing import Subprotocol
 
 from assets.generator import Site, generate_fleet
@@ -37,6 +39,7 @@ from edge_gateway.feeds import next_batch, start_at_end_unless_committed, uncanc
 from edge_gateway.simulator import FleetSimulator, SimClock, SimulatedSite
 from edge_gateway.telemetry_frames import TelemetryEncoder
 from edge_gateway.wire import DOWNSTREAM_RECORDS, Encoding, delivered_frame, json_frame
+from edge_gateway.ws_direct import lone_frame, send_now
 from schemas import packaged_codec
 from schemas.codec import AvroCodec, DecodeError
 
@@ -47,7 +50,7 @@ TICK_SLICES = 20
 #: ... but no slice smaller than this: below a few hundred rows, numpy's cost per call dominates a step.
 SLICE_SITES = 500
 #: How the gateway writes a delivery count (``wire.delivered_frame``): read without the JSON parser.
-_DELIVERED_PREFIX = delivered_frame(0)[:-2]
+_DELIVERED_PREFIX = delivered_frame(0)[:-2].encode()
 _DELIVERED_AT = len(_DELIVERED_PREFIX)
 #: The cap bounds how long a device stays away after a long outage: recovery within 30 s of a fault's
 #: end needs it well below 30 s (at 30 s, devices that failed a few times came back up to 30 s late).
@@ -147,6 +150,47 @@ class _Link:
         self.unconfirmed = Unconfirmed()
 
 
+def delivered_count(data: bytes | bytearray) -> int | None:
+    """The count of a ``delivered`` frame (its UTF-8 bytes) as the gateway writes it, read without
+    the JSON parser; None for any other frame (which then goes the usual way)."""
+    if data.startswith(_DELIVERED_PREFIX) and data.endswith(b"}"):
+        digits = data[_DELIVERED_AT:-1]
+        if digits.isdigit():
+            return int(digits)
+    return None
+
+
+class _DeviceConnection(ClientConnection):
+    """A device's connection that takes delivery counts as they arrive, without waking its task.
+
+    Every site is told a count about once a second, alone in its read from the socket: such a
+    frame is read without the protocol's parser (:func:`ws_direct.lone_frame`), and rather than
+    through websockets' message queue to the site's listening task (a future, a task step, a
+    coroutine chain), a count goes straight to ``on_delivered`` while nothing waits in the queue
+    before it (so no frame is taken out of order); every other frame goes the usual way, to the task.
+    """
+
+    on_delivered: Callable[[int], None] | None = None
+
+    def data_received(self, data: bytes) -> None:
+        frame = lone_frame(self.protocol, data) if self.on_delivered is not None else None
+        if frame is None:
+            super().data_received(data)
+        else:
+            self.process_event(frame)
+
+    def process_event(self, event: Event) -> None:
+        on_delivered = self.on_delivered
+        if (on_delivered is not None and isinstance(event, Frame) and event.opcode is Opcode.TEXT
+                and event.fin and not len(self.recv_messages.frames)
+                and isinstance(event.data, bytes | bytearray)):
+            count = delivered_count(event.data)
+            if count is not None:
+                on_delivered(count)
+                return
+        super().process_event(event)
+
+
 class WebSocketTransport:
     """Each online site holds a connection to the gateway, sends telemetry each interval, answers commands.
 
@@ -232,26 +276,18 @@ class WebSocketTransport:
             stats.telemetry += 1
 
     def _write(self, link: _Link, record: dict[str, Any]) -> bool:
-        """Write one telemetry frame without waiting; False if the connection cannot take it now.
-
-        ``ws.send`` is a coroutine with a context manager per call; for thousands of frames a second
-        the ticker puts the frame to the protocol and the socket itself, as ``send`` would when
-        the connection is open and its buffer has room (``paused`` is websockets' flow control).
-        """
-        ws = link.ws
-        if ws.protocol.state is not State.OPEN or ws.paused:
-            return False
+        """Write one telemetry frame without waiting (:func:`send_now`: no coroutine per frame for
+        thousands of frames a second); False if the connection cannot take it now."""
         frame: bytes | str = (self._telemetry.encode(record) if self.encoding is Encoding.AVRO
                               else json_frame("telemetry", record))
-        if link.site.corrupts_next_frame():
+        corrupt = link.site.corrupts_next_frame()
+        if corrupt:
             frame = mangle(frame, self._rng)
+        if not send_now(link.ws, frame):
+            return False
+        if corrupt:
             self.stats.corrupt += 1
         link.unconfirmed.sent(record)
-        if isinstance(frame, str):
-            ws.protocol.send_text(frame.encode())
-        else:
-            ws.protocol.send_binary(frame)
-        ws.send_data()
         return True
 
     def _close_offline(self, rows: slice, now: datetime) -> None:
@@ -283,11 +319,13 @@ class WebSocketTransport:
                 # every interval and the gateway pings it (answering is cheap); its own pings, a
                 # task, a timer and a frame each, were a fifth of the profile at 1,000 sites.
                 async with connect(self.url, open_timeout=30, additional_headers=headers, compression=None,
-                                   proxy=None, ping_interval=None,
+                                   proxy=None, ping_interval=None, create_connection=_DeviceConnection,
                                    subprotocols=[Subprotocol(self.encoding.subprotocol)]) as ws:
                     self.stats.connects += 1
                     opened = loop.time()
                     link = self._links[site.site_id] = _Link(site, ws)
+                    assert isinstance(ws, _DeviceConnection)
+                    ws.on_delivered = link.unconfirmed.confirm
                     site.started = True
                     await self._listen(site, ws, link.unconfirmed)
             except InvalidHandshake:
@@ -352,8 +390,9 @@ class WebSocketTransport:
             except DecodeError:
                 return "undecodable", {}
             return decoded.record_name, decoded.value
-        if frame.startswith(_DELIVERED_PREFIX) and frame[-1] == "}" and frame[_DELIVERED_AT:-1].isdigit():
-            return "delivered", {"count": int(frame[_DELIVERED_AT:-1])}  # most frames: skip the JSON parser
+        count = delivered_count(frame.encode())
+        if count is not None:
+            return "delivered", {"count": count}  # most frames: skip the JSON parser
         record = json.loads(frame)
         frame_type = record.pop("type", "")
         if frame_type == "delivered":

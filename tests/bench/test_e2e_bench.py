@@ -18,13 +18,15 @@ def test_the_largest_size_that_held_and_the_cpu_of_the_largest_tried_are_reporte
                     cores={"simulator": 0.1, "gateway": 0.1}),
             e2e.Run(200, held=False, coverage_min=0.97, freshness_p99_s=3.1, warmup_s=4.0,
                     cores={"simulator": 0.3, "gateway": 0.1, "telemetry": 0.2, "broker": 0.2, "redis": 0.1,
-                           "history": 0.1})]
+                           "history": 0.1}, readings_per_s=200.0)]
     figures = e2e.figures_of(runs, 60.0)
     assert figures["e2e_sites_1hz"] == 100
     assert figures["cpu_sites"] == 200 and figures["cpu_cores_total"] == pytest.approx(1.0)
     assert figures["cpu_share_simulator_pct"] == pytest.approx(30.0)
     assert sum(figures[f"cpu_share_{part}_pct"] for part in e2e.PARTS) == pytest.approx(100.0)
     assert figures["coverage_min_pct_200"] == pytest.approx(97.0)
+    assert figures["readings_per_s"] == 200.0
+    assert figures["cpu_us_per_reading_simulator"] == pytest.approx(1500.0)  # 0.3 cores over 200 readings/s
     assert e2e.figures_of([e2e.Run(50, problem="never reached full coverage")], 60.0)["e2e_sites_1hz"] == 0
 
 

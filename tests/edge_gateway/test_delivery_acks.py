@@ -22,8 +22,8 @@ from core.config import Settings
 from core.device_tokens import issue_token
 from core.topics import TELEMETRY_RAW
 from edge_gateway.acks import DeliveryWindow
-from edge_gateway.sim_transports import Unconfirmed
-from edge_gateway.wire import json_frame
+from edge_gateway.sim_transports import Unconfirmed, delivered_count
+from edge_gateway.wire import delivered_frame, json_frame
 from tests.edge_gateway.support import (
     TopicTail,
     acking_device,
@@ -58,6 +58,14 @@ def test_the_device_keeps_what_was_not_confirmed_in_order() -> None:
     link.confirm(2)  # an older count arriving late changes nothing
     assert link.telemetry() == readings[2:]
 
+
+
+def test_the_device_reads_the_gateways_delivered_frames_without_the_json_parser() -> None:
+    for count in (0, 7, 123_456_789):
+        assert delivered_count(delivered_frame(count).encode()) == count
+    for other in (b'{"type":"delivered","count":-1}', b'{"type":"delivered","count":}',
+                  b'{"type":"error","reason":"invalid","detail":"x"}', b'{"type":"delivered","count":3'):
+        assert delivered_count(other) is None
 
 
 @pytest.mark.integration

@@ -32,6 +32,7 @@ from tests.edge_gateway.support import (
     running_gateway,
     telemetry,
 )
+from tests.edge_gateway.test_ratelimit_and_backpressure import FullQueueProducer
 
 pytestmark = pytest.mark.integration
 
@@ -158,6 +159,27 @@ def test_a_device_over_its_rate_limit_is_closed_with_1008(stack_settings: Settin
                 "vpp_gateway_frames_in_total", {"kind": "telemetry"})
 
     assert asyncio.run(scenario()) == (1008, "rate limit exceeded", 3)
+
+
+def test_frames_the_producer_has_no_room_for_wait_and_keep_their_order(stack_settings: Settings) -> None:
+    """Frames are taken as they arrive; one whose record librdkafka's full queue refuses is left to the
+    connection's task, which waits for room, and the frames behind it follow in order, none dropped."""
+    settings = gateway_settings(stack_settings)
+    site, full = _site(), FullQueueProducer(full_for=5)
+
+    async def scenario() -> tuple[list[int], float]:
+        async with running_gateway(settings) as gateway, \
+                device(gateway, issue_token(settings, site).token) as ws:
+            gateway._producer.replace(full)
+            for seq in (1, 2, 3):
+                await ws.send(json_frame("telemetry", telemetry(site, seq=seq)))
+            await eventually(lambda: len(full.produced) == 3)
+            return ([CODEC.decode(value)["seq"] for _, _, value in full.produced],
+                    gateway.metrics.value("vpp_gateway_backpressure_waits_total"))
+
+    produced, waits = asyncio.run(scenario())
+    assert produced == [1, 2, 3]
+    assert waits == 4  # the first frame's record: refused once when taken, then four times while waiting
 
 
 def _command(site: str, command_id: str, setpoint_kw: float = 2.0) -> dict[str, Any]:

@@ -1,0 +1,112 @@
+"""Device traffic past websockets' general machinery: a frame written at once, a lone frame read at once.
+
+Each device sends about one small frame a second on a connection of its own, and the gateway
+answers each with a small delivery count; with thousands of devices per process the cost per
+frame of ``websockets``' general paths, not the frames' own work, is what a process spends.
+
+* Writing: ``Connection.send`` is a coroutine that enters an async context manager, frames the
+  message, writes it and awaits the drain, which on an open connection whose write buffer has
+  room does not wait. :func:`send_now` does the same write directly and says when it cannot
+  (the connection closing, or paused because its peer does not read), so the caller falls
+  back to ``await ws.send(...)`` with its own timeout, or keeps the frame for later. Only for
+  connections whose owner never sends a fragmented message (neither the gateway nor the
+  simulator does), which a frame written here could split.
+* Reading: the protocol's parser (a chain of generators, an enum, a dataclass and a list of
+  events per frame) is general: fragments, control frames, extensions, frames split across
+  reads. Nearly every read from a device's socket holds exactly one complete, final text or
+  binary frame, arriving while the parser waits between frames; :func:`lone_frame` reads that
+  case and leaves everything else, and every doubt, to the parser.
+"""
+
+from __future__ import annotations
+
+from types import GeneratorType
+from typing import Any
+
+from websockets.asyncio.connection import Connection
+from websockets.frames import Frame, Opcode
+from websockets.protocol import SERVER, Protocol, State
+from websockets.streams import StreamReader
+
+try:
+    from websockets.speedups import apply_mask
+except ImportError:  # websockets without its C extension
+    from websockets.utils import apply_mask
+
+#: Where the parser waits between frames: ``Protocol.parse`` inside ``StreamReader.at_eof``.
+_PARSE = Protocol.parse.__code__
+_AT_EOF = StreamReader.at_eof.__code__
+_TEXT, _BINARY = Opcode.TEXT.value, Opcode.BINARY.value
+
+
+def send_now(ws: Connection, frame: bytes | str) -> bool:
+    """Frame ``frame`` (text if ``str``, binary if ``bytes``) and write it to the socket now.
+
+    False, with nothing written, when the connection cannot take it without waiting: not open,
+    its transport closing, or writing paused by flow control (the peer is slow to read). A write
+    the transport refuses aborts the connection (as ``send`` does) and is False too.
+    """
+    if ws.protocol.state is not State.OPEN or ws.paused or ws.transport.is_closing():
+        return False
+    if isinstance(frame, str):
+        ws.protocol.send_text(frame.encode())
+    else:
+        ws.protocol.send_binary(frame)
+    try:
+        ws.send_data()
+    except Exception as exc:  # as Connection.send_context: any error writing ends the connection
+        ws.set_connection_exc(exc)
+        ws.transport.abort()
+        return False
+    return True
+
+
+def lone_frame(protocol: Protocol, data: bytes) -> Frame | None:
+    """The frame ``data`` holds if it is exactly one complete, final, unextended text or binary frame
+    within the size limit, masked as the protocol's side expects, and the open protocol waits
+    between frames with nothing buffered; else None: feed ``data`` to the protocol as usual.
+
+    The frame is the one the parser would have made; taking it leaves the protocol as the parser
+    would (a final data frame changes none of its state). Text is not checked for UTF-8 here:
+    like the parser, that is left to whoever reads the message.
+    """
+    if (protocol.state is not State.OPEN or protocol.current_size is not None or protocol.extensions
+            or protocol.debug or protocol.reader.buffer or not _between_frames(protocol.parser)):
+        return None
+    size = len(data)
+    if size < 2:  # the two header bytes
+        return None
+    head, second = data[0], data[1]
+    if head & 0xF0 != 0x80:  # FIN set, no RSV bit
+        return None
+    opcode = head & 0x0F
+    if opcode not in (_TEXT, _BINARY):
+        return None
+    masked = bool(second & 0x80)
+    if masked != (protocol.side is SERVER):
+        return None  # the parser refuses it (a protocol error), not this
+    length, start = second & 0x7F, 2
+    if length == 126:  # a 16-bit length follows
+        length, start = int.from_bytes(data[2:4], "big"), 4
+    elif length == 127:  # a 64-bit length: never a device's frame
+        return None
+    if masked:
+        start += 4
+    if size != start + length:
+        return None
+    for limit in (protocol.max_message_size, protocol.max_fragment_size):
+        if limit is not None and length > limit:
+            return None  # the parser closes with 1009
+    payload = apply_mask(data[start:], data[start - 4:start]) if masked else data[start:]
+    return Frame(Opcode.TEXT if opcode == _TEXT else Opcode.BINARY, payload)
+
+
+def _between_frames(parser: object) -> bool:
+    """Whether the protocol's parser waits for the first byte of a frame (not in the middle of one,
+    not in the handshake, not discarding after a close)."""
+    outer: GeneratorType[Any, Any, Any] | None = None
+    inner = parser
+    while isinstance(inner, GeneratorType) and inner.gi_yieldfrom is not None:
+        outer, inner = inner, inner.gi_yieldfrom
+    return (isinstance(inner, GeneratorType) and inner.gi_code is _AT_EOF
+            and outer is not None and outer.gi_code is _PARSE)
