@@ -18,10 +18,12 @@ that fails is dead-lettered with the reason as ``error_kind`` (one of
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -103,13 +105,18 @@ class OriginColumns:
             topics = [msg.topic() or "" for msg in messages]
             partitions = [-1 if (p := msg.partition()) is None else p for msg in messages]
             offsets = [-1 if (o := msg.offset()) is None else o for msg in messages]
-            stamps = [stamp[1] if (stamp := msg.timestamp()) is not None and stamp[1] > 0 else -1
-                      for msg in messages]
+            stamps = [_timestamp(msg) for msg in messages]
         else:
             rows = [found if isinstance(found, Origin) else Origin.of(found) for found in origins]
             keys, values, topics = [r.key for r in rows], [r.value for r in rows], [r.topic for r in rows]
             partitions, offsets = [r.partition for r in rows], [r.offset for r in rows]
             stamps = [-1 if r.timestamp_ms is None else r.timestamp_ms for r in rows]
+        return cls.of_lists(keys, values, topics, partitions, offsets, stamps)
+
+    @classmethod
+    def of_lists(cls, keys: list[bytes | None], values: list[bytes], topics: list[str], partitions: list[int],
+                 offsets: list[int], stamps: list[int]) -> OriginColumns:
+        """Columns of origins given field by field, a row each (a timestamp of -1: none)."""
         key_ends = np.cumsum(np.fromiter((0 if key is None else len(key) for key in keys), dtype=np.int64,
                                          count=len(keys)))
         no_key = np.fromiter((key is None for key in keys), dtype=np.bool_, count=len(keys))
@@ -121,6 +128,29 @@ class OriginColumns:
                    names, np.array([number[topic] for topic in topics], dtype=np.int64),
                    np.array(partitions, dtype=np.int64), np.array(offsets, dtype=np.int64),
                    np.array(stamps, dtype=np.int64))
+
+    @classmethod
+    def concat(cls, parts: Sequence[OriginColumns]) -> OriginColumns:
+        """The rows of ``parts``, one after the other."""
+        if len(parts) == 1:
+            return parts[0]
+        if not parts:
+            return cls.of([])
+        names = tuple(sorted({topic for part in parts for topic in part.topics}))
+        number = {topic: n for n, topic in enumerate(names)}
+        key_ends, value_ends, topic_at = [], [], []
+        key_base = value_base = 0
+        for part in parts:
+            key_ends.append(np.where(part.key_ends < 0, -1, part.key_ends + key_base))
+            value_ends.append(part.value_ends + value_base)
+            key_base, value_base = key_base + len(part.keys), value_base + len(part.values)
+            renumber = np.array([number[topic] for topic in part.topics] or [0], dtype=np.int64)
+            topic_at.append(renumber[part.topic_at])
+        return cls(b"".join(part.keys for part in parts), np.concatenate(key_ends),
+                   b"".join(part.values for part in parts), np.concatenate(value_ends), names,
+                   np.concatenate(topic_at), np.concatenate([part.partitions for part in parts]),
+                   np.concatenate([part.offsets for part in parts]),
+                   np.concatenate([part.timestamps for part in parts]))
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -136,9 +166,121 @@ class OriginColumns:
                       int(self.offsets[index]), None if timestamp < 0 else timestamp)
 
 
+def _timestamp(msg: Message) -> int:
+    """The message's timestamp in ms, -1 for none."""
+    stamp = msg.timestamp()
+    return stamp[1] if stamp is not None and stamp[1] > 0 else -1
+
+
+_UNKNOWN = object()
+
+
+class PolledOrigins:
+    """The messages of one poll of one partition, where the decode step's readings came from.
+
+    The keys and values are the lists the decode step read anyway (a value of None as ``b""``, as
+    :meth:`Origin.of` has it); the topic and partition are the poll's, which every message of a
+    poll shares. A batch going to another process picks its rows' origins out of these
+    (:meth:`OriginRows.columns`) instead of asking each message for every field again.
+    """
+
+    __slots__ = ("_first", "_keys", "_values", "messages", "partition", "topic")
+
+    def __init__(self, messages: list[Message], topic: str, partition: int,
+                 keys: list[bytes | None] | None = None, values: list[bytes] | None = None,
+                 without_errors: bool = False) -> None:
+        """``without_errors``: the caller saw that no message is an error (only then may
+        :meth:`first_offset` trust the first and last offsets alone)."""
+        self.messages = messages
+        self.topic = topic
+        self.partition = partition
+        self._keys = keys
+        self._values = values
+        self._first: int | object | None = _UNKNOWN if without_errors else None
+
+    @property
+    def keys(self) -> list[bytes | None]:
+        if self._keys is None:
+            self._keys = [msg.key() for msg in self.messages]
+        return self._keys
+
+    @property
+    def values(self) -> list[bytes]:
+        if self._values is None:
+            self._values = [msg.value() or b"" for msg in self.messages]
+        return self._values
+
+    def first_offset(self) -> int | None:
+        """The first message's offset if the poll's offsets run on without a gap, else None."""
+        if self._first is _UNKNOWN:
+            messages = self.messages
+            first, last = messages[0].offset(), messages[-1].offset()
+            # The records of one partition come in growing offsets: n of them from first to
+            # first + n - 1 are each of those in turn.
+            run = first is not None and last is not None and first >= 0 and last - first == len(messages) - 1
+            self._first = first if run else None
+        return self._first  # type: ignore[return-value]
+
+    def columns(self, rows: I64) -> OriginColumns:
+        """The origins of the messages at ``rows``, in that order."""
+        at = rows.tolist()
+        n = len(at)
+        if n < 2:
+            return OriginColumns.of([self.messages[i] for i in at])
+        pick = itemgetter(*at)
+        messages: tuple[Message, ...] = pick(self.messages)
+        keys: tuple[bytes | None, ...] = pick(self.keys)
+        values: tuple[bytes, ...] = pick(self.values)
+        if None in keys:  # a reading without a key (accepted): the general way
+            return OriginColumns.of(list(messages))
+        first = self.first_offset()
+        offsets = rows + first if first is not None else np.fromiter(
+            (-1 if (o := msg.offset()) is None else o for msg in messages), dtype=np.int64, count=n)
+        stamps = np.fromiter((msg.timestamp()[1] for msg in messages), dtype=np.int64, count=n)
+        keyed: tuple[bytes, ...] = keys  # type: ignore[assignment]  # no None: checked above
+        return OriginColumns(
+            b"".join(keyed), np.cumsum(np.fromiter(map(len, keyed), dtype=np.int64, count=n)),
+            b"".join(values), np.cumsum(np.fromiter(map(len, values), dtype=np.int64, count=n)),
+            (self.topic,), np.zeros(n, dtype=np.int64), np.full(n, self.partition, dtype=np.int64),
+            offsets.astype(np.int64, copy=False), np.where(stamps > 0, stamps, -1))
+
+
+@dataclass(frozen=True, slots=True)
+class OriginRows:
+    """The origins of a batch's readings while it stays in this process: rows of polls, in order.
+
+    An :class:`Origin` is made only for the rare reading a shard refuses (indexing); a batch that
+    crosses to another process takes :meth:`columns` along.
+    """
+
+    pieces: tuple[tuple[PolledOrigins, I64], ...]
+
+    def __len__(self) -> int:
+        return sum(len(rows) for _, rows in self.pieces)
+
+    def __getitem__(self, index: int) -> Origin:
+        for polled, rows in self.pieces:
+            if index < len(rows):
+                return Origin.of(polled.messages[int(rows[index])])
+            index -= len(rows)
+        raise IndexError(index)
+
+    def columns(self) -> OriginColumns:
+        """The origins as columns, for a trip to another process.
+
+        Per row only what differs between messages is read: key and value (from the lists the
+        decode step made), the timestamp, and the offset where a poll's offsets are not consecutive.
+        """
+        return OriginColumns.concat([polled.columns(rows) for polled, rows in self.pieces])
+
+
 @dataclass(slots=True)
 class ShardBatch:
-    """Decoded input for one shard from one poll of one partition."""
+    """Decoded input for one shard from one poll of one partition.
+
+    A batch is not changed once the decode step has handed it on: one that crosses to another
+    process is pickled once (:meth:`__reduce__`), however often Bytewax asks.
+    """
 
     shard: int
     #: The input partition the readings came from ("topic/partition"): the shard's clock tracks each.
@@ -149,27 +291,42 @@ class ShardBatch:
     #: Columns from the decode step; ``(site_id, Reading)`` pairs where a batch is made by hand.
     readings: ReadingColumns | list[tuple[str, Reading]] = field(default_factory=list)
     #: Where each reading came from (same positions as ``readings``), for the shard's dead letters:
-    #: the consumer's own messages while the batch stays in this process (an :class:`Origin` is
-    #: made only for the rare reading the shard refuses), :class:`OriginColumns` once pickled to
-    #: another process.
-    origins: list[Origin | Message] | OriginColumns = field(default_factory=list)
+    #: rows of the consumer's own messages while the batch stays in this process (an :class:`Origin`
+    #: is made only for the rare reading the shard refuses), :class:`OriginColumns` once pickled to
+    #: another process; messages or origins in a list where a batch is made by hand.
+    origins: list[Origin | Message] | OriginRows | OriginColumns = field(default_factory=list)
     ancestries: list[dict[str, Any]] = field(default_factory=list)
+    _pickled: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def origin(self, index: int) -> Origin:
         """Where reading ``index`` came from."""
-        found = self.origins[index]
+        origins = self.origins
+        if not isinstance(origins, list):
+            return origins[index]
+        found = origins[index]
         return found if isinstance(found, Origin) else Origin.of(found)
 
-    def __getstate__(self) -> tuple[Any, ...]:
-        """Messages do not pickle (they hold librdkafka buffers): they travel as columns."""
-        origins = self.origins
-        return (self.shard, self.source, self.source_max_ms, self.readings,
-                origins if isinstance(origins, OriginColumns) else OriginColumns.of(origins),
-                self.ancestries)
+    def __reduce__(self) -> tuple[Callable[[bytes], ShardBatch], tuple[bytes]]:
+        """The batch as one pickled blob, made the first time it is asked for.
 
-    def __setstate__(self, state: tuple[Any, ...]) -> None:
-        (self.shard, self.source, self.source_max_ms, self.readings, self.origins,
-         self.ancestries) = state
+        Messages do not pickle (they hold librdkafka buffers): origins travel as columns. Bytewax
+        pickles every item that crosses to another process twice (timely sizes a message of items
+        with one serialisation, then writes it with another); the blob makes the second a copy.
+        """
+        if self._pickled is None:
+            origins = self.origins
+            if isinstance(origins, OriginRows):
+                columns = origins.columns()
+            else:
+                columns = origins if isinstance(origins, OriginColumns) else OriginColumns.of(origins)
+            self._pickled = pickle.dumps((self.shard, self.source, self.source_max_ms, self.readings, columns,
+                                          self.ancestries), protocol=pickle.HIGHEST_PROTOCOL)
+        return _unpickled_batch, (self._pickled,)
+
+
+def _unpickled_batch(blob: bytes) -> ShardBatch:
+    shard, source, source_max_ms, readings, origins, ancestries = pickle.loads(blob)
+    return ShardBatch(shard, source, source_max_ms, readings, origins, ancestries)
 
 
 def decoded(poll: Polled, schema: str, consumer: str,
@@ -225,10 +382,14 @@ def implausible_letter(origin: Origin, verdict: Implausible) -> KafkaOut:
     return dead_letter_of(origin, verdict.reason, verdict.detail)
 
 
+#: Readings by (shard, source) as the decode step collects them: columns and the poll rows they came from.
+_Parts = dict[tuple[int, str], list[tuple[ReadingColumns, tuple[PolledOrigins, I64]]]]
+
+
 def route(polls: list[Polled], shards: int, rules: Rules) -> list[tuple[str, ShardBatch | KafkaOut]]:
     """Decode polled messages into per-shard batches and dead letters (undecodable or implausible)."""
     out: list[tuple[str, ShardBatch | KafkaOut]] = []
-    parts: dict[tuple[int, str], list[tuple[ReadingColumns, list[Origin | Message]]]] = {}
+    parts: _Parts = {}
     ancestries: dict[tuple[int, str], list[dict[str, Any]]] = {}
     newest_by_source: dict[str, int] = {}
     now_ms = wall_ms()
@@ -236,7 +397,7 @@ def route(polls: list[Polled], shards: int, rules: Rules) -> list[tuple[str, Sha
         RECORDS_IN.labels("telemetry", poll.topic).inc(len(poll.messages))
         source = f"{poll.topic}/{poll.partition}"
         if poll.topic == TELEMETRY_RAW:
-            newest = _route_readings(poll.messages, source, shards, rules, now_ms, out, parts)
+            newest = _route_readings(poll, source, shards, rules, now_ms, out, parts)
             if newest:
                 newest_by_source[source] = max(newest, newest_by_source.get(source, 0))
         else:
@@ -249,7 +410,7 @@ def route(polls: list[Polled], shards: int, rules: Rules) -> list[tuple[str, Sha
         pieces = parts.get((shard, source), [])
         if pieces:
             batch.readings = ReadingColumns.concat([columns for columns, _ in pieces])
-            batch.origins = [origin for _, origins in pieces for origin in origins]
+            batch.origins = OriginRows(tuple(rows for _, rows in pieces))
         batch.ancestries = ancestries.get((shard, source), [])
         out.append((f"shard-{shard}", batch))
     return out
@@ -290,9 +451,9 @@ def _one_by_one(messages: Iterable[tuple[int, Message]], expected: str,
         yield position, (msg, record)
 
 
-def _route_readings(messages: list[Message], source: str, shards: int, rules: Rules, now_ms: int,
+def _route_readings(poll: Polled, source: str, shards: int, rules: Rules, now_ms: int,
                     out: list[tuple[str, ShardBatch | KafkaOut]],
-                    parts: dict[tuple[int, str], list[tuple[ReadingColumns, list[Origin | Message]]]]) -> int:
+                    parts: _Parts) -> int:
     """Route one poll of ``telemetry.raw``; returns the newest event time accepted (0: none).
 
     The poll is decoded into columns at once (:mod:`schemas.columnread`) and checked with
@@ -302,22 +463,24 @@ def _route_readings(messages: list[Message], source: str, shards: int, rules: Ru
     Readings keep their arrival order within a shard.
     """
     decoder = column_decoder()
+    messages = poll.messages
     n = len(messages)
     if decoder is None or n == 0:
         readings, at, shard_of, newest = _one_reading_at_a_time(messages, range(n), shards, rules, now_ms,
                                                                 out)
-        _add_parts(readings, at, shard_of, messages, source, parts)
+        _add_parts(readings, at, shard_of, PolledOrigins(messages, poll.topic, poll.partition), source, parts)
         return newest
-    values = [m.value() for m in messages]
+    values = [m.value() or b"" for m in messages]
     keys = [m.key() for m in messages]
-    columns = decoder.decode([v or b"" for v in values], keys)
+    columns = decoder.decode(values, keys)
     fields = {"seq": columns.seq, "event_time": columns.event_ms, "soc_pct": columns.soc_pct,
               "battery_kw": columns.battery_kw, "solar_kw": columns.solar_kw, "load_kw": columns.load_kw,
               "grid_kw": columns.grid_kw, "battery_temp_c": columns.battery_temp_c,
               "temp_null": columns.temp_null}
     with np.errstate(invalid="ignore"):
         good = columns.ok & plausible_rows(fields, now_ms, rules)
-    if any(m.error() is not None for m in messages):
+    errors = any(m.error() is not None for m in messages)
+    if errors:
         good &= np.fromiter((m.error() is None for m in messages), dtype=np.bool_, count=n)
     fast = np.flatnonzero(good)
     sites = _sites(shards)
@@ -347,13 +510,14 @@ def _route_readings(messages: list[Message], source: str, shards: int, rules: Ru
             at = np.concatenate((at, other_at))[order]
             shard_of = np.concatenate((shard_of, other_shards))[order]
             newest = max(newest, other_newest)
-    _add_parts(readings, at, shard_of, messages, source, parts)
+    polled = PolledOrigins(messages, poll.topic, poll.partition, keys, values, without_errors=not errors)
+    _add_parts(readings, at, shard_of, polled, source, parts)
     return newest
 
 
-def _add_parts(readings: ReadingColumns, at: I64, shard_of: I64, messages: list[Message], source: str,
-               parts: dict[tuple[int, str], list[tuple[ReadingColumns, list[Origin | Message]]]]) -> None:
-    """Split ``readings`` (from ``messages[at]``) by shard, keeping their order, into ``parts``."""
+def _add_parts(readings: ReadingColumns, at: I64, shard_of: I64, polled: PolledOrigins, source: str,
+               parts: _Parts) -> None:
+    """Split ``readings`` (from ``polled.messages[at]``) by shard, keeping their order, into ``parts``."""
     if not len(readings):
         return
     order = np.argsort(shard_of, kind="stable")
@@ -361,8 +525,7 @@ def _add_parts(readings: ReadingColumns, at: I64, shard_of: I64, messages: list[
     bounds = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1], True])
     for first, stop in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
         rows = order[first:stop]
-        origins: list[Origin | Message] = [messages[i] for i in at[rows].tolist()]
-        parts.setdefault((int(ordered[first]), source), []).append((readings.take(rows), origins))
+        parts.setdefault((int(ordered[first]), source), []).append((readings.take(rows), (polled, at[rows])))
 
 
 def _one_reading_at_a_time(messages: list[Message], which: Iterable[int], shards: int, rules: Rules,

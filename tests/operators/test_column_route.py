@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import pickle
 from typing import Any, cast
 
 from confluent_kafka import Message
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from core.plausibility import Rules, check_telemetry
 from core.topics import TELEMETRY_RAW
 from operators.kafka_batches import Polled
-from operators.records import DLQ_KEY, KafkaOut, ShardBatch, codec, route
+from operators.records import DLQ_KEY, KafkaOut, Origin, OriginColumns, ShardBatch, codec, route
 from operators.shard import bucket_of
 from operators.twin import Reading
 from schemas import DecodeError
@@ -107,3 +108,36 @@ def test_a_poll_routes_as_one_message_at_a_time_would(entries: list[Any]) -> Non
     newest = max((int(r.split("event_ms=")[1].split(",")[0]) for rows in want_shards.values()
                   for _, r, _ in rows), default=0)
     assert all(b.source_max_ms == newest for b in batches)
+
+
+_THREE_SITES: list[tuple[str, int, int, dict[str, Any], str]] = [
+    (f"site-{'abc'[i % 3]}", i, 0, {}, "same") for i in range(12)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_entries, min_size=1, max_size=30), st.integers(0, 30), st.sampled_from([1, 3]),
+       st.lists(st.sampled_from([0, 1_790_000_000_000, 1_790_000_000_007]), min_size=30, max_size=30))
+@example(_THREE_SITES, 5, 1, [1_790_000_000_000 + i for i in range(30)])  # offsets in a run
+@example(_THREE_SITES, 5, 3, [0] * 30)
+def test_a_batch_crossing_to_another_process_names_the_same_origins(
+        entries: list[Any], split: int, step: int, stamps: list[int]) -> None:
+    """Two polls of a partition in one call, offsets in a run or with gaps, keys or none: each reading
+    of a batch pickled to another process (twice, as Bytewax does) names the message it came from."""
+    messages = []
+    for i, entry in enumerate(entries):
+        made = _message(100 + i * step, entry)
+        messages.append(Message(topic=TELEMETRY_RAW, partition=1, offset=made.offset(), key=made.key(),
+                                value=made.value(), timestamp=(1, stamps[i])))
+    polls = [Polled(TELEMETRY_RAW, 1, part) for part in (messages[:split], messages[split:]) if part]
+    for key, item in route(polls, shards=SHARDS, rules=RULES):
+        if key == DLQ_KEY:
+            continue
+        batch = cast(ShardBatch, item)
+        assert pickle.dumps(batch) == pickle.dumps(batch)  # Bytewax sizes with one pickle, writes another
+        copy = pickle.loads(pickle.dumps(batch))
+        assert isinstance(copy.origins, OriginColumns)
+        here = [batch.origin(i) for i in range(len(batch.readings))]
+        assert [copy.origin(i) for i in range(len(batch.readings))] == here
+        assert all(origin == Origin.of(messages[(origin.offset - 100) // step]) for origin in here)
+        assert (copy.shard, copy.source, copy.source_max_ms) == (batch.shard, batch.source,
+                                                                 batch.source_max_ms)
