@@ -315,11 +315,15 @@ class ShardBatch:
         """
         if self._pickled is None:
             origins = self.origins
-            if isinstance(origins, OriginRows):
+            columns: list[Origin | Message] | OriginColumns
+            if not len(origins):  # half the batches: a source's clock for a shard, no readings
+                columns = []
+            elif isinstance(origins, OriginRows):
                 columns = origins.columns()
             else:
                 columns = origins if isinstance(origins, OriginColumns) else OriginColumns.of(origins)
-            self._pickled = pickle.dumps((self.shard, self.source, self.source_max_ms, self.readings, columns,
+            readings = self.readings if len(self.readings) else []
+            self._pickled = pickle.dumps((self.shard, self.source, self.source_max_ms, readings, columns,
                                           self.ancestries), protocol=pickle.HIGHEST_PROTOCOL)
         return _unpickled_batch, (self._pickled,)
 
