@@ -16,10 +16,21 @@ time since the last emission.
 compressed, ``shard_snapshot``) over the number of sites.
 (d) CPU time, which a busy shared machine disturbs far less than wall time: the
 same throughput runs as messages per CPU-second of the flow processes
-(``*_per_cpu_s``; decode-only is the baseline), and the shard alone, in this
-process (``shard_readings_per_cpu_s``: readings through ``Shard.apply`` and
+(``*_per_cpu_s``; decode-only is the baseline; start-up CPU, the median of three
+runs on empty topics, subtracted), and the shard alone, in this process
+(``shard_readings_per_cpu_s``: readings through ``Shard.apply`` and
 ``Shard.tick`` per CPU-second, 10,000 sites in 32 shards, a reading per site
 and second, a tick every 5 s as in a catch-up).
+(e) ``cpu_efficiency_2proc``: ``msgs_per_cpu_s_2proc / msgs_per_cpu_s_1proc``,
+paired by round, the median. It is the part of one process's rate per
+CPU-second that two processes keep (what is lost: the cross-process exchange,
+a second set of sinks and clients); with a core each, two processes go at most
+twice that as fast as one. The wall rates cannot show that on a machine whose
+two cores also run the broker and Redis. Two caveats: two busy cores are not
+free (beside a busy loop on the other core, one flow process needed 7-9% more
+CPU per message on the 2-core machine of issue 21), and shards tick by the wall
+clock (a catching-up shard every 5 s, flushing its twins), so a run that a busy
+machine slows does more work: the efficiency falls with load.
 
 The benchmark starts a private stack on free ports in a temporary directory.
 """
@@ -163,8 +174,8 @@ def _throughput(sites: int, seconds: int, repeats: int = 1) -> dict[str, float]:
     cpu_rates: dict[str, list[float]] = {cpu_keys[key]: [] for key in runs}
     with _private_stack() as settings:
         # start-up: the same runs while the topics are still empty (one stack, not one more)
-        startup = {p: _run_flow(settings, "dataflows.telemetry:flow", p) for p in (1, 2)}
-        startup_decode = _run_flow(settings, "bench.telemetry_flows:decode_only", 1)
+        startup = {p: _startup(settings, "dataflows.telemetry:flow", p) for p in (1, 2)}
+        startup_decode = _startup(settings, "bench.telemetry_flows:decode_only", 1)
         messages = _preload(settings, sites, seconds)
         for _ in range(repeats):
             for (key, (target, processes)), cpu_key in zip(runs.items(), cpu_rates, strict=True):
@@ -173,10 +184,20 @@ def _throughput(sites: int, seconds: int, repeats: int = 1) -> dict[str, float]:
                 rates[key].append(_rate(messages, elapsed - base[0]))
                 cpu_rates[cpu_key].append(_rate(messages, cpu - base[1]))
     figures = {key: _median(values) for key, values in (rates | cpu_rates).items()}
+    # Paired by round (the two runs of a round are minutes apart at most), then the median.
+    figures["cpu_efficiency_2proc"] = _median([two / one for one, two in zip(
+        cpu_rates["msgs_per_cpu_s_1proc"], cpu_rates["msgs_per_cpu_s_2proc"], strict=True)])
     figures.update(messages=float(messages), rounds=float(repeats), startup_s_1proc=startup[1][0],
                    msgs_per_s_1proc_min=min(rates["msgs_per_s_1proc"]),
                    msgs_per_s_1proc_max=max(rates["msgs_per_s_1proc"]))
     return figures
+
+
+def _startup(settings: Settings, target: str, processes: int, runs: int = 3) -> tuple[float, float]:
+    """Wall and CPU seconds of ``target`` on empty topics: the medians of ``runs`` runs (the CPU of a
+    single two-process start-up varied from 1.4 to 1.9 s, a tenth of a whole run's CPU)."""
+    measured = [_run_flow(settings, target, processes) for _ in range(runs)]
+    return statistics.median(m[0] for m in measured), statistics.median(m[1] for m in measured)
 
 
 def _rate(messages: int, net_s: float) -> float:
