@@ -135,7 +135,7 @@ def test_a_batch_crossing_to_another_process_names_the_same_origins(
         batch = cast(ShardBatch, item)
         assert pickle.dumps(batch) == pickle.dumps(batch)  # Bytewax sizes with one pickle, writes another
         copy = pickle.loads(pickle.dumps(batch))
-        assert isinstance(copy.origins, OriginColumns)
+        assert isinstance(copy.origins, OriginColumns) or not len(batch.readings)  # messages never travel
         here = [batch.origin(i) for i in range(len(batch.readings))]
         assert [copy.origin(i) for i in range(len(batch.readings))] == here
         assert all(origin == Origin.of(messages[(origin.offset - 100) // step]) for origin in here)
