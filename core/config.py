@@ -157,6 +157,13 @@ class Settings(BaseSettings):
     kafka_batch_size: int = Field(
         default=10000, ge=1, description="Messages a dataflow reads from one partition per poll."
     )
+    telemetry_fetch_wait_ms: int = Field(
+        default=500, ge=1, le=5_000,
+        description="Longest time the broker holds a fetch of the telemetry dataflow (librdkafka "
+        "fetch.wait.max.ms; VPP_TELEMETRY_FETCH_WAIT_MS). The local broker holds every fetch for half "
+        "of it (all of it below 250 ms), so a reading waits that long on its way to the twin; "
+        "shorter means fresher aggregates and more fetches for the broker to answer.",
+    )
     control_tick_s: float = Field(
         default=0.5, gt=0,
         description="Wall-clock seconds between two looks of an active dispatch at the twin (retries due, "

@@ -67,7 +67,7 @@ def kafka_source(settings: Settings) -> BatchedKafkaSource:
     """The flow's real input: both topics, offsets in the recovery store."""
     return BatchedKafkaSource([settings.kafka], [TELEMETRY_RAW, ASSETS_CHANGES], tail=settings.dataflow_tail,
                               batch_size=settings.kafka_batch_size, group_id=TELEMETRY_DATAFLOW_GROUP,
-                              by_topic=True)
+                              by_topic=True, extra={"fetch.wait.max.ms": settings.telemetry_fetch_wait_ms})
 
 
 def build_flow(settings: Settings, source: Source[Polled] | None = None,
