@@ -20,12 +20,14 @@ frame of ``websockets``' general paths, not the frames' own work, is what a proc
 
 from __future__ import annotations
 
+import os
+import struct
 from types import GeneratorType
 from typing import Any
 
 from websockets.asyncio.connection import Connection
 from websockets.frames import Frame, Opcode
-from websockets.protocol import SERVER, Protocol, State
+from websockets.protocol import CLIENT, SERVER, Event, Protocol, State
 from websockets.streams import StreamReader
 
 try:
@@ -37,6 +39,8 @@ except ImportError:  # websockets without its C extension
 _PARSE = Protocol.parse.__code__
 _AT_EOF = StreamReader.at_eof.__code__
 _TEXT, _BINARY = Opcode.TEXT.value, Opcode.BINARY.value
+#: A frame's first two bytes and a 16-bit or a 64-bit payload length (RFC 6455, 5.2).
+_HEAD_16, _HEAD_64 = struct.Struct(">BBH"), struct.Struct(">BBQ")
 
 
 def send_now(ws: Connection, frame: bytes | str) -> bool:
@@ -45,15 +49,46 @@ def send_now(ws: Connection, frame: bytes | str) -> bool:
     False, with nothing written, when the connection cannot take it without waiting: not open,
     its transport closing, or writing paused by flow control (the peer is slow to read). A write
     the transport refuses aborts the connection (as ``send`` does) and is False too.
+
+    Without extensions (the gateway and the simulator use none) the frame is the one the protocol
+    would write (final, masked with a random key on a client's side), built here and written in one
+    call: the protocol's own path (a ``Frame``, its checks and serialisation, a buffer emptied by
+    ``send_data``) was most of a send's cost. The protocol keeps no state of a final data frame it
+    sends, so it is as if it had sent it. With extensions the protocol frames it.
     """
-    if ws.protocol.state is not State.OPEN or ws.paused or ws.transport.is_closing():
+    protocol = ws.protocol
+    if protocol.state is not State.OPEN or ws.paused or ws.transport.is_closing():
         return False
+    if protocol.extensions or protocol.writes:  # compression, say: the protocol frames it
+        if isinstance(frame, str):
+            protocol.send_text(frame.encode())
+        else:
+            protocol.send_binary(frame)
+        return _write(ws, b"".join(protocol.data_to_send()))
     if isinstance(frame, str):
-        ws.protocol.send_text(frame.encode())
+        head, payload = 0x81, frame.encode()
     else:
-        ws.protocol.send_binary(frame)
+        head, payload = 0x82, frame
+    length = len(payload)
+    masked = protocol.side is CLIENT
+    mask_bit = 0x80 if masked else 0
+    if length < 126:
+        header = bytes((head, mask_bit | length))
+    elif length < 65_536:
+        header = _HEAD_16.pack(head, mask_bit | 126, length)
+    else:
+        header = _HEAD_64.pack(head, mask_bit | 127, length)
+    if masked:
+        mask = os.urandom(4)
+        data = b"".join((header, mask, apply_mask(payload, mask)))
+    else:
+        data = header + payload
+    return _write(ws, data)
+
+
+def _write(ws: Connection, data: bytes) -> bool:
     try:
-        ws.send_data()
+        ws.transport.write(data)
     except Exception as exc:  # as Connection.send_context: any error writing ends the connection
         ws.set_connection_exc(exc)
         ws.transport.abort()
@@ -110,3 +145,32 @@ def _between_frames(parser: object) -> bool:
         outer, inner = inner, inner.gi_yieldfrom
     return (isinstance(inner, GeneratorType) and inner.gi_code is _AT_EOF
             and outer is not None and outer.gi_code is _PARSE)
+
+
+class TakesFrames(Connection):
+    """A connection that offers each complete data frame to :meth:`take_frame` as it arrives.
+
+    Mixed in before websockets' server or client connection class. A read that is one lone frame
+    (:func:`lone_frame`) skips the protocol's parser; a frame taken goes nowhere else, rather than
+    through the message queue to the connection's task (a future, a task step, a chain of ``recv``
+    coroutines). Frames are offered only while nothing waits in that queue, so a frame left to
+    the queue keeps every frame after it behind it, and the task reads them in order.
+    """
+
+    def take_frame(self, frame: Frame) -> bool:
+        """Take a complete, final text or binary frame now; False leaves it to the message queue."""
+        return False
+
+    def data_received(self, data: bytes) -> None:
+        frame = lone_frame(self.protocol, data)
+        if frame is None:
+            super().data_received(data)
+        else:
+            self.process_event(frame)
+
+    def process_event(self, event: Event) -> None:
+        if (isinstance(event, Frame) and event.fin
+                and (event.opcode is Opcode.BINARY or event.opcode is Opcode.TEXT)
+                and not len(self.recv_messages.frames) and self.take_frame(event)):
+            return
+        super().process_event(event)
