@@ -41,7 +41,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 from websockets import ConnectionClosed, ConnectionClosedError, Headers
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
-from websockets.frames import CloseCode, Frame, Opcode
+from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
@@ -144,23 +144,17 @@ class _DeviceConnection(TakesFrames, ServerConnection):
 
     take: Callable[[bytes | str], bool] | None = None
 
-    def take_frame(self, frame: Frame) -> bool:
+    def take_message(self, text: bool, payload: bytes) -> bool:
         take = self.take
         if take is None:
             return False
-        message = _message(frame)
-        return message is not None and take(message)
-
-
-def _message(frame: Frame) -> bytes | str | None:
-    """A complete data frame's message as ``recv`` returns it; None for text that is not UTF-8."""
-    data = bytes(frame.data)
-    if frame.opcode is Opcode.BINARY:
-        return data
-    try:
-        return data.decode()
-    except UnicodeDecodeError:
-        return None
+        message: bytes | str = payload
+        if text:
+            try:
+                message = payload.decode()
+            except UnicodeDecodeError:
+                return False
+        return take(message)
 
 
 #: A frame ready to produce, and its ticket (the connection and frame number, if its device asked for acks).

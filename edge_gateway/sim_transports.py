@@ -24,7 +24,6 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 from confluent_kafka import Consumer, Producer, TopicPartition
 from websockets import ConnectionClosed, InvalidHandshake
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.frames import Frame, Opcode
 from websockets.typing import Subprotocol
 
 from assets.generator import Site, generate_fleet
@@ -170,12 +169,11 @@ class _DeviceConnection(TakesFrames, ClientConnection):
 
     on_delivered: Callable[[int], None] | None = None
 
-    def take_frame(self, frame: Frame) -> bool:
+    def take_message(self, text: bool, payload: bytes) -> bool:
         on_delivered = self.on_delivered
-        data = frame.data
-        if on_delivered is None or frame.opcode is not Opcode.TEXT or not isinstance(data, bytes | bytearray):
+        if on_delivered is None or not text:
             return False
-        count = delivered_count(data)
+        count = delivered_count(payload)
         if count is None:
             return False
         on_delivered(count)

@@ -105,9 +105,21 @@ def lone_frame(protocol: Protocol, data: bytes) -> Frame | None:
     would (a final data frame changes none of its state). Text is not checked for UTF-8 here:
     like the parser, that is left to whoever reads the message.
     """
-    if (protocol.state is not State.OPEN or protocol.current_size is not None or protocol.extensions
-            or protocol.debug or protocol.reader.buffer or not _between_frames(protocol.parser)):
+    if not _quiet(protocol) or not _between_frames(protocol.parser):
         return None
+    lone = _lone_payload(protocol, data)
+    return None if lone is None else Frame(Opcode(lone[0]), lone[1])
+
+
+def _quiet(protocol: Protocol) -> bool:
+    """Open, with no message, extension, debug logging or buffered bytes in the way."""
+    return not (protocol.state is not State.OPEN or protocol.current_size is not None or protocol.extensions
+                or protocol.debug or protocol.reader.buffer)
+
+
+def _lone_payload(protocol: Protocol, data: bytes) -> tuple[int, bytes] | None:
+    """:func:`lone_frame`'s reading of ``data`` once the protocol is known to wait between frames:
+    the frame's opcode value and payload, or None."""
     size = len(data)
     if size < 2:  # the two header bytes
         return None
@@ -129,11 +141,13 @@ def lone_frame(protocol: Protocol, data: bytes) -> Frame | None:
         start += 4
     if size != start + length:
         return None
-    for limit in (protocol.max_message_size, protocol.max_fragment_size):
-        if limit is not None and length > limit:
-            return None  # the parser closes with 1009
-    payload = apply_mask(data[start:], data[start - 4:start]) if masked else data[start:]
-    return Frame(Opcode.TEXT if opcode == _TEXT else Opcode.BINARY, payload)
+    limit = protocol.max_message_size
+    if limit is not None and length > limit:
+        return None  # the parser closes with 1009
+    limit = protocol.max_fragment_size
+    if limit is not None and length > limit:
+        return None
+    return opcode, (apply_mask(data[start:], data[start - 4:start]) if masked else data[start:])
 
 
 def _between_frames(parser: object) -> bool:
@@ -148,29 +162,52 @@ def _between_frames(parser: object) -> bool:
 
 
 class TakesFrames(Connection):
-    """A connection that offers each complete data frame to :meth:`take_frame` as it arrives.
+    """A connection that offers each complete data message to :meth:`take_message` as it arrives.
 
     Mixed in before websockets' server or client connection class. A read that is one lone frame
-    (:func:`lone_frame`) skips the protocol's parser; a frame taken goes nowhere else, rather than
-    through the message queue to the connection's task (a future, a task step, a chain of ``recv``
-    coroutines). Frames are offered only while nothing waits in that queue, so a frame left to
-    the queue keeps every frame after it behind it, and the task reads them in order.
+    (:func:`lone_frame`) skips the protocol's parser; a message taken goes nowhere else, rather
+    than through the message queue to the connection's task (a future, a task step, a chain of
+    ``recv`` coroutines). Messages are offered only while nothing waits in that queue, so one left
+    to the queue keeps every message after it behind it, and the task reads them in order.
+
+    Whether the parser waits between frames is looked up by walking its generators once per wait:
+    the wait it found is remembered, and while the parser is still in that same wait (lone frames
+    leave it there) the answer stands.
     """
 
-    def take_frame(self, frame: Frame) -> bool:
-        """Take a complete, final text or binary frame now; False leaves it to the message queue."""
+    #: The parser's wait for a frame's first byte, last found by walking its generators.
+    _waiting: object = None
+
+    def take_message(self, text: bool, payload: bytes) -> bool:
+        """Take a complete, final text (UTF-8 not checked yet) or binary message now; False leaves
+        it to the message queue."""
         return False
 
     def data_received(self, data: bytes) -> None:
-        frame = lone_frame(self.protocol, data)
-        if frame is None:
+        protocol = self.protocol
+        lone = _lone_payload(protocol, data) if _quiet(protocol) and self._between_frames() else None
+        if lone is None:
             super().data_received(data)
-        else:
-            self.process_event(frame)
+            return
+        opcode, payload = lone
+        if not len(self.recv_messages.frames) and self.take_message(opcode == _TEXT, payload):
+            return
+        super().process_event(Frame(Opcode(opcode), payload))
 
     def process_event(self, event: Event) -> None:
         if (isinstance(event, Frame) and event.fin
                 and (event.opcode is Opcode.BINARY or event.opcode is Opcode.TEXT)
-                and not len(self.recv_messages.frames) and self.take_frame(event)):
+                and not len(self.recv_messages.frames)
+                and self.take_message(event.opcode is Opcode.TEXT, bytes(event.data))):
             return
         super().process_event(event)
+
+    def _between_frames(self) -> bool:
+        parser = self.protocol.parser
+        waiting = getattr(parser, "gi_yieldfrom", None)
+        if waiting is not None and waiting is self._waiting:
+            return True
+        if _between_frames(parser):
+            self._waiting = waiting
+            return True
+        return False
