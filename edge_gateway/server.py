@@ -556,6 +556,7 @@ class Gateway:
                 self._spawn(session.ws.close(CloseCode.INTERNAL_ERROR, "delivery failed: send again"))
 
     def _acknowledged(self, session: Session) -> None:
+        """``session`` has frames done since its device was last told: its turn will tell it."""
         self._acked[session.ack_turn].add(session)
 
     async def _tell_deliveries(self) -> None:
