@@ -3,7 +3,7 @@
 The simulator (``python -m edge_gateway.simulate``, WebSocket transport, Avro
 frames, one sample per site and second) talks to a sink: a WebSocket server in
 a process of its own that reads every frame and, like the gateway, tells each
-connection every ``ACK_INTERVAL_S`` how many of its frames are safe (the
+connection every ``ACK_PERIOD_S`` how many of its frames are safe (the
 ``delivered`` frames the simulator decodes). Nothing else runs, so the
 simulator process's CPU (user and system, from ``/proc``) over a window once
 every site is connected, divided by the telemetry frames the sink received in
@@ -33,7 +33,7 @@ from pathlib import Path
 
 from bench.e2e import cpu_seconds
 from bench.local import free_port, private_settings
-from edge_gateway.server import ACK_INTERVAL_S
+from edge_gateway.server import ACK_PERIOD_S
 from edge_gateway.sim_transports import raise_fd_limit
 from edge_gateway.wire import delivered_frame
 from vpp.dataflows import settings_env
@@ -64,7 +64,7 @@ async def _sink(port: int) -> None:
 
     async def tell() -> None:
         while True:
-            await asyncio.sleep(ACK_INTERVAL_S)
+            await asyncio.sleep(ACK_PERIOD_S)
             for ws, state in list(counts.items()):
                 if state[0] > state[1]:
                     state[1] = state[0]

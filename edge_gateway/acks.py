@@ -44,6 +44,9 @@ class DeliveryWindow:
         if not delivered:
             self.failed = True
             return
+        if index == self.through and not self._done:  # the usual case: frames done in order
+            self.through += 1
+            return
         self._done.add(index)
         while self.through in self._done:
             self._done.discard(self.through)

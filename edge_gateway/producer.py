@@ -188,9 +188,12 @@ class BackpressureProducer(Generic[T]):
             with contextlib.suppress(RuntimeError):  # the loop closed: the gateway is gone anyway
                 loop.call_soon_threadsafe(on_reports, reports)
 
-    def _forget(self, second: int, reported: bool) -> None:
-        """One record of ``second`` waits no more: its delivery was ``reported``, or it was never queued."""
+    def _forget(self, second: int, reported: bool, outcome: tuple[T, bool] | None = None) -> None:
+        """One record of ``second`` waits no more: its delivery was ``reported``, or it was never queued;
+        a ticketed record's ``outcome`` is kept for the event loop (under the same lock)."""
         with self._lock:
+            if outcome is not None:
+                self._reports.append(outcome)
             self.outstanding -= 1
             left = self._by_second.get(second, 1) - 1
             if left > 0:
@@ -202,11 +205,12 @@ class BackpressureProducer(Generic[T]):
             elif reported:
                 self._waiting_since = time.monotonic()
 
-    def _delivered(self, second: int, error: KafkaError | None, message: Message) -> None:
+    def _delivered(self, second: int, error: KafkaError | None, message: Message,
+                   outcome: tuple[T, bool] | None = None) -> None:
         """One delivery report of a record produced in ``second`` (one callable per second, not a
         closure per record: the produce-to-acknowledgement time is librdkafka's own,
         ``Message.latency``)."""
-        self._forget(second, reported=True)
+        self._forget(second, True, outcome)
         if error is not None:
             self._metrics.produce_errors.inc()
             return
@@ -218,6 +222,4 @@ class BackpressureProducer(Generic[T]):
 
     def _delivered_ticket(self, second: int, ticket: T, error: KafkaError | None, message: Message) -> None:
         """The delivery report of a ticketed record: as any other, and its outcome kept for the loop."""
-        self._delivered(second, error, message)
-        with self._lock:
-            self._reports.append((ticket, error is None))
+        self._delivered(second, error, message, (ticket, error is None))

@@ -24,8 +24,6 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 from confluent_kafka import Consumer, Producer, TopicPartition
 from websockets import ConnectionClosed, InvalidHandshake
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.frames import Frame, Opcode
-from websockets.protocol import Event
 from websockets.typing import Subprotocol
 
 from assets.generator import Site, generate_fleet
@@ -39,7 +37,7 @@ from edge_gateway.feeds import next_batch, start_at_end_unless_committed, uncanc
 from edge_gateway.simulator import FleetSimulator, SimClock, SimulatedSite
 from edge_gateway.telemetry_frames import TelemetryEncoder
 from edge_gateway.wire import DOWNSTREAM_RECORDS, Encoding, delivered_frame, json_frame
-from edge_gateway.ws_direct import lone_frame, send_now
+from edge_gateway.ws_direct import TakesFrames, send_now
 from schemas import packaged_codec
 from schemas.codec import AvroCodec, DecodeError
 
@@ -160,35 +158,26 @@ def delivered_count(data: bytes | bytearray) -> int | None:
     return None
 
 
-class _DeviceConnection(ClientConnection):
+class _DeviceConnection(TakesFrames, ClientConnection):
     """A device's connection that takes delivery counts as they arrive, without waking its task.
 
-    Every site is told a count about once a second, alone in its read from the socket: such a
-    frame is read without the protocol's parser (:func:`ws_direct.lone_frame`), and rather than
-    through websockets' message queue to the site's listening task (a future, a task step, a
-    coroutine chain), a count goes straight to ``on_delivered`` while nothing waits in the queue
-    before it (so no frame is taken out of order); every other frame goes the usual way, to the task.
+    Every site is told a count every couple of seconds, alone in its read from the socket: a count
+    goes straight to ``on_delivered`` (:class:`ws_direct.TakesFrames`) rather than through
+    websockets' message queue to the site's listening task; every other frame goes the usual
+    way, to the task.
     """
 
     on_delivered: Callable[[int], None] | None = None
 
-    def data_received(self, data: bytes) -> None:
-        frame = lone_frame(self.protocol, data) if self.on_delivered is not None else None
-        if frame is None:
-            super().data_received(data)
-        else:
-            self.process_event(frame)
-
-    def process_event(self, event: Event) -> None:
+    def take_message(self, text: bool, payload: bytes) -> bool:
         on_delivered = self.on_delivered
-        if (on_delivered is not None and isinstance(event, Frame) and event.opcode is Opcode.TEXT
-                and event.fin and not len(self.recv_messages.frames)
-                and isinstance(event.data, bytes | bytearray)):
-            count = delivered_count(event.data)
-            if count is not None:
-                on_delivered(count)
-                return
-        super().process_event(event)
+        if on_delivered is None or not text:
+            return False
+        count = delivered_count(payload)
+        if count is None:
+            return False
+        on_delivered(count)
+        return True
 
 
 class WebSocketTransport:

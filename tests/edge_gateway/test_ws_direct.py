@@ -22,7 +22,7 @@ from websockets.frames import Close, CloseCode, Frame, Opcode
 from websockets.protocol import CLIENT, SERVER, Protocol, Side
 from websockets.server import ServerProtocol
 
-from edge_gateway.ws_direct import lone_frame, send_now
+from edge_gateway.ws_direct import TakesFrames, lone_frame, send_now
 from tests.edge_gateway.support import eventually
 
 
@@ -120,3 +120,90 @@ def test_the_parser_reads_on_after_a_lone_frame_and_none_is_taken_from_the_middl
     assert lone_frame(protocol, second[2:]) is None
     protocol.receive_data(second[2:])
     assert protocol.events_received() == [Frame(Opcode.BINARY, b"second")]
+
+
+def test_frames_send_now_writes_itself_read_as_the_protocol_would_have_written_them() -> None:
+    """Without extensions send_now frames the message itself: masked from a client, not from a
+    server, with a 7-bit, 16-bit or 64-bit length as the size asks."""
+    sizes = [0, 1, 125, 126, 65_535, 65_536, 70_000]
+    messages: list[bytes | str] = [*(b"\x01" * n for n in sizes), *("é" * n for n in (0, 62, 63))]
+
+    async def scenario() -> tuple[list[bytes | str], list[bytes | str]]:
+        at_server: list[bytes | str] = []
+
+        async def echo(ws: ServerConnection) -> None:
+            async for message in ws:
+                at_server.append(message)
+                assert send_now(ws, message)
+
+        async with serve(echo, "127.0.0.1", 0, compression=None, max_size=None) as server:
+            port = next(iter(server.sockets)).getsockname()[1]
+            async with connect(f"ws://127.0.0.1:{port}", compression=None, max_size=None) as ws:
+                back = []
+                for message in messages:
+                    assert send_now(ws, message)
+                    back.append(await ws.recv())
+        return at_server, back
+
+    at_server, back = asyncio.run(scenario())
+    assert at_server == messages
+    assert back == messages
+
+
+class _Reads(asyncio.Transport):
+    """A transport that only reads (what a connection needs for frames it receives)."""
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
+
+
+class _Taker(TakesFrames):
+    """A connection that takes every message offered, or none while ``refusing``."""
+
+    def __init__(self, protocol: Protocol) -> None:
+        super().__init__(protocol)
+        self.connection_made(_Reads())
+        self.taken: list[tuple[bool, bytes]] = []
+        self.refusing = False
+
+    def take_message(self, text: bool, payload: bytes) -> bool:
+        if self.refusing:
+            return False
+        self.taken.append((text, payload))
+        return True
+
+
+def test_messages_are_taken_in_order_however_reads_split_and_join_frames() -> None:
+    """Lone frames, a frame split over reads (the parser waits inside it: the next read is not a
+    lone frame), two frames in one read, and a message left to the queue (later ones follow it)."""
+    frames = [Frame(Opcode.BINARY if k % 2 else Opcode.TEXT, f"reading {k}".encode()).serialize(mask=True)
+              for k in range(8)]
+    # Frame 1 is split after its header and mask: the parser waits inside it with nothing buffered,
+    # and the rest, a payload masked with zeros that looks like a whole frame, must not be taken as one.
+    inner = Frame(Opcode.BINARY, b"not a frame").serialize(mask=True)
+    frames[1] = bytes((0x82, 0x80 | len(inner))) + b"\0\0\0\0" + inner
+    reads = [frames[0], frames[1][:6], frames[1][6:], frames[2][:3], frames[2][3:], frames[3] + frames[4],
+             frames[5]]
+
+    async def scenario() -> tuple[list[tuple[bool, bytes]], list[bytes | str]]:
+        connection = _Taker(Protocol(SERVER))
+        for data in reads:
+            connection.data_received(data)
+        connection.refusing = True
+        connection.data_received(frames[6])  # refused: to the queue ...
+        connection.refusing = False
+        connection.data_received(frames[7])  # ... and the next one follows it there
+        # A parser thrown off by a frame taken from the middle of another never yields these.
+        async with asyncio.timeout(10):
+            queued = [await connection.recv(), await connection.recv()]
+        return connection.taken, queued
+
+    taken, queued = asyncio.run(scenario())
+    assert taken == [(k % 2 == 0, inner if k == 1 else f"reading {k}".encode()) for k in range(6)]
+    assert queued == ["reading 6", b"reading 7"]
