@@ -549,7 +549,7 @@ class Gateway:
             window = session.window
             assert window is not None
             window.done(index, ok)
-            self._acked[session.ack_turn].add(session)
+            self._acknowledged(session)
             if window.failed and not session.closing:
                 # The device still holds the frame (never confirmed): it sends it again on a new connection.
                 session.closing = True

@@ -135,8 +135,8 @@ def lone_frame(protocol: Protocol, data: bytes) -> Frame | None:
 
 def _quiet(protocol: Protocol) -> bool:
     """Open, with no message, extension, debug logging or buffered bytes in the way."""
-    return not (protocol.state is not State.OPEN or protocol.current_size is not None or protocol.extensions
-                or protocol.debug or protocol.reader.buffer)
+    return (protocol.state is State.OPEN and protocol.current_size is None and not protocol.extensions
+            and not protocol.debug and not protocol.reader.buffer)
 
 
 def _lone_payload(protocol: Protocol, data: bytes) -> tuple[int, bytes] | None:
