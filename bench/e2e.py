@@ -38,11 +38,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import redis
-from prometheus_client.parser import text_string_to_metric_families
 
 from assets.generator import generate_fleet
 from assets.loader import load_fleet
-from bench.local import free_port, private_stack
+from bench.local import free_port, gateway_telemetry_frames, private_stack
 from core.config import Settings
 from core.live import aggregate_hashes
 from edge_gateway.sim_transports import raise_fd_limit
@@ -157,12 +156,7 @@ class Fleet:
 
     def readings(self) -> float:
         """Telemetry frames the gateway has taken so far (its metrics)."""
-        url = f"http://{self.settings.host}:{self.settings.gateway_metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=30) as response:
-            text = response.read().decode()
-        samples = (sample for family in text_string_to_metric_families(text) for sample in family.samples)
-        return sum(s.value for s in samples
-                   if s.name == "vpp_gateway_frames_in_total" and s.labels.get("kind") == "telemetry")
+        return gateway_telemetry_frames(self.settings.host, self.settings.gateway_metrics_port)
 
     def region_states(self) -> list[tuple[int, int, int, int]]:
         """(expected, reporting, event ms, written ms) of every region aggregate."""

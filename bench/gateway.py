@@ -35,12 +35,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
-from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.frames import Frame, Opcode
 from websockets.typing import Subprotocol
 
-from bench.local import free_port, private_stack, process_cpu_s
+from bench.local import free_port, gateway_telemetry_frames, private_stack, process_cpu_s
 from core import kafka
 from core.config import Settings
 from core.device_tokens import issue_token
@@ -114,15 +113,6 @@ def _healthy(metrics_port: int) -> bool:
             return bool(response.status == 200)
     except OSError:
         return False
-
-
-def _frames_in(metrics_port: int) -> float:
-    # A flooded gateway on a loaded machine answers late.
-    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=60) as response:
-        text = response.read().decode()
-    return sum(sample.value for family in text_string_to_metric_families(text)
-               for sample in family.samples
-               if sample.name == "vpp_gateway_frames_in_total" and sample.labels.get("kind") == "telemetry")
 
 
 class _LatencyTail:
@@ -208,10 +198,12 @@ async def _phase(metrics_port: int, pid: int, phase_s: float,
     """Run ``tasks(until)`` for ``phase_s`` seconds, then a second for the last frames; (frames,
     gateway CPU seconds, wall start, end). The phase starts after the first reading of the
     gateway's figures (which blocks, for long on a loaded machine), not before it."""
-    frames0, cpu0, wall0 = _frames_in(metrics_port), process_cpu_s(pid), time.time()
+    host = "127.0.0.1"
+    frames0, cpu0, wall0 = gateway_telemetry_frames(host, metrics_port), process_cpu_s(pid), time.time()
     await asyncio.gather(*tasks(asyncio.get_running_loop().time() + phase_s))
     await asyncio.sleep(1.0)
-    return _frames_in(metrics_port) - frames0, process_cpu_s(pid) - cpu0, wall0, time.time()
+    frames = gateway_telemetry_frames(host, metrics_port) - frames0
+    return frames, process_cpu_s(pid) - cpu0, wall0, time.time()
 
 
 def _percentile(values: list[float], q: float) -> float:

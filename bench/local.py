@@ -6,11 +6,13 @@ import os
 import socket
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from confluent_kafka import Consumer
+from prometheus_client.parser import text_string_to_metric_families
 
 from core.config import Settings
 from core.kafka import client_config
@@ -56,6 +58,16 @@ def tail_consumer(settings: Settings, topics: list[str], group_id: str, **extra:
     while not consumer.assignment() and time.monotonic() < deadline:
         consumer.poll(0.2)
     return consumer
+
+
+def gateway_telemetry_frames(host: str, metrics_port: int) -> float:
+    """Telemetry frames a gateway has taken so far (its ``vpp_gateway_frames_in_total``)."""
+    # A flooded gateway on a loaded machine answers late.
+    with urllib.request.urlopen(f"http://{host}:{metrics_port}/metrics", timeout=60) as response:
+        text = response.read().decode()
+    return sum(sample.value for family in text_string_to_metric_families(text)
+               for sample in family.samples
+               if sample.name == "vpp_gateway_frames_in_total" and sample.labels.get("kind") == "telemetry")
 
 
 def process_cpu_s(pid: int) -> float:
