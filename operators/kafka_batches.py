@@ -52,6 +52,7 @@ from typing_extensions import override
 from core.kafka import library_logs
 from operators.group_commits import GroupCommitter
 from operators.readiness import FLOW_HEALTH
+from operators.worker_threads import keep_thread_state
 
 log = logging.getLogger(__name__)
 
@@ -221,6 +222,9 @@ class BatchedKafkaSource(FixedPartitionedSource[Polled, Position | int]):
 
     @override
     def list_parts(self) -> list[str]:
+        # Every worker lists the parts on its own thread before any item flows: the hook that lets
+        # a worker thread keep its Python thread state (operators.worker_threads).
+        keep_thread_state()
         admin = AdminClient({"bootstrap.servers": self._brokers, **library_logs()})
         parts = []
         for topic in self._topics:
