@@ -9,12 +9,13 @@ CPython creates a thread state for the call and destroys it at the matching
 ``PyGILState_Release``, with the 16 KiB frame stack it mapped for the call's
 first frame. Anything kept in a ``threading.local`` is lost between calls too.
 
-Measured on the telemetry flow with two processes (10,000 sites, a 60 s
-backlog, 2 cores): about 9,000 mmap/munmap pairs per process per run from
-that, against none once each worker thread holds its state; messages per
-CPU-second of two processes rose 142k -> 160k and of one process with two
-workers 146k -> 161k (one worker on the main thread: 231k, unchanged;
-``docs/measurements.md``, "Worker threads' Python thread states").
+Measured on the telemetry flow (10,000 sites, 2 cores): with two processes,
+36,000 mmap calls per process for 600,000 messages, 4,400 once each worker
+thread keeps its state (one process, one worker on the main thread: 4,500);
+messages per CPU-second of two processes 130k/122k -> 147k/154k against one
+process's 186k-202k (``vpp bench telemetry``, old and new alternated; one
+process with two workers 140k-153k -> 154k-173k). ``docs/measurements.md``,
+"Worker threads' Python thread states".
 
 One ``PyGILState_Ensure`` left outstanding keeps the thread's nesting count
 above zero, so the state lives as long as the thread and every later call only
