@@ -111,12 +111,6 @@ class OriginColumns:
             keys, values, topics = [r.key for r in rows], [r.value for r in rows], [r.topic for r in rows]
             partitions, offsets = [r.partition for r in rows], [r.offset for r in rows]
             stamps = [-1 if r.timestamp_ms is None else r.timestamp_ms for r in rows]
-        return cls.of_lists(keys, values, topics, partitions, offsets, stamps)
-
-    @classmethod
-    def of_lists(cls, keys: list[bytes | None], values: list[bytes], topics: list[str], partitions: list[int],
-                 offsets: list[int], stamps: list[int]) -> OriginColumns:
-        """Columns of origins given field by field, a row each (a timestamp of -1: none)."""
         key_ends = np.cumsum(np.fromiter((0 if key is None else len(key) for key in keys), dtype=np.int64,
                                          count=len(keys)))
         no_key = np.fromiter((key is None for key in keys), dtype=np.bool_, count=len(keys))
