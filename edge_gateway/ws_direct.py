@@ -14,7 +14,7 @@ frame of ``websockets``' general paths, not the frames' own work, is what a proc
 * Reading: the protocol's parser (a chain of generators, an enum, a dataclass and a list of
   events per frame) is general: fragments, control frames, extensions, frames split across
   reads. Nearly every read from a device's socket holds exactly one complete, final text or
-  binary frame, arriving while the parser waits between frames; :func:`lone_frame` reads that
+  binary frame, arriving while the parser waits between frames; :func:`lone_payload` reads that
   case and leaves everything else, and every doubt, to the parser.
 """
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Callable
 from types import GeneratorType
 from typing import Any
 
@@ -118,30 +119,25 @@ def _write(ws: Connection, data: bytes) -> bool:
     return True
 
 
-def lone_frame(protocol: Protocol, data: bytes) -> Frame | None:
-    """The frame ``data`` holds if it is exactly one complete, final, unextended text or binary frame
-    within the size limit, masked as the protocol's side expects, and the open protocol waits
-    between frames with nothing buffered; else None: feed ``data`` to the protocol as usual.
+def lone_payload(protocol: Protocol, data: bytes,
+                 between_frames: Callable[[], bool] | None = None) -> tuple[int, bytes] | None:
+    """The opcode value and payload of the frame ``data`` holds if it is exactly one complete, final,
+    unextended text or binary frame within the size limit, masked as the protocol's side expects,
+    and the open protocol waits between frames with nothing buffered; else None: feed ``data`` to
+    the protocol as usual.
 
-    The frame is the one the parser would have made; taking it leaves the protocol as the parser
-    would (a final data frame changes none of its state). Text is not checked for UTF-8 here:
-    like the parser, that is left to whoever reads the message.
+    ``between_frames``: the caller's own (cached) answer to whether the parser waits between
+    frames (:class:`TakesFrames`); None: walk the parser's generators to find out.
+
+    The payload is the frame the parser would have made; taking it leaves the protocol as the
+    parser would (a final data frame changes none of its state). Text is not checked for UTF-8
+    here: like the parser, that is left to whoever reads the message.
     """
-    if not _quiet(protocol) or not _between_frames(protocol.parser):
+    if (protocol.state is not State.OPEN or protocol.current_size is not None or protocol.extensions
+            or protocol.debug or protocol.reader.buffer):
         return None
-    lone = _lone_payload(protocol, data)
-    return None if lone is None else Frame(Opcode(lone[0]), lone[1])
-
-
-def _quiet(protocol: Protocol) -> bool:
-    """Open, with no message, extension, debug logging or buffered bytes in the way."""
-    return (protocol.state is State.OPEN and protocol.current_size is None and not protocol.extensions
-            and not protocol.debug and not protocol.reader.buffer)
-
-
-def _lone_payload(protocol: Protocol, data: bytes) -> tuple[int, bytes] | None:
-    """:func:`lone_frame`'s reading of ``data`` once the protocol is known to wait between frames:
-    the frame's opcode value and payload, or None."""
+    if not (_between_frames(protocol.parser) if between_frames is None else between_frames()):
+        return None
     size = len(data)
     if size < 2:  # the two header bytes
         return None
@@ -187,7 +183,7 @@ class TakesFrames(Connection):
     """A connection that offers each complete data message to :meth:`take_message` as it arrives.
 
     Mixed in before websockets' server or client connection class. A read that is one lone frame
-    (:func:`lone_frame`) skips the protocol's parser; a message taken goes nowhere else, rather
+    (:func:`lone_payload`) skips the protocol's parser; a message taken goes nowhere else, rather
     than through the message queue to the connection's task (a future, a task step, a chain of
     ``recv`` coroutines). Messages are offered only while nothing waits in that queue, so one left
     to the queue keeps every message after it behind it, and the task reads them in order.
@@ -206,8 +202,7 @@ class TakesFrames(Connection):
         return False
 
     def data_received(self, data: bytes) -> None:
-        protocol = self.protocol
-        lone = _lone_payload(protocol, data) if _quiet(protocol) and self._between_frames() else None
+        lone = lone_payload(self.protocol, data, self._between_frames)
         if lone is None:
             super().data_received(data)
             return

@@ -5,7 +5,7 @@ connection that cannot take a frame now (closed, or its peer not reading so its 
 must get nothing, so the caller falls back to ``await ws.send`` (the gateway, with a timeout) or
 keeps the reading for later (the simulator).
 
-``lone_frame``: a read holding exactly one final data frame, arriving between frames, gives the
+``lone_payload``: a read holding exactly one final data frame, arriving between frames, gives the
 frame websockets' own parser gives; anything else gives None and goes to the parser, which then
 reads on as if nothing had been taken.
 """
@@ -22,7 +22,7 @@ from websockets.frames import Close, CloseCode, Frame, Opcode
 from websockets.protocol import CLIENT, SERVER, Protocol, Side
 from websockets.server import ServerProtocol
 
-from edge_gateway.ws_direct import TakesFrames, lone_frame, send_now
+from edge_gateway.ws_direct import TakesFrames, lone_payload, send_now
 from tests.edge_gateway.support import eventually
 
 
@@ -78,6 +78,12 @@ def test_a_connection_whose_peer_does_not_read_takes_nothing_once_its_buffer_is_
     written, paused, received = asyncio.run(scenario())
     assert written > 0 and paused
     assert received == written + 1  # every frame send_now took arrived, and nothing it refused
+
+
+def lone_frame(protocol: Protocol, data: bytes) -> Frame | None:
+    """:func:`lone_payload`'s answer as the frame it stands for (the parser found between frames or not)."""
+    lone = lone_payload(protocol, data)
+    return None if lone is None else Frame(Opcode(lone[0]), lone[1])
 
 
 def _parsed(side: Side, data: bytes) -> list[Frame]:
