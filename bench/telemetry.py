@@ -4,8 +4,9 @@
 of the last three minutes, 1,800,000 messages, as a backlog after an outage,
 so shards tick at their catch-up cadence), one process and two processes,
 against the decode-only baseline on the same topic in the same run (medians of
-three interleaved rounds). Each rate is messages / (run time - start-up time), where start-up is
-the same flow run on empty topics, so Python and Kafka start-up do not count.
+three interleaved rounds). Each rate is messages / (run time - start-up
+time), where start-up is the same flow run on empty topics, so Python and
+Kafka start-up do not count.
 (b) Freshness in real time at 10,000 sites x 1 Hz: a producer sends every
 site's reading each second stamped with the wall clock. Freshness is, per
 emission of each program (VPP-level) node, the time it was written to Redis
